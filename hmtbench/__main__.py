@@ -1,0 +1,5 @@
+"""`python -m hmtbench` entry point."""
+
+from hmtbench.cli import main
+
+main()

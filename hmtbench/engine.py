@@ -1,0 +1,83 @@
+"""The one segment loop that evaluation, training and QA all drive.
+
+Scoring rule (every protocol and method): position t of a document is predicted by the logits
+at position t-1, so a segment's first token is predicted by the previous segment's last logits
+and every token but the document's first can be scored exactly once. ``targets`` marks which
+tokens count; the loop returns summed NLL and token counts per segment, and the caller divides
+once: ppl = exp(sum NLL / scored tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hmtbench.methods.base import SegmentMethod
+
+IGNORE = -100
+
+
+@dataclass
+class SegmentedBatch:
+    segments: Tensor  # (B, n, S) token ids, right-padded with 0
+    lengths: Tensor  # (B, n) real tokens in each segment
+    targets: Tensor  # (B, n, S) token each position must predict, IGNORE where nothing is scored
+
+
+def segment_batch(input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None = None) -> SegmentedBatch:
+    """Cut right-padded documents (B, T) into left-aligned segments of S tokens.
+
+    ``scored`` (B, T) bool marks the tokens whose prediction counts (default: all real tokens
+    but the first of each document).
+    """
+    batch, length = input_ids.shape
+    n = max(1, math.ceil(length / segment_tokens))
+    padded = F.pad(input_ids, (0, n * segment_tokens - length))
+    positions = torch.arange(n * segment_tokens, device=input_ids.device)
+    real = positions[None] < lengths[:, None]  # (B, n*S)
+    if scored is None:
+        wanted = real
+    else:
+        wanted = F.pad(scored, (0, n * segment_tokens - length)) & real
+    next_ids = F.pad(padded[:, 1:], (0, 1))
+    next_wanted = F.pad(wanted[:, 1:], (0, 1), value=False)
+    targets = torch.where(next_wanted, next_ids, torch.full_like(next_ids, IGNORE))
+    starts = torch.arange(n, device=input_ids.device) * segment_tokens
+    seg_lengths = (lengths[:, None] - starts[None]).clamp(0, segment_tokens)
+    return SegmentedBatch(
+        segments=padded.view(batch, n, segment_tokens),
+        lengths=seg_lengths,
+        targets=targets.view(batch, n, segment_tokens),
+    )
+
+
+def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
+    """(B, S) negative log-likelihood in fp32, 0 where the target is IGNORE."""
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    return nll.view(targets.shape)
+
+
+def score_segments(
+    method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Run the method over every segment; return (nll, tokens), both (B, n), summed per segment.
+
+    ``grad_segments=K`` cuts the memory from the autograd graph before the last K segments, so
+    gradients reach at most K segments back (truncated BPTT); None keeps the whole window.
+    """
+    n = batch.segments.shape[1]
+    summaries = method.summarize(batch.segments, batch.lengths)
+    state = method.initial_state(batch.segments.shape[0])
+    nll = []
+    for i in range(n):
+        if grad_segments is not None and i == n - grad_segments:
+            state = state.detach()
+        summary = None if summaries is None else summaries[:, i]
+        out = method(state, batch.segments[:, i], batch.lengths[:, i], summary)
+        state = out.state
+        nll.append(token_nll(out.logits, batch.targets[:, i]).sum(-1))
+    return torch.stack(nll, dim=1), (batch.targets != IGNORE).sum(-1)

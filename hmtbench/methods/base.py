@@ -1,0 +1,271 @@
+"""The interface every memory method implements, and the segment layout they all share.
+
+A method wraps an *unmodified* Hugging Face causal LM (the way peft's prompt learning does):
+it embeds token ids with the backbone's own input embeddings, concatenates its learned vectors,
+and calls the backbone with ``inputs_embeds``. One backbone step sees at most ``segment_length``
+(L) positions, laid out as::
+
+    [ read memory (m) | sensory (k) | segment text (S) | write memory (m) | right padding ]
+      position 0        m             m + k              m + k + len
+
+* plain: m = k = 0, so S = L (the backbone on disjoint segments);
+* RMT:   k = 0, read = write = the memory written by the previous segment;
+* HMT:   m = 1; sensory = the previous segment's last k token ids; read = recall over a cache.
+
+The write slot sits right after each row's last real token, so a shorter (last) segment is
+right-padded *after* everything that is scored or written: in a causal model padding never
+changes a score, and no attention mask or position shift is needed for any architecture.
+The memory a segment writes is the backbone's last hidden state (after the final norm, the
+``hidden_states[-1]`` of HF) at the write slot.
+
+The driver (``hmtbench.engine``) runs every method the same way::
+
+    summaries = method.summarize(segments, lengths)        # (B, n, d) or None, one batched pass
+    state = method.initial_state(batch_size)
+    for n in range(num_segments):
+        out = method(state, segments[:, n], lengths[:, n], summary=summaries[:, n] or None)
+        state = out.state                                   # out.logits: (B, S, V)
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from hmtbench.errors import HmtbenchError
+
+
+@dataclass(frozen=True)
+class RecallCache:
+    """Ring buffer of the last N memory embeddings, on the model's device.
+
+    Shapes are static (N slots) and ``count`` is a Python int (memories written so far), so the
+    segment loop never syncs with the device. Writes are out of place, so gradients flow
+    through cached memories during training.
+    """
+
+    values: Tensor  # (B, N, d) memory embeddings M_j
+    keys: Tensor  # (B, N, h) wk(M_j), projected once when written
+    count: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def valid(self) -> Tensor:
+        """(N,) bool: slots that hold a memory."""
+        return torch.arange(self.capacity, device=self.values.device) < min(self.count, self.capacity)
+
+    def write(self, value: Tensor, key: Tensor) -> RecallCache:
+        """Store value (B, d) and key (B, h) in the oldest slot."""
+        slot = torch.tensor([self.count % self.capacity], device=self.values.device)
+        return RecallCache(
+            values=self.values.index_copy(1, slot, value[:, None].to(self.values.dtype)),
+            keys=self.keys.index_copy(1, slot, key[:, None].to(self.keys.dtype)),
+            count=self.count + 1,
+        )
+
+    def detach(self) -> RecallCache:
+        return RecallCache(self.values.detach(), self.keys.detach(), self.count)
+
+
+@dataclass(frozen=True)
+class MemoryState:
+    """Everything a method carries from one segment to the next (all tensors on the model's device)."""
+
+    batch_size: int
+    memory: Tensor | None = None  # (B, m, d) memory written by the previous segment
+    sensory_ids: Tensor | None = None  # (B, k) last k token ids of the previous segment
+    cache: RecallCache | None = None
+    segments_read: int = 0
+
+    def detach(self) -> MemoryState:
+        """The same state cut from the autograd graph (truncated BPTT)."""
+        return replace(
+            self,
+            memory=None if self.memory is None else self.memory.detach(),
+            cache=None if self.cache is None else self.cache.detach(),
+        )
+
+
+@dataclass
+class SegmentOutput:
+    logits: Tensor  # (B, S, V): logits at the segment's text positions; position i predicts token i+1
+    state: MemoryState
+    recall_weights: Tensor | None = None  # (B, N) HMT's attention over the cache, when it recalled
+
+
+@dataclass
+class MethodConfig:
+    """Settings common to every method; each method's config adds only its own fields."""
+
+    segment_length: int = 256  # L: positions the backbone sees per step (memory and sensory included)
+
+    def __post_init__(self) -> None:
+        if self.segment_length < 1:
+            raise HmtbenchError(f"--segment-length must be positive, got {self.segment_length}")
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> MethodConfig:
+        """Build from a flat dict of CLI/recipe settings, taking only this config's own fields."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in names})
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest input the backbone's position scheme allows, or None where it has no limit."""
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class SegmentMethod(nn.Module):
+    """Base of plain, RMT and HMT: the layout above, one backbone step per segment.
+
+    Subclasses say how many memory (m) and sensory (k) positions they use, what they read before
+    a segment (``read_memory``) and what they keep after it (``next_state``).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, backbone: nn.Module, config: MethodConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+        self.hidden_size = backbone.get_input_embeddings().weight.shape[1]
+        limit = max_positions(backbone.config)
+        if limit is not None and config.segment_length > limit:
+            raise HmtbenchError(
+                f"--segment-length {config.segment_length} exceeds the backbone's maximum of {limit} "
+                f"positions; use --segment-length {limit} or less"
+            )
+        if self.segment_tokens < 1:
+            raise HmtbenchError(
+                f"--segment-length {config.segment_length} leaves no room for text after "
+                f"{2 * self.memory_tokens} memory and {self.sensory_tokens} sensory positions; "
+                f"use --segment-length {2 * self.memory_tokens + self.sensory_tokens + 1} or more"
+            )
+        forward_params = inspect.signature(backbone.forward).parameters
+        self._keeps_logits = "logits_to_keep" in forward_params
+
+    # ----- what subclasses define -------------------------------------------------------------
+    @property
+    def memory_tokens(self) -> int:
+        """m: memory positions at each end of a segment."""
+        return 0
+
+    @property
+    def sensory_tokens(self) -> int:
+        """k: token ids carried over from the previous segment."""
+        return 0
+
+    def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The (B, m, d) memory this segment reads (and writes through), plus recall weights if any."""
+        return None, None
+
+    def next_state(self, state: MemoryState, written: Tensor | None, segment_ids: Tensor) -> MemoryState:
+        """State after a segment, given the (B, m, d) memory it wrote."""
+        return replace(state, segments_read=state.segments_read + 1)
+
+    def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
+        """Per-segment summaries (B, n, d) computed ahead of the recurrence, or None."""
+        return None
+
+    # ----- shared mechanics -----------------------------------------------------------------
+    @property
+    def segment_tokens(self) -> int:
+        """S: text tokens per segment (S = L - 2m - k)."""
+        return self.config.segment_length - 2 * self.memory_tokens - self.sensory_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.get_input_embeddings().weight.dtype
+
+    def added_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters the method adds to the backbone, by name."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("backbone.")}
+
+    def initial_state(self, batch_size: int) -> MemoryState:
+        return MemoryState(batch_size=batch_size)
+
+    def embed(self, token_ids: Tensor) -> Tensor:
+        return self.backbone.get_input_embeddings()(token_ids)
+
+    def forward(
+        self,
+        state: MemoryState,
+        segment_ids: Tensor,
+        lengths: Tensor,
+        summary: Tensor | None = None,
+    ) -> SegmentOutput:
+        """Read one segment. segment_ids: (B, S) right-padded; lengths: (B,) real tokens per row."""
+        memory, weights = self.read_memory(state, summary)
+        sensory = state.sensory_ids if self.sensory_tokens else None
+        embeds, write_at = self._layout(memory, sensory, segment_ids, lengths)
+        text_start = 0 if memory is None else memory.shape[1]
+        text_start += 0 if sensory is None else sensory.shape[1]
+        logits, hidden = self._run_backbone(embeds, text_start, segment_ids.shape[1], memory is not None)
+        written = None
+        if memory is not None:  # last-layer state at the write slot: (B, m, d)
+            at = (write_at - text_start)[..., None].expand(-1, -1, hidden.shape[-1])
+            written = hidden.gather(1, at)
+        return SegmentOutput(logits, self.next_state(state, written, segment_ids), weights)
+
+    def _layout(
+        self, memory: Tensor | None, sensory_ids: Tensor | None, segment_ids: Tensor, lengths: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Assemble [read | sensory | text | write | pad] embeddings; return them and the write positions (B, m)."""
+        parts = []
+        if memory is not None:
+            memory = memory.to(self.dtype)
+            parts.append(memory)
+        if sensory_ids is not None:
+            parts.append(self.embed(sensory_ids))
+        parts.append(self.embed(segment_ids))
+        if memory is None:
+            return torch.cat(parts, dim=1), None
+        m = memory.shape[1]
+        parts.append(torch.zeros_like(memory))  # placeholder slots, overwritten below
+        embeds = torch.cat(parts, dim=1)  # (B, m + k + S + m, d)
+        text_start = embeds.shape[1] - segment_ids.shape[1] - m
+        write_at = text_start + lengths[:, None] + torch.arange(m, device=lengths.device)  # (B, m)
+        embeds = embeds.scatter(1, write_at[..., None].expand(-1, -1, embeds.shape[-1]), memory)
+        return embeds, write_at
+
+    def _run_backbone(
+        self, embeds: Tensor, text_start: int, text_len: int, want_hidden: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits at the text positions (B, S, V) and, if asked, the last hidden states from text_start on.
+
+        The hidden states are read as the input of the output head (a pre-hook), which is HF's
+        ``hidden_states[-1]`` for every architecture, without storing every layer's states.
+        """
+        captured: list[Tensor] = []
+        hook = None
+        if want_hidden:
+            hook = self.backbone.get_output_embeddings().register_forward_pre_hook(
+                lambda module, args: captured.append(args[0])
+            )
+        tail = embeds.shape[1] - text_start  # text and write positions
+        kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": False}
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = tail
+        try:
+            logits = self.backbone(**kwargs).logits
+        finally:
+            if hook is not None:
+                hook.remove()
+        hidden = captured[0][:, -tail:] if captured else None  # (B, tail, d)
+        return logits[:, -tail:][:, :text_len], hidden

@@ -1,0 +1,141 @@
+"""Hierarchical Memory Transformer (He et al., NAACL 2025, arXiv 2405.06067).
+
+Three memories around one backbone step ``[P_n | sensory | segment | P_n]`` (spec 3.3):
+
+* sensory memory: the previous segment's last k token ids, embedded again;
+* short-term memory: a summary of the segment, the last hidden state at the trailing prompt of
+  ``[T | first round(S * sum_fraction) tokens | T]`` (T a learned prompt);
+* long-term memory: a cache of the last N memory embeddings M_j; the summary recalls from it by
+  cross-attention, and the recalled P_n is what the segment reads and writes through.
+
+Segment 0 reads a learned initial memory. Stage 1 of training (``stage=1``) drops the summary
+and the recall: the memory is passed on directly as in RMT, with sensory tokens on.
+The summaries do not depend on the memory, so ``summarize`` computes them for every segment
+in one batched pass before the recurrence (hmtbench departure 10.6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, SegmentOutput
+from hmtbench.methods.recall import MemoryRecall
+from hmtbench.methods.rmt import init_memory
+
+
+@dataclass
+class HMTConfig(MethodConfig):
+    memory_tokens: int = 1  # m: HMT uses exactly one memory embedding per segment
+    sensory_tokens: int = 0  # k: previous segment's last k tokens (paper recipes: 32)
+    recall_context: int = 100  # N: memory embeddings kept for recall
+    recall_hidden_dim: int = 4096  # h: width of the query/key projections
+    sum_fraction: float = 0.5  # share of the segment the summary prompt reads
+    stage: int = 2  # 1 = memory + sensory only (training stage 1); 2 = full HMT
+    summary_batch_tokens: int = 65536  # tokens per forward of the batched summary pass
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks = [
+            (self.memory_tokens == 1, f"HMT uses one memory token: --memory-tokens must be 1, got {self.memory_tokens}"),
+            (self.sensory_tokens >= 0, f"--sensory-tokens must be 0 or more, got {self.sensory_tokens}"),
+            (self.recall_context >= 1, f"--recall-context must be at least 1, got {self.recall_context}"),
+            (self.recall_hidden_dim >= 1, f"--recall-hidden-dim must be positive, got {self.recall_hidden_dim}"),
+            (0 < self.sum_fraction <= 1, f"--sum-fraction must be in (0, 1], got {self.sum_fraction}"),
+            (self.stage in (1, 2), f"--stage must be 1 or 2, got {self.stage}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise HmtbenchError(message)
+
+
+class HMT(SegmentMethod):
+    """Sensory, short-term (summary) and long-term (recalled) memory around each segment."""
+
+    name = "hmt"
+    config_class = HMTConfig
+
+    def __init__(self, backbone: nn.Module, config: HMTConfig) -> None:
+        super().__init__(backbone, config)
+        if config.sensory_tokens > self.segment_tokens:
+            raise HmtbenchError(
+                f"--sensory-tokens {config.sensory_tokens} exceeds the {self.segment_tokens} text tokens of a "
+                f"segment; lower it or raise --segment-length"
+            )
+        self.memory = init_memory(backbone, 1)
+        self.summary_prompt: nn.Parameter | None = None
+        self.recall: MemoryRecall | None = None
+        if config.stage == 2:
+            self.summary_prompt = init_memory(backbone, 1)
+            self.recall = MemoryRecall(self.hidden_size, config.recall_hidden_dim, dtype=self.dtype, device=self.device)
+
+    @property
+    def memory_tokens(self) -> int:
+        return 1
+
+    @property
+    def sensory_tokens(self) -> int:
+        return self.config.sensory_tokens
+
+    @property
+    def summary_tokens(self) -> int:
+        """j: text tokens the summary prompt reads (the first round(S * sum_fraction))."""
+        return max(1, round(self.segment_tokens * self.config.sum_fraction))
+
+    def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
+        """(B, n, d) summaries of every segment from [T | first j tokens | T], in batched forwards.
+
+        Segment 0 recalls nothing, so its row is left as zeros and not computed.
+        """
+        if self.recall is None:
+            return None
+        batch, n, _ = segment_ids.shape
+        first = torch.zeros(batch, 1, self.hidden_size, dtype=self.dtype, device=segment_ids.device)
+        if n == 1:
+            return first
+        later = self._summaries(segment_ids[:, 1:].reshape(batch * (n - 1), -1), lengths[:, 1:].reshape(-1))
+        return torch.cat([first, later.view(batch, n - 1, -1)], dim=1)
+
+    def _summaries(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
+        """(R, d) last hidden state at the trailing prompt of [T | first j tokens | T], in chunks of rows."""
+        j = self.summary_tokens
+        heads, head_lengths = segment_ids[:, :j], lengths.clamp(max=j)
+        rows_per_pass = max(1, self.config.summary_batch_tokens // (heads.shape[1] + 2))
+        chunks = []
+        for start in range(0, heads.shape[0], rows_per_pass):
+            ids, lens = heads[start : start + rows_per_pass], head_lengths[start : start + rows_per_pass]
+            prompt = self.summary_prompt.to(self.dtype).expand(ids.shape[0], -1, -1)  # (R, 1, d)
+            embeds = torch.cat([prompt, self.embed(ids), torch.zeros_like(prompt)], dim=1)
+            at = (lens + 1)[:, None, None].expand(-1, 1, embeds.shape[-1])  # right after each head
+            embeds = embeds.scatter(1, at, prompt)
+            hidden = self.backbone.base_model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+            chunks.append(hidden.gather(1, at)[:, 0])
+        return torch.cat(chunks)
+
+    def forward(
+        self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None = None
+    ) -> SegmentOutput:
+        if summary is None and self.recall is not None and state.segments_read > 0:
+            summary = self._summaries(segment_ids, lengths)
+        return super().forward(state, segment_ids, lengths, summary)
+
+    def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if state.segments_read == 0:
+            return self.memory.expand(state.batch_size, -1, -1), None
+        if self.recall is None:  # stage 1: passed on directly
+            return state.memory, None
+        recalled, weights = self.recall(summary, state.cache)
+        return recalled[:, None], weights
+
+    def next_state(self, state: MemoryState, written: Tensor | None, segment_ids: Tensor) -> MemoryState:
+        sensory = segment_ids[:, segment_ids.shape[1] - self.sensory_tokens :] if self.sensory_tokens else None
+        state = replace(state, sensory_ids=sensory, segments_read=state.segments_read + 1)
+        if self.recall is None:
+            return replace(state, memory=written)
+        cache = state.cache
+        if cache is None:
+            cache = self.recall.empty_cache(state.batch_size, self.config.recall_context, written)
+        return replace(state, cache=self.recall.remember(cache, written[:, 0]))

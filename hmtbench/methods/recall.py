@@ -1,0 +1,44 @@
+"""HMT's long-term memory recall: one cross-attention over the cache of past memory embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from hmtbench.methods.base import RecallCache
+
+
+class MemoryRecall(nn.Module):
+    """softmax(wq(summary) . wk(M_j) / sqrt(h)) over the cached M_j; the values are the raw M_j.
+
+    No value or output projection, no heads, no residual: the recalled memory is a convex
+    combination of cached memories (spec 3.3). Scores in the parameters' dtype, softmax in fp32,
+    and the same 1/sqrt(h) scale in training and generation (fixes reference quirks 2 and 5).
+    """
+
+    def __init__(self, hidden_size: int, recall_dim: int, *, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.recall_dim = recall_dim
+        self.wq = nn.Linear(hidden_size, recall_dim, bias=False, dtype=dtype, device=device)
+        self.wk = nn.Linear(hidden_size, recall_dim, bias=False, dtype=dtype, device=device)
+
+    def empty_cache(self, batch_size: int, capacity: int, memory_like: Tensor) -> RecallCache:
+        """An empty ring buffer of ``capacity`` slots on the memory's device."""
+        values = memory_like.new_zeros(batch_size, capacity, memory_like.shape[-1])
+        keys = self.wk.weight.new_zeros(batch_size, capacity, self.recall_dim)
+        return RecallCache(values=values, keys=keys.to(memory_like.device))
+
+    def remember(self, cache: RecallCache, memory: Tensor) -> RecallCache:
+        """Append one memory embedding (B, d), dropping the oldest when the cache is full."""
+        return cache.write(memory, self.wk(memory.to(self.wk.weight.dtype)))
+
+    def forward(self, summary: Tensor, cache: RecallCache) -> tuple[Tensor, Tensor]:
+        """Recall for a (B, d) summary: the (B, d) recalled memory and the (B, N) weights (sum 1)."""
+        query = self.wq(summary.to(self.wq.weight.dtype))  # (B, h)
+        scores = torch.einsum("bh,bnh->bn", query, cache.keys).float() / math.sqrt(self.recall_dim)
+        scores = scores.masked_fill(~cache.valid, float("-inf"))
+        weights = scores.softmax(dim=-1)  # (B, N), fp32
+        recalled = torch.einsum("bn,bnd->bd", weights.to(cache.values.dtype), cache.values)
+        return recalled, weights

@@ -1,0 +1,57 @@
+"""Recurrent Memory Transformer (Bulatov, Kuratov, Burtsev; NeurIPS 2022, arXiv 2207.06881).
+
+Each segment is read as ``[M | segment | M]``: the same memory tensor fills the read slot and
+the write slot, and the last-layer hidden states at the write slot become the next segment's
+memory. Segment 0 reads a learned memory initialised as ``randn * std(input embeddings)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod
+
+
+@dataclass
+class RMTConfig(MethodConfig):
+    memory_tokens: int = 1  # m: memory positions at each end of the segment
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.memory_tokens < 1:
+            raise HmtbenchError(f"--memory-tokens must be at least 1, got {self.memory_tokens}")
+
+
+def init_memory(backbone: nn.Module, rows: int) -> nn.Parameter:
+    """(rows, d) learned vectors scaled like the backbone's input embeddings (as both references do)."""
+    weight = backbone.get_input_embeddings().weight
+    values = torch.randn(rows, weight.shape[1], dtype=torch.float32)
+    values = values * weight.detach().float().std()
+    return nn.Parameter(values.to(device=weight.device, dtype=weight.dtype))
+
+
+class RMT(SegmentMethod):
+    """Memory tokens read and written around each segment, passed on recurrently."""
+
+    name = "rmt"
+    config_class = RMTConfig
+
+    def __init__(self, backbone: nn.Module, config: RMTConfig) -> None:
+        super().__init__(backbone, config)
+        self.memory = init_memory(backbone, config.memory_tokens)
+
+    @property
+    def memory_tokens(self) -> int:
+        return self.config.memory_tokens
+
+    def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor, None]:
+        if state.memory is None:
+            return self.memory.expand(state.batch_size, -1, -1), None
+        return state.memory, None
+
+    def next_state(self, state: MemoryState, written: Tensor | None, segment_ids: Tensor) -> MemoryState:
+        return replace(state, memory=written, segments_read=state.segments_read + 1)
