@@ -156,6 +156,11 @@ class SegmentMethod(nn.Module):
         forward_params = inspect.signature(backbone.forward).parameters
         self._keeps_logits = "logits_to_keep" in forward_params
 
+    @classmethod
+    def settings_for(cls, settings: dict[str, Any], test_length: int) -> dict[str, Any]:
+        """The settings this method runs with for documents of ``test_length`` tokens."""
+        return settings
+
     # ----- what subclasses define -------------------------------------------------------------
     @property
     def memory_tokens(self) -> int:

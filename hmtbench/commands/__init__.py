@@ -1,0 +1,1 @@
+"""What each CLI subcommand does, as library functions (cli.py only wires options to these)."""

@@ -1,0 +1,129 @@
+"""Pieces every command shares: building a method on a backbone, checkpoints, progress, the record."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hmtbench.backbones import Backbone
+from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
+from hmtbench.config import MemorySettings
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods import SegmentMethod, build_method, method_class
+
+console = Console(stderr=True)
+
+# Settings that decide tensor shapes: a checkpoint's values win over the command line.
+SHAPE_SETTINGS = ("memory_tokens", "recall_hidden_dim", "stage")
+
+
+def prepare_method(
+    backbone: Backbone, method: str, memory: MemorySettings, test_length: int, checkpoint: str | None, seed: int
+) -> SegmentMethod:
+    """Build ``method`` around the backbone with a seeded init, then load ``checkpoint`` if given."""
+    import torch
+
+    settings = dataclasses.asdict(memory)
+    meta = None
+    if checkpoint is not None:
+        meta = read_meta(checkpoint)
+        check_checkpoint_fits(meta, checkpoint, method, backbone)
+        settings.update({k: v for k, v in meta.get("memory", {}).items() if k in SHAPE_SETTINGS})
+        if meta.get("lora"):
+            from hmtbench.training.lora import add_lora
+
+            add_lora(backbone.model, meta["lora"])
+    cls = method_class(method)
+    torch.manual_seed(seed)
+    model = build_method(method, backbone.model, cls.settings_for(settings, test_length))
+    if checkpoint is not None:
+        apply_tensors(model, load_tensors(checkpoint), checkpoint)
+    elif model.added_parameters():
+        console.print(
+            f"[yellow]warning:[/] {method} has untrained memory parameters (no --checkpoint): its scores measure "
+            "a random memory, not the method; train one with `hmtbench train`"
+        )
+    return model.eval()
+
+
+def check_checkpoint_fits(meta: dict[str, Any], source: str, method: str, backbone: Backbone) -> None:
+    if meta.get("method") != method:
+        raise HmtbenchError(
+            f"checkpoint '{source}' was trained for --method {meta.get('method')}, not {method}; "
+            f"use --method {meta.get('method')} or another checkpoint"
+        )
+    trained_on = meta.get("backbone_resolved")
+    if trained_on and trained_on != backbone.resolved.description:
+        raise HmtbenchError(
+            f"checkpoint '{source}' was trained on backbone {trained_on}, not {backbone.resolved.description}; "
+            f"use --backbone {meta.get('backbone', trained_on)}"
+        )
+
+
+def parameter_counts(model: SegmentMethod) -> dict[str, int]:
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    lora = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" in n)
+    added = sum(p.numel() for p in model.added_parameters().values()) + lora
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"backbone_params": backbone - lora, "added_params": added, "trainable_params": trainable}
+
+
+def method_columns(model: SegmentMethod) -> dict[str, Any]:
+    """The record's segment/memory columns, as this method actually runs them."""
+    config = model.config
+    is_hmt = hasattr(config, "recall_context")
+    return {
+        "segment_length": config.segment_length,
+        "text_tokens": model.segment_tokens,
+        "memory_tokens": model.memory_tokens,
+        "sensory_tokens": model.sensory_tokens,
+        "recall_context": config.recall_context if is_hmt else None,
+        "recall_hidden_dim": config.recall_hidden_dim if is_hmt else None,
+        "sum_fraction": config.sum_fraction if is_hmt else None,
+        "hmt_stage": config.stage if is_hmt else None,
+    }
+
+
+class TokenProgress:
+    """A rich progress bar over tokens that also shows the running tokens/s."""
+
+    def __init__(self, description: str, total_tokens: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+            TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.task = self.progress.add_task(description, total=total_tokens, rate="")
+        self.start = time.perf_counter()
+        self.tokens = 0
+
+    def __enter__(self) -> TokenProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def advance(self, segments: int, tokens: int) -> None:
+        self.tokens += tokens
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.progress.update(self.task, advance=tokens, rate=f"{rate:,.0f} tok/s")
+
+
+def quiet_transformers() -> None:
+    """Keep third-party chatter (GGUF conversion bars, deprecations) off the user's terminal."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

@@ -1,0 +1,116 @@
+"""`hmtbench eval-ppl`: perplexity of plain / full / RMT / HMT on long documents, one record per method."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from hmtbench.backbones import load_backbone
+from hmtbench.commands.common import (
+    TokenProgress, console, method_columns, parameter_counts, prepare_method, quiet_transformers,
+)
+from hmtbench.config import EvalConfig, to_json
+from hmtbench.data import load_corpus, tokenize_corpus
+from hmtbench.errors import HmtbenchError
+from hmtbench.evaluation.perplexity import PerplexityResult, evaluate, paper_batches, stream_batches
+from hmtbench.methods import method_class
+from hmtbench.results import make_record, write_record
+from hmtbench.results.provenance import Measure, device_name, new_run_id, peak_host_mem_mb, provenance
+
+PROTOCOLS = ("stream", "paper")
+
+
+def run_eval_ppl(config: EvalConfig, methods: list[str], command_line: list[str] | None = None) -> list[dict[str, Any]]:
+    """Evaluate each method on the same documents and segment settings; write one parquet per method."""
+    if config.protocol not in PROTOCOLS:
+        raise HmtbenchError(f"unknown --protocol '{config.protocol}'; use stream or paper")
+    if config.batch_size < 1 or config.data.test_length < 1:
+        raise HmtbenchError("--batch-size and --test-length must be positive")
+    for name in methods:
+        method_class(name)  # unknown names fail before anything loads
+    if config.checkpoint and len(methods) > 1:
+        raise HmtbenchError("--checkpoint belongs to one method: evaluate one --method at a time with it")
+    quiet_transformers()
+    with console.status(f"loading backbone {config.backbone}"):
+        backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
+    data = config.data
+    corpus = load_corpus(data.dataset, data.split, data.max_docs)
+    tokenized = tokenize_corpus(corpus, backbone.tokenizer, data.test_length, config.memory.segment_length)
+    if not tokenized.documents:
+        raise HmtbenchError(
+            f"all {tokenized.skipped} documents of '{data.dataset}' are shorter than one segment "
+            f"({config.memory.segment_length} tokens); lower --segment-length or use longer documents"
+        )
+    console.print(
+        f"{len(tokenized.documents)} documents from {data.dataset} ({data.split}), up to {data.test_length} tokens "
+        f"each; {tokenized.skipped} shorter than one segment skipped"
+    )
+    rows = []
+    for name in methods:
+        row = _evaluate_method(config, name, backbone, tokenized, command_line)
+        rows.append(row)
+        console.print(f"{name}: ppl {row['ppl']:.3f}  bpb {row['bpb']:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
+    return rows
+
+
+def _evaluate_method(config: EvalConfig, name: str, backbone, tokenized, command_line) -> dict[str, Any]:
+    model = prepare_method(backbone, name, config.memory, config.data.test_length, config.checkpoint, config.seed)
+    if config.protocol == "stream":
+        batches = stream_batches(tokenized, config.batch_size, backbone.device)
+        total = sum(len(d) for d in tokenized.documents)
+    else:
+        batches = paper_batches(tokenized, model.segment_tokens, config.data.test_length, config.batch_size,
+                                config.max_windows, backbone.tokenizer, backbone.device)
+        batches = list(batches)
+        total = sum(int(b[0][1].sum()) for b in batches)
+    with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
+        result = evaluate(model, iter(batches), progress.advance)
+    run_id = new_run_id("eval-ppl", name)
+    row = _record(config, name, model, backbone, result, measured, total, command_line)
+    row["docs_skipped"] = tokenized.skipped
+    row["run_id"] = run_id
+    path = write_record(make_record(row), config.out, run_id)
+    row["path"] = str(path)
+    return row
+
+
+def _record(config: EvalConfig, name, model, backbone, result: PerplexityResult, measured: Measure,
+            tokens_read: int, command_line) -> dict[str, Any]:
+    data = config.data
+    resolved_config = dataclasses.replace(config, method=name)
+    return {
+        **provenance(command_line),
+        "command": "eval-ppl",
+        "status": "success",
+        "seed": config.seed,
+        "backbone": config.backbone,
+        "backbone_resolved": backbone.resolved.description,
+        "method": name,
+        "checkpoint": str(Path(config.checkpoint).resolve()) if config.checkpoint else None,
+        **parameter_counts(model),
+        "device": backbone.device.type,
+        "device_name": device_name(backbone.device),
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+        **method_columns(model),
+        "dataset": data.dataset,
+        "split": data.split,
+        "protocol": config.protocol,
+        "test_length": data.test_length,
+        "max_docs": data.max_docs,
+        "batch_size": config.batch_size,
+        "docs": result.docs,
+        "tokens_scored": result.tokens,
+        "bytes_scored": result.bytes,
+        "nll_mean": result.nll_mean,
+        "ppl": result.ppl,
+        "bpb": result.bpb,
+        "paper_ppl": result.paper_ppl if config.protocol == "paper" else None,
+        "segment_nll": result.segment_nll,
+        "segment_tokens": result.segment_tokens,
+        "peak_gpu_mem_mb": measured.peak_gpu_mb,
+        "peak_host_mem_mb": peak_host_mem_mb(),
+        "wall_s": measured.wall_s,
+        "tokens_per_s": tokens_read / measured.wall_s if measured.wall_s else None,
+        "config": to_json(resolved_config),
+    }

@@ -1,0 +1,1 @@
+"""Evaluation loops: perplexity (stream and paper protocols); QA lives in hmtbench.qa."""

@@ -1,0 +1,130 @@
+"""Perplexity of a method over tokenized documents, under two protocols.
+
+* ``stream``: each document is read once, segment after segment; every token but the
+  document's first is scored exactly once with the memory of all earlier segments.
+  ppl = exp(sum NLL / scored tokens); documents are batched longest first.
+* ``paper``: the reference code's windows over the concatenated token stream: window k covers
+  [max(0, (k-1)S), kS + test_length), read from fresh memory, and only its last S tokens are
+  scored. Reported both token-weighted and as the reference's mean of per-batch exp(CE).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from hmtbench.data.tokenize import TokenizedCorpus
+from hmtbench.engine import segment_batch, score_segments
+from hmtbench.methods.base import SegmentMethod
+
+OnBatch = Callable[[int, int], None]  # (segments done, tokens done) in the batch just finished
+
+
+@dataclass
+class PerplexityResult:
+    docs: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    nll_sum: float = 0.0
+    segment_nll: list[float] = field(default_factory=list)  # by segment index
+    segment_tokens: list[int] = field(default_factory=list)
+    batch_ppls: list[float] = field(default_factory=list)  # exp(CE) of each batch
+
+    @property
+    def nll_mean(self) -> float:
+        return self.nll_sum / self.tokens if self.tokens else math.nan
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.nll_mean) if self.tokens else math.nan
+
+    @property
+    def bpb(self) -> float:
+        return self.nll_sum / math.log(2) / self.bytes if self.bytes else math.nan
+
+    @property
+    def paper_ppl(self) -> float:
+        return sum(self.batch_ppls) / len(self.batch_ppls) if self.batch_ppls else math.nan
+
+    def add(self, nll: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Accumulate one batch's (B, n) per-segment sums (one device-to-host copy per batch)."""
+        per_segment_nll = nll.double().sum(0).tolist()
+        per_segment_tokens = tokens.sum(0).tolist()
+        grow = len(per_segment_nll) - len(self.segment_nll)
+        if grow > 0:
+            self.segment_nll += [0.0] * grow
+            self.segment_tokens += [0] * grow
+        for i, (value, count) in enumerate(zip(per_segment_nll, per_segment_tokens, strict=True)):
+            self.segment_nll[i] += value
+            self.segment_tokens[i] += count
+        batch_nll, batch_tokens = sum(per_segment_nll), sum(per_segment_tokens)
+        self.nll_sum += batch_nll
+        self.tokens += batch_tokens
+        if batch_tokens:
+            self.batch_ppls.append(math.exp(batch_nll / batch_tokens))
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # ids (B, T), lengths (B,), scored (B, T) or None
+
+
+def _pad(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    return ids.to(device), torch.tensor([len(r) for r in rows], device=device)
+
+
+def stream_batches(corpus: TokenizedCorpus, batch_size: int, device: torch.device) -> Iterator[tuple[Batch, int]]:
+    """Whole documents, longest first, ``batch_size`` at a time; yields (batch, scored bytes)."""
+    order = sorted(range(len(corpus.documents)), key=lambda i: -len(corpus.documents[i]))
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        ids, lengths = _pad([corpus.documents[i] for i in chosen], device)
+        yield (ids, lengths, None), sum(corpus.scored_bytes[i] for i in chosen)
+
+
+def paper_windows(
+    corpus: TokenizedCorpus, segment_tokens: int, test_length: int, max_windows: int | None
+) -> list[tuple[int, int]]:
+    """[start, end) of the reference's test windows over the concatenated stream (spec 5.1)."""
+    total = sum(len(d) for d in corpus.documents)
+    windows = []
+    k = 0
+    while k * segment_tokens + test_length <= total and (max_windows is None or len(windows) < max_windows):
+        windows.append((max(0, (k - 1) * segment_tokens), k * segment_tokens + test_length))
+        k += 1
+    return windows
+
+
+def paper_batches(
+    corpus: TokenizedCorpus, segment_tokens: int, test_length: int, batch_size: int,
+    max_windows: int | None, tokenizer, device: torch.device,
+) -> Iterator[tuple[Batch, int]]:
+    stream = [t for d in corpus.documents for t in d]
+    windows = paper_windows(corpus, segment_tokens, test_length, max_windows)
+    for start in range(0, len(windows), batch_size):
+        rows = [stream[a:b] for a, b in windows[start : start + batch_size]]
+        ids, lengths = _pad(rows, device)
+        positions = torch.arange(ids.shape[1], device=device)
+        scored = (positions[None] >= (lengths - segment_tokens)[:, None]) & (positions[None] < lengths[:, None])
+        scored_bytes = sum(len(tokenizer.decode(r[-segment_tokens:], skip_special_tokens=True).encode()) for r in rows)
+        yield (ids, lengths, scored), scored_bytes
+
+
+@torch.inference_mode()
+def evaluate(method: SegmentMethod, batches: Iterator[tuple[Batch, int]], on_batch: OnBatch | None = None) -> PerplexityResult:
+    """Score every batch with the shared segment loop and accumulate exact token counts."""
+    result = PerplexityResult()
+    for (ids, lengths, scored), scored_bytes in batches:
+        batch = segment_batch(ids, lengths, method.segment_tokens, scored)
+        nll, tokens = score_segments(method, batch)
+        result.add(nll, tokens)
+        result.docs += ids.shape[0]
+        result.bytes += scored_bytes
+        if on_batch is not None:
+            on_batch(batch.segments.shape[1] * ids.shape[0], int(lengths.sum()))
+    return result

@@ -1,0 +1,166 @@
+"""The one table every command writes and ``compare``/``plot`` read (tidy: one row per run).
+
+Each column is declared once here with its type and meaning; the README's schema section is
+generated from this list. Commands fill the columns that apply to them; the rest stay null.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # pandas dtype: string, Int64, Float64, boolean, object (lists / JSON)
+    doc: str
+
+
+COLUMNS: list[Column] = [
+    # --- identity and provenance
+    Column("run_id", "string", "unique id: UTC time, command, method and a random suffix"),
+    Column("created_at", "string", "UTC time the run started (ISO 8601)"),
+    Column("command", "string", "hmtbench subcommand: eval-ppl, eval-qa, train, bench"),
+    Column("command_line", "string", "the full command line as typed"),
+    Column("status", "string", "success | failed | canceled"),
+    Column("hmtbench_version", "string", "package version"),
+    Column("git_commit", "string", "commit of the hmtbench checkout, if any"),
+    Column("git_dirty", "boolean", "uncommitted changes in that checkout"),
+    Column("torch_version", "string", "torch.__version__"),
+    Column("transformers_version", "string", "transformers.__version__"),
+    Column("python_version", "string", "interpreter version (the built-in corpora depend on it)"),
+    Column("seed", "Int64", "random seed of the run"),
+    # --- backbone and method
+    Column("backbone", "string", "--backbone as given"),
+    Column("backbone_resolved", "string", "where the weights came from (hub id, folder, GGUF file, random:ARCH)"),
+    Column("method", "string", "plain | full | rmt | hmt"),
+    Column("checkpoint", "string", "folder of trained method parameters, or null (untrained)"),
+    Column("backbone_params", "Int64", "parameters of the backbone"),
+    Column("added_params", "Int64", "parameters the method adds (memory, summary prompt, recall projections, LoRA)"),
+    Column("trainable_params", "Int64", "parameters that train (or were trained) in this run"),
+    Column("device", "string", "cpu | cuda | ..."),
+    Column("device_name", "string", "GPU model or CPU description"),
+    Column("dtype", "string", "backbone compute dtype"),
+    # --- segment and memory settings (identical across methods of one comparison)
+    Column("segment_length", "Int64", "L: positions per backbone step, memory and sensory included"),
+    Column("text_tokens", "Int64", "S = L - 2m - k: document tokens per segment for this method"),
+    Column("memory_tokens", "Int64", "m: memory tokens at each end (0 for plain/full)"),
+    Column("sensory_tokens", "Int64", "k: HMT sensory tokens (0 otherwise)"),
+    Column("recall_context", "Int64", "N: HMT cached memory embeddings (null otherwise)"),
+    Column("recall_hidden_dim", "Int64", "h: HMT query/key width (null otherwise)"),
+    Column("sum_fraction", "Float64", "HMT share of a segment read by the summary prompt (null otherwise)"),
+    Column("hmt_stage", "Int64", "HMT stage: 1 memory + sensory, 2 with recall (null otherwise)"),
+    # --- data and protocol
+    Column("dataset", "string", "--dataset as given"),
+    Column("split", "string", "train | validation | test"),
+    Column("protocol", "string", "stream (each token once) | paper (reference windows) | qa"),
+    Column("test_length", "Int64", "tokens per document (stream) or history per window (paper)"),
+    Column("max_docs", "Int64", "--max-docs, null for all"),
+    Column("batch_size", "Int64", "documents or windows per batch"),
+    Column("docs", "Int64", "documents (stream) or windows (paper) scored"),
+    Column("docs_skipped", "Int64", "documents shorter than one segment, skipped"),
+    Column("tokens_scored", "Int64", "target tokens scored"),
+    Column("bytes_scored", "Int64", "UTF-8 bytes of the scored tokens"),
+    # --- language-model metrics
+    Column("nll_mean", "Float64", "mean NLL per scored token (nats)"),
+    Column("ppl", "Float64", "exp(sum NLL / scored tokens)"),
+    Column("bpb", "Float64", "bits per byte: sum NLL / ln 2 / scored bytes"),
+    Column("paper_ppl", "Float64", "paper protocol: mean over batches of exp(batch CE), as the reference reports"),
+    Column("segment_nll", "object", "list: summed NLL per segment index (position in the document)"),
+    Column("segment_tokens", "object", "list: scored tokens per segment index"),
+    # --- question answering (eval-qa)
+    Column("task", "string", "QA task name"),
+    Column("context_length", "Int64", "QA context tokens requested"),
+    Column("answer_ppl", "Float64", "exp(mean NLL of the gold answer tokens)"),
+    Column("rouge_l", "Float64", "ROUGE-L F1 of generated answers"),
+    Column("f1", "Float64", "token F1 of generated answers"),
+    Column("exact_match", "Float64", "exact match of generated answers"),
+    Column("accuracy", "Float64", "answer contained in the generation (passkey, bAbI)"),
+    Column("predictions_file", "string", "JSONL of per-sample predictions"),
+    # --- training (train)
+    Column("train_mode", "string", "memory | lora | full: what of the backbone trained"),
+    Column("steps", "Int64", "optimizer steps run"),
+    Column("final_loss", "Float64", "training loss at the last step"),
+    Column("output_dir", "string", "run folder with checkpoints and logs"),
+    # --- cost
+    Column("peak_gpu_mem_mb", "Float64", "torch.cuda.max_memory_allocated over the measured work (MiB)"),
+    Column("peak_host_mem_mb", "Float64", "peak resident memory of the process (MiB)"),
+    Column("wall_s", "Float64", "seconds of the measured work (loading excluded)"),
+    Column("tokens_per_s", "Float64", "tokens processed per second of wall_s"),
+    Column("ms_per_segment", "Float64", "milliseconds per segment step (bench)"),
+    # --- everything else
+    Column("config", "string", "the full resolved configuration as JSON"),
+]
+
+COLUMN_NAMES = [c.name for c in COLUMNS]
+
+# Which way is better, per metric: compare and plot read this, never a special case.
+METRIC_DIRECTION: dict[str, str] = {
+    "ppl": "lower", "paper_ppl": "lower", "nll_mean": "lower", "bpb": "lower", "answer_ppl": "lower",
+    "rouge_l": "higher", "f1": "higher", "exact_match": "higher", "accuracy": "higher",
+    "peak_gpu_mem_mb": "lower", "peak_host_mem_mb": "lower", "wall_s": "lower", "tokens_per_s": "higher",
+    "ms_per_segment": "lower", "final_loss": "lower", "added_params": "lower", "trainable_params": "lower",
+}
+
+
+def make_record(values: dict[str, Any]):
+    """A one-row DataFrame with every schema column in order; unknown keys are a bug."""
+    import pandas as pd
+
+    unknown = set(values) - set(COLUMN_NAMES)
+    if unknown:
+        raise KeyError(f"not in the result schema: {sorted(unknown)}")
+    frame = pd.DataFrame({c.name: pd.Series([values.get(c.name)], dtype=c.dtype) for c in COLUMNS})
+    return frame
+
+
+def write_record(record, out_dir: str | Path, run_id: str) -> Path:
+    """Write atomically to ``out_dir/run_id.parquet`` (temp file, then rename); never overwrite."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{run_id}.parquet"
+    if target.exists():
+        raise FileExistsError(f"{target} exists; run ids are unique, refusing to overwrite")
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{run_id}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        record.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def read_results(paths: list[str | Path], on_skip=None):
+    """Every result parquet under ``paths`` (recursively) as one DataFrame.
+
+    A file that is not a readable hmtbench record is skipped and reported through ``on_skip(path, reason)``.
+    """
+    import pandas as pd
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.rglob("*.parquet")) if p.is_dir() else [p])
+    frames = []
+    for f in files:
+        try:
+            frame = pd.read_parquet(f)
+        except Exception as err:  # corrupt or not parquet: report, never crash
+            if on_skip:
+                on_skip(f, f"unreadable ({type(err).__name__})")
+            continue
+        missing = {"run_id", "method", "command"} - set(frame.columns)
+        if missing:
+            if on_skip:
+                on_skip(f, f"not an hmtbench result (no {', '.join(sorted(missing))})")
+            continue
+        frame["source_file"] = str(f)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=[*COLUMN_NAMES, "source_file"])
+    return pd.concat(frames, ignore_index=True)
