@@ -126,6 +126,103 @@ def eval_ppl(
         typer.echo(f"wrote {row['path']}")
 
 
+@app.command("train")
+@friendly_errors
+def train(
+    recipe: Annotated[str | None, typer.Option(help="YAML recipe from recipes/ (its settings, then flags, then --set).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. --set train.lr=1e-4 (repeatable).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="As in eval-ppl (default smollm2-135m).")] = None,
+    method: Annotated[str | None, typer.Option(help="rmt | hmt | plain (plain needs --train lora/full).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Training corpus (default python-stdlib, split train).")] = None,
+    split: Annotated[str | None, typer.Option(help="train | validation | test.")] = None,
+    max_docs: Annotated[int | None, typer.Option(help="Use at most this many documents.")] = None,
+    segment_length: Annotated[int | None, typer.Option(help="L, as in eval-ppl.")] = None,
+    memory_tokens: Annotated[int | None, typer.Option(help="m (RMT).")] = None,
+    sensory_tokens: Annotated[int | None, typer.Option(help="k (HMT).")] = None,
+    recall_context: Annotated[int | None, typer.Option(help="N (HMT).")] = None,
+    recall_hidden_dim: Annotated[int | None, typer.Option(help="h (HMT).")] = None,
+    sum_fraction: Annotated[float | None, typer.Option(help="HMT summary share of a segment.")] = None,
+    stage: Annotated[int | None, typer.Option(help="Train one HMT stage: 1 (memory + sensory) or 2 (with recall).")] = None,
+    stages: Annotated[str | None, typer.Option(help="HMT stages back to back, e.g. 1,2 (default).")] = None,
+    init_from: Annotated[str | None, typer.Option(help="Checkpoint to start from (e.g. stage 1's final folder).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps of the last (or only) stage (default 500).")] = None,
+    stage1_steps: Annotated[int | None, typer.Option(help="Steps of HMT stage 1 (default 200).")] = None,
+    train_mode: Annotated[str | None, typer.Option("--train", help="What trains: memory (backbone frozen) | lora | full.")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (default 8).")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 32).")] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (default 0.1).")] = None,
+    lora_targets: Annotated[str | None, typer.Option(help="Comma list of module names (default: peft's per architecture).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per micro-batch (default 2).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
+    bptt_depth: Annotated[int | None, typer.Option(help="D: segments per training window (default 2).")] = None,
+    bptt_truncate: Annotated[int | None, typer.Option(help="K: gradients reach only the last K segments.")] = None,
+    loss_on: Annotated[str | None, typer.Option(help="last (the window's last segment, reference) | all.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 1e-4).")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(help="Linear warm-up steps.")] = None,
+    lr_decay: Annotated[float | None, typer.Option(help="LR factor every --decay-every steps (default 0.9).")] = None,
+    decay_every: Annotated[int | None, typer.Option(help="Steps between LR decays (default 100).")] = None,
+    grad_clip: Annotated[float | None, typer.Option(help="Gradient-norm clip (default 1.0).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Save the resumable checkpoint every N steps.")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Write a JSON log line every N steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation and data order (default 3407).")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run folder (default runs/<backbone>-<method>-<time>).")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the run in this folder exactly where it stopped.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda ...")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder for the parquet record (default results).")] = None,
+) -> None:
+    """Train RMT, HMT (stage 1, stage 2, or both back to back) or LoRA on a plain backbone.
+
+    Windows of D segments (stride one segment) from the training split; loss on the last
+    segment (reference) or all; full BPTT over the window unless --bptt-truncate.
+    Checkpoints hold only the trained tensors (safetensors) and resume exactly.
+
+    Examples:
+
+        hmtbench train --recipe recipes/smollm2-135m-stdlib-hmt.yaml
+
+        hmtbench train --method rmt --bptt-depth 6 --steps 300 --output-dir runs/rmt
+
+        hmtbench train --method hmt --stage 2 --init-from runs/hmt/stage1/final --set train.lr=5e-5
+
+        hmtbench train --resume runs/rmt
+    """
+    from hmtbench.commands.train import load_run_config, run_train
+    from hmtbench.config import apply_override, from_dict, load_yaml
+    from hmtbench.training.config import TrainConfig
+
+    if resume:
+        config = load_run_config(resume)
+    else:
+        values = load_yaml(recipe) if recipe else {}
+        flags = {
+            "backbone": backbone, "method": method, "data.dataset": dataset, "data.split": split,
+            "data.max_docs": max_docs, "memory.segment_length": segment_length, "memory.memory_tokens": memory_tokens,
+            "memory.sensory_tokens": sensory_tokens, "memory.recall_context": recall_context,
+            "memory.recall_hidden_dim": recall_hidden_dim, "memory.sum_fraction": sum_fraction,
+            "train.stages": [stage] if stage else ([int(s) for s in stages.split(",")] if stages else None),
+            "train.init_from": init_from, "train.steps": steps, "train.stage1_steps": stage1_steps,
+            "train.train": train_mode, "lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
+            "lora.targets": lora_targets.split(",") if lora_targets else None, "train.batch_size": batch_size,
+            "train.grad_accum": grad_accum, "train.bptt_depth": bptt_depth, "train.bptt_truncate": bptt_truncate,
+            "train.loss_on": loss_on, "train.lr": lr, "train.warmup_steps": warmup_steps, "train.lr_decay": lr_decay,
+            "train.decay_every": decay_every, "train.grad_clip": grad_clip, "train.checkpoint_every": checkpoint_every,
+            "train.log_every": log_every, "train.seed": seed, "output_dir": output_dir, "dtype": dtype,
+            "device": device, "out": out,
+        }
+        for key, value in flags.items():
+            if value is not None:
+                apply_override(values, f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+        for assignment in set_ or []:
+            apply_override(values, assignment)
+        config = from_dict(TrainConfig, values)
+    rows = run_train(config, command_line=["hmtbench", *sys.argv[1:]], resume=resume)
+    for row in rows:
+        typer.echo(f"{row['method']} {row['status']}: final loss {row['final_loss']:.4f} after {row['steps']} steps")
+    for row in rows:
+        typer.echo(f"wrote {row['output_dir']}/final and a record in {config.out}")
+
+
 def main() -> None:
     app()
 

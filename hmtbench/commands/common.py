@@ -18,8 +18,6 @@ from hmtbench.methods import SegmentMethod, build_method, method_class
 
 console = Console(stderr=True)
 
-# Settings that decide tensor shapes: a checkpoint's values win over the command line.
-SHAPE_SETTINGS = ("memory_tokens", "recall_hidden_dim", "stage")
 
 
 def prepare_method(
@@ -33,7 +31,11 @@ def prepare_method(
     if checkpoint is not None:
         meta = read_meta(checkpoint)
         check_checkpoint_fits(meta, checkpoint, method, backbone)
-        settings.update({k: v for k, v in meta.get("memory", {}).items() if k in SHAPE_SETTINGS})
+        trained = {k: v for k, v in meta.get("memory", {}).items() if k in settings}
+        changed = {k: v for k, v in trained.items() if settings[k] != v}
+        if changed:
+            console.print(f"using the checkpoint's memory settings: {changed}")
+        settings.update(trained)
         if meta.get("lora"):
             from hmtbench.training.lora import add_lora
 

@@ -1,0 +1,72 @@
+"""The training configuration: flags and YAML recipes both fill these dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hmtbench.config import DataSettings, MemorySettings
+from hmtbench.errors import HmtbenchError
+
+TRAIN_MODES = ("memory", "lora", "full")
+LOSS_ON = ("last", "all")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    targets: list[str] | None = None  # None: peft's default for the architecture (q_proj, v_proj for Llama)
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 500  # optimizer steps of the last (or only) stage
+    stage1_steps: int = 200  # HMT stage 1 steps when --stages includes 1
+    stages: list[int] = field(default_factory=lambda: [1, 2])  # HMT: 1 = memory + sensory, 2 = with recall
+    init_from: str | None = None  # checkpoint the first stage starts from (stage 2 after a separate stage 1)
+    train: str = "memory"  # memory (backbone frozen) | lora | full
+    batch_size: int = 2
+    grad_accum: int = 1
+    bptt_depth: int = 2  # D: segments per training window
+    bptt_truncate: int | None = None  # K: gradients reach only the last K segments (None = all D)
+    loss_on: str = "last"  # last: the window's last segment (reference) | all
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    lr_decay: float = 0.9  # multiply the lr by this every decay_every steps (reference StepLR)
+    decay_every: int = 100
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 3407
+
+    def __post_init__(self) -> None:
+        rules = [
+            (self.steps > 0 and self.stage1_steps > 0, "--steps must be positive"),
+            (self.bptt_depth >= 1, f"--bptt-depth must be at least 1, got {self.bptt_depth}"),
+            (self.bptt_truncate is None or 1 <= self.bptt_truncate, "--bptt-truncate must be at least 1"),
+            (self.train in TRAIN_MODES, f"--train must be one of {', '.join(TRAIN_MODES)}, got '{self.train}'"),
+            (self.loss_on in LOSS_ON, f"--loss-on must be last or all, got '{self.loss_on}'"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be positive"),
+            (set(self.stages) <= {1, 2} and len(self.stages) > 0, f"--stages must be 1, 2 or 1,2, got {self.stages}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.checkpoint_every >= 1 and self.log_every >= 1, "--checkpoint-every and --log-every must be positive"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise HmtbenchError(message)
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "smollm2-135m"
+    method: str = "hmt"
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    data: DataSettings = field(default_factory=lambda: DataSettings(split="train"))
+    train: TrainSettings = field(default_factory=TrainSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    output_dir: str | None = None  # default: runs/<backbone>-<method>-<time>
+    dtype: str = "auto"  # auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU
+    device: str = "auto"
+    out: str = "results"  # where the run's parquet record goes

@@ -1,0 +1,150 @@
+"""The one training loop: set-up, then forward / backward / accumulate / clip / step / log / checkpoint.
+
+Per-method behaviour (memory, recall, BPTT truncation through ``grad_segments``) lives in the
+method and the shared segment loop; this file never asks which method it trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hmtbench.checkpoints import apply_tensors, load_tensors, save_checkpoint
+from hmtbench.engine import segment_batch, score_segments
+from hmtbench.methods.base import SegmentMethod
+from hmtbench.training.config import TrainSettings
+from hmtbench.training.windows import WindowSampler
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class StageOutcome:
+    steps: int
+    final_loss: float
+    tokens: int
+    wall_s: float
+    peak_gpu_mb: float | None
+
+
+def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings):
+    """AdamW with linear warm-up, then the reference's step decay (x lr_decay every decay_every steps)."""
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        return settings.lr_decay ** (step // settings.decay_every)
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def window_loss(model: SegmentMethod, ids: torch.Tensor, settings: TrainSettings) -> tuple[torch.Tensor, int]:
+    """Mean NLL of one batch of windows (B, D*S): on the last segment's S tokens, or on all."""
+    segment = model.segment_tokens
+    lengths = torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
+    scored = None
+    if settings.loss_on == "last":
+        scored = torch.zeros_like(ids, dtype=torch.bool)
+        scored[:, -segment:] = True
+    batch = segment_batch(ids, lengths, segment, scored)
+    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate)
+    count = tokens.sum()
+    return nll.sum() / count, int(ids.numel())
+
+
+def train_stage(
+    model: SegmentMethod,
+    sampler: WindowSampler,
+    settings: TrainSettings,
+    steps: int,
+    folder: Path,
+    meta: dict[str, Any],
+    on_step: Callable[[int, dict[str, Any]], None] | None = None,
+) -> StageOutcome:
+    """Train ``model``'s trainable parameters for ``steps`` optimizer steps, resuming from ``folder/last``."""
+    device = model.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = make_optimizer(params, settings)
+    start = _resume(model, optimizer, scheduler, folder / "last")
+    folder.mkdir(parents=True, exist_ok=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    log = (folder / "log.jsonl").open("a")
+    began, tokens, loss_value = time.perf_counter(), 0, float("nan")
+    delay = float(os.environ.get("HMTBENCH_TEST_STEP_DELAY", "0"))  # test hook: widen the window for SIGKILL tests
+    model.train()
+    for step in range(start, steps):
+        total = 0.0
+        for micro in range(settings.grad_accum):
+            ids = sampler.batch(step * settings.grad_accum + micro, settings.batch_size).to(device)
+            with autocast:
+                loss, read = window_loss(model, ids, settings)
+            (loss / settings.grad_accum).backward()
+            total += loss.item() / settings.grad_accum
+            tokens += read
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = total
+        done = step + 1
+        entry = {"step": done, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                 "tokens_per_s": tokens / (time.perf_counter() - began), "peak_mem_mb": _peak_mb(device)}
+        if done % settings.log_every == 0 or done == steps:
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+        if done % settings.checkpoint_every == 0 or done == steps:
+            _save(model, optimizer, scheduler, folder / "last", {**meta, "step": done})
+        if on_step is not None:
+            on_step(done, entry)
+        if delay:
+            time.sleep(delay)
+    log.close()
+    model.eval()
+    _save(model, optimizer, scheduler, folder / "final", {**meta, "step": steps}, with_state=False)
+    wall = time.perf_counter() - began
+    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device))
+
+
+def trainable_tensors(model: SegmentMethod) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _save(model, optimizer, scheduler, folder: Path, meta: dict[str, Any], with_state: bool = True) -> None:
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": meta["step"],
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    save_checkpoint(folder, trainable_tensors(model), meta, {TRAINER_STATE: state} if with_state else None)
+
+
+def _resume(model, optimizer, scheduler, folder: Path) -> int:
+    """Restore tensors, optimizer, scheduler and RNG from ``folder``; return the step to continue from."""
+    if not (folder / TRAINER_STATE).is_file():
+        return 0
+    apply_tensors(model, load_tensors(folder), str(folder))
+    state = torch.load(folder / TRAINER_STATE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if state.get("rng_cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return int(state["step"])
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
