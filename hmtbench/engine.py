@@ -28,7 +28,9 @@ class SegmentedBatch:
     targets: Tensor  # (B, n, S) token each position must predict, IGNORE where nothing is scored
 
 
-def segment_batch(input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None = None) -> SegmentedBatch:
+def segment_batch(
+    input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None = None
+) -> SegmentedBatch:
     """Cut right-padded documents (B, T) into left-aligned segments of S tokens.
 
     ``scored`` (B, T) bool marks the tokens whose prediction counts (default: all real tokens
@@ -69,6 +71,8 @@ def score_segments(
     ``grad_segments=K`` cuts the memory from the autograd graph before the last K segments, so
     gradients reach at most K segments back (truncated BPTT); None keeps the whole window.
     """
+    if grad_segments is not None and grad_segments < 1:  # 0 would otherwise silently mean full BPTT
+        raise ValueError(f"grad_segments must be at least 1 (or None for full BPTT), got {grad_segments}")
     n = batch.segments.shape[1]
     summaries = method.summarize(batch.segments, batch.lengths)
     state = method.initial_state(batch.segments.shape[0])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hmtbench.engine import segment_batch, score_segments
+from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods import build_method
 from tests.conftest import random_documents
 

@@ -133,8 +133,6 @@ def pick_dtype(dtype: str, device: Any) -> Any:
 
 def load_backbone(spec: str, *, dtype: str = "auto", device: str = "auto") -> Backbone:
     """Load the causal LM and its tokenizer, frozen and in eval mode, on the chosen device and dtype."""
-    import torch
-
     resolved = resolve_backbone(spec)
     target = pick_device(device)
     torch_dtype = pick_dtype(dtype, target)

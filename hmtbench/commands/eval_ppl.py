@@ -8,7 +8,12 @@ from typing import Any
 
 from hmtbench.backbones import load_backbone
 from hmtbench.commands.common import (
-    TokenProgress, console, method_columns, parameter_counts, prepare_method, quiet_transformers,
+    TokenProgress,
+    console,
+    method_columns,
+    parameter_counts,
+    prepare_method,
+    quiet_transformers,
 )
 from hmtbench.config import EvalConfig, to_json
 from hmtbench.data import load_corpus, tokenize_corpus

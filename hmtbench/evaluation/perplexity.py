@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hmtbench.data.tokenize import TokenizedCorpus
-from hmtbench.engine import segment_batch, score_segments
+from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
 
 OnBatch = Callable[[int, int], None]  # (segments done, tokens done) in the batch just finished
@@ -116,7 +116,9 @@ def paper_batches(
 
 
 @torch.inference_mode()
-def evaluate(method: SegmentMethod, batches: Iterator[tuple[Batch, int]], on_batch: OnBatch | None = None) -> PerplexityResult:
+def evaluate(
+    method: SegmentMethod, batches: Iterator[tuple[Batch, int]], on_batch: OnBatch | None = None
+) -> PerplexityResult:
     """Score every batch with the shared segment loop and accumulate exact token counts."""
     result = PerplexityResult()
     for (ids, lengths, scored), scored_bytes in batches:

@@ -40,7 +40,7 @@ class HMTConfig(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         checks = [
-            (self.memory_tokens == 1, f"HMT uses one memory token: --memory-tokens must be 1, got {self.memory_tokens}"),
+            (self.memory_tokens == 1, f"HMT uses one memory token: use --memory-tokens 1, got {self.memory_tokens}"),
             (self.sensory_tokens >= 0, f"--sensory-tokens must be 0 or more, got {self.sensory_tokens}"),
             (self.recall_context >= 1, f"--recall-context must be at least 1, got {self.recall_context}"),
             (self.recall_hidden_dim >= 1, f"--recall-hidden-dim must be positive, got {self.recall_hidden_dim}"),
