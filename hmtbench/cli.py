@@ -223,6 +223,91 @@ def train(
         typer.echo(f"wrote {row['output_dir']}/final and a record in {config.out}")
 
 
+# ----- reading results back: compare and plot ------------------------------------------------
+ResultPaths = Annotated[list[str] | None, typer.Argument(
+    help="Result folders or .parquet files, searched recursively [default: results].", show_default=False)]
+OnlyBackbones = Annotated[str | None, typer.Option("--backbone", help="Only these backbones (comma-separated).")]
+OnlyDatasets = Annotated[str | None, typer.Option("--dataset", help="Only these datasets (comma-separated).")]
+OnlyMethods = Annotated[str | None, typer.Option("--method", help="Only these methods (comma-separated).")]
+IncludeFailed = Annotated[bool, typer.Option("--include-failed", "--all", help="Also show failed and canceled runs.")]
+
+
+def _warn(message: str) -> None:
+    typer.secho(message, fg="yellow", err=True)
+
+
+@app.command("compare")
+@friendly_errors
+def compare(
+    paths: ResultPaths = None,
+    backbone: OnlyBackbones = None,
+    dataset: OnlyDatasets = None,
+    method: OnlyMethods = None,
+    metric: Annotated[str | None, typer.Option(
+        help="ppl, bpb, paper_ppl, rouge_l, accuracy, peak_gpu_mem_mb, tokens_per_s, ... (comma-separated) "
+             "[default: the quality metrics the runs have].", show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json.")] = "table",
+    output: Annotated[str | None, typer.Option(help="Also write the table to this file.")] = None,
+    include_failed: IncludeFailed = False,
+) -> None:
+    """Methods side by side: a row per backbone x dataset x settings, the paper's deltas, the best marked.
+
+    Cells are mean ± std (n runs). Runs whose settings differ are never averaged: they get rows of their own.
+    'HMT vs RMT, %' = (RMT - HMT) / RMT x 100 for lower-is-better metrics, (HMT - RMT) / RMT x 100 for
+    higher-is-better ones: positive always means the first method is better.
+
+    Examples:
+
+        hmtbench compare results/
+
+        hmtbench compare results/ --backbone smollm2-135m --metric ppl,bpb --format markdown
+
+        hmtbench compare results/ old-runs/ --format csv --output table.csv
+    """
+    from hmtbench.analysis.compare import run_compare
+
+    filters = {"backbone": backbone, "dataset": dataset, "method": method}
+    typer.echo(run_compare(paths or ["results"], filters, metric, fmt, include_failed, output, warn=_warn))
+    if output:
+        typer.echo(f"wrote {output}")
+
+
+@app.command("plot")
+@friendly_errors
+def plot(
+    paths: ResultPaths = None,
+    figure: Annotated[str | None, typer.Option(
+        help="ppl-bars | qa-bars | ppl-vs-position | memory-vs-length | quality-vs-params (comma-separated).")] = None,
+    paper: Annotated[bool, typer.Option(
+        "--paper", help="Every figure the results support; the others are named with the runs they lack.")] = False,
+    out: Annotated[str, typer.Option(help="Folder for the PNG and PDF files.")] = "results/figures",
+    backbone: OnlyBackbones = None,
+    dataset: OnlyDatasets = None,
+    method: OnlyMethods = None,
+    metric: Annotated[str | None, typer.Option(
+        help="Draw this metric instead of the figure's own (e.g. bpb for ppl-bars).", show_default=False)] = None,
+    include_failed: IncludeFailed = False,
+) -> None:
+    """The paper's figures from result records, as PNG and PDF: bars per backbone, curves, memory, parameters.
+
+    ppl-bars (Figures 2-4), qa-bars (Figure 5), ppl-vs-position, memory-vs-length, quality-vs-params.
+
+    Examples:
+
+        hmtbench plot results/ --paper
+
+        hmtbench plot results/ --figure ppl-bars --out figures/
+
+        hmtbench plot results/ --figure memory-vs-length --backbone smollm2-135m
+    """
+    from hmtbench.analysis.plot import run_plot
+
+    names = [name.strip() for name in (figure or "").split(",") if name.strip()]
+    filters = {"backbone": backbone, "dataset": dataset, "method": method}
+    for path in run_plot(paths or ["results"], names, out, paper, filters, metric, include_failed, warn=_warn):
+        typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,285 @@
+"""Side-by-side comparison of result records: methods as columns, settings as rows, the paper's deltas."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hmtbench.errors import HmtbenchError, did_you_mean, unknown_choice
+from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
+
+# Settings all methods of one row share: runs that differ here are another experiment, so another row.
+ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "context_length", "segment_length",
+            "test_length", "max_docs", "dtype", "batch_size")
+# Settings that differ between methods by design (m, k, N, ...); one method's runs must agree on all of them to be
+# averaged into one cell. tokens_scored is an outcome, but a different count means different data.
+RUN_SETTINGS = ("backbone_resolved", "checkpoint", "text_tokens", "memory_tokens", "sensory_tokens", "recall_context",
+                "recall_hidden_dim", "sum_fraction", "hmt_stage", "train_mode", "steps", "tokens_scored")
+# Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
+DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
+# Presentation only: column order and names. The paper's deltas: HMT vs RMT, and every method vs plain.
+METHOD_ORDER = ("plain", "full", "rmt", "hmt")
+METHOD_LABELS = {"plain": "plain", "full": "full", "rmt": "RMT", "hmt": "HMT"}
+BASELINE = "plain"
+PAPER_PAIRS = (("hmt", "rmt"),)
+NUMERIC = (*METRIC_DIRECTION, "backbone_params")
+
+
+@dataclass
+class Cell:
+    """One method's runs in one row: mean ± sample std over the successful runs."""
+
+    mean: float | None
+    std: float | None  # None for a single run
+    count: int  # runs behind the mean
+    runs: list[str]  # their run ids
+    failed: int = 0  # failed / canceled runs shown with --include-failed
+
+
+@dataclass
+class Row:
+    key: dict[str, Any]  # ROW_KEYS values, plus "variant" when one method's runs had to be split
+    cells: dict[str, Cell]
+    deltas: dict[tuple[str, str], float | None] = field(default_factory=dict)  # (method, reference) -> %
+    best: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """The table of one metric."""
+
+    metric: str
+    direction: str  # lower | higher
+    methods: list[str]
+    pairs: list[tuple[str, str]]  # (method, reference) of each delta column
+    rows: list[Row]
+    notes: list[str]
+
+
+def label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def delta_label(pair: tuple[str, str]) -> str:
+    return f"{label(pair[0])} vs {label(pair[1])}, %"
+
+
+def sign_rule(direction: str) -> str:
+    """How 'A vs B, %' is computed; positive always means A is better."""
+    rule = "(B - A) / B" if direction == "lower" else "(A - B) / B"
+    return f"'A vs B, %' = {rule} x 100, positive = A better"
+
+
+def gain(reference: float, value: float, direction: str) -> float | None:
+    """Improvement of ``value`` over ``reference`` in % of the reference; positive = better in either direction."""
+    if reference == 0 or math.isnan(reference) or math.isnan(value):
+        return None
+    better_by = reference - value if direction == "lower" else value - reference
+    return 100.0 * better_by / reference
+
+
+def plain(value: Any) -> Any:
+    """A pandas/numpy scalar as a plain Python value; missing values as None."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return value
+    if value is None or pd.isna(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Every record under ``paths``; unreadable or foreign files are skipped with a warning naming them."""
+    if not paths:
+        raise HmtbenchError("name a results folder or file, e.g. `hmtbench compare results/`")
+    for path in paths:
+        if not Path(path).exists():
+            raise HmtbenchError(f"no results folder or file '{path}'; runs such as `hmtbench eval-ppl` write into "
+                                "results/ (or their --out)")
+    skipped: list[str] = []
+    frame = read_results(list(paths), on_skip=lambda file, why: skipped.append(f"skipped {file}: {why}"))
+    for message in skipped:
+        (warn or print)(f"warning: {message}")
+    if frame.empty:
+        raise HmtbenchError(f"no hmtbench results in {', '.join(map(str, paths))} ({len(skipped)} files skipped); "
+                            "make some with `hmtbench eval-ppl --method plain,rmt,hmt`")
+    frame = frame.reindex(columns=[*COLUMN_NAMES, "source_file"])  # records of older schemas lack new columns
+    copies = frame["run_id"].duplicated()
+    for run_id in dict.fromkeys(frame.loc[copies, "run_id"]):
+        files = ", ".join(frame.loc[frame["run_id"] == run_id, "source_file"])
+        (warn or print)(f"warning: run {run_id} appears in several files ({files}); counted once")
+    frame = frame[~copies]
+    for column in NUMERIC:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
+    return frame
+
+
+def select(frame: pd.DataFrame, filters: dict[str, str | None], include_failed: bool = False,
+           note: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Keep the runs matching each comma-separated filter (column -> values); hide unsuccessful runs unless asked."""
+    for column, wanted in filters.items():
+        if not wanted:
+            continue
+        values = [v.strip() for v in wanted.split(",") if v.strip()]
+        present = sorted({str(v) for v in frame[column].dropna()})
+        for value in values:
+            if value not in present:
+                raise HmtbenchError(f"no runs with --{column.replace('_', '-')} {value}{did_you_mean(value, present)}"
+                                    f"; the results have: {', '.join(present) or 'none'}")
+        frame = frame[frame[column].isin(values)]
+    failed = ~frame["status"].eq("success").fillna(False).astype(bool)
+    if failed.any() and not include_failed:
+        counts = frame.loc[failed, "status"].fillna("unknown").value_counts()
+        if note:
+            note(f"hid {int(failed.sum())} unsuccessful runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+                 "show them with --include-failed")
+        frame = frame[~failed]
+    return frame
+
+
+def metrics_for(frame: pd.DataFrame, wanted: str | None) -> list[str]:
+    """The metrics to table: those asked for (validated), else the default ones that have values."""
+    if wanted:
+        names = [m.strip() for m in wanted.split(",") if m.strip()]
+        for name in names:
+            if name not in METRIC_DIRECTION:
+                raise unknown_choice("--metric", name, METRIC_DIRECTION)
+        return names
+    present = [m for m in DEFAULT_METRICS if frame[m].notna().any()]
+    if not present:
+        raise HmtbenchError("these runs hold none of " + ", ".join(DEFAULT_METRICS) +
+                            "; name one with --metric (e.g. --metric peak_gpu_mem_mb)")
+    return present
+
+
+def compare(frame: pd.DataFrame, metrics: Iterable[str]) -> list[Comparison]:
+    tables = [build(frame, metric) for metric in metrics]
+    empty = [t.metric for t in tables if not t.rows]
+    if empty and len(empty) == len(tables):
+        raise HmtbenchError(f"no runs have {', '.join(empty)}; {inventory(frame)}")
+    return [t for t in tables if t.rows]
+
+
+def build(frame: pd.DataFrame, metric: str) -> Comparison:
+    """Group runs into rows (ROW_KEYS), methods into cells, and add the deltas and best marks."""
+    direction = METRIC_DIRECTION[metric]
+    rows: list[Row] = []
+    notes: list[str] = []
+    for key, group in groups(_runs_with(frame, metric), ROW_KEYS):
+        for variant, per_method in _variants(group, key, notes):
+            cells = {method: _cell(runs, metric) for method, runs in per_method.items()}
+            rows.append(Row({**key, "variant": variant}, cells))
+    methods = order_methods({m for row in rows for m in row.cells})
+    pairs = [p for p in PAPER_PAIRS if set(p) <= set(methods)]
+    pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
+    for row in rows:
+        _score(row, pairs, direction)
+    return Comparison(metric, direction, methods, pairs, rows, notes)
+
+
+def order_methods(methods: Iterable[str]) -> list[str]:
+    known = [m for m in METHOD_ORDER if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+def groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Split ``frame`` by ``keys``, missing values included (pandas drops them by default), in sorted order."""
+    found: dict[tuple, list[int]] = {}
+    for position, values in enumerate(frame[list(keys)].itertuples(index=False, name=None)):
+        found.setdefault(tuple(plain(v) for v in values), []).append(position)
+    ordered = sorted(found, key=lambda k: tuple((v is None, isinstance(v, str), "" if v is None else v) for v in k))
+    return [(dict(zip(keys, k, strict=True)), frame.iloc[found[k]]) for k in ordered]
+
+
+def describe(key: dict[str, Any], skip: Iterable[str] = ()) -> str:
+    return " · ".join(f"{k}={v}" for k, v in key.items() if v is not None and k not in set(skip))
+
+
+def inventory(frame: pd.DataFrame) -> str:
+    """What the results hold, per command: methods, backbones and run count (for 'missing runs' messages)."""
+    if frame.empty:
+        return "no runs are left after the filters"
+    parts = []
+    for key, runs in groups(frame, ("command",)):
+        methods = ", ".join(order_methods(set(runs["method"].dropna())))
+        backbones = ", ".join(sorted(set(runs["backbone"].dropna().astype(str))))
+        parts.append(f"{key['command']}: {methods} on {backbones or '?'} ({len(runs)} runs)")
+    return "the results hold " + "; ".join(parts)
+
+
+def _runs_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Runs that have ``metric``, plus (when shown) unsuccessful runs of the commands that produce it."""
+    has = frame[metric].notna()
+    unsuccessful = ~frame["status"].eq("success").fillna(False).astype(bool)
+    return frame[has | (unsuccessful & frame["command"].isin(set(frame.loc[has, "command"])))]
+
+
+def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[str | None, dict]]:
+    """One row per combination of each method's distinct RUN_SETTINGS; runs that differ are never averaged."""
+    options: dict[str, list[tuple[str | None, pd.DataFrame]]] = {}
+    for method_key, runs in groups(group, ("method",)):
+        method = str(method_key["method"])
+        clusters = groups(runs, RUN_SETTINGS)
+        if len(clusters) == 1:
+            options[method] = [(None, runs)]
+            continue
+        differ = [s for s in RUN_SETTINGS if len({settings[s] for settings, _ in clusters}) > 1]
+        options[method] = [(f"{method}: " + ", ".join(f"{s}={'none' if settings[s] is None else settings[s]}"
+                                                     for s in differ), cluster) for settings, cluster in clusters]
+        notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
+                     "not averaged")
+    names = order_methods(options)
+    combos = []
+    for choice in itertools.product(*(options[name] for name in names)):
+        variant = "; ".join(text for text, _ in choice if text) or None
+        combos.append((variant, {name: runs for name, (_, runs) in zip(names, choice, strict=True)}))
+    return combos
+
+
+def _cell(runs: pd.DataFrame, metric: str) -> Cell:
+    ok = runs[runs["status"].eq("success").fillna(False).astype(bool) & runs[metric].notna()]
+    values = ok[metric].astype(float)
+    return Cell(
+        mean=float(values.mean()) if len(values) else None,
+        std=float(values.std(ddof=1)) if len(values) > 1 else None,
+        count=len(values),
+        runs=[str(r) for r in ok["run_id"]],
+        failed=len(runs) - len(ok),
+    )
+
+
+def _score(row: Row, pairs: list[tuple[str, str]], direction: str) -> None:
+    means = {m: c.mean for m, c in row.cells.items() if c.mean is not None}
+    row.deltas = {(a, b): gain(means[b], means[a], direction) if a in means and b in means else None
+                  for a, b in pairs}
+    if len(means) > 1:
+        best = (min if direction == "lower" else max)(means.values())
+        row.best = [m for m in order_methods(means) if math.isclose(means[m], best, rel_tol=1e-12)]
+
+
+def run_compare(paths: Sequence[str | Path], filters: dict[str, str | None], metric: str | None = None,
+                fmt: str = "table", include_failed: bool = False, output: str | Path | None = None,
+                warn: Callable[[str], None] | None = None) -> str:
+    """`hmtbench compare`: load, filter, table every metric, render (and write ``output``); notes go to ``warn``."""
+    from hmtbench.analysis.formats import FORMATS, render
+
+    if fmt not in FORMATS:
+        raise unknown_choice("--format", fmt, FORMATS)
+    warn = warn or print
+    frame = select(load_results(paths, warn), filters, include_failed, warn)
+    if frame.empty:
+        raise HmtbenchError("no runs are left after the filters")
+    tables = compare(frame, metrics_for(frame, metric))
+    text = render(tables, fmt)
+    for note in dict.fromkeys(n for t in tables for n in t.notes):
+        warn(f"note: {note}")
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
+    return text

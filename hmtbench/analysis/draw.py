@@ -1,0 +1,147 @@
+"""Paper-style drawing for `hmtbench plot`: grouped bars and lines on a panel grid, saved as PNG and PDF."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from hmtbench.analysis.compare import METHOD_ORDER, Comparison, Row, delta_label, label, order_methods
+
+STYLE: dict[str, Any] = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "axes.grid.axis": "y", "grid.linewidth": 0.4, "grid.alpha": 0.5, "axes.axisbelow": True,
+    "legend.frameon": False, "lines.linewidth": 1.4, "lines.markersize": 4,
+    "pdf.fonttype": 42, "ps.fonttype": 42,  # editable text in the PDF
+}
+COLORS = dict(zip(METHOD_ORDER, ("#8c8c8c", "#4c9a2a", "#3a6fb0", "#c8402f"), strict=True))
+NAMES_ALONE = ("backbone", "dataset", "task")  # shown as the value alone in titles
+
+
+@dataclass
+class LinePanel:
+    key: dict[str, Any]  # what the panel holds (titles show the parts that differ between panels)
+    series: dict[str, tuple[list[float], list[float]]]  # method -> (x, y)
+    xlabel: str
+    ylabel: str
+    xscale: str = "linear"
+
+
+def color(method: str) -> str:
+    if method in COLORS:
+        return COLORS[method]
+    return f"C{(4 + sum(map(ord, method))) % 10}"  # stable for a name, distinct from the known four
+
+
+def titles(keys: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """A title per panel (dataset/task/backbone and the settings that differ) and the settings all share."""
+    names = list(dict.fromkeys(n for key in keys for n in key))
+    varying = [n for n in names if len({key.get(n) for key in keys}) > 1 or n in NAMES_ALONE]
+    shown = [" · ".join(str(k[n]) if n in NAMES_ALONE else f"{n}={k[n]}" for n in varying if k.get(n) is not None)
+             for k in keys]
+    common = {n: keys[0][n] for n in names if n not in varying and keys[0].get(n) is not None}
+    return shown, common
+
+
+def grid(panels: int, height: float = 2.5) -> tuple[Figure, list[Axes]]:
+    ncols = min(3, panels)
+    nrows = math.ceil(panels / ncols)
+    fig = Figure(figsize=(3.3 * ncols, height * nrows), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for extra in axes[panels:]:
+        extra.remove()
+    return fig, axes[:panels]
+
+
+def finish(fig: Figure, axes: list[Axes], footer: str) -> Figure:
+    """One legend for the figure (methods in order) and the shared settings in small print below."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(text, handle)
+    order = [label(m) for m in METHOD_ORDER]
+    names = sorted(handles, key=lambda t: (order.index(t) if t in order else len(order), t))
+    if names:
+        fig.legend([handles[n] for n in names], names, loc="outside upper center", ncol=len(names))
+    text = "\n".join(textwrap.fill(line, 150) for line in footer.splitlines() if line)
+    if text:
+        fig.text(0.0, 0.0, text, fontsize=5.5, color="#555555", va="top", ha="left")
+    return fig
+
+
+def bar_panel(ax: Axes, table: Comparison, rows: list[Row]) -> None:
+    """Grouped bars: one group per row (backbone), one bar per method, mean height, std whiskers, a delta on top."""
+    methods = [m for m in table.methods if any(m in row.cells for row in rows)]
+    width = 0.8 / len(methods)
+    xs = np.arange(len(rows), dtype=float)
+    tops = np.zeros(len(rows))
+    for i, method in enumerate(methods):
+        cells = [row.cells.get(method) for row in rows]
+        heights = np.array([c.mean if c is not None and c.mean is not None else np.nan for c in cells])
+        errors = np.array([c.std if c is not None and c.std is not None else np.nan for c in cells])  # nan: no whisker
+        ax.bar(xs + (i - (len(methods) - 1) / 2) * width, heights, width * 0.92, label=label(method),
+               color=color(method), yerr=errors if np.isfinite(errors).any() else None, capsize=2,
+               error_kw={"linewidth": 0.7})
+        tops = np.fmax(tops, heights + np.nan_to_num(errors))
+    ax.set_xticks(xs, [row.key["backbone"] + ("\n" + textwrap.fill(row.key["variant"], 18, break_long_words=True)
+                                              if row.key.get("variant") else "") for row in rows])
+    ax.set_ylabel(f"{table.metric} ({table.direction} is better)")
+    if table.pairs:
+        pair = table.pairs[0]  # the paper's headline: HMT vs RMT where both ran
+        for x, top, row in zip(xs, tops, rows, strict=True):
+            if row.deltas.get(pair) is not None:
+                ax.annotate(f"{row.deltas[pair]:+.1f}%", (x, top), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6)
+    ax.margins(y=0.15)
+
+
+def bars_figure(panels: list[tuple[Comparison, dict[str, Any], list[Row]]]) -> Figure:
+    fig, axes = grid(len(panels))
+    shown, common = titles([key for _, key, _ in panels])
+    for ax, (table, _, rows), title in zip(axes, panels, shown, strict=True):
+        bar_panel(ax, table, rows)
+        ax.set_title(title)
+    rules = [_rule(table) for table, _, _ in panels if table.pairs]
+    footer = " · ".join(f"{k}={v}" for k, v in common.items())
+    notes = "; ".join(["bars: mean over runs, whiskers: std", *dict.fromkeys(rules)])
+    return finish(fig, axes, f"{footer}\n{notes}")
+
+
+def line_figure(panels: list[LinePanel], note: str = "") -> Figure:
+    fig, axes = grid(len(panels))
+    shown, common = titles([panel.key for panel in panels])
+    for ax, panel, title in zip(axes, panels, shown, strict=True):
+        for method in order_methods(panel.series):
+            xs, ys = panel.series[method]
+            ax.plot(xs, ys, marker="o", label=label(method), color=color(method))
+        ax.set_xscale(panel.xscale)
+        ax.set(title=title, xlabel=panel.xlabel, ylabel=panel.ylabel)
+    footer = " · ".join(f"{k}={v}" for k, v in common.items())
+    return finish(fig, axes, f"{footer}\n{note}" if note else footer)
+
+
+def save(fig: Figure, out: str | Path, name: str) -> list[Path]:
+    """``out/name.png`` (300 dpi) and ``out/name.pdf`` (vector, no creation date: same input, same file)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+    with matplotlib.rc_context(STYLE):
+        fig.savefig(png, dpi=300, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "Producer": None})
+    return [png, pdf]
+
+
+def _rule(table: Comparison) -> str:
+    """The sign of the numbers above the bars, spelled out for the pair they show."""
+    a, b = (label(m) for m in table.pairs[0])
+    formula = f"({b} - {a}) / {b}" if table.direction == "lower" else f"({a} - {b}) / {b}"
+    return f"numbers above bars: {delta_label(table.pairs[0])} of {table.metric} = {formula} x 100, positive = {a} " \
+           "better"

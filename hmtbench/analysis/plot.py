@@ -1,0 +1,205 @@
+"""`hmtbench plot`: the paper's figures, drawn from the same comparison tables `hmtbench compare` prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from hmtbench.analysis import draw
+from hmtbench.analysis.compare import Comparison, Row, build, inventory, load_results, select
+from hmtbench.errors import HmtbenchError, unknown_choice
+
+FIGURES = {
+    "ppl-bars": "perplexity per method, grouped by backbone, one panel per dataset (the paper's Figures 2-4)",
+    "qa-bars": "answer quality per method and task (the paper's Figure 5)",
+    "ppl-vs-position": "perplexity against position in the document, per method",
+    "memory-vs-length": "peak GPU memory against context length: memory methods vs the full-context backbone",
+    "quality-vs-params": "quality against total and added parameters, per method across backbones",
+}
+QA_METRICS = ("answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
+LENGTHS = ("test_length", "context_length")
+
+
+class FigureUnsupported(HmtbenchError):
+    """The results hold no runs this figure can be drawn from; the message says which runs to add."""
+
+
+def ppl_bars(frame: pd.DataFrame, metric: str | None = None) -> Figure:
+    table = build(frame, metric or "ppl")
+    if not table.rows:
+        raise FigureUnsupported(f"ppl-bars needs eval-ppl runs with {table.metric}; {inventory(frame)}; add them "
+                                "with `hmtbench eval-ppl --method plain,rmt,hmt`")
+    return draw.bars_figure(_bar_panels([table]))
+
+
+def qa_bars(frame: pd.DataFrame, metric: str | None = None) -> Figure:
+    metrics = [metric] if metric else [m for m in QA_METRICS if frame[m].notna().any()]
+    tables = [t for t in (build(frame, m) for m in metrics) if t.rows]
+    if not tables:
+        raise FigureUnsupported(f"qa-bars needs eval-qa runs with {' or '.join(metrics or QA_METRICS)}; "
+                                f"{inventory(frame)}; add them with `hmtbench eval-qa --method plain,rmt,hmt`")
+    return draw.bars_figure(_bar_panels(tables))
+
+
+def ppl_vs_position(frame: pd.DataFrame, metric: str | None = None) -> Figure:
+    """Per-segment perplexity exp(segment_nll / segment_tokens), x = tokens read by the end of the segment."""
+    has_curve = frame["segment_nll"].map(lambda v: isinstance(v, (list, tuple, np.ndarray)) and len(v) > 0)
+    table = build(frame[has_curve], "ppl")
+    if not table.rows:
+        raise FigureUnsupported("ppl-vs-position needs eval-ppl runs with per-segment NLL (segment_nll); "
+                                f"{inventory(frame)}; add them with `hmtbench eval-ppl --method plain,rmt,hmt`")
+    runs = frame.set_index("run_id")
+    panels = [draw.LinePanel(row.key, {m: position_curve(runs.loc[c.runs]) for m, c in row.cells.items() if c.runs},
+                             "position in the document (tokens read)", "perplexity of the segment")
+              for row in table.rows]
+    return draw.line_figure(panels, "each point: perplexity of one segment; mean over runs")
+
+
+def position_curve(runs: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Mean over runs of each segment's perplexity; segments without scored tokens are left out."""
+    curves = [np.exp(np.asarray(n, float) / np.where(np.asarray(t, float) > 0, np.asarray(t, float), np.nan))
+              for n, t in zip(runs["segment_nll"], runs["segment_tokens"], strict=True)]
+    stack = np.full((len(curves), max(len(c) for c in curves)), np.nan)
+    for i, curve in enumerate(curves):
+        stack[i, : len(curve)] = curve
+    keep = np.isfinite(stack).any(axis=0)
+    step = runs["text_tokens"].dropna()
+    ends = (np.arange(stack.shape[1]) + 1) * (int(step.iloc[0]) if len(step) else 1)
+    return ends[keep].tolist(), np.nanmean(stack[:, keep], axis=0).tolist()
+
+
+def memory_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
+    table = build(frame, metric or "peak_gpu_mem_mb")
+    if not table.rows:
+        raise FigureUnsupported(f"memory-vs-length needs {table.metric}, which only GPU runs record; "
+                                f"{inventory(frame)}; add e.g. `hmtbench eval-ppl --device cuda --method "
+                                "plain,full,rmt,hmt --test-length 2000`, then again with --test-length 8000")
+    panels: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
+    for row in table.rows:
+        length = next((row.key[k] for k in reversed(LENGTHS) if row.key.get(k) is not None), None)
+        if length is None:
+            continue
+        series = panels.setdefault(_without(row.key, (*LENGTHS, "variant")), {})
+        for method, cell in row.cells.items():
+            point = (length, cell.mean)
+            if cell.mean is not None and point not in series.get(method, []):  # variant rows repeat cells
+                series.setdefault(method, []).append(point)
+    kept = [draw.LinePanel(dict(key), {m: _xy(points) for m, points in series.items()}, "context length (tokens)",
+                           f"{table.metric} ({table.direction} is better)", "log")
+            for key, series in panels.items() if any(len(points) > 1 for points in series.values())]
+    if not kept:
+        raise FigureUnsupported("memory-vs-length needs one method measured at two or more lengths; "
+                                f"{table.metric} was measured only at: {_lengths_seen(panels)}; add runs at another "
+                                "--test-length (or --context-length)")
+    return draw.line_figure(kept, "each point: mean over runs")
+
+
+def quality_vs_params(frame: pd.DataFrame, metric: str | None = None) -> Figure:
+    present = [m for m in ("ppl", *QA_METRICS) if frame[m].notna().any()]
+    table = build(frame, metric or (present[0] if present else "ppl"))
+    runs = frame.set_index("run_id")
+    panels: dict[tuple, dict[str, list[tuple[float, float, float]]]] = {}
+    backbones: dict[tuple, set[str]] = {}
+    for row in table.rows:
+        key = _without(row.key, ("backbone", "variant"))
+        for method, cell in row.cells.items():
+            params = runs.loc[cell.runs, ["backbone_params", "added_params"]].astype(float)
+            if cell.mean is None or params["backbone_params"].isna().any():
+                continue
+            added = float(params["added_params"].fillna(0).mean())
+            point = (float(params["backbone_params"].mean()) + added, added, cell.mean)
+            points = panels.setdefault(key, {}).setdefault(method, [])
+            if point not in points:  # variant rows repeat the other methods' cells
+                points.append(point)
+            backbones.setdefault(key, set()).add(row.key["backbone"])
+    kept = [k for k in panels if len(backbones[k]) > 1]
+    if not kept:
+        seen = "; ".join(f"{dict(k).get('dataset') or dict(k).get('task')}: {', '.join(sorted(b))} only"
+                         for k, b in backbones.items()) or "no runs with parameter counts"
+        raise FigureUnsupported(f"quality-vs-params needs one dataset evaluated on two or more backbones; the "
+                                f"results have {seen}; add e.g. `hmtbench eval-ppl --backbone opt-350m`")
+    ylabel = f"{table.metric} ({table.direction} is better)"
+    lines = [draw.LinePanel(dict(k), {m: _xy([(p[axis], p[2]) for p in points]) for m, points in panels[k].items()},
+                            xlabel, ylabel, scale)
+             for axis, xlabel, scale in ((0, "total parameters", "log"), (1, "added parameters", "symlog"))
+             for k in kept]
+    return draw.line_figure(lines, "total = backbone + added by the method; each point: mean over runs")
+
+
+DRAWERS: dict[str, Callable[[pd.DataFrame, str | None], Figure]] = {
+    "ppl-bars": ppl_bars, "qa-bars": qa_bars, "ppl-vs-position": ppl_vs_position,
+    "memory-vs-length": memory_vs_length, "quality-vs-params": quality_vs_params,
+}
+
+
+def figure(frame: pd.DataFrame, name: str, metric: str | None = None) -> Figure:
+    """Draw figure ``name`` from the runs in ``frame``; FigureUnsupported names the runs it lacks."""
+    if name not in DRAWERS:
+        raise unknown_choice("--figure", name, DRAWERS)
+    with matplotlib.rc_context(draw.STYLE):
+        return DRAWERS[name](frame, metric)
+
+
+def run_plot(paths: Sequence[str | Path], names: Sequence[str], out: str | Path, paper: bool = False,
+             filters: dict[str, str | None] | None = None, metric: str | None = None, include_failed: bool = False,
+             warn: Callable[[str], None] | None = None) -> list[Path]:
+    """`hmtbench plot`: each named figure, or with ``paper`` every figure the results support (skips reported)."""
+    if not names and not paper:
+        raise HmtbenchError(f"name a --figure ({', '.join(FIGURES)}) or use --paper for all of them")
+    for name in names:
+        if name not in DRAWERS:
+            raise unknown_choice("--figure", name, DRAWERS)
+    warn = warn or print
+    frame = select(load_results(paths, warn), filters or {}, include_failed, warn)
+    if frame.empty:
+        raise HmtbenchError("no runs are left after the filters")
+    drawn: dict[str, Figure] = {}
+    skipped: list[str] = []
+    for name in list(names) or list(FIGURES):
+        try:
+            drawn[name] = figure(frame, name, metric)
+        except FigureUnsupported as err:
+            if not paper:
+                raise  # a figure asked for by name: nothing is written, the message says what is missing
+            skipped.append(f"skipped {name}: {err}")
+    for message in skipped:
+        warn(message)
+    if not drawn:
+        raise HmtbenchError(f"the results support none of the figures ({len(skipped)} skipped, reasons above)")
+    return [path for name, fig in drawn.items() for path in draw.save(fig, out, name)]
+
+
+def _bar_panels(tables: list[Comparison]) -> list[tuple[Comparison, dict[str, Any], list[Row]]]:
+    """One panel per table and row key without the backbone (the backbones are the groups of bars)."""
+    panels = []
+    for table in tables:
+        found: dict[tuple, list[Row]] = {}
+        for row in table.rows:
+            found.setdefault(_without(row.key, ("backbone", "variant")), []).append(row)
+        metric = {"metric": table.metric} if len(tables) > 1 else {}
+        panels += [(table, {**metric, **dict(key)}, rows) for key, rows in found.items()]
+    return panels
+
+
+def _without(key: dict[str, Any], names: Sequence[str]) -> tuple:
+    return tuple((k, v) for k, v in key.items() if k not in names)
+
+
+def _xy(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    ordered = sorted(points)
+    return [p[0] for p in ordered], [p[1] for p in ordered]
+
+
+def _lengths_seen(panels: dict[tuple, dict[str, list[tuple[float, float]]]]) -> str:
+    seen = []
+    for key, series in panels.items():
+        where = " / ".join(str(v) for k, v in key if k in ("backbone", "dataset", "task") and v is not None)
+        lengths = sorted({length for points in series.values() for length, _ in points})
+        seen.append(f"{where}: {', '.join(map(str, lengths))} tokens ({', '.join(series)})")
+    return "; ".join(seen) or "no lengths"
