@@ -26,5 +26,9 @@ test: install
 lint: install
 	$(BIN)/ruff check hmtbench tests
 
+# Every figure the committed results support, as PNG + PDF in results/figures/ (the rest are named and skipped).
+figures: install
+	$(BIN)/hmtbench plot results/ --paper --out results/figures
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
