@@ -92,7 +92,7 @@ def _markdown(tables: list[Comparison]) -> str:
         names, rows = text_rows(table, "**{}**")
         _, common = shown_keys(table)
         align = ["---" if n in ROW_KEYS or n == "variant" else "--:" for n in names]
-        lines = [f"**{table.metric}** — " + header(table).replace("* = best", "bold = best"), ""]
+        lines = [header(table).replace(table.metric, f"**{table.metric}**", 1).replace("* = best", "bold = best"), ""]
         if common:
             lines += [f"settings: {describe(common)}", ""]
         lines += ["| " + " | ".join(r) + " |" for r in [names, align, *rows]]

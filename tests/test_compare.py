@@ -1,0 +1,175 @@
+"""compare: pivot, deltas with the paper's sign, best marks, never-merged settings, bad files, formats, CLI."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hmtbench.analysis.compare import build, load_results, run_compare, select
+from hmtbench.analysis.formats import render
+from hmtbench.cli import app
+from hmtbench.errors import HmtbenchError
+from hmtbench.results import make_record, write_record
+
+_ids = itertools.count()
+
+
+def write_run(folder: Path, method: str, **values: Any) -> Path:
+    """One synthetic eval-ppl record (shared settings filled in) written as the commands write them."""
+    record = {
+        "run_id": f"run{next(_ids):04d}-{method}", "command": "eval-ppl", "status": "success", "method": method,
+        "backbone": "tiny", "dataset": "wiki", "split": "test", "protocol": "stream", "segment_length": 64,
+        "test_length": 512, "batch_size": 2, "dtype": "float32", "tokens_scored": 1000,
+        "text_tokens": {"plain": 64, "rmt": 62, "hmt": 54}.get(method, 64),
+        "memory_tokens": {"rmt": 1, "hmt": 1}.get(method, 0), "sensory_tokens": {"hmt": 8}.get(method, 0),
+        **values,
+    }
+    return write_record(make_record(record), folder, record["run_id"])
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """tiny: plain 20, RMT 18, HMT 15 and 16 (two seeds); big: plain 30, RMT 27, HMT 24."""
+    folder = tmp_path / "results"
+    for seed, (method, ppl) in enumerate([("plain", 20.0), ("rmt", 18.0), ("hmt", 15.0), ("hmt", 16.0)]):
+        write_run(folder, method, ppl=ppl, seed=seed)
+    for method, ppl in [("plain", 30.0), ("rmt", 27.0), ("hmt", 24.0)]:
+        write_run(folder / "big", method, ppl=ppl, backbone="big")
+    return folder
+
+
+def table_for(folder: Path, metric: str = "ppl", **filters: str):
+    return build(select(load_results([folder], warn=lambda m: None), filters), metric)
+
+
+def test_pivot_deltas_and_best_marks(results: Path) -> None:
+    table = table_for(results)
+    assert table.methods == ["plain", "rmt", "hmt"]
+    assert [row.key["backbone"] for row in table.rows] == ["big", "tiny"]
+    big, tiny = table.rows
+    assert {m: c.mean for m, c in tiny.cells.items()} == {"plain": 20.0, "rmt": 18.0, "hmt": 15.5}
+    hmt = tiny.cells["hmt"]
+    assert (hmt.count, hmt.std) == (2, pytest.approx(0.5**0.5, abs=1e-12))
+    assert tiny.cells["plain"].std is None and tiny.cells["plain"].count == 1
+    assert table.pairs == [("hmt", "rmt"), ("rmt", "plain"), ("hmt", "plain")]
+    assert tiny.deltas[("hmt", "rmt")] == pytest.approx((18.0 - 15.5) / 18.0 * 100, abs=1e-9)
+    assert tiny.deltas[("rmt", "plain")] == pytest.approx((20.0 - 18.0) / 20.0 * 100, abs=1e-9)
+    assert tiny.deltas[("hmt", "plain")] == pytest.approx((20.0 - 15.5) / 20.0 * 100, abs=1e-9)
+    assert big.deltas[("hmt", "rmt")] == pytest.approx((27.0 - 24.0) / 27.0 * 100, abs=1e-9)
+    assert tiny.best == big.best == ["hmt"]
+
+
+def test_higher_is_better_metric_keeps_positive_meaning_better(tmp_path: Path) -> None:
+    for method, accuracy in [("plain", 0.5), ("rmt", 0.6), ("hmt", 0.75)]:
+        write_run(tmp_path, method, command="eval-qa", task="passkey", context_length=4096, accuracy=accuracy)
+    (row,) = table_for(tmp_path, "accuracy").rows
+    assert row.deltas[("hmt", "rmt")] == pytest.approx((0.75 - 0.6) / 0.6 * 100, abs=1e-9)
+    assert row.deltas[("rmt", "plain")] == pytest.approx((0.6 - 0.5) / 0.5 * 100, abs=1e-9)
+    assert row.best == ["hmt"]
+    assert row.key["task"] == "passkey" and row.key["context_length"] == 4096
+
+
+def test_ties_mark_every_best_and_lone_cells_are_not_best(tmp_path: Path) -> None:
+    write_run(tmp_path, "rmt", ppl=12.0)
+    write_run(tmp_path, "hmt", ppl=12.0)
+    write_run(tmp_path, "hmt", ppl=9.0, backbone="solo")
+    solo, tiny = table_for(tmp_path).rows
+    assert tiny.best == ["rmt", "hmt"] and solo.best == []
+    assert tiny.deltas[("hmt", "rmt")] == 0.0
+
+
+def test_one_methods_runs_with_different_settings_are_never_averaged(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", ppl=20.0)
+    write_run(tmp_path, "hmt", ppl=15.0, sensory_tokens=8)
+    write_run(tmp_path, "hmt", ppl=17.0, sensory_tokens=16)
+    table = table_for(tmp_path)
+    assert [(r.cells["hmt"].mean, r.cells["hmt"].count) for r in table.rows] == [(15.0, 1), (17.0, 1)]
+    assert [r.key["variant"] for r in table.rows] == ["hmt: sensory_tokens=8", "hmt: sensory_tokens=16"]
+    assert [r.deltas[("hmt", "plain")] for r in table.rows] == pytest.approx([25.0, 15.0], abs=1e-9)
+    assert len(table.notes) == 1 and "hmt runs" in table.notes[0] and "sensory_tokens" in table.notes[0]
+
+
+def test_shared_settings_that_differ_make_separate_rows(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", ppl=20.0, test_length=512)
+    write_run(tmp_path, "hmt", ppl=15.0, test_length=1024)
+    table = table_for(tmp_path)
+    assert [(r.key["test_length"], sorted(r.cells)) for r in table.rows] == [(512, ["plain"]), (1024, ["hmt"])]
+    assert all(d is None for r in table.rows for d in r.deltas.values())
+
+
+def test_corrupt_and_foreign_files_are_skipped_with_a_warning_naming_them(results: Path) -> None:
+    (results / "broken.parquet").write_bytes(b"PAR1 not really")
+    pd.DataFrame({"x": [1, 2]}).to_parquet(results / "other-tool.parquet")
+    warnings: list[str] = []
+    frame = load_results([results], warn=warnings.append)
+    assert len(frame) == 7
+    assert len(warnings) == 2
+    assert any("broken.parquet" in w and "unreadable" in w for w in warnings)
+    assert any("other-tool.parquet" in w and "not an hmtbench result" in w for w in warnings)
+
+
+def test_missing_or_empty_results_folder_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(HmtbenchError, match="no results folder or file"):
+        load_results([tmp_path / "nowhere"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HmtbenchError, match="no hmtbench results in"):
+        load_results([tmp_path / "empty"])
+
+
+def test_failed_runs_are_hidden_unless_asked_for(results: Path) -> None:
+    write_run(results, "rmt", status="failed")
+    notes: list[str] = []
+    frame = select(load_results([results]), {}, include_failed=False, note=notes.append)
+    assert len(frame) == 7 and "1 failed" in notes[0] and "--include-failed" in notes[0]
+    shown = build(select(load_results([results]), {}, include_failed=True), "ppl")
+    tiny = shown.rows[1].cells["rmt"]
+    assert (tiny.mean, tiny.count, tiny.failed) == (18.0, 1, 1)
+
+
+def test_filters_keep_matching_runs_and_suggest_names(results: Path) -> None:
+    table = table_for(results, backbone="tiny", method="plain,hmt")
+    assert [r.key["backbone"] for r in table.rows] == ["tiny"] and table.methods == ["plain", "hmt"]
+    with pytest.raises(HmtbenchError, match="did you mean 'tiny'"):
+        table_for(results, backbone="tiyn")
+
+
+def test_text_formats_carry_the_same_numbers(results: Path) -> None:
+    table = table_for(results)
+    csv = pd.read_csv(io.StringIO(render([table], "csv")))
+    assert csv["hmt"].tolist() == [24.0, 15.5] and csv["best"].tolist() == ["hmt", "hmt"]
+    assert csv["HMT vs RMT, %"].tolist() == pytest.approx([300 / 27, 250 / 18], abs=1e-9)
+    (payload,) = json.loads(render([table], "json"))
+    assert payload["rows"][1]["cells"]["hmt"]["count"] == 2 and payload["sign"].startswith("'A vs B, %' = (B - A)")
+    markdown = render([table], "markdown")
+    assert "| tiny | wiki | 20.000 | 18.000 | **15.500 ± 0.707 (n=2)** | +13.89 | +10.00 | +22.50 |" in markdown
+    assert markdown.startswith("**ppl** (lower is better)") and "(B - A) / B x 100, positive = A better" in markdown
+    boxed = render([table], "table")
+    assert "15.500 ± 0.707 (n=2)*" in boxed and "lower is better" in boxed
+    with pytest.raises(HmtbenchError, match="did you mean 'json'"):
+        render([table], "jsno")
+
+
+def test_metric_defaults_to_those_present_and_unknown_metric_is_named(results: Path) -> None:
+    text = run_compare([results], {}, fmt="csv", warn=lambda m: None)
+    assert set(pd.read_csv(io.StringIO(text))["metric"]) == {"ppl"}
+    with pytest.raises(HmtbenchError, match="unknown --metric 'pppl'"):
+        run_compare([results], {}, metric="pppl")
+
+
+def test_cli_compare_end_to_end(results: Path, tmp_path: Path) -> None:
+    (results / "junk.parquet").write_text("junk")
+    out = tmp_path / "table.md"
+    result = CliRunner().invoke(app, ["compare", str(results), "--format", "markdown", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "**15.500 ± 0.707 (n=2)**" in result.stdout and "junk.parquet" in result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {out}"
+    assert "**15.500 ± 0.707 (n=2)**" in out.read_text()
+    missing = CliRunner().invoke(app, ["compare", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no results folder or file" in missing.stderr
