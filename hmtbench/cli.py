@@ -308,6 +308,71 @@ def plot(
         typer.echo(f"wrote {path}")
 
 
+@app.command("eval-qa")
+@friendly_errors
+def eval_qa(
+    task: Annotated[str, typer.Option(help="passkey | multi-fact | babilong-qa1..qa5 | pubmedqa | narrativeqa | "
+                                           "qasper | musique | qmsum, or a local .jsonl (context, question, "
+                                           "answer).")] = "passkey",
+    backbone: Backbone = "smollm2-135m",
+    method: Methods = "plain",
+    context_length: Annotated[int | None, typer.Option(help="Prompt tokens. passkey/multi-fact: built at this length "
+                                                             "(1k-1M); babilong: this bin; others: samples at least "
+                                                             "this long, cut in the middle to it.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many samples (passkey/multi-fact: how many to "
+                                                    "generate, default 10).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Longest generated answer [default: the task's own].",
+                                                       show_default=False)] = None,
+    depth: Annotated[str | None, typer.Option(help="Needle depths in [0, 1], comma-separated: passkey cycles through "
+                                                   "them, multi-fact hides one fact at each.")] = None,
+    filler: Annotated[str, typer.Option(help="passkey/multi-fact: local corpus the facts hide in (pydoc-topics, "
+                                             "python-stdlib, a .txt file).")] = "pydoc-topics",
+    data: Annotated[str | None, typer.Option(help="Local copy of a hub task's data: LongBench data.zip or .jsonl, "
+                                                  "BABILong .json/.jsonl, PubMedQA .jsonl/.parquet.")] = None,
+    segment_length: SegmentLength = 256,
+    memory_tokens: MemoryTokens = 1,
+    sensory_tokens: SensoryTokens = 0,
+    recall_context: RecallContext = 100,
+    recall_hidden_dim: RecallHiddenDim = 4096,
+    sum_fraction: SumFraction = 0.5,
+    checkpoint: Checkpoint = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    seed: Seed = 3407,
+    out: Out = "results",
+) -> None:
+    """Long-context QA through the memory: answer perplexity and greedy answers (ROUGE-L, F1, EM, accuracy).
+
+    The context is read segment by segment into the method's memory; the gold answer's perplexity
+    and a greedy answer follow it. Each method writes a parquet record and a predictions JSONL into --out.
+
+    Examples:
+
+        hmtbench eval-qa --task passkey --context-length 16000 --method plain,rmt,hmt --segment-length 1024
+
+        hmtbench eval-qa --task multi-fact --context-length 1000000 --method hmt --checkpoint runs/hmt/final
+
+        hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
+
+        hmtbench eval-qa --task my_questions.jsonl --backbone random:llama --segment-length 64
+    """
+    from hmtbench.commands.eval_qa import QAConfig, parse_depths, print_qa_table, run_eval_qa
+    from hmtbench.config import MemorySettings
+
+    config = QAConfig(
+        backbone=backbone, task=task,
+        memory=MemorySettings(segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim,
+                              sum_fraction),
+        context_length=context_length, limit=limit, max_new_tokens=max_new_tokens, depths=parse_depths(depth),
+        filler=filler, data=data, checkpoint=checkpoint, dtype=dtype, device=device, seed=seed, out=out,
+    )
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    rows = run_eval_qa(config, methods, command_line=["hmtbench", *sys.argv[1:]])
+    print_qa_table(rows)
+    for row in rows:
+        typer.echo(f"wrote {row['path']} and {row['predictions_file']}")
+
+
 def main() -> None:
     app()
 

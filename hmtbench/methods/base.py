@@ -274,3 +274,22 @@ class SegmentMethod(nn.Module):
                 hook.remove()
         hidden = captured[0][:, -tail:] if captured else None  # (B, tail, d)
         return logits[:, -tail:][:, :text_len], hidden
+
+    # ----- incremental decoding (used by hmtbench.generation; nothing above calls it) -------------
+    def segment_prefix(self, state: MemoryState, summary: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """What precedes a segment's text, for decoding it token by token with a KV cache.
+
+        Returns the (B, m + k, d) ``[read memory | sensory]`` embeddings (None when the method has
+        neither) and the (B, m, d) memory read, which also fills the write slot that closes the
+        segment (None for plain). ``summary`` is this segment's row of ``summarize``. The same
+        read and sensory memories as ``forward``, so the first positions match ``_layout``'s.
+        """
+        memory, _ = self.read_memory(state, summary)
+        sensory = state.sensory_ids if self.sensory_tokens else None
+        parts = []
+        if memory is not None:
+            memory = memory.to(self.dtype)
+            parts.append(memory)
+        if sensory is not None:
+            parts.append(self.embed(sensory))
+        return (torch.cat(parts, dim=1) if parts else None), memory

@@ -1,0 +1,180 @@
+"""`hmtbench eval-qa`: answer perplexity and generated-answer quality of plain / full / RMT / HMT on a QA task."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hmtbench.backbones import load_backbone
+from hmtbench.commands.common import (
+    TokenProgress,
+    console,
+    method_columns,
+    parameter_counts,
+    prepare_method,
+    quiet_transformers,
+)
+from hmtbench.config import MemorySettings, to_json
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods import method_class
+from hmtbench.methods.base import max_positions
+from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, prepare_samples
+from hmtbench.qa.tasks import Task, TaskOptions, task_factory
+from hmtbench.results import make_record, write_record
+from hmtbench.results.provenance import Measure, device_name, new_run_id, peak_host_mem_mb, provenance
+
+
+@dataclass
+class QAConfig:
+    backbone: str = "smollm2-135m"
+    task: str = "passkey"  # a registered task or a local .jsonl file
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    context_length: int | None = None  # prompt tokens: built (needle, BABILong bin) or fitted by truncation
+    limit: int | None = None
+    max_new_tokens: int | None = None  # None: the task's own default
+    depths: list[float] | None = None  # needle tasks
+    filler: str = "pydoc-topics"  # needle tasks
+    data: str | None = None  # a local copy of a hub task's data
+    checkpoint: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 3407
+    out: str = "results"
+
+
+def run_eval_qa(config: QAConfig, methods: list[str], command_line: list[str] | None = None) -> list[dict[str, Any]]:
+    """Evaluate each method on the same prepared samples; one parquet record and one predictions JSONL each."""
+    _check(config, methods)
+    make_task = task_factory(config.task)  # an unknown task fails before anything loads
+    quiet_transformers()
+    with console.status(f"loading backbone {config.backbone}"):
+        backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
+    options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
+                          limit=config.limit, data=config.data, depths=config.depths, filler=config.filler)
+    task = make_task(options)
+    with console.status(f"preparing {task.name} samples"):
+        prepared, skipped = prepare_samples(task, task.load(), backbone.tokenizer, config.context_length)
+    max_new = config.max_new_tokens or task.max_new_tokens
+    longest = max(len(p.prompt_ids) + max(len(p.answer_ids), max_new) for p in prepared)
+    lengths = [len(p.prompt_ids) for p in prepared]
+    note = f"; {skipped} shorter than --context-length skipped" if skipped else ""
+    console.print(f"{len(prepared)} {task.name} samples, prompts of {min(lengths)}-{max(lengths)} tokens{note}")
+    rows = []
+    for name in methods:
+        _check_window(name, config.memory, longest, backbone)
+        model = prepare_method(backbone, name, config.memory, longest, config.checkpoint, config.seed)
+        total = sum(len(p.prompt_ids) + len(p.answer_ids) for p in prepared)
+        with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
+            result = evaluate_qa(model, task, prepared, backbone.tokenizer, max_new,
+                                 lambda read: progress.advance(1, read))
+        resolved = dataclasses.replace(config, max_new_tokens=max_new)
+        row = _write(resolved, task, name, model, backbone, result, measured, prepared, skipped, command_line)
+        rows.append(row)
+    return rows
+
+
+def _check(config: QAConfig, methods: list[str]) -> None:
+    if not methods:
+        raise HmtbenchError("--method is empty; give plain, full, rmt, hmt or a comma list")
+    for name in methods:
+        method_class(name)  # unknown names fail before anything loads
+    if config.checkpoint and len(methods) > 1:
+        raise HmtbenchError("--checkpoint belongs to one method: evaluate one --method at a time with it")
+    for flag, value in (("--limit", config.limit), ("--max-new-tokens", config.max_new_tokens),
+                        ("--context-length", config.context_length)):
+        if value is not None and value < 1:
+            raise HmtbenchError(f"{flag} must be positive, got {value}")
+
+
+def _check_window(name: str, memory: MemorySettings, longest: int, backbone) -> None:
+    """A method that sizes its window from the samples (full) must fit the backbone's positions."""
+    settings = method_class(name).settings_for(dataclasses.asdict(memory), longest)
+    limit = max_positions(backbone.model.config)
+    if settings["segment_length"] != memory.segment_length and limit is not None and longest > limit:
+        raise HmtbenchError(
+            f"--method {name} reads each prompt and answer in one window: the longest needs {longest} positions, "
+            f"over the backbone's {limit}; lower --context-length or use a segmented method (plain, rmt, hmt)"
+        )
+
+
+def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAResult, measured: Measure,
+           prepared: list[PreparedSample], skipped: int, command_line) -> dict[str, Any]:
+    run_id = new_run_id("eval-qa", name)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = out / f"{run_id}.predictions.jsonl"
+    with predictions.open("w", encoding="utf-8") as handle:
+        for record in result.records:
+            handle.write(json.dumps({"run_id": run_id, "task": task.name, "method": name, **record}) + "\n")
+    row = _record(config, task, name, model, backbone, result, measured, prepared, command_line)
+    row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions))
+    row["path"] = str(write_record(make_record({k: v for k, v in row.items() if k != "path"}), out, run_id))
+    console.print(f"{name}: answer ppl {row['answer_ppl']:.3f}  accuracy {row['accuracy']:.1%}  "
+                  f"ROUGE-L {row['rouge_l']:.3f}  F1 {row['f1']:.3f}  EM {row['exact_match']:.1%}")
+    return row
+
+
+def _record(config: QAConfig, task: Task, name: str, model, backbone, result: QAResult, measured: Measure,
+            prepared: list[PreparedSample], command_line) -> dict[str, Any]:
+    return {
+        **provenance(command_line),
+        "command": "eval-qa",
+        "status": "success",
+        "seed": config.seed,
+        "backbone": config.backbone,
+        "backbone_resolved": backbone.resolved.description,
+        "method": name,
+        "checkpoint": str(Path(config.checkpoint).resolve()) if config.checkpoint else None,
+        **parameter_counts(model),
+        "device": backbone.device.type,
+        "device_name": device_name(backbone.device),
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+        **method_columns(model),
+        "dataset": config.data or config.task,
+        "split": "test",
+        "protocol": "qa",
+        "test_length": max(len(p.prompt_ids) for p in prepared),
+        "max_docs": config.limit,
+        "batch_size": 1,
+        "docs": len(result.records),
+        "tokens_scored": result.answer_tokens,
+        "nll_mean": result.nll_sum / result.answer_tokens if result.answer_tokens else None,
+        "task": task.name,
+        "context_length": config.context_length,
+        "answer_ppl": result.answer_ppl,
+        **{metric: result.mean(metric) for metric in ("rouge_l", "f1", "exact_match", "accuracy")},
+        "peak_gpu_mem_mb": measured.peak_gpu_mb,
+        "peak_host_mem_mb": peak_host_mem_mb(),
+        "wall_s": measured.wall_s,
+        "tokens_per_s": result.tokens_read / measured.wall_s if measured.wall_s else None,
+        "config": to_json(config),
+    }
+
+
+def parse_depths(text: str | None) -> list[float] | None:
+    """'0,0.5,1' -> [0.0, 0.5, 1.0]; each in [0, 1]."""
+    if not text:
+        return None
+    try:
+        depths = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise HmtbenchError(f"--depth expects numbers in [0, 1] separated by commas, got '{text}'") from None
+    if not depths or any(not 0.0 <= d <= 1.0 for d in depths):
+        raise HmtbenchError(f"--depth values must lie in [0, 1], got '{text}'")
+    return depths
+
+
+def print_qa_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{rows[0]['task']}: answer ppl (lower is better) and generated-answer quality")
+    for column in ("method", "samples", "answer ppl", "accuracy", "ROUGE-L", "F1", "EM", "tok/s"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in rows:
+        table.add_row(row["method"], str(row["docs"]), f"{row['answer_ppl']:.3f}", f"{row['accuracy']:.1%}",
+                      f"{row['rouge_l']:.3f}", f"{row['f1']:.3f}", f"{row['exact_match']:.1%}",
+                      f"{row['tokens_per_s']:,.0f}" if row["tokens_per_s"] else "-")
+    console.print(table)

@@ -1,0 +1,174 @@
+"""Greedy decoding through any memory method: read the context segment by segment, then decode.
+
+One loop for plain, full, RMT and HMT (one sample at a time):
+
+1. Segments that end before the prompt's last token are read exactly as the engine reads them
+   (``summarize`` once, then ``method(state, segment, ...)``), which leaves the memory state.
+2. The segment holding the prompt's last token is *opened*: the backbone runs with a KV cache
+   on ``[read memory | sensory | tokens so far]`` (``SegmentMethod.segment_prefix``), and each
+   new token extends the cache. Token t is predicted by the logits at t - 1, as the engine scores.
+3. When the open segment holds S text tokens and another token is due, the segment is *closed*:
+   the read memory is fed through the cache at the write slot (right after the last text token,
+   as ``forward`` places it), the last hidden state there (the output head's input, as
+   ``_run_backbone`` reads it) is the written memory, ``state = method.next_state(...)``, and the
+   next segment opens holding the new token. So the recurrence continues across boundaries.
+
+Summaries (HMT): a summary reads the first j tokens of its segment, which at decoding time may
+not exist yet. A segment's summary is computed once, from the tokens known when it opens (the
+prompt's tokens for the first open segment, the single new token for a segment opened while
+decoding), and kept while the segment fills, so the KV cache stays valid and nothing reads
+tokens from the future. Teacher-forced scoring (the engine, answer perplexity) summarises the
+whole head of each segment, as training does; the two agree whenever the open segment already
+holds j tokens. A summary depends only on its own segment's tokens (it never reads the memory),
+so a segment opened while decoding is summarised with the two-segment window [previous, new].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hmtbench.engine import segment_batch
+from hmtbench.methods.base import MemoryState, SegmentMethod
+
+StopRule = Callable[[list[int]], bool]  # generated ids so far -> stop now
+
+
+@dataclass
+class Generation:
+    token_ids: list[int] = field(default_factory=list)  # generated ids (a stop id included)
+    context_segments: int = 0  # segments read before the first open segment
+    segments_opened: int = 0  # open segments decoded in (1 + boundaries crossed)
+    logits: list[Tensor] = field(default_factory=list)  # (V,) logits behind each id, with keep_logits
+
+
+def _forward_keywords(backbone: Any) -> tuple[str, bool]:
+    """The KV-cache keyword of this transformers version ('cache' from 5.x, 'past_key_values' before),
+    and whether the forward takes ``logits_to_keep``."""
+    import inspect
+
+    params = inspect.signature(backbone.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
+
+
+class OpenSegment:
+    """A segment being decoded into with a KV cache: [read memory | sensory | text so far]."""
+
+    def __init__(self, method: SegmentMethod, state: MemoryState, summary: Tensor | None, text_ids: Tensor) -> None:
+        self.method, self.state = method, state
+        self.backbone = method.backbone
+        self.cache_name, self.keeps_logits = _forward_keywords(self.backbone)
+        self.text_ids = text_ids  # (1, t)
+        prefix, self.memory = method.segment_prefix(state, summary)
+        embeds = method.embed(text_ids)
+        if prefix is not None:
+            embeds = torch.cat([prefix, embeds], dim=1)
+        self.cache = None
+        self.logits = self._run(embeds)
+
+    @property
+    def length(self) -> int:
+        return self.text_ids.shape[1]
+
+    def _run(self, embeds: Tensor, capture: list[Tensor] | None = None) -> Tensor:
+        """Feed embeds (1, n, d) through the cache; the (1, V) logits at the last position."""
+        kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": True, self.cache_name: self.cache}
+        if self.keeps_logits:
+            kwargs["logits_to_keep"] = 1
+        hook = None
+        if capture is not None:
+            head = self.backbone.get_output_embeddings()
+            hook = head.register_forward_pre_hook(lambda module, args: capture.append(args[0]))
+        try:
+            out = self.backbone(**kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
+        self.cache = out[self.cache_name]
+        return out.logits[:, -1]
+
+    def step(self, token: Tensor) -> Tensor:
+        """Append one token (1,) and return the logits that predict the next."""
+        self.text_ids = torch.cat([self.text_ids, token[:, None]], dim=1)
+        self.logits = self._run(self.method.embed(token[:, None]))
+        return self.logits
+
+    def close(self) -> MemoryState:
+        """Write through the memory slot after the text and return the state for the next segment."""
+        written = None
+        if self.memory is not None:
+            captured: list[Tensor] = []
+            self._run(self.memory, capture=captured)
+            written = captured[0][:, -self.memory.shape[1] :]  # (1, m, d) last hidden at the write slot
+        return self.method.next_state(self.state, written, self.text_ids)
+
+
+def read_context(method: SegmentMethod, prompt_ids: Tensor) -> tuple[MemoryState, Tensor | None, int]:
+    """Read every segment before the one holding the last prompt token, as the engine does.
+
+    Returns the state after them, the summary of the open segment (from its known tokens) and
+    the index where the open segment starts in the prompt.
+    """
+    size, length = method.segment_tokens, prompt_ids.shape[1]
+    current = (length - 1) // size  # segment holding the last prompt token
+    batch = segment_batch(prompt_ids, torch.tensor([length], device=prompt_ids.device), size)
+    summaries = method.summarize(batch.segments, batch.lengths)
+    state = method.initial_state(1)
+    for i in range(current):
+        summary = None if summaries is None else summaries[:, i]
+        state = method(state, batch.segments[:, i], batch.lengths[:, i], summary).state
+    return state, None if summaries is None else summaries[:, current], current * size
+
+
+def next_summary(method: SegmentMethod, previous: Tensor, token: Tensor) -> Tensor | None:
+    """Summary of a segment opened while decoding, holding only ``token`` so far (see module doc)."""
+    size = method.segment_tokens
+    window = torch.zeros(1, 2, size, dtype=previous.dtype, device=previous.device)
+    window[0, 0], window[0, 1, 0] = previous[0], token[0]
+    summaries = method.summarize(window, torch.tensor([[size, 1]], device=previous.device))
+    return None if summaries is None else summaries[:, 1]
+
+
+@torch.inference_mode()
+def greedy_generate(
+    method: SegmentMethod,
+    prompt_ids: Tensor | list[int],
+    max_new_tokens: int,
+    *,
+    stop_ids: Iterable[int] = (),
+    stop: StopRule | None = None,
+    keep_logits: bool = False,
+) -> Generation:
+    """Greedy continuation of one prompt (T,) through ``method``, up to ``max_new_tokens`` ids.
+
+    Decoding stops after an id in ``stop_ids`` (kept in the output, as ``generate`` does) or when
+    ``stop(generated ids)`` says so.
+    """
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=method.device).reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("greedy_generate needs a non-empty prompt")
+    stops = set(stop_ids)
+    state, summary, start = read_context(method, ids)
+    result = Generation(context_segments=start // method.segment_tokens, segments_opened=1)
+    segment = OpenSegment(method, state, summary, ids[:, start:])
+    logits = segment.logits
+    while len(result.token_ids) < max_new_tokens:
+        token = logits.argmax(-1)  # (1,)
+        if keep_logits:
+            result.logits.append(logits[0].float().cpu())
+        result.token_ids.append(int(token))
+        done = int(token) in stops or (stop is not None and stop(result.token_ids))
+        if done or len(result.token_ids) == max_new_tokens:
+            break
+        if segment.length < method.segment_tokens:
+            logits = segment.step(token)
+            continue
+        state, previous = segment.close(), segment.text_ids
+        segment = OpenSegment(method, state, next_summary(method, previous, token), token[:, None])
+        result.segments_opened += 1
+        logits = segment.logits
+    return result

@@ -1,0 +1,150 @@
+"""QA through a memory method: tokenize samples, score the gold answer, generate, measure.
+
+Two measures per sample, both with the context held in the method's memory:
+
+* answer perplexity: the prompt followed by the gold answer is read by the shared segment loop
+  (``segment_batch(..., scored=mask)``), and the mask marks exactly the answer tokens, so the NLL
+  covers the answer and nothing else (the reference scored the tail of the sample instead);
+* generation: greedy decoding from the prompt alone (``hmtbench.generation``); the prompt is
+  tokenized from text that never holds the answer (fixes reference bug 19).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hmtbench.engine import score_segments, segment_batch
+from hmtbench.errors import HmtbenchError
+from hmtbench.generation import greedy_generate
+from hmtbench.methods.base import SegmentMethod
+from hmtbench.qa.metrics import METRICS, score_answer
+from hmtbench.qa.tasks.base import Sample, Task
+
+
+@dataclass
+class PreparedSample:
+    sample: Sample
+    prompt_ids: list[int]  # the tokenizer's special tokens included; no answer token
+    answer_ids: list[int]  # answer_prefix + first gold answer, no special tokens
+
+
+def fit_context(task: Task, sample: Sample, tokenizer: Any, length: int) -> bool:
+    """Cut ``sample``'s context in the middle so its prompt is ``length`` tokens; False if it is shorter."""
+    fixed = len(tokenizer(task.head(sample) + task.tail(sample), add_special_tokens=True)["input_ids"])
+    budget = length - fixed
+    if budget < 1:
+        raise HmtbenchError(f"--context-length {length} leaves no room for the context: {task.name}'s prompt "
+                            f"without it already takes {fixed} tokens")
+    ids = tokenizer(sample.context, add_special_tokens=False)["input_ids"]
+    if len(ids) < budget:
+        return False
+    head = budget // 2
+    sample.context = tokenizer.decode(ids[:head]) + tokenizer.decode(ids[len(ids) - (budget - head) :])
+    return True
+
+
+def prepare_samples(task: Task, samples: list[Sample], tokenizer: Any,
+                    context_length: int | None) -> tuple[list[PreparedSample], int]:
+    """Token ids of every sample's prompt and gold answer, and how many samples were too short."""
+    prepared, skipped = [], 0
+    for sample in samples:
+        if context_length is not None and not task.builds_length:
+            if not fit_context(task, sample, tokenizer, context_length):
+                skipped += 1
+                continue
+        answer = sample.answers[0].strip() if sample.answers else ""
+        if not answer:
+            raise HmtbenchError(f"{task.name} sample {sample.id} has an empty answer; every sample needs one")
+        answer_ids = tokenizer(task.answer_prefix + answer, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(task.prompt(sample), add_special_tokens=True)["input_ids"]
+        prepared.append(PreparedSample(sample, prompt_ids, answer_ids))
+    if not prepared and samples:
+        raise HmtbenchError(f"all {skipped} samples of {task.name} have a context shorter than --context-length "
+                            f"{context_length} tokens; lower --context-length")
+    return prepared, skipped
+
+
+def answer_nll(method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:
+    """(summed NLL, tokens) of the answer tokens after the prompt, read through ``method``."""
+    device = method.device
+    ids = torch.tensor([prompt_ids + answer_ids], device=device)
+    scored = torch.zeros_like(ids, dtype=torch.bool)
+    scored[0, len(prompt_ids) :] = True
+    batch = segment_batch(ids, torch.tensor([ids.shape[1]], device=device), method.segment_tokens, scored)
+    with torch.inference_mode():
+        nll, tokens = score_segments(method, batch)
+    return float(nll.double().sum()), int(tokens.sum())
+
+
+def stop_ids(tokenizer: Any, backbone: Any) -> set[int]:
+    """The end-of-sequence ids of the tokenizer and the backbone's generation config."""
+    ids = {tokenizer.eos_token_id}
+    config = getattr(backbone, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos])
+    return {i for i in ids if i is not None}
+
+
+def line_stop(tokenizer: Any) -> Callable[[list[int]], bool]:
+    """Stop once the generation holds a line break after some text (short-answer tasks)."""
+    return lambda ids: "\n" in tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+
+
+@dataclass
+class QAResult:
+    records: list[dict[str, Any]] = field(default_factory=list)  # one per sample, for the JSONL
+    nll_sum: float = 0.0
+    answer_tokens: int = 0
+    tokens_read: int = 0  # prompt + answer + generated tokens run through the method
+
+    @property
+    def answer_ppl(self) -> float:
+        return math.exp(self.nll_sum / self.answer_tokens) if self.answer_tokens else math.nan
+
+    def mean(self, metric: str) -> float:
+        values = [r[metric] for r in self.records]
+        return sum(values) / len(values) if values else math.nan
+
+
+def evaluate_sample(method: SegmentMethod, task: Task, item: PreparedSample, tokenizer: Any,
+                    max_new_tokens: int) -> dict[str, Any]:
+    """Answer perplexity, greedy answer and metrics of one sample, as one predictions record."""
+    nll, tokens = answer_nll(method, item.prompt_ids, item.answer_ids)
+    generation = greedy_generate(method, item.prompt_ids, max_new_tokens,
+                                 stop_ids=stop_ids(tokenizer, method.backbone),
+                                 stop=line_stop(tokenizer) if task.one_line else None)
+    text = tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+    prediction = task.postprocess(text)
+    references = task.references(item.sample)
+    return {
+        "id": item.sample.id, "question": item.sample.question, "references": references,
+        "prediction": prediction, "generation": text, **score_answer(prediction, references),
+        "answer_nll": nll, "answer_tokens": tokens, "answer_ppl": math.exp(nll / tokens) if tokens else None,
+        "prompt_tokens": len(item.prompt_ids), "generated_tokens": len(generation.token_ids),
+        "context_segments": generation.context_segments, "segments_opened": generation.segments_opened,
+        "meta": item.sample.meta,
+    }
+
+
+def evaluate_qa(method: SegmentMethod, task: Task, prepared: list[PreparedSample], tokenizer: Any,
+                max_new_tokens: int, on_sample: Callable[[int], None] | None = None) -> QAResult:
+    """Every sample through ``method``; ``on_sample(prompt + answer tokens)`` after each."""
+    result = QAResult()
+    for item in prepared:
+        record = evaluate_sample(method, task, item, tokenizer, max_new_tokens)
+        result.records.append(record)
+        result.nll_sum += record["answer_nll"]
+        result.answer_tokens += record["answer_tokens"]
+        given = len(item.prompt_ids) + len(item.answer_ids)
+        result.tokens_read += given + record["generated_tokens"]
+        if on_sample is not None:
+            on_sample(given)
+    return result
+
+
+__all__ = ["METRICS", "PreparedSample", "QAResult", "answer_nll", "evaluate_qa", "fit_context", "prepare_samples"]
