@@ -72,6 +72,7 @@ def train_stage(
 ) -> StageOutcome:
     """Train ``model``'s trainable parameters for ``steps`` optimizer steps, resuming from ``folder/last``."""
     device = model.device
+    torch.set_flush_denormal(True)  # CPU: denormal optimizer states otherwise slow each step by 30x
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = make_optimizer(params, settings)
     start = _resume(model, optimizer, scheduler, folder / "last")

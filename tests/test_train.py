@@ -1,0 +1,172 @@
+"""hmtbench train: the loss falls, exactly the --train tensors learn, truncation, stages, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hmtbench.backbones import load_backbone
+from hmtbench.checkpoints import load_tensors
+from hmtbench.commands.train import build_for_training, run_train
+from hmtbench.config import DataSettings, MemorySettings
+from hmtbench.errors import HmtbenchError
+from hmtbench.training.config import TrainConfig, TrainSettings
+from hmtbench.training.loop import window_loss
+
+TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> str:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return str(path)
+
+
+def config_for(corpus: str, tmp_path: Path, method: str = "rmt", **train: object) -> TrainConfig:
+    settings = {"steps": 6, "stage1_steps": 3, "bptt_depth": 3, "batch_size": 2, "lr": 1e-2, "log_every": 1,
+                "checkpoint_every": 2, "seed": 0, **train}
+    return TrainConfig(
+        backbone="random:llama", method=method,
+        memory=MemorySettings(segment_length=24, sensory_tokens=4, recall_hidden_dim=16),
+        data=DataSettings(dataset=corpus), train=TrainSettings(**settings),
+        output_dir=str(tmp_path / "run"), out=str(tmp_path / "results"),
+    )
+
+
+def losses(run_dir: Path, stage: str = "train") -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / stage / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_first_losses_are_pinned(corpus: str, tmp_path: Path) -> None:
+    config = config_for(corpus, tmp_path, steps=12, train="full", lr=3e-3)
+    rows = run_train(config)
+    values = losses(tmp_path / "run")
+    assert rows[0]["status"] == "success" and rows[0]["steps"] == 12
+    assert values[-1] < 0.8 * values[0]
+    assert values[:3] == pytest.approx(GOLDEN_FIRST_LOSSES, rel=1e-4)
+
+
+GOLDEN_FIRST_LOSSES = [5.636179, 5.245346, 4.901227]
+
+
+@pytest.mark.parametrize(("mode", "expect"), [("memory", {"memory"}), ("lora", {"memory", "lora"}), ("full", {"memory", "all"})])
+def test_gradients_reach_exactly_the_trained_tensors(corpus: str, tmp_path: Path, mode: str, expect: set) -> None:
+    config = config_for(corpus, tmp_path, train=mode)
+    backbone = load_backbone("random:llama", device="cpu")
+    model = build_for_training(backbone, config, None, None)
+    ids = torch.randint(0, 256, (2, 3 * model.segment_tokens))
+    loss, _ = window_loss(model, ids, config.train)
+    loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}  # LoRA's A gets an exact zero at B = 0
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert with_grad == trainable
+    assert "memory" in with_grad
+    lora = {n for n in with_grad if "lora_" in n}
+    backbone_plain = {n for n in with_grad if n.startswith("backbone.") and "lora_" not in n}
+    assert bool(lora) == ("lora" in expect)
+    assert bool(backbone_plain) == ("all" in expect)
+
+
+def memory_grad(config: TrainConfig, truncate: int | None) -> torch.Tensor:
+    backbone = load_backbone("random:llama", device="cpu")
+    config.train.bptt_truncate = truncate
+    model = build_for_training(backbone, config, None, None)
+    ids = torch.randint(0, 256, (2, 3 * model.segment_tokens), generator=torch.Generator().manual_seed(1))
+    window_loss(model, ids, config.train)[0].backward()
+    return model.memory.grad
+
+
+def test_truncation_cuts_gradient_to_the_first_segment(corpus: str, tmp_path: Path) -> None:
+    config = config_for(corpus, tmp_path)
+    assert memory_grad(config, None).abs().sum() > 0  # full BPTT: segment 0's memory learns from the last loss
+    assert memory_grad(config, 3).abs().sum() > 0  # K = D keeps the whole window
+    assert memory_grad(config, 2).abs().sum() == 0  # the initial memory is 3 segments back
+
+
+def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
+    config = config_for(corpus, tmp_path, method="hmt", stages=[1, 2], train="lora")
+    run_train(config)
+    stage1 = load_tensors(tmp_path / "run" / "stage1" / "final")
+    backbone = load_backbone("random:llama", device="cpu")
+    fresh = build_for_training(backbone, config, 2, None)
+    started = build_for_training(load_backbone("random:llama", device="cpu"), config, 2,
+                                 str(tmp_path / "run" / "stage1" / "final"))
+    state = started.state_dict()
+    assert set(stage1) and all(torch.equal(state[k], v) for k, v in stage1.items())
+    assert "summary_prompt" not in stage1 and not any(k.startswith("recall.") for k in stage1)
+    for name in ("summary_prompt", "recall.wq.weight", "recall.wk.weight"):
+        assert torch.equal(state[name], fresh.state_dict()[name])  # fresh, seeded initialisation
+
+
+def final_tensors(run_dir: Path, stage: str = "train") -> dict[str, torch.Tensor]:
+    return load_tensors(run_dir / stage / "final")
+
+
+def test_resume_after_stop_matches_uninterrupted(corpus: str, tmp_path: Path) -> None:
+    straight = config_for(corpus, tmp_path / "a", steps=6, train="lora")
+    run_train(straight)
+    first = config_for(corpus, tmp_path / "b", steps=4, train="lora")
+    run_train(first)
+    (tmp_path / "b" / "run" / "train" / "final").rename(tmp_path / "b" / "stopped")  # as if stopped at step 4
+    config_yaml = tmp_path / "b" / "run" / "config.yaml"
+    config_yaml.write_text(config_yaml.read_text().replace("steps: 4", "steps: 6"))
+    from hmtbench.commands.train import load_run_config
+
+    run_train(load_run_config(str(tmp_path / "b" / "run")), resume=str(tmp_path / "b" / "run"))
+    a, b = final_tensors(tmp_path / "a" / "run"), final_tensors(tmp_path / "b" / "run")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted(corpus: str, tmp_path: Path) -> None:
+    args = ["--backbone", "random:llama", "--method", "rmt", "--dataset", corpus, "--segment-length", "24",
+            "--steps", "8", "--bptt-depth", "3", "--lr", "0.01", "--checkpoint-every", "2", "--seed", "0",
+            "--train", "lora"]
+    env = {**os.environ, "HMTBENCH_TEST_STEP_DELAY": "0.5"}
+    cli = [sys.executable, "-m", "hmtbench", "train"]
+    subprocess.run([*cli, *args, "--output-dir", str(tmp_path / "a"), "--out", str(tmp_path / "r")], check=True,
+                   capture_output=True, env={**os.environ})
+    victim = subprocess.Popen([*cli, *args, "--output-dir", str(tmp_path / "b"), "--out", str(tmp_path / "r")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = tmp_path / "b" / "train" / "last" / "checkpoint.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4):
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "b" / "train" / "final").exists()
+    subprocess.run([*cli, "--resume", str(tmp_path / "b")], check=True, capture_output=True)
+    a, b = final_tensors(tmp_path / "a"), final_tensors(tmp_path / "b")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+def test_a_run_records_its_status(corpus: str, tmp_path: Path) -> None:
+    run_train(config_for(corpus, tmp_path))
+    frame = pd.concat(pd.read_parquet(p) for p in (tmp_path / "results").glob("*.parquet"))
+    assert frame["status"].tolist() == ["success"]
+    assert frame["train_mode"].tolist() == ["memory"] and frame["steps"].tolist() == [6]
+
+
+def test_bad_training_input(corpus: str, tmp_path: Path) -> None:
+    with pytest.raises(HmtbenchError, match="--steps"):
+        TrainSettings(steps=0)
+    with pytest.raises(HmtbenchError, match="--bptt-depth"):
+        TrainSettings(bptt_depth=0)
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("a few words only")
+    with pytest.raises(HmtbenchError, match="fewer than one training window"):
+        run_train(config_for(str(tiny), tmp_path))
+    assert not (tmp_path / "run" / "train" / "final").exists()
