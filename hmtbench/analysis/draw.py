@@ -23,7 +23,7 @@ STYLE: dict[str, Any] = {
     "pdf.fonttype": 42, "ps.fonttype": 42,  # editable text in the PDF
 }
 COLORS = dict(zip(METHOD_ORDER, ("#8c8c8c", "#4c9a2a", "#3a6fb0", "#c8402f"), strict=True))
-NAMES_ALONE = ("backbone", "dataset", "task")  # shown as the value alone in titles
+NAMES_ALONE = ("metric", "backbone", "dataset", "task")  # shown as the value alone in titles
 
 
 @dataclass
