@@ -69,8 +69,19 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
         kind = hints[key]
         if dataclasses.is_dataclass(kind) and isinstance(value, dict):
             value = from_dict(kind, value, f"{where}{key}.")
-        kwargs[key] = value
+        kwargs[key] = _coerce(value, kind, f"{where}{key}")
     return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    """Numbers written as YAML strings (``5e-5`` is a string in YAML 1.1) become the field's type."""
+    number = float if kind in (float, float | None) else int if kind in (int, int | None) else None
+    if number is None or value is None or isinstance(value, bool) or isinstance(value, number):
+        return value
+    try:
+        return number(value)
+    except (TypeError, ValueError):
+        raise HmtbenchError(f"setting '{name}' must be a number, got {value!r}") from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
