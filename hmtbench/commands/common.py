@@ -59,8 +59,8 @@ def check_checkpoint_fits(meta: dict[str, Any], source: str, method: str, backbo
             f"checkpoint '{source}' was trained for --method {meta.get('method')}, not {method}; "
             f"use --method {meta.get('method')} or another checkpoint"
         )
-    trained_on = meta.get("backbone_resolved")
-    if trained_on and trained_on != backbone.resolved.description:
+    trained_on = meta.get("backbone_identity")
+    if trained_on and trained_on != backbone.resolved.identity:
         raise HmtbenchError(
             f"checkpoint '{source}' was trained on backbone {trained_on}, not {backbone.resolved.description}; "
             f"use --backbone {meta.get('backbone', trained_on)}"

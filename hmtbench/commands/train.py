@@ -131,7 +131,7 @@ def checkpoint_meta(config: TrainConfig, backbone: Backbone, model: SegmentMetho
         memory["stage"] = stage
     return {
         "method": config.method, "backbone": config.backbone, "backbone_resolved": backbone.resolved.description,
-        "memory": memory, "train_mode": config.train.train,
+        "backbone_identity": backbone.resolved.identity, "memory": memory, "train_mode": config.train.train,
         "lora": dataclasses.asdict(config.lora) if config.train.train == "lora" else None,
         "config": dataclasses.asdict(config),
     }
