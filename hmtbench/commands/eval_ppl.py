@@ -36,20 +36,32 @@ def run_eval_ppl(config: EvalConfig, methods: list[str], command_line: list[str]
         method_class(name)  # unknown names fail before anything loads
     if config.checkpoint and len(methods) > 1:
         raise HmtbenchError("--checkpoint belongs to one method: evaluate one --method at a time with it")
+    data = config.data
+    stream = config.protocol == "stream"
+    if stream and data.test_length < config.memory.segment_length:  # every document would be skipped
+        raise HmtbenchError(
+            f"--test-length {data.test_length} is shorter than one segment (--segment-length "
+            f"{config.memory.segment_length}); raise --test-length or lower --segment-length"
+        )
     quiet_transformers()
     with console.status(f"loading backbone {config.backbone}"):
         backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
-    data = config.data
+    if config.checkpoint is None:  # bad segment settings fail before the corpus loads
+        for name in methods:
+            _build(backbone, name, config)
     corpus = load_corpus(data.dataset, data.split, data.max_docs)
-    tokenized = tokenize_corpus(corpus, backbone.tokenizer, data.test_length, config.memory.segment_length)
+    # stream reads the first test_length tokens of each document; paper cuts its windows from whole documents
+    max_tokens = data.test_length if stream else None
+    tokenized = tokenize_corpus(corpus, backbone.tokenizer, max_tokens, config.memory.segment_length)
     if not tokenized.documents:
         raise HmtbenchError(
             f"all {tokenized.skipped} documents of '{data.dataset}' are shorter than one segment "
             f"({config.memory.segment_length} tokens); lower --segment-length or use longer documents"
         )
+    each = f"up to {data.test_length} tokens each" if stream else "whole"
     console.print(
-        f"{len(tokenized.documents)} documents from {data.dataset} ({data.split}), up to {data.test_length} tokens "
-        f"each; {tokenized.skipped} shorter than one segment skipped"
+        f"{len(tokenized.documents)} documents from {data.dataset} ({data.split}), {each}; "
+        f"{tokenized.skipped} shorter than one segment skipped"
     )
     rows = []
     for name in methods:
@@ -57,6 +69,13 @@ def run_eval_ppl(config: EvalConfig, methods: list[str], command_line: list[str]
         rows.append(row)
         console.print(f"{name}: ppl {row['ppl']:.3f}  bpb {row['bpb']:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
     return rows
+
+
+def _build(backbone, name: str, config: EvalConfig) -> None:
+    """Construct the method once with the command's settings, only to validate them (errors name the flag)."""
+    cls = method_class(name)
+    settings = cls.settings_for(dataclasses.asdict(config.memory), config.data.test_length)
+    cls(backbone.model, cls.config_class.from_settings(settings))
 
 
 def _evaluate_method(config: EvalConfig, name: str, backbone, tokenized, command_line) -> dict[str, Any]:
