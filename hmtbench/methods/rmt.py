@@ -30,7 +30,7 @@ def init_memory(backbone: nn.Module, rows: int) -> nn.Parameter:
     """(rows, d) learned vectors scaled like the backbone's input embeddings (as both references do)."""
     weight = backbone.get_input_embeddings().weight
     values = torch.randn(rows, weight.shape[1], dtype=torch.float32)
-    values = values * weight.detach().float().std()
+    values = values * weight.detach().float().std().item()  # drawn on the CPU: same values on every device
     return nn.Parameter(values.to(device=weight.device, dtype=weight.dtype))
 
 
