@@ -83,7 +83,8 @@ def test_memory_vs_length_points_are_peak_memory_per_length(results: Path) -> No
     (ax,) = fig.axes
     assert lines(ax) == {"full": ([2048, 8192], [300.0, 1200.0]), "RMT": ([2048, 8192], [210.0, 212.0]),
                          "HMT": ([2048, 8192], [230.0, 233.0])}
-    assert ax.get_xscale() == "log"
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["2,048", "8,192"]
+    assert ax.get_ylabel() == "peak GPU memory (MiB) (lower is better)"
 
 
 def test_quality_vs_params_points_are_the_table_means(results: Path) -> None:
@@ -92,7 +93,8 @@ def test_quality_vs_params_points_are_the_table_means(results: Path) -> None:
     assert lines(total)["HMT"] == ([3_000, 11_000], [15.5, 7.5])
     assert lines(total)["plain"] == ([1_000, 9_000], [20.0, 10.0])
     assert lines(added)["RMT"] == ([64, 64], [9.0, 18.0])  # same added count on both backbones
-    assert total.get_xlabel() == "total parameters" and added.get_xlabel() == "added parameters"
+    assert [t.get_text() for t in total.get_xticklabels()] == ["tiny\n1k", "big\n9k"]
+    assert [t.get_text() for t in added.texts] == ["big", "tiny"] * 3  # plain, RMT, HMT; by added params, then y
 
 
 def test_qa_bars_one_panel_per_metric_and_task(tmp_path: Path) -> None:
@@ -102,7 +104,7 @@ def test_qa_bars_one_panel_per_metric_and_task(tmp_path: Path) -> None:
                       rouge_l=accuracy / 2)
     fig = plot.figure(frame_of(tmp_path), "qa-bars")
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["rouge_l · babilong", "rouge_l · passkey", "accuracy · babilong", "accuracy · passkey"]
+    assert titles == ["ROUGE-L · babilong", "ROUGE-L · passkey", "accuracy · babilong", "accuracy · passkey"]
     assert bars(fig.axes[3]) == {"plain": [0.2], "RMT": [0.5], "HMT": [0.9]}
     assert bars(fig.axes[0])["HMT"] == [0.2]
 

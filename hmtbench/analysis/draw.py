@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, NullFormatter
 
 from hmtbench.analysis.compare import METHOD_ORDER, Comparison, Row, delta_label, label, order_methods
 
@@ -23,6 +24,13 @@ STYLE: dict[str, Any] = {
     "pdf.fonttype": 42, "ps.fonttype": 42,  # editable text in the PDF
 }
 COLORS = dict(zip(METHOD_ORDER, ("#8c8c8c", "#4c9a2a", "#3a6fb0", "#c8402f"), strict=True))
+METRIC_LABELS = {
+    "ppl": "perplexity", "paper_ppl": "perplexity (reference's mean of batches)", "answer_ppl": "answer perplexity",
+    "nll_mean": "NLL per token (nats)", "bpb": "bits per byte", "rouge_l": "ROUGE-L", "f1": "token F1",
+    "exact_match": "exact match", "accuracy": "accuracy", "peak_gpu_mem_mb": "peak GPU memory (MiB)",
+    "peak_host_mem_mb": "peak host memory (MiB)", "wall_s": "seconds", "tokens_per_s": "tokens / s",
+    "ms_per_segment": "ms per segment",
+}
 NAMES_ALONE = ("metric", "backbone", "dataset", "task")  # shown as the value alone in titles
 
 
@@ -33,6 +41,9 @@ class LinePanel:
     xlabel: str
     ylabel: str
     xscale: str = "linear"
+    xticks: dict[float, str] = field(default_factory=dict)  # ticks at the data (lengths, backbones)
+    joined: bool = True  # False: points only (nothing lies between them)
+    point_labels: dict[str, list[str]] = field(default_factory=dict)  # method -> a text per point
 
 
 def color(method: str) -> str:
@@ -41,18 +52,25 @@ def color(method: str) -> str:
     return f"C{(4 + sum(map(ord, method))) % 10}"  # stable for a name, distinct from the known four
 
 
+def axis_label(metric: str, direction: str) -> str:
+    return f"{METRIC_LABELS.get(metric, metric)} ({direction} is better)"
+
+
+def count(value: float) -> str:
+    return EngFormatter(sep="")(value)  # 135000000 -> 135M
+
+
 def titles(keys: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """A title per panel (dataset/task/backbone and the settings that differ) and the settings all share."""
     names = list(dict.fromkeys(n for key in keys for n in key))
     varying = [n for n in names if len({key.get(n) for key in keys}) > 1 or n in NAMES_ALONE]
-    shown = [" · ".join(str(k[n]) if n in NAMES_ALONE else f"{n}={k[n]}" for n in varying if k.get(n) is not None)
-             for k in keys]
+    shown = [" · ".join(_title_part(n, k[n]) for n in varying if k.get(n) is not None) for k in keys]
     common = {n: keys[0][n] for n in names if n not in varying and keys[0].get(n) is not None}
     return shown, common
 
 
-def grid(panels: int, height: float = 2.5) -> tuple[Figure, list[Axes]]:
-    ncols = min(3, panels)
+def grid(panels: int, ncols: int = 3, height: float = 2.5) -> tuple[Figure, list[Axes]]:
+    ncols = max(1, min(ncols, panels))
     nrows = math.ceil(panels / ncols)
     fig = Figure(figsize=(3.3 * ncols, height * nrows), layout="constrained")
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
@@ -93,7 +111,7 @@ def bar_panel(ax: Axes, table: Comparison, rows: list[Row]) -> None:
         tops = np.fmax(tops, heights + np.nan_to_num(errors))
     ax.set_xticks(xs, [row.key["backbone"] + ("\n" + textwrap.fill(row.key["variant"], 18, break_long_words=True)
                                               if row.key.get("variant") else "") for row in rows])
-    ax.set_ylabel(f"{table.metric} ({table.direction} is better)")
+    ax.set_ylabel(axis_label(table.metric, table.direction))
     if table.pairs:
         pair = table.pairs[0]  # the paper's headline: HMT vs RMT where both ran
         for x, top, row in zip(xs, tops, rows, strict=True):
@@ -103,8 +121,8 @@ def bar_panel(ax: Axes, table: Comparison, rows: list[Row]) -> None:
     ax.margins(y=0.15)
 
 
-def bars_figure(panels: list[tuple[Comparison, dict[str, Any], list[Row]]]) -> Figure:
-    fig, axes = grid(len(panels))
+def bars_figure(panels: list[tuple[Comparison, dict[str, Any], list[Row]]], ncols: int = 3) -> Figure:
+    fig, axes = grid(len(panels), ncols)
     shown, common = titles([key for _, key, _ in panels])
     for ax, (table, _, rows), title in zip(axes, panels, shown, strict=True):
         bar_panel(ax, table, rows)
@@ -115,14 +133,11 @@ def bars_figure(panels: list[tuple[Comparison, dict[str, Any], list[Row]]]) -> F
     return finish(fig, axes, f"{footer}\n{notes}")
 
 
-def line_figure(panels: list[LinePanel], note: str = "") -> Figure:
-    fig, axes = grid(len(panels))
+def line_figure(panels: list[LinePanel], note: str = "", ncols: int = 3) -> Figure:
+    fig, axes = grid(len(panels), ncols)
     shown, common = titles([panel.key for panel in panels])
     for ax, panel, title in zip(axes, panels, shown, strict=True):
-        for method in order_methods(panel.series):
-            xs, ys = panel.series[method]
-            ax.plot(xs, ys, marker="o", label=label(method), color=color(method))
-        ax.set_xscale(panel.xscale)
+        _line_panel(ax, panel)
         ax.set(title=title, xlabel=panel.xlabel, ylabel=panel.ylabel)
     footer = " · ".join(f"{k}={v}" for k, v in common.items())
     return finish(fig, axes, f"{footer}\n{note}" if note else footer)
@@ -139,9 +154,32 @@ def save(fig: Figure, out: str | Path, name: str) -> list[Path]:
     return [png, pdf]
 
 
+def _line_panel(ax: Axes, panel: LinePanel) -> None:
+    for method in order_methods(panel.series):
+        xs, ys = panel.series[method]
+        marker = "o" if len(xs) <= 40 else None  # long documents: a line, not a string of beads
+        ax.plot(xs, ys, marker=marker, linestyle="-" if panel.joined else "none", label=label(method),
+                color=color(method))
+        for x, y, text in zip(xs, ys, panel.point_labels.get(method, []), strict=False):
+            ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=5.5)
+    ax.set_xscale(panel.xscale)
+    if panel.xticks:
+        ticks = sorted(panel.xticks.items())
+        ax.set_xticks([x for x, _ in ticks], [text for _, text in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif panel.xscale != "linear":
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
+def _title_part(name: str, value: Any) -> str:
+    if name == "metric":
+        return METRIC_LABELS.get(value, value)
+    return str(value) if name in NAMES_ALONE else f"{name}={value}"
+
+
 def _rule(table: Comparison) -> str:
     """The sign of the numbers above the bars, spelled out for the pair they show."""
     a, b = (label(m) for m in table.pairs[0])
     formula = f"({b} - {a}) / {b}" if table.direction == "lower" else f"({a} - {b}) / {b}"
-    return f"numbers above bars: {delta_label(table.pairs[0])} of {table.metric} = {formula} x 100, positive = {a} " \
-           "better"
+    return f"numbers above bars: {delta_label(table.pairs[0])} = {formula} x 100 ({table.direction} is better), " \
+           f"positive = {a} better"

@@ -44,7 +44,8 @@ def qa_bars(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     if not tables:
         raise FigureUnsupported(f"qa-bars needs eval-qa runs with {' or '.join(metrics or QA_METRICS)}; "
                                 f"{inventory(frame)}; add them with `hmtbench eval-qa --method plain,rmt,hmt`")
-    return draw.bars_figure(_bar_panels(tables))
+    panels = _bar_panels(tables)
+    return draw.bars_figure(panels, ncols=max(len(panels) // len(tables), 1))  # a row per metric
 
 
 def ppl_vs_position(frame: pd.DataFrame, metric: str | None = None) -> Figure:
@@ -91,7 +92,8 @@ def memory_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
             if cell.mean is not None and point not in series.get(method, []):  # variant rows repeat cells
                 series.setdefault(method, []).append(point)
     kept = [draw.LinePanel(dict(key), {m: _xy(points) for m, points in series.items()}, "context length (tokens)",
-                           f"{table.metric} ({table.direction} is better)", "log")
+                           draw.axis_label(table.metric, table.direction), "log",
+                           {x: f"{x:,}" for points in series.values() for x, _ in points})
             for key, series in panels.items() if any(len(points) > 1 for points in series.values())]
     if not kept:
         raise FigureUnsupported("memory-vs-length needs one method measured at two or more lengths; "
@@ -101,35 +103,46 @@ def memory_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
 
 
 def quality_vs_params(frame: pd.DataFrame, metric: str | None = None) -> Figure:
+    """Top: quality against total parameters (a line per method across backbones); below: against added ones."""
     present = [m for m in ("ppl", *QA_METRICS) if frame[m].notna().any()]
     table = build(frame, metric or (present[0] if present else "ppl"))
-    runs = frame.set_index("run_id")
-    panels: dict[tuple, dict[str, list[tuple[float, float, float]]]] = {}
-    backbones: dict[tuple, set[str]] = {}
+    points = _param_points(table, frame.set_index("run_id"))
+    kept = [k for k, series in points.items() if len({p[3] for pts in series.values() for p in pts}) > 1]
+    if not kept:
+        seen = "; ".join(f"{dict(k).get('dataset') or dict(k).get('task')}: "
+                         f"{', '.join(sorted({p[3] for pts in series.values() for p in pts}))} only"
+                         for k, series in points.items()) or "no runs with parameter counts (backbone_params)"
+        raise FigureUnsupported(f"quality-vs-params needs one dataset evaluated on two or more backbones; the "
+                                f"results have {seen}; add e.g. `hmtbench eval-ppl --backbone opt-350m`")
+    ylabel = draw.axis_label(table.metric, table.direction)
+    panels = []
+    for k in kept:
+        ticks = {p[4]: f"{p[3]}\n{draw.count(p[4])}" for pts in points[k].values() for p in pts}
+        series = {m: _xy([(p[0], p[2]) for p in pts]) for m, pts in points[k].items()}
+        panels.append(draw.LinePanel(dict(k), series, "total parameters (backbone + added)", ylabel, "log", ticks))
+    for k in kept:
+        ordered = {m: sorted(pts, key=lambda p: (p[1], p[2])) for m, pts in points[k].items()}
+        panels.append(draw.LinePanel(
+            dict(k), {m: ([p[1] for p in pts], [p[2] for p in pts]) for m, pts in ordered.items()},
+            "parameters added by the method", ylabel, "symlog", joined=False,
+            point_labels={m: [p[3] for p in pts] for m, pts in ordered.items()}))
+    return draw.line_figure(panels, "each point: mean over runs", ncols=max(2, len(kept)))
+
+
+def _param_points(table: Comparison, runs: pd.DataFrame) -> dict[tuple, dict[str, list[tuple]]]:
+    """Per panel (row key without backbone) and method: (total, added, mean, backbone, backbone params)."""
+    panels: dict[tuple, dict[str, list[tuple]]] = {}
     for row in table.rows:
-        key = _without(row.key, ("backbone", "variant"))
         for method, cell in row.cells.items():
             params = runs.loc[cell.runs, ["backbone_params", "added_params"]].astype(float)
             if cell.mean is None or params["backbone_params"].isna().any():
                 continue
-            added = float(params["added_params"].fillna(0).mean())
-            point = (float(params["backbone_params"].mean()) + added, added, cell.mean)
-            points = panels.setdefault(key, {}).setdefault(method, [])
-            if point not in points:  # variant rows repeat the other methods' cells
-                points.append(point)
-            backbones.setdefault(key, set()).add(row.key["backbone"])
-    kept = [k for k in panels if len(backbones[k]) > 1]
-    if not kept:
-        seen = "; ".join(f"{dict(k).get('dataset') or dict(k).get('task')}: {', '.join(sorted(b))} only"
-                         for k, b in backbones.items()) or "no runs with parameter counts"
-        raise FigureUnsupported(f"quality-vs-params needs one dataset evaluated on two or more backbones; the "
-                                f"results have {seen}; add e.g. `hmtbench eval-ppl --backbone opt-350m`")
-    ylabel = f"{table.metric} ({table.direction} is better)"
-    lines = [draw.LinePanel(dict(k), {m: _xy([(p[axis], p[2]) for p in points]) for m, points in panels[k].items()},
-                            xlabel, ylabel, scale)
-             for axis, xlabel, scale in ((0, "total parameters", "log"), (1, "added parameters", "symlog"))
-             for k in kept]
-    return draw.line_figure(lines, "total = backbone + added by the method; each point: mean over runs")
+            backbone, added = float(params["backbone_params"].mean()), float(params["added_params"].fillna(0).mean())
+            point = (backbone + added, added, cell.mean, str(row.key["backbone"]), backbone)
+            found = panels.setdefault(_without(row.key, ("backbone", "variant")), {}).setdefault(method, [])
+            if point not in found:  # variant rows repeat the other methods' cells
+                found.append(point)
+    return panels
 
 
 DRAWERS: dict[str, Callable[[pd.DataFrame, str | None], Figure]] = {
