@@ -167,7 +167,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
         "positions": (["--backbone", "random:llama", "--dataset", str(doc), "--test-length", "6000",
                        "--segment-length", "5000"], ["exceeds the backbone's maximum of 4096 positions"]),
         "positions full": (["--backbone", "random:llama", "--dataset", str(doc), "--test-length", "5000",
-                            "--method", "full"], ["--segment-length 5000 exceeds", "4096"]),
+                            "--method", "full"], ["--test-length 5000 exceeds", "use --test-length 4096 or less"]),
         "test length": (["--backbone", "random:llama", "--dataset", str(doc), "--test-length", "200"],
                         ["--test-length 200 is shorter than one segment", "--segment-length 256"]),
         "checkpoint": (["--backbone", "random:llama", *default, "--method", "rmt", "--segment-length", "32",
