@@ -77,8 +77,8 @@ class OpenSegment:
     def _run(self, embeds: Tensor, capture: list[Tensor] | None = None) -> Tensor:
         """Feed embeds (1, n, d) through the cache; the (1, V) logits at the last position."""
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": True, self.cache_name: self.cache}
-        if self.keeps_logits:
-            kwargs["logits_to_keep"] = 1
+        if self.keeps_logits:  # the output head then sees only the kept positions: all of them when capturing
+            kwargs["logits_to_keep"] = embeds.shape[1] if capture is not None else 1
         hook = None
         if capture is not None:
             head = self.backbone.get_output_embeddings()

