@@ -16,7 +16,7 @@ hb train --recipe recipes/smollm2-135m-stdlib-rmt.yaml --output-dir "$out/runs/r
 hb train --recipe recipes/smollm2-135m-stdlib-hmt.yaml --output-dir "$out/runs/hmt" --out "$out/results/train" \
    > "$out/train-hmt.log" 2>&1 &
 wait
-tail -3 "$out/train-rmt.log" "$out/train-hmt.log"
+tail -n 3 "$out/train-rmt.log" "$out/train-hmt.log"
 hb eval-ppl "${common[@]}" --method plain --out "$out/results/eval-trained" 2>&1 | tail -3
 hb eval-ppl "${common[@]}" --method rmt --checkpoint "$out/runs/rmt/train/final" --out "$out/results/eval-trained" 2>&1 | tail -3
 hb eval-ppl "${common[@]}" --method hmt --checkpoint "$out/runs/hmt/stage2/final" --out "$out/results/eval-trained" 2>&1 | tail -3
