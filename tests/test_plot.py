@@ -78,6 +78,16 @@ def test_ppl_vs_position_points_are_segment_perplexities(results: Path) -> None:
     assert big.get_title() == "big · wiki" and tiny.get_title() == "tiny · wiki"
 
 
+def test_position_curve_caps_at_the_document_and_leaves_out_short_tails_and_paper_windows(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", ppl=9.0, test_length=150, segment_nll=[63.0, 128.0, 44.0], segment_tokens=[63, 64, 22])
+    write_run(tmp_path, "rmt", ppl=8.0, test_length=150, segment_nll=[61.0, 62.0, 9.0], segment_tokens=[61, 62, 3])
+    write_run(tmp_path, "plain", ppl=9.0, protocol="paper", segment_nll=[0.0, 70.0], segment_tokens=[0, 64])
+    (ax,) = plot.figure(frame_of(tmp_path), "ppl-vs-position").axes
+    drawn = lines(ax)
+    assert drawn["plain"] == ([64, 128, 150], pytest.approx([math.e, math.e**2, math.e**2]))
+    assert drawn["RMT"] == ([62, 124], pytest.approx([math.e, math.e]))  # 3 of 62 tokens: under 10%, left out
+
+
 def test_memory_vs_length_points_are_peak_memory_per_length(results: Path) -> None:
     fig = plot.figure(frame_of(results), "memory-vs-length")
     (ax,) = fig.axes

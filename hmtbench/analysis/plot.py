@@ -51,27 +51,38 @@ def qa_bars(frame: pd.DataFrame, metric: str | None = None) -> Figure:
 def ppl_vs_position(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     """Per-segment perplexity exp(segment_nll / segment_tokens), x = tokens read by the end of the segment."""
     has_curve = frame["segment_nll"].map(lambda v: isinstance(v, (list, tuple, np.ndarray)) and len(v) > 0)
-    table = build(frame[has_curve], "ppl")
+    streamed = frame["protocol"].ne("paper").fillna(True).astype(bool)  # paper windows score only their last block
+    table = build(frame[has_curve & streamed], "ppl")
     if not table.rows:
-        raise FigureUnsupported("ppl-vs-position needs eval-ppl runs with per-segment NLL (segment_nll); "
-                                f"{inventory(frame)}; add them with `hmtbench eval-ppl --method plain,rmt,hmt`")
+        raise FigureUnsupported("ppl-vs-position needs eval-ppl runs of the stream protocol with per-segment NLL "
+                                f"(segment_nll); {inventory(frame)}; add them with `hmtbench eval-ppl --method "
+                                "plain,rmt,hmt --protocol stream`")
     runs = frame.set_index("run_id")
     panels = [draw.LinePanel(row.key, {m: position_curve(runs.loc[c.runs]) for m, c in row.cells.items() if c.runs},
                              "position in the document (tokens read)", "perplexity of the segment")
               for row in table.rows]
-    return draw.line_figure(panels, "each point: perplexity of one segment; mean over runs")
+    return draw.line_figure(panels, "each point: perplexity of one segment, mean over runs; segments scoring under "
+                                    "10% of a full segment's tokens (short tails) left out")
 
 
-def position_curve(runs: pd.DataFrame) -> tuple[list[float], list[float]]:
-    """Mean over runs of each segment's perplexity; segments without scored tokens are left out."""
-    curves = [np.exp(np.asarray(n, float) / np.where(np.asarray(t, float) > 0, np.asarray(t, float), np.nan))
-              for n, t in zip(runs["segment_nll"], runs["segment_tokens"], strict=True)]
+def position_curve(runs: pd.DataFrame, min_share: float = 0.1) -> tuple[list[float], list[float]]:
+    """Mean over runs of each segment's perplexity, x = tokens read by the segment's end (at most test_length).
+
+    A segment scoring under ``min_share`` of a full segment's tokens (a document's short tail) is left out: a
+    handful of tokens makes a perplexity that is noise, and it would set the y range.
+    """
+    curves = []
+    for nll, tokens in zip(runs["segment_nll"], runs["segment_tokens"], strict=True):
+        tokens = np.asarray(tokens, float)
+        enough = np.where(tokens >= min_share * tokens.max(), tokens, np.nan) if tokens.max() > 0 else tokens * np.nan
+        curves.append(np.exp(np.asarray(nll, float) / enough))
     stack = np.full((len(curves), max(len(c) for c in curves)), np.nan)
     for i, curve in enumerate(curves):
         stack[i, : len(curve)] = curve
     keep = np.isfinite(stack).any(axis=0)
-    step = runs["text_tokens"].dropna()
+    step, limit = runs["text_tokens"].dropna(), runs["test_length"].dropna()
     ends = (np.arange(stack.shape[1]) + 1) * (int(step.iloc[0]) if len(step) else 1)
+    ends = np.minimum(ends, int(limit.iloc[0])) if len(limit) else ends
     return ends[keep].tolist(), np.nanmean(stack[:, keep], axis=0).tolist()
 
 
