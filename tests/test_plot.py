@@ -137,7 +137,7 @@ def test_a_figure_the_results_cannot_support_names_the_missing_runs(tmp_path: Pa
         plot.figure(frame, "qa-bars")
     with pytest.raises(plot.FigureUnsupported, match=r"two or more lengths.* tiny / wiki: 512 tokens \(plain, hmt\)"):
         plot.figure(frame, "memory-vs-length")
-    with pytest.raises(plot.FigureUnsupported, match="two or more backbones; the results have wiki: tiny only"):
+    with pytest.raises(plot.FigureUnsupported, match="the same settings; the results have wiki: tiny only"):
         plot.figure(frame, "quality-vs-params")
     with pytest.raises(plot.FigureUnsupported, match="per-segment NLL"):
         plot.figure(frame, "ppl-vs-position")

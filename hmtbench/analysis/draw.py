@@ -60,15 +60,19 @@ def count(value: float) -> str:
     return EngFormatter(sep="")(value)  # 135000000 -> 135M
 
 
-def titles(keys: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    """A title per panel (dataset/task/backbone and the settings that differ) and the settings all share."""
+def titles(keys: list[dict[str, Any]], wrap: int | None = 48) -> tuple[list[str], dict[str, Any]]:
+    """A title per panel (dataset/task/backbone and the settings that differ) and the settings all share.
+
+    With ``wrap`` the settings go on lines of their own of that width; without, everything is one line.
+    """
     names = list(dict.fromkeys(n for key in keys for n in key))
     varying = [n for n in names if len({key.get(n) for key in keys}) > 1 or n in NAMES_ALONE]
     shown = []
     for k in keys:
         names_part = " · ".join(_title_part(n, k[n]) for n in varying if n in NAMES_ALONE and k.get(n) is not None)
         settings = " · ".join(_title_part(n, k[n]) for n in varying if n not in NAMES_ALONE and k.get(n) is not None)
-        shown.append("\n".join(filter(None, [names_part, textwrap.fill(settings, 48)])))
+        parts = [names_part, textwrap.fill(settings, wrap) if wrap else settings]
+        shown.append(("\n" if wrap else " · ").join(filter(None, parts)))
     common = {n: keys[0][n] for n in names if n not in varying and keys[0].get(n) is not None}
     return shown, common
 

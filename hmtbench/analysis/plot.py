@@ -120,11 +120,12 @@ def quality_vs_params(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     points = _param_points(table, frame.set_index("run_id"))
     kept = [k for k, series in points.items() if len({p[3] for pts in series.values() for p in pts}) > 1]
     if not kept:
-        seen = "; ".join(f"{dict(k).get('dataset') or dict(k).get('task')}: "
-                         f"{', '.join(sorted({p[3] for pts in series.values() for p in pts}))} only"
-                         for k, series in points.items()) or "no runs with parameter counts (backbone_params)"
-        raise FigureUnsupported(f"quality-vs-params needs one dataset evaluated on two or more backbones; the "
-                                f"results have {seen}; add e.g. `hmtbench eval-ppl --backbone opt-350m`")
+        where, _ = draw.titles([dict(k) for k in points], wrap=None)
+        seen = "; ".join(f"{w}: {', '.join(sorted({p[3] for s in series.values() for p in s}))} only"
+                         for w, series in zip(where, points.values(), strict=True))
+        raise FigureUnsupported("quality-vs-params needs one dataset evaluated on two or more backbones under the "
+                                f"same settings; the results have {seen or 'no parameter counts (backbone_params)'}; "
+                                "add e.g. `hmtbench eval-ppl --backbone opt-350m` with the same settings")
     ylabel = draw.axis_label(table.metric, table.direction)
     panels = []
     for k in kept:
