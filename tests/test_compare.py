@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hmtbench.analysis.compare import build, load_results, run_compare, select
+from hmtbench.analysis.compare import build, run_compare
 from hmtbench.analysis.formats import render
+from hmtbench.analysis.load import load_results, select
 from hmtbench.cli import app
 from hmtbench.errors import HmtbenchError
 from hmtbench.results import make_record, write_record
@@ -94,6 +95,21 @@ def test_one_methods_runs_with_different_settings_are_never_averaged(tmp_path: P
     assert [r.key["variant"] for r in table.rows] == ["hmt: sensory_tokens=8", "hmt: sensory_tokens=16"]
     assert [r.deltas[("hmt", "plain")] for r in table.rows] == pytest.approx([25.0, 15.0], abs=1e-9)
     assert len(table.notes) == 1 and "hmt runs" in table.notes[0] and "sensory_tokens" in table.notes[0]
+
+
+def test_config_settings_no_column_carries_also_keep_runs_apart(tmp_path: Path) -> None:
+    def config(max_windows: int, sensory_tokens: int) -> str:
+        return json.dumps({"max_windows": max_windows, "seed": 1, "memory": {"sensory_tokens": sensory_tokens}})
+
+    write_run(tmp_path, "plain", ppl=20.0, config=config(200, 0))
+    write_run(tmp_path, "plain", ppl=22.0, config=config(200, 32))  # k is no setting of plain: same experiment
+    write_run(tmp_path, "hmt", ppl=15.0, config=config(200, 0))
+    write_run(tmp_path, "hmt", ppl=17.0, config=config(50, 0))
+    table = table_for(tmp_path)
+    assert [(r.cells["plain"].count, r.cells["plain"].mean) for r in table.rows] == [(2, 21.0), (2, 21.0)]
+    assert [r.key["variant"] for r in table.rows] == ["hmt: config.max_windows=50", "hmt: config.max_windows=200"]
+    assert [r.cells["hmt"].mean for r in table.rows] == [17.0, 15.0]
+    assert "config.max_windows" in table.notes[0]
 
 
 def test_shared_settings_that_differ_make_separate_rows(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from matplotlib.container import BarContainer
 from typer.testing import CliRunner
 
 from hmtbench.analysis import plot
-from hmtbench.analysis.compare import build, load_results
+from hmtbench.analysis.compare import build
+from hmtbench.analysis.load import load_results
 from hmtbench.cli import app
 from tests.test_compare import write_run
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hmtbench.errors import HmtbenchError, did_you_mean, unknown_choice
-from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
+from hmtbench.errors import HmtbenchError, unknown_choice
+from hmtbench.results.schema import METRIC_DIRECTION
 
 # Settings all methods of one row share: runs that differ here are another experiment, so another row.
 ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "context_length", "segment_length",
@@ -22,6 +22,8 @@ ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "cont
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "text_tokens", "memory_tokens", "sensory_tokens", "recall_context",
                 "recall_hidden_dim", "sum_fraction", "hmt_stage", "train_mode", "steps", "tokens_scored")
+# Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
+CONFIG_PREFIX = "config."
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
 DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
 # Presentation only: column order and names. The paper's deltas: HMT vs RMT, and every method vs plain.
@@ -29,7 +31,6 @@ METHOD_ORDER = ("plain", "full", "rmt", "hmt")
 METHOD_LABELS = {"plain": "plain", "full": "full", "rmt": "RMT", "hmt": "HMT"}
 BASELINE = "plain"
 PAPER_PAIRS = (("hmt", "rmt"),)
-NUMERIC = (*METRIC_DIRECTION, "backbone_params")
 
 
 @dataclass
@@ -92,55 +93,6 @@ def plain(value: Any) -> Any:
     if value is None or pd.isna(value):
         return None
     return value.item() if isinstance(value, np.generic) else value
-
-
-def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Every record under ``paths``; unreadable or foreign files are skipped with a warning naming them."""
-    if not paths:
-        raise HmtbenchError("name a results folder or file, e.g. `hmtbench compare results/`")
-    for path in paths:
-        if not Path(path).exists():
-            raise HmtbenchError(f"no results folder or file '{path}'; runs such as `hmtbench eval-ppl` write into "
-                                "results/ (or their --out)")
-    skipped: list[str] = []
-    frame = read_results(list(paths), on_skip=lambda file, why: skipped.append(f"skipped {file}: {why}"))
-    for message in skipped:
-        (warn or print)(f"warning: {message}")
-    if frame.empty:
-        raise HmtbenchError(f"no hmtbench results in {', '.join(map(str, paths))} ({len(skipped)} files skipped); "
-                            "make some with `hmtbench eval-ppl --method plain,rmt,hmt`")
-    frame = frame.reindex(columns=[*COLUMN_NAMES, "source_file"])  # records of older schemas lack new columns
-    copies = frame["run_id"].duplicated()
-    for run_id in dict.fromkeys(frame.loc[copies, "run_id"]):
-        files = ", ".join(frame.loc[frame["run_id"] == run_id, "source_file"])
-        (warn or print)(f"warning: run {run_id} appears in several files ({files}); counted once")
-    frame = frame[~copies]
-    for column in NUMERIC:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
-    return frame
-
-
-def select(frame: pd.DataFrame, filters: dict[str, str | None], include_failed: bool = False,
-           note: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Keep the runs matching each comma-separated filter (column -> values); hide unsuccessful runs unless asked."""
-    for column, wanted in filters.items():
-        if not wanted:
-            continue
-        values = [v.strip() for v in wanted.split(",") if v.strip()]
-        present = sorted({str(v) for v in frame[column].dropna()})
-        for value in values:
-            if value not in present:
-                raise HmtbenchError(f"no runs with --{column.replace('_', '-')} {value}{did_you_mean(value, present)}"
-                                    f"; the results have: {', '.join(present) or 'none'}")
-        frame = frame[frame[column].isin(values)]
-    failed = ~frame["status"].eq("success").fillna(False).astype(bool)
-    if failed.any() and not include_failed:
-        counts = frame.loc[failed, "status"].fillna("unknown").value_counts()
-        if note:
-            note(f"hid {int(failed.sum())} unsuccessful runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
-                 "show them with --include-failed")
-        frame = frame[~failed]
-    return frame
 
 
 def metrics_for(frame: pd.DataFrame, wanted: str | None) -> list[str]:
@@ -225,11 +177,12 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
     options: dict[str, list[tuple[str | None, pd.DataFrame]]] = {}
     for method_key, runs in groups(group, ("method",)):
         method = str(method_key["method"])
-        clusters = groups(runs, RUN_SETTINGS)
+        keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
+        clusters = groups(runs, keys)
         if len(clusters) == 1:
             options[method] = [(None, runs)]
             continue
-        differ = [s for s in RUN_SETTINGS if len({settings[s] for settings, _ in clusters}) > 1]
+        differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
         options[method] = [(f"{method}: " + ", ".join(f"{s}={'none' if settings[s] is None else settings[s]}"
                                                      for s in differ), cluster) for settings, cluster in clusters]
         notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
@@ -268,6 +221,7 @@ def run_compare(paths: Sequence[str | Path], filters: dict[str, str | None], met
                 warn: Callable[[str], None] | None = None) -> str:
     """`hmtbench compare`: load, filter, table every metric, render (and write ``output``); notes go to ``warn``."""
     from hmtbench.analysis.formats import FORMATS, render
+    from hmtbench.analysis.load import load_results, select
 
     if fmt not in FORMATS:
         raise unknown_choice("--format", fmt, FORMATS)

@@ -12,7 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hmtbench.analysis import draw
-from hmtbench.analysis.compare import Comparison, Row, build, inventory, load_results, select
+from hmtbench.analysis.compare import Comparison, Row, build, inventory
+from hmtbench.analysis.load import load_results, select
 from hmtbench.errors import HmtbenchError, unknown_choice
 
 FIGURES = {

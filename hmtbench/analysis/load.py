@@ -1,0 +1,89 @@
+"""Reading result records back for compare and plot: every file under the paths, bad ones reported, filters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hmtbench.analysis.compare import CONFIG_PREFIX
+from hmtbench.errors import HmtbenchError, did_you_mean
+from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
+
+NUMERIC = (*METRIC_DIRECTION, "backbone_params")
+# Config keys that are not settings of the experiment, or that a column already carries as the run used it
+# (the config holds every method's memory fields; the columns hold only those the method has).
+NOT_SETTINGS = {*COLUMN_NAMES, "stage", "out", "output_dir", "device", "resume", "log_every", "checkpoint_every"}
+
+
+def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Every record under ``paths``; unreadable or foreign files are skipped with a warning naming them."""
+    warn = warn or print
+    if not paths:
+        raise HmtbenchError("name a results folder or file, e.g. `hmtbench compare results/`")
+    for path in paths:
+        if not Path(path).exists():
+            raise HmtbenchError(f"no results folder or file '{path}'; runs such as `hmtbench eval-ppl` write into "
+                                "results/ (or their --out)")
+    skipped: list[str] = []
+    frame = read_results(list(paths), on_skip=lambda file, why: skipped.append(f"skipped {file}: {why}"))
+    for message in skipped:
+        warn(f"warning: {message}")
+    if frame.empty:
+        raise HmtbenchError(f"no hmtbench results in {', '.join(map(str, paths))} ({len(skipped)} files skipped); "
+                            "make some with `hmtbench eval-ppl --method plain,rmt,hmt`")
+    frame = frame.reindex(columns=[*COLUMN_NAMES, "source_file"])  # records of older schemas lack new columns
+    copies = frame["run_id"].duplicated()
+    for run_id in dict.fromkeys(frame.loc[copies, "run_id"]):
+        files = ", ".join(frame.loc[frame["run_id"] == run_id, "source_file"])
+        warn(f"warning: run {run_id} appears in several files ({files}); counted once")
+    frame = frame[~copies].reset_index(drop=True)
+    for column in NUMERIC:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
+    settings = pd.DataFrame([config_settings(text) for text in frame["config"]], index=frame.index)
+    return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
+
+
+def config_settings(text: Any) -> dict[str, Any]:
+    """The resolved configuration's settings that no column carries (max_windows, lr, lora.r, ...), flattened."""
+    try:
+        values = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    flat: dict[str, Any] = {}
+    _flatten(values if isinstance(values, dict) else {}, "", flat)
+    return {key: value for key, value in flat.items() if key.rsplit(".", 1)[-1] not in NOT_SETTINGS}
+
+
+def select(frame: pd.DataFrame, filters: dict[str, str | None], include_failed: bool = False,
+           note: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Keep the runs matching each comma-separated filter (column -> values); hide unsuccessful runs unless asked."""
+    for column, wanted in filters.items():
+        if not wanted:
+            continue
+        values = [v.strip() for v in wanted.split(",") if v.strip()]
+        present = sorted({str(v) for v in frame[column].dropna()})
+        for value in values:
+            if value not in present:
+                raise HmtbenchError(f"no runs with --{column.replace('_', '-')} {value}{did_you_mean(value, present)}"
+                                    f"; the results have: {', '.join(present) or 'none'}")
+        frame = frame[frame[column].isin(values)]
+    failed = ~frame["status"].eq("success").fillna(False).astype(bool)
+    if failed.any() and not include_failed:
+        counts = frame.loc[failed, "status"].fillna("unknown").value_counts()
+        if note:
+            note(f"hid {int(failed.sum())} unsuccessful runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+                 "show them with --include-failed")
+        frame = frame[~failed]
+    return frame
+
+
+def _flatten(values: dict[str, Any], prefix: str, into: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _flatten(value, f"{prefix}{key}.", into)
+        else:  # lists as JSON text, so that settings can be compared and grouped
+            into[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
