@@ -173,8 +173,14 @@ def test_text_formats_carry_the_same_numbers(results: Path) -> None:
 
 
 def test_metric_defaults_to_those_present_and_unknown_metric_is_named(results: Path) -> None:
-    text = run_compare([results], {}, fmt="csv", warn=lambda m: None)
+    write_run(results, "full", command="bench", peak_gpu_mem_mb=300.0)
+    notes: list[str] = []
+    text = run_compare([results], {}, fmt="csv", warn=notes.append)
     assert set(pd.read_csv(io.StringIO(text))["metric"]) == {"ppl"}
+    assert notes == ["note: not tabled, no ppl: bench: full on tiny (1 runs); name their metric, e.g. --metric "
+                     "peak_gpu_mem_mb"]
+    memory = pd.read_csv(io.StringIO(run_compare([results], {}, metric="peak_gpu_mem_mb", fmt="csv")))
+    assert memory[["command", "full"]].values.tolist() == [["bench", 300.0]]
     with pytest.raises(HmtbenchError, match="unknown --metric 'pppl'"):
         run_compare([results], {}, metric="pppl")
 

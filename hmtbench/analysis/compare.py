@@ -25,7 +25,7 @@ RUN_SETTINGS = ("backbone_resolved", "checkpoint", "text_tokens", "memory_tokens
 # Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
 CONFIG_PREFIX = "config."
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
-DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
+DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy", "final_loss")
 # Presentation only: column order and names. The paper's deltas: HMT vs RMT, and every method vs plain.
 METHOD_ORDER = ("plain", "full", "rmt", "hmt")
 METHOD_LABELS = {"plain": "plain", "full": "full", "rmt": "RMT", "hmt": "HMT"}
@@ -229,10 +229,15 @@ def run_compare(paths: Sequence[str | Path], filters: dict[str, str | None], met
     frame = select(load_results(paths, warn), filters, include_failed, warn)
     if frame.empty:
         raise HmtbenchError("no runs are left after the filters")
-    tables = compare(frame, metrics_for(frame, metric))
+    metrics = metrics_for(frame, metric)
+    tables = compare(frame, metrics)
     text = render(tables, fmt)
     for note in dict.fromkeys(n for t in tables for n in t.notes):
         warn(f"note: {note}")
+    untabled = frame[frame[metrics].isna().all(axis=1) & frame["status"].eq("success").fillna(False).astype(bool)]
+    if len(untabled) and not metric:
+        what = inventory(untabled).removeprefix("the results hold ")
+        warn(f"note: not tabled, no {' / '.join(metrics)}: {what}; name their metric, e.g. --metric peak_gpu_mem_mb")
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text + "\n")
