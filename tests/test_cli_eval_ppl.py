@@ -174,13 +174,15 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
                         "--checkpoint", str(checkpoint)], ["does not fit this backbone", "'memory' is (3, 7)"]),
         "method": (["--backbone", "random:llama", *default, "--method", "hmtt"], ["unknown method 'hmtt'",
                                                                                    "did you mean 'hmt'"]),
+        "paper too short": (["--backbone", "random:llama", *default, "--protocol", "paper", "--test-length", "5000"],
+                            ["fewer than one paper window (--test-length 5000)"]),
         "protocol": (["--backbone", "random:llama", *default, "--protocol", "papers"], ["unknown --protocol 'papers'"]),
         "hub offline": (["--backbone", "nobody/nothing", *default], ["could not load 'nobody/nothing'", "offline?"]),
     }
 
 
 BAD = ["alias", "tiny", "dataset", "jsonl", "parquet", "short segment rmt", "short segment hmt", "positions",
-       "positions full", "test length", "checkpoint", "method", "protocol", "hub offline"]
+       "positions full", "test length", "checkpoint", "method", "paper too short", "protocol", "hub offline"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -261,6 +263,7 @@ def test_eval_ppl_paper_protocol_on_the_cli(corpus_dir: Path, tmp_path: Path) ->
         row = rows.loc[method]
         # windows come from whole documents: cut to 64 tokens each, the two would only hold 3 windows
         assert row["protocol"] == "paper" and row["docs"] == 6
+        assert row["docs_skipped"] == 0  # the short document joins the stream, as in the reference
         assert row["tokens_scored"] == 6 * s == sum(row["segment_tokens"])
         assert row["ppl"] == pytest.approx(math.exp(row["nll_mean"]), rel=1e-12)
         assert not pd.isna(row["paper_ppl"]) and row["paper_ppl"] >= row["ppl"] * (1 - 1e-9)

@@ -50,11 +50,14 @@ def run_eval_ppl(config: EvalConfig, methods: list[str], command_line: list[str]
         for name in methods:
             _build(backbone, name, config)
     corpus = load_corpus(data.dataset, data.split, data.max_docs)
-    # stream reads the first test_length tokens of each document; paper cuts its windows from whole documents
-    max_tokens = data.test_length if stream else None
-    tokenized = tokenize_corpus(corpus, backbone.tokenizer, max_tokens, config.memory.segment_length)
+    # stream reads the first test_length tokens of each document (skipping those shorter than a segment);
+    # paper cuts its windows from all documents joined whole, as the reference does
+    if stream:
+        tokenized = tokenize_corpus(corpus, backbone.tokenizer, data.test_length, config.memory.segment_length)
+    else:
+        tokenized = tokenize_corpus(corpus, backbone.tokenizer, None, 1)
     if not tokenized.documents:
-        raise HmtbenchError(
+        raise HmtbenchError(  # stream only: paper keeps every non-empty document
             f"all {tokenized.skipped} documents of '{data.dataset}' are shorter than one segment "
             f"({config.memory.segment_length} tokens); lower --segment-length or use longer documents"
         )
@@ -87,6 +90,12 @@ def _evaluate_method(config: EvalConfig, name: str, backbone, tokenized, command
         batches = paper_batches(tokenized, model.segment_tokens, config.data.test_length, config.batch_size,
                                 config.max_windows, backbone.tokenizer, backbone.device)
         batches = list(batches)
+        if not batches:  # otherwise a record with nothing scored and ppl = nan
+            joined = sum(len(d) for d in tokenized.documents)
+            raise HmtbenchError(
+                f"the documents of '{config.data.dataset}' hold {joined} tokens, fewer than one paper window "
+                f"(--test-length {config.data.test_length}); lower --test-length or use more documents"
+            )
         total = sum(int(b[0][1].sum()) for b in batches)
     with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
         result = evaluate(model, iter(batches), progress.advance)
