@@ -20,7 +20,7 @@ decoding), and kept while the segment fills, so the KV cache stays valid and not
 tokens from the future. Teacher-forced scoring (the engine, answer perplexity) summarises the
 whole head of each segment, as training does; the two agree whenever the open segment already
 holds j tokens. A summary depends only on its own segment's tokens (it never reads the memory),
-so a segment opened while decoding is summarised with the two-segment window [previous, new].
+so an open segment is summarised with the two-segment window [previous, known tokens].
 """
 
 from __future__ import annotations
@@ -107,30 +107,50 @@ class OpenSegment:
         return self.method.next_state(self.state, written, self.text_ids)
 
 
-def read_context(method: SegmentMethod, prompt_ids: Tensor) -> tuple[MemoryState, Tensor | None, int]:
-    """Read every segment before the one holding the last prompt token, as the engine does.
+@dataclass(frozen=True)
+class ReadContext:
+    """The memory after the segments that precede the open one, and where the open one starts."""
 
-    Returns the state after them, the summary of the open segment (from its known tokens) and
-    the index where the open segment starts in the prompt.
-    """
-    size, length = method.segment_tokens, prompt_ids.shape[1]
-    current = (length - 1) // size  # segment holding the last prompt token
-    batch = segment_batch(prompt_ids, torch.tensor([length], device=prompt_ids.device), size)
-    summaries = method.summarize(batch.segments, batch.lengths)
+    state: MemoryState
+    start: int  # index in the prompt of the open segment's first token (a multiple of S)
+
+
+def open_start(method: SegmentMethod, prompt_length: int) -> int:
+    """Start of the segment holding the prompt's last token: the segment decoding opens in."""
+    return (prompt_length - 1) // method.segment_tokens * method.segment_tokens
+
+
+def read_context(method: SegmentMethod, prompt_ids: Tensor) -> ReadContext:
+    """Read every segment before the open one exactly as the engine does (summaries in one pass)."""
+    size, start = method.segment_tokens, open_start(method, prompt_ids.shape[1])
     state = method.initial_state(1)
-    for i in range(current):
+    if start == 0:
+        return ReadContext(state, 0)
+    batch = segment_batch(prompt_ids[:, :start], torch.tensor([start], device=prompt_ids.device), size)
+    summaries = method.summarize(batch.segments, batch.lengths)
+    for i in range(batch.segments.shape[1]):
         summary = None if summaries is None else summaries[:, i]
         state = method(state, batch.segments[:, i], batch.lengths[:, i], summary).state
-    return state, None if summaries is None else summaries[:, current], current * size
+    return ReadContext(state, start)
 
 
-def next_summary(method: SegmentMethod, previous: Tensor, token: Tensor) -> Tensor | None:
-    """Summary of a segment opened while decoding, holding only ``token`` so far (see module doc)."""
-    size = method.segment_tokens
-    window = torch.zeros(1, 2, size, dtype=previous.dtype, device=previous.device)
-    window[0, 0], window[0, 1, 0] = previous[0], token[0]
-    summaries = method.summarize(window, torch.tensor([[size, 1]], device=previous.device))
-    return None if summaries is None else summaries[:, 1]
+def window_summary(method: SegmentMethod, previous: Tensor | None, known: Tensor) -> Tensor | None:
+    """Summary of a segment whose known tokens are ``known`` (1, t), preceded by ``previous`` (1, S) or None.
+
+    A summary reads only its own segment's tokens, so the two-segment window [previous, known]
+    gives the summary the segment has at index 1 of any document; with no previous segment it
+    is the first segment's (which reads the initial memory, not a summary).
+    """
+    size, rows = method.segment_tokens, [known[0]]
+    lengths = [known.shape[1]]
+    if previous is not None:
+        rows, lengths = [previous[0], known[0]], [size, known.shape[1]]
+    window = torch.zeros(1, len(rows), size, dtype=known.dtype, device=known.device)
+    for i, row in enumerate(rows):
+        window[0, i, : row.shape[0]] = row
+    lengths = torch.tensor([lengths], device=known.device)
+    summaries = method.summarize(window, lengths)
+    return None if summaries is None else summaries[:, -1]
 
 
 @torch.inference_mode()
@@ -142,19 +162,23 @@ def greedy_generate(
     stop_ids: Iterable[int] = (),
     stop: StopRule | None = None,
     keep_logits: bool = False,
+    context: ReadContext | None = None,
 ) -> Generation:
     """Greedy continuation of one prompt (T,) through ``method``, up to ``max_new_tokens`` ids.
 
     Decoding stops after an id in ``stop_ids`` (kept in the output, as ``generate`` does) or when
-    ``stop(generated ids)`` says so.
+    ``stop(generated ids)`` says so. ``context``: the segments before the open one, already read
+    by the caller (``read_context`` or an equivalent pass), so they are not read twice.
     """
     ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=method.device).reshape(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("greedy_generate needs a non-empty prompt")
-    stops = set(stop_ids)
-    state, summary, start = read_context(method, ids)
-    result = Generation(context_segments=start // method.segment_tokens, segments_opened=1)
-    segment = OpenSegment(method, state, summary, ids[:, start:])
+    stops, size = set(stop_ids), method.segment_tokens
+    context = context or read_context(method, ids)
+    start = context.start
+    previous = ids[:, start - size : start] if start else None
+    segment = OpenSegment(method, context.state, window_summary(method, previous, ids[:, start:]), ids[:, start:])
+    result = Generation(context_segments=start // size, segments_opened=1)
     logits = segment.logits
     while len(result.token_ids) < max_new_tokens:
         token = logits.argmax(-1)  # (1,)
@@ -164,11 +188,11 @@ def greedy_generate(
         done = int(token) in stops or (stop is not None and stop(result.token_ids))
         if done or len(result.token_ids) == max_new_tokens:
             break
-        if segment.length < method.segment_tokens:
+        if segment.length < size:
             logits = segment.step(token)
             continue
         state, previous = segment.close(), segment.text_ids
-        segment = OpenSegment(method, state, next_summary(method, previous, token), token[:, None])
+        segment = OpenSegment(method, state, window_summary(method, previous, token[:, None]), token[:, None])
         result.segments_opened += 1
         logits = segment.logits
     return result

@@ -11,10 +11,10 @@ import torch
 
 from hmtbench.backbones.tiny import EOS, byte_tokenizer
 from hmtbench.engine import segment_batch
-from hmtbench.generation import greedy_generate
+from hmtbench.generation import greedy_generate, read_context
 from hmtbench.methods import SegmentMethod, build_method
 from hmtbench.qa import runner
-from hmtbench.qa.runner import answer_nll, evaluate_sample, prepare_samples
+from hmtbench.qa.runner import answer_nll, answer_nll_and_context, evaluate_sample, prepare_samples
 from hmtbench.qa.tasks import TaskOptions, load_task
 from tests.conftest import random_documents
 
@@ -109,6 +109,25 @@ def test_answer_nll_counts_exactly_the_answer_tokens(llama: torch.nn.Module) -> 
     assert tokens == 7
     logp = teacher_forced_logits(rmt, torch.tensor([prompt[:20] + answer])).log_softmax(-1)
     assert nll == pytest.approx(-sum(logp[19 + i, t].item() for i, t in enumerate(answer)), abs=1e-4)
+
+
+@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=["plain", "rmt", "hmt-stage1", "hmt"])
+def test_one_pass_scores_the_answer_and_reads_the_context_for_generation(
+    llama: torch.nn.Module, name: str, settings: dict
+) -> None:
+    torch.manual_seed(0)
+    model = build_method(name, llama, {"segment_length": 24, **settings}).eval()
+    prompt, answer = random_documents(1, 50, seed=4)[0].tolist(), [80, 81, 82, 83, 84, 85, 86, 87, 88, 89]
+    nll, tokens, context = answer_nll_and_context(model, prompt, answer)
+    reference_nll, reference_tokens = answer_nll(model, prompt, answer)
+    assert tokens == reference_tokens == 10
+    assert nll == pytest.approx(reference_nll, abs=1e-5)
+    alone = read_context(model, torch.tensor([prompt]))
+    assert context.start == alone.start == (50 - 1) // model.segment_tokens * model.segment_tokens
+    shared = greedy_generate(model, prompt, 8, context=context, keep_logits=True)
+    fresh = greedy_generate(model, prompt, 8, keep_logits=True)
+    assert shared.token_ids == fresh.token_ids
+    torch.testing.assert_close(torch.stack(shared.logits), torch.stack(fresh.logits))
 
 
 def test_the_prompt_holds_no_answer_token(tmp_path, llama: torch.nn.Module, monkeypatch) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from hmtbench.engine import score_segments, segment_batch
+from hmtbench.engine import IGNORE, score_segments, segment_batch, token_nll
 from hmtbench.errors import HmtbenchError
-from hmtbench.generation import greedy_generate
+from hmtbench.generation import ReadContext, greedy_generate, open_start
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa.metrics import METRICS, score_answer
 from hmtbench.qa.tasks.base import Sample, Task
@@ -69,16 +69,43 @@ def prepare_samples(task: Task, samples: list[Sample], tokenizer: Any,
     return prepared, skipped
 
 
-def answer_nll(method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:
-    """(summed NLL, tokens) of the answer tokens after the prompt, read through ``method``."""
+def _answer_batch(method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]):
+    """Prompt + answer cut into segments, with exactly the answer tokens marked as scored."""
     device = method.device
     ids = torch.tensor([prompt_ids + answer_ids], device=device)
     scored = torch.zeros_like(ids, dtype=torch.bool)
     scored[0, len(prompt_ids) :] = True
-    batch = segment_batch(ids, torch.tensor([ids.shape[1]], device=device), method.segment_tokens, scored)
+    return segment_batch(ids, torch.tensor([ids.shape[1]], device=device), method.segment_tokens, scored)
+
+
+def answer_nll(method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:
+    """(summed NLL, tokens) of the answer tokens after the prompt, read through ``method`` by the engine."""
     with torch.inference_mode():
-        nll, tokens = score_segments(method, batch)
+        nll, tokens = score_segments(method, _answer_batch(method, prompt_ids, answer_ids))
     return float(nll.double().sum()), int(tokens.sum())
+
+
+@torch.inference_mode()
+def answer_nll_and_context(
+    method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]
+) -> tuple[float, int, ReadContext]:
+    """``answer_nll`` plus the memory before the segment decoding opens in, from the same single pass.
+
+    The segments before that one hold prompt tokens only, so the teacher-forced pass reads them
+    exactly as generation would: generation starts from the saved state instead of reading the
+    context a second time. The loop is ``score_segments``'s (``answer_nll`` is tested equal).
+    """
+    batch = _answer_batch(method, prompt_ids, answer_ids)
+    start = open_start(method, len(prompt_ids))
+    summaries = method.summarize(batch.segments, batch.lengths)
+    state, context, nll = method.initial_state(1), None, []
+    for i in range(batch.segments.shape[1]):
+        if i == start // method.segment_tokens:
+            context = ReadContext(state, start)
+        out = method(state, batch.segments[:, i], batch.lengths[:, i], None if summaries is None else summaries[:, i])
+        state = out.state
+        nll.append(token_nll(out.logits, batch.targets[:, i]).double().sum())
+    return float(torch.stack(nll).sum()), int((batch.targets != IGNORE).sum()), context
 
 
 def stop_ids(tokenizer: Any, backbone: Any) -> set[int]:
@@ -114,8 +141,8 @@ class QAResult:
 def evaluate_sample(method: SegmentMethod, task: Task, item: PreparedSample, tokenizer: Any,
                     max_new_tokens: int) -> dict[str, Any]:
     """Answer perplexity, greedy answer and metrics of one sample, as one predictions record."""
-    nll, tokens = answer_nll(method, item.prompt_ids, item.answer_ids)
-    generation = greedy_generate(method, item.prompt_ids, max_new_tokens,
+    nll, tokens, context = answer_nll_and_context(method, item.prompt_ids, item.answer_ids)
+    generation = greedy_generate(method, item.prompt_ids, max_new_tokens, context=context,
                                  stop_ids=stop_ids(tokenizer, method.backbone),
                                  stop=line_stop(tokenizer) if task.one_line else None)
     text = tokenizer.decode(generation.token_ids, skip_special_tokens=True)
@@ -147,4 +174,5 @@ def evaluate_qa(method: SegmentMethod, task: Task, prepared: list[PreparedSample
     return result
 
 
-__all__ = ["METRICS", "PreparedSample", "QAResult", "answer_nll", "evaluate_qa", "fit_context", "prepare_samples"]
+__all__ = ["METRICS", "PreparedSample", "QAResult", "answer_nll", "answer_nll_and_context", "evaluate_qa",
+           "fit_context", "prepare_samples"]
