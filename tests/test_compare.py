@@ -140,13 +140,14 @@ def test_missing_or_empty_results_folder_is_one_clear_error(tmp_path: Path) -> N
 
 
 def test_failed_runs_are_hidden_unless_asked_for(results: Path) -> None:
-    write_run(results, "rmt", status="failed")
+    write_run(results, "rmt", status="failed", tokens_scored=None)  # stopped before scoring anything
     notes: list[str] = []
     frame = select(load_results([results]), {}, include_failed=False, note=notes.append)
     assert len(frame) == 7 and "1 failed" in notes[0] and "--include-failed" in notes[0]
     shown = build(select(load_results([results]), {}, include_failed=True), "ppl")
     tiny = shown.rows[1].cells["rmt"]
-    assert (tiny.mean, tiny.count, tiny.failed) == (18.0, 1, 1)
+    assert len(shown.rows) == 2 and (tiny.mean, tiny.count, tiny.failed) == (18.0, 1, 1)
+    assert "18.000 [1 failed]" in render([shown], "markdown")
 
 
 def test_filters_keep_matching_runs_and_suggest_names(results: Path) -> None:

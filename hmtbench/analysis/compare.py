@@ -22,6 +22,7 @@ ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "cont
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "text_tokens", "memory_tokens", "sensory_tokens", "recall_context",
                 "recall_hidden_dim", "sum_fraction", "hmt_stage", "train_mode", "steps", "tokens_scored")
+OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
 # Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
 CONFIG_PREFIX = "config."
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
@@ -178,7 +179,7 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
     for method_key, runs in groups(group, ("method",)):
         method = str(method_key["method"])
         keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
-        clusters = groups(runs, keys)
+        clusters = _clusters(runs, keys)
         if len(clusters) == 1:
             options[method] = [(None, runs)]
             continue
@@ -193,6 +194,20 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
         variant = "; ".join(text for text, _ in choice if text) or None
         combos.append((variant, {name: runs for name, (_, runs) in zip(names, choice, strict=True)}))
     return combos
+
+
+def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Successful runs grouped by ``keys``; an unsuccessful run joins the group it matches apart from outcomes."""
+    ok = runs["status"].eq("success").fillna(False).astype(bool)
+    clusters = groups(runs[ok], keys)
+    settings = [k for k in keys if k not in OUTCOMES]
+    for found, extra in groups(runs[~ok], settings):
+        match = next((i for i, (s, _) in enumerate(clusters) if all(s[k] == found[k] for k in settings)), None)
+        if match is None:
+            clusters.append(({**found, **dict.fromkeys(OUTCOMES)}, extra))
+        else:
+            clusters[match] = (clusters[match][0], pd.concat([clusters[match][1], extra]))
+    return clusters
 
 
 def _cell(runs: pd.DataFrame, metric: str) -> Cell:
