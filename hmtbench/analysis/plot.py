@@ -15,6 +15,7 @@ from hmtbench.analysis import draw
 from hmtbench.analysis.compare import Comparison, Row, build, inventory
 from hmtbench.analysis.load import load_results, select
 from hmtbench.errors import HmtbenchError, unknown_choice
+from hmtbench.results.schema import METRIC_DIRECTION
 
 FIGURES = {
     "ppl-bars": "perplexity per method, grouped by backbone, one panel per dataset (the paper's Figures 2-4)",
@@ -46,7 +47,8 @@ def qa_bars(frame: pd.DataFrame, metric: str | None = None) -> Figure:
         raise FigureUnsupported(f"qa-bars needs eval-qa runs with {' or '.join(metrics or QA_METRICS)}; "
                                 f"{inventory(frame)}; add them with `hmtbench eval-qa --method plain,rmt,hmt`")
     panels = _bar_panels(tables)
-    return draw.bars_figure(panels, ncols=max(len(panels) // len(tables), 1))  # a row per metric
+    per_metric = max(sum(1 for panel in panels if panel[0] is table) for table in tables)
+    return draw.bars_figure(panels, ncols=min(per_metric, 4))  # a row per metric where they fit
 
 
 def ppl_vs_position(frame: pd.DataFrame, metric: str | None = None) -> Figure:
@@ -168,6 +170,8 @@ def figure(frame: pd.DataFrame, name: str, metric: str | None = None) -> Figure:
     """Draw figure ``name`` from the runs in ``frame``; FigureUnsupported names the runs it lacks."""
     if name not in DRAWERS:
         raise unknown_choice("--figure", name, DRAWERS)
+    if metric is not None and metric not in METRIC_DIRECTION:
+        raise unknown_choice("--metric", metric, METRIC_DIRECTION)
     with matplotlib.rc_context(draw.STYLE):
         return DRAWERS[name](frame, metric)
 
