@@ -57,6 +57,8 @@ def run_eval_qa(config: QAConfig, methods: list[str], command_line: list[str] | 
     task = make_task(options)
     with console.status(f"preparing {task.name} samples"):
         prepared, skipped = prepare_samples(task, task.load(), backbone.tokenizer, config.context_length)
+    if not prepared:
+        raise HmtbenchError(f"task {task.name} has no sample to evaluate")
     max_new = config.max_new_tokens or task.max_new_tokens
     longest = max(len(p.prompt_ids) + max(len(p.answer_ids), max_new) for p in prepared)
     lengths = [len(p.prompt_ids) for p in prepared]
