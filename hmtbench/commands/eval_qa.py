@@ -114,8 +114,8 @@ def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAR
     row = _record(config, task, name, model, backbone, result, measured, prepared, command_line)
     row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions))
     row["path"] = str(write_record(make_record({k: v for k, v in row.items() if k != "path"}), out, run_id))
-    console.print(f"{name}: answer ppl {row['answer_ppl']:.3f}  accuracy {row['accuracy']:.1%}  "
-                  f"ROUGE-L {row['rouge_l']:.3f}  F1 {row['f1']:.3f}  EM {row['exact_match']:.1%}")
+    console.print(f"{name}: {task.metric} {row[task.metric]:.3f} (the task's headline metric), answer ppl "
+                  f"{row['answer_ppl']:.3f}, {len(result.records)} samples in {measured.wall_s:.1f} s")
     return row
 
 
