@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -17,6 +18,22 @@ ARCHITECTURES = list(TINY_CONFIGS)
 # Tiny models gain nothing from intra-op threads, and on a small shared CPU the thread pool's
 # contention makes the suite ~10x slower (measured: 105 s -> 10 s for the RMT/HMT tests).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    """Any attempt to reach another machine fails the test that makes it (loopback stays allowed)."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(sock: socket.socket, address) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"tests run offline: refused a connection to {address}")
+
+    socket.socket.connect = lambda sock, address: (refuse(sock, address), real_connect(sock, address))[1]
+    socket.socket.connect_ex = lambda sock, address: (refuse(sock, address), real_connect_ex(sock, address))[1]
+    yield
+    socket.socket.connect, socket.socket.connect_ex = real_connect, real_connect_ex
 
 
 @pytest.fixture(params=ARCHITECTURES)

@@ -200,3 +200,11 @@ def test_short_documents_are_skipped_and_counted() -> None:
     assert tokenized.scored_bytes == [10, 19]  # every token but the first
     whole = tokenize_corpus(Corpus("x", "test", texts), tokenizer, max_tokens=None, min_tokens=1)
     assert [len(d) for d in whole.documents] == [10, 11, 51, 4] and whole.skipped == 0
+
+
+def test_the_suite_cannot_reach_the_network() -> None:
+    """conftest refuses every outbound connection, so no test can load anything from a hub."""
+    import socket
+
+    with pytest.raises(OSError, match="tests run offline"):
+        socket.create_connection(("8.8.8.8", 443), timeout=1)  # an address: no DNS needed
