@@ -3,7 +3,8 @@
 One loop for plain, full, RMT and HMT (one sample at a time):
 
 1. Segments that end before the prompt's last token are read exactly as the engine reads them
-   (``summarize`` once, then ``method(state, segment, ...)``), which leaves the memory state.
+   (``summarize`` once, then ``method(state, segment, ...)``), which leaves the memory state
+   (or the caller hands that state over, ``context=``, from a pass it already made).
 2. The segment holding the prompt's last token is *opened*: the backbone runs with a KV cache
    on ``[read memory | sensory | tokens so far]`` (``SegmentMethod.segment_prefix``), and each
    new token extends the cache. Token t is predicted by the logits at t - 1, as the engine scores.
