@@ -112,6 +112,32 @@ def test_config_settings_no_column_carries_also_keep_runs_apart(tmp_path: Path) 
     assert "config.max_windows" in table.notes[0]
 
 
+def test_trained_and_untrained_runs_pair_by_whether_a_checkpoint_is_set(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", ppl=20.0)
+    write_run(tmp_path, "rmt", ppl=21.0)
+    write_run(tmp_path, "rmt", ppl=17.0, checkpoint="runs/rmt")
+    write_run(tmp_path, "hmt", ppl=19.0)
+    write_run(tmp_path, "hmt", ppl=15.0, checkpoint="runs/hmt-1", hmt_stage=1)
+    write_run(tmp_path, "hmt", ppl=14.0, checkpoint="runs/hmt-2", hmt_stage=2)
+    table = table_for(tmp_path)
+    assert [(r.cells["rmt"].mean, r.cells["hmt"].mean, r.cells["plain"].mean) for r in table.rows] == [
+        (17.0, 15.0, 20.0), (17.0, 14.0, 20.0), (21.0, 19.0, 20.0)]
+    assert [r.deltas[("hmt", "rmt")] for r in table.rows] == pytest.approx([200 / 17, 300 / 17, 200 / 21], abs=1e-9)
+    assert table.rows[0].key["variant"] == "rmt: checkpoint=runs/rmt; hmt: checkpoint=runs/hmt-1, hmt_stage=1"
+    assert "rows pair runs that agree on whether checkpoint is set" in table.notes
+    write_run(tmp_path, "rmt", ppl=16.0, checkpoint="runs/rmt-long")  # two trained RMT: every trained pair
+    assert len(table_for(tmp_path).rows) == 5
+
+
+def test_full_context_shares_the_row_of_the_segment_length_asked_for(tmp_path: Path) -> None:
+    asked = json.dumps({"memory": {"segment_length": 64}})
+    write_run(tmp_path, "plain", ppl=20.0, config=asked)
+    write_run(tmp_path, "full", ppl=12.0, segment_length=512, text_tokens=512, config=asked)  # whole document
+    (row,) = table_for(tmp_path).rows
+    assert row.key["segment_length"] == 64 and row.cells["full"].mean == 12.0
+    assert row.deltas[("full", "plain")] == pytest.approx(40.0, abs=1e-9)
+
+
 def test_shared_settings_that_differ_make_separate_rows(tmp_path: Path) -> None:
     write_run(tmp_path, "plain", ppl=20.0, test_length=512)
     write_run(tmp_path, "hmt", ppl=15.0, test_length=1024)

@@ -16,12 +16,15 @@ from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.results.schema import METRIC_DIRECTION
 
 # Settings all methods of one row share: runs that differ here are another experiment, so another row.
+# segment_length is the one asked for (--segment-length): full-context runs read the whole document in one segment,
+# and that as-run length (segment_length_run) is a setting of the method, like S = text_tokens.
 ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "context_length", "segment_length",
             "test_length", "max_docs", "dtype", "batch_size")
 # Settings that differ between methods by design (m, k, N, ...); one method's runs must agree on all of them to be
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
-RUN_SETTINGS = ("backbone_resolved", "checkpoint", "text_tokens", "memory_tokens", "sensory_tokens", "recall_context",
-                "recall_hidden_dim", "sum_fraction", "hmt_stage", "train_mode", "steps", "tokens_scored")
+RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_tokens", "memory_tokens",
+                "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "train_mode",
+                "steps", "tokens_scored")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
 # Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
 CONFIG_PREFIX = "config."
@@ -174,26 +177,52 @@ def _runs_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[str | None, dict]]:
-    """One row per combination of each method's distinct RUN_SETTINGS; runs that differ are never averaged."""
-    options: dict[str, list[tuple[str | None, pd.DataFrame]]] = {}
+    """Rows for one key: each method's runs split by every setting they differ in, never averaged across it."""
+    options: dict[str, list[tuple[dict[str, Any], pd.DataFrame]]] = {}  # method -> [(differing settings, runs)]
     for method_key, runs in groups(group, ("method",)):
         method = str(method_key["method"])
         keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
         clusters = _clusters(runs, keys)
-        if len(clusters) == 1:
-            options[method] = [(None, runs)]
-            continue
         differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
-        options[method] = [(f"{method}: " + ", ".join(f"{s}={'none' if settings[s] is None else settings[s]}"
-                                                     for s in differ), cluster) for settings, cluster in clusters]
-        notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
-                     "not averaged")
+        options[method] = [({s: settings[s] for s in differ}, cluster) for settings, cluster in clusters]
+        if differ:
+            notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
+                         "not averaged")
     names = order_methods(options)
-    combos = []
-    for choice in itertools.product(*(options[name] for name in names)):
-        variant = "; ".join(text for text, _ in choice if text) or None
-        combos.append((variant, {name: runs for name, (_, runs) in zip(names, choice, strict=True)}))
-    return combos
+    rows = []
+    for choice in _pairings([[settings for settings, _ in options[n]] for n in names], notes):
+        label = "; ".join(f"{n}: " + ", ".join(f"{s}={_short(v)}" for s, v in options[n][i][0].items())
+                          for n, i in zip(names, choice, strict=True) if options[n][i][0])
+        rows.append((label or None, {n: options[n][i][1] for n, i in zip(names, choice, strict=True)}))
+    return rows
+
+
+def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tuple[int, ...]]:
+    """Which variants of the methods share a row: all combinations, except that a setting varying in several
+    methods (checkpoint: trained or not) pairs only runs that agree on whether it is set; no variant is left out."""
+    every = list(itertools.product(*(range(len(v)) for v in variants)))
+    shared = [s for s in dict.fromkeys(s for v in variants for s in v[0]) if sum(s in v[0] for v in variants) > 1]
+
+    def agrees(choice: tuple[int, ...]) -> bool:
+        return all(len({v[i][s] is None for v, i in zip(variants, choice, strict=True) if s in v[i]}) <= 1
+                   for s in shared)
+
+    kept = [c for c in every if agrees(c)]
+    for m, options in enumerate(variants):
+        for i in range(len(options)):
+            if not any(c[m] == i for c in kept):
+                kept += [c for c in every if c[m] == i and c not in kept]
+    if len(kept) < len(every):
+        notes.append(f"rows pair runs that agree on whether {', '.join(shared)} is set")
+    return sorted(kept)
+
+
+def _short(value: Any) -> str:
+    """A setting for a row label: none for missing, long paths by their last three parts."""
+    if value is None:
+        return "none"
+    text = str(value)
+    return "…/" + "/".join(text.split("/")[-3:]) if "/" in text and len(text) > 32 else text
 
 
 def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:

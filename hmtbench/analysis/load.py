@@ -43,19 +43,27 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame = frame[~copies].reset_index(drop=True)
     for column in NUMERIC:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
-    settings = pd.DataFrame([config_settings(text) for text in frame["config"]], index=frame.index)
+    configs = [_parse(text) for text in frame["config"]]
+    asked = pd.Series([c.get("memory", {}).get("segment_length") for c in configs], index=frame.index, dtype="Int64")
+    frame["segment_length_run"] = frame["segment_length"]  # full-context runs: the document length
+    frame["segment_length"] = asked.fillna(frame["segment_length"])  # --segment-length as given (compare.ROW_KEYS)
+    settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
 
 
-def config_settings(text: Any) -> dict[str, Any]:
+def config_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved configuration's settings that no column carries (max_windows, lr, lora.r, ...), flattened."""
+    flat: dict[str, Any] = {}
+    _flatten(config, "", flat)
+    return {key: value for key, value in flat.items() if key.rsplit(".", 1)[-1] not in NOT_SETTINGS}
+
+
+def _parse(text: Any) -> dict[str, Any]:
     try:
         values = json.loads(text)
     except (TypeError, ValueError):
         return {}
-    flat: dict[str, Any] = {}
-    _flatten(values if isinstance(values, dict) else {}, "", flat)
-    return {key: value for key, value in flat.items() if key.rsplit(".", 1)[-1] not in NOT_SETTINGS}
+    return values if isinstance(values, dict) else {}
 
 
 def select(frame: pd.DataFrame, filters: dict[str, str | None], include_failed: bool = False,
