@@ -65,6 +65,18 @@ def test_ppl_bars_heights_are_the_table_means_and_deltas_are_annotated(results: 
     assert ax.get_title() == "wiki"
 
 
+def test_runs_kept_apart_get_lettered_groups_spelled_out_below(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", ppl=20.0)
+    write_run(tmp_path, "rmt", ppl=18.0)
+    write_run(tmp_path, "rmt", ppl=16.0, checkpoint="/data/runs/rmt/train/final")
+    fig = plot.figure(frame_of(tmp_path), "ppl-bars")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny\n(a)", "tiny\n(b)"]
+    assert bars(ax) == {"plain": [20.0, 20.0], "RMT": [16.0, 18.0]}
+    footer = fig.texts[-1].get_text().splitlines()
+    assert footer[-2:] == ["(a) rmt: checkpoint=…/rmt/train/final", "(b) rmt: checkpoint=none"]
+
+
 def test_ppl_vs_position_points_are_segment_perplexities(results: Path) -> None:
     fig = plot.figure(frame_of(results), "ppl-vs-position")
     big, tiny = fig.axes

@@ -218,11 +218,11 @@ def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tu
 
 
 def _short(value: Any) -> str:
-    """A setting for a row label: none for missing, long paths by their last three parts."""
+    """A setting for a row label: none for missing, paths by their last three parts."""
     if value is None:
         return "none"
-    text = str(value)
-    return "…/" + "/".join(text.split("/")[-3:]) if "/" in text and len(text) > 32 else text
+    parts = str(value).split("/")
+    return "…/" + "/".join(parts[-3:]) if len(parts) > 4 else str(value)
 
 
 def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:

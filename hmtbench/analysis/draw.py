@@ -31,7 +31,7 @@ METRIC_LABELS = {
     "peak_host_mem_mb": "peak host memory (MiB)", "wall_s": "seconds", "tokens_per_s": "tokens / s",
     "ms_per_segment": "ms per segment",
 }
-NAMES_ALONE = ("metric", "backbone", "dataset", "task")  # shown as the value alone in titles
+NAMES_ALONE = ("metric", "backbone", "dataset", "task", "variant")  # shown as the value alone in titles
 
 
 @dataclass
@@ -103,7 +103,7 @@ def finish(fig: Figure, axes: list[Axes], footer: str) -> Figure:
     return fig
 
 
-def bar_panel(ax: Axes, table: Comparison, rows: list[Row]) -> None:
+def bar_panel(ax: Axes, table: Comparison, rows: list[Row], letters: dict[str, str]) -> None:
     """Grouped bars: one group per row (backbone), one bar per method, mean height, std whiskers, a delta on top."""
     methods = [m for m in table.methods if any(m in row.cells for row in rows)]
     width = 0.8 / len(methods)
@@ -117,8 +117,8 @@ def bar_panel(ax: Axes, table: Comparison, rows: list[Row]) -> None:
                color=color(method), yerr=errors if np.isfinite(errors).any() else None, capsize=2,
                error_kw={"linewidth": 0.7})
         tops = np.fmax(tops, heights + np.nan_to_num(errors))
-    ax.set_xticks(xs, [row.key["backbone"] + ("\n" + textwrap.fill(row.key["variant"], 18, break_long_words=True)
-                                              if row.key.get("variant") else "") for row in rows])
+    ax.set_xticks(xs, [f"{row.key['backbone']}\n({letters[row.key['variant']]})" if row.key.get("variant")
+                       else row.key["backbone"] for row in rows])
     ax.set_ylabel(axis_label(table.metric, table.direction))
     if table.pairs:
         pair = table.pairs[0]  # the paper's headline: HMT vs RMT where both ran
@@ -132,23 +132,32 @@ def bar_panel(ax: Axes, table: Comparison, rows: list[Row]) -> None:
 def bars_figure(panels: list[tuple[Comparison, dict[str, Any], list[Row]]], ncols: int = 3) -> Figure:
     fig, axes = grid(len(panels), ncols)
     shown, common = titles([key for _, key, _ in panels])
+    letters = variant_letters([row.key.get("variant") for _, _, rows in panels for row in rows])
     for ax, (table, _, rows), title in zip(axes, panels, shown, strict=True):
-        bar_panel(ax, table, rows)
+        bar_panel(ax, table, rows, letters)
         ax.set_title(title)
     rules = [_rule(table) for table, _, _ in panels if table.pairs]
     footer = " · ".join(f"{k}={v}" for k, v in common.items())
     notes = "; ".join(["bars: mean over runs, whiskers: std", *dict.fromkeys(rules)])
-    return finish(fig, axes, f"{footer}\n{notes}")
+    return finish(fig, axes, "\n".join([footer, notes, *_legend(letters)]))
 
 
 def line_figure(panels: list[LinePanel], note: str = "", ncols: int = 3) -> Figure:
     fig, axes = grid(len(panels), ncols)
-    shown, common = titles([panel.key for panel in panels])
+    letters = variant_letters([panel.key.get("variant") for panel in panels])
+    shown, common = titles([{**p.key, "variant": f"({letters[p.key['variant']]})" if p.key.get("variant") else None}
+                            for p in panels])
     for ax, panel, title in zip(axes, panels, shown, strict=True):
         _line_panel(ax, panel)
         ax.set(title=title, xlabel=panel.xlabel, ylabel=panel.ylabel)
     footer = " · ".join(f"{k}={v}" for k, v in common.items())
-    return finish(fig, axes, f"{footer}\n{note}" if note else footer)
+    return finish(fig, axes, "\n".join([footer, note, *_legend(letters)]))
+
+
+def variant_letters(variants: list[str | None]) -> dict[str, str]:
+    """(a), (b), ... for the runs a row had to keep apart; the figure's footer spells each one out."""
+    found = [v for v in dict.fromkeys(variants) if v]
+    return {v: (chr(ord("a") + i) if i < 26 else str(i + 1)) for i, v in enumerate(found)}
 
 
 def save(fig: Figure, out: str | Path, name: str) -> list[Path]:
@@ -177,6 +186,10 @@ def _line_panel(ax: Axes, panel: LinePanel) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
     elif panel.xscale != "linear":
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
+def _legend(letters: dict[str, str]) -> list[str]:
+    return [f"({letter}) {variant}" for variant, letter in letters.items()]
 
 
 def _title_part(name: str, value: Any) -> str:

@@ -100,15 +100,14 @@ def memory_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
         length = next((row.key[k] for k in reversed(LENGTHS) if row.key.get(k) is not None), None)
         if length is None:
             continue
-        series = panels.setdefault(_without(row.key, (*LENGTHS, "variant")), {})
+        series = panels.setdefault(_without(row.key, LENGTHS), {})
         for method, cell in row.cells.items():
-            point = (length, cell.mean)
-            if cell.mean is not None and point not in series.get(method, []):  # variant rows repeat cells
-                series.setdefault(method, []).append(point)
+            if cell.mean is not None:
+                series.setdefault(method, []).append((length, cell.mean))
     kept = [draw.LinePanel(dict(key), {m: _xy(points) for m, points in series.items()}, "context length (tokens)",
                            draw.axis_label(table.metric, table.direction), "log",
                            {x: f"{x:,}" for points in series.values() for x, _ in points})
-            for key, series in panels.items() if any(len(points) > 1 for points in series.values())]
+            for key, series in panels.items() if any(len({x for x, _ in pts}) > 1 for pts in series.values())]
     if not kept:
         raise FigureUnsupported("memory-vs-length needs one method measured at two or more lengths; "
                                 f"{table.metric} was measured only at: {_lengths_seen(panels)}; add runs at another "
@@ -232,4 +231,4 @@ def _lengths_seen(panels: dict[tuple, dict[str, list[tuple[float, float]]]]) -> 
         where = " / ".join(str(v) for k, v in key if k in ("backbone", "dataset", "task") and v is not None)
         lengths = sorted({length for points in series.values() for length, _ in points})
         seen.append(f"{where}: {', '.join(map(str, lengths))} tokens ({', '.join(series)})")
-    return "; ".join(seen) or "no lengths"
+    return "; ".join(dict.fromkeys(seen)) or "no lengths"  # variant panels repeat a place
