@@ -95,7 +95,7 @@ def _markdown(tables: list[Comparison]) -> str:
         lines = [header(table).replace(table.metric, f"**{table.metric}**", 1).replace("* = best", "bold = best"), ""]
         if common:
             lines += [f"settings: {describe(common)}", ""]
-        lines += ["| " + " | ".join(r) + " |" for r in [names, align, *rows]]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in [names, align, *rows]]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
