@@ -51,9 +51,13 @@ def friendly_errors(command: F) -> F:
 
 
 # ----- options shared by several commands ----------------------------------------------------
-Backbone = Annotated[str, typer.Option(help="Alias (smollm2-135m, opt-2.7b, ...), hub id, model folder, .gguf file or random:llama.")]
+Backbone = Annotated[
+    str, typer.Option(help="Alias (smollm2-135m, opt-2.7b, ...), hub id, model folder, .gguf file or random:llama.")
+]
 Methods = Annotated[str, typer.Option("--method", help="plain | full | rmt | hmt, or several: plain,rmt,hmt.")]
-Dataset = Annotated[str, typer.Option(help="wikitext-103, pg19, pydoc-topics, python-stdlib, or a .txt/.jsonl/.parquet path.")]
+Dataset = Annotated[
+    str, typer.Option(help="wikitext-103, pg19, pydoc-topics, python-stdlib, or a .txt/.jsonl/.parquet path.")
+]
 Split = Annotated[str, typer.Option(help="train | validation | test (ignored for local files).")]
 TestLength = Annotated[int, typer.Option(help="Tokens per document (paper default 2000).")]
 MaxDocs = Annotated[int | None, typer.Option(help="Evaluate at most this many documents.")]
@@ -63,7 +67,9 @@ SensoryTokens = Annotated[int, typer.Option(help="k: HMT sensory tokens from the
 RecallContext = Annotated[int, typer.Option(help="N: memory embeddings HMT caches for recall.")]
 RecallHiddenDim = Annotated[int, typer.Option(help="h: width of HMT's recall query/key projections.")]
 SumFraction = Annotated[float, typer.Option(help="Share of a segment HMT's summary prompt reads.")]
-Checkpoint = Annotated[str | None, typer.Option(help="Folder written by `hmtbench train` with the method's trained tensors.")]
+Checkpoint = Annotated[
+    str | None, typer.Option(help="Folder written by `hmtbench train` with the method's trained tensors.")
+]
 Dtype = Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:1 ...")]
 Seed = Annotated[int, typer.Option(help="Random seed (initialisation of untrained memories, sampling).")]
@@ -86,8 +92,12 @@ def eval_ppl(
     recall_context: RecallContext = 100,
     recall_hidden_dim: RecallHiddenDim = 4096,
     sum_fraction: SumFraction = 0.5,
-    protocol: Annotated[str, typer.Option(help="stream: each token scored once | paper: the reference's windows.")] = "stream",
-    max_windows: Annotated[int, typer.Option(help="paper protocol: windows to score (reference: 100 batches x 2).")] = 200,
+    protocol: Annotated[
+        str, typer.Option(help="stream: each token scored once | paper: the reference's windows.")
+    ] = "stream",
+    max_windows: Annotated[
+        int, typer.Option(help="paper protocol: windows to score (reference: 100 batches x 2).")
+    ] = 200,
     batch_size: BatchSize = 4,
     checkpoint: Checkpoint = None,
     dtype: Dtype = "auto",
@@ -113,11 +123,18 @@ def eval_ppl(
 
     config = EvalConfig(
         backbone=backbone,
-        memory=MemorySettings(segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim,
-                              sum_fraction),
+        memory=MemorySettings(
+            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction
+        ),
         data=DataSettings(dataset, split, test_length, max_docs),
-        protocol=protocol, batch_size=batch_size, max_windows=max_windows, checkpoint=checkpoint,
-        dtype=dtype, device=device, seed=seed, out=out,
+        protocol=protocol,
+        batch_size=batch_size,
+        max_windows=max_windows,
+        checkpoint=checkpoint,
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        out=out,
     )
     methods = [m.strip() for m in method.split(",") if m.strip()]
     rows = run_eval_ppl(config, methods, command_line=["hmtbench", *sys.argv[1:]])
@@ -129,8 +146,12 @@ def eval_ppl(
 @app.command("train")
 @friendly_errors
 def train(
-    recipe: Annotated[str | None, typer.Option(help="YAML recipe from recipes/ (its settings, then flags, then --set).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. --set train.lr=1e-4 (repeatable).")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="YAML recipe from recipes/ (its settings, then flags, then --set).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Dotted override, e.g. --set train.lr=1e-4 (repeatable).")
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="As in eval-ppl (default smollm2-135m).")] = None,
     method: Annotated[str | None, typer.Option(help="rmt | hmt | plain (plain needs --train lora/full).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Training corpus (default python-stdlib, split train).")] = None,
@@ -142,16 +163,26 @@ def train(
     recall_context: Annotated[int | None, typer.Option(help="N (HMT).")] = None,
     recall_hidden_dim: Annotated[int | None, typer.Option(help="h (HMT).")] = None,
     sum_fraction: Annotated[float | None, typer.Option(help="HMT summary share of a segment.")] = None,
-    stage: Annotated[int | None, typer.Option(help="Train one HMT stage: 1 (memory + sensory) or 2 (with recall).")] = None,
+    stage: Annotated[
+        int | None, typer.Option(help="Train one HMT stage: 1 (memory + sensory) or 2 (with recall).")
+    ] = None,
     stages: Annotated[str | None, typer.Option(help="HMT stages back to back, e.g. 1,2 (default).")] = None,
-    init_from: Annotated[str | None, typer.Option(help="Checkpoint to start from (e.g. stage 1's final folder).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps of the last (or only) stage (default 500).")] = None,
+    init_from: Annotated[
+        str | None, typer.Option(help="Checkpoint to start from (e.g. stage 1's final folder).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps of the last (or only) stage (default 500).")
+    ] = None,
     stage1_steps: Annotated[int | None, typer.Option(help="Steps of HMT stage 1 (default 200).")] = None,
-    train_mode: Annotated[str | None, typer.Option("--train", help="What trains: memory (backbone frozen) | lora | full.")] = None,
+    train_mode: Annotated[
+        str | None, typer.Option("--train", help="What trains: memory (backbone frozen) | lora | full.")
+    ] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (default 8).")] = None,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 32).")] = None,
     lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (default 0.1).")] = None,
-    lora_targets: Annotated[str | None, typer.Option(help="Comma list of module names (default: peft's per architecture).")] = None,
+    lora_targets: Annotated[
+        str | None, typer.Option(help="Comma list of module names (default: peft's per architecture).")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows per micro-batch (default 2).")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
     bptt_depth: Annotated[int | None, typer.Option(help="D: segments per training window (default 2).")] = None,
@@ -165,9 +196,15 @@ def train(
     checkpoint_every: Annotated[int | None, typer.Option(help="Save the resumable checkpoint every N steps.")] = None,
     log_every: Annotated[int | None, typer.Option(help="Write a JSON log line every N steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and data order (default 3407).")] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Run folder (default runs/<backbone>-<method>-<time>).")] = None,
-    resume: Annotated[str | None, typer.Option(help="Continue the run in this folder exactly where it stopped.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU.")] = None,
+    output_dir: Annotated[
+        str | None, typer.Option(help="Run folder (default runs/<backbone>-<method>-<time>).")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the run in this folder exactly where it stopped.")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU.")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda ...")] = None,
     out: Annotated[str | None, typer.Option(help="Folder for the parquet record (default results).")] = None,
 ) -> None:
@@ -196,19 +233,43 @@ def train(
     else:
         values = load_yaml(recipe) if recipe else {}
         flags = {
-            "backbone": backbone, "method": method, "data.dataset": dataset, "data.split": split,
-            "data.max_docs": max_docs, "memory.segment_length": segment_length, "memory.memory_tokens": memory_tokens,
-            "memory.sensory_tokens": sensory_tokens, "memory.recall_context": recall_context,
-            "memory.recall_hidden_dim": recall_hidden_dim, "memory.sum_fraction": sum_fraction,
+            "backbone": backbone,
+            "method": method,
+            "data.dataset": dataset,
+            "data.split": split,
+            "data.max_docs": max_docs,
+            "memory.segment_length": segment_length,
+            "memory.memory_tokens": memory_tokens,
+            "memory.sensory_tokens": sensory_tokens,
+            "memory.recall_context": recall_context,
+            "memory.recall_hidden_dim": recall_hidden_dim,
+            "memory.sum_fraction": sum_fraction,
             "train.stages": [stage] if stage else ([int(s) for s in stages.split(",")] if stages else None),
-            "train.init_from": init_from, "train.steps": steps, "train.stage1_steps": stage1_steps,
-            "train.train": train_mode, "lora.r": lora_r, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
-            "lora.targets": lora_targets.split(",") if lora_targets else None, "train.batch_size": batch_size,
-            "train.grad_accum": grad_accum, "train.bptt_depth": bptt_depth, "train.bptt_truncate": bptt_truncate,
-            "train.loss_on": loss_on, "train.lr": lr, "train.warmup_steps": warmup_steps, "train.lr_decay": lr_decay,
-            "train.decay_every": decay_every, "train.grad_clip": grad_clip, "train.checkpoint_every": checkpoint_every,
-            "train.log_every": log_every, "train.seed": seed, "output_dir": output_dir, "dtype": dtype,
-            "device": device, "out": out,
+            "train.init_from": init_from,
+            "train.steps": steps,
+            "train.stage1_steps": stage1_steps,
+            "train.train": train_mode,
+            "lora.r": lora_r,
+            "lora.alpha": lora_alpha,
+            "lora.dropout": lora_dropout,
+            "lora.targets": lora_targets.split(",") if lora_targets else None,
+            "train.batch_size": batch_size,
+            "train.grad_accum": grad_accum,
+            "train.bptt_depth": bptt_depth,
+            "train.bptt_truncate": bptt_truncate,
+            "train.loss_on": loss_on,
+            "train.lr": lr,
+            "train.warmup_steps": warmup_steps,
+            "train.lr_decay": lr_decay,
+            "train.decay_every": decay_every,
+            "train.grad_clip": grad_clip,
+            "train.checkpoint_every": checkpoint_every,
+            "train.log_every": log_every,
+            "train.seed": seed,
+            "output_dir": output_dir,
+            "dtype": dtype,
+            "device": device,
+            "out": out,
         }
         for key, value in flags.items():
             if value is not None:
@@ -224,8 +285,12 @@ def train(
 
 
 # ----- reading results back: compare and plot ------------------------------------------------
-ResultPaths = Annotated[list[str] | None, typer.Argument(
-    help="Result folders or .parquet files, searched recursively [default: results].", show_default=False)]
+ResultPaths = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Result folders or .parquet files, searched recursively [default: results].", show_default=False
+    ),
+]
 OnlyBackbones = Annotated[str | None, typer.Option("--backbone", help="Only these backbones (comma-separated).")]
 OnlyDatasets = Annotated[str | None, typer.Option("--dataset", help="Only these datasets (comma-separated).")]
 OnlyMethods = Annotated[str | None, typer.Option("--method", help="Only these methods (comma-separated).")]
@@ -243,9 +308,14 @@ def compare(
     backbone: OnlyBackbones = None,
     dataset: OnlyDatasets = None,
     method: OnlyMethods = None,
-    metric: Annotated[str | None, typer.Option(
-        help="ppl, bpb, paper_ppl, rouge_l, accuracy, peak_gpu_mem_mb, tokens_per_s, ... (comma-separated) "
-             "[default: the quality metrics the runs have].", show_default=False)] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="ppl, bpb, paper_ppl, rouge_l, accuracy, peak_gpu_mem_mb, tokens_per_s, ... (comma-separated) "
+            "[default: the quality metrics the runs have].",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json.")] = "table",
     output: Annotated[str | None, typer.Option(help="Also write the table to this file.")] = None,
     include_failed: IncludeFailed = False,
@@ -276,16 +346,24 @@ def compare(
 @friendly_errors
 def plot(
     paths: ResultPaths = None,
-    figure: Annotated[str | None, typer.Option(
-        help="ppl-bars | qa-bars | ppl-vs-position | memory-vs-length | quality-vs-params (comma-separated).")] = None,
-    paper: Annotated[bool, typer.Option(
-        "--paper", help="Every figure the results support; the others are named with the runs they lack.")] = False,
+    figure: Annotated[
+        str | None,
+        typer.Option(
+            help="ppl-bars | qa-bars | ppl-vs-position | memory-vs-length | quality-vs-params (comma-separated)."
+        ),
+    ] = None,
+    paper: Annotated[
+        bool,
+        typer.Option("--paper", help="Every figure the results support; the others are named with the runs they lack."),
+    ] = False,
     out: Annotated[str, typer.Option(help="Folder for the PNG and PDF files.")] = "results/figures",
     backbone: OnlyBackbones = None,
     dataset: OnlyDatasets = None,
     method: OnlyMethods = None,
-    metric: Annotated[str | None, typer.Option(
-        help="Draw this metric instead of the figure's own (e.g. bpb for ppl-bars).", show_default=False)] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Draw this metric instead of the figure's own (e.g. bpb for ppl-bars).", show_default=False),
+    ] = None,
     include_failed: IncludeFailed = False,
 ) -> None:
     """The paper's figures from result records, as PNG and PDF: bars per backbone, curves, memory, parameters.
@@ -311,24 +389,51 @@ def plot(
 @app.command("eval-qa")
 @friendly_errors
 def eval_qa(
-    task: Annotated[str, typer.Option(help="passkey | multi-fact | babilong-qa1..qa5 | pubmedqa | narrativeqa | "
-                                           "qasper | musique | qmsum, or a local .jsonl (context, question, "
-                                           "answer).")] = "passkey",
+    task: Annotated[
+        str,
+        typer.Option(
+            help="passkey | multi-fact | babilong-qa1..qa5 | pubmedqa | narrativeqa | "
+            "qasper | musique | qmsum, or a local .jsonl (context, question, "
+            "answer)."
+        ),
+    ] = "passkey",
     backbone: Backbone = "smollm2-135m",
     method: Methods = "plain",
-    context_length: Annotated[int | None, typer.Option(help="Prompt tokens. passkey/multi-fact: built at this length "
-                                                             "(1k-1M); babilong: this bin; others: samples at least "
-                                                             "this long, cut in the middle to it.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many samples (passkey/multi-fact: how many to "
-                                                    "generate, default 10).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Longest generated answer [default: the task's own].",
-                                                       show_default=False)] = None,
-    depth: Annotated[str | None, typer.Option(help="Needle depths in [0, 1], comma-separated: passkey cycles through "
-                                                   "them, multi-fact hides one fact at each.")] = None,
-    filler: Annotated[str, typer.Option(help="passkey/multi-fact: local corpus the facts hide in (pydoc-topics, "
-                                             "python-stdlib, a .txt file).")] = "pydoc-topics",
-    data: Annotated[str | None, typer.Option(help="Local copy of a hub task's data: LongBench data.zip or .jsonl, "
-                                                  "BABILong .json/.jsonl, PubMedQA .jsonl/.parquet.")] = None,
+    context_length: Annotated[
+        int | None,
+        typer.Option(
+            help="Prompt tokens. passkey/multi-fact: built at this length "
+            "(1k-1M); babilong: this bin; others: samples at least "
+            "this long, cut in the middle to it."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="At most this many samples (passkey/multi-fact: how many to generate, default 10)."),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Longest generated answer [default: the task's own].", show_default=False)
+    ] = None,
+    depth: Annotated[
+        str | None,
+        typer.Option(
+            help="Needle depths in [0, 1], comma-separated: passkey cycles through "
+            "them, multi-fact hides one fact at each."
+        ),
+    ] = None,
+    filler: Annotated[
+        str,
+        typer.Option(
+            help="passkey/multi-fact: local corpus the facts hide in (pydoc-topics, python-stdlib, a .txt file)."
+        ),
+    ] = "pydoc-topics",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Local copy of a hub task's data: LongBench data.zip or .jsonl, "
+            "BABILong .json/.jsonl, PubMedQA .jsonl/.parquet."
+        ),
+    ] = None,
     segment_length: SegmentLength = 256,
     memory_tokens: MemoryTokens = 1,
     sensory_tokens: SensoryTokens = 0,
@@ -360,11 +465,22 @@ def eval_qa(
     from hmtbench.config import MemorySettings
 
     config = QAConfig(
-        backbone=backbone, task=task,
-        memory=MemorySettings(segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim,
-                              sum_fraction),
-        context_length=context_length, limit=limit, max_new_tokens=max_new_tokens, depths=parse_depths(depth),
-        filler=filler, data=data, checkpoint=checkpoint, dtype=dtype, device=device, seed=seed, out=out,
+        backbone=backbone,
+        task=task,
+        memory=MemorySettings(
+            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction
+        ),
+        context_length=context_length,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        depths=parse_depths(depth),
+        filler=filler,
+        data=data,
+        checkpoint=checkpoint,
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        out=out,
     )
     methods = [m.strip() for m in method.split(",") if m.strip()]
     rows = run_eval_qa(config, methods, command_line=["hmtbench", *sys.argv[1:]])

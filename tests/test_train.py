@@ -33,13 +33,25 @@ def corpus(tmp_path: Path) -> str:
 
 
 def config_for(corpus: str, tmp_path: Path, method: str = "rmt", **train: object) -> TrainConfig:
-    settings = {"steps": 6, "stage1_steps": 3, "bptt_depth": 3, "batch_size": 2, "lr": 1e-2, "log_every": 1,
-                "checkpoint_every": 2, "seed": 0, **train}
+    settings = {
+        "steps": 6,
+        "stage1_steps": 3,
+        "bptt_depth": 3,
+        "batch_size": 2,
+        "lr": 1e-2,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "seed": 0,
+        **train,
+    }
     return TrainConfig(
-        backbone="random:llama", method=method,
+        backbone="random:llama",
+        method=method,
         memory=MemorySettings(segment_length=24, sensory_tokens=4, recall_hidden_dim=16),
-        data=DataSettings(dataset=corpus), train=TrainSettings(**settings),
-        output_dir=str(tmp_path / "run"), out=str(tmp_path / "results"),
+        data=DataSettings(dataset=corpus),
+        train=TrainSettings(**settings),
+        output_dir=str(tmp_path / "run"),
+        out=str(tmp_path / "results"),
     )
 
 
@@ -59,7 +71,9 @@ def test_loss_falls_and_first_losses_are_pinned(corpus: str, tmp_path: Path) -> 
 GOLDEN_FIRST_LOSSES = [5.636179, 5.245346, 4.901227]
 
 
-@pytest.mark.parametrize(("mode", "expect"), [("memory", {"memory"}), ("lora", {"memory", "lora"}), ("full", {"memory", "all"})])
+@pytest.mark.parametrize(
+    ("mode", "expect"), [("memory", {"memory"}), ("lora", {"memory", "lora"}), ("full", {"memory", "all"})]
+)
 def test_gradients_reach_exactly_the_trained_tensors(corpus: str, tmp_path: Path, mode: str, expect: set) -> None:
     config = config_for(corpus, tmp_path, train=mode)
     backbone = load_backbone("random:llama", device="cpu")
@@ -99,8 +113,9 @@ def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
     stage1 = load_tensors(tmp_path / "run" / "stage1" / "final")
     backbone = load_backbone("random:llama", device="cpu")
     fresh = build_for_training(backbone, config, 2, None)
-    started = build_for_training(load_backbone("random:llama", device="cpu"), config, 2,
-                                 str(tmp_path / "run" / "stage1" / "final"))
+    started = build_for_training(
+        load_backbone("random:llama", device="cpu"), config, 2, str(tmp_path / "run" / "stage1" / "final")
+    )
     state = started.state_dict()
     assert set(stage1) and all(torch.equal(state[k], v) for k, v in stage1.items())
     assert "summary_prompt" not in stage1 and not any(k.startswith("recall.") for k in stage1)
@@ -131,15 +146,42 @@ def test_resume_after_stop_matches_uninterrupted(corpus: str, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(corpus: str, tmp_path: Path) -> None:
-    args = ["--backbone", "random:llama", "--method", "rmt", "--dataset", corpus, "--segment-length", "24",
-            "--steps", "8", "--bptt-depth", "3", "--lr", "0.01", "--checkpoint-every", "2", "--seed", "0",
-            "--train", "lora"]
+    args = [
+        "--backbone",
+        "random:llama",
+        "--method",
+        "rmt",
+        "--dataset",
+        corpus,
+        "--segment-length",
+        "24",
+        "--steps",
+        "8",
+        "--bptt-depth",
+        "3",
+        "--lr",
+        "0.01",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "0",
+        "--train",
+        "lora",
+    ]
     env = {**os.environ, "HMTBENCH_TEST_STEP_DELAY": "0.5"}
     cli = [sys.executable, "-m", "hmtbench", "train"]
-    subprocess.run([*cli, *args, "--output-dir", str(tmp_path / "a"), "--out", str(tmp_path / "r")], check=True,
-                   capture_output=True, env={**os.environ})
-    victim = subprocess.Popen([*cli, *args, "--output-dir", str(tmp_path / "b"), "--out", str(tmp_path / "r")],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*cli, *args, "--output-dir", str(tmp_path / "a"), "--out", str(tmp_path / "r")],
+        check=True,
+        capture_output=True,
+        env={**os.environ},
+    )
+    victim = subprocess.Popen(
+        [*cli, *args, "--output-dir", str(tmp_path / "b"), "--out", str(tmp_path / "r")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     meta = tmp_path / "b" / "train" / "last" / "checkpoint.json"
     deadline = time.time() + 120
     while time.time() < deadline and not (meta.is_file() and json.loads(meta.read_text())["step"] >= 4):

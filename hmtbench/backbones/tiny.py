@@ -14,14 +14,47 @@ VOCAB = 259  # 256 bytes + <pad>, <s>, </s>
 PAD, BOS, EOS = 256, 257, 258
 
 TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "llama": ("LlamaConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-                              "num_key_value_heads": 2, "num_hidden_layers": 2}),
-    "opt": ("OPTConfig", {"hidden_size": 64, "ffn_dim": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
-                          "word_embed_proj_dim": 32, "enable_bias": True}),
-    "gpt-neox": ("GPTNeoXConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-                                   "num_hidden_layers": 2, "rotary_pct": 0.5}),
-    "qwen2": ("Qwen2Config", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-                              "num_key_value_heads": 2, "num_hidden_layers": 2}),
+    "llama": (
+        "LlamaConfig",
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_hidden_layers": 2,
+        },
+    ),
+    "opt": (
+        "OPTConfig",
+        {
+            "hidden_size": 64,
+            "ffn_dim": 128,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "word_embed_proj_dim": 32,
+            "enable_bias": True,
+        },
+    ),
+    "gpt-neox": (
+        "GPTNeoXConfig",
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "rotary_pct": 0.5,
+        },
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_hidden_layers": 2,
+        },
+    ),
 }
 
 
@@ -31,8 +64,13 @@ def tiny_model(architecture: str, *, seed: int = 0, max_positions: int = 4096) -
 
     class_name, sizes = TINY_CONFIGS[architecture]
     config = getattr(transformers, class_name)(
-        vocab_size=VOCAB, max_position_embeddings=max_positions, pad_token_id=PAD, bos_token_id=BOS,
-        eos_token_id=EOS, tie_word_embeddings=False, **sizes,
+        vocab_size=VOCAB,
+        max_position_embeddings=max_positions,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
+        **sizes,
     )
     config._attn_implementation = "eager" if architecture == "gpt-neox" else "sdpa"
     torch.manual_seed(seed)
@@ -55,15 +93,18 @@ def byte_tokenizer() -> Any:
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         model_max_length=10**9,
     )
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (what ByteLevel pre-tokenization emits)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     chars = printable[:]
     extra = 0

@@ -19,8 +19,8 @@ from hmtbench.methods import SegmentMethod, build_method, method_class
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import device_name, new_run_id, peak_host_mem_mb, provenance
 from hmtbench.training.config import TrainConfig
-from hmtbench.training.lora import add_lora
 from hmtbench.training.loop import StageOutcome, train_stage
+from hmtbench.training.lora import add_lora
 from hmtbench.training.progress import StepProgress
 from hmtbench.training.windows import WindowSampler
 
@@ -39,7 +39,9 @@ def plan_stages(config: TrainConfig) -> list[tuple[str, int | None, int]]:
 def load_run_config(resume: str) -> TrainConfig:
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
-        raise HmtbenchError(f"--resume {resume}: no {CONFIG_FILE} there; point it at a run folder made by hmtbench train")
+        raise HmtbenchError(
+            f"--resume {resume}: no {CONFIG_FILE} there; point it at a run folder made by hmtbench train"
+        )
     return from_dict(TrainConfig, load_yaml(path))
 
 
@@ -72,13 +74,20 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
 def _train_one(config, backbone, documents, stage, steps, folder: Path, init_from, command_line) -> dict[str, Any]:
     model = build_for_training(backbone, config, stage, init_from)
     settings = config.train
-    sampler = WindowSampler(documents, settings.bptt_depth * model.segment_tokens, model.segment_tokens,
-                            settings.seed, f"dataset '{config.data.dataset}' ({config.data.split})")
+    sampler = WindowSampler(
+        documents,
+        settings.bptt_depth * model.segment_tokens,
+        model.segment_tokens,
+        settings.seed,
+        f"dataset '{config.data.dataset}' ({config.data.split})",
+    )
     meta = checkpoint_meta(config, backbone, model, stage)
     label = config.method + (f" stage {stage}" if stage else "")
     counts = parameter_counts(model)
-    console.print(f"{label}: {counts['trainable_params']:,} trainable parameters ({settings.train}), "
-                  f"{len(sampler):,} windows of {sampler.window} tokens")
+    console.print(
+        f"{label}: {counts['trainable_params']:,} trainable parameters ({settings.train}), "
+        f"{len(sampler):,} windows of {sampler.window} tokens"
+    )
     row = {"status": "failed", "steps": 0}
     outcome: StageOutcome | None = None
     try:
@@ -99,7 +108,9 @@ def _train_one(config, backbone, documents, stage, steps, folder: Path, init_fro
     return row
 
 
-def build_for_training(backbone: Backbone, config: TrainConfig, stage: int | None, init_from: str | None) -> SegmentMethod:
+def build_for_training(
+    backbone: Backbone, config: TrainConfig, stage: int | None, init_from: str | None
+) -> SegmentMethod:
     """The method around the backbone with exactly the tensors ``--train`` names set to train."""
     settings = dataclasses.asdict(config.memory)
     if stage is not None:
@@ -116,7 +127,9 @@ def build_for_training(backbone: Backbone, config: TrainConfig, stage: int | Non
         param.data = param.data.float()  # fp32 master weights even on a bf16 backbone
         param.requires_grad_(True)
     if not any(p.requires_grad for p in model.parameters()):
-        raise HmtbenchError(f"--method {config.method} adds nothing to train with --train memory; use --train lora or full")
+        raise HmtbenchError(
+            f"--method {config.method} adds nothing to train with --train memory; use --train lora or full"
+        )
     if init_from:
         meta = read_meta(init_from)
         if meta.get("method") != config.method:
@@ -130,8 +143,12 @@ def checkpoint_meta(config: TrainConfig, backbone: Backbone, model: SegmentMetho
     if stage is not None:
         memory["stage"] = stage
     return {
-        "method": config.method, "backbone": config.backbone, "backbone_resolved": backbone.resolved.description,
-        "backbone_identity": backbone.resolved.identity, "memory": memory, "train_mode": config.train.train,
+        "method": config.method,
+        "backbone": config.backbone,
+        "backbone_resolved": backbone.resolved.description,
+        "backbone_identity": backbone.resolved.identity,
+        "memory": memory,
+        "train_mode": config.train.train,
         "lora": dataclasses.asdict(config.lora) if config.train.train == "lora" else None,
         "config": dataclasses.asdict(config),
     }
@@ -153,16 +170,30 @@ def default_output_dir(config: TrainConfig) -> str:
 
 def _record(config, backbone, model, stage, folder, outcome, init_from, command_line) -> dict[str, Any]:
     return {
-        **provenance(command_line), "run_id": new_run_id("train", config.method + (f"{stage}" if stage else "")),
-        "command": "train", "seed": config.train.seed, "backbone": config.backbone,
-        "backbone_resolved": backbone.resolved.description, "method": config.method, "checkpoint": init_from,
-        **parameter_counts(model), "device": backbone.device.type, "device_name": device_name(backbone.device),
-        "dtype": str(backbone.dtype).removeprefix("torch."), **method_columns(model),
-        "dataset": config.data.dataset, "split": config.data.split, "max_docs": config.data.max_docs,
-        "batch_size": config.train.batch_size, "train_mode": config.train.train,
-        "steps": outcome.steps if outcome else None, "final_loss": outcome.final_loss if outcome else None,
-        "output_dir": str(folder), "peak_gpu_mem_mb": outcome.peak_gpu_mb if outcome else None,
-        "peak_host_mem_mb": peak_host_mem_mb(), "wall_s": outcome.wall_s if outcome else None,
+        **provenance(command_line),
+        "run_id": new_run_id("train", config.method + (f"{stage}" if stage else "")),
+        "command": "train",
+        "seed": config.train.seed,
+        "backbone": config.backbone,
+        "backbone_resolved": backbone.resolved.description,
+        "method": config.method,
+        "checkpoint": init_from,
+        **parameter_counts(model),
+        "device": backbone.device.type,
+        "device_name": device_name(backbone.device),
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+        **method_columns(model),
+        "dataset": config.data.dataset,
+        "split": config.data.split,
+        "max_docs": config.data.max_docs,
+        "batch_size": config.train.batch_size,
+        "train_mode": config.train.train,
+        "steps": outcome.steps if outcome else None,
+        "final_loss": outcome.final_loss if outcome else None,
+        "output_dir": str(folder),
+        "peak_gpu_mem_mb": outcome.peak_gpu_mb if outcome else None,
+        "peak_host_mem_mb": peak_host_mem_mb(),
+        "wall_s": outcome.wall_s if outcome else None,
         "tokens_per_s": outcome.tokens / outcome.wall_s if outcome and outcome.wall_s else None,
         "config": to_json(config),
     }

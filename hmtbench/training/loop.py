@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from hmtbench.checkpoints import apply_tensors, load_tensors, save_checkpoint
-from hmtbench.engine import segment_batch, score_segments
+from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.training.config import TrainSettings
 from hmtbench.training.windows import WindowSampler
@@ -99,8 +99,14 @@ def train_stage(
         optimizer.zero_grad(set_to_none=True)
         loss_value = total
         done = step + 1
-        entry = {"step": done, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                 "tokens_per_s": tokens / (time.perf_counter() - began), "peak_mem_mb": _peak_mb(device)}
+        entry = {
+            "step": done,
+            "loss": loss_value,
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm,
+            "tokens_per_s": tokens / (time.perf_counter() - began),
+            "peak_mem_mb": _peak_mb(device),
+        }
         if done % settings.log_every == 0 or done == steps:
             log.write(json.dumps(entry) + "\n")
             log.flush()
@@ -148,4 +154,3 @@ def _resume(model, optimizer, scheduler, folder: Path) -> int:
 
 def _peak_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-

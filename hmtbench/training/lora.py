@@ -23,8 +23,13 @@ def add_lora(model: nn.Module, settings: dict[str, Any]) -> list[str]:
     from peft import LoraConfig, inject_adapter_in_model
 
     targets = settings.get("targets") or default_targets(model)
-    config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-                        target_modules=targets, bias="none")
+    config = LoraConfig(
+        r=settings["r"],
+        lora_alpha=settings["alpha"],
+        lora_dropout=settings["dropout"],
+        target_modules=targets,
+        bias="none",
+    )
     try:
         inject_adapter_in_model(config, model)
     except ValueError as err:

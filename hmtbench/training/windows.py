@@ -28,7 +28,9 @@ class WindowSampler:
 
     def _order(self, epoch: int) -> torch.Tensor:
         if epoch not in self._orders:
-            self._orders = {epoch: torch.randperm(len(self.starts), generator=torch.Generator().manual_seed(self.seed + epoch))}
+            self._orders = {
+                epoch: torch.randperm(len(self.starts), generator=torch.Generator().manual_seed(self.seed + epoch))
+            }
         return self._orders[epoch]
 
     def __len__(self) -> int:
