@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RUN_ARGS ?= --backbone smollm2-135m --method plain,rmt,hmt --dataset python-stdlib --max-docs 4 --test-length 2000
+CKPT := results/checkpoints
+RUN_OUT ?= results/make-run
+RUN_ARGS ?= --backbone smollm2-135m --dataset python-stdlib --split test --max-docs 4 --test-length 2000 --out $(RUN_OUT)
 
 .PHONY: install run test lint figures clean
 
@@ -18,7 +20,11 @@ install: $(BIN)/hmtbench
 
 # The main job, offline on the CPU: real SmolLM2-135M, plain vs RMT vs HMT on a built-in long-text corpus.
 run: install
-	HF_HUB_OFFLINE=1 $(BIN)/hmtbench eval-ppl $(RUN_ARGS)
+	@echo "plain, RMT and HMT, each trained with LoRA for the same 300 steps on the GPU (results/checkpoints):"
+	HF_HUB_OFFLINE=1 $(BIN)/hmtbench eval-ppl --method plain --checkpoint $(CKPT)/smollm2-135m-stdlib-plain-lora $(RUN_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/hmtbench eval-ppl --method rmt --checkpoint $(CKPT)/smollm2-135m-stdlib-rmt-lora $(RUN_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/hmtbench eval-ppl --method hmt --checkpoint $(CKPT)/smollm2-135m-stdlib-hmt-lora/stage2 $(RUN_ARGS)
+	$(BIN)/hmtbench compare $(RUN_OUT) --metric ppl,bpb,tokens_per_s
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -121,6 +121,7 @@ def quiet_transformers() -> None:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantization bar is a bare tqdm
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         from transformers.utils import logging as hf_logging

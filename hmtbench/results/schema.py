@@ -164,3 +164,10 @@ def read_results(paths: list[str | Path], on_skip=None):
     if not frames:
         return pd.DataFrame(columns=[*COLUMN_NAMES, "source_file"])
     return pd.concat(frames, ignore_index=True)
+
+
+def schema_markdown() -> str:
+    """The README's schema table, generated from COLUMNS (a test keeps the README in sync)."""
+    lines = ["| column | type | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{c.name}` | {c.dtype} | {c.doc} |" for c in COLUMNS]
+    return "\n".join(lines)
