@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from hmtbench import distributed
 from hmtbench.backbones import load_backbone
 from hmtbench.commands.common import (
     TokenProgress,
@@ -18,7 +19,13 @@ from hmtbench.commands.common import (
 from hmtbench.config import EvalConfig, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
-from hmtbench.evaluation.perplexity import PerplexityResult, evaluate, paper_batches, stream_batches
+from hmtbench.evaluation.perplexity import (
+    PerplexityResult,
+    evaluate,
+    evaluate_sharded,
+    paper_batches,
+    stream_batches,
+)
 from hmtbench.methods import method_class
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import Measure, device_name, new_run_id, peak_host_mem_mb, provenance
@@ -44,8 +51,9 @@ def run_eval_ppl(config: EvalConfig, methods: list[str], command_line: list[str]
             f"{config.memory.segment_length}); raise --test-length or lower --segment-length"
         )
     quiet_transformers()
+    device = distributed.setup(config.device, console)  # config.device itself in a single process
     with console.status(f"loading backbone {config.backbone}"):
-        backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
+        backbone = load_backbone(config.backbone, dtype=config.dtype, device=device)
     if config.checkpoint is None:  # bad segment settings fail before the corpus loads
         for name in methods:
             _build(backbone, name, config)
@@ -97,14 +105,20 @@ def _evaluate_method(config: EvalConfig, name: str, backbone, tokenized, command
                 f"(--test-length {config.data.test_length}); lower --test-length or use more documents"
             )
         total = sum(int(b[0][1].sum()) for b in batches)
-    with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
-        result = evaluate(model, iter(batches), progress.advance)
+    if distributed.is_distributed():  # whole batches dealt round-robin; rank 0's bar shows its own share
+        with Measure(backbone.device) as measured:  # wall time up to the gather: the slowest rank's
+            mine = distributed.deal(batches)
+            share = sum(int(lengths.sum()) for _, ((_, lengths, _), _) in mine)
+            with TokenProgress(f"{name:>5} rank 0", share) as progress:
+                result = evaluate_sharded(model, mine, progress.advance)
+    else:
+        with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
+            result = evaluate(model, iter(batches), progress.advance)
     run_id = new_run_id("eval-ppl", name)
     row = _record(config, name, model, backbone, result, measured, total, command_line)
     row["docs_skipped"] = tokenized.skipped
     row["run_id"] = run_id
-    path = write_record(make_record(row), config.out, run_id)
-    row["path"] = str(path)
+    row["path"] = str(write_record(make_record(row), config.out, run_id)) if distributed.is_main() else None
     return row
 
 
@@ -145,5 +159,5 @@ def _record(config: EvalConfig, name, model, backbone, result: PerplexityResult,
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": measured.wall_s,
         "tokens_per_s": tokens_read / measured.wall_s if measured.wall_s else None,
-        "config": to_json(resolved_config),
+        "config": distributed.with_world_size(to_json(resolved_config)),
     }

@@ -66,6 +66,21 @@ class PerplexityResult:
         if batch_tokens:
             self.batch_ppls.append(math.exp(batch_nll / batch_tokens))
 
+    def merge(self, other: PerplexityResult) -> None:
+        """Add ``other``'s counts after this one's: merging one-batch results in batch order repeats ``add`` exactly."""
+        grow = len(other.segment_nll) - len(self.segment_nll)
+        if grow > 0:
+            self.segment_nll += [0.0] * grow
+            self.segment_tokens += [0] * grow
+        for i, (value, count) in enumerate(zip(other.segment_nll, other.segment_tokens, strict=True)):
+            self.segment_nll[i] += value
+            self.segment_tokens[i] += count
+        self.nll_sum += other.nll_sum
+        self.tokens += other.tokens
+        self.bytes += other.bytes
+        self.docs += other.docs
+        self.batch_ppls += other.batch_ppls
+
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # ids (B, T), lengths (B,), scored (B, T) or None
 
@@ -129,4 +144,22 @@ def evaluate(
         result.bytes += scored_bytes
         if on_batch is not None:
             on_batch(batch.segments.shape[1] * ids.shape[0], int(lengths.sum()))
+    return result
+
+
+def evaluate_sharded(
+    method: SegmentMethod, mine: list[tuple[int, tuple[Batch, int]]], on_batch: OnBatch | None = None
+) -> PerplexityResult:
+    """``evaluate`` over several processes: each scores its (index, batch) pairs, then all merge every batch.
+
+    Whole batches are dealt (``distributed.deal``), so each batch is scored exactly as the single
+    process scores it, and merging the one-batch results in batch order repeats its float64 sums:
+    the counts, ppl and the paper's per-batch exp(CE) come out equal.
+    """
+    from hmtbench import distributed
+
+    scored = [(k, evaluate(method, iter([batch]), on_batch)) for k, batch in mine]
+    result = PerplexityResult()
+    for _, piece in sorted((p for pieces in distributed.gather_objects(scored) for p in pieces), key=lambda p: p[0]):
+        result.merge(piece)
     return result
