@@ -16,15 +16,16 @@ from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.results.schema import METRIC_DIRECTION
 
 # Settings all methods of one row share: runs that differ here are another experiment, so another row.
+# train_mode (how the evaluated tensors were trained: null = untrained, memory, lora, full) keeps experiments apart.
 # segment_length is the one asked for (--segment-length): full-context runs read the whole document in one segment,
 # and that as-run length (segment_length_run) is a setting of the method, like S = text_tokens.
 ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "context_length", "segment_length",
-            "test_length", "max_docs", "dtype", "batch_size")
+            "test_length", "max_docs", "dtype", "batch_size", "train_mode")
 # Settings that differ between methods by design (m, k, N, ...); one method's runs must agree on all of them to be
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_tokens", "memory_tokens",
-                "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "train_mode",
-                "steps", "tokens_scored")
+                "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "steps",
+                "tokens_scored")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
 # Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
 CONFIG_PREFIX = "config."

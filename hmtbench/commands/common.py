@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -17,7 +18,6 @@ from hmtbench.errors import HmtbenchError
 from hmtbench.methods import SegmentMethod, build_method, method_class
 
 console = Console(stderr=True)
-
 
 
 def prepare_method(
@@ -67,6 +67,13 @@ def check_checkpoint_fits(meta: dict[str, Any], source: str, method: str, backbo
         )
 
 
+def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
+    """The record's checkpoint path and how its tensors were trained (null = untrained memory)."""
+    if checkpoint is None:
+        return {"checkpoint": None, "train_mode": None}
+    return {"checkpoint": str(Path(checkpoint).resolve()), "train_mode": read_meta(checkpoint).get("train_mode")}
+
+
 def parameter_counts(model: SegmentMethod) -> dict[str, int]:
     backbone = sum(p.numel() for p in model.backbone.parameters())
     lora = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" in n)
@@ -96,8 +103,14 @@ class TokenProgress:
 
     def __init__(self, description: str, total_tokens: int) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
-            TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tokens"),
+            TextColumn("[cyan]{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
         self.task = self.progress.add_task(description, total=total_tokens, rate="")
         self.start = time.perf_counter()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from hmtbench import distributed
 from hmtbench.backbones import load_backbone
 from hmtbench.commands.common import (
     TokenProgress,
+    checkpoint_columns,
     console,
     method_columns,
     parameter_counts,
@@ -134,7 +134,7 @@ def _record(config: EvalConfig, name, model, backbone, result: PerplexityResult,
         "backbone": config.backbone,
         "backbone_resolved": backbone.resolved.description,
         "method": name,
-        "checkpoint": str(Path(config.checkpoint).resolve()) if config.checkpoint else None,
+        **checkpoint_columns(config.checkpoint),
         **parameter_counts(model),
         "device": backbone.device.type,
         "device_name": device_name(backbone.device),

@@ -11,6 +11,7 @@ from typing import Any
 from hmtbench.backbones import load_backbone
 from hmtbench.commands.common import (
     TokenProgress,
+    checkpoint_columns,
     console,
     method_columns,
     parameter_counts,
@@ -129,7 +130,7 @@ def _record(config: QAConfig, task: Task, name: str, model, backbone, result: QA
         "backbone": config.backbone,
         "backbone_resolved": backbone.resolved.description,
         "method": name,
-        "checkpoint": str(Path(config.checkpoint).resolve()) if config.checkpoint else None,
+        **checkpoint_columns(config.checkpoint),
         **parameter_counts(model),
         "device": backbone.device.type,
         "device_name": device_name(backbone.device),
