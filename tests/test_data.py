@@ -56,7 +56,7 @@ def test_jsonl_rows_are_documents(tmp_path: Path) -> None:
     ("content", "message"),
     [('{"text": "ok"}\n{"body": "x"}\n', r"docs.jsonl:2 has no 'text' field"),
      ('{"text": "ok"}\n{not json\n', r"docs.jsonl:2 is not valid JSON"),
-     ('["text"]\n', r"docs.jsonl:1 has no 'text' field")],
+     ('["text"]\n', r"docs.jsonl:1 is not a JSON object")],
 )
 def test_bad_jsonl_names_the_line(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "docs.jsonl"

@@ -5,12 +5,12 @@ A document is kept whole: one Wikipedia article, one book, one file, one row.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hmtbench.data.builtin import BUILTIN, SPLITS, builtin_documents
+from hmtbench.data.jsonl import read_jsonl
 from hmtbench.errors import HmtbenchError, did_you_mean
 
 HUB_CORPORA = {"wikitext-103": "Salesforce/wikitext", "pg19": "emozilla/pg19"}
@@ -58,18 +58,7 @@ def _local_documents(path: Path) -> list[tuple[str, str]]:
     if path.suffix == ".txt":
         return [(path.name, path.read_text(encoding="utf-8", errors="replace"))]
     if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise HmtbenchError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or "text" not in row:
-                raise HmtbenchError(f"{path}:{number} has no 'text' field; every line needs one")
-            rows.append((f"{path.name}:{number}", str(row["text"])))
-        return rows
+        return [(f"{path.name}:{n}", str(row["text"])) for n, row in read_jsonl(path, ("text",))]
     if path.suffix == ".parquet":
         import pandas as pd
 

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hmtbench.data.jsonl import read_jsonl
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.tasks.base import Sample, Task, TaskOptions
-from hmtbench.qa.tasks.local import answer_list, read_jsonl
+from hmtbench.qa.tasks.local import answer_list
 
 HUB = "RMT-team/babilong"
 BINS = ("0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k", "256k", "512k", "1M")
@@ -67,7 +68,7 @@ class BabiLong(Task):
             if path.suffix == ".json":  # the repository's data/<qa>/<bin>.json files: one JSON list
                 rows = json.loads(path.read_text(encoding="utf-8"))
                 return [(f"{path}:{i}", r) for i, r in enumerate(rows)]
-            return [(f"{path}:{n}", r) for n, r in read_jsonl(path, FIELDS)]
+            return [(f"{path}:{n}", r) for n, r in read_jsonl(path, FIELDS, "task file")]
         try:
             import datasets
 

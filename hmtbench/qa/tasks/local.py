@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from hmtbench.data.jsonl import read_jsonl
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.tasks.base import Sample, Task, TaskOptions
 
 FIELDS = ("context", "question", "answer")
-
-
-def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[tuple[int, dict]]:
-    """(line number, row) of every non-empty line; a bad line or a missing field is one clear error."""
-    if not path.is_file():
-        raise HmtbenchError(f"task file '{path}' does not exist; check the path")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HmtbenchError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise HmtbenchError(f"{path}:{number} is not a JSON object; every line needs {', '.join(fields)}")
-        for name in fields:
-            if name not in row:
-                raise HmtbenchError(f"{path}:{number} has no '{name}' field; every line needs {', '.join(fields)}")
-        rows.append((number, row))
-    if not rows:
-        raise HmtbenchError(f"task file '{path}' holds no sample")
-    return rows
 
 
 def answer_list(value: object, where: str) -> list[str]:
@@ -57,7 +34,7 @@ class LocalJsonl(Task):
 
     def load(self) -> list[Sample]:
         samples = []
-        for number, row in read_jsonl(self.path, FIELDS):
+        for number, row in read_jsonl(self.path, FIELDS, "task file"):
             where = f"{self.path}:{number}"
             answers = answer_list(row["answer"], where)
             sample_id = str(row.get("id", f"{self.path.name}:{number}"))

@@ -13,9 +13,10 @@ import json
 import zipfile
 from pathlib import Path
 
+from hmtbench.data.jsonl import read_jsonl
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.tasks.base import Sample, Task
-from hmtbench.qa.tasks.local import answer_list, read_jsonl
+from hmtbench.qa.tasks.local import answer_list
 
 REPO = "THUDM/LongBench"
 FIELDS = ("input", "context", "answers")
@@ -38,7 +39,7 @@ def longbench_rows(name: str, data: str | None) -> list[tuple[str, dict]]:
     """(where, row) of LongBench config ``name`` from ``data`` (zip or jsonl) or the hub."""
     path = Path(data).expanduser() if data else download_longbench()
     if path.suffix == ".jsonl":
-        return [(f"{path}:{n}", row) for n, row in read_jsonl(path, FIELDS)]
+        return [(f"{path}:{n}", row) for n, row in read_jsonl(path, FIELDS, "task file")]
     if path.suffix != ".zip" or not path.is_file():
         raise HmtbenchError(f"--data '{path}' must be LongBench's data.zip or the task's .jsonl file")
     member = f"data/{name}.jsonl"

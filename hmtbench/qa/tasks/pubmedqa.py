@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hmtbench.data.jsonl import read_jsonl
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.tasks.base import Sample, Task, TaskOptions
-from hmtbench.qa.tasks.local import answer_list, read_jsonl
+from hmtbench.qa.tasks.local import answer_list
 
 HUB = ("qiaojin/PubMedQA", "pqa_labeled")
 FIELDS = ("question", "context", "long_answer")
@@ -82,4 +83,4 @@ class PubMedQA(Task):
             if missing:
                 raise HmtbenchError(f"{path} has no '{missing[0]}' column; PubMedQA rows need {', '.join(FIELDS)}")
             return [dict(r, _where=f"{path}:{i}") for i, r in enumerate(frame.to_dict("records"))]
-        return [dict(r, _where=f"{path}:{n}") for n, r in read_jsonl(path, FIELDS)]
+        return [dict(r, _where=f"{path}:{n}") for n, r in read_jsonl(path, FIELDS, "task file")]
