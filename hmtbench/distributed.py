@@ -109,6 +109,14 @@ def deal(items: Iterable[Any]) -> list[tuple[int, Any]]:
     return [(k, item) for k, item in enumerate(items) if k % world == me]
 
 
+def seed_step(seed: int, step: int) -> None:
+    """Seed this rank's random draws (dropout) from (seed, step, rank): ranks draw different masks, and a
+    resumed run draws the ones an uninterrupted run with as many processes would."""
+    import torch
+
+    torch.manual_seed(hash((seed, step, rank())) % 2**63)
+
+
 def shard_rows(batch: Any) -> Any:
     """This process's contiguous slice of a global batch (B, ...): rows [r*B/W, (r+1)*B/W)."""
     if not is_distributed():

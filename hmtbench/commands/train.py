@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
 from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
 from hmtbench.commands.common import console, method_columns, parameter_counts, quiet_transformers
@@ -53,13 +54,16 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     if resume is None and (output / CONFIG_FILE).exists():
         raise HmtbenchError(f"{output} already holds a run; continue it with --resume {output} or pick --output-dir")
     quiet_transformers()
+    device = distributed.setup(config.device, console)  # config.device itself in a single process
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     with console.status(f"loading backbone {config.backbone}"):
-        backbone = load_backbone(config.backbone, dtype=training_dtype(config), device=config.device)
+        backbone = load_backbone(config.backbone, dtype=training_dtype(config), device=device)
     corpus = load_corpus(config.data.dataset, config.data.split, config.data.max_docs)
     documents = tokenize_corpus(corpus, backbone.tokenizer, None, 1).documents
     output.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, output_dir=str(output))
-    (output / CONFIG_FILE).write_text(dump_yaml(config))
+    if distributed.is_main():
+        (output / CONFIG_FILE).write_text(dump_yaml(config))
     init_from, rows = config.train.init_from, []
     for folder_name, stage, steps in plan:
         folder = output / folder_name
@@ -104,7 +108,8 @@ def _train_one(config, backbone, documents, stage, steps, folder: Path, init_fro
         ) from None
     finally:
         row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line))
-        write_record(make_record(row), config.out, row["run_id"])
+        if distributed.is_main():
+            write_record(make_record(row), config.out, row["run_id"])
     return row
 
 
@@ -195,5 +200,5 @@ def _record(config, backbone, model, stage, folder, outcome, init_from, command_
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": outcome.wall_s if outcome else None,
         "tokens_per_s": outcome.tokens / outcome.wall_s if outcome and outcome.wall_s else None,
-        "config": to_json(config),
+        "config": distributed.with_world_size(to_json(config)),
     }

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from hmtbench import distributed
 from hmtbench.checkpoints import apply_tensors, load_tensors, save_checkpoint
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
@@ -61,6 +62,32 @@ def window_loss(model: SegmentMethod, ids: torch.Tensor, settings: TrainSettings
     return nll.sum() / count, int(ids.numel())
 
 
+class WindowLoss(torch.nn.Module):
+    """``window_loss`` as one module call: DistributedDataParallel needs one forward per backward."""
+
+    def __init__(self, model: SegmentMethod, settings: TrainSettings) -> None:
+        super().__init__()
+        self.model, self.settings = model, settings
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return window_loss(self.model, ids, self.settings)[0]
+
+
+def data_parallel(model: SegmentMethod, settings: TrainSettings):
+    """The loss wrapped in DistributedDataParallel: gradients of the trainable tensors averaged over ranks.
+
+    Each rank takes an equal slice of every global micro-batch (``--batch-size`` stays the global
+    size). Every window scores the same number of tokens, so the mean of the ranks' mean losses is
+    the single process's loss, and so are the averaged gradients (up to float summation order).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    distributed.check_divides(settings.batch_size, "--batch-size")
+    device_ids = [model.device.index] if model.device.type == "cuda" else None
+    # the backbone's buffers (rotary tables) never change, so they need no broadcast each forward
+    return DistributedDataParallel(WindowLoss(model, settings), device_ids=device_ids, broadcast_buffers=False)
+
+
 def train_stage(
     model: SegmentMethod,
     sampler: WindowSampler,
@@ -77,22 +104,29 @@ def train_stage(
     optimizer, scheduler = make_optimizer(params, settings)
     start = _resume(model, optimizer, scheduler, folder / "last")
     folder.mkdir(parents=True, exist_ok=True)
+    ddp = data_parallel(model, settings) if distributed.is_distributed() else None
+    forward = ddp if ddp is not None else lambda ids: window_loss(model, ids, settings)[0]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    log = (folder / "log.jsonl").open("a")
+    log = (folder / "log.jsonl").open("a") if distributed.is_main() else None
     began, tokens, loss_value = time.perf_counter(), 0, float("nan")
     delay = float(os.environ.get("HMTBENCH_TEST_STEP_DELAY", "0"))  # test hook: widen the window for SIGKILL tests
     model.train()
     for step in range(start, steps):
         total = 0.0
+        if ddp is not None:
+            distributed.seed_step(settings.seed, step)
         for micro in range(settings.grad_accum):
-            ids = sampler.batch(step * settings.grad_accum + micro, settings.batch_size).to(device)
-            with autocast:
-                loss, read = window_loss(model, ids, settings)
-            (loss / settings.grad_accum).backward()
+            # the global micro-batch's index, so the data position is the same for any number of processes
+            ids = distributed.shard_rows(sampler.batch(step * settings.grad_accum + micro, settings.batch_size))
+            with _sync_gradients(ddp, micro == settings.grad_accum - 1):
+                with autocast:
+                    loss = forward(ids.to(device))
+                (loss / settings.grad_accum).backward()
             total += loss.item() / settings.grad_accum
-            tokens += read
+            tokens += ids.numel() * distributed.world_size()
+        total = distributed.mean(total)  # each rank's mean loss over its equal share of the windows
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.grad_clip))
         optimizer.step()
         scheduler.step()
@@ -107,20 +141,28 @@ def train_stage(
             "tokens_per_s": tokens / (time.perf_counter() - began),
             "peak_mem_mb": _peak_mb(device),
         }
-        if done % settings.log_every == 0 or done == steps:
+        if log is not None and (done % settings.log_every == 0 or done == steps):
             log.write(json.dumps(entry) + "\n")
             log.flush()
-        if done % settings.checkpoint_every == 0 or done == steps:
+        if distributed.is_main() and (done % settings.checkpoint_every == 0 or done == steps):
             _save(model, optimizer, scheduler, folder / "last", {**meta, "step": done})
         if on_step is not None:
             on_step(done, entry)
         if delay:
             time.sleep(delay)
-    log.close()
+    if log is not None:
+        log.close()
     model.eval()
-    _save(model, optimizer, scheduler, folder / "final", {**meta, "step": steps}, with_state=False)
+    if distributed.is_main():
+        _save(model, optimizer, scheduler, folder / "final", {**meta, "step": steps}, with_state=False)
+    distributed.barrier()  # the next stage starts from this checkpoint on every rank
     wall = time.perf_counter() - began
     return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device))
+
+
+def _sync_gradients(ddp, last_micro_batch: bool):
+    """Several processes: all-reduce gradients only on a step's last micro-batch (DDP's ``no_sync`` before)."""
+    return ddp.no_sync() if ddp is not None and not last_micro_batch else contextlib.nullcontext()
 
 
 def trainable_tensors(model: SegmentMethod) -> dict[str, torch.Tensor]:
@@ -128,12 +170,15 @@ def trainable_tensors(model: SegmentMethod) -> dict[str, torch.Tensor]:
 
 
 def _save(model, optimizer, scheduler, folder: Path, meta: dict[str, Any], with_state: bool = True) -> None:
+    multi = distributed.is_distributed()
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "step": meta["step"],
         "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        # several processes reseed every step (distributed.seed_step), and reading every GPU's state from each
+        # rank would open a CUDA context on each GPU
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and not multi else None,
     }
     save_checkpoint(folder, trainable_tensors(model), meta, {TRAINER_STATE: state} if with_state else None)
 
@@ -143,11 +188,11 @@ def _resume(model, optimizer, scheduler, folder: Path) -> int:
     if not (folder / TRAINER_STATE).is_file():
         return 0
     apply_tensors(model, load_tensors(folder), str(folder))
-    state = torch.load(folder / TRAINER_STATE, weights_only=False)
+    state = torch.load(folder / TRAINER_STATE, weights_only=False, map_location="cpu")  # not every rank on GPU 0
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_cpu"])
-    if state.get("rng_cuda") is not None and torch.cuda.is_available():
+    if state.get("rng_cuda") is not None and torch.cuda.is_available() and not distributed.is_distributed():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     return int(state["step"])
 
