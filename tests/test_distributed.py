@@ -1,4 +1,4 @@
-"""Two CPU processes (torchrun, gloo) give the single process's results: eval-ppl records and trained tensors.
+"""Two CPU processes (torchrun, gloo) give the single process's results: eval records and trained tensors.
 
 One launch of ``python -m torch.distributed.run --nproc-per-node 2`` on 127.0.0.1 and a free port
 runs the hmtbench commands (the CLI, called in each process) as a user launches several GPUs;
@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from hmtbench import distributed
 from hmtbench.checkpoints import load_tensors
@@ -105,6 +106,28 @@ def eval_flags(documents: Path, protocol: str, out: Path) -> list[str]:
         "--out",
         str(out),
     ]
+
+
+QA_FLAGS = [
+    "--task",
+    "passkey",
+    "--context-length",
+    "300",
+    "--limit",
+    "3",
+    "--method",
+    "plain,hmt",
+    "--max-new-tokens",
+    "4",
+    "--backbone",
+    "random:llama",
+    "--segment-length",
+    "64",
+    "--recall-hidden-dim",
+    "16",
+    "--sensory-tokens",
+    "4",
+]
 
 
 def train_config(corpus: str, folder: Path, steps: int) -> TrainConfig:
@@ -201,6 +224,7 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         eval_flags(documents, "paper", root / "paper"),
         train_flags(str(corpus), 4, root / "two"),
         ["train", "--resume", str(root / "one" / "run")],
+        ["eval-qa", *QA_FLAGS, "--out", str(root / "qa")],
     ]
     return root, torchrun(commands, cwd=root)
 
@@ -234,6 +258,27 @@ def test_eval_ppl_on_two_processes_equals_one(launch: tuple[Path, str], protocol
         if protocol == "paper":
             assert b["paper_ppl"] == pytest.approx(a["paper_ppl"], rel=1e-6)
         assert json.loads(b["config"])["world_size"] == 2 and "world_size" not in json.loads(a["config"])
+
+
+@pytest.mark.slow
+def test_eval_qa_on_two_processes_equals_one(launch: tuple[Path, str]) -> None:
+    from hmtbench.cli import app
+
+    root, stdout = launch
+    result = CliRunner().invoke(app, ["eval-qa", *QA_FLAGS, "--device", "cpu", "--out", str(root / "qa-one")])
+    assert result.exit_code == 0, result.output
+    files = sorted((root / "qa").glob("*.parquet"))
+    assert len(files) == 2 and all(stdout.count(f"wrote {f}") == 1 for f in files)
+    one = pd.concat(pd.read_parquet(f) for f in (root / "qa-one").glob("*.parquet")).set_index("method")
+    two = pd.concat(pd.read_parquet(f) for f in files).set_index("method")
+    for method in ("plain", "hmt"):
+        a, b = one.loc[method], two.loc[method]
+        assert (a["docs"], a["tokens_scored"]) == (b["docs"], b["tokens_scored"])
+        assert b["answer_ppl"] == pytest.approx(a["answer_ppl"], rel=1e-6)
+        for metric in ("accuracy", "rouge_l", "f1", "exact_match"):
+            assert b[metric] == pytest.approx(a[metric], abs=1e-12)
+        lines = [[json.loads(x) for x in Path(r["predictions_file"]).read_text().splitlines()] for r in (a, b)]
+        assert [(p["id"], p["prediction"]) for p in lines[0]] == [(p["id"], p["prediction"]) for p in lines[1]]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hmtbench import distributed
 from hmtbench.backbones import load_backbone
 from hmtbench.commands.common import (
     TokenProgress,
@@ -22,7 +23,7 @@ from hmtbench.config import MemorySettings, to_json
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import method_class
 from hmtbench.methods.base import max_positions
-from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, prepare_samples
+from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, evaluate_qa_sharded, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import Measure, device_name, new_run_id, peak_host_mem_mb, provenance
@@ -51,8 +52,9 @@ def run_eval_qa(config: QAConfig, methods: list[str], command_line: list[str] | 
     _check(config, methods)
     make_task = task_factory(config.task)  # an unknown task fails before anything loads
     quiet_transformers()
+    device = distributed.setup(config.device, console)  # config.device itself in a single process
     with console.status(f"loading backbone {config.backbone}"):
-        backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
+        backbone = load_backbone(config.backbone, dtype=config.dtype, device=device)
     options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
                           limit=config.limit, data=config.data, depths=config.depths, filler=config.filler)
     task = make_task(options)
@@ -69,10 +71,12 @@ def run_eval_qa(config: QAConfig, methods: list[str], command_line: list[str] | 
     for name in methods:
         _check_window(name, config.memory, longest, backbone)
         model = prepare_method(backbone, name, config.memory, longest, config.checkpoint, config.seed)
-        total = sum(len(p.prompt_ids) + len(p.answer_ids) for p in prepared)
-        with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
-            result = evaluate_qa(model, task, prepared, backbone.tokenizer, max_new,
-                                 lambda read: progress.advance(1, read))
+        evaluate = evaluate_qa_sharded if distributed.is_distributed() else evaluate_qa  # samples dealt round-robin
+        label = f"{name:>5}" + (" rank 0" if distributed.is_distributed() else "")
+        share = sum(len(p.prompt_ids) + len(p.answer_ids) for _, p in distributed.deal(prepared))
+        with TokenProgress(label, share) as progress, Measure(backbone.device) as measured:
+            result = evaluate(model, task, prepared, backbone.tokenizer, max_new,
+                              lambda read: progress.advance(1, read))
         resolved = dataclasses.replace(config, max_new_tokens=max_new)
         row = _write(resolved, task, name, model, backbone, result, measured, prepared, skipped, command_line)
         rows.append(row)
@@ -107,13 +111,15 @@ def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAR
            prepared: list[PreparedSample], skipped: int, command_line) -> dict[str, Any]:
     run_id = new_run_id("eval-qa", name)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     predictions = out / f"{run_id}.predictions.jsonl"
+    row = _record(config, task, name, model, backbone, result, measured, prepared, command_line)
+    row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions))
+    if not distributed.is_main():  # every rank holds the same numbers; rank 0 writes them
+        return {**row, "path": None}
+    out.mkdir(parents=True, exist_ok=True)
     with predictions.open("w", encoding="utf-8") as handle:
         for record in result.records:
             handle.write(json.dumps({"run_id": run_id, "task": task.name, "method": name, **record}) + "\n")
-    row = _record(config, task, name, model, backbone, result, measured, prepared, command_line)
-    row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions))
     row["path"] = str(write_record(make_record({k: v for k, v in row.items() if k != "path"}), out, run_id))
     console.print(f"{name}: {task.metric} {row[task.metric]:.3f} (the task's headline metric), answer ppl "
                   f"{row['answer_ppl']:.3f}, {len(result.records)} samples in {measured.wall_s:.1f} s")
@@ -153,7 +159,7 @@ def _record(config: QAConfig, task: Task, name: str, model, backbone, result: QA
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": measured.wall_s,
         "tokens_per_s": result.tokens_read / measured.wall_s if measured.wall_s else None,
-        "config": to_json(config),
+        "config": distributed.with_world_size(to_json(config)),
     }
 
 

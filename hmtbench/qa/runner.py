@@ -137,6 +137,13 @@ class QAResult:
         values = [r[metric] for r in self.records]
         return sum(values) / len(values) if values else math.nan
 
+    def add(self, record: dict[str, Any], item: PreparedSample) -> None:
+        """Count one sample's predictions record (samples in order: the sums are then the same for any split)."""
+        self.records.append(record)
+        self.nll_sum += record["answer_nll"]
+        self.answer_tokens += record["answer_tokens"]
+        self.tokens_read += len(item.prompt_ids) + len(item.answer_ids) + record["generated_tokens"]
+
 
 def evaluate_sample(method: SegmentMethod, task: Task, item: PreparedSample, tokenizer: Any,
                     max_new_tokens: int) -> dict[str, Any]:
@@ -163,16 +170,29 @@ def evaluate_qa(method: SegmentMethod, task: Task, prepared: list[PreparedSample
     """Every sample through ``method``; ``on_sample(prompt + answer tokens)`` after each."""
     result = QAResult()
     for item in prepared:
-        record = evaluate_sample(method, task, item, tokenizer, max_new_tokens)
-        result.records.append(record)
-        result.nll_sum += record["answer_nll"]
-        result.answer_tokens += record["answer_tokens"]
-        given = len(item.prompt_ids) + len(item.answer_ids)
-        result.tokens_read += given + record["generated_tokens"]
+        result.add(evaluate_sample(method, task, item, tokenizer, max_new_tokens), item)
         if on_sample is not None:
-            on_sample(given)
+            on_sample(len(item.prompt_ids) + len(item.answer_ids))
+    return result
+
+
+def evaluate_qa_sharded(method: SegmentMethod, task: Task, prepared: list[PreparedSample], tokenizer: Any,
+                        max_new_tokens: int, on_sample: Callable[[int], None] | None = None) -> QAResult:
+    """``evaluate_qa`` over several processes: sample k on rank k mod world; every rank gets all records.
+
+    Each sample is read alone either way, so its record is the single process's; counting the
+    gathered records in sample order repeats the single process's sums.
+    """
+    from hmtbench import distributed
+
+    mine = distributed.deal(prepared)
+    scored = [(k, evaluate_qa(method, task, [item], tokenizer, max_new_tokens, on_sample).records[0])
+              for k, item in mine]
+    result = QAResult()
+    for k, record in sorted((p for part in distributed.gather_objects(scored) for p in part), key=lambda p: p[0]):
+        result.add(record, prepared[k])
     return result
 
 
 __all__ = ["METRICS", "PreparedSample", "QAResult", "answer_nll", "answer_nll_and_context", "evaluate_qa",
-           "fit_context", "prepare_samples"]
+           "evaluate_qa_sharded", "fit_context", "prepare_samples"]
