@@ -55,6 +55,7 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
         raise HmtbenchError(f"{output} already holds a run; continue it with --resume {output} or pick --output-dir")
     quiet_transformers()
     device = distributed.setup(config.device, console)  # config.device itself in a single process
+    distributed.check_divides(config.train.batch_size, "--batch-size")  # each rank takes an equal slice
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     with console.status(f"loading backbone {config.backbone}"):
         backbone = load_backbone(config.backbone, dtype=training_dtype(config), device=device)
