@@ -96,6 +96,11 @@ def gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
+def from_main(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every process (a collective: no process returns before all have called it)."""
+    return gather_objects(obj)[0]
+
+
 def mean(value: float) -> float:
     """The mean of ``value`` over all processes (for logging: a loss every process computed on its rows)."""
     if not is_distributed():

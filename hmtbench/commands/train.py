@@ -56,7 +56,8 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     quiet_transformers()
     device = distributed.setup(config.device, console)  # config.device itself in a single process
     distributed.check_divides(config.train.batch_size, "--batch-size")  # each rank takes an equal slice
-    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    # rank 0's folder (the default one is named after the time), once every rank has checked it: a barrier
+    output = Path(distributed.from_main(str(output)))
     with console.status(f"loading backbone {config.backbone}"):
         backbone = load_backbone(config.backbone, dtype=training_dtype(config), device=device)
     corpus = load_corpus(config.data.dataset, config.data.split, config.data.max_docs)
