@@ -78,56 +78,17 @@ def write_documents(folder: Path) -> Path:
     return folder
 
 
-def eval_flags(documents: Path, protocol: str, out: Path) -> list[str]:
-    return [
-        "eval-ppl",
-        "--backbone",
-        "random:llama",
-        "--dataset",
-        str(documents),
-        "--method",
-        "plain,hmt",
-        "--protocol",
-        protocol,
-        "--segment-length",
-        "24",
-        "--test-length",
-        "120",
-        "--max-windows",
-        "7",
-        "--sensory-tokens",
-        "4",
-        "--recall-context",
-        "5",
-        "--recall-hidden-dim",
-        "16",
-        "--batch-size",
-        "2",
-        "--out",
-        str(out),
-    ]
-
-
+# MEMORY as flags
+TINY = "--backbone random:llama --segment-length 24 --sensory-tokens 4 --recall-context 5 --recall-hidden-dim 16"
 QA_FLAGS = [
-    "--task",
-    "passkey",
-    "--context-length",
-    "300",
-    "--limit",
-    "3",
-    "--method",
-    "plain,hmt",
-    "--max-new-tokens",
-    "4",
-    "--backbone",
-    "random:llama",
-    "--segment-length",
-    "64",
-    "--recall-hidden-dim",
-    "16",
-    "--sensory-tokens",
-    "4",
+    *TINY.split(),
+    *"--task passkey --context-length 300 --limit 3 --method plain,hmt --max-new-tokens 4".split(),
 ]
+
+
+def eval_flags(documents: Path, protocol: str, out: Path) -> list[str]:
+    settings = f"--method plain,hmt --test-length 120 --max-windows 7 --batch-size 2 --protocol {protocol}"
+    return ["eval-ppl", *TINY.split(), *settings.split(), "--dataset", str(documents), "--out", str(out)]
 
 
 def train_config(corpus: str, folder: Path, steps: int) -> TrainConfig:
@@ -150,57 +111,18 @@ def train_config(corpus: str, folder: Path, steps: int) -> TrainConfig:
         data=DataSettings(dataset=corpus),
         train=settings,
         lora=LoraSettings(dropout=0.0),
-        output_dir=str(folder / "run"),
         device="cpu",
+        output_dir=str(folder / "run"),
         out=str(folder / "results"),
     )
 
 
 def train_flags(corpus: str, steps: int, folder: Path) -> list[str]:
     """The CLI twin of ``train_config``."""
-    return [
-        "train",
-        "--backbone",
-        "random:llama",
-        "--method",
-        "hmt",
-        "--stage",
-        "2",
-        "--train",
-        "lora",
-        "--lora-dropout",
-        "0",
-        "--dataset",
-        corpus,
-        "--segment-length",
-        "24",
-        "--sensory-tokens",
-        "4",
-        "--recall-context",
-        "5",
-        "--recall-hidden-dim",
-        "16",
-        "--batch-size",
-        "4",
-        "--grad-accum",
-        "2",
-        "--bptt-depth",
-        "3",
-        "--lr",
-        "0.01",
-        "--log-every",
-        "1",
-        "--checkpoint-every",
-        "2",
-        "--seed",
-        "0",
-        "--steps",
-        str(steps),
-        "--output-dir",
-        str(folder / "run"),
-        "--out",
-        str(folder / "results"),
-    ]
+    settings = "--method hmt --stage 2 --train lora --lora-dropout 0 --batch-size 4 --grad-accum 2 --bptt-depth 3"
+    settings += f" --lr 0.01 --log-every 1 --checkpoint-every 2 --seed 0 --steps {steps}"
+    paths = ["--dataset", corpus, "--output-dir", str(folder / "run"), "--out", str(folder / "results")]
+    return ["train", *TINY.split(), *settings.split(), *paths]
 
 
 def stop_at(run: Path, steps: int) -> None:
