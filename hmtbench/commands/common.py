@@ -67,6 +67,29 @@ def check_checkpoint_fits(meta: dict[str, Any], source: str, method: str, backbo
         )
 
 
+def run_columns(
+    command: str, seed: int, backbone: Backbone, method: str, model: SegmentMethod, command_line: list[str] | None
+) -> dict[str, Any]:
+    """The record columns every command fills the same way: provenance, backbone, method, parameters, device."""
+    from hmtbench import distributed
+    from hmtbench.results.provenance import device_name, provenance
+
+    return {
+        **provenance(command_line),
+        "command": command,
+        "seed": seed,
+        "backbone": backbone.resolved.given,
+        "backbone_resolved": backbone.resolved.description,
+        "method": method,
+        **parameter_counts(model),
+        "device": backbone.device.type,
+        "device_name": device_name(backbone.device),
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+        "world_size": distributed.world_size(),
+        **method_columns(model),
+    }
+
+
 def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
     """The record's checkpoint path and how its tensors were trained (null = untrained memory)."""
     if checkpoint is None:

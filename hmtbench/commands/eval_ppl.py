@@ -11,10 +11,9 @@ from hmtbench.commands.common import (
     TokenProgress,
     checkpoint_columns,
     console,
-    method_columns,
-    parameter_counts,
     prepare_method,
     quiet_transformers,
+    run_columns,
 )
 from hmtbench.config import EvalConfig, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
@@ -28,7 +27,7 @@ from hmtbench.evaluation.perplexity import (
 )
 from hmtbench.methods import method_class
 from hmtbench.results import make_record, write_record
-from hmtbench.results.provenance import Measure, device_name, new_run_id, peak_host_mem_mb, provenance
+from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
 
 PROTOCOLS = ("stream", "paper")
 
@@ -127,19 +126,9 @@ def _record(config: EvalConfig, name, model, backbone, result: PerplexityResult,
     data = config.data
     resolved_config = dataclasses.replace(config, method=name)
     return {
-        **provenance(command_line),
-        "command": "eval-ppl",
+        **run_columns("eval-ppl", config.seed, backbone, name, model, command_line),
         "status": "success",
-        "seed": config.seed,
-        "backbone": config.backbone,
-        "backbone_resolved": backbone.resolved.description,
-        "method": name,
         **checkpoint_columns(config.checkpoint),
-        **parameter_counts(model),
-        "device": backbone.device.type,
-        "device_name": device_name(backbone.device),
-        "dtype": str(backbone.dtype).removeprefix("torch."),
-        **method_columns(model),
         "dataset": data.dataset,
         "split": data.split,
         "protocol": config.protocol,

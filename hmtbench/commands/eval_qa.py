@@ -14,10 +14,9 @@ from hmtbench.commands.common import (
     TokenProgress,
     checkpoint_columns,
     console,
-    method_columns,
-    parameter_counts,
     prepare_method,
     quiet_transformers,
+    run_columns,
 )
 from hmtbench.config import MemorySettings, to_json
 from hmtbench.errors import HmtbenchError
@@ -26,7 +25,7 @@ from hmtbench.methods.base import max_positions
 from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, evaluate_qa_sharded, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record
-from hmtbench.results.provenance import Measure, device_name, new_run_id, peak_host_mem_mb, provenance
+from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
 
 
 @dataclass
@@ -129,19 +128,9 @@ def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAR
 def _record(config: QAConfig, task: Task, name: str, model, backbone, result: QAResult, measured: Measure,
             prepared: list[PreparedSample], command_line) -> dict[str, Any]:
     return {
-        **provenance(command_line),
-        "command": "eval-qa",
+        **run_columns("eval-qa", config.seed, backbone, name, model, command_line),
         "status": "success",
-        "seed": config.seed,
-        "backbone": config.backbone,
-        "backbone_resolved": backbone.resolved.description,
-        "method": name,
         **checkpoint_columns(config.checkpoint),
-        **parameter_counts(model),
-        "device": backbone.device.type,
-        "device_name": device_name(backbone.device),
-        "dtype": str(backbone.dtype).removeprefix("torch."),
-        **method_columns(model),
         "dataset": config.data or config.task,
         "split": "test",
         "protocol": "qa",

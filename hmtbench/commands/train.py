@@ -12,13 +12,13 @@ import torch
 from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
 from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
-from hmtbench.commands.common import console, method_columns, parameter_counts, quiet_transformers
+from hmtbench.commands.common import console, parameter_counts, quiet_transformers, run_columns
 from hmtbench.config import dump_yaml, from_dict, load_yaml, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import SegmentMethod, build_method, method_class
 from hmtbench.results import make_record, write_record
-from hmtbench.results.provenance import device_name, new_run_id, peak_host_mem_mb, provenance
+from hmtbench.results.provenance import new_run_id, peak_host_mem_mb
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
 from hmtbench.training.lora import add_lora
@@ -177,19 +177,9 @@ def default_output_dir(config: TrainConfig) -> str:
 
 def _record(config, backbone, model, stage, folder, outcome, init_from, command_line) -> dict[str, Any]:
     return {
-        **provenance(command_line),
+        **run_columns("train", config.train.seed, backbone, config.method, model, command_line),
         "run_id": new_run_id("train", config.method + (f"{stage}" if stage else "")),
-        "command": "train",
-        "seed": config.train.seed,
-        "backbone": config.backbone,
-        "backbone_resolved": backbone.resolved.description,
-        "method": config.method,
         "checkpoint": init_from,
-        **parameter_counts(model),
-        "device": backbone.device.type,
-        "device_name": device_name(backbone.device),
-        "dtype": str(backbone.dtype).removeprefix("torch."),
-        **method_columns(model),
         "dataset": config.data.dataset,
         "split": config.data.split,
         "max_docs": config.data.max_docs,
