@@ -5,6 +5,9 @@ at position t-1, so a segment's first token is predicted by the previous segment
 and every token but the document's first can be scored exactly once. ``targets`` marks which
 tokens count; the loop returns summed NLL and token counts per segment, and the caller divides
 once: ppl = exp(sum NLL / scored tokens).
+
+Inside the loop nothing is read back to the host: which segments score anything is read once
+per batch, before it, and a segment that scores nothing skips the output head.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hmtbench.methods.backbone import IGNORE, token_nll
 from hmtbench.methods.base import SegmentMethod
 
-IGNORE = -100
+__all__ = ["IGNORE", "SegmentedBatch", "score_segments", "segment_batch", "token_nll"]
 
 
 @dataclass
@@ -57,12 +61,6 @@ def segment_batch(
     )
 
 
-def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
-    """(B, S) negative log-likelihood in fp32, 0 where the target is IGNORE."""
-    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    return nll.view(targets.shape)
-
-
 def score_segments(
     method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -70,18 +68,22 @@ def score_segments(
 
     ``grad_segments=K`` cuts the memory from the autograd graph before the last K segments, so
     gradients reach at most K segments back (truncated BPTT); None keeps the whole window.
+    ``method`` may also be a ``hmtbench.fastpath.GraphedMethod`` (the same calls, replayed).
     """
     if grad_segments is not None and grad_segments < 1:  # 0 would otherwise silently mean full BPTT
-        raise ValueError(f"grad_segments must be at least 1 (or None for full BPTT), got {grad_segments}")
-    n = batch.segments.shape[1]
+        raise ValueError(f"grad_segments must be at least 1, or None for full BPTT, got {grad_segments}")
+    batch_size, n = batch.segments.shape[:2]
+    scored = batch.targets != IGNORE
+    any_scored = scored.any(-1).any(0).tolist()  # (n,) on the host: the batch's one read-back, before the loop
     summaries = method.summarize(batch.segments, batch.lengths)
-    state = method.initial_state(batch.segments.shape[0])
+    state = method.initial_state(batch_size)
+    nothing = torch.zeros(batch_size, device=batch.segments.device)
     nll = []
     for i in range(n):
-        if grad_segments is not None and i == n - grad_segments:
+        if grad_segments is not None and i == n - grad_segments and i > 0:
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
-        out = method(state, batch.segments[:, i], batch.lengths[:, i], summary)
-        state = out.state
-        nll.append(token_nll(out.logits, batch.targets[:, i]).sum(-1))
-    return torch.stack(nll, dim=1), (batch.targets != IGNORE).sum(-1)
+        targets = batch.targets[:, i] if any_scored[i] else None
+        segment_nll, state = method.score(state, batch.segments[:, i], batch.lengths[:, i], targets, summary)
+        nll.append(nothing if segment_nll is None else segment_nll)
+    return torch.stack(nll, dim=1), scored.sum(-1)

@@ -23,8 +23,12 @@ The driver (``hmtbench.engine``) runs every method the same way::
     summaries = method.summarize(segments, lengths)        # (B, n, d) or None, one batched pass
     state = method.initial_state(batch_size)
     for n in range(num_segments):
-        out = method(state, segments[:, n], lengths[:, n], summary=summaries[:, n] or None)
-        state = out.state                                   # out.logits: (B, S, V)
+        nll, state = method.score(state, segments[:, n], lengths[:, n], targets[:, n], summaries[:, n] or None)
+
+``score`` is ``forward`` (which returns the (B, S, V) logits) without the logits: the output head
+runs on chunks of the scored positions only, or not at all where nothing is scored. A step reads
+and writes nothing on the host, so a segment step can be replayed from a CUDA graph
+(``hmtbench.fastpath``); the backbone calls themselves are in ``hmtbench.methods.backbone``.
 """
 
 from __future__ import annotations
@@ -37,60 +41,12 @@ import torch
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
+from hmtbench.methods.backbone import causal_attention, head_is_plain, hidden_nll, token_nll
+from hmtbench.methods.state import MemoryState, RecallCache
 
-
-@dataclass(frozen=True)
-class RecallCache:
-    """Ring buffer of the last N memory embeddings, on the model's device.
-
-    Shapes are static (N slots) and ``count`` is a Python int (memories written so far), so the
-    segment loop never syncs with the device. Writes are out of place, so gradients flow
-    through cached memories during training.
-    """
-
-    values: Tensor  # (B, N, d) memory embeddings M_j
-    keys: Tensor  # (B, N, h) wk(M_j), projected once when written
-    count: int = 0
-
-    @property
-    def capacity(self) -> int:
-        return self.values.shape[1]
-
-    @property
-    def valid(self) -> Tensor:
-        """(N,) bool: slots that hold a memory."""
-        return torch.arange(self.capacity, device=self.values.device) < min(self.count, self.capacity)
-
-    def write(self, value: Tensor, key: Tensor) -> RecallCache:
-        """Store value (B, d) and key (B, h) in the oldest slot."""
-        slot = torch.tensor([self.count % self.capacity], device=self.values.device)
-        return RecallCache(
-            values=self.values.index_copy(1, slot, value[:, None].to(self.values.dtype)),
-            keys=self.keys.index_copy(1, slot, key[:, None].to(self.keys.dtype)),
-            count=self.count + 1,
-        )
-
-    def detach(self) -> RecallCache:
-        return RecallCache(self.values.detach(), self.keys.detach(), self.count)
-
-
-@dataclass(frozen=True)
-class MemoryState:
-    """Everything a method carries from one segment to the next (all tensors on the model's device)."""
-
-    batch_size: int
-    memory: Tensor | None = None  # (B, m, d) memory written by the previous segment
-    sensory_ids: Tensor | None = None  # (B, k) last k token ids of the previous segment
-    cache: RecallCache | None = None
-    segments_read: int = 0
-
-    def detach(self) -> MemoryState:
-        """The same state cut from the autograd graph (truncated BPTT)."""
-        return replace(
-            self,
-            memory=None if self.memory is None else self.memory.detach(),
-            cache=None if self.cache is None else self.cache.detach(),
-        )
+__all__ = [
+    "MemoryState", "MethodConfig", "RecallCache", "SegmentInput", "SegmentMethod", "SegmentOutput", "max_positions",
+]
 
 
 @dataclass
@@ -98,6 +54,17 @@ class SegmentOutput:
     logits: Tensor  # (B, S, V): logits at the segment's text positions; position i predicts token i+1
     state: MemoryState
     recall_weights: Tensor | None = None  # (B, N) HMT's attention over the cache, when it recalled
+
+
+@dataclass
+class SegmentInput:
+    """One segment laid out for the backbone: what ``forward`` and ``score`` share."""
+
+    embeds: Tensor  # (B, m + k + S + m, d), or (B, S, d) without memory
+    write_at: Tensor | None  # (B, m) positions of the write slots in embeds
+    text_start: int  # position of the first text token (m + k)
+    memory: Tensor | None  # (B, m, d) memory read
+    weights: Tensor | None  # (B, N) recall weights, if the method recalled
 
 
 @dataclass
@@ -155,6 +122,8 @@ class SegmentMethod(nn.Module):
             )
         forward_params = inspect.signature(backbone.forward).parameters
         self._keeps_logits = "logits_to_keep" in forward_params
+        self._split_head = head_is_plain(backbone)  # score: run the output head ourselves, in chunks
+        self.hidden_nll = hidden_nll  # hmtbench.fastpath swaps in a compiled one
 
     @classmethod
     def settings_for(cls, settings: dict[str, Any], test_length: int) -> dict[str, Any]:
@@ -216,17 +185,50 @@ class SegmentMethod(nn.Module):
         summary: Tensor | None = None,
     ) -> SegmentOutput:
         """Read one segment. segment_ids: (B, S) right-padded; lengths: (B,) real tokens per row."""
+        read = self._read(state, segment_ids, lengths, summary)
+        logits, hidden = self._run_backbone(read.embeds, read.text_start, segment_ids.shape[1], read.memory is not None)
+        return SegmentOutput(logits, self.next_state(state, self._written(read, hidden), segment_ids), read.weights)
+
+    def score(
+        self,
+        state: MemoryState,
+        segment_ids: Tensor,
+        lengths: Tensor,
+        targets: Tensor | None,
+        summary: Tensor | None = None,
+    ) -> tuple[Tensor | None, MemoryState]:
+        """``forward`` scored instead of returning logits: the (B,) summed NLL of ``targets`` (B, S) and the next state.
+
+        ``targets`` None means nothing in the segment is scored: the output head is skipped (and a
+        method that writes no memory skips the backbone). NLL as ``token_nll(forward(...).logits)``.
+        """
+        read = self._read(state, segment_ids, lengths, summary)
+        if targets is None and read.memory is None:  # nothing to score, nothing to write
+            return None, self.next_state(state, None, segment_ids)
+        text_len = segment_ids.shape[1]
+        logits, hidden = self._call_backbone(read.embeds, read.text_start, full_logits=not self._split_head)
+        written = self._written(read, hidden)
+        if targets is None:  # in training its 0 stays in the autograd graph, as an all-ignored loss always was
+            nll = written.float().sum((1, 2)) * 0 if written is not None and written.requires_grad else None
+        elif logits is not None:
+            nll = token_nll(logits[:, :text_len], targets).sum(-1)
+        else:
+            nll = self.hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets)
+        return nll, self.next_state(state, written, segment_ids)
+
+    def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         memory, weights = self.read_memory(state, summary)
         sensory = state.sensory_ids if self.sensory_tokens else None
         embeds, write_at = self._layout(memory, sensory, segment_ids, lengths)
-        text_start = 0 if memory is None else memory.shape[1]
-        text_start += 0 if sensory is None else sensory.shape[1]
-        logits, hidden = self._run_backbone(embeds, text_start, segment_ids.shape[1], memory is not None)
-        written = None
-        if memory is not None:  # last-layer state at the write slot: (B, m, d)
-            at = (write_at - text_start)[..., None].expand(-1, -1, hidden.shape[-1])
-            written = hidden.gather(1, at)
-        return SegmentOutput(logits, self.next_state(state, written, segment_ids), weights)
+        text_start = (0 if memory is None else memory.shape[1]) + (0 if sensory is None else sensory.shape[1])
+        return SegmentInput(embeds, write_at, text_start, memory, weights)
+
+    def _written(self, read: SegmentInput, hidden: Tensor | None) -> Tensor | None:
+        """(B, m, d) memory written: the last hidden states (from the text's first position on) at the write slot."""
+        if read.memory is None:
+            return None
+        at = (read.write_at - read.text_start)[..., None].expand(-1, -1, hidden.shape[-1])
+        return hidden.gather(1, at)
 
     def _layout(
         self, memory: Tensor | None, sensory_ids: Tensor | None, segment_ids: Tensor, lengths: Tensor
@@ -252,28 +254,36 @@ class SegmentMethod(nn.Module):
     def _run_backbone(
         self, embeds: Tensor, text_start: int, text_len: int, want_hidden: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """Logits at the text positions (B, S, V) and, if asked, the last hidden states from text_start on.
+        """Logits at the text positions (B, S, V) and, if asked, the last hidden states from text_start on."""
+        logits, hidden = self._call_backbone(embeds, text_start, full_logits=True)
+        return logits[:, :text_len], hidden if want_hidden else None
+
+    def _call_backbone(self, embeds: Tensor, text_start: int, full_logits: bool) -> tuple[Tensor | None, Tensor]:
+        """One causal-LM forward: (logits, last hidden states), both from text_start on: (B, tail, V), (B, tail, d).
 
         The hidden states are read as the input of the output head (a pre-hook), which is HF's
-        ``hidden_states[-1]`` for every architecture, without storing every layer's states.
+        ``hidden_states[-1]`` for every architecture, without storing every layer's states. With
+        ``full_logits=False`` the hook hands the head one position only and no logits come back:
+        the caller runs the head itself, on the positions it scores (``hidden_nll``).
         """
         captured: list[Tensor] = []
-        hook = None
-        if want_hidden:
-            hook = self.backbone.get_output_embeddings().register_forward_pre_hook(
-                lambda module, args: captured.append(args[0])
-            )
+
+        def capture(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            captured.append(args[0])
+            return None if full_logits else (args[0][:, -1:], *args[1:])
+
         tail = embeds.shape[1] - text_start  # text and write positions
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": False}
         if self._keeps_logits:
             kwargs["logits_to_keep"] = tail
+        hook = self.backbone.get_output_embeddings().register_forward_pre_hook(capture)
         try:
-            logits = self.backbone(**kwargs).logits
+            with causal_attention(self.backbone):
+                logits = self.backbone(**kwargs).logits
         finally:
-            if hook is not None:
-                hook.remove()
-        hidden = captured[0][:, -tail:] if captured else None  # (B, tail, d)
-        return logits[:, -tail:][:, :text_len], hidden
+            hook.remove()
+        hidden = captured[0][:, -tail:]  # (B, tail, d)
+        return (logits[:, -tail:] if full_logits else None), hidden
 
     # ----- incremental decoding (used by hmtbench.generation; nothing above calls it) -------------
     def segment_prefix(self, state: MemoryState, summary: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:

@@ -11,7 +11,7 @@ Three memories around one backbone step ``[P_n | sensory | segment | P_n]`` (spe
 Segment 0 reads a learned initial memory. Stage 1 of training (``stage=1``) drops the summary
 and the recall: the memory is passed on directly as in RMT, with sensory tokens on.
 The summaries do not depend on the memory, so ``summarize`` computes them for every segment
-in one batched pass before the recurrence (hmtbench departure 10.6).
+in batched passes before the recurrence (hmtbench departure 10.6).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, SegmentOutput
+from hmtbench.methods.backbone import last_hidden_states
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentInput, SegmentMethod
 from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.rmt import init_memory
 
@@ -35,7 +36,8 @@ class HMTConfig(MethodConfig):
     recall_hidden_dim: int = 4096  # h: width of the query/key projections
     sum_fraction: float = 0.5  # share of the segment the summary prompt reads
     stage: int = 2  # 1 = memory + sensory only (training stage 1); 2 = full HMT
-    summary_batch_tokens: int = 65536  # tokens per forward of the batched summary pass
+    summary_batch_tokens: int = 65536  # at most this many tokens per forward of the batched summary pass
+    summary_segments: int = 8  # segments of every document summarised per forward (bounds its memory)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -46,6 +48,7 @@ class HMTConfig(MethodConfig):
             (self.recall_hidden_dim >= 1, f"--recall-hidden-dim must be positive, got {self.recall_hidden_dim}"),
             (0 < self.sum_fraction <= 1, f"--sum-fraction must be in (0, 1], got {self.sum_fraction}"),
             (self.stage in (1, 2), f"--stage must be 1 or 2, got {self.stage}"),
+            (self.summary_segments >= 1, f"summary_segments must be at least 1, got {self.summary_segments}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -88,7 +91,9 @@ class HMT(SegmentMethod):
     def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
         """(B, n, d) summaries of every segment from [T | first j tokens | T], in batched forwards.
 
-        Segment 0 recalls nothing, so its row is left as zeros and not computed.
+        Segment 0 recalls nothing, so its row is left as zeros and not computed. A forward reads
+        ``summary_segments`` segments of every document (at most ``summary_batch_tokens`` tokens), so
+        its memory is that of a few segment steps, whatever the document's length.
         """
         if self.recall is None:
             return None
@@ -96,37 +101,42 @@ class HMT(SegmentMethod):
         first = torch.zeros(batch, 1, self.hidden_size, dtype=self.dtype, device=segment_ids.device)
         if n == 1:
             return first
-        later = self._summaries(segment_ids[:, 1:].reshape(batch * (n - 1), -1), lengths[:, 1:].reshape(-1))
-        return torch.cat([first, later.view(batch, n - 1, -1)], dim=1)
+        rows = min(batch * self.config.summary_segments, self.config.summary_batch_tokens // (self.summary_tokens + 2))
+        ids = segment_ids[:, 1:].transpose(0, 1).reshape((n - 1) * batch, -1)  # segment-major rows
+        later = self._summaries(ids, lengths[:, 1:].transpose(0, 1).reshape(-1), rows)
+        return torch.cat([first, later.view(n - 1, batch, -1).transpose(0, 1)], dim=1)
 
-    def _summaries(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
+    def _summaries(self, segment_ids: Tensor, lengths: Tensor, rows_per_pass: int | None = None) -> Tensor:
         """(R, d) last hidden state at the trailing prompt of [T | first j tokens | T], in chunks of rows."""
         j = self.summary_tokens
         heads, head_lengths = segment_ids[:, :j], lengths.clamp(max=j)
-        rows_per_pass = max(1, self.config.summary_batch_tokens // (heads.shape[1] + 2))
-        chunks = []
-        for start in range(0, heads.shape[0], rows_per_pass):
-            ids, lens = heads[start : start + rows_per_pass], head_lengths[start : start + rows_per_pass]
-            prompt = self.summary_prompt.to(self.dtype).expand(ids.shape[0], -1, -1)  # (R, 1, d)
-            embeds = torch.cat([prompt, self.embed(ids), torch.zeros_like(prompt)], dim=1)
-            at = (lens + 1)[:, None, None].expand(-1, 1, embeds.shape[-1])  # right after each head
-            embeds = embeds.scatter(1, at, prompt)
-            hidden = self.backbone.base_model(inputs_embeds=embeds, use_cache=False).last_hidden_state
-            chunks.append(hidden.gather(1, at)[:, 0])
-        return torch.cat(chunks)
+        if rows_per_pass is None:
+            rows_per_pass = self.config.summary_batch_tokens // (heads.shape[1] + 2)
+        rows = max(1, rows_per_pass)
+        return torch.cat([self._summary_pass(heads[i : i + rows], head_lengths[i : i + rows])
+                          for i in range(0, heads.shape[0], rows)])
 
-    def forward(
-        self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None = None
-    ) -> SegmentOutput:
-        if summary is None and self.recall is not None and state.segments_read > 0:
+    def _summary_pass(self, heads: Tensor, lengths: Tensor) -> Tensor:
+        """(R, d): one forward of [T | head | T] for R segment heads (R, j) of ``lengths`` (R,) tokens."""
+        prompt = self.summary_prompt.to(self.dtype).expand(heads.shape[0], -1, -1)  # (R, 1, d)
+        embeds = torch.cat([prompt, self.embed(heads), torch.zeros_like(prompt)], dim=1)
+        at = (lengths + 1)[:, None, None].expand(-1, 1, embeds.shape[-1])  # right after each head
+        embeds = embeds.scatter(1, at, prompt)
+        return last_hidden_states(self.backbone, embeds).gather(1, at)[:, 0]
+
+    def initial_state(self, batch_size: int) -> MemoryState:
+        """Segment 0 reads the learned memory: in the state from the start, as RMT's."""
+        return MemoryState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
+
+    def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
+        if summary is None and state.cache is not None:  # read segment by segment: summarise this one now
             summary = self._summaries(segment_ids, lengths)
-        return super().forward(state, segment_ids, lengths, summary)
+        return super()._read(state, segment_ids, lengths, summary)
 
     def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        if state.segments_read == 0:
-            return self.memory.expand(state.batch_size, -1, -1), None
-        if self.recall is None:  # stage 1: passed on directly
-            return state.memory, None
+        if state.cache is None:  # segment 0 (the learned memory), or stage 1 (passed on directly, as in RMT)
+            memory = state.memory if state.memory is not None else self.memory.expand(state.batch_size, -1, -1)
+            return memory, None
         recalled, weights = self.recall(summary, state.cache)
         return recalled[:, None], weights
 
@@ -138,4 +148,4 @@ class HMT(SegmentMethod):
         cache = state.cache
         if cache is None:
             cache = self.recall.empty_cache(state.batch_size, self.config.recall_context, written)
-        return replace(state, cache=self.recall.remember(cache, written[:, 0]))
+        return replace(state, memory=None, cache=self.recall.remember(cache, written[:, 0]))

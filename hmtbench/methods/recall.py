@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from hmtbench.methods.base import RecallCache
+from hmtbench.methods.state import RecallCache
 
 
 class MemoryRecall(nn.Module):
@@ -27,8 +27,8 @@ class MemoryRecall(nn.Module):
     def empty_cache(self, batch_size: int, capacity: int, memory_like: Tensor) -> RecallCache:
         """An empty ring buffer of ``capacity`` slots on the memory's device."""
         values = memory_like.new_zeros(batch_size, capacity, memory_like.shape[-1])
-        keys = self.wk.weight.new_zeros(batch_size, capacity, self.recall_dim)
-        return RecallCache(values=values, keys=keys.to(memory_like.device))
+        keys = self.wk.weight.new_zeros(batch_size, capacity, self.recall_dim).to(memory_like.device)
+        return RecallCache(values=values, keys=keys, count=torch.zeros((), dtype=torch.long, device=values.device))
 
     def remember(self, cache: RecallCache, memory: Tensor) -> RecallCache:
         """Append one memory embedding (B, d), dropping the oldest when the cache is full."""

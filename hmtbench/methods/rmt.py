@@ -48,6 +48,10 @@ class RMT(SegmentMethod):
     def memory_tokens(self) -> int:
         return self.config.memory_tokens
 
+    def initial_state(self, batch_size: int) -> MemoryState:
+        """Segment 0 reads the learned memory: in the state from the start, so every segment's step looks alike."""
+        return MemoryState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
+
     def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor, None]:
         if state.memory is None:
             return self.memory.expand(state.batch_size, -1, -1), None
