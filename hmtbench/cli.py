@@ -104,6 +104,8 @@ def eval_ppl(
     device: Device = "auto",
     seed: Seed = 3407,
     out: Out = "results",
+    compile_: Compile = False,  # Compile, CudaGraphs: declared with `bench` below
+    cuda_graphs: CudaGraphs = False,
 ) -> None:
     """Perplexity of plain / full / RMT / HMT on long documents, under identical segment settings.
 
@@ -120,6 +122,7 @@ def eval_ppl(
     from hmtbench.commands.eval_ppl import run_eval_ppl
     from hmtbench.commands.summary import print_method_table
     from hmtbench.config import DataSettings, EvalConfig, MemorySettings
+    from hmtbench.fastpath import EngineOptions
 
     config = EvalConfig(
         backbone=backbone,
@@ -137,7 +140,8 @@ def eval_ppl(
         out=out,
     )
     methods = [m.strip() for m in method.split(",") if m.strip()]
-    rows = run_eval_ppl(config, methods, command_line=["hmtbench", *sys.argv[1:]])
+    engine = EngineOptions(compile=compile_, cuda_graphs=cuda_graphs)
+    rows = run_eval_ppl(config, methods, command_line=["hmtbench", *sys.argv[1:]], engine=engine)
     print_method_table(rows)
     for row in rows:
         typer.echo(f"wrote {row['path']}")
@@ -487,6 +491,87 @@ def eval_qa(
     print_qa_table(rows)
     for row in rows:
         typer.echo(f"wrote {row['path']} and {row['predictions_file']}")
+
+
+# ----- speed and memory: bench -----------------------------------------------------------------
+Compile = Annotated[
+    bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone blocks and the loss.")
+]
+CudaGraphs = Annotated[
+    bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay each evaluation step from a CUDA graph.")
+]
+
+
+@app.command("bench")
+@friendly_errors
+def bench(
+    backbone: Backbone = "smollm2-135m",
+    method: Methods = "plain,full,rmt,hmt",
+    lengths: Annotated[str, typer.Option(help="Context lengths in tokens, comma-separated (k = 1024).")] = (
+        "2k,4k,8k,16k,32k,64k"
+    ),
+    batch_size: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
+    mode: Annotated[str, typer.Option(help="eval (the segment loop) | train (one step) | eval,train.")] = "eval,train",
+    bptt_depth: Annotated[int, typer.Option(help="D: segments per window of the training step.")] = 6,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Leave out evaluation cases whose batch holds more tokens than this.")
+    ] = None,
+    segment_length: SegmentLength = 256,
+    memory_tokens: MemoryTokens = 1,
+    sensory_tokens: SensoryTokens = 0,
+    recall_context: RecallContext = 100,
+    recall_hidden_dim: RecallHiddenDim = 4096,
+    sum_fraction: SumFraction = 0.5,
+    compile_: Compile = False,
+    cuda_graphs: CudaGraphs = False,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per case (compilation and graph capture).")] = 1,
+    repeat: Annotated[int, typer.Option(help="Timed calls per case at most; the median is recorded.")] = 3,
+    max_seconds: Annotated[float, typer.Option(help="Stop timing a case after this long (one call at least).")] = 5.0,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    seed: Seed = 3407,
+    out: Out = "results/bench",
+) -> None:
+    """Speed and memory per method, context length and batch size: tokens/s, ms per segment, peak GPU memory.
+
+    eval reads a batch of random-token documents with the real segment loop; train times one forward and
+    backward of a D-segment window. One parquet record per case (`hmtbench compare --metric tokens_per_s`,
+    `hmtbench plot --figure memory-vs-length`); full context beyond the backbone's positions is a skipped row.
+
+    Examples:
+
+        hmtbench bench --backbone smollm2-135m --batch-size 1,64 --compile --cuda-graphs
+
+        hmtbench bench --method rmt,hmt --mode train --batch-size 1,8 --bptt-depth 6
+
+        hmtbench bench --backbone random:llama --segment-length 64 --lengths 256,1k --device cpu
+    """
+    from hmtbench.benchmark import BenchConfig, describe_row, parse_counts, run_bench
+    from hmtbench.config import MemorySettings
+    from hmtbench.fastpath import EngineOptions
+
+    config = BenchConfig(
+        backbone=backbone,
+        methods=[m.strip() for m in method.split(",") if m.strip()],
+        lengths=parse_counts(lengths, "--lengths"),
+        batch_sizes=parse_counts(batch_size, "--batch-size"),
+        modes=[m.strip() for m in mode.split(",") if m.strip()],
+        memory=MemorySettings(
+            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction
+        ),
+        bptt_depth=bptt_depth,
+        engine=EngineOptions(compile=compile_, cuda_graphs=cuda_graphs),
+        warmup=warmup,
+        repeat=repeat,
+        max_seconds=max_seconds,
+        max_batch_tokens=max_batch_tokens,
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        out=out,
+    )
+    rows = run_bench(config, ["hmtbench", *sys.argv[1:]], on_row=lambda row: typer.echo(describe_row(row)))
+    typer.echo(f"wrote {len(rows)} records to {out}")
 
 
 def main() -> None:

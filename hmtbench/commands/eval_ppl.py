@@ -25,6 +25,7 @@ from hmtbench.evaluation.perplexity import (
     paper_batches,
     stream_batches,
 )
+from hmtbench.fastpath import EngineOptions, accelerate, with_engine
 from hmtbench.methods import method_class
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
@@ -32,8 +33,13 @@ from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
 PROTOCOLS = ("stream", "paper")
 
 
-def run_eval_ppl(config: EvalConfig, methods: list[str], command_line: list[str] | None = None) -> list[dict[str, Any]]:
-    """Evaluate each method on the same documents and segment settings; write one parquet per method."""
+def run_eval_ppl(
+    config: EvalConfig, methods: list[str], command_line: list[str] | None = None, engine: EngineOptions | None = None
+) -> list[dict[str, Any]]:
+    """Evaluate each method on the same documents and segment settings; write one parquet per method.
+
+    ``engine``: the fast path's switches (``hmtbench.fastpath``); the first batches include compiling, capturing.
+    """
     if config.protocol not in PROTOCOLS:
         raise HmtbenchError(f"unknown --protocol '{config.protocol}'; use stream or paper")
     if config.batch_size < 1 or config.data.test_length < 1:
@@ -75,7 +81,7 @@ def run_eval_ppl(config: EvalConfig, methods: list[str], command_line: list[str]
     )
     rows = []
     for name in methods:
-        row = _evaluate_method(config, name, backbone, tokenized, command_line)
+        row = _evaluate_method(config, name, backbone, tokenized, command_line, engine)
         rows.append(row)
         console.print(f"{name}: ppl {row['ppl']:.3f}  bpb {row['bpb']:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
     return rows
@@ -88,8 +94,9 @@ def _build(backbone, name: str, config: EvalConfig) -> None:
     cls(backbone.model, cls.config_class.from_settings(settings))
 
 
-def _evaluate_method(config: EvalConfig, name: str, backbone, tokenized, command_line) -> dict[str, Any]:
+def _evaluate_method(config: EvalConfig, name: str, backbone, tokenized, command_line, engine=None) -> dict[str, Any]:
     model = prepare_method(backbone, name, config.memory, config.data.test_length, config.checkpoint, config.seed)
+    runner = model if engine is None else accelerate(model, engine)
     if config.protocol == "stream":
         batches = stream_batches(tokenized, config.batch_size, backbone.device)
         total = sum(len(d) for d in tokenized.documents)
@@ -109,13 +116,14 @@ def _evaluate_method(config: EvalConfig, name: str, backbone, tokenized, command
             mine = distributed.deal(batches)
             share = sum(int(lengths.sum()) for _, ((_, lengths, _), _) in mine)
             with TokenProgress(f"{name:>5} rank 0", share) as progress:
-                result = evaluate_sharded(model, mine, progress.advance)
+                result = evaluate_sharded(runner, mine, progress.advance)
     else:
         with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
-            result = evaluate(model, iter(batches), progress.advance)
+            result = evaluate(runner, iter(batches), progress.advance)
     run_id = new_run_id("eval-ppl", name)
     row = _record(config, name, model, backbone, result, measured, total, command_line)
     row["docs_skipped"] = tokenized.skipped
+    row["config"] = with_engine(row["config"], engine)
     row["run_id"] = run_id
     row["path"] = str(write_record(make_record(row), config.out, run_id)) if distributed.is_main() else None
     return row

@@ -1,0 +1,90 @@
+"""Timing one workload on the device: warm-up calls, then synchronised wall-clock iterations and the peak memory.
+
+Device work is asynchronous, so the device is synchronised before and after every timed
+iteration and the host clock measures the work itself; the peak memory is reset after the
+warm-up, so compilation and graph capture transients stay out of it (graphs kept for replay do
+not: they are memory the method holds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hmtbench.engine import score_segments, segment_batch
+from hmtbench.training.config import TrainSettings
+from hmtbench.training.loop import window_loss
+
+Workload = Callable[[], Tensor]  # one iteration; returns a 0-d tensor (mean NLL or loss), read after timing
+
+
+@dataclass
+class Timing:
+    seconds: list[float]  # each timed iteration
+    warmup_s: float  # all warm-up calls (compilation and graph capture included)
+    peak_gpu_mb: float | None  # max_memory_allocated over the timed iterations
+    value: float  # the last iteration's mean NLL (evaluation) or loss (training)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_workload(run: Workload, device: torch.device, warmup: int, repeat: int, max_seconds: float) -> Timing:
+    """``warmup`` calls, then one to ``repeat`` timed calls, stopping once ``max_seconds`` are spent."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        run()
+    _sync(device)
+    warmup_s = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds: list[float] = []
+    while not seconds or (len(seconds) < repeat and sum(seconds) < max_seconds):
+        _sync(device)
+        began = time.perf_counter()
+        value = run()
+        _sync(device)
+        seconds.append(time.perf_counter() - began)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return Timing(seconds, warmup_s, peak, float(value))
+
+
+def eval_workload(runner, ids: Tensor, lengths: Tensor) -> Workload:
+    """The evaluation loop over one batch of documents (B, T): ``segment_batch`` + ``score_segments``."""
+
+    def run() -> Tensor:
+        with torch.inference_mode():
+            batch = segment_batch(ids, lengths, runner.segment_tokens)
+            nll, tokens = score_segments(runner, batch)
+            return nll.sum() / tokens.sum()
+
+    return run
+
+
+def train_workload(model, ids: Tensor, settings: TrainSettings) -> Workload:
+    """One training step's forward and backward of ``window_loss`` (no optimizer step), as ``train`` runs it."""
+    device = ids.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run() -> Tensor:
+        with autocast:
+            loss, _ = window_loss(model, ids, settings)
+        loss.backward()
+        for param in params:
+            param.grad = None
+        return loss.detach()
+
+    return run

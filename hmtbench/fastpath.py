@@ -1,0 +1,226 @@
+"""The engine's opt-in fast path: compiled backbone blocks and loss, and segment steps replayed from CUDA graphs.
+
+Two switches (``EngineOptions``), recorded in every result row:
+
+* ``compile``: each repeated block of the backbone (its decoder layers) goes through
+  ``torch.compile``; the blocks share one compilation, so compile time does not grow with depth
+  (regional compilation). The loss (output head + fp32 cross-entropy) is compiled too, which
+  fuses the upcast into the reduction. Fused kernels round differently: numbers agree with the
+  eager engine to rounding, not bit for bit.
+* ``cuda_graphs`` (evaluation): each segment step and each batched summary pass is captured once
+  per input signature (shapes, dtypes, which state tensors exist) and replayed: one launch per
+  segment instead of one per operation, which is what a small backbone is bound by. Between
+  segments the memory state stays in the graph's own buffers. Same kernels as eager, same numbers.
+
+A segment step reads nothing back to the host (``hmtbench.methods.backbone``), which is what
+makes it capturable; the two switches combine (the captured step runs the compiled blocks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hmtbench.methods.backbone import hidden_nll
+from hmtbench.methods.base import MemoryState, SegmentMethod
+
+WARMUP_CALLS = 2  # eager calls on a side stream before a capture (compilation, autotuning, cuBLAS handles)
+
+_compiled_blocks: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+_compiled_nll: list[Callable[..., Tensor]] = []
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    compile: bool = False  # torch.compile the backbone's blocks and the loss
+    cuda_graphs: bool = False  # replay evaluation steps from CUDA graphs
+
+    def as_dict(self) -> dict[str, bool]:
+        return dataclasses.asdict(self)
+
+
+def with_engine(config_json: str, options: EngineOptions | None) -> str:
+    """A record's resolved configuration with the engine switches added where any is on (default runs unchanged)."""
+    if options is None or options == EngineOptions():
+        return config_json
+    return json.dumps({**json.loads(config_json), "engine": options.as_dict()}, sort_keys=True)
+
+
+def accelerate(method: SegmentMethod, options: EngineOptions) -> SegmentMethod | GraphedMethod:
+    """The method as ``options`` run it: what ``score_segments`` and ``evaluate`` take in its place."""
+    if options.compile:
+        compile_blocks(method.backbone)
+        method.hidden_nll = compiled_hidden_nll()
+    return GraphedMethod(method) if options.cuda_graphs else method
+
+
+def repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
+    """The longest list of same-class modules in the model: its decoder layers, whatever the architecture."""
+    lists = [
+        m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 1 and len({type(b) for b in m}) == 1
+    ]
+    return max(lists, key=len, default=None)
+
+
+def compile_blocks(backbone: nn.Module) -> int:
+    """torch.compile each repeated block of ``backbone`` in place (once); returns how many blocks there are."""
+    blocks = repeated_blocks(backbone)
+    if blocks is None:
+        return 0
+    _allow_recompiles()
+    for block in blocks:
+        if block not in _compiled_blocks:
+            block.compile()
+            _compiled_blocks.add(block)
+    return len(blocks)
+
+
+def compiled_hidden_nll() -> Callable[..., Tensor]:
+    """``hidden_nll`` through torch.compile, one instance for every method (they share its compilations)."""
+    if not _compiled_nll:
+        _allow_recompiles()
+        _compiled_nll.append(torch.compile(hidden_nll))
+    return _compiled_nll[0]
+
+
+def _allow_recompiles(limit: int = 64) -> None:
+    """Several shapes (batch sizes, summary passes, segment 0) each compile once; the default limit is 8."""
+    import torch._dynamo.config as dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo, name):
+            setattr(dynamo, name, max(getattr(dynamo, name), limit))
+
+
+@dataclass
+class _Captured:
+    inputs: list[Tensor | None]  # static buffers the call's arguments are copied into
+    run: Callable[[], Any]  # replay (or, with nothing captured, fn on the buffers)
+
+
+class CapturedCalls:
+    """``fn`` of tensors (or None), replayed from one CUDA graph per input signature.
+
+    A call copies its arguments into the signature's static buffers (skipping any argument that is
+    already that buffer) and replays; it returns the graph's static outputs, which the next replay
+    of that signature overwrites. Off CUDA nothing is captured: the same buffers, ``fn`` run eagerly
+    (how the tests exercise this plumbing). A capture that fails falls back to eager, with a warning
+    and an entry in ``failures``.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.captured: dict[tuple, _Captured] = {}
+        self.failures: list[str] = []
+
+    def __call__(self, *args: Tensor | None) -> Any:
+        key = tuple(None if a is None else (tuple(a.shape), a.dtype, a.device) for a in args)
+        entry = self.captured.get(key)
+        if entry is None:
+            entry = self.captured[key] = self._capture(args)
+        for buffer, value in zip(entry.inputs, args, strict=True):
+            if value is not None and value is not buffer:
+                buffer.copy_(value)
+        return entry.run()
+
+    def _capture(self, args: tuple[Tensor | None, ...]) -> _Captured:
+        inputs = [None if a is None else a.clone(memory_format=torch.contiguous_format) for a in args]
+        eager = _Captured(inputs, lambda: self.fn(*inputs))
+        if not any(a is not None and a.is_cuda for a in args):
+            return eager
+        try:
+            if _warm_up(self.fn, inputs) is None:  # nothing computed (a method without summaries): nothing to replay
+                return _Captured(inputs, lambda: None)
+            graph, outputs = _capture_graph(self.fn, inputs)
+        except Exception as err:  # noqa: BLE001 - any capture failure: run eagerly, and say so
+            self.failures.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            warnings.warn(f"CUDA graph capture failed, running eagerly: {self.failures[-1]}", stacklevel=3)
+            return eager
+        return _Captured(inputs, lambda: (graph.replay(), outputs)[1])
+
+
+def _warm_up(fn: Callable[..., Any], inputs: list[Tensor | None]) -> Any:
+    """Call ``fn`` on a side stream (on copies: it may update its inputs in place); return the last result."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(WARMUP_CALLS):
+            result = fn(*[None if b is None else b.clone() for b in inputs])
+    torch.cuda.current_stream().wait_stream(stream)
+    return result
+
+
+def _capture_graph(fn: Callable[..., Any], inputs: list[Tensor | None]) -> tuple[torch.cuda.CUDAGraph, Any]:
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn(*inputs)
+    return graph, outputs
+
+
+class GraphedMethod:
+    """A method whose summary passes and segment steps (evaluation) replay from CUDA graphs.
+
+    It answers the calls ``score_segments`` makes (``summarize``, ``initial_state``, ``score``).
+    With gradients enabled it simply calls the method: training is not captured.
+    """
+
+    def __init__(self, method: SegmentMethod) -> None:
+        self.method = method
+        self._summaries = CapturedCalls(method.summarize)
+        self._steps = CapturedCalls(self._step)
+
+    @property
+    def segment_tokens(self) -> int:
+        return self.method.segment_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return self.method.device
+
+    @property
+    def failures(self) -> list[str]:
+        return self._summaries.failures + self._steps.failures
+
+    def initial_state(self, batch_size: int) -> MemoryState:
+        return self.method.initial_state(batch_size)
+
+    def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
+        if torch.is_grad_enabled():
+            return self.method.summarize(segment_ids, lengths)
+        return self._summaries(segment_ids, lengths)
+
+    def score(
+        self,
+        state: MemoryState,
+        segment_ids: Tensor,
+        lengths: Tensor,
+        targets: Tensor | None,
+        summary: Tensor | None = None,
+    ) -> tuple[Tensor | None, MemoryState]:
+        """``SegmentMethod.score``, replayed. The state returned lives in the graph's buffers until the next step."""
+        if torch.is_grad_enabled():
+            return self.method.score(state, segment_ids, lengths, targets, summary)
+        nll, carry = self._steps(*state.tensors(), segment_ids, lengths, targets, summary)
+        after = MemoryState.from_tensors(state.batch_size, carry, state.segments_read + 1)
+        return (None if nll is None else nll.clone()), after
+
+    def _step(self, *args: Tensor | None) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
+        """One segment as a function of tensors: (state tensors..., ids, lengths, targets, summary) -> (nll, state)."""
+        carry, (segment_ids, lengths, targets, summary) = args[:-4], args[-4:]
+        state = MemoryState.from_tensors(segment_ids.shape[0], carry)
+        nll, after = self.method.score(state, segment_ids, lengths, targets, summary)
+        new = after.tensors()
+        if all((a is None) == (b is None) for a, b in zip(carry, new, strict=True)):
+            for buffer, value in zip(carry, new, strict=True):  # same layout: the state stays in these buffers
+                if buffer is not None:
+                    buffer.copy_(value)
+            new = carry
+        return nll, new
