@@ -19,6 +19,7 @@ makes it capturable; the two switches combine (the captured step runs the compil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import warnings
 import weakref
@@ -133,13 +134,14 @@ class CapturedCalls:
 
     def _capture(self, args: tuple[Tensor | None, ...]) -> _Captured:
         inputs = [None if a is None else a.clone(memory_format=torch.contiguous_format) for a in args]
-        eager = _Captured(inputs, lambda: self.fn(*inputs))
+        fn = self.fn  # closures hold fn, never self: no reference cycle, so dropping a method frees its graphs
+        eager = _Captured(inputs, lambda: fn(*inputs))
         if not any(a is not None and a.is_cuda for a in args):
             return eager
         try:
-            if _warm_up(self.fn, inputs) is None:  # nothing computed (a method without summaries): nothing to replay
+            if _warm_up(fn, inputs) is None:  # nothing computed (a method without summaries): nothing to replay
                 return _Captured(inputs, lambda: None)
-            graph, outputs = _capture_graph(self.fn, inputs)
+            graph, outputs = _capture_graph(fn, inputs)
         except Exception as err:  # noqa: BLE001 - any capture failure: run eagerly, and say so
             self.failures.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             warnings.warn(f"CUDA graph capture failed, running eagerly: {self.failures[-1]}", stacklevel=3)
@@ -175,7 +177,7 @@ class GraphedMethod:
     def __init__(self, method: SegmentMethod) -> None:
         self.method = method
         self._summaries = CapturedCalls(method.summarize)
-        self._steps = CapturedCalls(self._step)
+        self._steps = CapturedCalls(functools.partial(_step, method))
 
     @property
     def segment_tokens(self) -> int:
@@ -212,15 +214,16 @@ class GraphedMethod:
         after = MemoryState.from_tensors(state.batch_size, carry, state.segments_read + 1)
         return (None if nll is None else nll.clone()), after
 
-    def _step(self, *args: Tensor | None) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
-        """One segment as a function of tensors: (state tensors..., ids, lengths, targets, summary) -> (nll, state)."""
-        carry, (segment_ids, lengths, targets, summary) = args[:-4], args[-4:]
-        state = MemoryState.from_tensors(segment_ids.shape[0], carry)
-        nll, after = self.method.score(state, segment_ids, lengths, targets, summary)
-        new = after.tensors()
-        if all((a is None) == (b is None) for a, b in zip(carry, new, strict=True)):
-            for buffer, value in zip(carry, new, strict=True):  # same layout: the state stays in these buffers
-                if buffer is not None:
-                    buffer.copy_(value)
-            new = carry
-        return nll, new
+
+def _step(method: SegmentMethod, *args: Tensor | None) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
+    """One segment as a function of tensors: (state tensors..., ids, lengths, targets, summary) -> (nll, state)."""
+    carry, (segment_ids, lengths, targets, summary) = args[:-4], args[-4:]
+    state = MemoryState.from_tensors(segment_ids.shape[0], carry)
+    nll, after = method.score(state, segment_ids, lengths, targets, summary)
+    new = after.tensors()
+    if all((a is None) == (b is None) for a, b in zip(carry, new, strict=True)):
+        for buffer, value in zip(carry, new, strict=True):  # same layout: the state stays in these buffers
+            if buffer is not None:
+                buffer.copy_(value)
+        new = carry
+    return nll, new

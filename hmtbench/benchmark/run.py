@@ -13,7 +13,6 @@ that fails (out of memory) a ``failed`` row.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import math
 from collections.abc import Callable
@@ -173,7 +172,7 @@ def _workload(config: BenchConfig, backbone: Backbone, case: Case, model: Segmen
 
 
 def _release(device: torch.device) -> None:
-    gc.collect()
+    """Give the case's memory (graph pools included: dropping the method frees them) back to the device."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

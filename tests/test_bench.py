@@ -1,0 +1,116 @@
+"""`hmtbench bench` end to end on the CPU (random:llama): one record per case, the columns compare and plot read."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hmtbench.benchmark import BenchConfig, parse_counts, plan_cases
+from hmtbench.cli import app
+from hmtbench.errors import HmtbenchError
+from hmtbench.results.schema import COLUMN_NAMES
+
+L, K, H = 32, 4, 16
+COMMON = [
+    "--backbone", "random:llama", "--device", "cpu", "--segment-length", str(L), "--sensory-tokens", str(K),
+    "--recall-hidden-dim", str(H), "--warmup", "0", "--repeat", "1",
+]  # fmt: skip
+
+
+def bench(out: Path, *args: str):
+    result = CliRunner().invoke(app, ["bench", *COMMON, "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    files = sorted(out.glob("*.parquet"))
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    return result, files, frame
+
+
+def test_bench_writes_one_record_per_case(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result, files, rows = bench(out, "--lengths", "64,128", "--batch-size", "1,2", "--bptt-depth", "3")
+    assert len(files) == 4 * 2 * 2 + 4 * 2  # eval: methods x lengths x batch sizes; train: methods x batch sizes
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {len(files)} records to {out}"
+    for f in files:
+        assert list(pd.read_parquet(f).columns) == COLUMN_NAMES
+    assert set(rows["command"]) == {"bench"} and rows["run_id"].is_unique
+
+    evals = rows[rows["protocol"] == "bench-eval"]
+    assert (evals["status"] == "success").all()
+    assert sorted(set(evals["test_length"])) == [64, 128] and sorted(set(evals["batch_size"])) == [1, 2]
+    for _, row in evals.iterrows():
+        segments = 1 if row["method"] == "full" else math.ceil(row["test_length"] / row["text_tokens"])
+        assert row["tokens_per_s"] == pytest.approx(row["batch_size"] * row["test_length"] / row["wall_s"])
+        assert row["ms_per_segment"] == pytest.approx(1000 * row["wall_s"] / segments)
+        assert row["tokens_scored"] == row["batch_size"] * (row["test_length"] - 1)
+        assert 4.5 < row["nll_mean"] < 6.5  # a random model over 259 tokens: about ln 259 = 5.56
+        assert row["dataset"] == "random-tokens" and pd.isna(row["peak_gpu_mem_mb"]) and row["peak_host_mem_mb"] > 0
+        config = json.loads(row["config"])
+        assert config["engine"] == {"compile": False, "cuda_graphs": False}
+        assert config["bench"] == {"mode": "eval"} and config["memory"]["segment_length"] == L
+    full = evals[evals["method"] == "full"]
+    assert (full["segment_length"] == full["test_length"]).all()  # one forward over the whole document
+    hmt = evals[evals["method"] == "hmt"].iloc[0]
+    assert (hmt["text_tokens"], hmt["sensory_tokens"], hmt["recall_hidden_dim"]) == (L - 2 - K, K, H)
+
+    trains = rows[rows["protocol"] == "bench-train"].set_index(["method", "batch_size"])
+    assert (trains["test_length"] == 3 * L).all() and (trains["train_mode"] == "memory").all()
+    for method in ("rmt", "hmt"):
+        for batch in (1, 2):
+            row = trains.loc[(method, batch)]
+            assert row["status"] == "success" and row["final_loss"] > 0 and row["tokens_per_s"] > 0
+            assert row["tokens_per_s"] == pytest.approx(batch * 3 * row["text_tokens"] / row["wall_s"])
+            assert json.loads(row["config"])["bench"] == {
+                "bptt_depth": 3,
+                "loss_on": "last",
+                "mode": "train",
+                "train": "memory",
+            }
+    for method in ("plain", "full"):  # nothing of their own to train in memory training
+        row = trains.loc[(method, 1)]
+        assert row["status"] == "skipped" and "no parameters of its own" in json.loads(row["config"])["reason"]
+
+
+def test_full_context_beyond_the_backbones_positions_is_a_skipped_row(tmp_path: Path) -> None:
+    _, files, rows = bench(
+        tmp_path, "--method", "full,plain", "--lengths", "8k", "--mode", "eval", "--max-batch-tokens", "8192"
+    )
+    assert len(files) == 2
+    full = rows.set_index("method").loc["full"]
+    assert full["status"] == "skipped" and full["test_length"] == 8192
+    assert "4096 positions" in json.loads(full["config"])["reason"]
+    assert rows.set_index("method").loc["plain", "status"] == "success"
+
+
+def test_graphed_steps_record_the_eager_numbers(tmp_path: Path) -> None:
+    """--cuda-graphs on the CPU runs the graphs' buffer plumbing eagerly: the NLL of every case is unchanged."""
+    args = ("--method", "plain,rmt,hmt", "--lengths", "100", "--batch-size", "1,3", "--mode", "eval")
+    _, _, eager = bench(tmp_path / "eager", *args)
+    _, _, graphed = bench(tmp_path / "graphed", *args, "--cuda-graphs")
+    key = ["method", "batch_size"]
+    eager, graphed = eager.set_index(key).sort_index(), graphed.set_index(key).sort_index()
+    assert (eager["nll_mean"] == graphed["nll_mean"]).all()
+    assert all(json.loads(c)["engine"]["cuda_graphs"] for c in graphed["config"])
+
+
+def test_counts_and_the_plan() -> None:
+    assert parse_counts("2k, 4k,64k", "--lengths") == [2048, 4096, 65536]
+    assert parse_counts("1,8", "--batch-size") == [1, 8]
+    for bad in ("two", "0", ""):
+        with pytest.raises(HmtbenchError, match="--lengths"):
+            parse_counts(bad, "--lengths")
+    config = BenchConfig(
+        methods=["plain", "hmt"], lengths=[2048, 65536], batch_sizes=[1, 64], max_batch_tokens=2**17, bptt_depth=6
+    )
+    cases = [(c.mode, c.method, c.batch_size, c.length) for c in plan_cases(config)]
+    assert ("eval", "plain", 64, 65536) not in cases and ("eval", "plain", 64, 2048) in cases
+    assert ("eval", "hmt", 1, 65536) in cases and ("train", "hmt", 64, 6) in cases
+
+
+def test_bad_mode_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", *COMMON, "--out", str(tmp_path), "--mode", "infer"])
+    assert result.exit_code == 2 and "unknown --mode 'infer'" in result.output

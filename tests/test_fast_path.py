@@ -1,0 +1,259 @@
+"""The fast engine keeps the numbers: score == forward + token_nll, graph plumbing == eager, compiled ~ eager,
+no host round-trip inside a segment step, the head skipped where nothing is scored, summaries in bounded passes."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+import transformers
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from hmtbench.engine import IGNORE, score_segments, segment_batch, token_nll
+from hmtbench.fastpath import EngineOptions, GraphedMethod, accelerate, repeated_blocks, with_engine
+from hmtbench.methods import backbone as calls
+from hmtbench.methods import build_method
+from tests.conftest import random_documents
+
+METHODS = [
+    ("plain", {}),
+    ("rmt", {"memory_tokens": 2}),
+    ("hmt", {"stage": 1, "sensory_tokens": 4}),
+    ("hmt", {"sensory_tokens": 4, "recall_context": 3, "recall_hidden_dim": 16}),
+]
+IDS = ["plain", "rmt", "hmt-stage1", "hmt"]
+
+
+def build(backbone: torch.nn.Module, name: str, settings: dict):
+    torch.manual_seed(0)
+    return build_method(name, backbone, {"segment_length": 32, **settings}).eval()
+
+
+def nll_of(method, ids: torch.Tensor, lengths: list[int], scored: torch.Tensor | None = None) -> torch.Tensor:
+    batch = segment_batch(ids, torch.tensor(lengths), method.segment_tokens, scored)
+    with torch.inference_mode():
+        return score_segments(method, batch)[0]
+
+
+def soft_capped_backbone() -> torch.nn.Module:
+    """A tiny Gemma 2: logits soft-capped after the head, sliding-window layers, eager attention."""
+    config = transformers.Gemma2Config(
+        vocab_size=259,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        final_logit_softcapping=5.0,
+    )
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize(("name", "settings"), METHODS, ids=IDS)
+def test_score_equals_forward_and_token_nll(backbone: torch.nn.Module, name: str, settings: dict) -> None:
+    method = build(backbone, name, settings)
+    s = method.segment_tokens
+    ids, lengths = random_documents(2, 3 * s), torch.tensor([3 * s, 2 * s + 3])
+    batch = segment_batch(ids, lengths, s)
+    summaries = method.summarize(batch.segments, batch.lengths)
+    by_forward = by_score = method.initial_state(2)
+    with torch.no_grad():
+        for i in range(3):
+            summary = None if summaries is None else summaries[:, i]
+            out = method(by_forward, batch.segments[:, i], batch.lengths[:, i], summary)
+            nll, by_score = method.score(
+                by_score, batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i], summary
+            )
+            torch.testing.assert_close(nll, token_nll(out.logits, batch.targets[:, i]).sum(-1), rtol=1e-5, atol=1e-4)
+            by_forward = out.state
+            for ours, theirs in zip(by_score.tensors(), by_forward.tensors(), strict=True):
+                assert (ours is None) == (theirs is None)
+                if ours is not None:
+                    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "settings"), METHODS, ids=IDS)
+def test_graph_plumbing_gives_the_eager_numbers_exactly(backbone: torch.nn.Module, name: str, settings: dict) -> None:
+    """Off CUDA, GraphedMethod runs its steps eagerly on the static buffers a capture would use."""
+    method = build(backbone, name, settings)
+    graphed = GraphedMethod(method)
+    for seed, lengths in enumerate([[200, 150, 31], [200, 199, 100], [90, 60, 3], [200, 150, 31]]):
+        ids = random_documents(3, max(lengths), seed=seed)
+        assert torch.equal(nll_of(graphed, ids, lengths), nll_of(method, ids, lengths))
+    steps = len(graphed._steps.captured)
+    assert steps == (2 if name == "hmt" else 1)  # HMT's segment 0 has no cache (and no sensory tokens) yet
+    assert graphed.failures == []
+
+
+def test_a_dropped_graphed_method_frees_its_buffers_without_the_garbage_collector(llama: torch.nn.Module) -> None:
+    """No reference cycle: the benchmark frees each case's graphs (and their memory pools) by dropping it."""
+    graphed = GraphedMethod(build(llama, "hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16}))
+    nll_of(graphed, random_documents(2, 100), [100, 60])
+    buffers = [weakref.ref(b) for entry in graphed._steps.captured.values() for b in entry.inputs if b is not None]
+    gc.disable()
+    try:
+        del graphed
+        assert buffers and all(ref() is None for ref in buffers)
+    finally:
+        gc.enable()
+
+
+def test_graphed_method_leaves_training_to_the_method(llama: torch.nn.Module) -> None:
+    method = build(llama, "rmt", {})
+    graphed = GraphedMethod(method)
+    ids = random_documents(1, 3 * method.segment_tokens)
+    batch = segment_batch(ids, torch.tensor([ids.shape[1]]), method.segment_tokens)
+    score_segments(graphed, batch)[0].sum().backward()
+    assert method.memory.grad is not None and graphed._steps.captured == {}
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "opt"])
+@pytest.mark.parametrize(("name", "settings"), METHODS, ids=IDS)
+def test_a_segment_step_reads_nothing_back_to_the_host(backbone: torch.nn.Module, name: str, settings: dict) -> None:
+    """No .item()/.tolist()/bool(tensor) (``_local_scalar_dense``), no tensor built from host data inside a step."""
+    method = build(backbone, name, settings)
+    s = method.segment_tokens
+    batch = segment_batch(random_documents(2, 3 * s), torch.tensor([3 * s, 2 * s + 5]), s)
+    summaries = method.summarize(batch.segments, batch.lengths)
+    state = method.initial_state(2)
+    with torch.inference_mode():
+        for i in range(3):
+            summary = None if summaries is None else summaries[:, i]
+            with HostReads() as reads:
+                _, state = method.score(state, batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i], summary)
+            assert reads.ops == [], (i, reads.ops)
+
+
+class HostReads(TorchDispatchMode):
+    """Records the operators that move data between host and device."""
+
+    SUSPECT = ("_local_scalar_dense", "is_nonzero", "lift_fresh", "item", "equal")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if any(word in str(func) for word in self.SUSPECT):
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_output_head_skips_segments_that_score_nothing(llama: torch.nn.Module) -> None:
+    method = build(llama, "rmt", {})
+    s = method.segment_tokens
+    ids = random_documents(2, 4 * s)
+    scored = torch.zeros_like(ids, dtype=torch.bool)
+    scored[:, -s:] = True  # a training window scored on its last segment
+    rows: list[int] = []
+    hook = llama.get_output_embeddings().register_forward_hook(
+        lambda m, args, out: rows.append(args[0][..., 0].numel())
+    )
+    try:
+        nll = nll_of(method, ids, [4 * s, 4 * s], scored)
+    finally:
+        hook.remove()
+    # segment 2's last position predicts segment 3's first token: segments 0 and 1 score nothing
+    assert (nll[:, :2] == 0).all() and (nll[:, 2:] > 0).all()
+    # each causal-LM call hands the head one position per row; hidden_nll runs it on segments 2 and 3 only
+    assert rows == [2, 2, 2, 2 * s, 2, 2 * s]
+
+
+def test_plain_skips_segments_that_score_nothing(llama: torch.nn.Module) -> None:
+    method = build(llama, "plain", {})
+    s = method.segment_tokens
+    ids = random_documents(1, 4 * s)
+    scored = torch.zeros_like(ids, dtype=torch.bool)
+    scored[:, -s:] = True
+    calls_seen: list[int] = []
+    hook = llama.register_forward_pre_hook(lambda m, args: calls_seen.append(1))
+    try:
+        nll = nll_of(method, ids, [4 * s], scored)
+    finally:
+        hook.remove()
+    assert len(calls_seen) == 2 and (nll[:, :2] == 0).all()  # segments 0 and 1: no target, no state, no forward
+
+
+def test_a_soft_capped_head_is_scored_from_the_models_own_logits() -> None:
+    backbone = soft_capped_backbone()
+    assert not calls.head_is_plain(backbone) and not calls.plain_causal(backbone.config)
+    method = build(backbone, "rmt", {})
+    ids = random_documents(1, 2 * method.segment_tokens)
+    batch = segment_batch(ids, torch.tensor([ids.shape[1]]), method.segment_tokens)
+    with torch.no_grad():
+        nll, _ = method.score(method.initial_state(1), batch.segments[:, 0], batch.lengths[:, 0], batch.targets[:, 0])
+        logits = method(method.initial_state(1), batch.segments[:, 0], batch.lengths[:, 0]).logits
+    torch.testing.assert_close(nll, token_nll(logits, batch.targets[:, 0]).sum(-1))
+    # soft-capped logits are not the head on its input: the split path would have been wrong
+    assert logits.abs().max() <= 5.0
+
+
+def test_causal_attention_is_used_only_inside_and_only_where_it_is_exact(llama: torch.nn.Module) -> None:
+    before = llama.config._attn_implementation
+    with calls.causal_attention(llama):
+        assert llama.config._attn_implementation == calls.CAUSAL_SDPA
+    assert llama.config._attn_implementation == before
+    gemma = soft_capped_backbone()
+    with calls.causal_attention(gemma):  # sliding-window layers need their masks
+        assert gemma.config._attn_implementation == "eager"
+
+
+def test_chunked_losses_equal_the_whole_ones(llama: torch.nn.Module, monkeypatch) -> None:
+    hidden = torch.randn(3, 20, 64)
+    targets = torch.randint(0, 259, (3, 20))
+    targets[1, 5:] = IGNORE
+    head = llama.get_output_embeddings()
+    whole = torch.nn.functional.cross_entropy(
+        head(hidden).flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
+    ).view(3, 20)
+    monkeypatch.setattr(calls, "CE_CHUNK_ELEMENTS", 259 * 7)  # 7 positions per chunk
+    with torch.no_grad():
+        assert torch.equal(token_nll(head(hidden), targets), whole)
+        torch.testing.assert_close(calls.hidden_nll(head, hidden, targets), whole.sum(-1))
+
+
+def test_summaries_run_in_passes_of_summary_segments_per_document(llama: torch.nn.Module) -> None:
+    method = build(llama, "hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16, "summary_segments": 3})
+    s = method.segment_tokens
+    ids = random_documents(2, 10 * s)
+    batch = segment_batch(ids, torch.tensor([10 * s, 10 * s]), s)
+    rows: list[int] = []
+    hook = llama.base_model.register_forward_pre_hook(
+        lambda m, args, kwargs: rows.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            method.summarize(batch.segments, batch.lengths)
+    finally:
+        hook.remove()
+    assert rows == [6, 6, 6]  # 9 segments to summarise, 3 per pass, 2 documents: memory flat in length
+
+
+def test_options_are_recorded_only_when_on() -> None:
+    assert with_engine('{"a": 1}', None) == '{"a": 1}' == with_engine('{"a": 1}', EngineOptions())
+    assert '"engine": {"compile": true, "cuda_graphs": false}' in with_engine('{"a": 1}', EngineOptions(compile=True))
+
+
+def test_repeated_blocks_are_the_decoder_layers(backbone: torch.nn.Module) -> None:
+    blocks = repeated_blocks(backbone)
+    assert blocks is not None and len(blocks) == backbone.config.num_hidden_layers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "settings"), METHODS, ids=IDS)
+def test_compiled_engine_gives_the_eager_nll(name: str, settings: dict) -> None:
+    """torch.compile of the blocks and the loss (Inductor on the CPU): the same NLL to float rounding."""
+    from hmtbench.backbones.tiny import tiny_model
+
+    llama = tiny_model("llama")
+    method = build(llama, name, settings)
+    ids, lengths = random_documents(2, 150), [150, 97]
+    eager = nll_of(method, ids, lengths)
+    fast = accelerate(method, EngineOptions(compile=True, cuda_graphs=True))
+    torch.testing.assert_close(nll_of(fast, ids, lengths), eager, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(nll_of(fast, ids, lengths), eager, rtol=1e-5, atol=1e-4)  # replayed
