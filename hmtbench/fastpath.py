@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hmtbench.methods.backbone import hidden_nll
+from hmtbench.methods.backbone import chunk_nll
 from hmtbench.methods.base import MemoryState, SegmentMethod
 
 WARMUP_CALLS = 2  # eager calls on a side stream before a capture (compilation, autotuning, cuBLAS handles)
@@ -59,7 +59,7 @@ def accelerate(method: SegmentMethod, options: EngineOptions) -> SegmentMethod |
     """The method as ``options`` run it: what ``score_segments`` and ``evaluate`` take in its place."""
     if options.compile:
         compile_blocks(method.backbone)
-        method.hidden_nll = compiled_hidden_nll()
+        method.chunk_nll = compiled_chunk_nll()
     return GraphedMethod(method) if options.cuda_graphs else method
 
 
@@ -84,11 +84,14 @@ def compile_blocks(backbone: nn.Module) -> int:
     return len(blocks)
 
 
-def compiled_hidden_nll() -> Callable[..., Tensor]:
-    """``hidden_nll`` through torch.compile, one instance for every method (they share its compilations)."""
+def compiled_chunk_nll() -> Callable[..., Tensor]:
+    """``chunk_nll`` through torch.compile (the fp32 upcast fused into the reduction), shared by every method.
+
+    Only a chunk is compiled, not the loop over chunks: one compilation per chunk shape, however long the input.
+    """
     if not _compiled_nll:
         _allow_recompiles()
-        _compiled_nll.append(torch.compile(hidden_nll))
+        _compiled_nll.append(torch.compile(chunk_nll))
     return _compiled_nll[0]
 
 

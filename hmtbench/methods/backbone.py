@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,8 @@ from torch import Tensor, nn
 IGNORE = -100
 CE_CHUNK_ELEMENTS = 2**26  # logits upcast to fp32 at most this many at a time (256 MiB)
 CAUSAL_SDPA = "hmtbench_causal_sdpa"
+
+ChunkNll = Callable[[nn.Module, Tensor, Tensor], Tensor]  # (head, rows (R, d), targets (R,)) -> (R,) NLL
 
 _plain_heads: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
@@ -116,17 +118,22 @@ def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.cat(parts).view(targets.shape)
 
 
-def hidden_nll(head: nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+def hidden_nll(head: nn.Module, hidden: Tensor, targets: Tensor, chunk: ChunkNll | None = None) -> Tensor:
     """(B,) summed NLL of ``targets`` (B, S) given the last hidden states (B, S, d) at those positions.
 
-    The output head runs a chunk of positions at a time, so neither the (B, S, V) logits nor their
-    fp32 copy is ever held whole.
+    The output head runs a chunk of positions at a time (``chunk_nll``, or a compiled one), so neither
+    the (B, S, V) logits nor their fp32 copy is ever held whole.
     """
     rows, wanted = hidden.flatten(0, 1), targets.flatten()
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
-    size = max(1, CE_CHUNK_ELEMENTS // vocab)
-    parts = [_nll(head(rows[i : i + size]), wanted[i : i + size]) for i in range(0, rows.shape[0], size)]
+    size, chunk = max(1, CE_CHUNK_ELEMENTS // vocab), chunk or chunk_nll
+    parts = [chunk(head, rows[i : i + size], wanted[i : i + size]) for i in range(0, rows.shape[0], size)]
     return torch.cat(parts).view(targets.shape).sum(-1)
+
+
+def chunk_nll(head: nn.Module, rows: Tensor, targets: Tensor) -> Tensor:
+    """(R,) NLL of targets (R,) from hidden states (R, d): the head, then cross-entropy in fp32."""
+    return _nll(head(rows), targets)
 
 
 def _nll(logits: Tensor, targets: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.backbone import causal_attention, head_is_plain, hidden_nll, token_nll
+from hmtbench.methods.backbone import ChunkNll, causal_attention, head_is_plain, hidden_nll, token_nll
 from hmtbench.methods.state import MemoryState, RecallCache
 
 __all__ = [
@@ -123,7 +123,7 @@ class SegmentMethod(nn.Module):
         forward_params = inspect.signature(backbone.forward).parameters
         self._keeps_logits = "logits_to_keep" in forward_params
         self._split_head = head_is_plain(backbone)  # score: run the output head ourselves, in chunks
-        self.hidden_nll = hidden_nll  # hmtbench.fastpath swaps in a compiled one
+        self.chunk_nll: ChunkNll | None = None  # the loss of a chunk of positions; hmtbench.fastpath compiles one
 
     @classmethod
     def settings_for(cls, settings: dict[str, Any], test_length: int) -> dict[str, Any]:
@@ -213,7 +213,7 @@ class SegmentMethod(nn.Module):
         elif logits is not None:
             nll = token_nll(logits[:, :text_len], targets).sum(-1)
         else:
-            nll = self.hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets)
+            nll = hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets, self.chunk_nll)
         return nll, self.next_state(state, written, segment_ids)
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
