@@ -511,6 +511,9 @@ def bench(
         "2k,4k,8k,16k,32k,64k"
     ),
     batch_size: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
+    train_batch_size: Annotated[
+        str | None, typer.Option(help="Batch sizes of the training step [default: --batch-size].", show_default=False)
+    ] = None,
     mode: Annotated[str, typer.Option(help="eval (the segment loop) | train (one step) | eval,train.")] = "eval,train",
     bptt_depth: Annotated[int, typer.Option(help="D: segments per window of the training step.")] = 6,
     max_batch_tokens: Annotated[
@@ -555,6 +558,7 @@ def bench(
         methods=[m.strip() for m in method.split(",") if m.strip()],
         lengths=parse_counts(lengths, "--lengths"),
         batch_sizes=parse_counts(batch_size, "--batch-size"),
+        train_batch_sizes=parse_counts(train_batch_size, "--train-batch-size") if train_batch_size else None,
         modes=[m.strip() for m in mode.split(",") if m.strip()],
         memory=MemorySettings(
             segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hmtbench.benchmark import BenchConfig, parse_counts, plan_cases
+from hmtbench.benchmark.report import load, report
 from hmtbench.cli import app
 from hmtbench.errors import HmtbenchError
 from hmtbench.results.schema import COLUMN_NAMES
@@ -95,6 +96,9 @@ def test_graphed_steps_record_the_eager_numbers(tmp_path: Path) -> None:
     eager, graphed = eager.set_index(key).sort_index(), graphed.set_index(key).sort_index()
     assert (eager["nll_mean"] == graphed["nll_mean"]).all()
     assert all(json.loads(c)["engine"]["cuda_graphs"] for c in graphed["config"])
+    text = report(load([str(tmp_path)]))
+    assert "targets, engine eager:" in text and "targets, engine graphs:" in text
+    assert "speed-up graphs over eager (tokens/s):" in text and "eval hmt B=3:" in text
 
 
 def test_counts_and_the_plan() -> None:

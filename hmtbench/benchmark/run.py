@@ -43,6 +43,7 @@ class BenchConfig:
     methods: list[str] = field(default_factory=lambda: ["plain", "full", "rmt", "hmt"])
     lengths: list[int] = field(default_factory=lambda: [2**k for k in range(11, 17)])  # 2k ... 64k tokens
     batch_sizes: list[int] = field(default_factory=lambda: [1])
+    train_batch_sizes: list[int] | None = None  # of the training step (None: batch_sizes)
     modes: list[str] = field(default_factory=lambda: list(MODES))
     memory: MemorySettings = field(default_factory=MemorySettings)
     bptt_depth: int = 6  # D: segments per training window
@@ -83,7 +84,8 @@ def plan_cases(config: BenchConfig) -> list[Case]:
     """Every case to measure, mode by mode, batch size by batch size, method by method, length by length."""
     cases = []
     for mode in config.modes:
-        for batch in config.batch_sizes:
+        batches = config.batch_sizes if mode == "eval" else (config.train_batch_sizes or config.batch_sizes)
+        for batch in batches:
             for name in config.methods:
                 if mode == "train":
                     cases.append(Case(mode, name, batch, config.bptt_depth))
