@@ -32,7 +32,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to logs/NAM
   echo "== $name: limit ${limit}s, starting at $((SECONDS - start))s"
   timeout --signal=INT --kill-after=15 "$limit" "$@" > "$work/logs/$name.log" 2>&1
   echo "   exit $? at $((SECONDS - start))s"
-  grep -E "tok/s|skipped|failed|ppl [0-9]|error|Error|warning: CUDA graph" "$work/logs/$name.log" | tail -n 60
+  grep -E "tok/s|skipped|failed|ppl [0-9]|error|Error|CUDA graph capture" "$work/logs/$name.log" | tail -n 60
   pack
 }
 

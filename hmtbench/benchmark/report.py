@@ -20,9 +20,11 @@ METHODS = ("plain", "full", "rmt", "hmt")
 
 
 def engine_of(config: str) -> str:
-    switches = json.loads(config or "{}").get("engine") or {}
+    values = json.loads(config or "{}")
+    switches = values.get("engine") or {}
     names = [name for name, key in (("compile", "compile"), ("graphs", "cuda_graphs")) if switches.get(key)]
-    return "+".join(names) or "eager"
+    failed = " (capture failed)" if values.get("cuda_graph_failures") else ""  # some steps ran eagerly
+    return ("+".join(names) or "eager") + failed
 
 
 def _engine_order(engine: str) -> tuple[bool, str]:

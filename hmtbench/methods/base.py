@@ -20,7 +20,7 @@ The memory a segment writes is the backbone's last hidden state (after the final
 
 The driver (``hmtbench.engine``) runs every method the same way::
 
-    summaries = method.summarize(segments, lengths)        # (B, n, d) or None, one batched pass
+    summaries = method.summarize(segments, lengths)        # (B, n, d) or None, in batched passes
     state = method.initial_state(batch_size)
     for n in range(num_segments):
         nll, state = method.score(state, segments[:, n], lengths[:, n], targets[:, n], summaries[:, n] or None)
@@ -122,7 +122,7 @@ class SegmentMethod(nn.Module):
             )
         forward_params = inspect.signature(backbone.forward).parameters
         self._keeps_logits = "logits_to_keep" in forward_params
-        self._split_head = head_is_plain(backbone)  # score: run the output head ourselves, in chunks
+        self._head_is_plain = head_is_plain(backbone)  # score: run the output head ourselves, in chunks
         self.chunk_nll: ChunkNll | None = None  # the loss of a chunk of positions; hmtbench.fastpath compiles one
 
     @classmethod
@@ -206,7 +206,7 @@ class SegmentMethod(nn.Module):
         if targets is None and read.memory is None:  # nothing to score, nothing to write
             return None, self.next_state(state, None, segment_ids)
         text_len = segment_ids.shape[1]
-        logits, hidden = self._call_backbone(read.embeds, read.text_start, full_logits=not self._split_head)
+        logits, hidden = self._call_backbone(read.embeds, read.text_start, full_logits=not self._head_is_plain)
         written = self._written(read, hidden)
         if targets is None:  # in training its 0 stays in the autograd graph, as an all-ignored loss always was
             nll = written.float().sum((1, 2)) * 0 if written is not None and written.requires_grad else None
