@@ -58,14 +58,14 @@ ppl=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,full,rmt,hmt --dat
 
 # after: the fast path, every length at batch 1, larger batches up to 512k tokens a batch; compilation and
 # graph capture happen in each case's warm-up call, outside the timed calls
-step after 200 "${hb[@]}" "${bench[@]}" --compile --cuda-graphs --lengths "$lengths_after" \
+step after 230 "${hb[@]}" "${bench[@]}" --compile --cuda-graphs --lengths "$lengths_after" \
   --batch-size "$batches_after" --train-batch-size 1,8 --warmup 1 --max-seconds 2 --out "$work/results/bench-after"
 # eval-ppl under the fast path (its wall time includes compiling and capturing)
-step ppl-fast 100 "${hb[@]}" "${ppl[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
+step ppl-fast 95 "${hb[@]}" "${ppl[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
 # before: the eager engine (no warm-up call: the median of three calls sets the first, cold one aside)
-step before 120 "${hb[@]}" "${bench[@]}" --lengths "$lengths_before" --batch-size "$batches_before" \
+step before 105 "${hb[@]}" "${bench[@]}" --lengths "$lengths_before" --batch-size "$batches_before" \
   --train-batch-size 1,8 --warmup 0 --max-seconds 2 --out "$work/results/bench-before"
-step ppl-eager 60 "${hb[@]}" "${ppl[@]}" --out "$work/results/eval-ppl"
+step ppl-eager 55 "${hb[@]}" "${ppl[@]}" --out "$work/results/eval-ppl"
 
 echo "== done at $((SECONDS - start))s; $out: $(ls "$out" | tr '\n' ' ')"
 cat "$out/summary.txt"
