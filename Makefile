@@ -32,9 +32,10 @@ test: install
 lint: install
 	$(BIN)/ruff check hmtbench tests
 
-# Every figure the committed results support, as PNG + PDF in results/figures/ (the rest are named and skipped).
+# The figures in results/figures/ from the committed records, one experiment folder at a time (PNG + PDF).
 figures: install
-	$(BIN)/hmtbench plot results/ --paper --out results/figures
+	$(BIN)/hmtbench plot results/h100-smollm2-stdlib --paper --out results/figures
+	$(BIN)/hmtbench plot results/h100-bench/results/bench-before --figure memory-vs-length --out results/figures/bench-eager
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
