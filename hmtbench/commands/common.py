@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import warnings
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hmtbench.backbones import Backbone
 from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
 from hmtbench.config import MemorySettings
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import SegmentMethod, build_method, method_class
-
-console = Console(stderr=True)
+from hmtbench.progress import console
 
 
 def prepare_method(
@@ -119,37 +114,6 @@ def method_columns(model: SegmentMethod) -> dict[str, Any]:
         "sum_fraction": config.sum_fraction if is_hmt else None,
         "hmt_stage": config.stage if is_hmt else None,
     }
-
-
-class TokenProgress:
-    """A rich progress bar over tokens that also shows the running tokens/s."""
-
-    def __init__(self, description: str, total_tokens: int) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("tokens"),
-            TextColumn("[cyan]{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task = self.progress.add_task(description, total=total_tokens, rate="")
-        self.start = time.perf_counter()
-        self.tokens = 0
-
-    def __enter__(self) -> TokenProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
-
-    def advance(self, segments: int, tokens: int) -> None:
-        self.tokens += tokens
-        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-        self.progress.update(self.task, advance=tokens, rate=f"{rate:,.0f} tok/s")
 
 
 def quiet_transformers() -> None:

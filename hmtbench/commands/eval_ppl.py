@@ -8,7 +8,6 @@ from typing import Any
 from hmtbench import distributed
 from hmtbench.backbones import load_backbone
 from hmtbench.commands.common import (
-    TokenProgress,
     checkpoint_columns,
     console,
     prepare_method,
@@ -27,6 +26,7 @@ from hmtbench.evaluation.perplexity import (
 )
 from hmtbench.fastpath import EngineOptions, accelerate, with_engine
 from hmtbench.methods import method_class
+from hmtbench.progress import TokenProgress
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
 

@@ -11,7 +11,6 @@ from typing import Any
 from hmtbench import distributed
 from hmtbench.backbones import load_backbone
 from hmtbench.commands.common import (
-    TokenProgress,
     checkpoint_columns,
     console,
     prepare_method,
@@ -22,6 +21,7 @@ from hmtbench.config import MemorySettings, to_json
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import method_class
 from hmtbench.methods.base import max_positions
+from hmtbench.progress import TokenProgress
 from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, evaluate_qa_sharded, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record

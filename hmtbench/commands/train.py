@@ -17,12 +17,12 @@ from hmtbench.config import dump_yaml, from_dict, load_yaml, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import SegmentMethod, build_method, method_class
+from hmtbench.progress import StepProgress
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
 from hmtbench.training.lora import add_lora
-from hmtbench.training.progress import StepProgress
 from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"

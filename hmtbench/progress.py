@@ -1,0 +1,59 @@
+"""Rich progress bars: one live bar with a free-text stats field, shown as tokens (eval) or steps (train)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+class LiveProgress:
+    """A bar over ``total`` units with a stats field; a context manager."""
+
+    def __init__(self, label: str, total: int, unit: str = "") -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TextColumn("[cyan]{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task(label, total=total, stats="")
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+
+class TokenProgress(LiveProgress):
+    """Evaluation: tokens read so far and the running tokens/s."""
+
+    def __init__(self, label: str, total_tokens: int) -> None:
+        super().__init__(label, total_tokens, "tokens")
+        self.start, self.tokens = time.perf_counter(), 0
+
+    def advance(self, segments: int, tokens: int) -> None:
+        self.tokens += tokens
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.progress.update(self.task, advance=tokens, stats=f"{rate:,.0f} tok/s")
+
+
+class StepProgress(LiveProgress):
+    """Training: optimizer steps with loss, learning rate and tokens/s."""
+
+    def __init__(self, label: str, steps: int) -> None:
+        super().__init__(label, steps, "steps")
+
+    def update(self, step: int, entry: dict[str, Any]) -> None:
+        stats = f"loss {entry['loss']:.4f}  lr {entry['lr']:.2e}  {entry['tokens_per_s']:,.0f} tok/s"
+        self.progress.update(self.task, completed=step, stats=stats)
