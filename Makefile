@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CKPT := results/checkpoints
-RUN_OUT ?= results/make-run
+# One folder per `make run`, so its comparison shows that run alone.
+RUN_STAMP := $(shell date -u +%Y%m%dT%H%M%S)
+RUN_OUT ?= results/make-run/$(RUN_STAMP)
 RUN_ARGS ?= --backbone smollm2-135m --dataset python-stdlib --split test --max-docs 4 --test-length 2000 --out $(RUN_OUT)
 
 .PHONY: install run test lint figures clean
