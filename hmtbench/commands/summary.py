@@ -7,10 +7,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hmtbench.analysis.compare import gain
+from hmtbench.results.schema import METRIC_DIRECTION
 
-def relative_gain(reference: float, value: float) -> float:
-    """(reference - value) / reference in %: positive when ``value`` has the lower (better) perplexity."""
-    return 100.0 * (reference - value) / reference
+
+def ppl_gain(reference: float, value: float) -> float | None:
+    """The paper's delta, as compare computes it: (reference - value) / reference in %, positive = lower ppl."""
+    return gain(reference, value, METRIC_DIRECTION["ppl"])
 
 
 def print_method_table(rows: list[dict[str, Any]], console: Console | None = None) -> None:
@@ -21,11 +24,13 @@ def print_method_table(rows: list[dict[str, Any]], console: Console | None = Non
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         plain = by_method.get("plain")
-        gain = f"{relative_gain(plain['ppl'], row['ppl']):+.2f}%" if plain and row is not plain else ""
+        delta = ppl_gain(plain["ppl"], row["ppl"]) if plain and row is not plain else None
+        delta_text = "" if delta is None else f"{delta:+.2f}%"
         gpu = f"{row['peak_gpu_mem_mb']:,.0f}" if row.get("peak_gpu_mem_mb") else "-"
-        table.add_row(row["method"], f"{row['ppl']:.3f}", f"{row['bpb']:.4f}", gain, f"{row['tokens_per_s']:,.0f}",
-                      gpu, f"{row['added_params']:,}")
+        cells = (f"{row['ppl']:.3f}", f"{row['bpb']:.4f}", delta_text, f"{row['tokens_per_s']:,.0f}", gpu)
+        table.add_row(row["method"], *cells, f"{row['added_params']:,}")
     console.print(table)
     if "hmt" in by_method and "rmt" in by_method:
-        gain = relative_gain(by_method["rmt"]["ppl"], by_method["hmt"]["ppl"])
-        console.print(f"HMT vs RMT: {gain:+.2f}% (positive = HMT lower perplexity)")
+        delta = ppl_gain(by_method["rmt"]["ppl"], by_method["hmt"]["ppl"])
+        if delta is not None:
+            console.print(f"HMT vs RMT: {delta:+.2f}% (positive = HMT lower perplexity)")

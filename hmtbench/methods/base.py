@@ -234,15 +234,10 @@ class SegmentMethod(nn.Module):
         self, memory: Tensor | None, sensory_ids: Tensor | None, segment_ids: Tensor, lengths: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         """Assemble [read | sensory | text | write | pad] embeddings; return them and the write positions (B, m)."""
-        parts = []
-        if memory is not None:
-            memory = memory.to(self.dtype)
-            parts.append(memory)
-        if sensory_ids is not None:
-            parts.append(self.embed(sensory_ids))
-        parts.append(self.embed(segment_ids))
+        parts = [*self._prefix(memory, sensory_ids), self.embed(segment_ids)]
         if memory is None:
             return torch.cat(parts, dim=1), None
+        memory = memory.to(self.dtype)
         m = memory.shape[1]
         parts.append(torch.zeros_like(memory))  # placeholder slots, overwritten below
         embeds = torch.cat(parts, dim=1)  # (B, m + k + S + m, d)
@@ -250,6 +245,13 @@ class SegmentMethod(nn.Module):
         write_at = text_start + lengths[:, None] + torch.arange(m, device=lengths.device)  # (B, m)
         embeds = embeds.scatter(1, write_at[..., None].expand(-1, -1, embeds.shape[-1]), memory)
         return embeds, write_at
+
+    def _prefix(self, memory: Tensor | None, sensory_ids: Tensor | None) -> list[Tensor]:
+        """The [read memory | sensory] embeddings that precede a segment's text, in the backbone's dtype."""
+        parts = [] if memory is None else [memory.to(self.dtype)]
+        if sensory_ids is not None:
+            parts.append(self.embed(sensory_ids))
+        return parts
 
     def _run_backbone(
         self, embeds: Tensor, text_start: int, text_len: int, want_hidden: bool
@@ -295,11 +297,5 @@ class SegmentMethod(nn.Module):
         read and sensory memories as ``forward``, so the first positions match ``_layout``'s.
         """
         memory, _ = self.read_memory(state, summary)
-        sensory = state.sensory_ids if self.sensory_tokens else None
-        parts = []
-        if memory is not None:
-            memory = memory.to(self.dtype)
-            parts.append(memory)
-        if sensory is not None:
-            parts.append(self.embed(sensory))
-        return (torch.cat(parts, dim=1) if parts else None), memory
+        parts = self._prefix(memory, state.sensory_ids if self.sensory_tokens else None)
+        return (torch.cat(parts, dim=1) if parts else None), (None if memory is None else parts[0])
