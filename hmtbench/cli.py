@@ -67,6 +67,13 @@ SensoryTokens = Annotated[int, typer.Option(help="k: HMT sensory tokens from the
 RecallContext = Annotated[int, typer.Option(help="N: memory embeddings HMT caches for recall.")]
 RecallHiddenDim = Annotated[int, typer.Option(help="h: width of HMT's recall query/key projections.")]
 SumFraction = Annotated[float, typer.Option(help="Share of a segment HMT's summary prompt reads.")]
+SummaryPass = Annotated[
+    str,
+    typer.Option(
+        help="When HMT evaluation computes its summaries: ahead (batched passes before the segments), inline "
+        "(each in the previous segment's backbone call: no extra call; pays on a GPU at small batches), or auto."
+    ),
+]
 Checkpoint = Annotated[
     str | None, typer.Option(help="Folder written by `hmtbench train` with the method's trained tensors.")
 ]
@@ -92,6 +99,7 @@ def eval_ppl(
     recall_context: RecallContext = 100,
     recall_hidden_dim: RecallHiddenDim = 4096,
     sum_fraction: SumFraction = 0.5,
+    summary_pass: SummaryPass = "auto",
     protocol: Annotated[
         str, typer.Option(help="stream: each token scored once | paper: the reference's windows.")
     ] = "stream",
@@ -127,7 +135,8 @@ def eval_ppl(
     config = EvalConfig(
         backbone=backbone,
         memory=MemorySettings(
-            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction
+            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction,
+            summary_pass=summary_pass,
         ),
         data=DataSettings(dataset, split, test_length, max_docs),
         protocol=protocol,
@@ -444,6 +453,7 @@ def eval_qa(
     recall_context: RecallContext = 100,
     recall_hidden_dim: RecallHiddenDim = 4096,
     sum_fraction: SumFraction = 0.5,
+    summary_pass: SummaryPass = "auto",
     checkpoint: Checkpoint = None,
     dtype: Dtype = "auto",
     device: Device = "auto",
@@ -472,7 +482,8 @@ def eval_qa(
         backbone=backbone,
         task=task,
         memory=MemorySettings(
-            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction
+            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction,
+            summary_pass=summary_pass,
         ),
         context_length=context_length,
         limit=limit,
@@ -525,6 +536,7 @@ def bench(
     recall_context: RecallContext = 100,
     recall_hidden_dim: RecallHiddenDim = 4096,
     sum_fraction: SumFraction = 0.5,
+    summary_pass: SummaryPass = "auto",
     compile_: Compile = False,
     cuda_graphs: CudaGraphs = False,
     warmup: Annotated[int, typer.Option(help="Untimed calls per case (compilation and graph capture).")] = 1,
@@ -561,7 +573,8 @@ def bench(
         train_batch_sizes=parse_counts(train_batch_size, "--train-batch-size") if train_batch_size else None,
         modes=[m.strip() for m in mode.split(",") if m.strip()],
         memory=MemorySettings(
-            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction
+            segment_length, memory_tokens, sensory_tokens, recall_context, recall_hidden_dim, sum_fraction,
+            summary_pass=summary_pass,
         ),
         bptt_depth=bptt_depth,
         engine=EngineOptions(compile=compile_, cuda_graphs=cuda_graphs),

@@ -24,6 +24,7 @@ class MemorySettings:
     recall_hidden_dim: int = 4096  # h (HMT)
     sum_fraction: float = 0.5  # share of a segment the HMT summary reads
     stage: int = 2  # HMT stage: 1 = memory + sensory, 2 = with recall
+    summary_pass: str = "auto"  # HMT evaluation: summaries ahead (batched passes) | inline (in the step before) | auto
 
 
 @dataclass

@@ -75,7 +75,8 @@ def score_segments(
     batch_size, n = batch.segments.shape[:2]
     scored = batch.targets != IGNORE
     any_scored = scored.any(-1).any(0).tolist()  # (n,) on the host: the batch's one read-back, before the loop
-    summaries = method.summarize(batch.segments, batch.lengths)
+    inline = method.summarizes_inline(batch_size)  # summaries made one segment ahead, in the step before
+    summaries = None if inline else method.summarize(batch.segments, batch.lengths)
     state = method.initial_state(batch_size)
     nothing = torch.zeros(batch_size, device=batch.segments.device)
     nll = []
@@ -84,6 +85,7 @@ def score_segments(
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
         targets = batch.targets[:, i] if any_scored[i] else None
-        segment_nll, state = method.score(state, batch.segments[:, i], batch.lengths[:, i], targets, summary)
+        upcoming = (batch.segments[:, i + 1], batch.lengths[:, i + 1]) if inline and i + 1 < n else None
+        segment_nll, state = method.score(state, batch.segments[:, i], batch.lengths[:, i], targets, summary, upcoming)
         nll.append(nothing if segment_nll is None else segment_nll)
     return torch.stack(nll, dim=1), scored.sum(-1)

@@ -152,9 +152,15 @@ class CapturedCalls:
         return _Captured(inputs, lambda: (graph.replay(), outputs)[1])
 
 
+@functools.cache
+def _warm_up_stream(device: int) -> torch.cuda.Stream:
+    """One side stream per device for every warm-up: cuBLAS keeps a workspace (tens of MiB) per stream it meets."""
+    return torch.cuda.Stream(device)
+
+
 def _warm_up(fn: Callable[..., Any], inputs: list[Tensor | None]) -> Any:
     """Call ``fn`` on a side stream (on copies: it may update its inputs in place); return the last result."""
-    stream = torch.cuda.Stream()
+    stream = _warm_up_stream(torch.cuda.current_device())
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(WARMUP_CALLS):
@@ -197,6 +203,9 @@ class GraphedMethod:
     def initial_state(self, batch_size: int) -> MemoryState:
         return self.method.initial_state(batch_size)
 
+    def summarizes_inline(self, batch_size: int) -> bool:
+        return self.method.summarizes_inline(batch_size)
+
     def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
         if torch.is_grad_enabled():
             return self.method.summarize(segment_ids, lengths)
@@ -209,20 +218,23 @@ class GraphedMethod:
         lengths: Tensor,
         targets: Tensor | None,
         summary: Tensor | None = None,
+        upcoming: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor | None, MemoryState]:
         """``SegmentMethod.score``, replayed. The state returned lives in the graph's buffers until the next step."""
         if torch.is_grad_enabled():
-            return self.method.score(state, segment_ids, lengths, targets, summary)
-        nll, carry = self._steps(*state.tensors(), segment_ids, lengths, targets, summary)
+            return self.method.score(state, segment_ids, lengths, targets, summary, upcoming)
+        nll, carry = self._steps(*state.tensors(), segment_ids, lengths, targets, summary, *(upcoming or (None, None)))
         after = MemoryState.from_tensors(state.batch_size, carry, state.segments_read + 1)
         return (None if nll is None else nll.clone()), after
 
 
 def _step(method: SegmentMethod, *args: Tensor | None) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
-    """One segment as a function of tensors: (state tensors..., ids, lengths, targets, summary) -> (nll, state)."""
-    carry, (segment_ids, lengths, targets, summary) = args[:-4], args[-4:]
+    """One segment as a function of tensors: (state tensors..., ids, lengths, targets, summary, next ids, next lengths)
+    -> (nll, state tensors)."""
+    carry, (segment_ids, lengths, targets, summary, next_ids, next_lengths) = args[:-6], args[-6:]
     state = MemoryState.from_tensors(segment_ids.shape[0], carry)
-    nll, after = method.score(state, segment_ids, lengths, targets, summary)
+    upcoming = None if next_ids is None else (next_ids, next_lengths)
+    nll, after = method.score(state, segment_ids, lengths, targets, summary, upcoming)
     new = after.tensors()
     if all((a is None) == (b is None) for a, b in zip(carry, new, strict=True)):
         for buffer, value in zip(carry, new, strict=True):  # same layout: the state stays in these buffers

@@ -7,6 +7,10 @@
 #
 # Usage, from the checkout root, with the model staged as in shared/device/README.md (call 1 copies part00):
 #   bash .carry/smollm2-b/stage.sh && bash scripts/gpu_bench.sh "$OUT/bench"
+# The steps take about 11 minutes; to split them over two calls of a 10-minute limit on one warm machine, keep
+# the work folder and name the steps:
+#   GPU_BENCH_WORK=/root/gpu_bench GPU_BENCH_STEPS="after profile memory-order" bash scripts/gpu_bench.sh "$OUT/bench"
+#   GPU_BENCH_WORK=/root/gpu_bench GPU_BENCH_STEPS="ppl-fast before ppl-eager" bash scripts/gpu_bench.sh "$OUT/bench"
 # OUTDIR receives two files (the device tool returns at most 8): gpu_bench.tar.gz (results/*/*.parquet and
 # logs/*.log, repacked after every step) and summary.txt (the table and the targets, also printed last).
 # Unpack with: tar xzf gpu_bench.tar.gz -C results/h100-bench  (then `hmtbench compare results/h100-bench/results`).
@@ -23,16 +27,21 @@ start=$SECONDS
 
 pack() {
   tar czf "$out/gpu_bench.tar.gz.tmp" -C "$work" results logs && mv "$out/gpu_bench.tar.gz.tmp" "$out/gpu_bench.tar.gz"
-  python3 -m hmtbench.benchmark.report "$work/results" > "$out/summary.txt" 2> "$work/logs/report.err"
+  local tables  # the table's own records: not memory-order's (same cases, other order)
+  tables=$(ls -d "$work"/results/{bench-after,bench-before,eval-ppl} 2>/dev/null)
+  [ -n "$tables" ] && python3 -m hmtbench.benchmark.report $tables > "$out/summary.txt" 2> "$work/logs/report.err"
 }
 
+steps=" ${GPU_BENCH_STEPS:-after profile memory-order ppl-fast before ppl-eager} "
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to logs/NAME.log, show its result lines
   local name=$1 limit=$2
   shift 2
+  [[ $steps == *" $name "* ]] || return 0
   echo "== $name: limit ${limit}s, starting at $((SECONDS - start))s"
   timeout --signal=INT --kill-after=15 "$limit" "$@" > "$work/logs/$name.log" 2>&1
   echo "   exit $? at $((SECONDS - start))s"
-  grep -E "tok/s|skipped|failed|ppl [0-9]|error|Error|CUDA graph capture" "$work/logs/$name.log" | tail -n 60
+  grep -E "tok/s|skipped|failed|ppl [0-9]|error|Error|CUDA graph capture|^==|^variant|^plain|^rmt|^hmt" \
+    "$work/logs/$name.log" | tail -n 60
   pack
 }
 
@@ -43,10 +52,11 @@ hb=(python3 -m hmtbench)
 model=(--backbone smollm2-135m --segment-length 256)
 hmt_recipe=(--sensory-tokens 32 --recall-hidden-dim 1536)
 lengths_after=2k,4k,8k,16k,32k,64k lengths_before=2k,8k,64k batches_after=1,64,256 batches_before=1,64
+profile_lengths=2k,64k
 if [ -n "${GPU_BENCH_SMOKE:-}" ]; then  # the script's logic on a CPU in two minutes: tiny model, tiny sizes
   model=(--backbone random:llama --segment-length 64 --recall-hidden-dim 16 --device cpu)
   hmt_recipe=(--sensory-tokens 8)
-  lengths_after=256,512 lengths_before=256 batches_after=1,4 batches_before=1
+  lengths_after=256,512 lengths_before=256 batches_after=1,4 batches_before=1 profile_lengths=512
 fi
 bench=(bench "${model[@]}" --method plain,full,rmt,hmt --bptt-depth 6 --max-batch-tokens 524288 --repeat 3)
 ppl=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,full,rmt,hmt --dataset python-stdlib --split test
@@ -60,6 +70,12 @@ ppl=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,full,rmt,hmt --dat
 # graph capture happen in each case's warm-up call, outside the timed calls
 step after 230 "${hb[@]}" "${bench[@]}" --compile --cuda-graphs --lengths "$lengths_after" \
   --batch-size "$batches_after" --train-batch-size 1,8 --warmup 1 --max-seconds 2 --out "$work/results/bench-after"
+# where the time goes at batch 1 (HMT with its summaries ahead and inline): device timers and kernel counts
+step profile 90 python3 -m hmtbench.benchmark.profile "${model[@]}" --length "$profile_lengths" --compile --cuda-graphs \
+  --json "$work/results/profile.json"
+# peak memory does not depend on what ran before in the process: 64k first, then 2k (compare with "after")
+step memory-order 60 "${hb[@]}" bench "${model[@]}" --method plain,rmt,hmt --lengths 64k,2k --batch-size 1 --mode eval \
+  --compile --cuda-graphs --warmup 1 --max-seconds 2 --out "$work/results/memory-order"
 # eval-ppl under the fast path (its wall time includes compiling and capturing)
 step ppl-fast 95 "${hb[@]}" "${ppl[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
 # before: the eager engine (no warm-up call: the median of three calls sets the first, cold one aside)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ from hmtbench.benchmark import BenchConfig, parse_counts, plan_cases
 from hmtbench.benchmark.report import load, report
 from hmtbench.cli import app
 from hmtbench.errors import HmtbenchError
+from hmtbench.methods import build_method
 from hmtbench.results.schema import COLUMN_NAMES
 
 L, K, H = 32, 4, 16
@@ -52,11 +54,12 @@ def test_bench_writes_one_record_per_case(tmp_path: Path) -> None:
         assert row["dataset"] == "random-tokens" and pd.isna(row["peak_gpu_mem_mb"]) and row["peak_host_mem_mb"] > 0
         config = json.loads(row["config"])
         assert config["engine"] == {"compile": False, "cuda_graphs": False}
-        assert config["bench"] == {"mode": "eval"} and config["memory"]["segment_length"] == L
+        assert config["bench"]["mode"] == "eval" and config["memory"]["segment_length"] == L
     full = evals[evals["method"] == "full"]
     assert (full["segment_length"] == full["test_length"]).all()  # one forward over the whole document
     hmt = evals[evals["method"] == "hmt"].iloc[0]
     assert (hmt["text_tokens"], hmt["sensory_tokens"], hmt["recall_hidden_dim"]) == (L - 2 - K, K, H)
+    assert json.loads(hmt["config"])["bench"] == {"mode": "eval", "summaries": "ahead"}  # auto, on a CPU
 
     trains = rows[rows["protocol"] == "bench-train"].set_index(["method", "batch_size"])
     assert (trains["test_length"] == 3 * L).all() and (trains["train_mode"] == "memory").all()
@@ -99,6 +102,23 @@ def test_graphed_steps_record_the_eager_numbers(tmp_path: Path) -> None:
     text = report(load([str(tmp_path)]))
     assert "targets, engine eager:" in text and "targets, engine graphs:" in text
     assert "speed-up graphs over eager (tokens/s):" in text and "eval hmt B=3:" in text
+
+
+def test_each_case_is_freed_before_the_next_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later case's peak memory must not hold an earlier case's method (nor its graphs and their pools)."""
+    import hmtbench.benchmark.run as bench_run
+
+    built: list[weakref.ref] = []
+
+    def build_and_track(*args, **kwargs):
+        assert all(ref() is None for ref in built), "an earlier case's method is still alive"
+        method = build_method(*args, **kwargs)
+        built.append(weakref.ref(method))
+        return method
+
+    monkeypatch.setattr(bench_run, "build_method", build_and_track)
+    bench(tmp_path, "--method", "rmt,hmt", "--lengths", "64,128", "--mode", "eval,train", "--cuda-graphs")
+    assert len(built) == 2 * 2 + 2 and all(ref() is None for ref in built)
 
 
 def test_counts_and_the_plan() -> None:

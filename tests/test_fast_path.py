@@ -22,8 +22,11 @@ METHODS = [
     ("rmt", {"memory_tokens": 2}),
     ("hmt", {"stage": 1, "sensory_tokens": 4}),
     ("hmt", {"sensory_tokens": 4, "recall_context": 3, "recall_hidden_dim": 16}),
+    ("hmt", {"sensory_tokens": 4, "recall_context": 3, "recall_hidden_dim": 16, "summary_pass": "inline"}),
 ]
-IDS = ["plain", "rmt", "hmt-stage1", "hmt"]
+IDS = ["plain", "rmt", "hmt-stage1", "hmt", "hmt-inline"]
+STEP_SIGNATURES = {"hmt-stage1": 2, "hmt": 2, "hmt-inline": 3}  # segment 0 reads no sensory ids (or cache) yet;
+# inline, the last segment has no next one
 
 
 def build(backbone: torch.nn.Module, name: str, settings: dict):
@@ -77,16 +80,17 @@ def test_score_equals_forward_and_token_nll(backbone: torch.nn.Module, name: str
                     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "settings"), METHODS, ids=IDS)
-def test_graph_plumbing_gives_the_eager_numbers_exactly(backbone: torch.nn.Module, name: str, settings: dict) -> None:
+@pytest.mark.parametrize(("name", "settings", "case"), [(*m, i) for m, i in zip(METHODS, IDS, strict=True)], ids=IDS)
+def test_graph_plumbing_gives_the_eager_numbers_exactly(
+    backbone: torch.nn.Module, name: str, settings: dict, case: str
+) -> None:
     """Off CUDA, GraphedMethod runs its steps eagerly on the static buffers a capture would use."""
     method = build(backbone, name, settings)
     graphed = GraphedMethod(method)
     for seed, lengths in enumerate([[200, 150, 31], [200, 199, 100], [90, 60, 3], [200, 150, 31]]):
         ids = random_documents(3, max(lengths), seed=seed)
         assert torch.equal(nll_of(graphed, ids, lengths), nll_of(method, ids, lengths))
-    steps = len(graphed._steps.captured)
-    assert steps == (2 if name == "hmt" else 1)  # HMT's segment 0 has no cache (and no sensory tokens) yet
+    assert len(graphed._steps.captured) == STEP_SIGNATURES.get(case, 1)
     assert graphed.failures == []
 
 
@@ -119,13 +123,17 @@ def test_a_segment_step_reads_nothing_back_to_the_host(backbone: torch.nn.Module
     method = build(backbone, name, settings)
     s = method.segment_tokens
     batch = segment_batch(random_documents(2, 3 * s), torch.tensor([3 * s, 2 * s + 5]), s)
-    summaries = method.summarize(batch.segments, batch.lengths)
     state = method.initial_state(2)
     with torch.inference_mode():
+        inline = method.summarizes_inline(2)
+        summaries = None if inline else method.summarize(batch.segments, batch.lengths)
         for i in range(3):
             summary = None if summaries is None else summaries[:, i]
+            upcoming = (batch.segments[:, i + 1], batch.lengths[:, i + 1]) if inline and i < 2 else None
             with HostReads() as reads:
-                _, state = method.score(state, batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i], summary)
+                _, state = method.score(
+                    state, batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i], summary, upcoming
+                )
             assert reads.ops == [], (i, reads.ops)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
+from hmtbench.fastpath import repeated_blocks
 from hmtbench.methods import SegmentOutput, build_method
 from hmtbench.methods.hmt import HMT
 from tests.conftest import random_documents
@@ -215,6 +216,47 @@ def test_batched_summaries_equal_the_on_the_fly_summaries(backbone: torch.nn.Mod
     torch.testing.assert_close(nll, on_the_fly, rtol=1e-5, atol=1e-4)
 
 
+def backbone_calls(model: HMT, batch, **engine) -> tuple[torch.Tensor, int]:
+    """score_segments' (B, n) NLL and how many backbone calls it made."""
+    calls = []
+    first_layer = repeated_blocks(model.backbone)[0]  # every backbone call runs it, whole model or not
+    hook = first_layer.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with torch.inference_mode():
+            nll, _ = score_segments(model, batch, **engine)
+    finally:
+        hook.remove()
+    return nll, len(calls)
+
+
+@pytest.mark.parametrize("sensory", [0, 3])
+def test_inline_summaries_give_the_ahead_scores_with_one_backbone_call_per_segment(
+    backbone: torch.nn.Module, sensory: int
+) -> None:
+    """Each segment's call also runs the next segment's summary prompt: the same numbers, no summary pass."""
+    ahead, inline = hmt(backbone, sensory_tokens=sensory), hmt(backbone, sensory_tokens=sensory, summary_pass="inline")
+    s = ahead.segment_tokens
+    lengths = torch.tensor([5 * s, 3 * s - 4, s + 2])  # short last segments, and empty ones
+    batch = segment_batch(random_documents(3, 5 * s), lengths, s)
+    with torch.no_grad():
+        assert not ahead.summarizes_inline(3) and inline.summarizes_inline(3)
+    expected, ahead_calls = backbone_calls(ahead, batch)
+    got, inline_calls = backbone_calls(inline, batch)
+    assert (ahead_calls, inline_calls) == (5 + 1, 5)  # one batched summary pass for 4 segments, or none
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_inline_summaries_are_chosen_for_small_gpu_batches_and_never_in_training(llama: torch.nn.Module) -> None:
+    auto, forced, stage1 = hmt(llama), hmt(llama, summary_pass="inline"), hmt(llama, stage=1, summary_pass="inline")
+    with torch.no_grad():
+        assert not auto.summarizes_inline(1)  # on a CPU arithmetic is the cost: ahead does less
+        assert forced.summarizes_inline(64) and not stage1.summarizes_inline(1)  # stage 1 has no summaries
+    assert not forced.summarizes_inline(1)  # gradients enabled: the reference's order
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HMT, "device", property(lambda self: torch.device("cuda")))  # a GPU: launch-bound when small
+        assert auto.summarizes_inline(1) and not auto.summarizes_inline(64)
+
+
 @pytest.mark.parametrize(
     ("overrides", "flag"),
     [
@@ -229,6 +271,7 @@ def test_batched_summaries_equal_the_on_the_fly_summaries(backbone: torch.nn.Mod
         ({"sum_fraction": 0.0}, "--sum-fraction"),
         ({"sum_fraction": 1.5}, "--sum-fraction"),
         ({"stage": 3}, "--stage"),
+        ({"summary_pass": "sideways"}, "--summary-pass"),
     ],
 )
 def test_invalid_settings_name_the_flag(llama: torch.nn.Module, overrides: dict, flag: str) -> None:

@@ -2,8 +2,9 @@
 
 Device work is asynchronous, so the device is synchronised before and after every timed
 iteration and the host clock measures the work itself; the peak memory is reset after the
-warm-up, so compilation and graph capture transients stay out of it (graphs kept for replay do
-not: they are memory the method holds).
+warm-up, so compilation and graph capture transients stay out of it. Graphs kept for replay are
+memory the method holds: a replay allocates nothing (the peak of allocated tensors misses its
+workspace), so the free part of the graphs' private pools is added to that peak.
 """
 
 from __future__ import annotations
@@ -57,8 +58,21 @@ def time_workload(run: Workload, device: torch.device, warmup: int, repeat: int,
         value = run()
         _sync(device)
         seconds.append(time.perf_counter() - began)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    peak = None
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) + graph_workspace_bytes(device)) / 2**20
     return Timing(seconds, warmup_s, peak, float(value))
+
+
+def graph_workspace_bytes(device: torch.device) -> int:
+    """Bytes the CUDA graphs' private memory pools hold beyond live tensors: what replays use as workspace."""
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    return sum(
+        segment["total_size"] - segment["allocated_size"]
+        for segment in torch.cuda.memory_snapshot()
+        if segment["device"] == index and tuple(segment.get("segment_pool_id", (0, 0))) != (0, 0)
+    )
 
 
 def eval_workload(runner, ids: Tensor, lengths: Tensor) -> Workload:

@@ -13,6 +13,7 @@ that fails (out of memory) a ``failed`` row.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 from collections.abc import Callable
@@ -114,6 +115,7 @@ def run_bench(
     rows = []
     for case in plan_cases(config):
         row = _measure(config, backbone, case, command_line)
+        _release(backbone.device)  # the case's method is gone: its graphs and their pools go back now
         row["run_id"] = new_run_id("bench", case.method)
         record = make_record({k: v for k, v in row.items() if k not in CONSOLE_ONLY})
         row["path"] = str(write_record(record, config.out, row["run_id"]))
@@ -142,10 +144,8 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
     finally:
         model.eval()
         failures = getattr(runner, "failures", [])
-        del runner
-        _release(backbone.device)
     if failures:  # a step ran eagerly: the row does not measure the graphs alone
-        row["config"] = _config_json(config, case, {"cuda_graph_failures": failures})
+        row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
     return _fill(row, case, timing, segments, tokens)
 
 
@@ -174,16 +174,25 @@ def _workload(config: BenchConfig, backbone: Backbone, case: Case, model: Segmen
 
 
 def _release(device: torch.device) -> None:
-    """Give the case's memory (graph pools included: dropping the method frees them) back to the device."""
+    """Give a finished case's memory (its graphs' pools included) back to the device before the next case.
+
+    Called once nothing refers to the case's method any more, so the next case's peak holds only its own memory.
+    """
+    gc.collect()
     if device.type == "cuda":
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # per stream, never freed otherwise
+        if clear_workspaces is not None:
+            clear_workspaces()
         torch.cuda.empty_cache()
 
 
-def _config_json(config: BenchConfig, case: Case, extra: dict[str, Any] | None = None) -> str:
+def _config_json(config: BenchConfig, case: Case, summaries: str | None = None) -> str:
     """The settings that make this row comparable (not the lists the invocation swept, not the timing procedure)."""
     bench: dict[str, Any] = {"mode": case.mode}
     if case.mode == "train":
         bench.update(bptt_depth=case.length, loss_on="last", train="memory")
+    elif summaries is not None:
+        bench["summaries"] = summaries  # what HMT's summary_pass resolved to for this batch size
     values = {
         "backbone": config.backbone,
         "memory": dataclasses.asdict(config.memory),
@@ -192,10 +201,10 @@ def _config_json(config: BenchConfig, case: Case, extra: dict[str, Any] | None =
         "dtype": config.dtype,
         "seed": config.seed,
     }
-    return json.dumps({**values, **(extra or {})}, sort_keys=True)
+    return json.dumps(values, sort_keys=True)
 
 
-def _case_columns(config: BenchConfig, case: Case) -> dict[str, Any]:
+def _case_columns(config: BenchConfig, case: Case, summaries: str | None = None) -> dict[str, Any]:
     window = case.length * config.memory.segment_length  # a training window's positions, equal for every method
     return {
         "status": "success",
@@ -204,15 +213,23 @@ def _case_columns(config: BenchConfig, case: Case) -> dict[str, Any]:
         "test_length": case.length if case.mode == "eval" else window,
         "batch_size": case.batch_size,
         "train_mode": "memory" if case.mode == "train" else None,
-        "config": _config_json(config, case),
+        "config": _config_json(config, case, summaries),
     }
 
 
 def _row(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, command_line) -> dict[str, Any]:
     return {
         **run_columns("bench", config.seed, backbone, case.method, model, command_line),
-        **_case_columns(config, case),
+        **_case_columns(config, case, _summaries_used(model, case)),
     }
+
+
+def _summaries_used(model: SegmentMethod, case: Case) -> str | None:
+    """HMT evaluation: whether its summaries run ahead of the segments or inline (``summary_pass`` auto decides)."""
+    if case.mode != "eval" or getattr(model, "recall", None) is None:  # no HMT recall (stage 2): no summaries
+        return None
+    with torch.no_grad():
+        return "inline" if model.summarizes_inline(case.batch_size) else "ahead"
 
 
 def _bare_row(config: BenchConfig, backbone: Backbone, case: Case, command_line, status: str, why: str):

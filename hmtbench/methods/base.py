@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
@@ -153,6 +154,17 @@ class SegmentMethod(nn.Module):
         """Per-segment summaries (B, n, d) computed ahead of the recurrence, or None."""
         return None
 
+    def summarizes_inline(self, batch_size: int) -> bool:
+        """Whether the engine should pass ``score`` the next segment (``upcoming``) instead of calling ``summarize``."""
+        return False
+
+    def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Rows to run in the same backbone call as a segment, from the next segment's (B, S) ids and (B,) lengths.
+
+        Returns their (B, P, d) embeddings and the (B,) position of each row's hidden state to keep, or None.
+        """
+        return None
+
     # ----- shared mechanics -----------------------------------------------------------------
     @property
     def segment_tokens(self) -> int:
@@ -187,7 +199,8 @@ class SegmentMethod(nn.Module):
         """Read one segment. segment_ids: (B, S) right-padded; lengths: (B,) real tokens per row."""
         read = self._read(state, segment_ids, lengths, summary)
         logits, hidden = self._run_backbone(read.embeds, read.text_start, segment_ids.shape[1], read.memory is not None)
-        return SegmentOutput(logits, self.next_state(state, self._written(read, hidden), segment_ids), read.weights)
+        after = replace(self.next_state(state, self._written(read, hidden), segment_ids), summary=None)
+        return SegmentOutput(logits, after, read.weights)
 
     def score(
         self,
@@ -196,17 +209,24 @@ class SegmentMethod(nn.Module):
         lengths: Tensor,
         targets: Tensor | None,
         summary: Tensor | None = None,
+        upcoming: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor | None, MemoryState]:
         """``forward`` scored instead of returning logits: the (B,) summed NLL of ``targets`` (B, S) and the next state.
 
         ``targets`` None means nothing in the segment is scored: the output head is skipped (and a
         method that writes no memory skips the backbone). NLL as ``token_nll(forward(...).logits)``.
+        ``upcoming`` (the next segment's ids and lengths, passed where ``summarizes_inline``) lets a
+        method add rows of its own to this backbone call (``side_rows``); what they yield is the next
+        state's ``summary``.
         """
         read = self._read(state, segment_ids, lengths, summary)
-        if targets is None and read.memory is None:  # nothing to score, nothing to write
+        side = None if upcoming is None else self.side_rows(*upcoming)
+        if targets is None and read.memory is None and side is None:  # nothing to score, write or summarise
             return None, self.next_state(state, None, segment_ids)
         text_len = segment_ids.shape[1]
-        logits, hidden = self._call_backbone(read.embeds, read.text_start, full_logits=not self._head_is_plain)
+        logits, hidden, side_hidden = self._call_backbone(
+            read.embeds, read.text_start, full_logits=not self._head_is_plain, side=side
+        )
         written = self._written(read, hidden)
         if targets is None:  # in training its 0 stays in the autograd graph, as an all-ignored loss always was
             nll = written.float().sum((1, 2)) * 0 if written is not None and written.requires_grad else None
@@ -214,7 +234,7 @@ class SegmentMethod(nn.Module):
             nll = token_nll(logits[:, :text_len], targets).sum(-1)
         else:
             nll = hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets, self.chunk_nll)
-        return nll, self.next_state(state, written, segment_ids)
+        return nll, replace(self.next_state(state, written, segment_ids), summary=side_hidden)
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         memory, weights = self.read_memory(state, summary)
@@ -257,16 +277,20 @@ class SegmentMethod(nn.Module):
         self, embeds: Tensor, text_start: int, text_len: int, want_hidden: bool
     ) -> tuple[Tensor, Tensor | None]:
         """Logits at the text positions (B, S, V) and, if asked, the last hidden states from text_start on."""
-        logits, hidden = self._call_backbone(embeds, text_start, full_logits=True)
+        logits, hidden, _ = self._call_backbone(embeds, text_start, full_logits=True)
         return logits[:, :text_len], hidden if want_hidden else None
 
-    def _call_backbone(self, embeds: Tensor, text_start: int, full_logits: bool) -> tuple[Tensor | None, Tensor]:
+    def _call_backbone(
+        self, embeds: Tensor, text_start: int, full_logits: bool, side: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """One causal-LM forward: (logits, last hidden states), both from text_start on: (B, tail, V), (B, tail, d).
 
         The hidden states are read as the input of the output head (a pre-hook), which is HF's
         ``hidden_states[-1]`` for every architecture, without storing every layer's states. With
         ``full_logits=False`` the hook hands the head one position only and no logits come back:
         the caller runs the head itself, on the positions it scores (``hidden_nll``).
+        ``side`` rows (``side_rows``) are right-padded to the segment's length and run as extra batch
+        rows; the third result is their (B, d) hidden state at the positions they name (else None).
         """
         captured: list[Tensor] = []
 
@@ -274,7 +298,10 @@ class SegmentMethod(nn.Module):
             captured.append(args[0])
             return None if full_logits else (args[0][:, -1:], *args[1:])
 
-        tail = embeds.shape[1] - text_start  # text and write positions
+        batch, tail = embeds.shape[0], embeds.shape[1] - text_start  # text and write positions
+        if side is not None:  # causal: right padding changes nothing at the positions kept
+            side_embeds = F.pad(side[0].to(embeds.dtype), (0, 0, 0, embeds.shape[1] - side[0].shape[1]))
+            embeds = torch.cat([embeds, side_embeds])
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": False}
         if self._keeps_logits:
             kwargs["logits_to_keep"] = tail
@@ -284,8 +311,13 @@ class SegmentMethod(nn.Module):
                 logits = self.backbone(**kwargs).logits
         finally:
             hook.remove()
-        hidden = captured[0][:, -tail:]  # (B, tail, d)
-        return (logits[:, -tail:] if full_logits else None), hidden
+        states = captured[0]
+        hidden = states[:batch, -tail:]  # (B, tail, d)
+        side_hidden = None
+        if side is not None:
+            at = side[1][:, None, None].expand(-1, 1, states.shape[-1])
+            side_hidden = states[batch:].gather(1, at)[:, 0]
+        return (logits[:batch, -tail:] if full_logits else None), hidden, side_hidden
 
     # ----- incremental decoding (used by hmtbench.generation; nothing above calls it) -------------
     def segment_prefix(self, state: MemoryState, summary: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:

@@ -11,7 +11,9 @@ Three memories around one backbone step ``[P_n | sensory | segment | P_n]`` (spe
 Segment 0 reads a learned initial memory. Stage 1 of training (``stage=1``) drops the summary
 and the recall: the memory is passed on directly as in RMT, with sensory tokens on.
 The summaries do not depend on the memory, so ``summarize`` computes them for every segment
-in batched passes before the recurrence (hmtbench departure 10.6).
+in batched passes before the recurrence (hmtbench departure 10.6); or, where a step is
+launch-bound (small batches on a GPU), each segment's backbone call also runs the next segment's
+summary prompt as extra batch rows (``summarizes_inline``): no backbone call of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from hmtbench.methods.base import MemoryState, MethodConfig, SegmentInput, Segme
 from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.rmt import init_memory
 
+SUMMARY_PASSES = ("auto", "ahead", "inline")
+INLINE_MAX_TOKENS = 1024  # auto: inline while a step's batch holds at most this many positions (launch-bound)
+
 
 @dataclass
 class HMTConfig(MethodConfig):
@@ -38,6 +43,7 @@ class HMTConfig(MethodConfig):
     stage: int = 2  # 1 = memory + sensory only (training stage 1); 2 = full HMT
     summary_batch_tokens: int = 65536  # at most this many tokens per forward of the batched summary pass
     summary_segments: int = 8  # segments of every document summarised per forward (bounds its memory)
+    summary_pass: str = "auto"  # ahead | inline | auto: when the summaries are computed (see HMT.summarizes_inline)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,6 +55,8 @@ class HMTConfig(MethodConfig):
             (0 < self.sum_fraction <= 1, f"--sum-fraction must be in (0, 1], got {self.sum_fraction}"),
             (self.stage in (1, 2), f"--stage must be 1 or 2, got {self.stage}"),
             (self.summary_segments >= 1, f"summary_segments must be at least 1, got {self.summary_segments}"),
+            (self.summary_pass in SUMMARY_PASSES,
+             f"--summary-pass must be one of {', '.join(SUMMARY_PASSES)}, got '{self.summary_pass}'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -118,17 +126,47 @@ class HMT(SegmentMethod):
 
     def _summary_pass(self, heads: Tensor, lengths: Tensor) -> Tensor:
         """(R, d): one forward of [T | head | T] for R segment heads (R, j) of ``lengths`` (R,) tokens."""
+        embeds, at = self._summary_rows(heads, lengths)
+        at = at[:, None, None].expand(-1, 1, embeds.shape[-1])
+        return last_hidden_states(self.backbone, embeds).gather(1, at)[:, 0]
+
+    def _summary_rows(self, heads: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The (R, j + 2, d) embeddings [T | head | T] and the (R,) position of each trailing T."""
         prompt = self.summary_prompt.to(self.dtype).expand(heads.shape[0], -1, -1)  # (R, 1, d)
         embeds = torch.cat([prompt, self.embed(heads), torch.zeros_like(prompt)], dim=1)
-        at = (lengths + 1)[:, None, None].expand(-1, 1, embeds.shape[-1])  # right after each head
-        embeds = embeds.scatter(1, at, prompt)
-        return last_hidden_states(self.backbone, embeds).gather(1, at)[:, 0]
+        at = lengths + 1  # right after each head
+        embeds = embeds.scatter(1, at[:, None, None].expand(-1, 1, embeds.shape[-1]), prompt)
+        return embeds, at
+
+    def summarizes_inline(self, batch_size: int) -> bool:
+        """Compute the next segment's summary in this segment's backbone call (as extra batch rows)?
+
+        Ahead (batched passes before the recurrence) does the least arithmetic; inline costs no
+        extra backbone call, which is what counts while a step is launch-bound: a small batch on a
+        GPU. ``auto`` picks inline there, and ahead in training (gradients keep the reference's
+        order) and on a CPU, where arithmetic is the cost. Both give the same summaries.
+        """
+        mode = self.config.summary_pass
+        if self.recall is None or mode == "ahead" or torch.is_grad_enabled():
+            return False
+        if mode == "inline":
+            return True
+        return self.device.type == "cuda" and batch_size * self.config.segment_length <= INLINE_MAX_TOKENS
+
+    def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The next segment's summary prompt, run alongside this segment (``summarizes_inline``)."""
+        if self.recall is None:
+            return None
+        j = self.summary_tokens
+        return self._summary_rows(segment_ids[:, :j], lengths.clamp(max=j))
 
     def initial_state(self, batch_size: int) -> MemoryState:
         """Segment 0 reads the learned memory: in the state from the start, as RMT's."""
         return MemoryState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
+        if summary is None:
+            summary = state.summary  # made in the previous segment's backbone call (inline)
         if summary is None and state.cache is not None:  # read segment by segment: summarise this one now
             summary = self._summaries(segment_ids, lengths)
         return super()._read(state, segment_ids, lengths, summary)

@@ -51,6 +51,7 @@ class MemoryState:
     memory: Tensor | None = None  # (B, m, d) memory written by the previous segment
     sensory_ids: Tensor | None = None  # (B, k) last k token ids of the previous segment
     cache: RecallCache | None = None
+    summary: Tensor | None = None  # (B, d) HMT: the next segment's summary, when this step's backbone call made it
     segments_read: int = 0
 
     def detach(self) -> MemoryState:
@@ -59,17 +60,18 @@ class MemoryState:
             self,
             memory=None if self.memory is None else self.memory.detach(),
             cache=None if self.cache is None else self.cache.detach(),
+            summary=None if self.summary is None else self.summary.detach(),
         )
 
     def tensors(self) -> tuple[Tensor | None, ...]:
-        """(memory, sensory_ids, cache values, cache keys, cache count): the state's tensors, None where absent."""
+        """(memory, sensory ids, cache values, keys and count, summary): the state's tensors, None where absent."""
         cache = self.cache
         stored = (None, None, None) if cache is None else (cache.values, cache.keys, cache.count)
-        return (self.memory, self.sensory_ids, *stored)
+        return (self.memory, self.sensory_ids, *stored, self.summary)
 
     @classmethod
     def from_tensors(cls, batch_size: int, tensors: tuple[Tensor | None, ...], segments_read: int = 0) -> MemoryState:
         """The state ``tensors()`` came from."""
-        memory, sensory_ids, values, keys, count = tensors
+        memory, sensory_ids, values, keys, count, summary = tensors
         cache = None if values is None else RecallCache(values, keys, count)
-        return cls(batch_size, memory, sensory_ids, cache, segments_read)
+        return cls(batch_size, memory, sensory_ids, cache, summary, segments_read)
