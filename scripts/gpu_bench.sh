@@ -7,10 +7,11 @@
 #
 # Usage, from the checkout root, with the model staged as in shared/device/README.md (call 1 copies part00):
 #   bash .carry/smollm2-b/stage.sh && bash scripts/gpu_bench.sh "$OUT/bench"
-# The steps take about 11 minutes; to split them over two calls of a 10-minute limit on one warm machine, keep
+# The steps take about 17 minutes; to split them over three calls of a 10-minute limit on one warm machine, keep
 # the work folder and name the steps:
 #   GPU_BENCH_WORK=/root/gpu_bench GPU_BENCH_STEPS="after profile memory-order" bash scripts/gpu_bench.sh "$OUT/bench"
 #   GPU_BENCH_WORK=/root/gpu_bench GPU_BENCH_STEPS="ppl-fast before ppl-eager" bash scripts/gpu_bench.sh "$OUT/bench"
+#   GPU_BENCH_WORK=/root/gpu_bench GPU_BENCH_STEPS="ppl-inline-eager ppl-inline-fast ppl-fp32-eager ppl-fp32-fast" ...
 # OUTDIR receives two files (the device tool returns at most 8): gpu_bench.tar.gz (results/*/*.parquet and
 # logs/*.log, repacked after every step) and summary.txt (the table and the targets, also printed last).
 # Unpack with: tar xzf gpu_bench.tar.gz -C results/h100-bench  (then `hmtbench compare results/h100-bench/results`).
@@ -32,7 +33,8 @@ pack() {
   [ -n "$tables" ] && python3 -m hmtbench.benchmark.report $tables > "$out/summary.txt" 2> "$work/logs/report.err"
 }
 
-steps=" ${GPU_BENCH_STEPS:-after profile memory-order ppl-fast before ppl-eager} "
+steps=" ${GPU_BENCH_STEPS:-after profile memory-order ppl-fast before ppl-eager ppl-inline-eager ppl-inline-fast
+  ppl-fp32-eager ppl-fp32-fast} "
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to logs/NAME.log, show its result lines
   local name=$1 limit=$2
   shift 2
@@ -59,8 +61,12 @@ if [ -n "${GPU_BENCH_SMOKE:-}" ]; then  # the script's logic on a CPU in two min
   lengths_after=256,512 lengths_before=256 batches_after=1,4 batches_before=1 profile_lengths=512
 fi
 bench=(bench "${model[@]}" --method plain,full,rmt,hmt --bptt-depth 6 --max-batch-tokens 524288 --repeat 3)
-ppl=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,full,rmt,hmt --dataset python-stdlib --split test
-     --test-length 2000 --batch-size 8)
+ppl_data=(--dataset python-stdlib --split test --test-length 2000 --batch-size 8)
+ppl=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,full,rmt,hmt "${ppl_data[@]}")
+# batch 8 x L 256 runs HMT's summaries ahead (auto); these runs read them inline, and fp32 takes bf16 rounding out
+ppl_inline=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method hmt --summary-pass inline "${ppl_data[@]}")
+ppl_fp32=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,rmt,hmt --summary-pass inline --dtype float32
+          "${ppl_data[@]}")
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c "import sys, torch, transformers; print(sys.version.split()[0], torch.__version__, transformers.__version__)"
@@ -82,6 +88,10 @@ step ppl-fast 95 "${hb[@]}" "${ppl[@]}" --compile --cuda-graphs --out "$work/res
 step before 105 "${hb[@]}" "${bench[@]}" --lengths "$lengths_before" --batch-size "$batches_before" \
   --train-batch-size 1,8 --warmup 0 --max-seconds 2 --out "$work/results/bench-before"
 step ppl-eager 55 "${hb[@]}" "${ppl[@]}" --out "$work/results/eval-ppl"
+step ppl-inline-eager 60 "${hb[@]}" "${ppl_inline[@]}" --out "$work/results/eval-ppl"
+step ppl-inline-fast 90 "${hb[@]}" "${ppl_inline[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
+step ppl-fp32-eager 90 "${hb[@]}" "${ppl_fp32[@]}" --out "$work/results/eval-ppl"
+step ppl-fp32-fast 120 "${hb[@]}" "${ppl_fp32[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
 
 echo "== done at $((SECONDS - start))s; $out: $(ls "$out" | tr '\n' ' ')"
 cat "$out/summary.txt"

@@ -143,16 +143,19 @@ def speedups(frame: pd.DataFrame, before: str, after: str) -> list[str]:
 
 
 def ppl_agreement(frame: pd.DataFrame) -> list[str]:
-    """eval-ppl of each method under each engine, and the largest relative difference from the eager one."""
-    runs = frame[frame["command"] == "eval-ppl"]
+    """eval-ppl of each method (dtype, HMT summary pass) under each engine, and the largest relative difference
+    from the eager one."""
+    runs = frame[frame["command"] == "eval-ppl"].copy()
+    runs["summaries"] = [json.loads(c or "{}").get("memory", {}).get("summary_pass", "auto") for c in runs["config"]]
     lines = ["eval-ppl, engine against engine:"]
-    for method, group in runs.groupby("method"):
+    for (method, dtype, summaries), group in runs.groupby(["method", "dtype", "summaries"]):
         by_engine = group.groupby("engine")["ppl"].last()
         text = ", ".join(f"{e} {p:.6f}" for e, p in by_engine.items())
         if "eager" in by_engine.index and len(by_engine) > 1:
             worst = max(abs(p / by_engine["eager"] - 1) for p in by_engine)
             text += f"; max |rel diff| vs eager {worst:.2e}"
-        lines.append(f"  {method}: {text}")
+        label = f"{method} {dtype}" + (f" summaries {summaries}" if method == "hmt" else "")
+        lines.append(f"  {label}: {text}")
     return lines
 
 
