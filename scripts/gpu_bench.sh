@@ -7,7 +7,7 @@
 #
 # Usage, from the checkout root, with the model staged as in shared/device/README.md (call 1 copies part00):
 #   bash .carry/smollm2-b/stage.sh && bash scripts/gpu_bench.sh "$OUT/bench"
-# The steps take about 17 minutes; to split them over three calls of a 10-minute limit on one warm machine, keep
+# The steps take about 21 minutes; to split them over three or four calls of a 10-minute limit on one warm machine, keep
 # the work folder and name the steps:
 #   GPU_BENCH_WORK=/root/gpu_bench GPU_BENCH_STEPS="after profile memory-order" bash scripts/gpu_bench.sh "$OUT/bench"
 #   GPU_BENCH_WORK=/root/gpu_bench GPU_BENCH_STEPS="ppl-fast before ppl-eager" bash scripts/gpu_bench.sh "$OUT/bench"
@@ -33,8 +33,8 @@ pack() {
   [ -n "$tables" ] && python3 -m hmtbench.benchmark.report $tables > "$out/summary.txt" 2> "$work/logs/report.err"
 }
 
-steps=" ${GPU_BENCH_STEPS:-after profile memory-order ppl-fast before ppl-eager ppl-inline-eager ppl-inline-fast
-  ppl-fp32-eager ppl-fp32-fast} "
+steps=" ${GPU_BENCH_STEPS:-after profile memory-order equal-segments ppl-fast before ppl-eager ppl-inline-eager
+  ppl-inline-fast ppl-fp32-eager ppl-fp32-fast ppl-fp32-ahead-eager ppl-fp32-ahead-fast} "
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to logs/NAME.log, show its result lines
   local name=$1 limit=$2
   shift 2
@@ -54,11 +54,11 @@ hb=(python3 -m hmtbench)
 model=(--backbone smollm2-135m --segment-length 256)
 hmt_recipe=(--sensory-tokens 32 --recall-hidden-dim 1536)
 lengths_after=2k,4k,8k,16k,32k,64k lengths_before=2k,8k,64k batches_after=1,64,256 batches_before=1,64
-profile_lengths=2k,64k
+profile_lengths=2k,64k equal_lengths=2032
 if [ -n "${GPU_BENCH_SMOKE:-}" ]; then  # the script's logic on a CPU in two minutes: tiny model, tiny sizes
   model=(--backbone random:llama --segment-length 64 --recall-hidden-dim 16 --device cpu)
   hmt_recipe=(--sensory-tokens 8)
-  lengths_after=256,512 lengths_before=256 batches_after=1,4 batches_before=1 profile_lengths=512
+  lengths_after=256,512 lengths_before=256 batches_after=1,4 batches_before=1 profile_lengths=512 equal_lengths=496
 fi
 bench=(bench "${model[@]}" --method plain,full,rmt,hmt --bptt-depth 6 --max-batch-tokens 524288 --repeat 3)
 ppl_data=(--dataset python-stdlib --split test --test-length 2000 --batch-size 8)
@@ -67,6 +67,8 @@ ppl=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,full,rmt,hmt "${pp
 ppl_inline=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method hmt --summary-pass inline "${ppl_data[@]}")
 ppl_fp32=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method plain,rmt,hmt --summary-pass inline --dtype float32
           "${ppl_data[@]}")
+ppl_fp32_ahead=(eval-ppl "${model[@]}" "${hmt_recipe[@]}" --method hmt --summary-pass ahead --dtype float32
+                "${ppl_data[@]}")
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c "import sys, torch, transformers; print(sys.version.split()[0], torch.__version__, transformers.__version__)"
@@ -82,6 +84,10 @@ step profile 90 python3 -m hmtbench.benchmark.profile "${model[@]}" --length "$p
 # peak memory does not depend on what ran before in the process: 64k first, then 2k (compare with "after")
 step memory-order 60 "${hb[@]}" bench "${model[@]}" --method plain,rmt,hmt --lengths 64k,2k --batch-size 1 --mode eval \
   --compile --cuda-graphs --warmup 1 --max-seconds 2 --out "$work/results/memory-order"
+# documents of 8 x 254 tokens: 8 segment steps for plain (S = 256), RMT and HMT (S = 254) alike, where a 2k-token
+# document takes RMT and HMT 9 (the time per token at 2k above then includes a ninth step)
+step equal-segments 90 "${hb[@]}" bench "${model[@]}" --method plain,rmt,hmt --lengths "$equal_lengths" \
+  --batch-size 1,256 --mode eval --compile --cuda-graphs --warmup 1 --max-seconds 2 --out "$work/results/equal-segments"
 # eval-ppl under the fast path (its wall time includes compiling and capturing)
 step ppl-fast 95 "${hb[@]}" "${ppl[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
 # before: the eager engine (no warm-up call: the median of three calls sets the first, cold one aside)
@@ -92,6 +98,8 @@ step ppl-inline-eager 60 "${hb[@]}" "${ppl_inline[@]}" --out "$work/results/eval
 step ppl-inline-fast 90 "${hb[@]}" "${ppl_inline[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
 step ppl-fp32-eager 90 "${hb[@]}" "${ppl_fp32[@]}" --out "$work/results/eval-ppl"
 step ppl-fp32-fast 120 "${hb[@]}" "${ppl_fp32[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
+step ppl-fp32-ahead-eager 60 "${hb[@]}" "${ppl_fp32_ahead[@]}" --out "$work/results/eval-ppl"
+step ppl-fp32-ahead-fast 90 "${hb[@]}" "${ppl_fp32_ahead[@]}" --compile --cuda-graphs --out "$work/results/eval-ppl"
 
 echo "== done at $((SECONDS - start))s; $out: $(ls "$out" | tr '\n' ' ')"
 cat "$out/summary.txt"
