@@ -244,6 +244,13 @@ def test_inline_summaries_give_the_ahead_scores_with_one_backbone_call_per_segme
     got, inline_calls = backbone_calls(inline, batch)
     assert (ahead_calls, inline_calls) == (5 + 1, 5)  # one batched summary pass for 4 segments, or none
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    # the recall is near uniform in a tiny random model, so the scores alone would hide a wrong summary
+    with torch.inference_mode():
+        summaries, state = ahead.summarize(batch.segments, batch.lengths), inline.initial_state(3)
+        for i in range(4):
+            upcoming = (batch.segments[:, i + 1], batch.lengths[:, i + 1])
+            _, state = inline.score(state, batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i], None, upcoming)
+            torch.testing.assert_close(state.summary, summaries[:, i + 1], rtol=1e-5, atol=1e-5)
 
 
 def test_inline_summaries_are_chosen_for_small_gpu_batches_and_never_in_training(llama: torch.nn.Module) -> None:

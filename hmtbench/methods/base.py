@@ -303,7 +303,7 @@ class SegmentMethod(nn.Module):
             side_embeds = F.pad(side[0].to(embeds.dtype), (0, 0, 0, embeds.shape[1] - side[0].shape[1]))
             embeds = torch.cat([embeds, side_embeds])
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": False}
-        if self._keeps_logits:
+        if self._keeps_logits and side is None:  # side rows keep positions before the tail: the head sees them all
             kwargs["logits_to_keep"] = tail
         hook = self.backbone.get_output_embeddings().register_forward_pre_hook(capture)
         try:
