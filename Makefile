@@ -38,6 +38,7 @@ lint: install
 figures: install
 	$(BIN)/hmtbench plot results/h100-smollm2-stdlib --paper --out results/figures
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-before --figure memory-vs-length --out results/figures/bench-eager
+	$(BIN)/hmtbench plot results/h100-bench/results/bench-after --figure memory-vs-length --out results/figures/bench-graphs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -249,7 +249,8 @@ def test_inline_summaries_give_the_ahead_scores_with_one_backbone_call_per_segme
         summaries, state = ahead.summarize(batch.segments, batch.lengths), inline.initial_state(3)
         for i in range(4):
             upcoming = (batch.segments[:, i + 1], batch.lengths[:, i + 1])
-            _, state = inline.score(state, batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i], None, upcoming)
+            segment = (batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i])
+            _, state = inline.score(state, *segment, None, upcoming)
             torch.testing.assert_close(state.summary, summaries[:, i + 1], rtol=1e-5, atol=1e-5)
 
 
