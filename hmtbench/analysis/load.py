@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from hmtbench.analysis.compare import CONFIG_PREFIX
+from hmtbench.analysis.compare import CONFIG_PREFIX, plain
 from hmtbench.errors import HmtbenchError, did_you_mean
 from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
 
@@ -47,8 +47,28 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     asked = pd.Series([c.get("memory", {}).get("segment_length") for c in configs], index=frame.index, dtype="Int64")
     frame["segment_length_run"] = frame["segment_length"]  # full-context runs: the document length
     frame["segment_length"] = asked.fillna(frame["segment_length"])  # --segment-length as given (compare.ROW_KEYS)
+    frame["backbone_resolved"] = frame["backbone_resolved"].map(portable_source, na_action="ignore")
+    frame["checkpoint"] = [portable_checkpoint(plain(path), plain(sha))
+                           for path, sha in zip(frame["checkpoint"], frame["checkpoint_sha256"], strict=True)]
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
+
+
+def portable_source(source: str) -> str:
+    """Where weights came from, without this machine's folders: a local file or folder by its name, a hub id as is."""
+    return Path(source).name if Path(source).is_absolute() else source
+
+
+def portable_checkpoint(path: str | None, sha256: str | None) -> str | None:
+    """A checkpoint as the same on every machine: its folder's last two parts, and its content hash where recorded.
+
+    Runs of one checkpoint from two clones (or machines) are then one setting, averaged; two checkpoints that share
+    a folder name but not their tensors stay apart.
+    """
+    if path is None:
+        return None
+    tail = "/".join(Path(path).parts[-2:])
+    return f"{tail} [{sha256[:8]}]" if sha256 else tail
 
 
 def config_settings(config: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hmtbench.backbones import Backbone
-from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
+from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta, tensors_sha256
 from hmtbench.config import MemorySettings
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import SegmentMethod, build_method, method_class
@@ -86,10 +86,14 @@ def run_columns(
 
 
 def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
-    """The record's checkpoint path and how its tensors were trained (null = untrained memory)."""
+    """The record's checkpoint (path and content hash) and how its tensors were trained (null = untrained memory)."""
     if checkpoint is None:
-        return {"checkpoint": None, "train_mode": None}
-    return {"checkpoint": str(Path(checkpoint).resolve()), "train_mode": read_meta(checkpoint).get("train_mode")}
+        return {"checkpoint": None, "checkpoint_sha256": None, "train_mode": None}
+    return {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": tensors_sha256(checkpoint),
+        "train_mode": read_meta(checkpoint).get("train_mode"),
+    }
 
 
 def parameter_counts(model: SegmentMethod) -> dict[str, int]:

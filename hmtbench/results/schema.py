@@ -39,6 +39,7 @@ COLUMNS: list[Column] = [
     Column("backbone_resolved", "string", "where the weights came from (hub id, folder, GGUF file, random:ARCH)"),
     Column("method", "string", "plain | full | rmt | hmt"),
     Column("checkpoint", "string", "folder of trained method parameters, or null (untrained)"),
+    Column("checkpoint_sha256", "string", "sha256 of the checkpoint's trained tensors: the same checkpoint anywhere"),
     Column("backbone_params", "Int64", "parameters of the backbone"),
     Column("added_params", "Int64", "parameters the method adds (memory, summary prompt, recall projections, LoRA)"),
     Column("trainable_params", "Int64", "parameters that train (or were trained) in this run"),
