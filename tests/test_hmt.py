@@ -255,14 +255,15 @@ def test_inline_summaries_give_the_ahead_scores_with_one_backbone_call_per_segme
 
 
 def test_inline_summaries_are_chosen_for_small_gpu_batches_and_never_in_training(llama: torch.nn.Module) -> None:
-    auto, forced, stage1 = hmt(llama), hmt(llama, summary_pass="inline"), hmt(llama, stage=1, summary_pass="inline")
+    auto, forced = hmt(llama, segment_length=256), hmt(llama, summary_pass="inline")
+    stage1 = hmt(llama, stage=1, summary_pass="inline")
     with torch.no_grad():
         assert not auto.summarizes_inline(1)  # on a CPU arithmetic is the cost: ahead does less
         assert forced.summarizes_inline(64) and not stage1.summarizes_inline(1)  # stage 1 has no summaries
     assert not forced.summarizes_inline(1)  # gradients enabled: the reference's order
     with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
         patch.setattr(HMT, "device", property(lambda self: torch.device("cuda")))  # a GPU: launch-bound when small
-        assert auto.summarizes_inline(1) and not auto.summarizes_inline(64)
+        assert auto.summarizes_inline(1) and auto.summarizes_inline(2) and not auto.summarizes_inline(4)  # B x L <= 512
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.rmt import init_memory
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
-INLINE_MAX_TOKENS = 1024  # auto: inline while a step's batch holds at most this many positions (launch-bound)
+INLINE_MAX_TOKENS = 512  # auto: inline up to this many positions per step (H100: results/h100-bench/profile-batch)
 
 
 @dataclass
