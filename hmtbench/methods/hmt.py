@@ -116,22 +116,22 @@ class HMT(SegmentMethod):
 
     def _summaries(self, segment_ids: Tensor, lengths: Tensor, rows_per_pass: int | None = None) -> Tensor:
         """(R, d) last hidden state at the trailing prompt of [T | first j tokens | T], in chunks of rows."""
-        j = self.summary_tokens
-        heads, head_lengths = segment_ids[:, :j], lengths.clamp(max=j)
         if rows_per_pass is None:
-            rows_per_pass = self.config.summary_batch_tokens // (heads.shape[1] + 2)
+            rows_per_pass = self.config.summary_batch_tokens // (min(segment_ids.shape[1], self.summary_tokens) + 2)
         rows = max(1, rows_per_pass)
-        return torch.cat([self._summary_pass(heads[i : i + rows], head_lengths[i : i + rows])
-                          for i in range(0, heads.shape[0], rows)])
+        return torch.cat([self._summary_pass(segment_ids[i : i + rows], lengths[i : i + rows])
+                          for i in range(0, segment_ids.shape[0], rows)])
 
-    def _summary_pass(self, heads: Tensor, lengths: Tensor) -> Tensor:
-        """(R, d): one forward of [T | head | T] for R segment heads (R, j) of ``lengths`` (R,) tokens."""
-        embeds, at = self._summary_rows(heads, lengths)
+    def _summary_pass(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
+        """(R, d): one forward of [T | head | T] for R segments (R, S) of ``lengths`` (R,) tokens."""
+        embeds, at = self._summary_rows(segment_ids, lengths)
         at = at[:, None, None].expand(-1, 1, embeds.shape[-1])
         return last_hidden_states(self.backbone, embeds).gather(1, at)[:, 0]
 
-    def _summary_rows(self, heads: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """The (R, j + 2, d) embeddings [T | head | T] and the (R,) position of each trailing T."""
+    def _summary_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(R, j + 2, d) embeddings [T | first j tokens | T] of R segments, and the (R,) positions of the trailing T."""
+        j = self.summary_tokens
+        heads, lengths = segment_ids[:, :j], lengths.clamp(max=j)
         prompt = self.summary_prompt.to(self.dtype).expand(heads.shape[0], -1, -1)  # (R, 1, d)
         embeds = torch.cat([prompt, self.embed(heads), torch.zeros_like(prompt)], dim=1)
         at = lengths + 1  # right after each head
@@ -155,10 +155,7 @@ class HMT(SegmentMethod):
 
     def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
         """The next segment's summary prompt, run alongside this segment (``summarizes_inline``)."""
-        if self.recall is None:
-            return None
-        j = self.summary_tokens
-        return self._summary_rows(segment_ids[:, :j], lengths.clamp(max=j))
+        return None if self.recall is None else self._summary_rows(segment_ids, lengths)
 
     def initial_state(self, batch_size: int) -> MemoryState:
         """Segment 0 reads the learned memory: in the state from the start, as RMT's."""
