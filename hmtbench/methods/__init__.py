@@ -1,14 +1,20 @@
-"""The method registry: the only place that maps method names to classes."""
+"""The method registry: the only place that maps method names to classes.
+
+A method is one module in this folder (its ``nn.Module`` and its config dataclass) plus one line
+here. Everything else asks the class: its config (``config_class``), its label in tables
+(``label``), its capabilities (class attributes and hooks of ``SegmentMethod``). Classes are
+imported on first use, so reading the registry costs no torch import.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from hmtbench.errors import unknown_choice
-from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, SegmentOutput
+
+if TYPE_CHECKING:
+    from hmtbench.methods.base import MethodConfig, SegmentMethod
 
 METHODS: dict[str, str] = {
     "plain": "hmtbench.methods.plain:Plain",
@@ -16,6 +22,12 @@ METHODS: dict[str, str] = {
     "rmt": "hmtbench.methods.rmt:RMT",
     "hmt": "hmtbench.methods.hmt:HMT",
 }
+BASELINE = "plain"  # the method every other is compared with ("X vs plain, %")
+
+
+def method_names() -> list[str]:
+    """Every registered method, in the registry's order (the order of table columns)."""
+    return list(METHODS)
 
 
 def method_class(name: str) -> type[SegmentMethod]:
@@ -25,10 +37,27 @@ def method_class(name: str) -> type[SegmentMethod]:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_method(name: str, backbone: nn.Module, settings: dict[str, Any]) -> SegmentMethod:
-    """Wrap ``backbone`` in method ``name``; ``settings`` is the flat dict of segment/memory options."""
+def config_class(name: str) -> type[MethodConfig]:
+    """The dataclass holding method ``name``'s own settings."""
+    return method_class(name).config_class
+
+
+def method_label(name: str) -> str:
+    """How tables and figures name the method (RMT, HMT, ...); unknown names are shown as they are."""
+    return method_class(name).label if name in METHODS else name
+
+
+def paper_pairs() -> list[tuple[str, str]]:
+    """(method, reference) pairs the paper reports deltas for, e.g. ("hmt", "rmt"): HMT vs RMT, %."""
+    return [(name, method_class(name).compared_with) for name in METHODS if method_class(name).compared_with]
+
+
+def build_method(name, backbone, settings):  # transitional: replaced by hmtbench.methods.build
     cls = method_class(name)
     return cls(backbone, cls.config_class.from_settings(settings))
 
 
-__all__ = ["METHODS", "MemoryState", "MethodConfig", "SegmentMethod", "SegmentOutput", "build_method", "method_class"]
+def __getattr__(attr: str):  # transitional re-exports
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return getattr(importlib.import_module("hmtbench.methods.base"), attr)

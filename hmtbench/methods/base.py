@@ -102,6 +102,8 @@ class SegmentMethod(nn.Module):
     """
 
     name: ClassVar[str]
+    label: ClassVar[str]  # how tables and figures name it
+    compared_with: ClassVar[str | None] = None  # the method the paper reports this one against
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
     def __init__(self, backbone: nn.Module, config: MethodConfig) -> None:

@@ -67,6 +67,8 @@ class HMT(SegmentMethod):
     """Sensory, short-term (summary) and long-term (recalled) memory around each segment."""
 
     name = "hmt"
+    label = "HMT"
+    compared_with = "rmt"  # the paper's "HMT vs RMT, %"
     config_class = HMTConfig
 
     def __init__(self, backbone: nn.Module, config: HMTConfig) -> None:

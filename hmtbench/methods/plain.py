@@ -14,12 +14,14 @@ class Plain(SegmentMethod):
     """The backbone run on disjoint segments of L tokens; nothing passes between segments."""
 
     name = "plain"
+    label = "plain"
 
 
 class FullContext(Plain):
     """The backbone reading the whole document in one forward (``segment_length`` = test length)."""
 
     name = "full"
+    label = "full"
 
     def __init__(self, backbone: nn.Module, config: MethodConfig) -> None:
         limit = max_positions(backbone.config)

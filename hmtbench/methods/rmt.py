@@ -38,6 +38,7 @@ class RMT(SegmentMethod):
     """Memory tokens read and written around each segment, passed on recurrently."""
 
     name = "rmt"
+    label = "RMT"
     config_class = RMTConfig
 
     def __init__(self, backbone: nn.Module, config: RMTConfig) -> None:
