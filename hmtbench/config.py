@@ -1,4 +1,11 @@
-"""Typed run configurations (dataclasses) that round-trip to YAML recipes and into the result record."""
+"""Typed run configurations (dataclasses) that round-trip to YAML recipes and into the result record.
+
+A configuration holds a method's own settings as that method's config dataclass (``method``,
+written ``{name: hmt, sensory_tokens: 32, ...}`` in YAML) beside the settings every method shares
+(``segment_length``, data, dtype, ...). What the user gives (recipe, then flags, then ``--set``)
+is gathered into nested dicts first (``gather``), then resolved into typed configs, one per
+method (``hmtbench.settings``).
+"""
 
 from __future__ import annotations
 
@@ -11,20 +18,19 @@ from typing import Any, TypeVar, get_type_hints
 from hmtbench.errors import HmtbenchError, did_you_mean
 
 T = TypeVar("T")
+METHOD_FIELD = {"method": True}  # metadata of a field holding a method's config dataclass
 
 
-@dataclass
-class MemorySettings:
-    """Segment and memory settings shared by all methods; each method reads the fields it has."""
+def method_field(name: str = "plain") -> Any:
+    """A field holding a method's settings (its config dataclass), ``name``'s defaults unless given."""
+    return field(default_factory=lambda: method_config(name), metadata=METHOD_FIELD)
 
-    segment_length: int = 256  # L: positions per backbone step (memory and sensory included)
-    memory_tokens: int = 1  # m (RMT; HMT uses 1)
-    sensory_tokens: int = 0  # k (HMT)
-    recall_context: int = 100  # N (HMT)
-    recall_hidden_dim: int = 4096  # h (HMT)
-    sum_fraction: float = 0.5  # share of a segment the HMT summary reads
-    stage: int = 2  # HMT stage: 1 = memory + sensory, 2 = with recall
-    summary_pass: str = "auto"  # HMT evaluation: summaries ahead (batched passes) | inline (in the step before) | auto
+
+def method_config(name: str, values: dict[str, Any] | None = None, where: str = "method.") -> Any:
+    """Method ``name``'s config dataclass from ``values`` (its own fields only; unknown keys are an error)."""
+    from hmtbench.methods import config_class
+
+    return from_dict(config_class(name), values or {}, where)
 
 
 @dataclass
@@ -35,16 +41,23 @@ class DataSettings:
     max_docs: int | None = None
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    compile: bool = False  # torch.compile the backbone's blocks and the loss
+    cuda_graphs: bool = False  # replay evaluation steps from CUDA graphs
+
+
 @dataclass
 class EvalConfig:
     backbone: str = "smollm2-135m"
-    method: str = "plain"
-    memory: MemorySettings = field(default_factory=MemorySettings)
+    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
+    segment_length: int = 256  # L: positions per backbone step, memory and sensory included (every method)
     data: DataSettings = field(default_factory=DataSettings)
     protocol: str = "stream"  # stream | paper
     batch_size: int = 4
     max_windows: int | None = 200  # paper protocol: the reference's 100 batches x 2
     checkpoint: str | None = None
+    engine: EngineOptions = field(default_factory=EngineOptions)
     dtype: str = "auto"
     device: str = "auto"
     seed: int = 3407  # the reference's seed
@@ -52,7 +65,16 @@ class EvalConfig:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Nested plain values; a method's config carries its name (``method.settings()``)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        values = {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+        name = getattr(type(config), "name", None)
+        return {"name": name, **values} if isinstance(name, str) and "name" not in values else values
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {k: to_dict(v) for k, v in config.items()}
+    return config
 
 
 def to_json(config: Any) -> str:
@@ -61,17 +83,34 @@ def to_json(config: Any) -> str:
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from nested dicts; an unknown key is an error with a did-you-mean."""
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(values, dict):
+        raise HmtbenchError(f"setting '{where.rstrip('.')}' must be a group of settings, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields) | ({"name"} if isinstance(getattr(cls, "name", None), str) else set())
     kwargs = {}
     for key, value in values.items():
         if key not in names:
             raise HmtbenchError(f"unknown setting '{where}{key}'{did_you_mean(key, names)}")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
-            value = from_dict(kind, value, f"{where}{key}.")
-        kwargs[key] = _coerce(value, kind, f"{where}{key}")
-    return cls(**kwargs)
+        if key == "name" and key not in fields:
+            continue  # a method config's name: the class already is that method's
+        kwargs[key] = _field_value(cls, fields[key], value, f"{where}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise HmtbenchError(f"settings '{where.rstrip('.') or cls.__name__}': {err}") from None
+
+
+def _field_value(cls: type, spec: dataclasses.Field, value: Any, name: str) -> Any:
+    if spec.metadata.get("method"):
+        if dataclasses.is_dataclass(value):
+            return value
+        values = {"name": value} if isinstance(value, str) else dict(value or {})
+        default = spec.default_factory().name  # the field's own default method (train: hmt)
+        return method_config(values.pop("name", default), values, f"{name}.")
+    kind = get_type_hints(cls)[spec.name]
+    if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+        return from_dict(kind, value, f"{name}.")
+    return _coerce(value, kind, name)
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
@@ -110,10 +149,34 @@ def apply_override(values: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise HmtbenchError(f"--set expects key=value, got '{assignment}'")
     key, raw = assignment.split("=", 1)
-    *parents, leaf = key.strip().split(".")
+    set_value(values, key.strip(), yaml.safe_load(raw))
+
+
+def set_value(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` in nested dicts; ``method: hmt`` (a name alone) becomes ``method: {name: hmt}``."""
+    *parents, leaf = key.split(".")
     node = values
     for part in parents:
-        node = node.setdefault(part, {})
+        child = node.get(part)
+        if part == "method" and isinstance(child, str):
+            child = node[part] = {"name": child}
+        node = node.setdefault(part, {}) if child is None else child
         if not isinstance(node, dict):
             raise HmtbenchError(f"--set {key}: '{part}' is not a group of settings")
-    node[leaf] = yaml.safe_load(raw)
+    if leaf == "method" and isinstance(node.get("method"), dict) and isinstance(value, str):
+        node["method"]["name"] = value  # --method hmt keeps the method settings already given
+    else:
+        node[leaf] = value
+
+
+def gather(recipe: str | None, flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
+    """The settings the user gave: the recipe, then flags that were given (not None), then ``--set``."""
+    values = load_yaml(recipe) if recipe else {}
+    for key, value in flags.items():
+        if value is not None:
+            set_value(values, key, value)
+    for assignment in sets or []:
+        apply_override(values, assignment)
+    if isinstance(values.get("method"), str):  # a name alone: the method's defaults
+        values["method"] = {"name": values["method"]}
+    return values

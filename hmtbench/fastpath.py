@@ -18,9 +18,7 @@ makes it capturable; the two switches combine (the captured step runs the compil
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import warnings
 import weakref
 from collections.abc import Callable
@@ -30,29 +28,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hmtbench.config import EngineOptions
 from hmtbench.methods.backbone import chunk_nll
 from hmtbench.methods.base import MemoryState, SegmentMethod
+from hmtbench.methods.state import Layout, flatten, unflatten
 
 WARMUP_CALLS = 2  # eager calls on a side stream before a capture (compilation, autotuning, cuBLAS handles)
 
 _compiled_blocks: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _compiled_nll: list[Callable[..., Tensor]] = []
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    compile: bool = False  # torch.compile the backbone's blocks and the loss
-    cuda_graphs: bool = False  # replay evaluation steps from CUDA graphs
-
-    def as_dict(self) -> dict[str, bool]:
-        return dataclasses.asdict(self)
-
-
-def with_engine(config_json: str, options: EngineOptions | None) -> str:
-    """A record's resolved configuration with the engine switches added where any is on (default runs unchanged)."""
-    if options is None or options == EngineOptions():
-        return config_json
-    return json.dumps({**json.loads(config_json), "engine": options.as_dict()}, sort_keys=True)
 
 
 def accelerate(method: SegmentMethod, options: EngineOptions) -> SegmentMethod | GraphedMethod:
@@ -61,6 +45,11 @@ def accelerate(method: SegmentMethod, options: EngineOptions) -> SegmentMethod |
         compile_blocks(method.backbone)
         method.chunk_nll = compiled_chunk_nll()
     return GraphedMethod(method) if options.cuda_graphs else method
+
+
+def capture_failures(runner: SegmentMethod | GraphedMethod) -> list[str]:
+    """Why steps of ``runner`` ran eagerly although CUDA graphs were asked for (empty: none did, or no graphs)."""
+    return runner.failures if isinstance(runner, GraphedMethod) else []
 
 
 def repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
@@ -111,11 +100,13 @@ class _Captured:
 
 
 class CapturedCalls:
-    """``fn`` of tensors (or None), replayed from one CUDA graph per input signature.
+    """``fn(static, *tensors)``, replayed from one CUDA graph per input signature.
 
-    A call copies its arguments into the signature's static buffers (skipping any argument that is
-    already that buffer) and replays; it returns the graph's static outputs, which the next replay
-    of that signature overwrites. Off CUDA nothing is captured: the same buffers, ``fn`` run eagerly
+    ``static`` is a hashable value the call depends on (such as a state's layout); it is part of the
+    signature with the tensors' shapes, dtypes and devices (or None). A call copies its tensor
+    arguments into the signature's static buffers (skipping any argument that is already that
+    buffer) and replays; it returns the graph's static outputs, which the next replay of that
+    signature overwrites. Off CUDA nothing is captured: the same buffers, ``fn`` run eagerly
     (how the tests exercise this plumbing). A capture that fails falls back to eager, with a warning
     and an entry in ``failures``.
     """
@@ -125,19 +116,19 @@ class CapturedCalls:
         self.captured: dict[tuple, _Captured] = {}
         self.failures: list[str] = []
 
-    def __call__(self, *args: Tensor | None) -> Any:
-        key = tuple(None if a is None else (tuple(a.shape), a.dtype, a.device) for a in args)
+    def __call__(self, static: Any, *args: Tensor | None) -> Any:
+        key = (static, *(None if a is None else (tuple(a.shape), a.dtype, a.device) for a in args))
         entry = self.captured.get(key)
         if entry is None:
-            entry = self.captured[key] = self._capture(args)
+            entry = self.captured[key] = self._capture(functools.partial(self.fn, static), args)
         for buffer, value in zip(entry.inputs, args, strict=True):
             if value is not None and value is not buffer:
                 buffer.copy_(value)
         return entry.run()
 
-    def _capture(self, args: tuple[Tensor | None, ...]) -> _Captured:
+    def _capture(self, fn: Callable[..., Any], args: tuple[Tensor | None, ...]) -> _Captured:
+        # closures hold fn, never self: no reference cycle, so dropping a method frees its graphs
         inputs = [None if a is None else a.clone(memory_format=torch.contiguous_format) for a in args]
-        fn = self.fn  # closures hold fn, never self: no reference cycle, so dropping a method frees its graphs
         eager = _Captured(inputs, lambda: fn(*inputs))
         if not any(a is not None and a.is_cuda for a in args):
             return eager
@@ -185,7 +176,7 @@ class GraphedMethod:
 
     def __init__(self, method: SegmentMethod) -> None:
         self.method = method
-        self._summaries = CapturedCalls(method.summarize)
+        self._summaries = CapturedCalls(functools.partial(_summarize, method))
         self._steps = CapturedCalls(functools.partial(_step, method))
 
     @property
@@ -209,7 +200,7 @@ class GraphedMethod:
     def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
         if torch.is_grad_enabled():
             return self.method.summarize(segment_ids, lengths)
-        return self._summaries(segment_ids, lengths)
+        return self._summaries(None, segment_ids, lengths)
 
     def score(
         self,
@@ -223,22 +214,25 @@ class GraphedMethod:
         """``SegmentMethod.score``, replayed. The state returned lives in the graph's buffers until the next step."""
         if torch.is_grad_enabled():
             return self.method.score(state, segment_ids, lengths, targets, summary, upcoming)
-        nll, carry = self._steps(*state.tensors(), segment_ids, lengths, targets, summary, *(upcoming or (None, None)))
-        after = MemoryState.from_tensors(state.batch_size, carry, state.segments_read + 1)
-        return (None if nll is None else nll.clone()), after
+        layout, carry = flatten(state)
+        upcoming = upcoming or (None, None)
+        nll, after_layout, after = self._steps(layout, *carry, segment_ids, lengths, targets, summary, *upcoming)
+        return (None if nll is None else nll.clone()), unflatten(after_layout, list(after))
 
 
-def _step(method: SegmentMethod, *args: Tensor | None) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
+def _summarize(method: SegmentMethod, static: None, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
+    return method.summarize(segment_ids, lengths)
+
+
+def _step(method: SegmentMethod, layout: Layout, *args: Tensor | None) -> tuple[Tensor | None, Layout, tuple]:
     """One segment as a function of tensors: (state tensors..., ids, lengths, targets, summary, next ids, next lengths)
-    -> (nll, state tensors)."""
+    -> (nll, the next state's layout, its tensors). ``layout`` says how the state tensors fit together."""
     carry, (segment_ids, lengths, targets, summary, next_ids, next_lengths) = args[:-6], args[-6:]
-    state = MemoryState.from_tensors(segment_ids.shape[0], carry)
     upcoming = None if next_ids is None else (next_ids, next_lengths)
-    nll, after = method.score(state, segment_ids, lengths, targets, summary, upcoming)
-    new = after.tensors()
-    if all((a is None) == (b is None) for a, b in zip(carry, new, strict=True)):
-        for buffer, value in zip(carry, new, strict=True):  # same layout: the state stays in these buffers
-            if buffer is not None:
-                buffer.copy_(value)
-        new = carry
-    return nll, new
+    nll, after = method.score(unflatten(layout, list(carry)), segment_ids, lengths, targets, summary, upcoming)
+    after_layout, new = flatten(after)
+    if after_layout == layout:  # same layout: the state stays in these buffers
+        for buffer, value in zip(carry, new, strict=True):
+            buffer.copy_(value)
+        new = list(carry)
+    return nll, after_layout, tuple(new)

@@ -1,8 +1,10 @@
-"""Rich progress bars: one live bar with a free-text stats field, shown as tokens (eval) or steps (train)."""
+"""Rich progress bars (one live bar with a stats field: tokens for eval, steps for train), and quiet third parties."""
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from typing import Any
 
 from rich.console import Console
@@ -57,3 +59,17 @@ class StepProgress(LiveProgress):
     def update(self, step: int, entry: dict[str, Any]) -> None:
         stats = f"loss {entry['loss']:.4f}  lr {entry['lr']:.2e}  {entry['tokens_per_s']:,.0f} tok/s"
         self.progress.update(self.task, completed=step, stats=stats)
+
+
+def quiet_transformers() -> None:
+    """Keep third-party chatter (GGUF conversion bars, deprecations) off the user's terminal."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantization bar is a bare tqdm
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

@@ -54,3 +54,18 @@ def llama() -> torch.nn.Module:
 def random_documents(count: int, length: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (count, length), generator=generator)
+
+
+def build_method(name: str, backbone: torch.nn.Module, settings: dict | None = None):
+    """Method ``name`` around ``backbone`` from flat settings: ``segment_length`` and any method's fields
+    (each method takes its own, so one dict serves a parametrised test over methods)."""
+    import dataclasses
+
+    from hmtbench.config import method_config
+    from hmtbench.methods import config_class, method_class
+
+    values = dict(settings or {})
+    segment_length = values.pop("segment_length", 256)
+    own = {f.name for f in dataclasses.fields(config_class(name))}
+    config = method_config(name, {k: v for k, v in values.items() if k in own})
+    return method_class(name)(backbone, config, segment_length)

@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 
 from hmtbench import distributed
 from hmtbench.checkpoints import load_tensors
-from hmtbench.commands.eval_ppl import run_eval_ppl
+from hmtbench.commands.eval_ppl import eval_configs, run_eval_ppl
 from hmtbench.commands.train import load_run_config, run_train
-from hmtbench.config import DataSettings, EvalConfig, MemorySettings
+from hmtbench.config import DataSettings, method_config
 from hmtbench.training.config import LoraSettings, TrainConfig, TrainSettings
 
 WORDS = "memory segment recall token summary sensory cache window stream paper".split()
-MEMORY = MemorySettings(segment_length=24, sensory_tokens=4, recall_context=5, recall_hidden_dim=16)
+HMT = {"sensory_tokens": 4, "recall_context": 5, "recall_hidden_dim": 16}
 
 # Trained tensors: each rank averages the loss over its 2 windows and DDP averages the two gradients, where one
 # process sums over the 4 windows at once: the same numbers added in another order (~1e-7 relative in fp32).
@@ -78,7 +78,7 @@ def write_documents(folder: Path) -> Path:
     return folder
 
 
-# MEMORY as flags
+# segment length 24 and HMT as flags
 TINY = "--backbone random:llama --segment-length 24 --sensory-tokens 4 --recall-context 5 --recall-hidden-dim 16"
 QA_FLAGS = [
     *TINY.split(),
@@ -106,8 +106,8 @@ def train_config(corpus: str, folder: Path, steps: int) -> TrainConfig:
     )
     return TrainConfig(
         backbone="random:llama",
-        method="hmt",
-        memory=MEMORY,
+        method=method_config("hmt", HMT),
+        segment_length=24,
         data=DataSettings(dataset=corpus),
         train=settings,
         lora=LoraSettings(dropout=0.0),
@@ -155,17 +155,12 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 @pytest.mark.parametrize("protocol", ["stream", "paper"])
 def test_eval_ppl_on_two_processes_equals_one(launch: tuple[Path, str], protocol: str) -> None:
     root, stdout = launch
-    config = EvalConfig(
-        backbone="random:llama",
-        memory=MEMORY,
-        data=DataSettings(str(root / "docs"), "test", 120),
-        protocol=protocol,
-        batch_size=2,
-        max_windows=7,
-        device="cpu",
-        out=str(root / "one-eval"),
-    )
-    one = pd.DataFrame(run_eval_ppl(config, ["plain", "hmt"])).set_index("method")
+    configs = eval_configs({
+        "backbone": "random:llama", "method": {"name": "plain,hmt", **HMT}, "segment_length": 24,
+        "data": {"dataset": str(root / "docs"), "split": "test", "test_length": 120}, "protocol": protocol,
+        "batch_size": 2, "max_windows": 7, "device": "cpu", "out": str(root / "one-eval"),
+    })
+    one = pd.DataFrame(run_eval_ppl(configs)).set_index("method")
 
     files = sorted((root / protocol).glob("*.parquet"))
     assert len(files) == 2 and all(stdout.count(f"wrote {f}") == 1 for f in files)  # one record per method

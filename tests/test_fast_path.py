@@ -11,11 +11,12 @@ import torch
 import transformers
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hmtbench.config import EngineOptions
 from hmtbench.engine import IGNORE, score_segments, segment_batch, token_nll
-from hmtbench.fastpath import EngineOptions, GraphedMethod, accelerate, repeated_blocks, with_engine
+from hmtbench.fastpath import GraphedMethod, accelerate, repeated_blocks
 from hmtbench.methods import backbone as calls
-from hmtbench.methods import build_method
-from tests.conftest import random_documents
+from hmtbench.methods.state import flatten
+from tests.conftest import build_method, random_documents
 
 METHODS = [
     ("plain", {}),
@@ -74,7 +75,7 @@ def test_score_equals_forward_and_token_nll(backbone: torch.nn.Module, name: str
             )
             torch.testing.assert_close(nll, token_nll(out.logits, batch.targets[:, i]).sum(-1), rtol=1e-5, atol=1e-4)
             by_forward = out.state
-            for ours, theirs in zip(by_score.tensors(), by_forward.tensors(), strict=True):
+            for ours, theirs in zip(flatten(by_score)[1], flatten(by_forward)[1], strict=True):
                 assert (ours is None) == (theirs is None)
                 if ours is not None:
                     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
@@ -240,11 +241,6 @@ def test_summaries_run_in_passes_of_summary_segments_per_document(llama: torch.n
     finally:
         hook.remove()
     assert rows == [6, 6, 6]  # 9 segments to summarise, 3 per pass, 2 documents: memory flat in length
-
-
-def test_options_are_recorded_only_when_on() -> None:
-    assert with_engine('{"a": 1}', None) == '{"a": 1}' == with_engine('{"a": 1}', EngineOptions())
-    assert '"engine": {"compile": true, "cuda_graphs": false}' in with_engine('{"a": 1}', EngineOptions(compile=True))
 
 
 def test_repeated_blocks_are_the_decoder_layers(backbone: torch.nn.Module) -> None:

@@ -12,11 +12,11 @@ import torch
 from hmtbench.backbones.tiny import EOS, byte_tokenizer
 from hmtbench.engine import segment_batch
 from hmtbench.generation import greedy_generate, read_context
-from hmtbench.methods import SegmentMethod, build_method
+from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa import runner
 from hmtbench.qa.runner import answer_nll, answer_nll_and_context, evaluate_sample, prepare_samples
 from hmtbench.qa.tasks import TaskOptions, load_task
-from tests.conftest import random_documents
+from tests.conftest import build_method, random_documents
 
 MEMORY_SETTINGS = [
     ("plain", {}),

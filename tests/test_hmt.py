@@ -10,9 +10,9 @@ import torch
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import repeated_blocks
-from hmtbench.methods import SegmentOutput, build_method
+from hmtbench.methods.base import SegmentOutput
 from hmtbench.methods.hmt import HMT
-from tests.conftest import random_documents
+from tests.conftest import build_method, random_documents
 from tests.test_rmt import BackboneInputs, run_segments
 
 SETTINGS = {"segment_length": 24, "sensory_tokens": 3, "recall_context": 3, "recall_hidden_dim": 8}

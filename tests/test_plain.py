@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from hmtbench.engine import score_segments, segment_batch
-from hmtbench.methods import build_method
-from tests.conftest import random_documents
+from tests.conftest import build_method, random_documents
 
 
 def backbone_loss(backbone: torch.nn.Module, ids: torch.Tensor) -> float:

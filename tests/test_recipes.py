@@ -23,7 +23,7 @@ def test_recipes_exist() -> None:
 def test_recipe_loads(recipe: Path) -> None:
     config = from_dict(TrainConfig, load_yaml(recipe))
     assert recipe.read_text().splitlines()[0] == f"# hmtbench train --recipe recipes/{recipe.name}"
-    assert config.method in METHODS
+    assert config.method.name in METHODS
     assert config.backbone in ALIASES or config.backbone.startswith("random:")
     assert recipe.stem.startswith(config.backbone.replace("random:", "tiny-random-").removesuffix("llama"))
 
@@ -38,9 +38,9 @@ def test_unknown_recipe_key_suggests_the_right_one(tmp_path: Path) -> None:
 def test_dotted_overrides_are_typed() -> None:
     values: dict = {}
     apply_override(values, "train.lr=5e-5")
-    apply_override(values, "memory.sensory_tokens=16")
+    apply_override(values, "method.sensory_tokens=16")
     config = from_dict(TrainConfig, values)
-    assert config.train.lr == 5e-5 and config.memory.sensory_tokens == 16
+    assert config.train.lr == 5e-5 and config.method.sensory_tokens == 16 and config.method.name == "hmt"
 
 
 def test_smoke_recipe_runs(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hmtbench.engine import score_segments, segment_batch
-from hmtbench.methods import SegmentMethod, SegmentOutput, build_method
-from tests.conftest import random_documents
+from hmtbench.methods.base import SegmentMethod, SegmentOutput
+from tests.conftest import build_method, random_documents
 
 
 class BackboneInputs:
@@ -78,7 +78,6 @@ def test_memory_written_by_segment_n_is_read_by_segment_n_plus_1(backbone: torch
             for row in range(2):
                 n = int(seg_lengths[row, i])
                 torch.testing.assert_close(written[row], hidden[row, m + n : m + n + m], rtol=1e-5, atol=1e-5)
-    assert [o.state.segments_read for o in outputs] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("method", ["plain", "rmt"])

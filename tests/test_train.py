@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from hmtbench.backbones import load_backbone
 from hmtbench.checkpoints import load_tensors
 from hmtbench.commands.common import checkpoint_columns
 from hmtbench.commands.train import build_for_training, run_train
-from hmtbench.config import DataSettings, MemorySettings
+from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
 from hmtbench.training.config import TrainConfig, TrainSettings
 from hmtbench.training.loop import window_loss
@@ -46,10 +47,11 @@ def config_for(corpus: str, tmp_path: Path, method: str = "rmt", **train: object
         "seed": 0,
         **train,
     }
+    own = {"sensory_tokens": 4, "recall_hidden_dim": 16} if method == "hmt" else {}
     return TrainConfig(
         backbone="random:llama",
-        method=method,
-        memory=MemorySettings(segment_length=24, sensory_tokens=4, recall_hidden_dim=16),
+        method=method_config(method, own),
+        segment_length=24,
         data=DataSettings(dataset=corpus),
         train=TrainSettings(**settings),
         output_dir=str(tmp_path / "run"),
@@ -79,7 +81,7 @@ GOLDEN_FIRST_LOSSES = [5.636179, 5.245346, 4.901227]
 def test_gradients_reach_exactly_the_trained_tensors(corpus: str, tmp_path: Path, mode: str, expect: set) -> None:
     config = config_for(corpus, tmp_path, train=mode)
     backbone = load_backbone("random:llama", device="cpu")
-    model = build_for_training(backbone, config, None, None)
+    model = build_for_training(backbone, config, None)
     ids = torch.randint(0, 256, (2, 3 * model.segment_tokens))
     loss, _ = window_loss(model, ids, config.train)
     loss.backward()
@@ -96,7 +98,7 @@ def test_gradients_reach_exactly_the_trained_tensors(corpus: str, tmp_path: Path
 def memory_grad(config: TrainConfig, truncate: int | None) -> torch.Tensor:
     backbone = load_backbone("random:llama", device="cpu")
     config.train.bptt_truncate = truncate
-    model = build_for_training(backbone, config, None, None)
+    model = build_for_training(backbone, config, None)
     ids = torch.randint(0, 256, (2, 3 * model.segment_tokens), generator=torch.Generator().manual_seed(1))
     window_loss(model, ids, config.train)[0].backward()
     return model.memory.grad
@@ -114,9 +116,10 @@ def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
     run_train(config)
     stage1 = load_tensors(tmp_path / "run" / "stage1" / "final")
     backbone = load_backbone("random:llama", device="cpu")
-    fresh = build_for_training(backbone, config, 2, None)
+    stage2 = dataclasses.replace(config, method=dataclasses.replace(config.method, stage=2))
+    fresh = build_for_training(backbone, stage2, None)
     started = build_for_training(
-        load_backbone("random:llama", device="cpu"), config, 2, str(tmp_path / "run" / "stage1" / "final")
+        load_backbone("random:llama", device="cpu"), stage2, str(tmp_path / "run" / "stage1" / "final")
     )
     state = started.state_dict()
     assert set(stage1) and all(torch.equal(state[k], v) for k, v in stage1.items())

@@ -12,6 +12,7 @@ arithmetic: the numbers that say why a method is slower than plain at batch 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -23,17 +24,19 @@ import torch
 from torch import Tensor
 
 from hmtbench.backbones import load_backbone
-from hmtbench.benchmark.run import parse_counts
-from hmtbench.commands.common import quiet_transformers
+from hmtbench.benchmark import parse_counts
+from hmtbench.build import build_method
+from hmtbench.config import EngineOptions, method_config
 from hmtbench.engine import score_segments, segment_batch
-from hmtbench.fastpath import EngineOptions, accelerate
-from hmtbench.methods import build_method
+from hmtbench.fastpath import accelerate
+from hmtbench.methods import BASELINE
+from hmtbench.progress import quiet_transformers
 
-VARIANTS = {  # name: (method, settings beyond the shared ones)
-    "plain": ("plain", {}),
-    "rmt": ("rmt", {}),
-    "hmt-ahead": ("hmt", {"summary_pass": "ahead"}),
-    "hmt-inline": ("hmt", {"summary_pass": "inline"}),
+VARIANTS = {  # name: method settings beyond the defaults
+    "plain": {"name": "plain"},
+    "rmt": {"name": "rmt"},
+    "hmt-ahead": {"name": "hmt", "summary_pass": "ahead"},
+    "hmt-inline": {"name": "hmt", "summary_pass": "inline"},
 }
 
 
@@ -110,12 +113,17 @@ def _kernels(device: torch.device, call: Callable[[], Any]) -> tuple[int, float]
     return len(events), busy / 1000
 
 
-def profile_variant(backbone: Any, variant: str, length: int, batch_size: int, memory: dict[str, Any],
-                    engine: EngineOptions, seed: int = 3407, repeat: int = 5) -> Profile:
-    """Time one document batch of ``length`` random tokens through ``variant`` (see ``VARIANTS``)."""
-    name, extra = VARIANTS[variant]
-    torch.manual_seed(seed)
-    method = build_method(name, backbone.model, {**memory, **extra}).eval()
+def profile_variant(backbone: Any, variant: str, length: int, batch_size: int, segment_length: int,
+                    settings: dict[str, Any], engine: EngineOptions, seed: int = 3407, repeat: int = 5) -> Profile:
+    """Time one document batch of ``length`` random tokens through ``variant`` (see ``VARIANTS``).
+
+    ``settings``: method settings (sensory_tokens, recall_hidden_dim, ...) for the variants that have them.
+    """
+    values = dict(VARIANTS[variant])
+    name = values.pop("name")
+    own = {key: value for key, value in settings.items() if key in _fields(name)}
+    config = method_config(name, {**own, **values})
+    method = build_method(backbone, config, segment_length, seed=seed).eval()
     device = backbone.device
     generator = torch.Generator().manual_seed(seed)
     vocab = backbone.model.get_input_embeddings().weight.shape[0]
@@ -152,9 +160,15 @@ def profile_variant(backbone: Any, variant: str, length: int, batch_size: int, m
     return Profile(variant, n, total_ms, summary_ms, step_ms, kernels, busy, summary_kernels)
 
 
+def _fields(name: str) -> set[str]:
+    from hmtbench.methods import config_class
+
+    return {f.name for f in dataclasses.fields(config_class(name))}
+
+
 def describe(profiles: list[Profile]) -> str:
     """A table, with each variant's time per token relative to plain's (same document, same tokens)."""
-    plain = next((p for p in profiles if p.variant == "plain"), None)
+    plain = next((p for p in profiles if p.variant == BASELINE), None)
     lines = [f"{'variant':<11} {'segments':>8} {'ms/doc':>9} {'x plain':>8} {'summary ms':>10} {'step ms':>8} "
              f"{'kernels/step':>12} {'busy ms/step':>12} {'summary kernels':>15}"]
     for p in profiles:
@@ -171,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--segment-length", type=int, default=256)
     parser.add_argument("--sensory-tokens", type=int, default=0)
-    parser.add_argument("--recall-hidden-dim", type=int, default=4096)
+    parser.add_argument("--recall-hidden-dim", type=int, default=None, help="default: the backbone's width")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--cuda-graphs", action="store_true")
@@ -180,18 +194,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quiet_transformers()
     backbone = load_backbone(args.backbone, dtype="auto", device=args.device)
-    memory = {"segment_length": args.segment_length, "sensory_tokens": args.sensory_tokens,
-              "recall_hidden_dim": args.recall_hidden_dim}
+    settings = {"sensory_tokens": args.sensory_tokens, "recall_hidden_dim": args.recall_hidden_dim}
     engine = EngineOptions(compile=args.compile, cuda_graphs=args.cuda_graphs)
     profiles = []
     for length in parse_counts(args.length, "--length"):
-        runs = [profile_variant(backbone, v, length, args.batch_size, memory, engine) for v in args.variants.split(",")]
-        print(f"== {length:,} tokens, batch {args.batch_size}, {backbone.device.type}, engine {engine.as_dict()}")
+        runs = [profile_variant(backbone, v, length, args.batch_size, args.segment_length, settings, engine)
+                for v in args.variants.split(",")]
+        print(f"== {length:,} tokens, batch {args.batch_size}, {backbone.device.type}, engine {vars(engine)}")
         print(describe(runs), flush=True)
         profiles += [{"length": length, "batch_size": args.batch_size, **asdict(p)} for p in runs]
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"engine": engine.as_dict(), "backbone": args.backbone, "profiles": profiles}, f, indent=1)
+            json.dump({"engine": vars(engine), "backbone": args.backbone, "profiles": profiles}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hmtbench import distributed
 from hmtbench.backbones import load_backbone
+from hmtbench.build import build_method
 from hmtbench.commands.common import (
     checkpoint_columns,
     console,
-    prepare_method,
-    quiet_transformers,
+    read_checkpoint_meta,
     run_columns,
+    warn_if_untrained,
 )
-from hmtbench.config import MemorySettings, to_json
+from hmtbench.config import method_field, to_json
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods import method_class
-from hmtbench.methods.base import max_positions
-from hmtbench.progress import TokenProgress
+from hmtbench.progress import TokenProgress, quiet_transformers
 from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, evaluate_qa_sharded, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
+from hmtbench.settings import resolve
 
 
 @dataclass
 class QAConfig:
     backbone: str = "smollm2-135m"
     task: str = "passkey"  # a registered task or a local .jsonl file
-    memory: MemorySettings = field(default_factory=MemorySettings)
+    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
+    segment_length: int = 256  # L: positions per backbone step (every method)
     context_length: int | None = None  # prompt tokens: built (needle, BABILong bin) or fitted by truncation
     limit: int | None = None
     max_new_tokens: int | None = None  # None: the task's own default
@@ -46,9 +47,16 @@ class QAConfig:
     out: str = "results"
 
 
-def run_eval_qa(config: QAConfig, methods: list[str], command_line: list[str] | None = None) -> list[dict[str, Any]]:
-    """Evaluate each method on the same prepared samples; one parquet record and one predictions JSONL each."""
-    _check(config, methods)
+def qa_configs(given: dict[str, Any]) -> list[QAConfig]:
+    """One typed config per method asked for, the checkpoint's settings filling what was not given."""
+    checkpoint = given.get("checkpoint")
+    return resolve(QAConfig, given, read_checkpoint_meta(checkpoint), checkpoint or "")
+
+
+def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) -> list[dict[str, Any]]:
+    """Evaluate each config's method on the same prepared samples; one parquet record and one predictions JSONL each."""
+    config = configs[0]  # every config shares all but the method
+    _check(configs)
     make_task = task_factory(config.task)  # an unknown task fails before anything loads
     quiet_transformers()
     device = distributed.setup(config.device, console)  # config.device itself in a single process
@@ -66,44 +74,33 @@ def run_eval_qa(config: QAConfig, methods: list[str], command_line: list[str] | 
     lengths = [len(p.prompt_ids) for p in prepared]
     note = f"; {skipped} shorter than --context-length skipped" if skipped else ""
     console.print(f"{len(prepared)} {task.name} samples, prompts of {min(lengths)}-{max(lengths)} tokens{note}")
+    models = [build_method(backbone, c.method, c.segment_length, seed=c.seed, document_length=longest,
+                           checkpoint=c.checkpoint) for c in configs]
     rows = []
-    for name in methods:
-        _check_window(name, config.memory, longest, backbone)
-        model = prepare_method(backbone, name, config.memory, longest, config.checkpoint, config.seed)
+    for method_config, model in zip(configs, models, strict=True):
+        warn_if_untrained(model, config.checkpoint)
+        model.eval()
+        name = model.name
         evaluate = evaluate_qa_sharded if distributed.is_distributed() else evaluate_qa  # samples dealt round-robin
         label = f"{name:>5}" + (" rank 0" if distributed.is_distributed() else "")
         share = sum(len(p.prompt_ids) + len(p.answer_ids) for _, p in distributed.deal(prepared))
         with TokenProgress(label, share) as progress, Measure(backbone.device) as measured:
             result = evaluate(model, task, prepared, backbone.tokenizer, max_new,
                               lambda read: progress.advance(1, read))
-        resolved = dataclasses.replace(config, max_new_tokens=max_new)
+        resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
         row = _write(resolved, task, name, model, backbone, result, measured, prepared, skipped, command_line)
         rows.append(row)
     return rows
 
 
-def _check(config: QAConfig, methods: list[str]) -> None:
-    if not methods:
-        raise HmtbenchError("--method is empty; give plain, full, rmt, hmt or a comma list")
-    for name in methods:
-        method_class(name)  # unknown names fail before anything loads
-    if config.checkpoint and len(methods) > 1:
+def _check(configs: list[QAConfig]) -> None:
+    config = configs[0]
+    if config.checkpoint and len(configs) > 1:
         raise HmtbenchError("--checkpoint belongs to one method: evaluate one --method at a time with it")
     for flag, value in (("--limit", config.limit), ("--max-new-tokens", config.max_new_tokens),
                         ("--context-length", config.context_length)):
         if value is not None and value < 1:
             raise HmtbenchError(f"{flag} must be positive, got {value}")
-
-
-def _check_window(name: str, memory: MemorySettings, longest: int, backbone) -> None:
-    """A method that sizes its window from the samples (full) must fit the backbone's positions."""
-    settings = method_class(name).settings_for(dataclasses.asdict(memory), longest)
-    limit = max_positions(backbone.model.config)
-    if settings["segment_length"] != memory.segment_length and limit is not None and longest > limit:
-        raise HmtbenchError(
-            f"--method {name} reads each prompt and answer in one window: the longest needs {longest} positions, "
-            f"over the backbone's {limit}; lower --context-length or use a segmented method (plain, rmt, hmt)"
-        )
 
 
 def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAResult, measured: Measure,
@@ -128,7 +125,7 @@ def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAR
 def _record(config: QAConfig, task: Task, name: str, model, backbone, result: QAResult, measured: Measure,
             prepared: list[PreparedSample], command_line) -> dict[str, Any]:
     return {
-        **run_columns("eval-qa", config.seed, backbone, name, model, command_line),
+        **run_columns("eval-qa", config.seed, backbone, model, command_line),
         "status": "success",
         **checkpoint_columns(config.checkpoint),
         "dataset": config.data or config.task,

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hmtbench.analysis.compare import gain
+from hmtbench.methods import BASELINE, method_label, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
 
 
@@ -20,17 +21,19 @@ def print_method_table(rows: list[dict[str, Any]], console: Console | None = Non
     console = console or Console()
     by_method = {r["method"]: r for r in rows}
     table = Table(title="perplexity (lower is better); gains = (ref - method) / ref")
-    for column in ("method", "ppl", "bpb", "vs plain", "tok/s", "peak GPU MiB", "params added"):
+    for column in ("method", "ppl", "bpb", f"vs {BASELINE}", "tok/s", "peak GPU MiB", "params added"):
         table.add_column(column, justify="left" if column == "method" else "right")
+    baseline = by_method.get(BASELINE)
     for row in rows:
-        plain = by_method.get("plain")
-        delta = ppl_gain(plain["ppl"], row["ppl"]) if plain and row is not plain else None
+        delta = ppl_gain(baseline["ppl"], row["ppl"]) if baseline and row is not baseline else None
         delta_text = "" if delta is None else f"{delta:+.2f}%"
         gpu = f"{row['peak_gpu_mem_mb']:,.0f}" if row.get("peak_gpu_mem_mb") else "-"
         cells = (f"{row['ppl']:.3f}", f"{row['bpb']:.4f}", delta_text, f"{row['tokens_per_s']:,.0f}", gpu)
         table.add_row(row["method"], *cells, f"{row['added_params']:,}")
     console.print(table)
-    if "hmt" in by_method and "rmt" in by_method:
-        delta = ppl_gain(by_method["rmt"]["ppl"], by_method["hmt"]["ppl"])
-        if delta is not None:
-            console.print(f"HMT vs RMT: {delta:+.2f}% (positive = HMT lower perplexity)")
+    for method, reference in paper_pairs():
+        if method in by_method and reference in by_method:
+            delta = ppl_gain(by_method[reference]["ppl"], by_method[method]["ppl"])
+            if delta is not None:
+                label = method_label(method)
+                console.print(f"{label} vs {method_label(reference)}: {delta:+.2f}% (positive = {label} lower ppl)")

@@ -11,30 +11,61 @@ import torch
 
 from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
-from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
-from hmtbench.commands.common import console, parameter_counts, quiet_transformers, run_columns
-from hmtbench.config import dump_yaml, from_dict, load_yaml, to_json
+from hmtbench.build import build_method
+from hmtbench.commands.common import console, parameter_counts, read_checkpoint_meta, run_columns
+from hmtbench.config import dump_yaml, from_dict, load_yaml, to_dict, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods import SegmentMethod, build_method, method_class
-from hmtbench.progress import StepProgress
+from hmtbench.methods import method_class
+from hmtbench.methods.base import SegmentMethod
+from hmtbench.progress import StepProgress, quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb
+from hmtbench.settings import resolve
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
-from hmtbench.training.lora import add_lora
 from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"
+# train's flags whose settings key is not the default one (commands.options.given); "" = not a setting
+TRAIN_KEYS = {
+    "resume": "", "stage": "", "train_mode": "train.train",
+    **{f"lora_{name}": f"lora.{name}" for name in ("r", "alpha", "dropout", "targets")},
+    **{name: f"train.{name}" for name in ("stages", "init_from", "steps", "stage1_steps", "batch_size", "grad_accum",
+                                          "bptt_depth", "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay",
+                                          "decay_every", "grad_clip", "checkpoint_every", "log_every", "seed")},
+}
 
 
-def plan_stages(config: TrainConfig) -> list[tuple[str, int | None, int]]:
-    """(folder name, HMT stage or None, steps) for each stage this run trains."""
-    has_stages = "stage" in {f.name for f in dataclasses.fields(method_class(config.method).config_class)}
-    if not has_stages:
-        return [("train", None, config.train.steps)]
+def train_config(given: dict[str, Any]) -> TrainConfig:
+    """The typed config: what was given, then (for a run started from a checkpoint) the checkpoint's settings."""
+    init_from = (given.get("train") or {}).get("init_from")
+    configs = resolve(TrainConfig, given, read_checkpoint_meta(init_from), init_from or "", default_method="hmt")
+    if len(configs) > 1:
+        raise HmtbenchError("train takes one --method at a time")
+    return configs[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    folder: str  # under the run folder: train, or stage1, stage2, ...
+    label: str  # in the progress bar and the record's run id
+    method: Any  # the method's settings for this stage
+    steps: int
+
+
+def plan_stages(config: TrainConfig) -> list[Stage]:
+    """Each stage this run trains, in order."""
+    cls = method_class(config.method.name)
+    if not cls.training_stages:
+        return [Stage("train", cls.name, config.method, config.train.steps)]
     stages = sorted(set(config.train.stages))
-    return [(f"stage{s}", s, config.train.steps if s == stages[-1] else config.train.stage1_steps) for s in stages]
+    unknown = [s for s in stages if s not in cls.training_stages]
+    if unknown:
+        raise HmtbenchError(f"--stages {unknown} are not stages of {cls.name}; its stages are "
+                            f"{', '.join(map(str, cls.training_stages))}")
+    return [Stage(f"stage{s}", f"{cls.name} stage {s}", cls.config_for_stage(config.method, s),
+                  config.train.steps if s == stages[-1] else config.train.stage1_steps) for s in stages]
 
 
 def load_run_config(resume: str) -> TrainConfig:
@@ -48,7 +79,6 @@ def load_run_config(resume: str) -> TrainConfig:
 
 def run_train(config: TrainConfig, command_line: list[str] | None = None, resume: str | None = None) -> list[dict]:
     """Train every planned stage back to back; write one parquet record per stage."""
-    method_class(config.method)
     plan = plan_stages(config)
     output = Path(config.output_dir or default_output_dir(config))
     if resume is None and (output / CONFIG_FILE).exists():
@@ -67,18 +97,20 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     if distributed.is_main():
         (output / CONFIG_FILE).write_text(dump_yaml(config))
     init_from, rows = config.train.init_from, []
-    for folder_name, stage, steps in plan:
-        folder = output / folder_name
+    for stage in plan:
+        folder = output / stage.folder
         if (folder / "final").is_dir():
-            console.print(f"{folder_name}: already complete, skipped")
+            console.print(f"{stage.folder}: already complete, skipped")
         else:
-            rows.append(_train_one(config, backbone, documents, stage, steps, folder, init_from, command_line))
+            run = dataclasses.replace(config, method=stage.method)
+            rows.append(_train_one(run, backbone, documents, stage, folder, init_from, command_line))
         init_from = str(folder / "final")
     return rows
 
 
-def _train_one(config, backbone, documents, stage, steps, folder: Path, init_from, command_line) -> dict[str, Any]:
-    model = build_for_training(backbone, config, stage, init_from)
+def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_from, command_line) -> dict[str, Any]:
+    model = build_for_training(backbone, config, init_from)
+    config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
     settings = config.train
     sampler = WindowSampler(
         documents,
@@ -87,8 +119,8 @@ def _train_one(config, backbone, documents, stage, steps, folder: Path, init_fro
         settings.seed,
         f"dataset '{config.data.dataset}' ({config.data.split})",
     )
-    meta = checkpoint_meta(config, backbone, model, stage)
-    label = config.method + (f" stage {stage}" if stage else "")
+    meta = checkpoint_meta(config, backbone)
+    label, steps = stage.label, stage.steps
     counts = parameter_counts(model)
     console.print(
         f"{label}: {counts['trainable_params']:,} trainable parameters ({settings.train}), "
@@ -115,18 +147,14 @@ def _train_one(config, backbone, documents, stage, steps, folder: Path, init_fro
     return row
 
 
-def build_for_training(
-    backbone: Backbone, config: TrainConfig, stage: int | None, init_from: str | None
-) -> SegmentMethod:
+def build_for_training(backbone: Backbone, config: TrainConfig, init_from: str | None) -> SegmentMethod:
     """The method around the backbone with exactly the tensors ``--train`` names set to train."""
-    settings = dataclasses.asdict(config.memory)
-    if stage is not None:
-        settings["stage"] = stage
     mode = config.train.train
-    if mode == "lora" and not any("lora_" in n for n, _ in backbone.model.named_parameters()):
-        add_lora(backbone.model, dataclasses.asdict(config.lora))
-    torch.manual_seed(config.train.seed)
-    model = build_method(config.method, backbone.model, settings)
+    lora = dataclasses.asdict(config.lora) if mode == "lora" else None
+    if init_from:
+        _check_init_from(init_from, config)
+    model = build_method(backbone, config.method, config.segment_length, seed=config.train.seed,
+                         checkpoint=init_from, lora=lora)
     model.requires_grad_(mode == "full")
     for name, param in model.backbone.named_parameters():
         param.requires_grad_(mode == "full" or (mode == "lora" and "lora_" in name))
@@ -135,29 +163,29 @@ def build_for_training(
         param.requires_grad_(True)
     if not any(p.requires_grad for p in model.parameters()):
         raise HmtbenchError(
-            f"--method {config.method} adds nothing to train with --train memory; use --train lora or full"
+            f"--method {model.name} adds nothing to train with --train memory; use --train lora or full"
         )
-    if init_from:
-        meta = read_meta(init_from)
-        if meta.get("method") != config.method:
-            raise HmtbenchError(f"--init-from {init_from} holds a {meta.get('method')} checkpoint, not {config.method}")
-        apply_tensors(model, load_tensors(init_from), init_from)
     return model
 
 
-def checkpoint_meta(config: TrainConfig, backbone: Backbone, model: SegmentMethod, stage: int | None) -> dict:
-    memory = dataclasses.asdict(config.memory)
-    if stage is not None:
-        memory["stage"] = stage
+def _check_init_from(init_from: str, config: TrainConfig) -> None:
+    trained_for = read_checkpoint_meta(init_from).get("method")
+    name = trained_for.get("name") if isinstance(trained_for, dict) else trained_for
+    if name != config.method.name:
+        raise HmtbenchError(f"--init-from {init_from} holds a {name} checkpoint, not {config.method.name}")
+
+
+def checkpoint_meta(config: TrainConfig, backbone: Backbone) -> dict:
+    """What a checkpoint says about itself: the method's settings as trained, the backbone, LoRA, the run's config."""
     return {
-        "method": config.method,
+        "method": config.method.settings(),
+        "segment_length": config.segment_length,
         "backbone": config.backbone,
         "backbone_resolved": backbone.resolved.description,
         "backbone_identity": backbone.resolved.identity,
-        "memory": memory,
         "train_mode": config.train.train,
         "lora": dataclasses.asdict(config.lora) if config.train.train == "lora" else None,
-        "config": dataclasses.asdict(config),
+        "config": to_dict(config),
     }
 
 
@@ -172,13 +200,13 @@ def training_dtype(config: TrainConfig) -> str:
 
 def default_output_dir(config: TrainConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return f"runs/{Path(config.backbone).stem}-{config.method}-{stamp}"
+    return f"runs/{Path(config.backbone).stem}-{config.method.name}-{stamp}"
 
 
 def _record(config, backbone, model, stage, folder, outcome, init_from, command_line) -> dict[str, Any]:
     return {
-        **run_columns("train", config.train.seed, backbone, config.method, model, command_line),
-        "run_id": new_run_id("train", config.method + (f"{stage}" if stage else "")),
+        **run_columns("train", config.train.seed, backbone, model, command_line),
+        "run_id": new_run_id("train", stage.label.replace(" stage ", "")),
         "checkpoint": init_from,
         "dataset": config.data.dataset,
         "split": config.data.split,

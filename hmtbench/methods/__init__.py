@@ -51,13 +51,3 @@ def paper_pairs() -> list[tuple[str, str]]:
     """(method, reference) pairs the paper reports deltas for, e.g. ("hmt", "rmt"): HMT vs RMT, %."""
     return [(name, method_class(name).compared_with) for name in METHODS if method_class(name).compared_with]
 
-
-def build_method(name, backbone, settings):  # transitional: replaced by hmtbench.methods.build
-    cls = method_class(name)
-    return cls(backbone, cls.config_class.from_settings(settings))
-
-
-def __getattr__(attr: str):  # transitional re-exports
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module("hmtbench.methods.base"), attr)

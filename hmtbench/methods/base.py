@@ -33,8 +33,9 @@ and writes nothing on the host, so a segment step can be replayed from a CUDA gr
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -46,7 +47,8 @@ from hmtbench.methods.backbone import ChunkNll, causal_attention, head_is_plain,
 from hmtbench.methods.state import MemoryState, RecallCache
 
 __all__ = [
-    "MemoryState", "MethodConfig", "RecallCache", "SegmentInput", "SegmentMethod", "SegmentOutput", "max_positions",
+    "TRAINED", "MemoryState", "MethodConfig", "RecallCache", "SegmentInput", "SegmentMethod", "SegmentOutput",
+    "max_positions", "trained_field",
 ]
 
 
@@ -68,21 +70,35 @@ class SegmentInput:
     weights: Tensor | None  # (B, N) recall weights, if the method recalled
 
 
+TRAINED = "fixed_by_training"  # field metadata key: the trained tensors depend on this setting
+
+
+def trained_field(default: Any, **kwargs: Any) -> Any:
+    """A config field a checkpoint fixes: its tensors were trained with it (a shape, or what they learned)."""
+    return field(default=default, metadata={TRAINED: True}, **kwargs)
+
+
 @dataclass
 class MethodConfig:
-    """Settings common to every method; each method's config adds only its own fields."""
+    """A method's own settings (the segment length L is shared by every method and given apart).
 
-    segment_length: int = 256  # L: positions the backbone sees per step (memory and sensory included)
+    Each method subclasses this with only its own fields, validated in ``__post_init__`` with
+    errors that name the flag. Fields made with ``trained_field`` are fixed by a checkpoint.
+    """
 
-    def __post_init__(self) -> None:
-        if self.segment_length < 1:
-            raise HmtbenchError(f"--segment-length must be positive, got {self.segment_length}")
+    name: ClassVar[str]  # the registry name of the method this configures
+
+    def resolved(self, hidden_size: int) -> MethodConfig:
+        """The settings as run on a backbone of width ``hidden_size`` (defaults that depend on it filled in)."""
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """``{"name": ..., **fields}``: how the settings travel into recipes, records and checkpoints."""
+        return {"name": self.name, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> MethodConfig:
-        """Build from a flat dict of CLI/recipe settings, taking only this config's own fields."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in settings.items() if k in names})
+    def fixed_by_training(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls) if f.metadata.get(TRAINED)}
 
 
 def max_positions(config: Any) -> int | None:
@@ -95,31 +111,42 @@ def max_positions(config: Any) -> int | None:
 
 
 class SegmentMethod(nn.Module):
-    """Base of plain, RMT and HMT: the layout above, one backbone step per segment.
+    """Base of every method: the layout above, one backbone step per segment.
 
     Subclasses say how many memory (m) and sensory (k) positions they use, what they read before
-    a segment (``read_memory``) and what they keep after it (``next_state``).
+    a segment (``read_memory``, ``read_sensory``) and what they keep after it (``next_state``), in a
+    state class of their own. Capabilities the commands need are class attributes and hooks here,
+    so nothing outside ``hmtbench.methods`` asks which method it holds.
     """
 
     name: ClassVar[str]
     label: ClassVar[str]  # how tables and figures name it
     compared_with: ClassVar[str | None] = None  # the method the paper reports this one against
-    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    config_class: ClassVar[type[MethodConfig]]
+    reads_whole_document: ClassVar[bool] = False  # one backbone call per document (segment length = its length)
+    training_stages: ClassVar[tuple[int, ...]] = ()  # stages `train` can run one after another (HMT: 1, 2)
 
-    def __init__(self, backbone: nn.Module, config: MethodConfig) -> None:
+    def __init__(self, backbone: nn.Module, config: MethodConfig, segment_length: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = config
+        self.segment_length = segment_length
         self.hidden_size = backbone.get_input_embeddings().weight.shape[1]
         limit = max_positions(backbone.config)
-        if limit is not None and config.segment_length > limit:
+        if limit is not None and segment_length > limit:
+            if self.reads_whole_document:
+                raise HmtbenchError(
+                    f"--method {self.name} reads each document in one forward, but they need {segment_length} "
+                    f"positions, over the backbone's maximum of {limit}; use shorter documents (--test-length, "
+                    "--context-length) or a segmented method"
+                )
             raise HmtbenchError(
-                f"--segment-length {config.segment_length} exceeds the backbone's maximum of {limit} "
-                f"positions; use --segment-length {limit} or less"
+                f"--segment-length {segment_length} exceeds the backbone's maximum of {limit} positions; "
+                f"use --segment-length {limit} or less"
             )
         if self.segment_tokens < 1:
             raise HmtbenchError(
-                f"--segment-length {config.segment_length} leaves no room for text after "
+                f"--segment-length {segment_length} leaves no room for text after "
                 f"{2 * self.memory_tokens} memory and {self.sensory_tokens} sensory positions; "
                 f"use --segment-length {2 * self.memory_tokens + self.sensory_tokens + 1} or more"
             )
@@ -129,9 +156,14 @@ class SegmentMethod(nn.Module):
         self.chunk_nll: ChunkNll | None = None  # the loss of a chunk of positions; hmtbench.fastpath compiles one
 
     @classmethod
-    def settings_for(cls, settings: dict[str, Any], test_length: int) -> dict[str, Any]:
-        """The settings this method runs with for documents of ``test_length`` tokens."""
-        return settings
+    def segment_length_for(cls, segment_length: int, document_length: int) -> int:
+        """The positions per backbone step for documents of ``document_length`` tokens."""
+        return document_length if cls.reads_whole_document else segment_length
+
+    @classmethod
+    def config_for_stage(cls, config: MethodConfig, stage: int) -> MethodConfig:
+        """The settings of training stage ``stage`` (one of ``training_stages``)."""
+        return config
 
     # ----- what subclasses define -------------------------------------------------------------
     @property
@@ -144,13 +176,22 @@ class SegmentMethod(nn.Module):
         """k: token ids carried over from the previous segment."""
         return 0
 
+    def initial_state(self, batch_size: int) -> MemoryState:
+        return MemoryState(batch_size)
+
     def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """The (B, m, d) memory this segment reads (and writes through), plus recall weights if any."""
         return None, None
 
-    def next_state(self, state: MemoryState, written: Tensor | None, segment_ids: Tensor) -> MemoryState:
-        """State after a segment, given the (B, m, d) memory it wrote."""
-        return replace(state, segments_read=state.segments_read + 1)
+    def read_sensory(self, state: MemoryState) -> Tensor | None:
+        """The (B, k) token ids this segment sees before its text, or None."""
+        return None
+
+    def next_state(
+        self, state: MemoryState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
+    ) -> MemoryState:
+        """State after a segment, given the (B, m, d) memory it wrote and what its ``side_rows`` yielded."""
+        return state
 
     def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
         """Per-segment summaries (B, n, d) computed ahead of the recurrence, or None."""
@@ -160,6 +201,10 @@ class SegmentMethod(nn.Module):
         """Whether the engine should pass ``score`` the next segment (``upcoming``) instead of calling ``summarize``."""
         return False
 
+    def summary_schedule(self, batch_size: int) -> str | None:
+        """How evaluation computes this method's summaries at ``batch_size``: ahead | inline, None without any."""
+        return None
+
     def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
         """Rows to run in the same backbone call as a segment, from the next segment's (B, S) ids and (B,) lengths.
 
@@ -167,11 +212,20 @@ class SegmentMethod(nn.Module):
         """
         return None
 
+    def record_columns(self) -> dict[str, Any]:
+        """The result record's segment/memory columns, as this method runs them (a subclass adds its own)."""
+        return {
+            "segment_length": self.segment_length,
+            "text_tokens": self.segment_tokens,
+            "memory_tokens": self.memory_tokens,
+            "sensory_tokens": self.sensory_tokens,
+        }
+
     # ----- shared mechanics -----------------------------------------------------------------
     @property
     def segment_tokens(self) -> int:
         """S: text tokens per segment (S = L - 2m - k)."""
-        return self.config.segment_length - 2 * self.memory_tokens - self.sensory_tokens
+        return self.segment_length - 2 * self.memory_tokens - self.sensory_tokens
 
     @property
     def device(self) -> torch.device:
@@ -184,9 +238,6 @@ class SegmentMethod(nn.Module):
     def added_parameters(self) -> dict[str, nn.Parameter]:
         """Parameters the method adds to the backbone, by name."""
         return {n: p for n, p in self.named_parameters() if not n.startswith("backbone.")}
-
-    def initial_state(self, batch_size: int) -> MemoryState:
-        return MemoryState(batch_size=batch_size)
 
     def embed(self, token_ids: Tensor) -> Tensor:
         return self.backbone.get_input_embeddings()(token_ids)
@@ -201,7 +252,7 @@ class SegmentMethod(nn.Module):
         """Read one segment. segment_ids: (B, S) right-padded; lengths: (B,) real tokens per row."""
         read = self._read(state, segment_ids, lengths, summary)
         logits, hidden = self._run_backbone(read.embeds, read.text_start, segment_ids.shape[1], read.memory is not None)
-        after = replace(self.next_state(state, self._written(read, hidden), segment_ids), summary=None)
+        after = self.next_state(state, self._written(read, hidden), segment_ids)
         return SegmentOutput(logits, after, read.weights)
 
     def score(
@@ -236,11 +287,11 @@ class SegmentMethod(nn.Module):
             nll = token_nll(logits[:, :text_len], targets).sum(-1)
         else:
             nll = hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets, self.chunk_nll)
-        return nll, replace(self.next_state(state, written, segment_ids), summary=side_hidden)
+        return nll, self.next_state(state, written, segment_ids, side_hidden)
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         memory, weights = self.read_memory(state, summary)
-        sensory = state.sensory_ids if self.sensory_tokens else None
+        sensory = self.read_sensory(state)
         embeds, write_at = self._layout(memory, sensory, segment_ids, lengths)
         text_start = (0 if memory is None else memory.shape[1]) + (0 if sensory is None else sensory.shape[1])
         return SegmentInput(embeds, write_at, text_start, memory, weights)
@@ -331,5 +382,5 @@ class SegmentMethod(nn.Module):
         read and sensory memories as ``forward``, so the first positions match ``_layout``'s.
         """
         memory, _ = self.read_memory(state, summary)
-        parts = self._prefix(memory, state.sensory_ids if self.sensory_tokens else None)
+        parts = self._prefix(memory, self.read_sensory(state))
         return (torch.cat(parts, dim=1) if parts else None), (None if memory is None else parts[0])

@@ -1,6 +1,6 @@
 """Hierarchical Memory Transformer (He et al., NAACL 2025, arXiv 2405.06067).
 
-Three memories around one backbone step ``[P_n | sensory | segment | P_n]`` (spec 3.3):
+Three memories around one backbone step ``[P_n | sensory | segment | P_n]`` (docs/methods.md, "HMT"):
 
 * sensory memory: the previous segment's last k token ids, embedded again;
 * short-term memory: a summary of the segment, the last hidden state at the trailing prompt of
@@ -11,7 +11,7 @@ Three memories around one backbone step ``[P_n | sensory | segment | P_n]`` (spe
 Segment 0 reads a learned initial memory. Stage 1 of training (``stage=1``) drops the summary
 and the recall: the memory is passed on directly as in RMT, with sensory tokens on.
 The summaries do not depend on the memory, so ``summarize`` computes them for every segment
-in batched passes before the recurrence (hmtbench departure 10.6); or, where a step is
+in batched passes before the recurrence (docs/methods.md, "Departures"); or, where a step is
 launch-bound (small batches on a GPU), each segment's backbone call also runs the next segment's
 summary prompt as extra batch rows (``summarizes_inline``): no backbone call of its own.
 """
@@ -19,15 +19,17 @@ summary prompt as extra batch rows (``summarizes_inline``): no backbone call of 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.backbone import last_hidden_states
-from hmtbench.methods.base import MemoryState, MethodConfig, SegmentInput, SegmentMethod
+from hmtbench.methods.base import MethodConfig, SegmentInput, SegmentMethod, trained_field
 from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.rmt import init_memory
+from hmtbench.methods.state import MemoryState, RecallCache
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
 INLINE_MAX_TOKENS = 512  # auto: inline up to this many positions per step (H100: results/h100-bench/profile-batch)
@@ -35,23 +37,24 @@ INLINE_MAX_TOKENS = 512  # auto: inline up to this many positions per step (H100
 
 @dataclass
 class HMTConfig(MethodConfig):
-    memory_tokens: int = 1  # m: HMT uses exactly one memory embedding per segment
-    sensory_tokens: int = 0  # k: previous segment's last k tokens (paper recipes: 32)
+    name = "hmt"
+    memory_tokens: int = trained_field(1)  # m: HMT uses exactly one memory embedding per segment
+    sensory_tokens: int = trained_field(0)  # k: previous segment's last k tokens (paper recipes: 32)
     recall_context: int = 100  # N: memory embeddings kept for recall
-    recall_hidden_dim: int = 4096  # h: width of the query/key projections
+    recall_hidden_dim: int | None = trained_field(None)  # h: width of the query/key projections (None: the backbone's)
     sum_fraction: float = 0.5  # share of the segment the summary prompt reads
-    stage: int = 2  # 1 = memory + sensory only (training stage 1); 2 = full HMT
+    stage: int = trained_field(2)  # 1 = memory + sensory only (training stage 1); 2 = full HMT
     summary_batch_tokens: int = 65536  # at most this many tokens per forward of the batched summary pass
     summary_segments: int = 8  # segments of every document summarised per forward (bounds its memory)
     summary_pass: str = "auto"  # ahead | inline | auto: when the summaries are computed (see HMT.summarizes_inline)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         checks = [
             (self.memory_tokens == 1, f"HMT uses one memory token: use --memory-tokens 1, got {self.memory_tokens}"),
             (self.sensory_tokens >= 0, f"--sensory-tokens must be 0 or more, got {self.sensory_tokens}"),
             (self.recall_context >= 1, f"--recall-context must be at least 1, got {self.recall_context}"),
-            (self.recall_hidden_dim >= 1, f"--recall-hidden-dim must be positive, got {self.recall_hidden_dim}"),
+            (self.recall_hidden_dim is None or self.recall_hidden_dim >= 1,
+             f"--recall-hidden-dim must be positive, got {self.recall_hidden_dim}"),
             (0 < self.sum_fraction <= 1, f"--sum-fraction must be in (0, 1], got {self.sum_fraction}"),
             (self.stage in (1, 2), f"--stage must be 1 or 2, got {self.stage}"),
             (self.summary_segments >= 1, f"summary_segments must be at least 1, got {self.summary_segments}"),
@@ -62,6 +65,18 @@ class HMTConfig(MethodConfig):
             if not ok:
                 raise HmtbenchError(message)
 
+    def resolved(self, hidden_size: int) -> HMTConfig:
+        """h defaults to the backbone's width d (the reference's 4096 for every model adds 2 x 4096 x d parameters)."""
+        return self if self.recall_hidden_dim is not None else replace(self, recall_hidden_dim=hidden_size)
+
+
+@dataclass(frozen=True)
+class HMTState(MemoryState):
+    memory: Tensor | None = None  # (B, 1, d) stage 1 (and segment 0): the memory passed on directly
+    sensory_ids: Tensor | None = None  # (B, k) last k token ids of the previous segment
+    cache: RecallCache | None = None  # stage 2: the memories recall searches
+    summary: Tensor | None = None  # (B, d) the next segment's summary, when this step's backbone call made it
+
 
 class HMT(SegmentMethod):
     """Sensory, short-term (summary) and long-term (recalled) memory around each segment."""
@@ -70,9 +85,11 @@ class HMT(SegmentMethod):
     label = "HMT"
     compared_with = "rmt"  # the paper's "HMT vs RMT, %"
     config_class = HMTConfig
+    training_stages = (1, 2)
 
-    def __init__(self, backbone: nn.Module, config: HMTConfig) -> None:
-        super().__init__(backbone, config)
+    def __init__(self, backbone: nn.Module, config: HMTConfig, segment_length: int) -> None:
+        config = config.resolved(backbone.get_input_embeddings().weight.shape[1])
+        super().__init__(backbone, config, segment_length)
         if config.sensory_tokens > self.segment_tokens:
             raise HmtbenchError(
                 f"--sensory-tokens {config.sensory_tokens} exceeds the {self.segment_tokens} text tokens of a "
@@ -153,36 +170,56 @@ class HMT(SegmentMethod):
             return False
         if mode == "inline":
             return True
-        return self.device.type == "cuda" and batch_size * self.config.segment_length <= INLINE_MAX_TOKENS
+        return self.device.type == "cuda" and batch_size * self.segment_length <= INLINE_MAX_TOKENS
 
     def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
         """The next segment's summary prompt, run alongside this segment (``summarizes_inline``)."""
         return None if self.recall is None else self._summary_rows(segment_ids, lengths)
 
-    def initial_state(self, batch_size: int) -> MemoryState:
-        """Segment 0 reads the learned memory: in the state from the start, as RMT's."""
-        return MemoryState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
+    def summary_schedule(self, batch_size: int) -> str | None:
+        if self.recall is None:
+            return None
+        with torch.no_grad():
+            return "inline" if self.summarizes_inline(batch_size) else "ahead"
 
-    def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
+    def record_columns(self) -> dict[str, Any]:
+        config = self.config
+        return {**super().record_columns(), "recall_context": config.recall_context,
+                "recall_hidden_dim": config.recall_hidden_dim, "sum_fraction": config.sum_fraction,
+                "hmt_stage": config.stage}
+
+    @classmethod
+    def config_for_stage(cls, config: HMTConfig, stage: int) -> HMTConfig:
+        return replace(config, stage=stage)
+
+    def initial_state(self, batch_size: int) -> HMTState:
+        """Segment 0 reads the learned memory: in the state from the start, as RMT's."""
+        return HMTState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
+
+    def _read(self, state: HMTState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         if summary is None:
             summary = state.summary  # made in the previous segment's backbone call (inline)
         if summary is None and state.cache is not None:  # read segment by segment: summarise this one now
             summary = self._summaries(segment_ids, lengths)
         return super()._read(state, segment_ids, lengths, summary)
 
-    def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def read_memory(self, state: HMTState, summary: Tensor | None) -> tuple[Tensor, Tensor | None]:
         if state.cache is None:  # segment 0 (the learned memory), or stage 1 (passed on directly, as in RMT)
-            memory = state.memory if state.memory is not None else self.memory.expand(state.batch_size, -1, -1)
-            return memory, None
+            return state.memory, None
         recalled, weights = self.recall(summary, state.cache)
         return recalled[:, None], weights
 
-    def next_state(self, state: MemoryState, written: Tensor | None, segment_ids: Tensor) -> MemoryState:
+    def read_sensory(self, state: HMTState) -> Tensor | None:
+        return state.sensory_ids
+
+    def next_state(
+        self, state: HMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
+    ) -> HMTState:
         sensory = segment_ids[:, segment_ids.shape[1] - self.sensory_tokens :] if self.sensory_tokens else None
-        state = replace(state, sensory_ids=sensory, segments_read=state.segments_read + 1)
         if self.recall is None:
-            return replace(state, memory=written)
+            return HMTState(state.batch_size, memory=written, sensory_ids=sensory)
         cache = state.cache
         if cache is None:
             cache = self.recall.empty_cache(state.batch_size, self.config.recall_context, written)
-        return replace(state, memory=None, cache=self.recall.remember(cache, written[:, 0]))
+        return HMTState(state.batch_size, sensory_ids=sensory, cache=self.recall.remember(cache, written[:, 0]),
+                        summary=side)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from torch import nn
+from hmtbench.methods.base import MethodConfig, SegmentMethod
 
-from hmtbench.errors import HmtbenchError
-from hmtbench.methods.base import MethodConfig, SegmentMethod, max_positions
+
+@dataclass
+class PlainConfig(MethodConfig):
+    name = "plain"
+
+
+@dataclass
+class FullConfig(MethodConfig):
+    name = "full"
 
 
 class Plain(SegmentMethod):
@@ -15,26 +22,16 @@ class Plain(SegmentMethod):
 
     name = "plain"
     label = "plain"
+    config_class = PlainConfig
 
 
 class FullContext(Plain):
-    """The backbone reading the whole document in one forward (``segment_length`` = test length)."""
+    """The backbone reading the whole document in one forward (segment length = the document's length)."""
 
     name = "full"
     label = "full"
-
-    def __init__(self, backbone: nn.Module, config: MethodConfig) -> None:
-        limit = max_positions(backbone.config)
-        if limit is not None and config.segment_length > limit:  # the flag to change is --test-length here
-            raise HmtbenchError(
-                f"--method full reads each document in one forward, but --test-length {config.segment_length} "
-                f"exceeds the backbone's maximum of {limit} positions; use --test-length {limit} or less"
-            )
-        super().__init__(backbone, config)
-
-    @classmethod
-    def settings_for(cls, settings: dict[str, Any], test_length: int) -> dict[str, Any]:
-        return {**settings, "segment_length": test_length}
+    config_class = FullConfig
+    reads_whole_document = True
 
 
-__all__ = ["FullContext", "MethodConfig", "Plain"]
+__all__ = ["FullConfig", "FullContext", "Plain", "PlainConfig"]

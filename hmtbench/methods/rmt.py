@@ -7,21 +7,21 @@ memory. Segment 0 reads a learned memory initialised as ``randn * std(input embe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, trained_field
 
 
 @dataclass
 class RMTConfig(MethodConfig):
-    memory_tokens: int = 1  # m: memory positions at each end of the segment
+    name = "rmt"
+    memory_tokens: int = trained_field(1)  # m: memory positions at each end of the segment
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.memory_tokens < 1:
             raise HmtbenchError(f"--memory-tokens must be at least 1, got {self.memory_tokens}")
 
@@ -34,6 +34,11 @@ def init_memory(backbone: nn.Module, rows: int) -> nn.Parameter:
     return nn.Parameter(values.to(device=weight.device, dtype=weight.dtype))
 
 
+@dataclass(frozen=True)
+class RMTState(MemoryState):
+    memory: Tensor  # (B, m, d) what the next segment reads: the previous segment's write (learned at first)
+
+
 class RMT(SegmentMethod):
     """Memory tokens read and written around each segment, passed on recurrently."""
 
@@ -41,22 +46,22 @@ class RMT(SegmentMethod):
     label = "RMT"
     config_class = RMTConfig
 
-    def __init__(self, backbone: nn.Module, config: RMTConfig) -> None:
-        super().__init__(backbone, config)
+    def __init__(self, backbone: nn.Module, config: RMTConfig, segment_length: int) -> None:
+        super().__init__(backbone, config, segment_length)
         self.memory = init_memory(backbone, config.memory_tokens)
 
     @property
     def memory_tokens(self) -> int:
         return self.config.memory_tokens
 
-    def initial_state(self, batch_size: int) -> MemoryState:
+    def initial_state(self, batch_size: int) -> RMTState:
         """Segment 0 reads the learned memory: in the state from the start, so every segment's step looks alike."""
-        return MemoryState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
+        return RMTState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
 
-    def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor, None]:
-        if state.memory is None:
-            return self.memory.expand(state.batch_size, -1, -1), None
+    def read_memory(self, state: RMTState, summary: Tensor | None) -> tuple[Tensor, None]:
         return state.memory, None
 
-    def next_state(self, state: MemoryState, written: Tensor | None, segment_ids: Tensor) -> MemoryState:
-        return replace(state, memory=written, segments_read=state.segments_read + 1)
+    def next_state(
+        self, state: RMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
+    ) -> RMTState:
+        return RMTState(state.batch_size, memory=written)

@@ -1,11 +1,66 @@
-"""What a method carries from one segment to the next: the memory, the sensory ids, HMT's recall cache."""
+"""What a method carries from one segment to the next, declared by the method as a frozen dataclass.
+
+The engine, the fast path (CUDA graphs) and truncated BPTT never name a state's fields: they see
+its tensors through ``flatten`` / ``unflatten`` (a layout spec plus the tensors in field order,
+nested states included), so a new method adds fields to its own state class and nothing else.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+
+Layout = tuple  # hashable description of a state's structure, with a slot for each tensor
+
+
+@dataclass(frozen=True)
+class MemoryState:
+    """The state of a method that carries nothing (plain). Subclasses add fields holding tensors
+    (``Tensor | None``), nested states, or plain values (which are part of the layout)."""
+
+    batch_size: int
+
+    def detach(self) -> MemoryState:
+        """The same state cut from the autograd graph (truncated BPTT)."""
+        layout, tensors = flatten(self)
+        return unflatten(layout, [t.detach() for t in tensors])
+
+
+def flatten(value: Any) -> tuple[Layout, list[Tensor]]:
+    """A (nested) state as (layout, tensors): ``unflatten`` of the two gives it back."""
+    if isinstance(value, Tensor):
+        return ("tensor",), [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        parts, tensors = [], []
+        for field in dataclasses.fields(value):
+            layout, inner = flatten(getattr(value, field.name))
+            parts.append((field.name, layout))
+            tensors += inner
+        return ("state", type(value), tuple(parts)), tensors
+    return ("value", value), []
+
+
+def unflatten(layout: Layout, tensors: list[Tensor]) -> Any:
+    """The state ``flatten`` described, with ``tensors`` in its slots (in order)."""
+    rest = iter(tensors)
+    value = _build(layout, rest)
+    if next(rest, None) is not None:
+        raise ValueError("more tensors than the layout has slots")
+    return value
+
+
+def _build(layout: Layout, tensors: Any) -> Any:
+    kind = layout[0]
+    if kind == "tensor":
+        return next(tensors)
+    if kind == "value":
+        return layout[1]
+    cls, parts = layout[1], layout[2]
+    return cls(**{name: _build(part, tensors) for name, part in parts})
 
 
 @dataclass(frozen=True)
@@ -38,40 +93,3 @@ class RecallCache:
             keys=self.keys.index_copy(1, slot, key[:, None].to(self.keys.dtype)),
             count=self.count + 1,
         )
-
-    def detach(self) -> RecallCache:
-        return RecallCache(self.values.detach(), self.keys.detach(), self.count)
-
-
-@dataclass(frozen=True)
-class MemoryState:
-    """Everything a method carries from one segment to the next (all tensors on the model's device)."""
-
-    batch_size: int
-    memory: Tensor | None = None  # (B, m, d) memory written by the previous segment
-    sensory_ids: Tensor | None = None  # (B, k) last k token ids of the previous segment
-    cache: RecallCache | None = None
-    summary: Tensor | None = None  # (B, d) HMT: the next segment's summary, when this step's backbone call made it
-    segments_read: int = 0
-
-    def detach(self) -> MemoryState:
-        """The same state cut from the autograd graph (truncated BPTT)."""
-        return replace(
-            self,
-            memory=None if self.memory is None else self.memory.detach(),
-            cache=None if self.cache is None else self.cache.detach(),
-            summary=None if self.summary is None else self.summary.detach(),
-        )
-
-    def tensors(self) -> tuple[Tensor | None, ...]:
-        """(memory, sensory ids, cache values, keys and count, summary): the state's tensors, None where absent."""
-        cache = self.cache
-        stored = (None, None, None) if cache is None else (cache.values, cache.keys, cache.count)
-        return (self.memory, self.sensory_ids, *stored, self.summary)
-
-    @classmethod
-    def from_tensors(cls, batch_size: int, tensors: tuple[Tensor | None, ...], segments_read: int = 0) -> MemoryState:
-        """The state ``tensors()`` came from."""
-        memory, sensory_ids, values, keys, count, summary = tensors
-        cache = None if values is None else RecallCache(values, keys, count)
-        return cls(batch_size, memory, sensory_ids, cache, summary, segments_read)

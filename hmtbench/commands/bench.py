@@ -23,12 +23,16 @@ from typing import Any
 import torch
 
 from hmtbench.backbones import Backbone, load_backbone
+from hmtbench.benchmark import parse_counts
 from hmtbench.benchmark.measure import Timing, eval_workload, time_workload, train_workload
-from hmtbench.commands.common import quiet_transformers, run_columns
-from hmtbench.config import MemorySettings
+from hmtbench.build import build_method
+from hmtbench.commands.common import run_columns
+from hmtbench.config import EngineOptions, from_dict, method_config, to_dict
 from hmtbench.errors import HmtbenchError
-from hmtbench.fastpath import EngineOptions, accelerate
-from hmtbench.methods import SegmentMethod, build_method, method_class
+from hmtbench.fastpath import accelerate, capture_failures
+from hmtbench.methods import method_names as all_methods
+from hmtbench.methods.base import SegmentMethod
+from hmtbench.progress import quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import device_name, new_run_id, peak_host_mem_mb, provenance
 from hmtbench.training.config import TrainSettings
@@ -41,12 +45,12 @@ CONSOLE_ONLY = ("path", "warmup_s", "timed_calls")  # row keys printed, not reco
 @dataclass
 class BenchConfig:
     backbone: str = "smollm2-135m"
-    methods: list[str] = field(default_factory=lambda: ["plain", "full", "rmt", "hmt"])
+    methods: list[Any] = field(default_factory=lambda: [method_config(name) for name in all_methods()])
     lengths: list[int] = field(default_factory=lambda: [2**k for k in range(11, 17)])  # 2k ... 64k tokens
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     train_batch_sizes: list[int] | None = None  # of the training step (None: batch_sizes)
     modes: list[str] = field(default_factory=lambda: list(MODES))
-    memory: MemorySettings = field(default_factory=MemorySettings)
+    segment_length: int = 256  # L: positions per backbone step
     bptt_depth: int = 6  # D: segments per training window
     engine: EngineOptions = field(default_factory=EngineOptions)
     warmup: int = 1  # untimed calls per case (compilation and graph capture happen here)
@@ -62,23 +66,29 @@ class BenchConfig:
 @dataclass(frozen=True)
 class Case:
     mode: str  # eval | train
-    method: str
+    method: Any  # the method's settings
     batch_size: int
     length: int  # eval: tokens per document; train: segments per window (D)
 
 
-def parse_counts(text: str, flag: str) -> list[int]:
-    """'2k,4k,64k' -> [2048, 4096, 65536] (k = 1024); every count positive."""
-    counts = []
-    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
-        scale = 1024 if part.endswith("k") else 1
-        try:
-            counts.append(int(part.removesuffix("k")) * scale)
-        except ValueError:
-            raise HmtbenchError(f"{flag} takes comma-separated counts such as 2k,4k or 1,8; got '{part}'") from None
-    if not counts or min(counts) < 1:
-        raise HmtbenchError(f"{flag} needs positive counts, got '{text}'")
-    return counts
+def bench_config(given: dict[str, Any]) -> BenchConfig:
+    """The typed config from the settings given: count lists parsed, one method config per method asked for."""
+    from hmtbench.settings import check_method_keys, method_names, resolve_method
+
+    values = dict(given)
+    method = values.pop("method", None) or {}
+    names = method_names({"method": method}, default=",".join(all_methods()))
+    check_method_keys(names, method)
+    values["methods"] = [resolve_method(name, method, None) for name in names]
+    for key, flag in (("lengths", "--lengths"), ("batch_size", "--batch-size"), ("train_batch_size",
+                                                                                  "--train-batch-size")):
+        text = values.pop(key, None)
+        if isinstance(text, str):
+            values[{"batch_size": "batch_sizes", "train_batch_size": "train_batch_sizes"}.get(key, key)] = \
+                parse_counts(text, flag)
+    if isinstance(values.get("mode"), str):
+        values["modes"] = [m.strip() for m in values.pop("mode").split(",") if m.strip()]
+    return from_dict(BenchConfig, values)
 
 
 def plan_cases(config: BenchConfig) -> list[Case]:
@@ -87,12 +97,12 @@ def plan_cases(config: BenchConfig) -> list[Case]:
     for mode in config.modes:
         batches = config.batch_sizes if mode == "eval" else (config.train_batch_sizes or config.batch_sizes)
         for batch in batches:
-            for name in config.methods:
+            for method in config.methods:
                 if mode == "train":
-                    cases.append(Case(mode, name, batch, config.bptt_depth))
+                    cases.append(Case(mode, method, batch, config.bptt_depth))
                     continue
                 cases += [
-                    Case(mode, name, batch, t)
+                    Case(mode, method, batch, t)
                     for t in config.lengths
                     if config.max_batch_tokens is None or batch * t <= config.max_batch_tokens
                 ]
@@ -106,8 +116,6 @@ def run_bench(
     for mode in config.modes:
         if mode not in MODES:
             raise HmtbenchError(f"unknown --mode '{mode}'; use eval, train or eval,train")
-    for name in config.methods:
-        method_class(name)  # unknown names fail before anything loads
     if config.bptt_depth < 1 or config.warmup < 0 or config.repeat < 1:
         raise HmtbenchError("--bptt-depth and --repeat must be at least 1, --warmup at least 0")
     quiet_transformers()
@@ -116,7 +124,7 @@ def run_bench(
     for case in plan_cases(config):
         row = _measure(config, backbone, case, command_line)
         _release(backbone.device)  # the case's method is gone: its graphs and their pools go back now
-        row["run_id"] = new_run_id("bench", case.method)
+        row["run_id"] = new_run_id("bench", case.method.name)
         record = make_record({k: v for k, v in row.items() if k not in CONSOLE_ONLY})
         row["path"] = str(write_record(record, config.out, row["run_id"]))
         rows.append(row)
@@ -132,7 +140,7 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         return _bare_row(config, backbone, case, command_line, "skipped", str(err))
     row = _row(config, backbone, case, model, command_line)
     if case.mode == "train" and not any(p.requires_grad for p in model.parameters()):
-        return _outcome(row, "skipped", f"{case.method} has no parameters of its own to train (memory training)")
+        return _outcome(row, "skipped", f"{case.method.name} has no parameters of its own to train (memory training)")
     runner = accelerate(model, config.engine)
     try:
         workload, segments, tokens = _workload(config, backbone, case, model, runner)
@@ -143,17 +151,15 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         return _outcome(row, "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
     finally:
         model.eval()
-        failures = getattr(runner, "failures", [])
+        failures = capture_failures(runner)
     if failures:  # a step ran eagerly: the row does not measure the graphs alone
         row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
     return _fill(row, case, timing, segments, tokens)
 
 
 def _build(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:
-    cls = method_class(case.method)
-    length = case.length * config.memory.segment_length if case.mode == "train" else case.length
-    torch.manual_seed(config.seed)
-    return build_method(case.method, backbone.model, cls.settings_for(dataclasses.asdict(config.memory), length))
+    length = case.length * config.segment_length if case.mode == "train" else case.length
+    return build_method(backbone, case.method, config.segment_length, seed=config.seed, document_length=length)
 
 
 def _workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner):
@@ -165,7 +171,7 @@ def _workload(config: BenchConfig, backbone: Backbone, case: Case, model: Segmen
         ids = torch.randint(0, vocab, (batch, case.length), generator=generator).to(backbone.device)
         lengths = torch.full((batch,), case.length, device=backbone.device)
         return eval_workload(runner, ids, lengths), math.ceil(case.length / model.segment_tokens), ids.numel()
-    segments = 1 if case.method == "full" else case.length
+    segments = math.ceil(case.length * config.segment_length / model.segment_length)  # D, or 1 for a whole window
     window = segments * model.segment_tokens
     ids = torch.randint(0, vocab, (batch, window), generator=generator).to(backbone.device)
     settings = TrainSettings(bptt_depth=segments, batch_size=batch, loss_on="last")
@@ -186,7 +192,7 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _config_json(config: BenchConfig, case: Case, summaries: str | None = None) -> str:
+def _config_json(config: BenchConfig, case: Case, method: Any, summaries: str | None = None) -> str:
     """The settings that make this row comparable (not the lists the invocation swept, not the timing procedure)."""
     bench: dict[str, Any] = {"mode": case.mode}
     if case.mode == "train":
@@ -195,8 +201,9 @@ def _config_json(config: BenchConfig, case: Case, summaries: str | None = None) 
         bench["summaries"] = summaries  # what HMT's summary_pass resolved to for this batch size
     values = {
         "backbone": config.backbone,
-        "memory": dataclasses.asdict(config.memory),
-        "engine": config.engine.as_dict(),
+        "method": to_dict(method),
+        "segment_length": config.segment_length,
+        "engine": dataclasses.asdict(config.engine),
         "bench": bench,
         "dtype": config.dtype,
         "seed": config.seed,
@@ -204,8 +211,8 @@ def _config_json(config: BenchConfig, case: Case, summaries: str | None = None) 
     return json.dumps(values, sort_keys=True)
 
 
-def _case_columns(config: BenchConfig, case: Case, summaries: str | None = None) -> dict[str, Any]:
-    window = case.length * config.memory.segment_length  # a training window's positions, equal for every method
+def _case_columns(config: BenchConfig, case: Case, method: Any, summaries: str | None = None) -> dict[str, Any]:
+    window = case.length * config.segment_length  # a training window's positions, equal for every method
     return {
         "status": "success",
         "dataset": DATASET,
@@ -213,23 +220,16 @@ def _case_columns(config: BenchConfig, case: Case, summaries: str | None = None)
         "test_length": case.length if case.mode == "eval" else window,
         "batch_size": case.batch_size,
         "train_mode": "memory" if case.mode == "train" else None,
-        "config": _config_json(config, case, summaries),
+        "config": _config_json(config, case, method, summaries),
     }
 
 
 def _row(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, command_line) -> dict[str, Any]:
     return {
-        **run_columns("bench", config.seed, backbone, case.method, model, command_line),
-        **_case_columns(config, case, _summaries_used(model, case)),
+        **run_columns("bench", config.seed, backbone, model, command_line),
+        **_case_columns(config, case, model.config, model.summary_schedule(case.batch_size) if case.mode == "eval"
+                        else None),
     }
-
-
-def _summaries_used(model: SegmentMethod, case: Case) -> str | None:
-    """HMT evaluation: whether its summaries run ahead of the segments or inline (``summary_pass`` auto decides)."""
-    if case.mode != "eval" or getattr(model, "recall", None) is None:  # no HMT recall (stage 2): no summaries
-        return None
-    with torch.no_grad():
-        return "inline" if model.summarizes_inline(case.batch_size) else "ahead"
 
 
 def _bare_row(config: BenchConfig, backbone: Backbone, case: Case, command_line, status: str, why: str):
@@ -240,11 +240,11 @@ def _bare_row(config: BenchConfig, backbone: Backbone, case: Case, command_line,
         "seed": config.seed,
         "backbone": backbone.resolved.given,
         "backbone_resolved": backbone.resolved.description,
-        "method": case.method,
+        "method": case.method.name,
         "device": backbone.device.type,
         "device_name": device_name(backbone.device),
         "dtype": str(backbone.dtype).removeprefix("torch."),
-        **_case_columns(config, case),
+        **_case_columns(config, case, case.method),
     }
     return _outcome(row, status, why)
 

@@ -1,0 +1,61 @@
+"""Building a method around a loaded backbone: the one place every command path makes one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hmtbench.backbones import Backbone
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods.base import MethodConfig, SegmentMethod
+
+
+def build_method(
+    backbone: Backbone,
+    config: MethodConfig,
+    segment_length: int,
+    *,
+    seed: int,
+    document_length: int | None = None,
+    checkpoint: str | None = None,
+    lora: dict[str, Any] | None = None,
+) -> SegmentMethod:
+    """Method ``config.name`` around ``backbone`` with a seeded initialisation, then ``checkpoint``'s tensors.
+
+    ``document_length``: the tokens one backbone call must hold for a method that reads whole
+    documents. ``lora``: LoRA settings to inject into the backbone first (a checkpoint's own LoRA,
+    if it has one, is injected from its meta). The backbone is modified in place only by LoRA.
+    """
+    import torch
+
+    from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
+    from hmtbench.methods import method_class
+
+    cls = method_class(config.name)
+    if document_length is not None:
+        segment_length = cls.segment_length_for(segment_length, document_length)
+    meta = read_meta(checkpoint) if checkpoint is not None else None
+    if meta is not None:
+        check_backbone(meta, checkpoint, backbone)
+        lora = meta.get("lora") or lora
+    if lora and not has_lora(backbone.model):
+        from hmtbench.training.lora import add_lora
+
+        add_lora(backbone.model, lora)
+    torch.manual_seed(seed)
+    model = cls(backbone.model, config, segment_length)
+    if checkpoint is not None:
+        apply_tensors(model, load_tensors(checkpoint), checkpoint)
+    return model
+
+
+def has_lora(model: Any) -> bool:
+    return any("lora_" in name for name, _ in model.named_parameters())
+
+
+def check_backbone(meta: dict[str, Any], source: str, backbone: Backbone) -> None:
+    trained_on = meta.get("backbone_identity")
+    if trained_on and trained_on != backbone.resolved.identity:
+        raise HmtbenchError(
+            f"checkpoint '{source}' was trained on backbone {trained_on}, not {backbone.resolved.description}; "
+            f"use --backbone {meta.get('backbone', trained_on)}"
+        )

@@ -1,0 +1,84 @@
+"""Options several commands share, declared once, and how a command's flags become settings keys.
+
+Every flag is a spelling of a settings key (``--sensory-tokens 32`` is ``--set method.sensory_tokens=32``);
+flags default to None, meaning "not given", so a recipe's or a checkpoint's value is never overridden
+by a default the user did not type.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from hmtbench.config import gather
+
+METHOD_KEYS = ("memory_tokens", "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction",
+               "summary_pass", "stage")
+DATA_KEYS = ("dataset", "split", "test_length", "max_docs")
+NOT_SETTINGS = ("recipe", "set_")
+
+
+def given(params: dict[str, Any], renamed: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings a command was given: its recipe, its flags (keys as in the config), then --set.
+
+    ``renamed`` maps a flag's parameter name to its settings key where the default rule (method and
+    data settings under ``method.`` / ``data.``, the rest at the top) does not fit; "" for flags that
+    are not settings.
+    """
+    renamed = renamed or {}
+    flags = {}
+    for name, value in params.items():
+        key = renamed.get(name, f"method.{name}" if name in METHOD_KEYS else
+                          f"data.{name}" if name in DATA_KEYS else name)
+        if name not in NOT_SETTINGS and key:
+            flags[key] = value
+    return gather(params.get("recipe"), flags, params.get("set_"))
+
+
+def opt(help: str, *names: str) -> Any:
+    return typer.Option(*names, help=help, show_default=False)
+
+
+Recipe = Annotated[str | None, opt("YAML recipe (recipes/): its settings, then the flags, then --set.")]
+Sets = Annotated[list[str] | None, opt("Dotted override, e.g. --set method.sensory_tokens=16 (repeatable).", "--set")]
+Backbone = Annotated[
+    str | None, opt("Alias (smollm2-135m, opt-2.7b, ...), hub id, model folder, .gguf file, random:llama or "
+                    "random:llama-7b (a paper shape with random weights). [default: smollm2-135m]")
+]
+Methods = Annotated[str | None, opt("plain | full | overlap | rmt | hmt, or several: plain,rmt,hmt.", "--method")]
+Dataset = Annotated[str | None, opt("wikitext-103, pg19, pydoc-topics, python-stdlib, or a .txt/.jsonl/.parquet path.")]
+Split = Annotated[str | None, opt("train | validation | test (ignored for local files).")]
+TestLength = Annotated[int | None, opt("Tokens per document. [default: 2000]")]
+MaxDocs = Annotated[int | None, opt("Evaluate at most this many documents.")]
+SegmentLength = Annotated[int | None, opt("L: positions per backbone step, memory and sensory in it. [default: 256]")]
+MemoryTokens = Annotated[int | None, opt("m: memory tokens at each end of a segment (RMT; HMT uses 1). [default: 1]")]
+SensoryTokens = Annotated[int | None, opt("k: tokens of the previous segment seen again (HMT, overlap). [default: 0]")]
+RecallContext = Annotated[int | None, opt("N: memory embeddings HMT caches for recall. [default: 100]")]
+RecallHiddenDim = Annotated[int | None, opt("h: width of HMT's recall query/key. [default: the backbone's width]")]
+SumFraction = Annotated[float | None, opt("Share of a segment HMT's summary prompt reads. [default: 0.5]")]
+SummaryPass = Annotated[
+    str | None, opt("When HMT evaluation computes its summaries: ahead (batched passes), inline (in the previous "
+                    "segment's backbone call; pays on a GPU at small batches) or auto. [default: auto]")
+]
+Checkpoint = Annotated[
+    str | None, opt("Folder written by `hmtbench train`: its tensors, and the settings you do not give.")
+]
+Dtype = Annotated[str | None, opt("auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16.")]
+Device = Annotated[str | None, opt("auto | cpu | cuda | cuda:1 ...")]
+Seed = Annotated[int | None, opt("Random seed (initialisation of untrained memories, sampling). [default: 3407]")]
+Out = Annotated[str | None, opt("Folder for the parquet records. [default: results]")]
+BatchSize = Annotated[int | None, opt("Documents (or windows) per batch.")]
+Compile = Annotated[bool | None, opt("torch.compile the backbone blocks and the loss.", "--compile/--no-compile")]
+CudaGraphs = Annotated[
+    bool | None, opt("Replay each evaluation step from a CUDA graph.", "--cuda-graphs/--no-cuda-graphs")
+]
+ResultPaths = Annotated[
+    list[str] | None,
+    typer.Argument(help="Result folders or .parquet files, searched recursively [default: results].",
+                   show_default=False),
+]
+OnlyBackbones = Annotated[str | None, opt("Only these backbones (comma-separated).", "--backbone")]
+OnlyDatasets = Annotated[str | None, opt("Only these datasets (comma-separated).", "--dataset")]
+OnlyMethods = Annotated[str | None, opt("Only these methods (comma-separated).", "--method")]
+IncludeFailed = Annotated[bool, typer.Option("--include-failed", "--all", help="Also show failed and canceled runs.")]

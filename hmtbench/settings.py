@@ -1,0 +1,105 @@
+"""From the settings a user gave to typed configs, one per method: what a flag sets always wins.
+
+Order of precedence for every setting: what the user gave (recipe, flags, ``--set``), then the
+checkpoint's (for a setting the user did not give), then the dataclass default. A setting the
+checkpoint fixes (``trained_field``: the tensors were trained with it) cannot be overridden: a
+different value given with the checkpoint is a one-line error, never silently replaced.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, TypeVar
+
+from hmtbench.config import from_dict, method_config
+from hmtbench.errors import HmtbenchError, did_you_mean
+
+T = TypeVar("T")
+
+
+def method_names(given: dict[str, Any], default: str = "plain") -> list[str]:
+    """The methods asked for: ``method.name``, possibly a comma list (``plain,rmt,hmt``)."""
+    from hmtbench.methods import method_class
+
+    method = given.get("method") or {}
+    text = method.get("name", default) if isinstance(method, dict) else method
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    for name in names:
+        method_class(name)  # an unknown name fails here, with a did-you-mean
+    if not names:
+        raise HmtbenchError("--method needs at least one method name, e.g. --method plain,rmt,hmt")
+    return names
+
+
+def checkpoint_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """(method settings with their name, segment length) a checkpoint was trained with; old layouts too."""
+    method = meta.get("method")
+    if isinstance(method, dict):
+        return dict(method), meta.get("segment_length")
+    memory = dict(meta.get("memory") or {})  # before the method owned its settings: one flat dict
+    segment_length = memory.pop("segment_length", None)
+    return {"name": method, **memory}, segment_length
+
+
+def resolve_method(name: str, given: dict[str, Any], trained: dict[str, Any] | None, source: str = "") -> Any:
+    """Method ``name``'s config: given settings over the checkpoint's (``trained``) over the defaults."""
+    from hmtbench.methods import config_class
+
+    cls = config_class(name)
+    own = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in (trained or {}).items() if k in own}
+    for key, value in given.items():
+        if key == "name" or key not in own:
+            continue
+        if trained is not None and key in cls.fixed_by_training() and key in values and values[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise HmtbenchError(
+                f"{flag} {value} conflicts with checkpoint '{source}', trained with {values[key]}: the trained "
+                f"tensors depend on it; drop {flag} or use a checkpoint trained with {value}"
+            )
+        values[key] = value
+    return method_config(name, values)
+
+
+def check_method_keys(names: list[str], given: dict[str, Any]) -> None:
+    """Every method setting given must belong to at least one of the methods asked for."""
+    from hmtbench.methods import config_class
+
+    owned = {f.name for name in names for f in dataclasses.fields(config_class(name))}
+    for key in given:
+        if key != "name" and key not in owned:
+            everyone = {f.name for name in _all_names() for f in dataclasses.fields(config_class(name))}
+            hint = did_you_mean(key, everyone) if key not in everyone else ""
+            raise HmtbenchError(
+                f"setting 'method.{key}' does not apply to --method {','.join(names)}{hint}; "
+                f"drop it or pick a method that has it"
+            )
+
+
+def _all_names() -> list[str]:
+    from hmtbench.methods import method_names as registered
+
+    return registered()
+
+
+def resolve(cls: type[T], given: dict[str, Any], meta: dict[str, Any] | None = None, source: str = "",
+            default_method: str = "plain") -> list[T]:
+    """Typed ``cls`` configs, one per method asked for, from what the user gave and a checkpoint's meta."""
+    names = method_names(given, default_method)
+    method_given = given.get("method") if isinstance(given.get("method"), dict) else {}
+    check_method_keys(names, method_given)
+    trained, trained_length = checkpoint_settings(meta) if meta else (None, None)
+    if meta is not None and trained.get("name") not in names:
+        raise HmtbenchError(
+            f"checkpoint '{source}' was trained for --method {trained.get('name')}, not {','.join(names)}; "
+            f"use --method {trained.get('name')} or another checkpoint"
+        )
+    configs = []
+    for name in names:
+        values = copy.deepcopy(given)
+        values["method"] = resolve_method(name, method_given, trained, source)
+        if "segment_length" not in given and trained_length is not None:
+            values["segment_length"] = trained_length
+        configs.append(from_dict(cls, values))
+    return configs
