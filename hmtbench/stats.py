@@ -84,6 +84,13 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return low, high
 
 
+def proportion_interval(outcomes: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson interval of the mean of per-sample 0/1 outcomes (accuracy, exact match); (nan, nan) if none."""
+    if any(x not in (0, 1) for x in outcomes):
+        raise ValueError("a Wilson interval needs 0/1 outcomes; a graded score (F1, ROUGE) has none")
+    return wilson_interval(int(sum(outcomes)), len(outcomes), confidence)
+
+
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Whether two closed intervals share a point; False if either bound is nan (nothing to compare).
 
