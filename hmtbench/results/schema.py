@@ -38,7 +38,7 @@ COLUMNS: list[Column] = [
     # --- backbone and method
     Column("backbone", "string", "--backbone as given"),
     Column("backbone_resolved", "string", "where the weights came from (hub id, folder, GGUF file, random:ARCH)"),
-    Column("weights", "string", "pretrained | random: whether the backbone's weights are real"),
+    Column("weights", "string", "pretrained or random: whether the backbone's weights are real"),
     Column("method", "string", "plain | full | rmt | hmt"),
     Column("checkpoint", "string", "folder of trained method parameters, or null (untrained)"),
     Column("checkpoint_sha256", "string", "sha256 of the checkpoint's trained tensors: the same checkpoint anywhere"),
