@@ -79,6 +79,7 @@ class PerplexityResult:
             self.batch_ppls.append(math.exp(batch_nll / batch_tokens))
 
     def _add_segments(self, segment_nll: list[float], segment_tokens: list[int]) -> None:
+        """Add sums by segment index, growing the lists to the longer of the two (documents differ in length)."""
         grow = len(segment_nll) - len(self.segment_nll)
         if grow > 0:
             self.segment_nll += [0.0] * grow
