@@ -32,6 +32,9 @@ class PerplexityResult:
     segment_nll: list[float] = field(default_factory=list)  # by segment index
     segment_tokens: list[int] = field(default_factory=list)
     batch_ppls: list[float] = field(default_factory=list)  # exp(CE) of each batch
+    # per document (stream) or window (paper), in the order scored: the bootstrap's resampling units
+    doc_nll: list[float] = field(default_factory=list)
+    doc_tokens: list[int] = field(default_factory=list)
 
     @property
     def nll_mean(self) -> float:
@@ -49,37 +52,52 @@ class PerplexityResult:
     def paper_ppl(self) -> float:
         return sum(self.batch_ppls) / len(self.batch_ppls) if self.batch_ppls else math.nan
 
+    def ppl_interval(self, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Bootstrap interval of ``ppl`` over the scored documents (windows for paper); see ``stats``."""
+        from hmtbench.stats import bootstrap_ppl_interval
+
+        return bootstrap_ppl_interval(self.doc_nll, self.doc_tokens, confidence, resamples, seed)
+
     def add(self, nll: torch.Tensor, tokens: torch.Tensor) -> None:
-        """Accumulate one batch's (B, n) per-segment sums (one device-to-host copy per batch)."""
-        per_segment_nll = nll.double().sum(0).tolist()
-        per_segment_tokens = tokens.sum(0).tolist()
-        grow = len(per_segment_nll) - len(self.segment_nll)
-        if grow > 0:
-            self.segment_nll += [0.0] * grow
-            self.segment_tokens += [0] * grow
-        for i, (value, count) in enumerate(zip(per_segment_nll, per_segment_tokens, strict=True)):
-            self.segment_nll[i] += value
-            self.segment_tokens[i] += count
+        """Accumulate one batch's (B, n) per-segment sums: by segment index and by document (row).
+
+        The four reductions travel in one float64 tensor, so a batch costs one device-to-host copy;
+        token counts are exact in float64 (below 2**53) and come back as ints.
+        """
+        batch_size, n = nll.shape
+        nll = nll.double()
+        counts = tokens.double()
+        host = torch.cat([nll.sum(0), counts.sum(0), nll.sum(1), counts.sum(1)]).tolist()
+        per_segment_nll, per_segment_tokens = host[:n], [int(c) for c in host[n : 2 * n]]
+        self._add_segments(per_segment_nll, per_segment_tokens)
+        self.doc_nll += host[2 * n : 2 * n + batch_size]
+        self.doc_tokens += [int(c) for c in host[2 * n + batch_size :]]
         batch_nll, batch_tokens = sum(per_segment_nll), sum(per_segment_tokens)
         self.nll_sum += batch_nll
         self.tokens += batch_tokens
         if batch_tokens:
             self.batch_ppls.append(math.exp(batch_nll / batch_tokens))
 
-    def merge(self, other: PerplexityResult) -> None:
-        """Add ``other``'s counts after this one's: merging one-batch results in batch order repeats ``add`` exactly."""
-        grow = len(other.segment_nll) - len(self.segment_nll)
+    def _add_segments(self, segment_nll: list[float], segment_tokens: list[int]) -> None:
+        """Add sums by segment index, growing the lists to the longer of the two (documents differ in length)."""
+        grow = len(segment_nll) - len(self.segment_nll)
         if grow > 0:
             self.segment_nll += [0.0] * grow
             self.segment_tokens += [0] * grow
-        for i, (value, count) in enumerate(zip(other.segment_nll, other.segment_tokens, strict=True)):
+        for i, (value, count) in enumerate(zip(segment_nll, segment_tokens, strict=True)):
             self.segment_nll[i] += value
             self.segment_tokens[i] += count
+
+    def merge(self, other: PerplexityResult) -> None:
+        """Add ``other``'s counts after this one's: merging one-batch results in batch order repeats ``add`` exactly."""
+        self._add_segments(other.segment_nll, other.segment_tokens)
         self.nll_sum += other.nll_sum
         self.tokens += other.tokens
         self.bytes += other.bytes
         self.docs += other.docs
         self.batch_ppls += other.batch_ppls
+        self.doc_nll += other.doc_nll
+        self.doc_tokens += other.doc_tokens
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # ids (B, T), lengths (B,), scored (B, T) or None

@@ -28,8 +28,9 @@ COLUMNS: list[Column] = [
     Column("command_line", "string", "the full command line as typed"),
     Column("status", "string", "success | failed | canceled"),
     Column("hmtbench_version", "string", "package version"),
-    Column("git_commit", "string", "commit of the hmtbench checkout, if any"),
+    Column("git_commit", "string", "commit of the code that ran: its own checkout, or $HMTBENCH_GIT_COMMIT of a copy"),
     Column("git_dirty", "boolean", "uncommitted changes in that checkout"),
+    Column("run_label", "string", "free-text label of the run ($HMTBENCH_RUN_LABEL), never part of git_commit"),
     Column("torch_version", "string", "torch.__version__"),
     Column("transformers_version", "string", "transformers.__version__"),
     Column("python_version", "string", "interpreter version (the built-in corpora depend on it)"),
@@ -37,6 +38,7 @@ COLUMNS: list[Column] = [
     # --- backbone and method
     Column("backbone", "string", "--backbone as given"),
     Column("backbone_resolved", "string", "where the weights came from (hub id, folder, GGUF file, random:ARCH)"),
+    Column("weights", "string", "pretrained or random: whether the backbone's weights are real"),
     Column("method", "string", "plain | full | rmt | hmt"),
     Column("checkpoint", "string", "folder of trained method parameters, or null (untrained)"),
     Column("checkpoint_sha256", "string", "sha256 of the checkpoint's trained tensors: the same checkpoint anywhere"),
@@ -67,9 +69,12 @@ COLUMNS: list[Column] = [
     Column("docs_skipped", "Int64", "documents shorter than one segment, skipped"),
     Column("tokens_scored", "Int64", "target tokens scored"),
     Column("bytes_scored", "Int64", "UTF-8 bytes of the scored tokens"),
+    Column("data_sha256", "string", "sha256 of the evaluated token ids (provenance.tokens_sha256): same data anywhere"),
     # --- language-model metrics
     Column("nll_mean", "Float64", "mean NLL per scored token (nats)"),
     Column("ppl", "Float64", "exp(sum NLL / scored tokens)"),
+    Column("ppl_ci_low", "Float64", "ppl 95% interval, low: percentile bootstrap over documents (paper: windows)"),
+    Column("ppl_ci_high", "Float64", "ppl 95% interval, high: percentile bootstrap over documents (paper: windows)"),
     Column("bpb", "Float64", "bits per byte: sum NLL / ln 2 / scored bytes"),
     Column("paper_ppl", "Float64", "paper protocol: mean over batches of exp(batch CE), as the reference reports"),
     Column("segment_nll", "object", "list: summed NLL per segment index (position in the document)"),
@@ -81,7 +86,12 @@ COLUMNS: list[Column] = [
     Column("rouge_l", "Float64", "ROUGE-L F1 of generated answers"),
     Column("f1", "Float64", "token F1 of generated answers"),
     Column("exact_match", "Float64", "exact match of generated answers"),
+    Column("exact_match_ci_low", "Float64", "exact_match 95% Wilson interval over samples, low"),
+    Column("exact_match_ci_high", "Float64", "exact_match 95% Wilson interval over samples, high"),
     Column("accuracy", "Float64", "answer contained in the generation (passkey, bAbI)"),
+    Column("accuracy_ci_low", "Float64", "accuracy 95% Wilson interval over samples, low"),
+    Column("accuracy_ci_high", "Float64", "accuracy 95% Wilson interval over samples, high"),
+    Column("by_depth", "object", 'needle tasks: list of {"depth", "n", "accuracy", "exact_match"} per needle depth'),
     Column("predictions_file", "string", "JSONL of per-sample predictions"),
     # --- training (train)
     Column("train_mode", "string", "memory | lora | full: what of the backbone trained"),
@@ -131,11 +141,19 @@ def write_record(record, out_dir: str | Path, run_id: str) -> Path:
     os.close(fd)
     try:
         record.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a record is as readable as any file open() makes
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_results(paths: list[str | Path], on_skip=None):

@@ -1,0 +1,115 @@
+"""The intervals of hmtbench.stats against hand computations and, where installed, scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hmtbench.stats import bootstrap_ppl_interval, intervals_overlap, wilson_interval
+
+# Wilson at 95%: z = NormalDist().inv_cdf(0.975) = 1.959963984540054, z^2 = 3.841458820694124;
+# shrink = 1 + z^2/n, center = (p + z^2/2n) / shrink, half = z / shrink * sqrt(p(1-p)/n + z^2/4n^2).
+#   0/10:   shrink 1.384145882, center 0.138766400, half 0.138766400 -> [0, 0.277532800]
+#   5/10:   center 0.5, half 1.959963985/1.384145882 * sqrt(0.025 + 0.009603647) = 0.263406909
+#           -> [0.236593091, 0.763406909]
+#   10/10:  center 1 - 0.138766400 = 0.861233600, half 0.138766400 -> [0.722467200, 1]
+#   81/263: p 0.307984791, shrink 1.014606307, center 0.310749048, half 0.055460529 -> [0.255288520, 0.366209577]
+#           (Newcombe 1998, Stat. Med. 17:857, table II: 0.2553 to 0.3662)
+WILSON_95 = {
+    (0, 10): (0.0, 0.2775328),
+    (5, 10): (0.2365931, 0.7634069),
+    (10, 10): (0.7224672, 1.0),
+    (81, 263): (0.2552885, 0.3662096),
+}
+
+
+@pytest.mark.parametrize(("counts", "expected"), WILSON_95.items())
+def test_wilson_matches_the_closed_form_by_hand(counts: tuple[int, int], expected: tuple[float, float]) -> None:
+    assert wilson_interval(*counts) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("counts", [*WILSON_95, (1, 1), (3, 7), (0, 1)])
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_wilson_matches_scipy(counts: tuple[int, int], confidence: float) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    reference = stats.binomtest(*counts).proportion_ci(confidence, method="wilson")
+    assert wilson_interval(*counts, confidence) == pytest.approx((reference.low, reference.high), abs=1e-12)
+
+
+def test_wilson_edges() -> None:
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0  # exact ends, not 2.8e-17 off
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+    with pytest.raises(ValueError):
+        wilson_interval(1, 10, confidence=1.0)
+
+
+def test_bootstrap_on_three_documents_by_hand() -> None:
+    """Three documents: each of the 27 equally likely resamples repeats one document all three times with
+    probability 1/27 = 3.7% > 2.5%, so the 95% percentile interval is exactly [exp(min ratio), exp(max ratio)]
+    (2000 resamples hold ~74 of each such resample; the 2.5% quantile reads the 50th and 51st values)."""
+    nll, tokens = [10.0, 30.0, 12.0], [10, 20, 4]  # ratios 1.0, 1.5, 3.0
+    assert bootstrap_ppl_interval(nll, tokens) == pytest.approx((math.e, math.exp(3.0)), rel=1e-12)
+
+
+def test_bootstrap_on_one_document_is_the_point() -> None:
+    assert bootstrap_ppl_interval([6.0], [3]) == pytest.approx((math.exp(2.0), math.exp(2.0)))
+
+
+def documents(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Documents of 50..500 tokens, each with its own mean loss around 3 nats (correlated within a document)."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(50, 500, size=count)
+    return rng.normal(3.0, 0.3, size=count) * tokens, tokens
+
+
+def test_bootstrap_matches_scipy_percentile_bootstrap() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    nll, tokens = documents(40, seed=1)
+
+    def ppl(n: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.exp(n.sum(axis) / t.sum(axis))
+
+    reference = stats.bootstrap((nll, tokens), ppl, paired=True, vectorized=True, n_resamples=20000,
+                                method="percentile", rng=np.random.default_rng(7)).confidence_interval
+    low, high = bootstrap_ppl_interval(nll, tokens, resamples=20000)
+    width = reference.high - reference.low
+    # two independent Monte Carlo runs of 20000: their 2.5% / 97.5% quantiles agree to a few % of the width
+    assert abs(low - reference.low) < 0.05 * width and abs(high - reference.high) < 0.05 * width
+
+
+def test_bootstrap_contains_the_point_and_shrinks_with_more_documents() -> None:
+    widths = []
+    for count in (20, 2000):
+        nll, tokens = documents(count, seed=2)
+        low, high = bootstrap_ppl_interval(nll, tokens)
+        assert low < math.exp(nll.sum() / tokens.sum()) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 5  # ~ 1/sqrt(100) = 1/10
+
+
+def test_bootstrap_is_deterministic_under_its_seed() -> None:
+    nll, tokens = documents(30, seed=3)
+    assert bootstrap_ppl_interval(nll, tokens, seed=5) == bootstrap_ppl_interval(nll, tokens, seed=5)
+    assert bootstrap_ppl_interval(nll, tokens, seed=5) != bootstrap_ppl_interval(nll, tokens, seed=6)
+    # drawn in chunks for memory: the chunk size never changes what a seed gives
+    assert bootstrap_ppl_interval(nll, tokens, resamples=3) == bootstrap_ppl_interval(nll, tokens, resamples=3)
+
+
+def test_bootstrap_wider_at_higher_confidence_and_edges() -> None:
+    nll, tokens = documents(30, seed=4)
+    narrow, wide = bootstrap_ppl_interval(nll, tokens, 0.8), bootstrap_ppl_interval(nll, tokens, 0.99)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+    assert all(math.isnan(x) for x in bootstrap_ppl_interval([], []))
+    assert all(math.isnan(x) for x in bootstrap_ppl_interval([0.0], [0]))
+    with pytest.raises(ValueError):
+        bootstrap_ppl_interval([1.0], [1, 2])
+
+
+def test_intervals_overlap() -> None:
+    assert intervals_overlap((1.0, 2.0), (2.0, 3.0)) and intervals_overlap((1.0, 5.0), (2.0, 3.0))
+    assert not intervals_overlap((1.0, 2.0), (2.5, 3.0)) and not intervals_overlap((2.5, 3.0), (1.0, 2.0))
+    assert not intervals_overlap((math.nan, math.nan), (1.0, 2.0))
