@@ -75,23 +75,34 @@ def load_from_hub(hub_id: str, torch_dtype: Any, *, shape: str | None = None) ->
             raise HmtbenchError(
                 f"could not reach the Hugging Face Hub ({hub_endpoint()}) and '{hub_id}' is not in the local cache; "
                 "to work offline set HF_HUB_OFFLINE=1 (the model must then be in the local cache: download it once "
-                "where there is a network), or pass a local model folder, a .gguf file or a packaged alias "
-                f"({PACKAGED}){_shape_hint(shape)}"
+                f"where there is a network), or {_other_sources(shape)}"
             ) from None
     try:
         return pretrained(hub_id, torch_dtype, local_files_only=offline)
     except (OSError, ValueError) as err:
         if offline:
             raise HmtbenchError(
-                f"'{hub_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it: "
-                f"download it once where there is a network (`hf download {hub_id}`, HF_HUB_OFFLINE unset), "
-                f"or pass a local model folder, a .gguf file or a packaged alias ({PACKAGED}){_shape_hint(shape)}"
+                f"could not load '{hub_id}': not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids "
+                f"downloading it; download it once where there is a network (`hf download {hub_id}`, HF_HUB_OFFLINE "
+                f"unset), or {_other_sources(shape)}"
             ) from None
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HmtbenchError(
             f"could not load '{hub_id}' from the Hugging Face Hub ({reason[:160]}); check the id and your access "
-            f"to it, or pass a local model folder, a .gguf file or a packaged alias ({PACKAGED}){_shape_hint(shape)}"
+            f"to it, or {_other_sources(shape)}"
         ) from None
+
+
+def _other_sources(shape: str | None) -> str:
+    """Where else a backbone can come from without the hub (and, for speed alone, the random shape)."""
+    if shape is None:
+        speed = "random:llama-7b and the other random: shapes need no download"
+    else:
+        speed = f"random:{shape} has its shape and needs no download"
+    return (
+        f"pass a local model folder, a .gguf file or a packaged alias ({PACKAGED}); for speed and memory only, "
+        f"{speed}"
+    )
 
 
 @contextmanager
@@ -113,12 +124,6 @@ def offline_mode() -> Iterator[None]:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = saved_env
-
-
-def _shape_hint(shape: str | None) -> str:
-    if shape is None:
-        return "; for speed and memory alone, random:llama-7b and the other random: shapes need no download"
-    return f"; for speed and memory alone, random:{shape} has its shape and needs no download"
 
 
 def pretrained(
