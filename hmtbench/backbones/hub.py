@@ -42,7 +42,8 @@ def reachable(url: str, timeout: float = PROBE_SECONDS) -> bool:
     """Whether a TCP connection to ``url``'s host (or to the proxy for it) opens within ``timeout`` seconds."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(parts.scheme)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
     if proxy and not urllib.request.proxy_bypass(host):
         proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         host, port = proxy_parts.hostname or host, proxy_parts.port or 80
