@@ -195,7 +195,7 @@ def _resume(model, optimizer, scheduler, folder: Path) -> int:
     step, rng = load_trainer_state(folder, optimizer, scheduler)  # refuses the pickled state of older versions
     apply_tensors(model, load_tensors(folder), str(folder))
     torch.set_rng_state(rng["cpu"])
-    cuda = [rng[f"cuda.{i}"] for i in range(len(rng) - 1)]
+    cuda = [rng[f"cuda.{i}"] for i in range(sum(name.startswith("cuda.") for name in rng))]
     if cuda and torch.cuda.is_available() and not distributed.is_distributed():
         torch.cuda.set_rng_state_all(cuda)
     return step
