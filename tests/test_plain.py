@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hmtbench.engine import score_segments, segment_batch
+from hmtbench.evaluation.perplexity import evaluate
 from tests.conftest import build_method, random_documents
 
 
@@ -58,11 +59,21 @@ def test_batching_and_padding_do_not_change_scores(backbone: torch.nn.Module, me
     assert together.tolist() == pytest.approx(alone, abs=1e-4)
 
 
+def hand_nll(backbone: torch.nn.Module, ids: torch.Tensor, segment: int) -> float:
+    """Summed NLL of tokens 1..n-1 from the backbone run alone on each ``segment``-token piece (plain's reading)."""
+    with torch.no_grad():
+        pieces = [backbone(input_ids=ids[None, s : s + segment]).logits[0] for s in range(0, len(ids), segment)]
+    logits = torch.cat(pieces)
+    log_probs = logits[:-1].double().log_softmax(-1)
+    return -log_probs.gather(1, ids[1:, None]).sum().item()
+
+
 def test_perplexity_is_exp_of_summed_nll_over_tokens(llama: torch.nn.Module) -> None:
     ids = random_documents(2, 64)
+    lengths = [64, 50]
     model = build_method("plain", llama, {"segment_length": 16})
-    with torch.no_grad():
-        nll, tokens = score_segments(model, segment_batch(ids, torch.tensor([64, 50]), 16))
-    assert tokens.sum().item() == 63 + 49
-    by_hand = math.exp(nll.sum().item() / (63 + 49))
-    assert 200 < by_hand < 330  # a random model over 259 tokens is near uniform
+    result = evaluate(model, iter([((ids, torch.tensor(lengths), None), 0)]))
+    assert result.tokens == 63 + 49
+    by_hand = math.exp(sum(hand_nll(llama, ids[row, :n], 16) for row, n in enumerate(lengths)) / (63 + 49))
+    assert result.ppl == pytest.approx(by_hand, rel=1e-5)  # fp32 logits, summed in float64 on both sides
+    assert 200 < result.ppl < 330  # a random model over 259 tokens is near uniform

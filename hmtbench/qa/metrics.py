@@ -1,15 +1,22 @@
-"""Answer-quality metrics computed offline: ROUGE-L, SQuAD token F1, exact match, containment accuracy."""
+"""Answer-quality metrics computed offline: ROUGE-L, SQuAD token F1, exact match, containment accuracy.
+
+The same numbers come as an ``evaluate`` module: ``evaluate.load(EVALUATE_MODULE)``.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 PUNCTUATION = set(string.punctuation)
 METRICS = ("rouge_l", "f1", "exact_match", "accuracy")
+EVALUATE_MODULE = str(Path(__file__).with_name("hmtbench_qa.py"))  # for evaluate.load(...), offline
 
 
 def normalize_answer(text: str) -> str:
@@ -59,3 +66,10 @@ SCORERS = {"rouge_l": rouge_l, "f1": token_f1, "exact_match": exact_match, "accu
 def score_answer(prediction: str, references: list[str]) -> dict[str, float]:
     """Every metric, each the best over the references (LongBench's rule for several gold answers)."""
     return {name: max(fn(prediction, ref) for ref in references) for name, fn in SCORERS.items()}
+
+
+def mean_scores(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
+    """Each metric averaged over the samples, a sample's score the best over its references (a string: one)."""
+    scores = [score_answer(p, [r] if isinstance(r, str) else list(r))
+              for p, r in zip(predictions, references, strict=True)]
+    return {name: sum(s[name] for s in scores) / len(scores) if scores else math.nan for name in METRICS}

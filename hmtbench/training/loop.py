@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +21,8 @@ from hmtbench.checkpoints import apply_tensors, load_tensors, save_checkpoint
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.training.config import TrainSettings
+from hmtbench.training.state import has_trainer_state, load_trainer_state, replace_folder, save_trainer_state
 from hmtbench.training.windows import WindowSampler
-
-TRAINER_STATE = "trainer_state.pt"
 
 
 @dataclass
@@ -111,7 +109,6 @@ def train_stage(
         torch.cuda.reset_peak_memory_stats(device)
     log = (folder / "log.jsonl").open("a") if distributed.is_main() else None
     began, tokens, loss_value = time.perf_counter(), 0, float("nan")
-    delay = float(os.environ.get("HMTBENCH_TEST_STEP_DELAY", "0"))  # test hook: widen the window for SIGKILL tests
     model.train()
     for step in range(start, steps):
         total = 0.0
@@ -148,8 +145,6 @@ def train_stage(
             _save(model, optimizer, scheduler, folder / "last", {**meta, "step": done})
         if on_step is not None:
             on_step(done, entry)
-        if delay:
-            time.sleep(delay)
     if log is not None:
         log.close()
     model.eval()
@@ -170,31 +165,40 @@ def trainable_tensors(model: SegmentMethod) -> dict[str, torch.Tensor]:
 
 
 def _save(model, optimizer, scheduler, folder: Path, meta: dict[str, Any], with_state: bool = True) -> None:
-    multi = distributed.is_distributed()
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": meta["step"],
-        "rng_cpu": torch.get_rng_state(),
-        # several processes reseed every step (distributed.seed_step), and reading every GPU's state from each
-        # rank would open a CUDA context on each GPU
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and not multi else None,
-    }
-    save_checkpoint(folder, trainable_tensors(model), meta, {TRAINER_STATE: state} if with_state else None)
+    """Tensors and meta, plus (``with_state``) the trainer state: assembled in a staging folder, then swapped in."""
+    tensors = trainable_tensors(model)
+    if not with_state:
+        save_checkpoint(folder, tensors, meta)
+        return
+    staging = folder.with_name(f".{folder.name}.staging")
+    save_checkpoint(staging, tensors, meta)
+    save_trainer_state(staging, optimizer, scheduler, meta["step"], _rng_states())
+    replace_folder(staging, folder)
+
+
+def _rng_states() -> dict[str, torch.Tensor]:
+    """The CPU generator's state, and each GPU's in a single process.
+
+    Several processes reseed every step (distributed.seed_step), and reading every GPU's state from
+    each rank would open a CUDA context on each GPU.
+    """
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and not distributed.is_distributed():
+        states.update({f"cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    return states
 
 
 def _resume(model, optimizer, scheduler, folder: Path) -> int:
     """Restore tensors, optimizer, scheduler and RNG from ``folder``; return the step to continue from."""
-    if not (folder / TRAINER_STATE).is_file():
+    if not has_trainer_state(folder):
         return 0
+    step, rng = load_trainer_state(folder, optimizer, scheduler)  # refuses the pickled state of older versions
     apply_tensors(model, load_tensors(folder), str(folder))
-    state = torch.load(folder / TRAINER_STATE, weights_only=False, map_location="cpu")  # not every rank on GPU 0
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng_cpu"])
-    if state.get("rng_cuda") is not None and torch.cuda.is_available() and not distributed.is_distributed():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
-    return int(state["step"])
+    torch.set_rng_state(rng["cpu"])
+    cuda = [rng[f"cuda.{i}"] for i in range(sum(name.startswith("cuda.") for name in rng))]
+    if cuda and torch.cuda.is_available() and not distributed.is_distributed():
+        torch.cuda.set_rng_state_all(cuda)
+    return step
 
 
 def _peak_mb(device: torch.device) -> float | None:

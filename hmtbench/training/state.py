@@ -1,0 +1,120 @@
+"""The trainer's position (optimizer, scheduler, step, RNG) in files that run no code when read.
+
+Earlier versions pickled it (``trainer_state.pt``), and ``torch.load(weights_only=False)`` on a run
+folder from elsewhere ran whatever that pickle held. Now every tensor (Adam's moments and step
+counts, the RNG states) goes to ``trainer_state.safetensors`` and everything else (param groups,
+scheduler state, step) to ``trainer_state.json``: neither format can hold code, so resuming a
+folder of unknown origin is safe. safetensors keeps each tensor's dtype and bytes, and JSON writes
+floats as their shortest exact repr, so a resumed run is bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hmtbench.errors import HmtbenchError
+
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+LEGACY_STATE = "trainer_state.pt"  # the pickle of earlier versions: refused, never read
+FORMAT = 1
+OPTIMIZER, RNG = "optimizer.", "rng."
+
+
+def has_trainer_state(folder: Path) -> bool:
+    """True for a resumable checkpoint, of this format or the refused pickled one."""
+    return (folder / STATE_JSON).is_file() or (folder / LEGACY_STATE).is_file()
+
+
+def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
+                       rng: dict[str, torch.Tensor]) -> None:
+    """Write the optimizer's tensors and ``rng`` to safetensors, the rest to JSON (written last: it marks the state)."""
+    from safetensors.torch import save_file
+
+    state = optimizer.state_dict()
+    tensors, values = _split_optimizer_state(state["state"])
+    tensors.update({RNG + name: value for name, value in rng.items()})
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / STATE_TENSORS))
+    document = {
+        "format": FORMAT,
+        "step": step,
+        "param_groups": state["param_groups"],
+        "optimizer_values": values,
+        "scheduler": scheduler.state_dict(),
+    }
+    (folder / STATE_JSON).write_text(json.dumps(document, indent=1))
+
+
+def load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer,
+                       scheduler: Any) -> tuple[int, dict[str, torch.Tensor]]:
+    """Restore ``optimizer`` and ``scheduler`` from ``folder``; return the step and the saved RNG states by name.
+
+    The caller sets the RNG states, since only it knows which devices this process owns.
+    """
+    from safetensors.torch import load_file
+
+    refuse_legacy(folder)
+    document = json.loads((folder / STATE_JSON).read_text())
+    if document.get("format") != FORMAT:
+        raise HmtbenchError(f"{folder / STATE_JSON} has format {document.get('format')!r}; this hmtbench reads "
+                            f"format {FORMAT}: resume it with the hmtbench version that wrote it")
+    tensors = load_file(str(folder / STATE_TENSORS))  # on the CPU: not every rank owns GPU 0
+    live = optimizer.param_groups
+    groups = [_like(saved, live[i] if i < len(live) else {}) for i, saved in enumerate(document["param_groups"])]
+    state = _join_optimizer_state(tensors, document["optimizer_values"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    scheduler.load_state_dict(document["scheduler"])
+    rng = {name[len(RNG):]: value for name, value in tensors.items() if name.startswith(RNG)}
+    return int(document["step"]), rng
+
+
+def refuse_legacy(folder: Path) -> None:
+    """A pickled ``trainer_state.pt`` is one clear error, and is never unpickled."""
+    if (folder / LEGACY_STATE).is_file():
+        raise HmtbenchError(
+            f"{folder} was written by an older hmtbench ({LEGACY_STATE}, a pickle, is never loaded: it could run "
+            f"code); it cannot be resumed: start a new run from its tensors with --init-from {folder}"
+        )
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the complete ``staging`` folder at ``target``: a crash never leaves tensors without their trainer state."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _split_optimizer_state(state: dict[int, dict[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Per-parameter state as tensors named ``optimizer.<index>.<key>`` and the non-tensor values by index."""
+    tensors, values = {}, {}
+    for index, entries in state.items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{OPTIMIZER}{index}.{key}"] = value
+            else:
+                values.setdefault(str(index), {})[key] = value
+    return tensors, values
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The inverse of ``_split_optimizer_state``: integer parameter indices, as ``load_state_dict`` wants them."""
+    state: dict[int, dict[str, Any]] = {int(index): dict(entries) for index, entries in values.items()}
+    for name, value in tensors.items():
+        if name.startswith(OPTIMIZER):
+            index, key = name[len(OPTIMIZER):].split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+    return state
+
+
+def _like(saved: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """A param group read from JSON with its tuples back (JSON has only lists), as the live group holds them."""
+    return {key: tuple(value) if isinstance(live.get(key), tuple) else value for key, value in saved.items()}
