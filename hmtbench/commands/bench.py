@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from hmtbench.backbones import Backbone, load_backbone
 from hmtbench.benchmark import parse_counts
 from hmtbench.benchmark.measure import Timing, eval_workload, time_workload, train_workload
 from hmtbench.build import build_method
-from hmtbench.commands.common import run_columns
+from hmtbench.commands.common import backbone_columns, run_columns
 from hmtbench.config import EngineOptions, from_dict, method_config, to_dict
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate, capture_failures
@@ -34,7 +35,7 @@ from hmtbench.methods import method_names as all_methods
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import quiet_transformers
 from hmtbench.results import make_record, write_record
-from hmtbench.results.provenance import device_name, new_run_id, peak_host_mem_mb, provenance
+from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.training.config import TrainSettings
 
 MODES = ("eval", "train")
@@ -122,9 +123,10 @@ def run_bench(
     backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
     rows = []
     for case in plan_cases(config):
-        row = _measure(config, backbone, case, command_line)
+        started = run_start()
+        row = _measure(config, backbone, case, command_line, started)
         _release(backbone.device)  # the case's method is gone: its graphs and their pools go back now
-        row["run_id"] = new_run_id("bench", case.method.name)
+        row["run_id"] = new_run_id("bench", case.method.name, started)
         record = make_record({k: v for k, v in row.items() if k not in CONSOLE_ONLY})
         row["path"] = str(write_record(record, config.out, row["run_id"]))
         rows.append(row)
@@ -133,12 +135,13 @@ def run_bench(
     return rows
 
 
-def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: list[str] | None) -> dict[str, Any]:
+def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: list[str] | None,
+             started: datetime) -> dict[str, Any]:
     try:
         model = _build(backbone, case, config)
     except HmtbenchError as err:  # e.g. full context beyond the backbone's positions
-        return _bare_row(config, backbone, case, command_line, "skipped", str(err))
-    row = _row(config, backbone, case, model, command_line)
+        return _bare_row(config, backbone, case, command_line, started, "skipped", str(err))
+    row = _row(config, backbone, case, model, command_line, started)
     if case.mode == "train" and not any(p.requires_grad for p in model.parameters()):
         return _outcome(row, "skipped", f"{case.method.name} has no parameters of its own to train (memory training)")
     runner = accelerate(model, config.engine)
@@ -224,26 +227,21 @@ def _case_columns(config: BenchConfig, case: Case, method: Any, summaries: str |
     }
 
 
-def _row(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, command_line) -> dict[str, Any]:
+def _row(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, command_line,
+         started: datetime) -> dict[str, Any]:
     return {
-        **run_columns("bench", config.seed, backbone, model, command_line),
+        **run_columns("bench", config.seed, backbone, model, command_line, started),
         **_case_columns(config, case, model.config, model.summary_schedule(case.batch_size) if case.mode == "eval"
                         else None),
     }
 
 
-def _bare_row(config: BenchConfig, backbone: Backbone, case: Case, command_line, status: str, why: str):
+def _bare_row(config: BenchConfig, backbone: Backbone, case: Case, command_line, started: datetime, status: str,
+              why: str):
     """A row for a case no method could be built for."""
     row = {
-        **provenance(command_line),
-        "command": "bench",
-        "seed": config.seed,
-        "backbone": backbone.resolved.given,
-        "backbone_resolved": backbone.resolved.description,
+        **backbone_columns("bench", config.seed, backbone, command_line, started),
         "method": case.method.name,
-        "device": backbone.device.type,
-        "device_name": device_name(backbone.device),
-        "dtype": str(backbone.dtype).removeprefix("torch."),
         **_case_columns(config, case, case.method),
     }
     return _outcome(row, status, why)

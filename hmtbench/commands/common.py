@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +25,36 @@ def warn_if_untrained(model: SegmentMethod, checkpoint: str | None) -> None:
 
 
 def run_columns(
-    command: str, seed: int, backbone: Backbone, model: SegmentMethod, command_line: list[str] | None
+    command: str, seed: int, backbone: Backbone, model: SegmentMethod, command_line: list[str] | None,
+    started_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The record columns every command fills the same way: provenance, backbone, method, parameters, device."""
+    return {
+        **backbone_columns(command, seed, backbone, command_line, started_at),
+        "method": model.name,
+        **parameter_counts(model),
+        **model.record_columns(),
+    }
+
+
+def backbone_columns(
+    command: str, seed: int, backbone: Backbone, command_line: list[str] | None, started_at: datetime | None = None
+) -> dict[str, Any]:
+    """Provenance, the backbone and the device: the columns of a run whether or not a method could be built."""
     from hmtbench import distributed
     from hmtbench.results.provenance import device_name, provenance
 
     return {
-        **provenance(command_line),
+        **provenance(command_line, started_at),
         "command": command,
         "seed": seed,
         "backbone": backbone.resolved.given,
         "backbone_resolved": backbone.resolved.description,
-        "method": model.name,
-        **parameter_counts(model),
+        "weights": "random" if backbone.resolved.random_weights else "pretrained",
         "device": backbone.device.type,
         "device_name": device_name(backbone.device),
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "world_size": distributed.world_size(),
-        **model.record_columns(),
     }
 
 

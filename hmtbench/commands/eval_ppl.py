@@ -22,7 +22,8 @@ from hmtbench.evaluation.perplexity import PerplexityResult, evaluate, evaluate_
 from hmtbench.fastpath import accelerate
 from hmtbench.progress import TokenProgress, quiet_transformers
 from hmtbench.results import make_record, write_record
-from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
+from hmtbench.results.columns import ppl_columns
+from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start
 from hmtbench.settings import resolve
 
 PROTOCOLS = ("stream", "paper")
@@ -113,6 +114,7 @@ def _batches(config: EvalConfig, model, backbone, tokenized) -> tuple[list, int]
 
 
 def _evaluate_method(config: EvalConfig, model, backbone, tokenized, command_line) -> dict[str, Any]:
+    started = run_start()
     runner = accelerate(model, config.engine)
     batches, total = _batches(config, model, backbone, tokenized)
     name = model.name
@@ -125,19 +127,19 @@ def _evaluate_method(config: EvalConfig, model, backbone, tokenized, command_lin
     else:
         with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
             result = evaluate(runner, iter(batches), progress.advance)
-    run_id = new_run_id("eval-ppl", name)
-    row = _record(config, model, backbone, result, measured, total, command_line)
-    row["docs_skipped"] = tokenized.skipped
+    run_id = new_run_id("eval-ppl", name, started)
+    row = _record(config, model, backbone, result, measured, total, command_line, started)
+    row.update(ppl_columns(result, tokenized.documents), docs_skipped=tokenized.skipped)
     row["run_id"] = run_id
     row["path"] = str(write_record(make_record(row), config.out, run_id)) if distributed.is_main() else None
     return row
 
 
 def _record(config: EvalConfig, model, backbone, result: PerplexityResult, measured: Measure,
-            tokens_read: int, command_line) -> dict[str, Any]:
+            tokens_read: int, command_line, started) -> dict[str, Any]:
     data = config.data
     return {
-        **run_columns("eval-ppl", config.seed, backbone, model, command_line),
+        **run_columns("eval-ppl", config.seed, backbone, model, command_line, started),
         "status": "success",
         **checkpoint_columns(config.checkpoint),
         "dataset": data.dataset,

@@ -24,7 +24,8 @@ from hmtbench.progress import TokenProgress, quiet_transformers
 from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, evaluate_qa_sharded, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record
-from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb
+from hmtbench.results.columns import qa_columns
+from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start
 from hmtbench.settings import resolve
 
 
@@ -84,11 +85,12 @@ def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) 
         evaluate = evaluate_qa_sharded if distributed.is_distributed() else evaluate_qa  # samples dealt round-robin
         label = f"{name:>5}" + (" rank 0" if distributed.is_distributed() else "")
         share = sum(len(p.prompt_ids) + len(p.answer_ids) for _, p in distributed.deal(prepared))
+        started = run_start()
         with TokenProgress(label, share) as progress, Measure(backbone.device) as measured:
             result = evaluate(model, task, prepared, backbone.tokenizer, max_new,
                               lambda read: progress.advance(1, read))
         resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
-        row = _write(resolved, task, name, model, backbone, result, measured, prepared, skipped, command_line)
+        row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started)
         rows.append(row)
     return rows
 
@@ -103,12 +105,14 @@ def _check(configs: list[QAConfig]) -> None:
             raise HmtbenchError(f"{flag} must be positive, got {value}")
 
 
-def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAResult, measured: Measure,
-           prepared: list[PreparedSample], skipped: int, command_line) -> dict[str, Any]:
-    run_id = new_run_id("eval-qa", name)
+def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, measured: Measure,
+           prepared: list[PreparedSample], skipped: int, command_line, started) -> dict[str, Any]:
+    name = model.name
+    run_id = new_run_id("eval-qa", name, started)
     out = Path(config.out)
     predictions = out / f"{run_id}.predictions.jsonl"
-    row = _record(config, task, name, model, backbone, result, measured, prepared, command_line)
+    row = _record(config, task, model, backbone, result, measured, prepared, command_line, started)
+    row.update(qa_columns(result.records, [p.prompt_ids + p.answer_ids for p in prepared]))
     row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions))
     if not distributed.is_main():  # every rank holds the same numbers; rank 0 writes them
         return {**row, "path": None}
@@ -122,10 +126,10 @@ def _write(config: QAConfig, task: Task, name: str, model, backbone, result: QAR
     return row
 
 
-def _record(config: QAConfig, task: Task, name: str, model, backbone, result: QAResult, measured: Measure,
-            prepared: list[PreparedSample], command_line) -> dict[str, Any]:
+def _record(config: QAConfig, task: Task, model, backbone, result: QAResult, measured: Measure,
+            prepared: list[PreparedSample], command_line, started) -> dict[str, Any]:
     return {
-        **run_columns("eval-qa", config.seed, backbone, model, command_line),
+        **run_columns("eval-qa", config.seed, backbone, model, command_line, started),
         "status": "success",
         **checkpoint_columns(config.checkpoint),
         "dataset": config.data or config.task,

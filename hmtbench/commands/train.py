@@ -20,7 +20,7 @@ from hmtbench.methods import method_class
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import StepProgress, quiet_transformers
 from hmtbench.results import make_record, write_record
-from hmtbench.results.provenance import new_run_id, peak_host_mem_mb
+from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.settings import resolve
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
@@ -109,6 +109,7 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
 
 
 def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_from, command_line) -> dict[str, Any]:
+    started = run_start()
     model = build_for_training(backbone, config, init_from)
     config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
     settings = config.train
@@ -141,7 +142,7 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
             "lower --batch-size (and raise --grad-accum) or lower --bptt-depth"
         ) from None
     finally:
-        row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line))
+        row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line, started))
         if distributed.is_main():
             write_record(make_record(row), config.out, row["run_id"])
     return row
@@ -203,10 +204,10 @@ def default_output_dir(config: TrainConfig) -> str:
     return f"runs/{Path(config.backbone).stem}-{config.method.name}-{stamp}"
 
 
-def _record(config, backbone, model, stage, folder, outcome, init_from, command_line) -> dict[str, Any]:
+def _record(config, backbone, model, stage, folder, outcome, init_from, command_line, started) -> dict[str, Any]:
     return {
-        **run_columns("train", config.train.seed, backbone, model, command_line),
-        "run_id": new_run_id("train", stage.label.replace(" stage ", "")),
+        **run_columns("train", config.train.seed, backbone, model, command_line, started),
+        "run_id": new_run_id("train", stage.label.replace(" stage ", ""), started),
         "checkpoint": init_from,
         "dataset": config.data.dataset,
         "split": config.data.split,
