@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hmtbench.analysis.compare import build, run_compare
+from hmtbench.analysis.compare import build
 from hmtbench.analysis.formats import render
 from hmtbench.analysis.load import load_results, select
+from hmtbench.analysis.report import run_compare
 from hmtbench.cli import app
 from hmtbench.errors import HmtbenchError
 from hmtbench.results import make_record, write_record

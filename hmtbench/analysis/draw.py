@@ -14,7 +14,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
-from hmtbench.analysis.compare import METHOD_ORDER, Comparison, Row, delta_label, label, order_methods
+from hmtbench.analysis.compare import Comparison, Row, delta_label, order_methods
+from hmtbench.methods import method_label as label
+from hmtbench.methods import method_names
 
 STYLE: dict[str, Any] = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
@@ -23,7 +25,7 @@ STYLE: dict[str, Any] = {
     "legend.frameon": False, "lines.linewidth": 1.4, "lines.markersize": 4,
     "pdf.fonttype": 42, "ps.fonttype": 42,  # editable text in the PDF
 }
-COLORS = dict(zip(METHOD_ORDER, ("#8c8c8c", "#4c9a2a", "#3a6fb0", "#c8402f"), strict=True))
+COLORS = dict(zip(method_names(), ("#8c8c8c", "#4c9a2a", "#3a6fb0", "#c8402f"), strict=False))
 METRIC_LABELS = {
     "ppl": "perplexity", "paper_ppl": "perplexity (reference's mean of batches)", "answer_ppl": "answer perplexity",
     "nll_mean": "NLL per token (nats)", "bpb": "bits per byte", "rouge_l": "ROUGE-L", "f1": "token F1",
@@ -93,7 +95,7 @@ def finish(fig: Figure, axes: list[Axes], footer: str) -> Figure:
     for ax in axes:
         for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(text, handle)
-    order = [label(m) for m in METHOD_ORDER]
+    order = [label(m) for m in method_names()]
     names = sorted(handles, key=lambda t: (order.index(t) if t in order else len(order), t))
     if names:
         fig.legend([handles[n] for n in names], names, loc="outside upper center", ncol=len(names))

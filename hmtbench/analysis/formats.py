@@ -6,8 +6,9 @@ import io
 import json
 from typing import Any
 
-from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, delta_label, describe, label, sign_rule
+from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, delta_label, describe, sign_rule
 from hmtbench.errors import unknown_choice
+from hmtbench.methods import method_label
 
 FORMATS = ("table", "markdown", "csv", "json")
 ALWAYS_SHOWN = ("backbone", "dataset", "task")  # shown even when every row has the same value
@@ -53,7 +54,7 @@ def cell_text(cell: Cell | None) -> str:
 def text_rows(table: Comparison, best: str) -> tuple[list[str], list[list[str]]]:
     """Column names and cell strings; ``best`` wraps the best cell of a row (e.g. '{}*')."""
     keys, _ = shown_keys(table)
-    names = [*keys, *map(label, table.methods), *map(delta_label, table.pairs)]
+    names = [*keys, *map(method_label, table.methods), *map(delta_label, table.pairs)]
     rows = []
     for row in table.rows:
         cells = [best.format(cell_text(row.cells.get(m))) if m in row.best else cell_text(row.cells.get(m))
