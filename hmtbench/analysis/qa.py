@@ -98,7 +98,9 @@ def _heatmaps(table: Comparison, maps: list[tuple[dict[str, Any], tuple, dict]])
     lengths = sorted({length for _, _, cells in maps for length in cells})
     fig, axes = draw.grid(len(maps), ncols=4, size=(2.3, 2.2))
     labels = series_labels([series for _, series, _ in maps])  # one panel per series: no dash styles to share
-    shown, common = draw.titles([key for key, _, _ in maps], wrap=None)
+    keys = [key for key, _, _ in maps]
+    common = {k: v for k, v in keys[0].items() if v is not None and all(key.get(k) == v for key in keys)}
+    shown, _ = draw.titles([{k: v for k, v in key.items() if k not in common} for key in keys], wrap=None)
     for ax, (_, series, cells), where in zip(axes, maps, shown, strict=True):
         image = _heatmap(ax, cells, depths, lengths)
         counts = sorted({n for scores in cells.values() for _, n in scores.values()})
@@ -130,6 +132,4 @@ def _colour_map():
     """Red (0) to green (1), as BABILong's figures; cells without samples light grey."""
     from matplotlib import colormaps
 
-    cmap = colormaps["RdYlGn"].copy()
-    cmap.set_bad("#eeeeee")
-    return cmap
+    return colormaps["RdYlGn"].with_extremes(bad="#eeeeee")

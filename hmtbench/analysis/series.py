@@ -57,17 +57,17 @@ def setting_name(name: str) -> str:
 
 def series_labels(series: Sequence[tuple[str, tuple[tuple[str, Any], ...]]]) -> dict[tuple, str]:
     """A legend label per (method, settings): the method's label, and the settings that tell its series apart; a long
-    value (a checkpoint path) is left out where the other settings already tell them apart (hmt_stage=1 vs 2)."""
+    value (a checkpoint path) or a missing one is left out where the other settings tell them apart (hmt_stage)."""
     labels = {}
     for method, settings in series:
         others = [dict(s) for m, s in series if m == method and s != settings]
         kept = dict(settings)
         for name in sorted(kept, key=lambda n: -len(str(kept[n]))):
             rest = {n: v for n, v in kept.items() if n != name}
-            if len(str(kept[name])) > LONG_VALUE and not any(all(o.get(n) == v for n, v in rest.items())
-                                                              for o in others):
+            minor = kept[name] is None or len(str(kept[name])) > LONG_VALUE
+            if minor and not any(all(o.get(n) == v for n, v in rest.items()) for o in others):
                 kept = rest
-        text = ", ".join(f"{setting_name(n)}={v}" for n, v in kept.items())
+        text = ", ".join(f"{setting_name(n)}={'none' if v is None else v}" for n, v in kept.items())
         labels[(method, settings)] = method_label(method) + (f" ({text})" if text else "")
     return labels
 
