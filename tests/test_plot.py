@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from hmtbench.analysis import plot
 from hmtbench.analysis.compare import build
+from hmtbench.analysis.lines import DODGE
 from hmtbench.analysis.load import load_results
 from hmtbench.cli import app
+from hmtbench.methods import method_label
 from tests.test_compare import write_run
 
 matplotlib.use("Agg")
@@ -57,30 +59,45 @@ def test_ppl_bars_heights_are_the_table_means_and_deltas_are_annotated(results: 
     table = build(frame, "ppl")
     fig = plot.figure(frame, "ppl-bars")
     (ax,) = fig.axes
-    expected = {plot.draw.label(m): [row.cells[m].mean for row in table.rows] for m in table.methods}
+    expected = {method_label(m): [row.cells[m].mean for row in table.rows] for m in table.methods}
     assert bars(ax) == expected == {"plain": [10.0, 20.0], "RMT": [9.0, 18.0], "HMT": [7.5, 15.5]}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["big", "tiny"]
     notes = [t.get_text() for t in ax.texts]
     assert notes == [f"{(9.0 - 7.5) / 9.0 * 100:+.1f}%", f"{(18.0 - 15.5) / 18.0 * 100:+.1f}%"]
     assert ax.get_title() == "wiki"
+    assert [c.get_facecolor() for c in ax.patches[::2]] == [matplotlib.colors.to_rgba(c)
+                                                            for c in ("#8c8c8c", "#3a6fb0", "#c8402f")]
 
 
-def test_runs_kept_apart_get_lettered_groups_spelled_out_below(tmp_path: Path) -> None:
+def test_runs_kept_apart_are_bars_of_their_own_labelled_by_their_setting(tmp_path: Path) -> None:
     write_run(tmp_path, "plain", ppl=20.0)
     write_run(tmp_path, "rmt", ppl=18.0)
-    write_run(tmp_path, "rmt", ppl=16.0, checkpoint="/data/runs/rmt/train/final")
+    write_run(tmp_path, "rmt", ppl=16.0, checkpoint="/data/runs/rmt/train/final", memory_tokens=2)
     fig = plot.figure(frame_of(tmp_path), "ppl-bars")
     (ax,) = fig.axes
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny\n(a)", "tiny\n(b)"]
-    assert bars(ax) == {"plain": [20.0, 20.0], "RMT": [16.0, 18.0]}
-    footer = fig.texts[-1].get_text().splitlines()
-    assert footer[-2:] == ["(a) rmt: checkpoint=train/final", "(b) rmt: checkpoint=none"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny"]
+    assert bars(ax) == {"plain": [20.0], "RMT (memory_tokens=1)": [18.0], "RMT (memory_tokens=2)": [16.0]}
+    assert [p.get_hatch() for p in ax.patches] == ["", "", "////"]  # the second RMT series hatched
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(bars(ax))
+    assert "(a)" not in fig.texts[-1].get_text()
+
+
+def test_bar_whiskers_are_one_runs_interval_and_overlap_is_marked(tmp_path: Path) -> None:
+    for method, (ppl, low, high) in {"plain": (6.5, 6.4, 6.6), "rmt": (6.2, 6.1, 6.3),
+                                     "hmt": (6.045, 5.98, 6.11)}.items():
+        write_run(tmp_path, method, ppl=ppl, ppl_ci_low=low, ppl_ci_high=high)
+    (ax,) = plot.figure(frame_of(tmp_path), "ppl-bars").axes
+    whiskers = [c for c in ax.containers if not isinstance(c, BarContainer)]
+    segments = [seg for c in whiskers for seg in c.lines[2][0].get_segments()]
+    assert [(round(s[0][1], 6), round(s[1][1], 6)) for s in segments] == [(6.4, 6.6), (6.1, 6.3), (5.98, 6.11)]
+    assert [t.get_text() for t in ax.texts] == [f"{(6.2 - 6.045) / 6.2 * 100:+.1f}% n.s."]
 
 
 def test_ppl_vs_position_points_are_segment_perplexities(results: Path) -> None:
     fig = plot.figure(frame_of(results), "ppl-vs-position")
     big, tiny = fig.axes
     drawn = lines(tiny)
+    assert fig.get_size_inches()[0] < 10  # two panels: no third, empty slot
     for method, width in [("plain", 64), ("RMT", 62)]:
         xs, ys = drawn[method]
         assert xs == [width, 2 * width, 3 * width]
@@ -104,10 +121,25 @@ def test_position_curve_caps_at_the_document_and_leaves_out_short_tails_and_pape
 def test_memory_vs_length_points_are_peak_memory_per_length(results: Path) -> None:
     fig = plot.figure(frame_of(results), "memory-vs-length")
     (ax,) = fig.axes
-    assert lines(ax) == {"full": ([2048, 8192], [300.0, 1200.0]), "RMT": ([2048, 8192], [210.0, 212.0]),
-                         "HMT": ([2048, 8192], [230.0, 233.0])}
-    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["2,048", "8,192"]
-    assert ax.get_ylabel() == "peak GPU memory (MiB) (lower is better)"
+    drawn = lines(ax)
+    shifts = {label: DODGE**i for label, i in [("full", -1), ("RMT", 0), ("HMT", 1)]}  # set apart sideways
+    assert {label: ([round(x / shifts[label]) for x in xs], ys) for label, (xs, ys) in drawn.items()} == {
+        "full": ([2048, 8192], [300.0, 1200.0]), "RMT": ([2048, 8192], [210.0, 212.0]),
+        "HMT": ([2048, 8192], [230.0, 233.0])}
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["2k", "8k"]
+    assert ax.get_ylabel() == "peak GPU memory (MiB)\n(lower is better)"
+
+
+def test_memory_vs_length_shows_the_baseline_over_a_method_of_the_same_memory(tmp_path: Path) -> None:
+    for method in ("plain", "rmt"):
+        for length in (2048, 8192):
+            write_run(tmp_path, method, command="bench", test_length=length, peak_gpu_mem_mb=350.0)
+    (ax,) = plot.figure(frame_of(tmp_path), "memory-vs-length").axes
+    plain, rmt = ax.get_lines()
+    assert (plain.get_label(), plain.get_linestyle(), plain.get_markerfacecolor(), plain.get_zorder()) == (
+        "plain", "--", "none", 3)
+    assert (rmt.get_label(), rmt.get_linestyle(), rmt.get_marker(), rmt.get_zorder()) == ("RMT", "-", "^", 2)
+    assert plain.get_xdata()[0] < rmt.get_xdata()[0]  # and set apart sideways
 
 
 def test_quality_vs_params_points_are_the_table_means(results: Path) -> None:
@@ -120,18 +152,6 @@ def test_quality_vs_params_points_are_the_table_means(results: Path) -> None:
     assert [t.get_text() for t in added.texts] == ["big", "tiny"] * 3  # plain, RMT, HMT; by added params, then y
 
 
-def test_qa_bars_one_panel_per_metric_and_task(tmp_path: Path) -> None:
-    for task, scores in [("passkey", (0.2, 0.5, 0.9)), ("babilong", (0.1, 0.3, 0.4))]:
-        for method, accuracy in zip(("plain", "rmt", "hmt"), scores, strict=True):
-            write_run(tmp_path, method, command="eval-qa", dataset=None, task=task, accuracy=accuracy,
-                      rouge_l=accuracy / 2)
-    fig = plot.figure(frame_of(tmp_path), "qa-bars")
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["ROUGE-L · babilong", "ROUGE-L · passkey", "accuracy · babilong", "accuracy · passkey"]
-    assert bars(fig.axes[3]) == {"plain": [0.2], "RMT": [0.5], "HMT": [0.9]}
-    assert bars(fig.axes[0])["HMT"] == [0.2]
-
-
 def test_paper_writes_every_supported_figure_and_names_the_rest(results: Path, tmp_path: Path) -> None:
     messages: list[str] = []
     written = plot.run_plot([results], [], tmp_path / "figures", paper=True, warn=messages.append)
@@ -139,15 +159,16 @@ def test_paper_writes_every_supported_figure_and_names_the_rest(results: Path, t
     assert written == [tmp_path / "figures" / f"{n}.{ext}" for n in names for ext in ("png", "pdf")]
     assert all(path.stat().st_size > 1000 for path in written)
     assert written[0].read_bytes()[:4] == b"\x89PNG" and written[1].read_bytes()[:4] == b"%PDF"
-    assert len(messages) == 1 and messages[0].startswith("skipped qa-bars: qa-bars needs eval-qa runs")
+    assert [m.split(":")[0] for m in messages] == ["skipped accuracy-vs-length", "skipped depth-heatmap"]
+    assert "depth-heatmap needs eval-qa runs with accuracy per needle depth (by_depth" in messages[1]
 
 
 def test_a_figure_the_results_cannot_support_names_the_missing_runs(tmp_path: Path) -> None:
     write_run(tmp_path, "plain", ppl=20.0, peak_gpu_mem_mb=300.0, backbone_params=1_000)
     write_run(tmp_path, "hmt", ppl=15.0, peak_gpu_mem_mb=230.0, backbone_params=1_000)
     frame = frame_of(tmp_path)
-    with pytest.raises(plot.FigureUnsupported, match=r"qa-bars needs eval-qa runs .* eval-ppl: plain, hmt on tiny"):
-        plot.figure(frame, "qa-bars")
+    with pytest.raises(plot.FigureUnsupported, match=r"accuracy-vs-length needs eval-qa .* eval-ppl: plain, hmt on"):
+        plot.figure(frame, "accuracy-vs-length")
     with pytest.raises(plot.FigureUnsupported, match=r"two or more lengths.* tiny / wiki: 512 tokens \(plain, hmt\)"):
         plot.figure(frame, "memory-vs-length")
     with pytest.raises(plot.FigureUnsupported, match="the same settings; the results have wiki: tiny only"):
@@ -156,7 +177,7 @@ def test_a_figure_the_results_cannot_support_names_the_missing_runs(tmp_path: Pa
         plot.figure(frame, "ppl-vs-position")
     out = tmp_path / "figures"
     with pytest.raises(plot.FigureUnsupported):
-        plot.run_plot([tmp_path], ["ppl-bars", "qa-bars"], out)
+        plot.run_plot([tmp_path], ["ppl-bars", "depth-heatmap"], out)
     assert not out.exists()  # a named figure that cannot be drawn: nothing half-written
 
 
@@ -169,9 +190,9 @@ def test_cli_plot_end_to_end(results: Path, tmp_path: Path) -> None:
     assert all(path.is_file() for path in files)
     paper = CliRunner().invoke(app, ["plot", str(results), "--paper", "--method", "full", "--out", str(tmp_path)])
     assert paper.exit_code == 0, paper.output
-    assert "skipped ppl-bars" in paper.stderr and "skipped qa-bars" in paper.stderr
+    assert "skipped ppl-bars" in paper.stderr and "skipped depth-heatmap" in paper.stderr
     assert paper.stdout.strip().splitlines()[-1] == f"wrote {tmp_path / 'memory-vs-length.pdf'}"
-    refused = CliRunner().invoke(app, ["plot", str(results), "--figure", "qa-bars"])
-    assert refused.exit_code == 2 and "qa-bars needs eval-qa runs" in refused.stderr
+    refused = CliRunner().invoke(app, ["plot", str(results), "--figure", "accuracy-vs-length"])
+    assert refused.exit_code == 2 and "accuracy-vs-length needs eval-qa runs" in refused.stderr
     unknown = CliRunner().invoke(app, ["plot", str(results), "--figure", "ppl-bar"])
     assert unknown.exit_code == 2 and "did you mean 'ppl-bars'" in unknown.stderr

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from hmtbench.analysis.columns import CONFIG_PREFIX, interval_columns, plain
 from hmtbench.errors import HmtbenchError, unknown_choice
+from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
 
 # Settings all methods of one row share: runs that differ here are another experiment, so another row.
@@ -27,15 +27,8 @@ RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_t
                 "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "steps",
                 "tokens_scored")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
-# Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
-CONFIG_PREFIX = "config."
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
 DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy", "final_loss")
-# Presentation only: column order and names. The paper's deltas: HMT vs RMT, and every method vs plain.
-METHOD_ORDER = ("plain", "full", "rmt", "hmt")
-METHOD_LABELS = {"plain": "plain", "full": "full", "rmt": "RMT", "hmt": "HMT"}
-BASELINE = "plain"
-PAPER_PAIRS = (("hmt", "rmt"),)
 
 
 @dataclass
@@ -47,14 +40,18 @@ class Cell:
     count: int  # runs behind the mean
     runs: list[str]  # their run ids
     failed: int = 0  # failed / canceled runs shown with --include-failed
+    low: float | None = None  # the 95% interval a single run recorded (none for several runs: std shows spread)
+    high: float | None = None
 
 
 @dataclass
 class Row:
-    key: dict[str, Any]  # ROW_KEYS values, plus "variant" when one method's runs had to be split
+    key: dict[str, Any]  # ROW_KEYS values, plus "variant" (the text of ``settings``) when runs had to be split
     cells: dict[str, Cell]
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> the settings its runs differ in
     deltas: dict[tuple[str, str], float | None] = field(default_factory=dict)  # (method, reference) -> %
     best: list[str] = field(default_factory=list)
+    unclear: list[tuple[str, str]] = field(default_factory=list)  # deltas whose two 95% intervals overlap
 
 
 @dataclass
@@ -69,12 +66,8 @@ class Comparison:
     notes: list[str]
 
 
-def label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
-
-
 def delta_label(pair: tuple[str, str]) -> str:
-    return f"{label(pair[0])} vs {label(pair[1])}, %"
+    return f"{method_label(pair[0])} vs {method_label(pair[1])}, %"
 
 
 def sign_rule(direction: str) -> str:
@@ -89,15 +82,6 @@ def gain(reference: float, value: float, direction: str) -> float | None:
         return None
     better_by = reference - value if direction == "lower" else value - reference
     return 100.0 * better_by / reference
-
-
-def plain(value: Any) -> Any:
-    """A pandas/numpy scalar as a plain Python value; missing values as None."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return value
-    if value is None or pd.isna(value):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def metrics_for(frame: pd.DataFrame, wanted: str | None) -> list[str]:
@@ -129,11 +113,11 @@ def build(frame: pd.DataFrame, metric: str) -> Comparison:
     rows: list[Row] = []
     notes: list[str] = []
     for key, group in groups(_runs_with(frame, metric), ROW_KEYS):
-        for variant, per_method in _variants(group, key, notes):
+        for settings, per_method in _variants(group, key, notes):
             cells = {method: _cell(runs, metric) for method, runs in per_method.items()}
-            rows.append(Row({**key, "variant": variant}, cells))
+            rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings))
     methods = order_methods({m for row in rows for m in row.cells})
-    pairs = [p for p in PAPER_PAIRS if set(p) <= set(methods)]
+    pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
     for row in rows:
         _score(row, pairs, direction)
@@ -141,8 +125,28 @@ def build(frame: pd.DataFrame, metric: str) -> Comparison:
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
-    known = [m for m in METHOD_ORDER if m in set(methods)]
+    """The registry's order (table columns, legends), then methods no longer registered, alphabetically."""
+    known = [m for m in method_names() if m in set(methods)]
     return known + sorted(set(methods) - set(known))
+
+
+def split_settings(settings: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """What every method of a row has alike (engine switches: the row's own), and each method's remaining settings."""
+    alike = dict(set.intersection(*(set(s.items()) for s in settings.values()))) if len(settings) > 1 else {}
+    alike = {k: v for k, v in next(iter(settings.values()), {}).items() if k in alike}  # in the recorded order
+    return alike, {m: {k: v for k, v in s.items() if k not in alike} for m, s in settings.items()}
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{s}={_short(v)}" for s, v in settings.items())
+
+
+def variant_text(settings: dict[str, dict[str, Any]]) -> str | None:
+    """What a row's runs were kept apart by, e.g. 'hmt: hmt_stage=1'; what all its methods share as 'all: ...'."""
+    alike, own = split_settings(settings)
+    parts = [f"all: {settings_text(alike)}"] if alike else []
+    parts += [f"{m}: {settings_text(s)}" for m, s in own.items() if s]
+    return "; ".join(parts) or None
 
 
 def groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
@@ -177,7 +181,7 @@ def _runs_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame[has | (unsuccessful & frame["command"].isin(set(frame.loc[has, "command"])))]
 
 
-def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[str | None, dict]]:
+def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[dict, dict]]:
     """Rows for one key: each method's runs split by every setting they differ in, never averaged across it."""
     options: dict[str, list[tuple[dict[str, Any], pd.DataFrame]]] = {}  # method -> [(differing settings, runs)]
     for method_key, runs in groups(group, ("method",)):
@@ -190,23 +194,22 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
             notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
                          "not averaged")
     names = order_methods(options)
-    rows = []
-    for choice in _pairings([[settings for settings, _ in options[n]] for n in names], notes):
-        label = "; ".join(f"{n}: " + ", ".join(f"{s}={_short(v)}" for s, v in options[n][i][0].items())
-                          for n, i in zip(names, choice, strict=True) if options[n][i][0])
-        rows.append((label or None, {n: options[n][i][1] for n, i in zip(names, choice, strict=True)}))
-    return rows
+    return [({n: options[n][i][0] for n, i in zip(names, choice, strict=True)},
+             {n: options[n][i][1] for n, i in zip(names, choice, strict=True)})
+            for choice in _pairings([[settings for settings, _ in options[n]] for n in names], notes)]
 
 
 def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tuple[int, ...]]:
     """Which variants of the methods share a row: all combinations, except that a setting varying in several
-    methods (checkpoint: trained or not) pairs only runs that agree on whether it is set; no variant is left out."""
+    methods pairs only runs that agree on it: on its value where the methods share values (engine switches), else
+    on whether it is set (checkpoints: each method has its own, trained or not); no variant is left out."""
     every = list(itertools.product(*(range(len(v)) for v in variants)))
     shared = [s for s in dict.fromkeys(s for v in variants for s in v[0]) if sum(s in v[0] for v in variants) > 1]
+    by_value = [s for s in shared if _values_shared(variants, s)]
 
     def agrees(choice: tuple[int, ...]) -> bool:
-        return all(len({v[i][s] is None for v, i in zip(variants, choice, strict=True) if s in v[i]}) <= 1
-                   for s in shared)
+        picked = [v[i] for v, i in zip(variants, choice, strict=True)]
+        return all(len({p[s] if s in by_value else p[s] is None for p in picked if s in p}) <= 1 for s in shared)
 
     kept = [c for c in every if agrees(c)]
     for m, options in enumerate(variants):
@@ -214,8 +217,16 @@ def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tu
             if not any(c[m] == i for c in kept):
                 kept += [c for c in every if c[m] == i and c not in kept]
     if len(kept) < len(every):
-        notes.append(f"rows pair runs that agree on whether {', '.join(shared)} is set")
+        by_set = [s for s in shared if s not in by_value]
+        notes += [f"rows pair runs that agree on {', '.join(by_value)}"] if by_value else []
+        notes += [f"rows pair runs that agree on whether {', '.join(by_set)} is set"] if by_set else []
     return sorted(kept)
+
+
+def _values_shared(variants: list[list[dict[str, Any]]], setting: str) -> bool:
+    """Whether the methods varying in ``setting`` have a set value of it in common (then it pairs by value)."""
+    values = [{v[setting] for v in options if setting in v} for options in variants if setting in options[0]]
+    return any(value is not None for value in set.intersection(*values))
 
 
 def _short(value: Any) -> str:
@@ -243,47 +254,38 @@ def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any],
 def _cell(runs: pd.DataFrame, metric: str) -> Cell:
     ok = runs[runs["status"].eq("success").fillna(False).astype(bool) & runs[metric].notna()]
     values = ok[metric].astype(float)
+    low, high = (plain(ok[c].iloc[0]) if len(ok) == 1 and c in ok else None for c in interval_columns(metric))
     return Cell(
         mean=float(values.mean()) if len(values) else None,
         std=float(values.std(ddof=1)) if len(values) > 1 else None,
         count=len(values),
         runs=[str(r) for r in ok["run_id"]],
         failed=len(runs) - len(ok),
+        low=None if low is None or high is None else float(low),
+        high=None if low is None or high is None else float(high),
     )
+
+
+def overlap(a: Cell, b: Cell) -> bool:
+    """Whether both cells have a 95% interval and the two overlap: their difference is then not significant."""
+    if None in (a.low, a.high, b.low, b.high):
+        return False
+    return max(a.low, b.low) <= min(a.high, b.high)
 
 
 def _score(row: Row, pairs: list[tuple[str, str]], direction: str) -> None:
     means = {m: c.mean for m, c in row.cells.items() if c.mean is not None}
     row.deltas = {(a, b): gain(means[b], means[a], direction) if a in means and b in means else None
                   for a, b in pairs}
+    row.unclear = [(a, b) for a, b in pairs if a in means and b in means and overlap(row.cells[a], row.cells[b])]
     if len(means) > 1:
         best = (min if direction == "lower" else max)(means.values())
         row.best = [m for m in order_methods(means) if math.isclose(means[m], best, rel_tol=1e-12)]
 
 
-def run_compare(paths: Sequence[str | Path], filters: dict[str, str | None], metric: str | None = None,
-                fmt: str = "table", include_failed: bool = False, output: str | Path | None = None,
-                warn: Callable[[str], None] | None = None) -> str:
-    """`hmtbench compare`: load, filter, table every metric, render (and write ``output``); notes go to ``warn``."""
-    from hmtbench.analysis.formats import FORMATS, render
-    from hmtbench.analysis.load import load_results, select
+def __getattr__(name: str):  # transitional: cli.py imports run_compare from here until it imports analysis.report
+    if name == "run_compare":
+        from hmtbench.analysis.report import run_compare
 
-    if fmt not in FORMATS:
-        raise unknown_choice("--format", fmt, FORMATS)
-    warn = warn or print
-    frame = select(load_results(paths, warn), filters, include_failed, warn)
-    if frame.empty:
-        raise HmtbenchError("no runs are left after the filters")
-    metrics = metrics_for(frame, metric)
-    tables = compare(frame, metrics)
-    text = render(tables, fmt)
-    for note in dict.fromkeys(n for t in tables for n in t.notes):
-        warn(f"note: {note}")
-    untabled = frame[frame[metrics].isna().all(axis=1) & frame["status"].eq("success").fillna(False).astype(bool)]
-    if len(untabled) and not metric:
-        what = inventory(untabled).removeprefix("the results hold ")
-        warn(f"note: not tabled, no {' / '.join(metrics)}: {what}; name their metric, e.g. --metric peak_gpu_mem_mb")
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text + "\n")
-    return text
+        return run_compare
+    raise AttributeError(name)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
+from collections.abc import Iterator
 from typing import Any
 
-from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, delta_label, describe, label, sign_rule
+from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, Row, delta_label, describe, sign_rule
 from hmtbench.errors import unknown_choice
+from hmtbench.methods import method_label
 
 FORMATS = ("table", "markdown", "csv", "json")
 ALWAYS_SHOWN = ("backbone", "dataset", "task")  # shown even when every row has the same value
+
+
+WIDTH = 120  # the terminal table's width: long variant texts become numbered footnotes under it
+NOT_SIGNIFICANT = " n.s."
 
 
 def render(tables: list[Comparison], fmt: str) -> str:
@@ -22,15 +29,25 @@ def render(tables: list[Comparison], fmt: str) -> str:
 
 
 def header(table: Comparison) -> str:
-    return (f"{table.metric} ({table.direction} is better); cells: mean ± std (n runs); * = best in row; "
+    single = "; one run: value [95% interval]" if any(c.low is not None for r in table.rows
+                                                         for c in r.cells.values()) else ""
+    return (f"{table.metric} ({table.direction} is better); cells: mean ± std (n runs){single}; * = best in row; "
             f"{sign_rule(table.direction)}")
 
 
-def shown_keys(table: Comparison) -> tuple[list[str], dict[str, Any]]:
-    """The key columns worth a column (always-shown ones and any that vary) and the settings common to all rows."""
+def notes(table: Comparison, footnotes: list[str]) -> list[str]:
+    """Lines under a table: the variants' footnotes, and what n.s. means where a delta carries it."""
+    lines = [f"[{i}] {text}" for i, text in enumerate(footnotes, 1)]
+    if any(row.unclear for row in table.rows):
+        lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: the two methods' 95% intervals overlap")
+    return lines
+
+
+def shown_keys(table: Comparison, always: tuple[str, ...] = ALWAYS_SHOWN) -> tuple[list[str], dict[str, Any]]:
+    """The key columns worth a column (``always`` ones and any that vary) and the settings common to all rows."""
     keys = [*ROW_KEYS, "variant"]
     values = {k: {row.key.get(k) for row in table.rows} for k in keys}
-    shown = [k for k in keys if len(values[k]) > 1 or (k in ALWAYS_SHOWN and values[k] != {None})]
+    shown = [k for k in keys if len(values[k]) > 1 or (k in always and values[k] != {None})]
     common = {k: next(iter(values[k])) for k in keys if k not in shown and values[k] != {None}}
     return shown, common
 
@@ -41,67 +58,111 @@ def number(value: float) -> str:
     return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
 
 
-def cell_text(cell: Cell | None) -> str:
+def bound(value: float) -> str:
+    """An interval's end: three significant digits (the interval says how many of the value's digits hold)."""
+    return number(value) if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def cell_text(cell: Cell | None, then: str = " ") -> str:
+    """mean ± std (n=k), or one run's value [95% interval]; ``then`` goes before the part in brackets."""
     if cell is None or (cell.mean is None and not cell.failed):
         return "–"
     text = "–" if cell.mean is None else number(cell.mean)
     if cell.count > 1 and cell.std is not None:
-        text += f" ± {number(cell.std)} (n={cell.count})"
-    return text + (f" [{cell.failed} failed]" if cell.failed else "")
+        text += f" ± {number(cell.std)}{then}(n={cell.count})"
+    elif cell.low is not None and cell.high is not None:
+        text += f"{then}[{bound(cell.low)}, {bound(cell.high)}]"
+    return text + (f"{then}[{cell.failed} failed]" if cell.failed else "")
 
 
-def text_rows(table: Comparison, best: str) -> tuple[list[str], list[list[str]]]:
-    """Column names and cell strings; ``best`` wraps the best cell of a row (e.g. '{}*')."""
-    keys, _ = shown_keys(table)
-    names = [*keys, *map(label, table.methods), *map(delta_label, table.pairs)]
+def delta_text(row: Row, pair: tuple[str, str]) -> str:
+    value = row.deltas.get(pair)
+    if value is None:
+        return "–"
+    return f"{value:+.2f}" + (NOT_SIGNIFICANT if pair in row.unclear else "")
+
+
+def text_rows(table: Comparison, best: str, keys: list[str] | None = None,
+              then: str = " ") -> tuple[list[str], list[list[str]], list[str]]:
+    """Column names, cell strings and the variants' footnotes (the variant column holds their numbers);
+    ``best`` wraps the best cell of a row (e.g. '{}*'), ``keys`` are the key columns (default: shown_keys)."""
+    keys = shown_keys(table)[0] if keys is None else keys
+    names = [*keys, *map(method_label, table.methods), *map(delta_label, table.pairs)]
+    footnotes = list(dict.fromkeys(row.key["variant"] for row in table.rows if row.key.get("variant")))
     rows = []
     for row in table.rows:
-        cells = [best.format(cell_text(row.cells.get(m))) if m in row.best else cell_text(row.cells.get(m))
+        cells = [best.format(cell_text(row.cells.get(m), then)) if m in row.best else cell_text(row.cells.get(m), then)
                  for m in table.methods]
-        deltas = ["–" if row.deltas.get(p) is None else f"{row.deltas[p]:+.2f}" for p in table.pairs]
-        rows.append([_key_text(row.key.get(k)) for k in keys] + cells + deltas)
-    return names, rows
+        variant = row.key.get("variant")
+        key = {**row.key, "variant": f"[{footnotes.index(variant) + 1}]" if variant else None}
+        rows.append([_key_text(key.get(k)) for k in keys] + cells + [delta_text(row, p) for p in table.pairs])
+    return names, rows, footnotes
 
 
 def _key_text(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+def _wrapped(lines: list[str], indent: str = "") -> list[str]:
+    return [part for line in lines for part in textwrap.wrap(line, WIDTH, subsequent_indent=indent) or [""]]
+
+
 def _boxed(tables: list[Comparison]) -> str:
+    """Terminal tables at most WIDTH characters wide, in the first layout that fits; header and footnotes wrapped."""
     from rich.console import Console
-    from rich.table import Table
 
     out = io.StringIO()
-    console = Console(file=out, width=250, color_system=None)
+    console = Console(file=out, width=WIDTH, color_system=None)
     for table in tables:
-        names, rows = text_rows(table, "{}*")
-        _, common = shown_keys(table)
-        box = Table(title=header(table), caption=describe(common) or None, title_justify="left",
-                    caption_justify="left")
+        layouts = list(_layouts(table, console))
+        box_, below, _ = next((layout for layout in layouts if layout[2]), layouts[-1])
+        console.print("\n".join(_wrapped([header(table)])))
+        console.print(box_)
+        console.print("\n".join(_wrapped(below, indent="    ")) + "\n")
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()).rstrip()
+
+
+def _layouts(table: Comparison, console) -> Iterator[tuple[Any, list[str], bool]]:
+    """Ever more compact layouts: one line per row; then keys that never vary below the table, not as columns; then
+    each cell's bracketed part ((n=k), [interval]) on a second line. Yields (table, lines below, fits WIDTH)."""
+    from rich import box
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    for always, then in ((ALWAYS_SHOWN, " "), ((), " "), ((), "\n")):
+        keys, common = shown_keys(table, always)
+        names, rows, footnotes = text_rows(table, "{}*", keys, then)
+        grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         for name in names:
-            box.add_column(name, justify="right" if name not in ROW_KEYS and name != "variant" else "left")
+            key = name in keys
+            grid.add_column(name.replace("_", "\n") if key else name.replace(" vs ", " vs\n"),
+                            justify="left" if key else "right", overflow="fold")
         for row in rows:
-            box.add_row(*row)
-        console.print(box)
-    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
+            grid.add_row(*row)
+        below = [f"settings: {describe(common)}"] if common else []
+        wide = console.options.update_width(10 * WIDTH)  # measured unbounded: the console clamps to WIDTH
+        yield grid, below + notes(table, footnotes), Measurement.get(console, wide, grid).maximum <= WIDTH
 
 
 def _markdown(tables: list[Comparison]) -> str:
     parts = []
     for table in tables:
-        names, rows = text_rows(table, "**{}**")
+        names, rows, footnotes = text_rows(table, "**{}**")
         _, common = shown_keys(table)
         align = ["---" if n in ROW_KEYS or n == "variant" else "--:" for n in names]
         lines = [header(table).replace(table.metric, f"**{table.metric}**", 1).replace("* = best", "bold = best"), ""]
         if common:
             lines += [f"settings: {describe(common)}", ""]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in [names, align, *rows]]
+        below = notes(table, footnotes)
+        lines += ["", *(f"- {line}" for line in below)] if below else []
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
 def records(table: Comparison) -> list[dict[str, Any]]:
-    """One flat dict per row: keys, then per method mean / std / n, then the deltas and the best methods."""
+    """One flat dict per row: keys, per method mean / std / n / 95% interval, the deltas (and whether each is
+    significant) and the best methods."""
     out = []
     for row in table.rows:
         record: dict[str, Any] = {"metric": table.metric, "direction": table.direction, **row.key}
@@ -110,7 +171,10 @@ def records(table: Comparison) -> list[dict[str, Any]]:
             record[method] = cell.mean if cell else None
             record[f"{method}_std"] = cell.std if cell else None
             record[f"{method}_n"] = cell.count if cell else 0
-        record.update({delta_label(p): row.deltas.get(p) for p in table.pairs})
+            record[f"{method}_ci_low"], record[f"{method}_ci_high"] = (cell.low, cell.high) if cell else (None, None)
+        for pair in table.pairs:
+            record[delta_label(pair)] = row.deltas.get(pair)
+            record[f"{delta_label(pair)}{NOT_SIGNIFICANT}"] = pair in row.unclear
         record["best"] = ";".join(row.best)
         out.append(record)
     return out
@@ -128,7 +192,8 @@ def _json(tables: list[Comparison]) -> str:
     for table in tables:
         rows = [{"key": row.key, "best": row.best,
                  "cells": {m: vars(c) for m, c in row.cells.items()},
-                 "deltas": {delta_label(p): v for p, v in row.deltas.items()}} for row in table.rows]
+                 "deltas": {delta_label(p): v for p, v in row.deltas.items()},
+                 "not_significant": [delta_label(p) for p in row.unclear]} for row in table.rows]
         payload.append({"metric": table.metric, "direction": table.direction, "sign": sign_rule(table.direction),
                         "methods": table.methods, "rows": rows, "notes": table.notes})
     return json.dumps(payload, indent=2, ensure_ascii=False)

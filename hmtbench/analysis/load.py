@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,11 +10,13 @@ from typing import Any
 
 import pandas as pd
 
-from hmtbench.analysis.compare import CONFIG_PREFIX, plain
+from hmtbench.analysis.columns import CONFIG_PREFIX, INTERVAL_METRICS, READ_COLUMNS, interval_columns, plain
 from hmtbench.errors import HmtbenchError, did_you_mean
+from hmtbench.fastpath import EngineOptions
+from hmtbench.methods import config_class, method_names
 from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
 
-NUMERIC = (*METRIC_DIRECTION, "backbone_params")
+NUMERIC = (*METRIC_DIRECTION, "backbone_params", *(c for m in INTERVAL_METRICS for c in interval_columns(m)))
 # Config keys that are not settings of the experiment, or that a column already carries as the run used it
 # (the config holds every method's memory fields; the columns hold only those the method has).
 NOT_SETTINGS = {*COLUMN_NAMES, "stage", "out", "output_dir", "device", "resume", "log_every", "checkpoint_every"}
@@ -35,7 +38,7 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     if frame.empty:
         raise HmtbenchError(f"no hmtbench results in {', '.join(map(str, paths))} ({len(skipped)} files skipped); "
                             "make some with `hmtbench eval-ppl --method plain,rmt,hmt`")
-    frame = frame.reindex(columns=[*COLUMN_NAMES, "source_file"])  # records of older schemas lack new columns
+    frame = frame.reindex(columns=[*READ_COLUMNS, "source_file"])  # records of older schemas lack new columns
     copies = frame["run_id"].duplicated()
     for run_id in dict.fromkeys(frame.loc[copies, "run_id"]):
         files = ", ".join(frame.loc[frame["run_id"] == run_id, "source_file"])
@@ -43,8 +46,9 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame = frame[~copies].reset_index(drop=True)
     for column in NUMERIC:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
-    configs = [_parse(text) for text in frame["config"]]
-    asked = pd.Series([c.get("memory", {}).get("segment_length") for c in configs], index=frame.index, dtype="Int64")
+    configs = [normalise_config(_parse(text), plain(method)) for text, method in zip(frame["config"], frame["method"],
+                                                                                       strict=True)]
+    asked = pd.Series([c.get("segment_length") for c in configs], index=frame.index, dtype="Int64")
     frame["segment_length_run"] = frame["segment_length"]  # full-context runs: the document length
     frame["segment_length"] = asked.fillna(frame["segment_length"])  # --segment-length as given (compare.ROW_KEYS)
     frame["backbone_resolved"] = frame["backbone_resolved"].map(portable_source, na_action="ignore")
@@ -69,6 +73,38 @@ def portable_checkpoint(path: str | None, sha256: str | None) -> str | None:
         return None
     tail = "/".join(Path(path).parts[-2:])
     return f"{tail} [{sha256[:8]}]" if sha256 else tail
+
+
+def normalise_config(config: dict[str, Any], method: str | None) -> dict[str, Any]:
+    """Old and new records' configurations in one layout, so that the same evaluation is one setting in both.
+
+    Old records hold every method's fields in ``memory`` (the name in ``method``); new ones hold ``segment_length``
+    at the top and the method's own fields in ``method``. Either becomes ``segment_length`` plus ``method.<field>``
+    for the fields of the method's config class only: a field it lacks is no setting of it (HMT's summary_pass
+    never splits RMT runs), and one a record lacks equals its default, as do engine switches older records lack.
+    """
+    values = {key: value for key, value in config.items() if key not in ("memory", "method", "engine")}
+    section = config["method"] if isinstance(config.get("method"), dict) else config.get("memory") or {}
+    own = {key: value for key, value in section.items() if key != "name"}
+    values.setdefault("segment_length", own.pop("segment_length", None))
+    own.pop("segment_length", None)
+    values["method"] = _own_fields(method, own)
+    values["engine"] = {**EngineOptions().as_dict(), **(config.get("engine") or {})}
+    return values
+
+
+def _own_fields(method: str | None, own: dict[str, Any]) -> dict[str, Any]:
+    """A registered method's own config fields, defaults filled in; an unregistered method's fields as recorded."""
+    if method not in method_names():
+        return own
+    fields = [f for f in dataclasses.fields(config_class(method)) if f.name != "segment_length"]
+    return {f.name: own[f.name] if f.name in own else _default(f) for f in fields}
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return None if field.default_factory is dataclasses.MISSING else field.default_factory()
 
 
 def config_settings(config: dict[str, Any]) -> dict[str, Any]:

@@ -11,44 +11,37 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hmtbench.analysis import draw
-from hmtbench.analysis.compare import Comparison, Row, build, inventory
+from hmtbench.analysis import bars, draw, qa
+from hmtbench.analysis.compare import Comparison, build, inventory
+from hmtbench.analysis.draw import FigureUnsupported
+from hmtbench.analysis.lines import Line, LinePanel, line_figure, series_lines
 from hmtbench.analysis.load import load_results, select
+from hmtbench.analysis.series import Entry, Legend, by_panel, entries, grouped, legend, ordered_series
 from hmtbench.errors import HmtbenchError, unknown_choice
+from hmtbench.methods import method_label, method_names
 from hmtbench.results.schema import METRIC_DIRECTION
 
 FIGURES = {
     "ppl-bars": "perplexity per method, grouped by backbone, one panel per dataset (the paper's Figures 2-4)",
-    "qa-bars": "answer quality per method and task (the paper's Figure 5)",
+    "accuracy-vs-length": "QA accuracy against context length: a line per method with its 95% band, a panel per task",
+    "depth-heatmap": "QA accuracy per needle depth and context length, a panel per method (BABILong's style)",
     "ppl-vs-position": "perplexity against position in the document, per method",
     "memory-vs-length": "peak GPU memory against context length: memory methods vs the full-context backbone",
     "quality-vs-params": "quality against total and added parameters, per method across backbones",
 }
-QA_METRICS = ("answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
 LENGTHS = ("test_length", "context_length")
 
 
-class FigureUnsupported(HmtbenchError):
-    """The results hold no runs this figure can be drawn from; the message says which runs to add."""
+def all_methods() -> str:
+    return ",".join(method_names())  # --method for the runs a message asks for
 
 
 def ppl_bars(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     table = build(frame, metric or "ppl")
     if not table.rows:
         raise FigureUnsupported(f"ppl-bars needs eval-ppl runs with {table.metric}; {inventory(frame)}; add them "
-                                "with `hmtbench eval-ppl --method plain,rmt,hmt`")
-    return draw.bars_figure(_bar_panels([table]))
-
-
-def qa_bars(frame: pd.DataFrame, metric: str | None = None) -> Figure:
-    metrics = [metric] if metric else [m for m in QA_METRICS if frame[m].notna().any()]
-    tables = [t for t in (build(frame, m) for m in metrics) if t.rows]
-    if not tables:
-        raise FigureUnsupported(f"qa-bars needs eval-qa runs with {' or '.join(metrics or QA_METRICS)}; "
-                                f"{inventory(frame)}; add them with `hmtbench eval-qa --method plain,rmt,hmt`")
-    panels = _bar_panels(tables)
-    per_metric = max(sum(1 for panel in panels if panel[0] is table) for table in tables)
-    return draw.bars_figure(panels, ncols=min(per_metric, 4))  # a row per metric where they fit
+                                f"with `hmtbench eval-ppl --method {all_methods()}`")
+    return bars.bars_figure(table)
 
 
 def ppl_vs_position(frame: pd.DataFrame, metric: str | None = None) -> Figure:
@@ -61,11 +54,23 @@ def ppl_vs_position(frame: pd.DataFrame, metric: str | None = None) -> Figure:
                                 f"(segment_nll); {inventory(frame)}; add them with `hmtbench eval-ppl --method "
                                 "plain,rmt,hmt --protocol stream`")
     runs = frame.set_index("run_id")
-    panels = [draw.LinePanel(row.key, {m: position_curve(runs.loc[c.runs]) for m, c in row.cells.items() if c.runs},
-                             "position in the document (tokens read)", "perplexity of the segment")
-              for row in table.rows]
-    return draw.line_figure(panels, "each point: perplexity of one segment, mean over runs; segments scoring under "
-                                    "10% of a full segment's tokens (short tails) left out")
+    items = entries(table)
+    looks = legend(items)
+    panels = [LinePanel(dict(key), _position_lines(panel, runs, looks), "position in the document (tokens read)",
+                        "perplexity of the segment") for key, panel in grouped(items, lambda e: e.place()).items()]
+    return line_figure(panels, "each point: perplexity of one segment, mean over runs; segments scoring under 10% of a "
+                               "full segment's tokens (short tails) left out; dotted level: a method reading the whole "
+                               "document in one segment")
+
+
+def _position_lines(items: list[Entry], runs: pd.DataFrame, looks: Legend) -> list[Line]:
+    lines = []
+    for method, own in ordered_series(items):
+        entry = next(e for e in items if (e.method, e.own) == (method, own))
+        xs, ys = position_curve(runs.loc[entry.cell.runs])
+        lines.append(Line(method, looks.labels[(method, own)], xs, ys, variant=looks.index[(method, own)],
+                          level=len(xs) == 1))
+    return lines
 
 
 def position_curve(runs: pd.DataFrame, min_share: float = 0.1) -> tuple[list[float], list[float]]:
@@ -94,30 +99,31 @@ def memory_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     if not table.rows:
         raise FigureUnsupported(f"memory-vs-length needs {table.metric}, which only GPU runs record; "
                                 f"{inventory(frame)}; add e.g. `hmtbench eval-ppl --device cuda --method "
-                                "plain,full,rmt,hmt --test-length 2000`, then again with --test-length 8000")
-    panels: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
-    for row in table.rows:
-        length = next((row.key[k] for k in reversed(LENGTHS) if row.key.get(k) is not None), None)
-        if length is None:
-            continue
-        series = panels.setdefault(_without(row.key, LENGTHS), {})
-        for method, cell in row.cells.items():
-            if cell.mean is not None:
-                series.setdefault(method, []).append((length, cell.mean))
-    kept = [draw.LinePanel(dict(key), {m: _xy(points) for m, points in series.items()}, "context length (tokens)",
-                           draw.axis_label(table.metric, table.direction), "log",
-                           {x: f"{x:,}" for points in series.values() for x, _ in points})
-            for key, series in panels.items() if any(len({x for x, _ in pts}) > 1 for pts in series.values())]
+                                f"{all_methods()} --test-length 2000`, then again with --test-length 8000")
+    panels = by_panel([e for e in entries(table) if _length(e) is not None], LENGTHS)
+    looks = legend(e for panel in panels.values() for e in panel)
+    kept = []
+    for key, panel in panels.items():
+        lines = series_lines(panel, _length, looks)
+        if any(len(set(line.xs)) > 1 for line in lines):
+            kept.append(LinePanel(dict(key), lines, "context length (tokens)",
+                                  draw.axis_label(table.metric, table.direction), "log",
+                                  {x: draw.length_label(x) for line in lines for x in line.xs}, dodge=True))
     if not kept:
         raise FigureUnsupported("memory-vs-length needs one method measured at two or more lengths; "
                                 f"{table.metric} was measured only at: {_lengths_seen(panels)}; add runs at another "
                                 "--test-length (or --context-length)")
-    return draw.line_figure(kept, "each point: mean over runs")
+    return line_figure(kept, "each point: mean over runs; the baseline hollow, dashed and on top; lines set a few "
+                             "percent apart sideways so that equal values stay visible")
+
+
+def _length(entry: Entry) -> float | None:
+    return next((entry.row.key[k] for k in reversed(LENGTHS) if entry.row.key.get(k) is not None), None)
 
 
 def quality_vs_params(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     """Top: quality against total parameters (a line per method across backbones); below: against added ones."""
-    present = [m for m in ("ppl", *QA_METRICS) if frame[m].notna().any()]
+    present = [m for m in ("ppl", *qa.QA_METRICS) if frame[m].notna().any()]
     table = build(frame, metric or (present[0] if present else "ppl"))
     points = _param_points(table, frame.set_index("run_id"))
     kept = [k for k, series in points.items() if len({p[3] for pts in series.values() for p in pts}) > 1]
@@ -132,15 +138,15 @@ def quality_vs_params(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     panels = []
     for k in kept:
         ticks = {p[4]: f"{p[3]}\n{draw.count(p[4])}" for pts in points[k].values() for p in pts}
-        series = {m: _xy([(p[0], p[2]) for p in pts]) for m, pts in points[k].items()}
-        panels.append(draw.LinePanel(dict(k), series, "total parameters (backbone + added)", ylabel, "log", ticks))
+        lines = [Line(m, method_label(m), *map(list, zip(*sorted((p[0], p[2]) for p in pts), strict=True)))
+                 for m, pts in points[k].items()]
+        panels.append(LinePanel(dict(k), lines, "total parameters (backbone + added)", ylabel, "log", ticks))
     for k in kept:
         ordered = {m: sorted(pts, key=lambda p: (p[1], p[2])) for m, pts in points[k].items()}
-        panels.append(draw.LinePanel(
-            dict(k), {m: ([p[1] for p in pts], [p[2] for p in pts]) for m, pts in ordered.items()},
-            "parameters added by the method", ylabel, "symlog", joined=False,
-            point_labels={m: [p[3] for p in pts] for m, pts in ordered.items()}))
-    return draw.line_figure(panels, "each point: mean over runs", ncols=max(2, len(kept)))
+        lines = [Line(m, method_label(m), [p[1] for p in pts], [p[2] for p in pts], texts=[p[3] for p in pts])
+                 for m, pts in ordered.items()]
+        panels.append(LinePanel(dict(k), lines, "parameters added by the method", ylabel, "symlog", joined=False))
+    return line_figure(panels, "each point: mean over runs", ncols=max(2, len(kept)))
 
 
 def _param_points(table: Comparison, runs: pd.DataFrame) -> dict[tuple, dict[str, list[tuple]]]:
@@ -160,8 +166,8 @@ def _param_points(table: Comparison, runs: pd.DataFrame) -> dict[tuple, dict[str
 
 
 DRAWERS: dict[str, Callable[[pd.DataFrame, str | None], Figure]] = {
-    "ppl-bars": ppl_bars, "qa-bars": qa_bars, "ppl-vs-position": ppl_vs_position,
-    "memory-vs-length": memory_vs_length, "quality-vs-params": quality_vs_params,
+    "ppl-bars": ppl_bars, "accuracy-vs-length": qa.accuracy_vs_length, "depth-heatmap": qa.depth_heatmap,
+    "ppl-vs-position": ppl_vs_position, "memory-vs-length": memory_vs_length, "quality-vs-params": quality_vs_params,
 }
 
 
@@ -204,31 +210,15 @@ def run_plot(paths: Sequence[str | Path], names: Sequence[str], out: str | Path,
     return [path for name, fig in drawn.items() for path in draw.save(fig, out, name)]
 
 
-def _bar_panels(tables: list[Comparison]) -> list[tuple[Comparison, dict[str, Any], list[Row]]]:
-    """One panel per table and row key without the backbone (the backbones are the groups of bars)."""
-    panels = []
-    for table in tables:
-        found: dict[tuple, list[Row]] = {}
-        for row in table.rows:
-            found.setdefault(_without(row.key, ("backbone", "variant")), []).append(row)
-        metric = {"metric": table.metric} if len(tables) > 1 else {}
-        panels += [(table, {**metric, **dict(key)}, rows) for key, rows in found.items()]
-    return panels
-
-
 def _without(key: dict[str, Any], names: Sequence[str]) -> tuple:
     return tuple((k, v) for k, v in key.items() if k not in names)
 
 
-def _xy(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    ordered = sorted(points)
-    return [p[0] for p in ordered], [p[1] for p in ordered]
-
-
-def _lengths_seen(panels: dict[tuple, dict[str, list[tuple[float, float]]]]) -> str:
+def _lengths_seen(panels: dict[tuple, list[Entry]]) -> str:
     seen = []
-    for key, series in panels.items():
+    for key, items in panels.items():
         where = " / ".join(str(v) for k, v in key if k in ("backbone", "dataset", "task") and v is not None)
-        lengths = sorted({length for points in series.values() for length, _ in points})
-        seen.append(f"{where}: {', '.join(map(str, lengths))} tokens ({', '.join(series)})")
-    return "; ".join(dict.fromkeys(seen)) or "no lengths"  # variant panels repeat a place
+        lengths = sorted({_length(e) for e in items})
+        methods = ", ".join(dict.fromkeys(e.method for e in items))
+        seen.append(f"{where}: {', '.join(map(str, lengths))} tokens ({methods})")
+    return "; ".join(dict.fromkeys(seen)) or "no lengths"  # panels of other settings repeat a place

@@ -1,0 +1,36 @@
+"""Column names and value helpers that load, compare and plot share (so none of them imports another for these)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hmtbench.results.schema import COLUMN_NAMES
+
+# Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
+CONFIG_PREFIX = "config."
+# Metrics whose records may carry a 95% interval (newer records; older ones lack the columns).
+INTERVAL_METRICS = ("ppl", "accuracy", "exact_match")
+# eval-qa: a list of {"depth", "n", "accuracy", "exact_match"}, one per needle depth present.
+BY_DEPTH = "by_depth"
+
+
+def interval_columns(metric: str) -> tuple[str, str]:
+    """The columns holding ``metric``'s 95% interval (bootstrap for ppl, Wilson for QA scores)."""
+    return f"{metric}_ci_low", f"{metric}_ci_high"
+
+
+# Every column compare and plot read: the schema's, plus those newer records add (absent ones read as missing).
+READ_COLUMNS = list(dict.fromkeys([*COLUMN_NAMES, *(c for m in INTERVAL_METRICS for c in interval_columns(m)),
+                                   BY_DEPTH]))
+
+
+def plain(value: Any) -> Any:
+    """A pandas/numpy scalar as a plain Python value; missing values as None."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return value
+    if value is None or pd.isna(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,104 @@
+"""Line figures: a series per method (and per setting that kept its runs apart), bands where intervals exist."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, NullFormatter
+
+from hmtbench.analysis import draw
+from hmtbench.analysis.series import Entry, Legend, ordered_series, spread
+
+DODGE = 1.04  # factor between neighbouring lines' x where a panel dodges them
+
+
+@dataclass
+class Line:
+    method: str
+    label: str
+    xs: list[float]
+    ys: list[float]
+    lows: list[float] | None = None  # a band from lows to highs (95% interval, or ± std over runs)
+    highs: list[float] | None = None
+    variant: int = 0  # which of its method's series: its dash style
+    texts: list[str] = field(default_factory=list)  # a text beside each point
+    level: bool = False  # one value for the whole x range (full context reads the document in one segment)
+
+
+@dataclass
+class LinePanel:
+    key: dict[str, Any]  # what the panel holds (titles show the parts that differ between panels)
+    lines: list[Line]
+    xlabel: str
+    ylabel: str
+    xscale: str = "linear"
+    xticks: dict[float, str] = field(default_factory=dict)  # ticks at the data (lengths, backbones)
+    joined: bool = True  # False: points only (nothing lies between them)
+    ylim: tuple[float, float] | None = None
+    dodge: bool = False  # set the lines a little apart sideways (log x), so that equal values stay visible
+
+
+def line_figure(panels: list[LinePanel], note: str = "", ncols: int = 3) -> Figure:
+    fig, axes = draw.grid(len(panels), ncols)
+    shown, common = draw.titles([p.key for p in panels])
+    for ax, panel, title in zip(axes, panels, shown, strict=True):
+        _line_panel(ax, panel)
+        ax.set(title=title, xlabel=panel.xlabel, ylabel=panel.ylabel)
+    footer = " · ".join(f"{k}={v}" for k, v in common.items())
+    drawn = sorted((line for panel in panels for line in panel.lines), key=lambda x: (draw.slot(x.method), x.variant))
+    return draw.finish(fig, axes, "\n".join([footer, note]), [_label(line) for line in drawn])
+
+
+def _label(line: Line) -> str:
+    return f"{line.label} (whole document)" if line.level else line.label
+
+
+def _line_panel(ax: Axes, panel: LinePanel) -> None:
+    for i, line in enumerate(panel.lines):
+        style = draw.method_line(line.method, line.variant)
+        if panel.dodge:
+            line = replace(line, xs=[x * DODGE ** (i - (len(panel.lines) - 1) / 2) for x in line.xs])
+        if line.level:  # a level line across the panel, its one point marked at its place
+            ax.axhline(line.ys[0], label=_label(line), **{**style, "marker": None, "linestyle": ":"})
+            ax.plot(line.xs, line.ys, linestyle="none", **{k: v for k, v in style.items() if k != "linestyle"})
+            continue
+        if len(line.xs) > 40:  # long documents: a line, not a string of beads
+            style["marker"] = None
+        ax.plot(line.xs, line.ys, label=line.label, **{**style, "linestyle": style["linestyle"] if panel.joined
+                                                       else "none"})
+        if line.lows is not None and line.highs is not None:
+            ax.fill_between(line.xs, line.lows, line.highs, color=style["color"], alpha=0.15, linewidth=0)
+        for x, y, text in zip(line.xs, line.ys, line.texts, strict=False):
+            ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=5.5)
+    _axes(ax, panel)
+
+
+def _axes(ax: Axes, panel: LinePanel) -> None:
+    ax.set_xscale(panel.xscale)
+    if panel.xticks:
+        ticks = sorted(panel.xticks.items())
+        ax.set_xticks([x for x, _ in ticks], [text for _, text in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif panel.xscale != "linear":
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    if panel.ylim:
+        ax.set_ylim(*panel.ylim)
+
+
+def series_lines(items: list[Entry], x: Callable[[Entry], float], looks: Legend) -> list[Line]:
+    """A line per (method, own settings) through (x, mean) in x order, with a band where every point has a spread."""
+    series = ordered_series(items)
+    lines = []
+    for key in series:
+        points = sorted(((x(e), e.cell.mean, spread(e.cell)) for e in items if (e.method, e.own) == key),
+                        key=lambda p: p[0])
+        around = [p[2] for p in points]
+        band = all(around)
+        lines.append(Line(key[0], looks.labels[key], [p[0] for p in points], [p[1] for p in points],
+                          [a[0] for a in around] if band else None, [a[1] for a in around] if band else None,
+                          looks.index[key]))
+    return lines

@@ -1,0 +1,120 @@
+"""A comparison table as figures need it: each method's cell per row, with the settings that set it apart."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hmtbench.analysis.columns import CONFIG_PREFIX
+from hmtbench.analysis.compare import Cell, Comparison, Row, order_methods, split_settings
+from hmtbench.methods import method_label
+
+LONG_VALUE = 8  # a setting's value longer than this (a checkpoint path) is left out of a label the rest tells apart
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One method's cell in one row. ``alike``: the settings every method of the row shares (engine switches), so
+    figures treat them like the row's key; ``own``: the method's own settings that keep its runs apart."""
+
+    row: Row
+    method: str
+    cell: Cell
+    alike: tuple[tuple[str, Any], ...]
+    own: tuple[tuple[str, Any], ...]
+
+    def place(self, drop: Sequence[str] = ()) -> tuple[tuple[str, Any], ...]:
+        """The row's key without ``drop`` and the variant text, with the alike settings: where the cell belongs."""
+        key = tuple((k, v) for k, v in self.row.key.items() if k not in (*drop, "variant"))
+        return key + self.alike
+
+
+def entries(table: Comparison) -> list[Entry]:
+    """Every (row, method) cell with a value, once: variant rows repeat the other methods' cells."""
+    found: dict[Hashable, Entry] = {}
+    for row in table.rows:
+        alike, own = split_settings(row.settings)
+        for method in order_methods(row.cells):
+            cell = row.cells[method]
+            entry = Entry(row, method, cell, tuple(alike.items()), tuple(own.get(method, {}).items()))
+            if cell.mean is not None:
+                found.setdefault((entry.place(), method, entry.own), entry)
+    return list(found.values())
+
+
+def grouped(items: Iterable[Entry], key) -> dict[Hashable, list[Entry]]:
+    out: dict[Hashable, list[Entry]] = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
+    return out
+
+
+def setting_name(name: str) -> str:
+    """A setting as a reader knows it: config.engine.compile -> compile, config.method.summary_pass -> summary_pass."""
+    return name.removeprefix(CONFIG_PREFIX).split(".")[-1]
+
+
+def series_labels(series: Sequence[tuple[str, tuple[tuple[str, Any], ...]]]) -> dict[tuple, str]:
+    """A legend label per (method, settings): the method's label, and the settings that tell its series apart; a long
+    value (a checkpoint path) or a missing one is left out where the other settings tell them apart (hmt_stage)."""
+    labels = {}
+    for method, settings in series:
+        others = [dict(s) for m, s in series if m == method and s != settings]
+        kept = dict(settings)
+        for name in sorted(kept, key=lambda n: -len(str(kept[n]))):
+            rest = {n: v for n, v in kept.items() if n != name}
+            minor = kept[name] is None or len(str(kept[name])) > LONG_VALUE
+            if minor and not any(all(o.get(n) == v for n, v in rest.items()) for o in others):
+                kept = rest
+        text = ", ".join(f"{setting_name(n)}={'none' if v is None else v}" for n, v in kept.items())
+        labels[(method, settings)] = method_label(method) + (f" ({text})" if text else "")
+    return labels
+
+
+def variant_index(series: Sequence[tuple[str, tuple]]) -> dict[tuple, int]:
+    """Which of its method's series each one is (0, 1, ...): its line style or hatch."""
+    return {s: [t for t in series if t[0] == s[0]].index(s) for s in series}
+
+
+@dataclass
+class Legend:
+    """Label and variant number of each (method, settings) series of a figure: one look in every panel."""
+
+    labels: dict[tuple, str]
+    index: dict[tuple, int]
+
+
+def legend(items: Iterable[Entry]) -> Legend:
+    series = ordered_series(items)
+    return Legend(series_labels(series), variant_index(series))
+
+
+def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_mode") -> dict[tuple, list[Entry]]:
+    """Panels by the row key without ``drop``; where ``into_lines`` varies in a panel (untrained plain and full next
+    to LoRA-trained RMT and HMT), it becomes a setting of the lines instead of splitting the panel."""
+    panels = {}
+    for key, panel in grouped(items, lambda e: e.place(drop=(*drop, into_lines))).items():
+        values = {e.row.key.get(into_lines) for e in panel}
+        if len(values) == 1:
+            panels[key + ((into_lines, values.pop()),)] = panel
+        else:
+            extra = [((into_lines, e.row.key[into_lines]),) if e.row.key.get(into_lines) else () for e in panel]
+            panels[key] = [replace(e, own=e.own + x) for e, x in zip(panel, extra, strict=True)]
+    return panels
+
+
+def ordered_series(items: Iterable[Entry]) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+    """The distinct (method, own settings) of ``items``: methods in the registry's order, each's series as found."""
+    found = list(dict.fromkeys((e.method, e.own) for e in items))
+    order = order_methods({m for m, _ in found})
+    return sorted(found, key=lambda s: (order.index(s[0]), bool(s[1]), found.index(s)))
+
+
+def spread(cell: Cell) -> tuple[float, float] | None:
+    """The (low, high) a figure draws around the mean: one run's 95% interval, else ± std over several runs."""
+    if cell.low is not None and cell.high is not None:
+        return cell.low, cell.high
+    if cell.std is not None and cell.mean is not None:
+        return cell.mean - cell.std, cell.mean + cell.std
+    return None

@@ -1,0 +1,119 @@
+"""The QA figures (accuracy-vs-length, depth-heatmap) and full context as a level line, on synthetic records."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.collections import PolyCollection
+
+from hmtbench.analysis import draw, plot
+from hmtbench.analysis.load import load_results
+from tests.test_compare import write_run
+
+matplotlib.use("Agg")
+
+LENGTHS = (1000, 4000, 16000)
+ACCURACY = {"plain": (0.6, 0.3, 0.1), "rmt": (0.7, 0.5, 0.4), "hmt": (0.8, 0.7, 0.6)}
+DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def by_depth(accuracy: float, depth_step: float) -> list[dict]:
+    """Four samples per depth, the accuracy falling by ``depth_step`` per step deeper (never below 0)."""
+    return [{"depth": d, "n": 4, "accuracy": max(0.0, accuracy - i * depth_step), "exact_match": 0.0}
+            for i, d in enumerate(DEPTHS)]
+
+
+@pytest.fixture
+def qa_runs(tmp_path: Path) -> Path:
+    """passkey and multi-fact at three lengths; each run with a Wilson interval and per-depth accuracy."""
+    for task, offset in [("passkey", 0.0), ("multi-fact", -0.1)]:
+        for method, scores in ACCURACY.items():
+            for length, accuracy in zip(LENGTHS, scores, strict=True):
+                value = round(accuracy + offset, 6)
+                write_run(tmp_path, method, command="eval-qa", dataset=None, protocol="qa", task=task,
+                          context_length=length, test_length=length + 7, accuracy=value,
+                          accuracy_ci_low=max(0.0, value - 0.1), accuracy_ci_high=min(1.0, value + 0.1),
+                          by_depth=by_depth(value, 0.1))
+    return tmp_path
+
+
+def frame_of(folder: Path):
+    return load_results([folder], warn=lambda message: None)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    return struct.unpack(">II", path.read_bytes()[16:24])
+
+
+def test_accuracy_vs_length_a_panel_per_task_a_line_and_band_per_method(qa_runs: Path, tmp_path: Path) -> None:
+    fig = plot.figure(frame_of(qa_runs), "accuracy-vs-length")
+    assert [ax.get_title() for ax in fig.axes] == ["tiny · multi-fact", "tiny · passkey"]
+    multi, passkey = fig.axes
+    drawn = {line.get_label(): line for line in passkey.get_lines()}
+    assert list(drawn) == ["plain", "RMT", "HMT"]  # registry order
+    for method, line in zip(ACCURACY, drawn.values(), strict=True):
+        assert list(line.get_ydata()) == pytest.approx(ACCURACY[method])
+        assert np.round(line.get_xdata(), -2).tolist() == pytest.approx(LENGTHS, rel=0.05)  # set a little apart
+        assert line.get_color() == draw.method_color(method)
+    bands = [c for c in passkey.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 3 and bands[2].get_paths()[0].vertices[:, 1].max() == pytest.approx(0.9)
+    assert [t.get_text() for t in passkey.get_xticklabels()] == ["1k", "4k", "16k"]
+    assert passkey.get_xscale() == "log" and passkey.get_ylim() == pytest.approx((-0.03, 1.03))
+    assert list(multi.get_lines()[2].get_ydata()) == pytest.approx([0.7, 0.6, 0.5])
+    (png, _) = draw.save(fig, tmp_path / "figs", "accuracy-vs-length")
+    assert png.is_file() and 1000 < png_size(png)[0] <= 3000
+
+
+def test_untrained_and_trained_methods_share_a_panel_with_the_training_in_the_label(tmp_path: Path) -> None:
+    for method, mode in [("plain", None), ("rmt", "lora"), ("hmt", "lora")]:
+        for length, accuracy in zip(LENGTHS, ACCURACY[method], strict=True):
+            write_run(tmp_path, method, command="eval-qa", dataset=None, task="passkey", context_length=length,
+                      accuracy=accuracy, train_mode=mode)
+    (ax,) = plot.figure(frame_of(tmp_path), "accuracy-vs-length").axes
+    assert [line.get_label() for line in ax.get_lines()] == ["plain", "RMT (train_mode=lora)", "HMT (train_mode=lora)"]
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]  # no intervals, one run: no band
+
+
+def test_depth_heatmap_a_panel_per_method_cells_from_by_depth_one_colour_scale(qa_runs: Path, tmp_path: Path) -> None:
+    frame = frame_of(qa_runs)
+    fig = plot.figure(frame[frame["task"] == "passkey"], "depth-heatmap")
+    *panels, colorbar = fig.axes
+    assert [ax.get_title() for ax in panels] == ["plain\nn=4 per cell", "RMT\nn=4 per cell", "HMT\nn=4 per cell"]
+    hmt = panels[2].get_images()[0]
+    expected = np.array([[max(0.0, a - i * 0.1) for a in ACCURACY["hmt"]] for i in range(len(DEPTHS))])
+    assert np.asarray(hmt.get_array()) == pytest.approx(expected)
+    assert hmt.get_clim() == (0, 1) and all(ax.get_images()[0].get_clim() == (0, 1) for ax in panels)
+    assert [t.get_text() for t in panels[2].get_yticklabels()] == ["0", "0.25", "0.5", "0.75", "1"]
+    assert [t.get_text() for t in panels[2].get_xticklabels()] == ["1k", "4k", "16k"]
+    assert [t.get_text() for t in panels[2].texts][:3] == ["0.80", "0.70", "0.60"]  # depth 0, each length
+    assert colorbar.get_ylabel() == "accuracy (higher is better)"
+    (png, _) = draw.save(fig, tmp_path / "figs", "depth-heatmap")
+    assert png_size(png)[0] <= 3000
+
+
+def test_depth_heatmap_averages_runs_by_their_samples(tmp_path: Path) -> None:
+    for accuracy, n in [(1.0, 2), (0.0, 6)]:
+        write_run(tmp_path, "hmt", command="eval-qa", task="passkey", context_length=4000, accuracy=accuracy,
+                  by_depth=[{"depth": 0.5, "n": n, "accuracy": accuracy, "exact_match": accuracy}])
+    (panel, _) = plot.figure(frame_of(tmp_path), "depth-heatmap").axes
+    assert np.asarray(panel.get_images()[0].get_array()).tolist() == [[0.25]]
+    assert panel.get_title() == "HMT\nn=8 per cell"
+
+
+def test_full_context_is_a_level_line_across_the_position_panel(tmp_path: Path) -> None:
+    asked = json.dumps({"memory": {"segment_length": 64}})  # full reads the document as one segment of 192
+    write_run(tmp_path, "plain", ppl=9.0, test_length=192, segment_nll=[64.0, 64.0, 64.0], segment_tokens=[64] * 3,
+              config=asked)
+    write_run(tmp_path, "full", ppl=5.0, test_length=192, segment_length=192, text_tokens=192, segment_nll=[96.0],
+              segment_tokens=[192], config=asked)
+    fig = plot.figure(frame_of(tmp_path), "ppl-vs-position")
+    (ax,) = fig.axes
+    level = next(line for line in ax.get_lines() if line.get_label() == "full (whole document)")
+    assert list(level.get_ydata()) == pytest.approx([np.exp(0.5)] * 2) and list(level.get_xdata()) == [0, 1]
+    assert level.get_linestyle() == ":" and level.get_color() == draw.method_color("full")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["plain", "full (whole document)"]

@@ -1,0 +1,82 @@
+"""load: old and new configuration layouts read as one set of settings; settings a method lacks never split it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hmtbench.analysis.compare import build
+from hmtbench.analysis.load import load_results, normalise_config, select
+from hmtbench.results import write_record
+from tests.test_compare import write_run
+
+MAKE_RUN = Path(__file__).resolve().parents[1] / "results" / "make-run"
+OLD_MEMORY = {"memory_tokens": 1, "recall_context": 100, "recall_hidden_dim": 4096, "segment_length": 256,
+              "sensory_tokens": 0, "stage": 2, "sum_fraction": 0.5}
+
+
+def new_layout(old: dict) -> dict:
+    """The configuration as records written after the layout change hold it (the HMT fields of today's config)."""
+    memory = {k: v for k, v in old["memory"].items() if k != "segment_length"}
+    method = {"name": old["method"], **memory, "summary_pass": "auto", "summary_batch_tokens": 65536,
+              "summary_segments": 8}
+    rest = {k: v for k, v in old.items() if k not in ("memory", "method")}
+    return {**rest, "segment_length": old["memory"]["segment_length"], "method": method,
+            "engine": {"compile": False, "cuda_graphs": False}}
+
+
+def table_of(*folders: Path, metric: str = "ppl"):
+    return build(select(load_results(list(folders), warn=lambda m: None), {}), metric)
+
+
+def test_todays_record_of_the_committed_make_run_falls_into_its_cell(tmp_path: Path) -> None:
+    (hmt_file,) = sorted(MAKE_RUN.glob("20261124T134059/*-hmt-*.parquet"))
+    record = pd.read_parquet(hmt_file)
+    old = json.loads(record.loc[0, "config"])
+    record.loc[0, "config"] = json.dumps(new_layout(old), sort_keys=True)
+    record.loc[0, "run_id"] = "20261201T000000-eval-ppl-hmt-abcdef"
+    write_record(record, tmp_path, record.loc[0, "run_id"])
+    table = table_of(MAKE_RUN, tmp_path)
+    (row,) = table.rows
+    assert row.key["variant"] is None and table.notes == []
+    assert {m: c.count for m, c in row.cells.items()} == {"plain": 2, "rmt": 2, "hmt": 3}
+    assert row.cells["hmt"].mean == pytest.approx(7.307937, abs=1e-6) and row.cells["hmt"].std == 0.0
+
+
+def test_normalised_settings_of_both_layouts_are_equal() -> None:
+    old = {"backbone": "b", "method": "hmt", "memory": OLD_MEMORY, "data": {"test_length": 2000}}
+    assert normalise_config(old, "hmt") == normalise_config(new_layout(old), "hmt")
+    rmt = normalise_config({"method": "rmt", "memory": {**OLD_MEMORY, "summary_pass": "inline"}}, "rmt")
+    assert rmt == {"segment_length": 256, "method": {"memory_tokens": 1},
+                   "engine": {"compile": False, "cuda_graphs": False}}
+    assert normalise_config({"memory": {"summary_pass": "x", "segment_length": 64}}, "zeta")["method"] == {
+        "summary_pass": "x"}  # an unregistered method keeps what it recorded
+
+
+def test_a_setting_the_method_lacks_never_splits_its_runs(tmp_path: Path) -> None:
+    for ppl, passes in [(10.0, "auto"), (11.0, "inline"), (12.0, None)]:
+        memory = {**OLD_MEMORY, **({"summary_pass": passes} if passes else {})}
+        config = json.dumps({"method": "rmt", "memory": memory})
+        write_run(tmp_path, "rmt", ppl=ppl, config=config)
+        write_run(tmp_path, "hmt", ppl=ppl - 5, config=config.replace('"rmt"', '"hmt"'))
+    table = table_of(tmp_path)
+    assert [(r.cells["rmt"].count, r.cells["rmt"].mean) for r in table.rows] == [(3, 11.0), (3, 11.0)]
+    assert [(r.cells["hmt"].count, r.cells["hmt"].mean) for r in table.rows] == [(2, 6.0), (1, 6.0)]
+    assert [r.key["variant"] for r in table.rows] == ["hmt: config.method.summary_pass=auto",
+                                                      "hmt: config.method.summary_pass=inline"]
+
+
+def test_engine_switches_shared_by_every_method_pair_by_value(tmp_path: Path) -> None:
+    for compiled in (False, True):
+        config = json.dumps({"engine": {"compile": compiled, "cuda_graphs": compiled}})
+        for method, ppl in [("plain", 20.0), ("rmt", 18.0), ("hmt", 15.0)]:
+            write_run(tmp_path, method, ppl=ppl + compiled, config=config)
+    table = table_of(tmp_path)
+    assert [r.key["variant"] for r in table.rows] == [
+        "all: config.engine.compile=False, config.engine.cuda_graphs=False",
+        "all: config.engine.compile=True, config.engine.cuda_graphs=True"]
+    assert [[c.mean for c in r.cells.values()] for r in table.rows] == [[20.0, 18.0, 15.0], [21.0, 19.0, 16.0]]
+    assert "rows pair runs that agree on config.engine.compile, config.engine.cuda_graphs" in table.notes

@@ -1,0 +1,77 @@
+"""compare: a single run's 95% interval in its cell, deltas whose intervals overlap marked n.s., tables fit 120."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hmtbench.analysis.compare import build
+from hmtbench.analysis.formats import render
+from hmtbench.analysis.load import load_results
+from hmtbench.analysis.report import run_compare
+from tests.test_compare import write_run
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.fixture
+def intervals(tmp_path: Path) -> Path:
+    """plain 6.5 [6.40, 6.60], RMT 6.2 [6.10, 6.30], HMT 6.045 [5.98, 6.11]: HMT and RMT overlap, the rest not."""
+    for method, (ppl, low, high) in {"plain": (6.5, 6.40, 6.60), "rmt": (6.2, 6.10, 6.30),
+                                     "hmt": (6.045, 5.98, 6.11)}.items():
+        write_run(tmp_path, method, ppl=ppl, ppl_ci_low=low, ppl_ci_high=high)
+    return tmp_path
+
+
+def table_of(folder: Path):
+    return build(load_results([folder], warn=lambda m: None), "ppl")
+
+
+def test_one_runs_interval_is_shown_and_overlapping_intervals_make_a_delta_not_significant(intervals: Path) -> None:
+    table = table_of(intervals)
+    (row,) = table.rows
+    assert (row.cells["hmt"].low, row.cells["hmt"].high) == (5.98, 6.11)
+    assert row.unclear == [("hmt", "rmt")]
+    markdown = render([table], "markdown")
+    assert ("| 6.500 [6.4, 6.6] | 6.200 [6.1, 6.3] | **6.045 [5.98, 6.11]** | +2.50 n.s. | +4.62 | +7.00 |"
+            in markdown)
+    assert "one run: value [95% interval]" in markdown.splitlines()[0]
+    assert markdown.splitlines()[-1] == "- n.s. = not significant: the two methods' 95% intervals overlap"
+    csv = pd.read_csv(io.StringIO(render([table], "csv")))
+    assert csv[["hmt_ci_low", "hmt_ci_high", "HMT vs RMT, % n.s.", "HMT vs plain, % n.s."]].values.tolist() == [
+        [5.98, 6.11, True, False]]
+    (payload,) = json.loads(render([table], "json"))
+    assert payload["rows"][0]["not_significant"] == ["HMT vs RMT, %"]
+
+
+def test_several_runs_keep_mean_and_std_and_mark_nothing(intervals: Path) -> None:
+    write_run(intervals, "hmt", ppl=6.245, ppl_ci_low=6.18, ppl_ci_high=6.31)
+    (row,) = table_of(intervals).rows
+    hmt = row.cells["hmt"]
+    assert (hmt.mean, hmt.count, hmt.low, hmt.high) == (pytest.approx(6.145), 2, None, None)
+    assert row.unclear == []
+    assert "6.145 ± 0.141 (n=2)" in render([table_of(intervals)], "table")
+
+
+def test_records_without_interval_columns_read_as_missing(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", ppl=6.5)
+    frame = load_results([tmp_path], warn=lambda m: None)
+    assert frame[["ppl_ci_low", "ppl_ci_high", "accuracy_ci_low", "by_depth"]].isna().all().all()
+    assert build(frame, "ppl").rows[0].cells["plain"].low is None
+
+
+def test_the_committed_results_table_fits_120_columns_with_variants_as_footnotes() -> None:
+    text = run_compare([RESULTS], {}, fmt="table", warn=lambda m: None)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert "[1] hmt: checkpoint=stage1/final, hmt_stage=1" in lines
+    assert sum(line.startswith("ppl (lower is better)") for line in lines) == 1
+    ppl = lines[:lines.index("[1] hmt: checkpoint=stage1/final, hmt_stage=1")]
+    assert [line.split()[3:6] for line in ppl if " lora " in line and "bfloat16" in line] == [
+        ["lora", "[1]", "6.772"], ["lora", "[2]", "6.772"]]
+    markdown = run_compare([RESULTS], {}, fmt="markdown", warn=lambda m: None)
+    assert "| lora | [1] |" in markdown and "- [1] hmt: checkpoint=stage1/final, hmt_stage=1" in markdown
