@@ -305,7 +305,7 @@ def compare(
 
         hmtbench compare results/ old-runs/ --format csv --output table.csv
     """
-    from hmtbench.analysis.compare import run_compare
+    from hmtbench.analysis.report import run_compare
 
     filters = {"backbone": backbone, "dataset": dataset, "method": method}
     typer.echo(run_compare(paths or ["results"], filters, metric, fmt, include_failed, output, warn=_warn))

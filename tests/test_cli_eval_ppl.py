@@ -154,7 +154,8 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     return {
         "alias": (["--backbone", "smollm2-13m", *default],
                   ["unknown backbone 'smollm2-13m'", "did you mean 'smollm2-135m'"]),
-        "tiny": (["--backbone", "random:lama", *default], ["unknown backbone 'random:lama'", "did you mean 'random:llama'"]),
+        "tiny": (["--backbone", "random:lama", *default],
+                 ["unknown backbone 'random:lama'", "did you mean 'random:llama'"]),
         "dataset": (["--backbone", "random:llama", "--dataset", "wikitxt-103"],
                     ["unknown dataset 'wikitxt-103'", "did you mean 'wikitext-103'"]),
         "jsonl": (["--backbone", "random:llama", "--dataset", str(no_text_jsonl)],
@@ -179,7 +180,8 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
         "paper too short": (["--backbone", "random:llama", *default, "--protocol", "paper", "--test-length", "5000"],
                             ["fewer than one paper window (--test-length 5000)"]),
         "protocol": (["--backbone", "random:llama", *default, "--protocol", "papers"], ["unknown --protocol 'papers'"]),
-        "hub offline": (["--backbone", "nobody/nothing", *default], ["could not load 'nobody/nothing'", "HF_HUB_OFFLINE=1"]),
+        "hub offline": (["--backbone", "nobody/nothing", *default],
+                        ["could not load 'nobody/nothing'", "HF_HUB_OFFLINE=1"]),
     }
 
 

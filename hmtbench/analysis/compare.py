@@ -281,11 +281,3 @@ def _score(row: Row, pairs: list[tuple[str, str]], direction: str) -> None:
     if len(means) > 1:
         best = (min if direction == "lower" else max)(means.values())
         row.best = [m for m in order_methods(means) if math.isclose(means[m], best, rel_tol=1e-12)]
-
-
-def __getattr__(name: str):  # transitional: cli.py imports run_compare from here until it imports analysis.report
-    if name == "run_compare":
-        from hmtbench.analysis.report import run_compare
-
-        return run_compare
-    raise AttributeError(name)

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from hmtbench.analysis.columns import CONFIG_PREFIX, INTERVAL_METRICS, READ_COLUMNS, interval_columns, plain
+from hmtbench.config import EngineOptions
 from hmtbench.errors import HmtbenchError, did_you_mean
-from hmtbench.fastpath import EngineOptions
 from hmtbench.methods import config_class, method_names
 from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
 
@@ -89,7 +89,7 @@ def normalise_config(config: dict[str, Any], method: str | None) -> dict[str, An
     values.setdefault("segment_length", own.pop("segment_length", None))
     own.pop("segment_length", None)
     values["method"] = _own_fields(method, own)
-    values["engine"] = {**EngineOptions().as_dict(), **(config.get("engine") or {})}
+    values["engine"] = {**dataclasses.asdict(EngineOptions()), **(config.get("engine") or {})}
     return values
 
 
