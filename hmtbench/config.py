@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
@@ -67,9 +68,9 @@ class EvalConfig:
 def to_dict(config: Any) -> dict[str, Any]:
     """Nested plain values; a method's config carries its name (``method.settings()``)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        values = {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
-        name = getattr(type(config), "name", None)
-        return {"name": name, **values} if isinstance(name, str) and "name" not in values else values
+        if _is_method_config(type(config)):
+            return config.settings()
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
     if isinstance(config, (list, tuple)):
         return [to_dict(v) for v in config]
     if isinstance(config, dict):
@@ -86,18 +87,27 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     if not isinstance(values, dict):
         raise HmtbenchError(f"setting '{where.rstrip('.')}' must be a group of settings, got {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    names = set(fields) | ({"name"} if isinstance(getattr(cls, "name", None), str) else set())
+    method = _is_method_config(cls)
+    names = set(fields) | ({"name"} if method else set())
     kwargs = {}
     for key, value in values.items():
         if key not in names:
             raise HmtbenchError(f"unknown setting '{where}{key}'{did_you_mean(key, names)}")
-        if key == "name" and key not in fields:
+        if method and key == "name":
             continue  # a method config's name: the class already is that method's
         kwargs[key] = _field_value(cls, fields[key], value, f"{where}{key}")
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise HmtbenchError(f"settings '{where.rstrip('.') or cls.__name__}': {err}") from None
+
+
+def _is_method_config(cls: type) -> bool:
+    if "hmtbench.methods.base" not in sys.modules:  # no method config exists before the methods are imported
+        return False
+    from hmtbench.methods.base import MethodConfig
+
+    return issubclass(cls, MethodConfig)
 
 
 def _field_value(cls: type, spec: dataclasses.Field, value: Any, name: str) -> Any:

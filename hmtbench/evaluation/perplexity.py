@@ -123,7 +123,7 @@ def stream_batches(corpus: TokenizedCorpus, batch_size: int, device: torch.devic
 def paper_windows(
     corpus: TokenizedCorpus, segment_tokens: int, test_length: int, max_windows: int | None
 ) -> list[tuple[int, int]]:
-    """[start, end) of the reference's test windows over the concatenated stream (spec 5.1)."""
+    """[start, end) of the reference's test windows over the joined stream (docs/methods.md, "Scoring rule...")."""
     total = sum(len(d) for d in corpus.documents)
     windows = []
     k = 0

@@ -14,8 +14,8 @@ class MemoryRecall(nn.Module):
     """softmax(wq(summary) . wk(M_j) / sqrt(h)) over the cached M_j; the values are the raw M_j.
 
     No value or output projection, no heads, no residual: the recalled memory is a convex
-    combination of cached memories (spec 3.3). Scores in the parameters' dtype, softmax in fp32,
-    and the same 1/sqrt(h) scale in training and generation (fixes reference quirks 2 and 5).
+    combination of cached memories (docs/methods.md, "HMT"). Scores in the parameters' dtype, softmax in fp32,
+    and the same 1/sqrt(h) scale in training and generation (docs/methods.md, "Departures", 4 and 5).
     """
 
     def __init__(self, hidden_size: int, recall_dim: int, *, dtype: torch.dtype, device: torch.device) -> None:

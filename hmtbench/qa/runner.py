@@ -6,7 +6,7 @@ Two measures per sample, both with the context held in the method's memory:
   (``segment_batch(..., scored=mask)``), and the mask marks exactly the answer tokens, so the NLL
   covers the answer and nothing else (the reference scored the tail of the sample instead);
 * generation: greedy decoding from the prompt alone (``hmtbench.generation``); the prompt is
-  tokenized from text that never holds the answer (fixes reference bug 19).
+  tokenized from text that never holds the answer (docs/methods.md, "Departures", 9).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training windows: D segments of S tokens over the concatenated corpus, stride one segment (spec 4)."""
+"""Training windows: D segments of S tokens over the joined corpus, stride one segment (docs/methods.md, "Training")."""
 
 from __future__ import annotations
 

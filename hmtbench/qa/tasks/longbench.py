@@ -1,7 +1,7 @@
 """LongBench (Bai et al., 2023, arXiv 2308.14508) NarrativeQA, Qasper, MuSiQue and QMSum test sets.
 
 Rows hold ``input`` (the question), ``context`` and ``answers``. Prompts follow the HMT
-reference (spec 5.3): a prompt line, the question, the document, then ``Answer:``; MuSiQue puts
+reference code: a prompt line, the question, the document, then ``Answer:``; MuSiQue puts
 the passages before the question. The data is the repository's ``data.zip`` (``datasets`` can no
 longer run LongBench's loading script), or a local copy given with ``--data`` (the zip or the
 task's ``.jsonl``).

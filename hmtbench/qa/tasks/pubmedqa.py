@@ -1,9 +1,9 @@
-"""PubMedQA (Jin et al., 2019, arXiv 1909.06146) in HMT's long-answer setting (spec 5.2).
+"""PubMedQA (Jin et al., 2019, arXiv 1909.06146) in HMT's long-answer setting (docs/methods.md, "Departures", 10).
 
 The abstracts of ``fuse_size`` consecutive rows are joined into one long context, and every
 question of that group is asked against it; the gold answer is the row's ``long_answer``. The
-test split is the last 10% of ``pqa_labeled`` (the reference's train[90%:]). Fixes reference
-bug 18: groups are rows [i, i + fuse_size) for i = 0, fuse_size, 2 fuse_size, ... (the reference
+test split is the last 10% of ``pqa_labeled`` (the reference's train[90%:]). Unlike the reference,
+groups are rows [i, i + fuse_size) for i = 0, fuse_size, 2 fuse_size, ... (the reference
 indexed i * fuse_size and skipped about half the rows).
 """
 
