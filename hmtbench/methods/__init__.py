@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 METHODS: dict[str, str] = {
     "plain": "hmtbench.methods.plain:Plain",
     "full": "hmtbench.methods.plain:FullContext",
+    "overlap": "hmtbench.methods.overlap:Overlap",
     "rmt": "hmtbench.methods.rmt:RMT",
     "hmt": "hmtbench.methods.hmt:HMT",
 }
