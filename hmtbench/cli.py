@@ -143,8 +143,11 @@ def eval_qa(
     data: Annotated[str | None, opt("Local copy of a hub task's data (LongBench data.zip, BABILong .json).")] = None,
     segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
     recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
-    summary_pass: SummaryPass = None, checkpoint: Checkpoint = None, dtype: Dtype = None, device: Device = None,
-    seed: Seed = None, out: Out = None,
+    summary_pass: SummaryPass = None, checkpoint: Checkpoint = None,
+    batch_size: Annotated[int | None, opt("Short-answer tasks (passkey, multi-fact, bAbI): samples scored together, "
+                                          "teacher-forced greedy in one pass. [default: 16]")] = None,
+    dtype: Dtype = None, device: Device = None, seed: Seed = None, out: Out = None,
+    compile_: Compile = None, cuda_graphs: CudaGraphs = None,
 ) -> None:
     """Long-context QA through the memory: answer perplexity and greedy answers (ROUGE-L, F1, EM, accuracy).
 
@@ -159,7 +162,7 @@ def eval_qa(
 
         hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
     """
-    settings = given(dict(locals()), {"depth": ""})
+    settings = given(dict(locals()), {"depth": "", **ENGINE_KEYS})
     from hmtbench.commands.eval_qa import parse_depths, print_qa_table, qa_configs, run_eval_qa
 
     if depth is not None:

@@ -30,15 +30,21 @@ class SegmentedBatch:
     segments: Tensor  # (B, n, S) token ids, right-padded with 0
     lengths: Tensor  # (B, n) real tokens in each segment
     targets: Tensor  # (B, n, S) token each position must predict, IGNORE where nothing is scored
+    known: Tensor  # (B, n) tokens of each segment a summary may read: those known when the segment opens
 
 
 def segment_batch(
-    input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None = None
+    input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None = None,
+    prompt_lengths: Tensor | None = None,
 ) -> SegmentedBatch:
     """Cut right-padded documents (B, T) into left-aligned segments of S tokens.
 
     ``scored`` (B, T) bool marks the tokens whose prediction counts (default: all real tokens
-    but the first of each document).
+    but the first of each document). ``prompt_lengths`` (B,): where the given text ends and an
+    answer to be generated begins (QA). Decoding opens a segment knowing only the prompt's tokens
+    in it, or the one new token for a segment opened while decoding, so a segment's summary
+    (HMT) reads those alone (``known``): teacher-forced scores then equal greedy decoding's.
+    Default: the whole document is given.
     """
     batch, length = input_ids.shape
     n = max(1, math.ceil(length / segment_tokens))
@@ -54,10 +60,14 @@ def segment_batch(
     targets = torch.where(next_wanted, next_ids, torch.full_like(next_ids, IGNORE))
     starts = torch.arange(n, device=input_ids.device) * segment_tokens
     seg_lengths = (lengths[:, None] - starts[None]).clamp(0, segment_tokens)
+    known = seg_lengths
+    if prompt_lengths is not None:
+        known = torch.minimum((prompt_lengths[:, None] - starts[None]).clamp(min=1), seg_lengths)
     return SegmentedBatch(
         segments=padded.view(batch, n, segment_tokens),
         lengths=seg_lengths,
         targets=targets.view(batch, n, segment_tokens),
+        known=known,
     )
 
 
@@ -76,7 +86,7 @@ def score_segments(
     scored = batch.targets != IGNORE
     any_scored = scored.any(-1).any(0).tolist()  # (n,) on the host: the batch's one read-back, before the loop
     inline = method.summarizes_inline(batch_size)  # summaries made one segment ahead, in the step before
-    summaries = None if inline else method.summarize(batch.segments, batch.lengths)
+    summaries = None if inline else method.summarize(batch.segments, batch.known)
     state = method.initial_state(batch_size)
     nothing = torch.zeros(batch_size, device=batch.segments.device)
     nll = []
@@ -85,7 +95,7 @@ def score_segments(
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
         targets = batch.targets[:, i] if any_scored[i] else None
-        upcoming = (batch.segments[:, i + 1], batch.lengths[:, i + 1]) if inline and i + 1 < n else None
+        upcoming = (batch.segments[:, i + 1], batch.known[:, i + 1]) if inline and i + 1 < n else None
         segment_nll, state = method.score(state, batch.segments[:, i], batch.lengths[:, i], targets, summary, upcoming)
         nll.append(nothing if segment_nll is None else segment_nll)
     return torch.stack(nll, dim=1), scored.sum(-1)

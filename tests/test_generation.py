@@ -140,17 +140,17 @@ def test_the_prompt_holds_no_answer_token(tmp_path, llama: torch.nn.Module, monk
     [item], skipped = prepare_samples(task, task.load(), tokenizer, None)
     assert skipped == 0
     assert "xylophone" not in task.prompt(item.sample)
-    assert item.prompt_ids == tokenizer(task.prompt(item.sample))["input_ids"]
+    assert item.prompt_ids.tolist() == tokenizer(task.prompt(item.sample))["input_ids"]
     assert item.answer_ids == list(b" xylophone")  # byte tokenizer: one id per byte, no special token
     seen = {}
 
     def spy(method, prompt_ids, max_new_tokens, **kwargs):
-        seen["prompt"] = list(prompt_ids)
+        seen["prompt"] = torch.as_tensor(prompt_ids).tolist()
         return greedy_generate(method, prompt_ids, max_new_tokens, **kwargs)
 
     monkeypatch.setattr(runner, "greedy_generate", spy)
     record = evaluate_sample(build_method("plain", llama, {"segment_length": 32}), task, item, tokenizer, 5)
-    assert seen["prompt"] == item.prompt_ids  # generation starts from the prompt alone
+    assert seen["prompt"] == item.prompt_ids.tolist()  # generation starts from the prompt alone
     assert record["answer_tokens"] == len(" xylophone")
     assert record["prompt_tokens"] == len(item.prompt_ids)
     assert 1 <= record["generated_tokens"] <= 5

@@ -17,22 +17,25 @@ def passkey(length: int, tokenizer=None, **options):
     return load_task("passkey", TaskOptions(tokenizer=tokenizer or byte_tokenizer(), context_length=length, **options))
 
 
-def token_count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+def text(tokenizer, ids) -> str:
+    return tokenizer.decode(ids.tolist(), skip_special_tokens=True)
 
 
 def check_sample(task, sample, tokenizer, length: int) -> None:
-    prompt = task.prompt(sample)
+    """Exactly ``length`` tokens; the key once, inside its needle; the needle where the depth says."""
+    ids = sample.prompt_ids
     key = sample.answers[0]
-    assert prompt.count(key) == 1  # exactly once, and only inside the needle
-    assert prompt.count(NEEDLE) == 1 and f"{NEEDLE}{key}." in prompt
-    assert key not in task.head(sample) + task.tail(sample)
-    assert abs(len(tokenizer(prompt)["input_ids"]) - length) <= 0.01 * length
-    # depth = where the needle starts, as a share of the filler (the context without the needle)
-    needle_text = f"\n{NEEDLE}{key}. Remember it.\n"
-    start = token_count(tokenizer, sample.context[: sample.context.index(needle_text)])
-    filler = token_count(tokenizer, sample.context) - token_count(tokenizer, needle_text)
-    assert start / filler == pytest.approx(sample.meta["depth"], abs=0.01)
+    assert len(ids) == length and sample.meta["prompt_tokens"] == length and sample.context == ""
+    prompt = text(tokenizer, ids)
+    assert prompt.count(key) == 1 and prompt.count(NEEDLE) == 1 and f"{NEEDLE}{key}." in prompt
+    assert prompt.startswith(task.intro) and prompt.endswith(task.tail(sample))
+    needle = tokenizer(f"\n{NEEDLE}{key}. Remember it.\n", add_special_tokens=False)["input_ids"]
+    [start] = sample.meta["needle_starts"]
+    assert ids[start : start + len(needle)].tolist() == needle  # the needle's own tokens, where recorded
+    head = len(tokenizer(task.intro)["input_ids"])
+    tail = len(tokenizer(task.tail(sample), add_special_tokens=False)["input_ids"])
+    filler = length - head - tail - len(needle)
+    assert (start - head) / filler == pytest.approx(sample.meta["depth"], abs=0.006)  # moved to a line start
 
 
 @pytest.mark.parametrize("length", [1000, 4096, 30000])
@@ -55,14 +58,14 @@ def test_chosen_depths_and_a_local_filler(tmp_path) -> None:
     assert [s.meta["depth"] for s in samples] == [0.1, 0.9, 0.1]
     for sample in samples:
         check_sample(task, sample, tokenizer, 2000)
-        assert "boats and rivers" in sample.context
+        assert "boats and rivers" in text(tokenizer, sample.prompt_ids)
 
 
 def test_same_seed_same_sample_other_seed_other_sample() -> None:
     first, again = passkey(3000, seed=7, limit=2).load(), passkey(3000, seed=7, limit=2).load()
     other = passkey(3000, seed=8, limit=2).load()
-    assert [(s.context, s.answers) for s in first] == [(s.context, s.answers) for s in again]
-    assert first[0].answers != other[0].answers and first[0].context != other[0].context
+    assert [(s.prompt_ids.tolist(), s.answers) for s in first] == [(s.prompt_ids.tolist(), s.answers) for s in again]
+    assert first[0].answers != other[0].answers and first[0].prompt_ids.tolist() != other[0].prompt_ids.tolist()
 
 
 def test_a_million_tokens_offline() -> None:
@@ -78,7 +81,7 @@ def test_multi_fact_hides_one_fact_per_depth_and_asks_each_in_turn() -> None:
                                                 depths=[0.2, 0.5, 0.8]))
     samples = task.load()
     for index, sample in enumerate(samples):
-        prompt = task.prompt(sample)
+        prompt = text(tokenizer, sample.prompt_ids)
         facts = sample.meta["facts"]
         assert len(facts) == 3
         for value in facts.values():
@@ -88,8 +91,8 @@ def test_multi_fact_hides_one_fact_per_depth_and_asks_each_in_turn() -> None:
         assert sample.meta["depth"] == [0.2, 0.5, 0.8][index % 3]
         assert sample.question.endswith(f"The special magic number for {asked} is")
         assert facts[asked] not in task.tail(sample)
-        assert abs(len(tokenizer(prompt)["input_ids"]) - 5000) <= 50
-        positions = [sample.context.index(f"for {name} is {value}.") for name, value in facts.items()]
+        assert len(sample.prompt_ids) == 5000
+        positions = [prompt.index(f"for {name} is {value}.") for name, value in facts.items()]
         assert positions == sorted(positions)  # facts in depth order
 
 

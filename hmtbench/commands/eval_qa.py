@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,11 @@ from hmtbench.commands.common import (
     run_columns,
     warn_if_untrained,
 )
-from hmtbench.config import method_field, to_json
+from hmtbench.config import EngineOptions, method_field, to_json
 from hmtbench.errors import HmtbenchError
+from hmtbench.fastpath import accelerate
 from hmtbench.progress import TokenProgress, quiet_transformers
-from hmtbench.qa.runner import PreparedSample, QAResult, evaluate_qa, evaluate_qa_sharded, prepare_samples
+from hmtbench.qa.runner import PreparedSample, QAResult, batches, evaluate_qa, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record
 from hmtbench.results.columns import qa_columns
@@ -41,6 +42,8 @@ class QAConfig:
     depths: list[float] | None = None  # needle tasks
     filler: str = "pydoc-topics"  # needle tasks
     data: str | None = None  # a local copy of a hub task's data
+    batch_size: int = 16  # short-answer tasks: samples scored together
+    engine: EngineOptions = field(default_factory=EngineOptions)
     checkpoint: str | None = None
     dtype: str = "auto"
     device: str = "auto"
@@ -82,13 +85,15 @@ def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) 
         warn_if_untrained(model, config.checkpoint)
         model.eval()
         name = model.name
-        evaluate = evaluate_qa_sharded if distributed.is_distributed() else evaluate_qa  # samples dealt round-robin
         label = f"{name:>5}" + (" rank 0" if distributed.is_distributed() else "")
-        share = sum(len(p.prompt_ids) + len(p.answer_ids) for _, p in distributed.deal(prepared))
+        batch_size = config.batch_size if task.short_answer else 1
+        share = sum(len(prepared[i].prompt_ids) + len(prepared[i].answer_ids)
+                    for _, batch in distributed.deal(batches(prepared, batch_size)) for i in batch)
         started = run_start()
+        runner = accelerate(model, config.engine)
         with TokenProgress(label, share) as progress, Measure(backbone.device) as measured:
-            result = evaluate(model, task, prepared, backbone.tokenizer, max_new,
-                              lambda read: progress.advance(1, read))
+            result = evaluate_qa(model, runner, task, prepared, backbone.tokenizer, max_new, config.batch_size,
+                                 lambda read: progress.advance(1, read))
         resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
         row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started)
         rows.append(row)
@@ -112,7 +117,7 @@ def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, meas
     out = Path(config.out)
     predictions = out / f"{run_id}.predictions.jsonl"
     row = _record(config, task, model, backbone, result, measured, prepared, command_line, started)
-    row.update(qa_columns(result.records, [p.prompt_ids + p.answer_ids for p in prepared]))
+    row.update(qa_columns(result.records, [[*p.prompt_ids.tolist(), *p.answer_ids] for p in prepared]))
     row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions))
     if not distributed.is_main():  # every rank holds the same numbers; rank 0 writes them
         return {**row, "path": None}
@@ -137,7 +142,7 @@ def _record(config: QAConfig, task: Task, model, backbone, result: QAResult, mea
         "protocol": "qa",
         "test_length": max(len(p.prompt_ids) for p in prepared),
         "max_docs": config.limit,
-        "batch_size": 1,
+        "batch_size": config.batch_size if task.short_answer else 1,
         "docs": len(result.records),
         "tokens_scored": result.answer_tokens,
         "nll_mean": result.nll_sum / result.answer_tokens if result.answer_tokens else None,

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.backbone import ChunkNll, causal_attention, head_is_plain, hidden_nll, token_nll
+from hmtbench.methods.backbone import IGNORE, ChunkNll, causal_attention, head_is_plain, hidden_nll, token_nll
 from hmtbench.methods.state import MemoryState, RecallCache
 
 __all__ = [
@@ -288,6 +288,30 @@ class SegmentMethod(nn.Module):
         else:
             nll = hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets, self.chunk_nll)
         return nll, self.next_state(state, written, segment_ids, side_hidden)
+
+    def predict(
+        self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, targets: Tensor, summary: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, MemoryState]:
+        """``score`` plus the argmax at every scored position: teacher-forced greedy decoding, in one step.
+
+        Returns the (B,) summed NLL of ``targets`` (B, S), the (B, S) predicted ids (-1 where nothing is
+        scored) and the next state. Greedy decoding reproduces an answer exactly when every predicted id
+        equals its target, so QA scores short answers for a whole batch in one pass (``qa/answers.py``).
+        The head runs on the scored positions only.
+        """
+        read = self._read(state, segment_ids, lengths, summary)
+        logits, hidden, _ = self._call_backbone(read.embeds, read.text_start, full_logits=not self._head_is_plain)
+        text_len = segment_ids.shape[1]
+        wanted = targets != IGNORE
+        if logits is None:
+            rows = self.backbone.get_output_embeddings()(hidden[:, :text_len][wanted])  # (R, V)
+        else:
+            rows = logits[:, :text_len][wanted]
+        predicted = torch.full_like(targets, -1)
+        predicted[wanted] = rows.argmax(-1)
+        per_position = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+        per_position[wanted] = F.cross_entropy(rows.float(), targets[wanted], reduction="none")
+        return per_position.sum(-1), predicted, self.next_state(state, self._written(read, hidden), segment_ids)
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         memory, weights = self.read_memory(state, summary)

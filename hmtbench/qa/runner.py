@@ -5,8 +5,11 @@ Two measures per sample, both with the context held in the method's memory:
 * answer perplexity: the prompt followed by the gold answer is read by the shared segment loop
   (``segment_batch(..., scored=mask)``), and the mask marks exactly the answer tokens, so the NLL
   covers the answer and nothing else (the reference scored the tail of the sample instead);
-* generation: greedy decoding from the prompt alone (``hmtbench.generation``); the prompt is
-  tokenized from text that never holds the answer (docs/methods.md, "Departures", 9).
+* the greedy answer: for short-answer tasks (``Task.short_answer``: passkey, multi-fact, bAbI) the
+  teacher-forced argmax of a batch of samples at once (``qa/answers.py``: exactly what greedy
+  decoding gives while it matches the answer); for free-form answers, greedy decoding from the
+  prompt alone (``hmtbench.generation``), one sample at a time. The prompt never holds the answer
+  (docs/methods.md, "Departures", 9).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Any
 
 import torch
 
-from hmtbench.engine import IGNORE, score_segments, segment_batch, token_nll
+from hmtbench.engine import IGNORE, score_segments, token_nll
 from hmtbench.errors import HmtbenchError
 from hmtbench.generation import ReadContext, greedy_generate, open_start
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.qa.answers import qa_batch, score_answers
 from hmtbench.qa.metrics import METRICS, score_answer
 from hmtbench.qa.tasks.base import Sample, Task
 
@@ -29,7 +33,7 @@ from hmtbench.qa.tasks.base import Sample, Task
 @dataclass
 class PreparedSample:
     sample: Sample
-    prompt_ids: list[int]  # the tokenizer's special tokens included; no answer token
+    prompt_ids: torch.Tensor  # (T,) int32: the tokenizer's special tokens included; no answer token
     answer_ids: list[int]  # answer_prefix + first gold answer, no special tokens
 
 
@@ -61,7 +65,10 @@ def prepare_samples(task: Task, samples: list[Sample], tokenizer: Any,
         if not answer:
             raise HmtbenchError(f"{task.name} sample {sample.id} has an empty answer; every sample needs one")
         answer_ids = tokenizer(task.answer_prefix + answer, add_special_tokens=False)["input_ids"]
-        prompt_ids = tokenizer(task.prompt(sample), add_special_tokens=True)["input_ids"]
+        prompt_ids = sample.prompt_ids  # a task that builds its prompt in tokens
+        if prompt_ids is None:
+            prompt_ids = torch.tensor(tokenizer(task.prompt(sample), add_special_tokens=True)["input_ids"],
+                                      dtype=torch.int32)
         prepared.append(PreparedSample(sample, prompt_ids, answer_ids))
     if not prepared and samples:
         raise HmtbenchError(f"all {skipped} samples of {task.name} have a context shorter than --context-length "
@@ -69,25 +76,16 @@ def prepare_samples(task: Task, samples: list[Sample], tokenizer: Any,
     return prepared, skipped
 
 
-def _answer_batch(method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]):
-    """Prompt + answer cut into segments, with exactly the answer tokens marked as scored."""
-    device = method.device
-    ids = torch.tensor([prompt_ids + answer_ids], device=device)
-    scored = torch.zeros_like(ids, dtype=torch.bool)
-    scored[0, len(prompt_ids) :] = True
-    return segment_batch(ids, torch.tensor([ids.shape[1]], device=device), method.segment_tokens, scored)
-
-
-def answer_nll(method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]) -> tuple[float, int]:
+def answer_nll(method: SegmentMethod, prompt_ids: Any, answer_ids: list[int]) -> tuple[float, int]:
     """(summed NLL, tokens) of the answer tokens after the prompt, read through ``method`` by the engine."""
     with torch.inference_mode():
-        nll, tokens = score_segments(method, _answer_batch(method, prompt_ids, answer_ids))
+        nll, tokens = score_segments(method, qa_batch([prompt_ids], [answer_ids], method.segment_tokens, method.device))
     return float(nll.double().sum()), int(tokens.sum())
 
 
 @torch.inference_mode()
 def answer_nll_and_context(
-    method: SegmentMethod, prompt_ids: list[int], answer_ids: list[int]
+    method: SegmentMethod, prompt_ids: Any, answer_ids: list[int]
 ) -> tuple[float, int, ReadContext]:
     """``answer_nll`` plus the memory before the segment decoding opens in, from the same single pass.
 
@@ -95,9 +93,9 @@ def answer_nll_and_context(
     exactly as generation would: generation starts from the saved state instead of reading the
     context a second time. The loop is ``score_segments``'s (``answer_nll`` is tested equal).
     """
-    batch = _answer_batch(method, prompt_ids, answer_ids)
+    batch = qa_batch([prompt_ids], [answer_ids], method.segment_tokens, method.device)
     start = open_start(method, len(prompt_ids))
-    summaries = method.summarize(batch.segments, batch.lengths)
+    summaries = method.summarize(batch.segments, batch.known)
     state, context, nll = method.initial_state(1), None, []
     for i in range(batch.segments.shape[1]):
         if i == start // method.segment_tokens:
@@ -165,29 +163,51 @@ def evaluate_sample(method: SegmentMethod, task: Task, item: PreparedSample, tok
     }
 
 
-def evaluate_qa(method: SegmentMethod, task: Task, prepared: list[PreparedSample], tokenizer: Any,
-                max_new_tokens: int, on_sample: Callable[[int], None] | None = None) -> QAResult:
-    """Every sample through ``method``; ``on_sample(prompt + answer tokens)`` after each."""
-    result = QAResult()
-    for item in prepared:
-        result.add(evaluate_sample(method, task, item, tokenizer, max_new_tokens), item)
-        if on_sample is not None:
-            on_sample(len(item.prompt_ids) + len(item.answer_ids))
-    return result
+def short_answer_records(method: SegmentMethod, runner: Any, task: Task, items: list[PreparedSample],
+                         tokenizer: Any) -> list[dict[str, Any]]:
+    """Predictions records of a batch of short-answer samples, scored in one pass (``qa/answers.py``)."""
+    scores = score_answers(method, runner, [i.prompt_ids for i in items], [i.answer_ids for i in items])
+    records = []
+    for item, score in zip(items, scores, strict=True):
+        text = tokenizer.decode(score.predicted, skip_special_tokens=True)
+        prediction, references = task.postprocess(text), task.references(item.sample)
+        exact = float(score.exact(item.answer_ids))
+        records.append({
+            "id": item.sample.id, "question": item.sample.question, "references": references,
+            "prediction": prediction, "generation": text, **score_answer(prediction, references),
+            "accuracy": exact, "exact_match": exact,  # greedy decoding reproduces the answer's tokens exactly
+            "answer_nll": score.nll, "answer_tokens": score.tokens, "answer_ppl": math.exp(score.nll / score.tokens),
+            "prompt_tokens": len(item.prompt_ids), "generated_tokens": len(score.predicted),
+            "meta": item.sample.meta,
+        })
+    return records
 
 
-def evaluate_qa_sharded(method: SegmentMethod, task: Task, prepared: list[PreparedSample], tokenizer: Any,
-                        max_new_tokens: int, on_sample: Callable[[int], None] | None = None) -> QAResult:
-    """``evaluate_qa`` over several processes: sample k on rank k mod world; every rank gets all records.
+def batches(prepared: list[PreparedSample], batch_size: int) -> list[list[int]]:
+    """Sample indices in batches of similar prompt length (longest first), so padding stays small."""
+    order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i].prompt_ids))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
-    Each sample is read alone either way, so its record is the single process's; counting the
-    gathered records in sample order repeats the single process's sums.
+
+def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[PreparedSample], tokenizer: Any,
+                max_new_tokens: int, batch_size: int = 1, on_batch: Callable[[int], None] | None = None) -> QAResult:
+    """Every sample through ``method`` (short answers ``batch_size`` at a time); the records in sample order.
+
+    ``on_batch(prompt + answer tokens)`` after each batch. Several processes deal whole batches round-robin
+    (``distributed.deal``) and every process gets every record: each batch is scored as one process scores it.
     """
     from hmtbench import distributed
 
-    mine = distributed.deal(prepared)
-    scored = [(k, evaluate_qa(method, task, [item], tokenizer, max_new_tokens, on_sample).records[0])
-              for k, item in mine]
+    scored: list[tuple[int, dict[str, Any]]] = []
+    for _, indices in distributed.deal(batches(prepared, batch_size if task.short_answer else 1)):
+        items = [prepared[i] for i in indices]
+        if task.short_answer:
+            records = short_answer_records(method, runner, task, items, tokenizer)
+        else:
+            records = [evaluate_sample(method, task, item, tokenizer, max_new_tokens) for item in items]
+        scored += zip(indices, records, strict=True)
+        if on_batch is not None:
+            on_batch(sum(len(i.prompt_ids) + len(i.answer_ids) for i in items))
     result = QAResult()
     for k, record in sorted((p for part in distributed.gather_objects(scored) for p in part), key=lambda p: p[0]):
         result.add(record, prepared[k])
@@ -195,4 +215,4 @@ def evaluate_qa_sharded(method: SegmentMethod, task: Task, prepared: list[Prepar
 
 
 __all__ = ["METRICS", "PreparedSample", "QAResult", "answer_nll", "answer_nll_and_context", "evaluate_qa",
-           "evaluate_qa_sharded", "fit_context", "prepare_samples"]
+           "fit_context", "prepare_samples"]

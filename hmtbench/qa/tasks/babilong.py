@@ -36,6 +36,7 @@ def length_bin(tokens: int) -> str:
 
 class BabiLong(Task):
     metric = "accuracy"
+    short_answer = True
     max_new_tokens = 16
     builds_length = True
 

@@ -13,6 +13,7 @@ class Sample:
     question: str
     answers: list[str]  # gold answers; the first is the one whose perplexity is measured
     meta: dict[str, Any] = field(default_factory=dict)  # depth, key, ... written to the predictions
+    prompt_ids: Any = None  # (T,) int32 tensor, for tasks that build their prompt in tokens (context is then "")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Task:
     metric: ClassVar[str] = "rouge_l"  # the headline metric
     max_new_tokens: ClassVar[int] = 64
     one_line: ClassVar[bool] = True  # short answers: stop decoding at the first line break after text
+    short_answer: ClassVar[bool] = False  # a few tokens, scored exactly: greedy checked for a batch in one pass
     builds_length: ClassVar[bool] = False
     answer_prefix: ClassVar[str] = " "
 

@@ -38,14 +38,17 @@ class Haystack:
             self._ids[index] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._ids[index]
 
-    def take(self, count: int, start: int) -> list[int]:
-        """``count`` filler token ids, documents in order from ``start``, cycling through the corpus."""
+    def take(self, count: int, start: int) -> tuple[list[int], list[int]]:
+        """``count`` filler token ids, documents in order from ``start``, cycling through the corpus; and which
+        documents they came from."""
         ids: list[int] = []
+        docs: list[int] = []
         index = start
         while len(ids) < count:
-            ids.extend(self._doc_ids(index % len(self.texts)))
+            docs.append(index % len(self.texts))
+            ids.extend(self._doc_ids(docs[-1]))
             index += 1
-        return ids[:count]
+        return ids[:count], docs
 
     def _line_start(self, ids: list[int], at: int, window: int) -> int:
         """The closest position in [at - window, at] that follows a line break, else ``at``."""
@@ -54,17 +57,22 @@ class Haystack:
                 return j
         return at
 
-    def build(self, tokens: int, needles: list[tuple[float, str]], rng: random.Random) -> tuple[str, list[str]]:
-        """(context, filler pieces): ``tokens`` of filler with each (depth, text) needle inserted, depth order."""
-        needles = sorted(needles, key=lambda needle: needle[0])
-        ids = self.take(tokens, rng.randrange(len(self.texts)))
+    def build(self, tokens: int, needles: list[list[int]], depths: list[float], values: list[str],
+              rng: random.Random) -> tuple[list[int], list[int]] | None:
+        """(ids, needle starts): ``tokens`` filler ids with each needle's ids inserted at its depth (a share of
+        the filler, moved back to a line start when one lies close before), depth order. None when a value
+        also occurs in the filler documents drawn (it must be in the context exactly once)."""
+        filler, docs = self.take(tokens, rng.randrange(len(self.texts)))
+        if any(value in self.texts[d] for d in set(docs) for value in values):
+            return None
         window = int(SNAP_SHARE * tokens)
         cuts: list[int] = []
-        for depth, _ in needles:
-            cuts.append(max(self._line_start(ids, round(depth * tokens), window), cuts[-1] if cuts else 0))
-        bounds = [0, *cuts, tokens]
-        pieces = [self.tokenizer.decode(ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        parts = [pieces[0]]
-        for (_, text), piece in zip(needles, pieces[1:], strict=True):
-            parts += [text, piece]
-        return "".join(parts), pieces
+        for depth in depths:
+            cuts.append(max(self._line_start(filler, round(depth * tokens), window), cuts[-1] if cuts else 0))
+        ids, starts, previous = [], [], 0
+        for cut, needle in zip(cuts, needles, strict=True):
+            ids += filler[previous:cut]
+            starts.append(len(ids))
+            ids += needle
+            previous = cut
+        return ids + filler[previous:], starts

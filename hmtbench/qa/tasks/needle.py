@@ -2,13 +2,16 @@
 
 Facts are hidden at chosen depths inside filler text from a local corpus (``--filler``,
 default ``pydoc-topics``). Every sample is a function of (task, seed, index) alone, and its
-prompt is within 1% of ``--context-length`` tokens: the filler is sized from the tokens of the
-fixed parts, then corrected once after tokenizing the whole prompt.
+prompt is built in tokens, exactly ``--context-length`` long: the instructions, filler, facts and
+question are tokenized apart and joined as ids, so a million-token prompt costs no tokenization
+of a million-token text (and holds no text: ``Sample.prompt_ids``).
 """
 
 from __future__ import annotations
 
 import random
+
+import torch
 
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.tasks.base import Sample, Task, TaskOptions
@@ -16,7 +19,6 @@ from hmtbench.qa.tasks.haystack import Haystack
 
 DEFAULT_LENGTH = 4096
 DEFAULT_SAMPLES = 10
-TOLERANCE = 0.005  # rebuild once when the prompt misses the asked length by more than this share
 NAMES = ("Alice", "Bob", "Carol", "David", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Niaj",
          "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Uma", "Victor", "Walter")
 
@@ -26,6 +28,7 @@ class NeedleTask(Task):
 
     metric = "accuracy"
     builds_length = True
+    short_answer = True
     default_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     intro = ("There is an important piece of information hidden inside a lot of irrelevant text. "
              "Find it and memorize it; you will be asked about it.\n\n")
@@ -56,38 +59,36 @@ class NeedleTask(Task):
         return [self.sample(i) for i in range(count)]
 
     def sample(self, index: int) -> Sample:
-        """Sample ``index``: the same seed and index give the same text, facts and depths."""
+        """Sample ``index``: the same seed and index give the same ids, facts and depths."""
         for attempt in range(16):
             rng = random.Random(f"{self.name}-{self.options.seed}-{index}-{attempt}")
             needles, question, answer, meta = self.facts(index, rng)
-            built = self._build(Sample(str(index), "", question, [answer], meta), needles, rng)
-            if built is not None:
-                return built
+            sample = Sample(str(index), "", question, [answer], meta)
+            if self._build(sample, needles, rng):
+                return sample
         raise HmtbenchError(f"{self.name} sample {index}: every drawn value also occurs in the filler; "
                             "use another --filler")
 
-    def _tokens(self, text: str, special: bool = True) -> int:
-        return len(self.options.tokenizer(text, add_special_tokens=special)["input_ids"])
+    def _ids(self, text: str, special: bool = False) -> list[int]:
+        return self.options.tokenizer(text, add_special_tokens=special)["input_ids"]
 
-    def _build(self, sample: Sample, needles: list[tuple[float, str]], rng: random.Random) -> Sample | None:
-        """Fill ``sample``'s context to the asked length; None when a value also occurs in the filler."""
-        fixed = self._tokens(self.prompt(sample)) + sum(self._tokens(text, False) for _, text in needles)
-        filler = self.length - fixed
+    def _build(self, sample: Sample, needles: list[tuple[float, str]], rng: random.Random) -> bool:
+        """Fill ``sample.prompt_ids`` to exactly the asked length; False when a value also occurs in the filler."""
+        head, tail = self._ids(self.head(sample), special=True), self._ids(self.tail(sample))
+        needles = sorted(needles, key=lambda needle: needle[0])
+        needle_ids = [self._ids(text) for _, text in needles]
+        filler = self.length - len(head) - len(tail) - sum(map(len, needle_ids))
         if filler < 1:
             raise HmtbenchError(f"--context-length {self.length} is too short for {self.name}: its instructions, "
-                                f"facts and question alone take {fixed} tokens")
-        state = rng.getstate()
-        for _ in range(2):
-            rng.setstate(state)
-            sample.context, pieces = self.haystack.build(filler, needles, rng)
-            if any(value in piece for value in sample.meta["values"] for piece in pieces):
-                return None  # the value would not be present exactly once
-            got = self._tokens(self.prompt(sample))
-            if abs(got - self.length) <= TOLERANCE * self.length:
-                break
-            filler += self.length - got
-        sample.meta.update(context_tokens_asked=self.length, prompt_tokens=got, filler=self.haystack.corpus)
-        return sample
+                                f"facts and question alone take {self.length - filler} tokens")
+        built = self.haystack.build(filler, needle_ids, [d for d, _ in needles], sample.meta["values"], rng)
+        if built is None:
+            return False  # the value would not be in the context exactly once
+        context, starts = built
+        sample.prompt_ids = torch.tensor(head + context + tail, dtype=torch.int32)
+        sample.meta.update(context_tokens_asked=self.length, prompt_tokens=len(sample.prompt_ids),
+                           needle_starts=[len(head) + start for start in starts], filler=self.haystack.corpus)
+        return True
 
 
 def digits(rng: random.Random, count: int) -> str:

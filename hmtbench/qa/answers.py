@@ -1,0 +1,79 @@
+"""Short answers scored for a whole batch of samples in one pass: answer NLL and greedy exactness.
+
+Each row is a prompt followed by its gold answer, right-padded; the context segments are read with
+``score`` (the fast path's graphs apply: nothing is scored there, so no output head runs) and the
+segments that hold answer tokens with ``predict``, which gives the NLL of each answer token and the
+argmax at its position. Greedy decoding reproduces the answer exactly iff every argmax equals its
+answer token (each is predicted from the gold prefix, which greedy decoding would have produced),
+and a summary reads only the tokens known when its segment opens (``segment_batch``'s
+``prompt_lengths``), so ``exact`` is what greedy decoding gives, for every sample of the batch at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hmtbench.engine import IGNORE, SegmentedBatch, segment_batch
+from hmtbench.methods.base import SegmentMethod
+
+
+@dataclass
+class AnswerScore:
+    nll: float  # summed NLL of the answer tokens (nats)
+    tokens: int  # answer tokens scored
+    predicted: list[int]  # the argmax at each answer position (teacher-forced)
+
+    def exact(self, answer_ids: list[int]) -> bool:
+        return self.predicted == list(answer_ids)
+
+
+def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: int, device: torch.device
+             ) -> SegmentedBatch:
+    """Prompt + answer rows (right-padded) cut into segments, exactly the answer tokens scored."""
+    lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
+    ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
+    scored = torch.zeros_like(ids, dtype=torch.bool)
+    for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+        ids[row, : len(prompt)] = torch.as_tensor(prompt, dtype=torch.long)
+        ids[row, len(prompt) : lengths[row]] = torch.tensor(answer, dtype=torch.long)
+        scored[row, len(prompt) : lengths[row]] = True
+    prompt_lengths = torch.tensor([len(p) for p in prompts], device=device)
+    return segment_batch(ids.to(device), torch.tensor(lengths, device=device), segment_tokens, scored.to(device),
+                         prompt_lengths)
+
+
+@torch.inference_mode()
+def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], answers: list[list[int]]
+                  ) -> list[AnswerScore]:
+    """Answer NLL and teacher-forced greedy ids of each (prompt, answer) pair, all rows at once.
+
+    ``runner``: the method as the fast path runs it (``fastpath.accelerate``), used for the context
+    segments; the answer segments run on ``method`` itself (a few eager steps per batch).
+    """
+    batch = qa_batch(prompts, answers, method.segment_tokens, method.device)
+    rows, n = batch.segments.shape[:2]
+    scored = (batch.targets != IGNORE).any(-1)  # (B, n)
+    first = int(scored.any(0).nonzero()[0])  # the first segment that predicts an answer token
+    summaries = runner.summarize(batch.segments, batch.known)  # ahead: the same as inline, and batched
+    state = runner.initial_state(rows)
+    nll = torch.zeros(rows, device=method.device)
+    predicted = torch.full_like(batch.targets, -1)
+    for i in range(n):
+        summary = None if summaries is None else summaries[:, i]
+        if i < first:
+            _, state = runner.score(state, batch.segments[:, i], batch.lengths[:, i], None, summary)
+            continue
+        segment_nll, predicted[:, i], state = method.predict(state, batch.segments[:, i], batch.lengths[:, i],
+                                                             batch.targets[:, i], summary)
+        nll += segment_nll
+    predicted = predicted.flatten(1)
+    flat_targets = batch.targets.flatten(1)
+    return [
+        AnswerScore(float(nll[row]), int((flat_targets[row] != IGNORE).sum()),
+                    predicted[row][flat_targets[row] != IGNORE].tolist())
+        for row in range(rows)
+    ]
