@@ -1,0 +1,61 @@
+"""Short answers scored in one batched pass equal greedy decoding, sample by sample, for every method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hmtbench.config import EngineOptions
+from hmtbench.fastpath import accelerate
+from hmtbench.generation import greedy_generate
+from hmtbench.methods import method_names
+from hmtbench.qa.answers import score_answers
+from hmtbench.qa.runner import answer_nll
+from tests.conftest import build_method
+
+SETTINGS = {"segment_length": 24, "sensory_tokens": 3, "recall_hidden_dim": 16, "recall_context": 4}
+SEGMENTED = [name for name in method_names() if name != "full"] + ["full"]
+
+
+@pytest.mark.parametrize("name", SEGMENTED)
+def test_batched_teacher_forcing_is_greedy_decoding(name: str, llama: torch.nn.Module) -> None:
+    """With the greedy continuation as the answer, every prediction matches; the NLL is the engine's.
+
+    Prompt lengths put the answer inside a segment, right at a segment's start and across a boundary,
+    so a summary that read an answer token (HMT) would change the recalled memory and show here.
+    """
+    model = build_method(name, llama, SETTINGS).eval()
+    s = model.segment_tokens
+    generator = torch.Generator().manual_seed(1)
+    lengths = [3 * s + 2, 2 * s, 2 * s - 3, s + 1, 40]
+    prompts = [torch.randint(0, 256, (n,), generator=generator, dtype=torch.int32) for n in lengths]
+    greedy = [greedy_generate(model, p, 6).token_ids for p in prompts]
+    wrong = [[(t + 1) % 259 for t in g] for g in greedy]
+    runner = accelerate(model, EngineOptions(cuda_graphs=True))  # graph plumbing (eager on the CPU)
+    scores = score_answers(model, runner, prompts, greedy)
+    for prompt, answer, score in zip(prompts, greedy, scores, strict=True):
+        assert score.predicted == answer and score.exact(answer) and score.tokens == 6
+        nll, tokens = answer_nll(model, prompt, answer)
+        assert tokens == 6 and score.nll == pytest.approx(nll, rel=1e-4, abs=1e-4)
+    misses = score_answers(model, model, prompts, wrong)
+    assert [m.predicted[0] for m in misses] == [g[0] for g in greedy]  # the first is predicted from the prompt
+    assert not any(m.exact(w) for m, w in zip(misses, wrong, strict=True))
+
+
+def test_a_summary_reads_only_the_tokens_known_when_its_segment_opens(llama: torch.nn.Module) -> None:
+    """HMT: the batch's summary of the segment decoding opens in equals the one generation computes."""
+    from hmtbench.generation import open_start, window_summary
+    from hmtbench.qa.answers import qa_batch
+
+    model = build_method("hmt", llama, SETTINGS).eval()
+    s = model.segment_tokens
+    prompt = torch.randint(0, 256, (2 * s + 3,), generator=torch.Generator().manual_seed(2))
+    answer = list(range(65, 65 + s))  # long enough to open one more segment while decoding
+    batch = qa_batch([prompt], [answer], s, model.device)
+    assert batch.known[0].tolist() == [s, s, 3, 1]  # full, full, the prompt's 3 tokens, the 1 token that opened it
+    assert batch.lengths[0].tolist() == [s, s, s, 3]  # 3s + 3 tokens: prompt and answer
+    with torch.no_grad():
+        summaries = model.summarize(batch.segments, batch.known)
+        start = open_start(model, len(prompt))
+        opened = window_summary(model, prompt[None, start - s : start], prompt[None, start:])
+    torch.testing.assert_close(summaries[:, 2], opened, rtol=1e-5, atol=1e-6)
