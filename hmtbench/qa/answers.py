@@ -46,6 +46,40 @@ def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: in
                          prompt_lengths)
 
 
+def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None
+                ) -> tuple[Tensor, Tensor]:
+    """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
+
+    ``runner`` reads the context segments (nothing scored there: the output head is skipped), ``method``
+    the segments holding answer tokens (``predict``). ``grad_segments=K`` (training) cuts the state
+    from the autograd graph before the last K segments, as ``score_segments`` does.
+    """
+    rows, n = batch.segments.shape[:2]
+    scored = (batch.targets != IGNORE).any(-1)  # (B, n)
+    first = int(scored.any(0).nonzero()[0])  # the first segment that predicts an answer token
+    summaries = runner.summarize(batch.segments, batch.known)  # ahead: the same as inline, and batched
+    state = runner.initial_state(rows)
+    nll = torch.zeros(rows, device=batch.segments.device)
+    predicted = torch.full_like(batch.targets, -1)
+    for i in range(n):
+        if grad_segments is not None and i == n - grad_segments and i > 0:
+            state = state.detach()
+        summary = None if summaries is None else summaries[:, i]
+        if i < first:
+            _, state = runner.score(state, batch.segments[:, i], batch.lengths[:, i], None, summary)
+            continue
+        segment_nll, predicted[:, i], state = method.predict(state, batch.segments[:, i], batch.lengths[:, i],
+                                                             batch.targets[:, i], summary)
+        nll = nll + segment_nll
+    return nll, predicted
+
+
+def exact_rows(batch: SegmentedBatch, predicted: Tensor) -> Tensor:
+    """(B,) bool: every answer token of the row predicted (greedy decoding reproduces the answer)."""
+    scored = batch.targets != IGNORE
+    return ((predicted == batch.targets) | ~scored).flatten(1).all(-1)
+
+
 @torch.inference_mode()
 def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], answers: list[list[int]]
                   ) -> list[AnswerScore]:
@@ -55,25 +89,7 @@ def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], ans
     segments; the answer segments run on ``method`` itself (a few eager steps per batch).
     """
     batch = qa_batch(prompts, answers, method.segment_tokens, method.device)
-    rows, n = batch.segments.shape[:2]
-    scored = (batch.targets != IGNORE).any(-1)  # (B, n)
-    first = int(scored.any(0).nonzero()[0])  # the first segment that predicts an answer token
-    summaries = runner.summarize(batch.segments, batch.known)  # ahead: the same as inline, and batched
-    state = runner.initial_state(rows)
-    nll = torch.zeros(rows, device=method.device)
-    predicted = torch.full_like(batch.targets, -1)
-    for i in range(n):
-        summary = None if summaries is None else summaries[:, i]
-        if i < first:
-            _, state = runner.score(state, batch.segments[:, i], batch.lengths[:, i], None, summary)
-            continue
-        segment_nll, predicted[:, i], state = method.predict(state, batch.segments[:, i], batch.lengths[:, i],
-                                                             batch.targets[:, i], summary)
-        nll += segment_nll
-    predicted = predicted.flatten(1)
-    flat_targets = batch.targets.flatten(1)
-    return [
-        AnswerScore(float(nll[row]), int((flat_targets[row] != IGNORE).sum()),
-                    predicted[row][flat_targets[row] != IGNORE].tolist())
-        for row in range(rows)
-    ]
+    nll, predicted = answer_pass(method, runner, batch)
+    predicted, wanted = predicted.flatten(1), batch.targets.flatten(1) != IGNORE
+    return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist())
+            for row in range(len(prompts))]
