@@ -179,6 +179,11 @@ def train(
     recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
     method: Annotated[str | None, opt("rmt | hmt | overlap | plain (plain/overlap need --train lora/full).")] = None,
     dataset: Dataset = None, split: Split = None, max_docs: MaxDocs = None,
+    task: Annotated[str | None, opt("Train for answers: passkey | multi-fact | babilong-qa1..5 | a .jsonl; the loss "
+                                    "is on the answer tokens only, the context read through the memory.")] = None,
+    curriculum: Annotated[str | None, opt("With --task: segments per training context, level by level; the next "
+                                          "level once 90% of answers are exact (curriculum.advance_at). "
+                                          "[default: 1,2,4,8]")] = None,
     segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
     recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
     stage: Annotated[int | None, opt("Train only this stage of a staged method (HMT: 1 or 2).")] = None,
@@ -223,13 +228,16 @@ def train(
 
         hmtbench train --method hmt --stage 2 --init-from runs/hmt/stage1/final --set train.lr=5e-5
 
+        hmtbench train --method rmt --task passkey --curriculum 1,2,4,8 --train lora --steps 400
+
         hmtbench train --resume runs/rmt
     """
     params = dict(locals())
     from hmtbench.commands.train import TRAIN_KEYS, load_run_config, run_train, train_config
 
     params.update(stages=[stage] if stage else [int(s) for s in stages.split(",")] if stages else None,
-                  lora_targets=lora_targets.split(",") if lora_targets else None)
+                  lora_targets=lora_targets.split(",") if lora_targets else None,
+                  curriculum=[int(s) for s in curriculum.split(",")] if curriculum else None)
     settings = given(params, TRAIN_KEYS)
     config = load_run_config(resume) if resume else train_config(settings)
     rows = run_train(config, command_line=command_line(), resume=resume)

@@ -23,7 +23,7 @@ from hmtbench.commands.train import build_for_training, run_train
 from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
 from hmtbench.training.config import TrainConfig, TrainSettings
-from hmtbench.training.loop import window_loss
+from hmtbench.training.objectives import window_loss
 
 TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
 
@@ -155,14 +155,14 @@ def test_resume_after_stop_matches_uninterrupted(corpus: str, tmp_path: Path) ->
 
 
 # `python -m hmtbench` whose steps take 0.5 s more each, so the kill lands between checkpoints: the package holds no
-# test hook, this driver wraps the loop's loss (looked up at each call) before running the CLI.
+# test hook, this driver wraps the objective's loss (looked up at each call) before running the CLI.
 SLOW_STEPS = """
 import runpy
 import time
 
-import hmtbench.training.loop as loop
+import hmtbench.training.objectives as objectives
 
-real_window_loss = loop.window_loss
+real_window_loss = objectives.window_loss
 
 
 def slow_window_loss(*args, **kwargs):
@@ -170,7 +170,7 @@ def slow_window_loss(*args, **kwargs):
     return real_window_loss(*args, **kwargs)
 
 
-loop.window_loss = slow_window_loss
+objectives.window_loss = slow_window_loss
 runpy.run_module("hmtbench", run_name="__main__")
 """
 

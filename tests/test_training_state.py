@@ -70,7 +70,7 @@ def test_round_trip_is_bit_exact_and_training_continues_identically(tmp_path: Pa
     rng = {"cpu": torch.get_rng_state()}
     save_trainer_state(tmp_path, optimizer, scheduler, 3, rng)
     copies, restored, restored_scheduler = fresh_like(params)
-    step, rng_back = load_trainer_state(tmp_path, restored, restored_scheduler)
+    step, rng_back, _ = load_trainer_state(tmp_path, restored, restored_scheduler)
     assert step == 3 and torch.equal(rng_back["cpu"], rng["cpu"])
     assert_same_optimizer_state(optimizer.state_dict(), restored.state_dict())
     assert isinstance(restored.param_groups[0]["betas"], tuple)  # JSON's list turned back into the tuple

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.training.config import TrainSettings
-from hmtbench.training.loop import window_loss
+from hmtbench.training.objectives import window_loss
 
 Workload = Callable[[], Tensor]  # one iteration; returns a 0-d tensor (mean NLL or loss), read after timing
 

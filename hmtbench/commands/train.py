@@ -22,14 +22,17 @@ from hmtbench.progress import StepProgress, quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.settings import resolve
+from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
+from hmtbench.training.objectives import AnswerTraining, LanguageModelling
 from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"
 # train's flags whose settings key is not the default one (commands.options.given); "" = not a setting
 TRAIN_KEYS = {
     "resume": "", "stage": "", "train_mode": "train.train",
+    "task": "curriculum.task", "curriculum": "curriculum.segments",
     **{f"lora_{name}": f"lora.{name}" for name in ("r", "alpha", "dropout", "targets")},
     **{name: f"train.{name}" for name in ("stages", "init_from", "steps", "stage1_steps", "batch_size", "grad_accum",
                                           "bptt_depth", "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay",
@@ -90,8 +93,10 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     output = Path(distributed.from_main(str(output)))
     with console.status(f"loading backbone {config.backbone}"):
         backbone = load_backbone(config.backbone, dtype=training_dtype(config), device=device)
-    corpus = load_corpus(config.data.dataset, config.data.split, config.data.max_docs)
-    documents = tokenize_corpus(corpus, backbone.tokenizer, None, 1).documents
+    documents = None  # answer training makes its own samples
+    if config.curriculum.task is None:
+        corpus = load_corpus(config.data.dataset, config.data.split, config.data.max_docs)
+        documents = tokenize_corpus(corpus, backbone.tokenizer, None, 1).documents
     output.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, output_dir=str(output))
     if distributed.is_main():
@@ -113,25 +118,18 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
     model = build_for_training(backbone, config, init_from)
     config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
     settings = config.train
-    sampler = WindowSampler(
-        documents,
-        settings.bptt_depth * model.segment_tokens,
-        model.segment_tokens,
-        settings.seed,
-        f"dataset '{config.data.dataset}' ({config.data.split})",
-    )
+    objective = make_objective(config, model, backbone, documents)
     meta = checkpoint_meta(config, backbone)
     label, steps = stage.label, stage.steps
     counts = parameter_counts(model)
     console.print(
-        f"{label}: {counts['trainable_params']:,} trainable parameters ({settings.train}), "
-        f"{len(sampler):,} windows of {sampler.window} tokens"
+        f"{label}: {counts['trainable_params']:,} trainable parameters ({settings.train}), {objective.describe()}"
     )
     row = {"status": "failed", "steps": 0}
     outcome: StageOutcome | None = None
     try:
         with StepProgress(label, steps) as progress:
-            outcome = train_stage(model, sampler, settings, steps, folder, meta, progress.update)
+            outcome = train_stage(model, objective, settings, steps, folder, meta, progress.update)
         row["status"] = "success"
     except KeyboardInterrupt:
         row["status"] = "canceled"
@@ -146,6 +144,17 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
         if distributed.is_main():
             write_record(make_record(row), config.out, row["run_id"])
     return row
+
+
+def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Backbone, documents: list[list[int]] | None):
+    """Answers to a task's questions with a curriculum (``curriculum.task``), else language-modelling windows."""
+    settings = config.train
+    if config.curriculum.task is not None:
+        sampler = AnswerSampler(config.curriculum, backbone.tokenizer, model.segment_tokens, settings.seed)
+        return AnswerTraining(sampler, config.curriculum, settings)
+    source = f"dataset '{config.data.dataset}' ({config.data.split})"
+    window = settings.bptt_depth * model.segment_tokens
+    return LanguageModelling(WindowSampler(documents, window, model.segment_tokens, settings.seed, source), settings)
 
 
 def build_for_training(backbone: Backbone, config: TrainConfig, init_from: str | None) -> SegmentMethod:
@@ -209,7 +218,7 @@ def _record(config, backbone, model, stage, folder, outcome, init_from, command_
         **run_columns("train", config.train.seed, backbone, model, command_line, started),
         "run_id": new_run_id("train", stage.label.replace(" stage ", ""), started),
         "checkpoint": init_from,
-        "dataset": config.data.dataset,
+        "dataset": config.curriculum.task or config.data.dataset,
         "split": config.data.split,
         "max_docs": config.data.max_docs,
         "batch_size": config.train.batch_size,
@@ -221,5 +230,14 @@ def _record(config, backbone, model, stage, folder, outcome, init_from, command_
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": outcome.wall_s if outcome else None,
         "tokens_per_s": outcome.tokens / outcome.wall_s if outcome and outcome.wall_s else None,
+        "task": config.curriculum.task,
+        "curriculum_segments": _reached(config, outcome),
         "config": distributed.with_world_size(to_json(config)),
     }
+
+
+def _reached(config: TrainConfig, outcome: StageOutcome | None) -> int | None:
+    """Answer training: the segments per context of the curriculum level the stage ended at."""
+    if config.curriculum.task is None or outcome is None:
+        return None
+    return config.curriculum.segments[outcome.objective.get("level", 0)]

@@ -31,9 +31,8 @@ class AnswerScore:
         return self.predicted == list(answer_ids)
 
 
-def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: int, device: torch.device
-             ) -> SegmentedBatch:
-    """Prompt + answer rows (right-padded) cut into segments, exactly the answer tokens scored."""
+def qa_rows(prompts: list[Tensor], answers: list[list[int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Prompt + answer rows, right-padded: ids (B, T), lengths (B,), the answer tokens (B, T), prompt lengths (B,)."""
     lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
     ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
     scored = torch.zeros_like(ids, dtype=torch.bool)
@@ -41,9 +40,14 @@ def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: in
         ids[row, : len(prompt)] = torch.as_tensor(prompt, dtype=torch.long)
         ids[row, len(prompt) : lengths[row]] = torch.tensor(answer, dtype=torch.long)
         scored[row, len(prompt) : lengths[row]] = True
-    prompt_lengths = torch.tensor([len(p) for p in prompts], device=device)
-    return segment_batch(ids.to(device), torch.tensor(lengths, device=device), segment_tokens, scored.to(device),
-                         prompt_lengths)
+    return ids, torch.tensor(lengths), scored, torch.tensor([len(p) for p in prompts])
+
+
+def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: int, device: torch.device
+             ) -> SegmentedBatch:
+    """Prompt + answer rows cut into segments, exactly the answer tokens scored."""
+    ids, lengths, scored, prompt_lengths = (t.to(device) for t in qa_rows(prompts, answers))
+    return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths)
 
 
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None

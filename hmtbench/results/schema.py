@@ -97,6 +97,7 @@ COLUMNS: list[Column] = [
     Column("train_mode", "string", "memory | lora | full: what of the backbone trained"),
     Column("steps", "Int64", "optimizer steps run"),
     Column("final_loss", "Float64", "training loss at the last step"),
+    Column("curriculum_segments", "Int64", "answer training: segments per training context the curriculum reached"),
     Column("output_dir", "string", "run folder with checkpoints and logs"),
     # --- cost
     Column("peak_gpu_mem_mb", "Float64", "torch.cuda.max_memory_allocated over the measured work (MiB)"),

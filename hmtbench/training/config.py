@@ -60,6 +60,24 @@ class TrainSettings:
 
 
 @dataclass
+class CurriculumSettings:
+    """Answer training: the task and the curriculum over the segments a sample's context spans."""
+
+    task: str | None = None  # passkey | multi-fact | babilong-qa1..5 | a .jsonl; None: language modelling
+    segments: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # levels: segments per training context
+    advance_at: float = 0.9  # move on once this share of training answers is exact (greedy) ...
+    window: int = 10  # ... over the last this many steps
+    filler: str = "pydoc-topics"  # generated tasks: the text the facts hide in
+    data: str | None = None  # a local copy of a hub task's data (BABILong)
+
+    def __post_init__(self) -> None:
+        if not self.segments or min(self.segments) < 1 or self.segments != sorted(self.segments):
+            raise HmtbenchError(f"curriculum.segments must be positive and ascending, got {self.segments}")
+        if not 0 < self.advance_at <= 1 or self.window < 1:
+            raise HmtbenchError("curriculum.advance_at must be in (0, 1] and curriculum.window at least 1")
+
+
+@dataclass
 class TrainConfig:
     backbone: str = "smollm2-135m"
     method: Any = method_field("hmt")  # the method's config dataclass (hmtbench.methods)
@@ -67,6 +85,7 @@ class TrainConfig:
     data: DataSettings = field(default_factory=lambda: DataSettings(split="train"))
     train: TrainSettings = field(default_factory=TrainSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    curriculum: CurriculumSettings = field(default_factory=CurriculumSettings)  # answer training (--task)
     output_dir: str | None = None  # default: runs/<backbone>-<method>-<time>
     dtype: str = "auto"  # auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU
     device: str = "auto"

@@ -18,11 +18,10 @@ import torch
 
 from hmtbench import distributed
 from hmtbench.checkpoints import apply_tensors, load_tensors, save_checkpoint
-from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.training.config import TrainSettings
+from hmtbench.training.objectives import StepLoss
 from hmtbench.training.state import has_trainer_state, load_trainer_state, replace_folder, save_trainer_state
-from hmtbench.training.windows import WindowSampler
 
 
 @dataclass
@@ -32,6 +31,7 @@ class StageOutcome:
     tokens: int
     wall_s: float
     peak_gpu_mb: float | None
+    objective: dict[str, Any]  # where the objective ended (the curriculum's level)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings):
@@ -46,32 +46,18 @@ def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def window_loss(model: SegmentMethod, ids: torch.Tensor, settings: TrainSettings) -> tuple[torch.Tensor, int]:
-    """Mean NLL of one batch of windows (B, D*S): on the last segment's S tokens, or on all."""
-    segment = model.segment_tokens
-    lengths = torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
-    scored = None
-    if settings.loss_on == "last":
-        scored = torch.zeros_like(ids, dtype=torch.bool)
-        scored[:, -segment:] = True
-    batch = segment_batch(ids, lengths, segment, scored)
-    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate)
-    count = tokens.sum()
-    return nll.sum() / count, int(ids.numel())
+class ObjectiveLoss(torch.nn.Module):
+    """The objective's loss as one module call: DistributedDataParallel needs one forward per backward."""
 
-
-class WindowLoss(torch.nn.Module):
-    """``window_loss`` as one module call: DistributedDataParallel needs one forward per backward."""
-
-    def __init__(self, model: SegmentMethod, settings: TrainSettings) -> None:
+    def __init__(self, model: SegmentMethod, objective: Any) -> None:
         super().__init__()
-        self.model, self.settings = model, settings
+        self.model, self.objective = model, objective
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return window_loss(self.model, ids, self.settings)[0]
+    def forward(self, *tensors: torch.Tensor) -> StepLoss:
+        return self.objective.loss(self.model, *tensors)
 
 
-def data_parallel(model: SegmentMethod, settings: TrainSettings):
+def data_parallel(model: SegmentMethod, objective: Any, settings: TrainSettings):
     """The loss wrapped in DistributedDataParallel: gradients of the trainable tensors averaged over ranks.
 
     Each rank takes an equal slice of every global micro-batch (``--batch-size`` stays the global
@@ -83,27 +69,28 @@ def data_parallel(model: SegmentMethod, settings: TrainSettings):
     distributed.check_divides(settings.batch_size, "--batch-size")
     device_ids = [model.device.index] if model.device.type == "cuda" else None
     # the backbone's buffers (rotary tables) never change, so they need no broadcast each forward
-    return DistributedDataParallel(WindowLoss(model, settings), device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(ObjectiveLoss(model, objective), device_ids=device_ids, broadcast_buffers=False)
 
 
 def train_stage(
     model: SegmentMethod,
-    sampler: WindowSampler,
+    objective: Any,
     settings: TrainSettings,
     steps: int,
     folder: Path,
     meta: dict[str, Any],
     on_step: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> StageOutcome:
-    """Train ``model``'s trainable parameters for ``steps`` optimizer steps, resuming from ``folder/last``."""
+    """Train ``model``'s trainable parameters on ``objective`` for ``steps`` optimizer steps, resuming from
+    ``folder/last`` (``training/objectives.py``: language-modelling windows or answers with a curriculum)."""
     device = model.device
     torch.set_flush_denormal(True)  # CPU: denormal optimizer states otherwise slow each step by 30x
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = make_optimizer(params, settings)
-    start = _resume(model, optimizer, scheduler, folder / "last")
+    start = _resume(model, optimizer, scheduler, objective, folder / "last")
     folder.mkdir(parents=True, exist_ok=True)
-    ddp = data_parallel(model, settings) if distributed.is_distributed() else None
-    forward = ddp if ddp is not None else lambda ids: window_loss(model, ids, settings)[0]
+    ddp = data_parallel(model, objective, settings) if distributed.is_distributed() else None
+    forward = ddp if ddp is not None else ObjectiveLoss(model, objective)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -111,19 +98,23 @@ def train_stage(
     began, tokens, loss_value = time.perf_counter(), 0, float("nan")
     model.train()
     for step in range(start, steps):
-        total = 0.0
+        total, exact = 0.0, []
         if ddp is not None:
             distributed.seed_step(settings.seed, step)
         for micro in range(settings.grad_accum):
             # the global micro-batch's index, so the data position is the same for any number of processes
-            ids = distributed.shard_rows(sampler.batch(step * settings.grad_accum + micro, settings.batch_size))
+            batch = objective.batch(step * settings.grad_accum + micro, settings.batch_size)
+            batch = [distributed.shard_rows(t).to(device) for t in batch]
             with _sync_gradients(ddp, micro == settings.grad_accum - 1):
                 with autocast:
-                    loss = forward(ids.to(device))
-                (loss / settings.grad_accum).backward()
-            total += loss.item() / settings.grad_accum
-            tokens += ids.numel() * distributed.world_size()
+                    out = forward(*batch)
+                (out.loss / settings.grad_accum).backward()
+            total += out.loss.item() / settings.grad_accum
+            tokens += out.tokens * distributed.world_size()
+            if out.exact is not None:
+                exact += out.exact.tolist()
         total = distributed.mean(total)  # each rank's mean loss over its equal share of the windows
+        exact_share = distributed.mean(sum(exact) / len(exact)) if exact else None
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.grad_clip))
         optimizer.step()
         scheduler.step()
@@ -135,24 +126,25 @@ def train_stage(
             "loss": loss_value,
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": grad_norm,
+            **objective.end_step(exact_share),
             "tokens_per_s": tokens / (time.perf_counter() - began),
             "peak_mem_mb": _peak_mb(device),
         }
-        if log is not None and (done % settings.log_every == 0 or done == steps):
+        if log is not None and (done % settings.log_every == 0 or done == steps or "advanced_to" in entry):
             log.write(json.dumps(entry) + "\n")
             log.flush()
         if distributed.is_main() and (done % settings.checkpoint_every == 0 or done == steps):
-            _save(model, optimizer, scheduler, folder / "last", {**meta, "step": done})
+            _save(model, optimizer, scheduler, objective, folder / "last", {**meta, "step": done})
         if on_step is not None:
             on_step(done, entry)
     if log is not None:
         log.close()
     model.eval()
     if distributed.is_main():
-        _save(model, optimizer, scheduler, folder / "final", {**meta, "step": steps}, with_state=False)
+        _save(model, optimizer, scheduler, objective, folder / "final", {**meta, "step": steps}, with_state=False)
     distributed.barrier()  # the next stage starts from this checkpoint on every rank
     wall = time.perf_counter() - began
-    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device))
+    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict())
 
 
 def _sync_gradients(ddp, last_micro_batch: bool):
@@ -164,7 +156,7 @@ def trainable_tensors(model: SegmentMethod) -> dict[str, torch.Tensor]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _save(model, optimizer, scheduler, folder: Path, meta: dict[str, Any], with_state: bool = True) -> None:
+def _save(model, optimizer, scheduler, objective, folder: Path, meta: dict[str, Any], with_state: bool = True) -> None:
     """Tensors and meta, plus (``with_state``) the trainer state: assembled in a staging folder, then swapped in."""
     tensors = trainable_tensors(model)
     if not with_state:
@@ -172,7 +164,7 @@ def _save(model, optimizer, scheduler, folder: Path, meta: dict[str, Any], with_
         return
     staging = folder.with_name(f".{folder.name}.staging")
     save_checkpoint(staging, tensors, meta)
-    save_trainer_state(staging, optimizer, scheduler, meta["step"], _rng_states())
+    save_trainer_state(staging, optimizer, scheduler, meta["step"], _rng_states(), objective.state_dict())
     replace_folder(staging, folder)
 
 
@@ -188,11 +180,13 @@ def _rng_states() -> dict[str, torch.Tensor]:
     return states
 
 
-def _resume(model, optimizer, scheduler, folder: Path) -> int:
-    """Restore tensors, optimizer, scheduler and RNG from ``folder``; return the step to continue from."""
+def _resume(model, optimizer, scheduler, objective, folder: Path) -> int:
+    """Restore tensors, optimizer, scheduler, RNG and the objective's position from ``folder``; return the step
+    to continue from."""
     if not has_trainer_state(folder):
         return 0
-    step, rng = load_trainer_state(folder, optimizer, scheduler)  # refuses the pickled state of older versions
+    step, rng, position = load_trainer_state(folder, optimizer, scheduler)  # refuses pickled states of old versions
+    objective.load_state_dict(position)
     apply_tensors(model, load_tensors(folder), str(folder))
     torch.set_rng_state(rng["cpu"])
     cuda = [rng[f"cuda.{i}"] for i in range(sum(name.startswith("cuda.") for name in rng))]

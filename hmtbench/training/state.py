@@ -33,7 +33,7 @@ def has_trainer_state(folder: Path) -> bool:
 
 
 def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
-                       rng: dict[str, torch.Tensor]) -> None:
+                       rng: dict[str, torch.Tensor], objective: dict[str, Any] | None = None) -> None:
     """Write the optimizer's tensors and ``rng`` to safetensors, the rest to JSON (written last: it marks the state)."""
     from safetensors.torch import save_file
 
@@ -47,13 +47,15 @@ def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler
         "param_groups": state["param_groups"],
         "optimizer_values": values,
         "scheduler": scheduler.state_dict(),
+        "objective": objective or {},  # where the objective stands: the curriculum's level (plain JSON values)
     }
     (folder / STATE_JSON).write_text(json.dumps(document, indent=1))
 
 
 def load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer,
-                       scheduler: Any) -> tuple[int, dict[str, torch.Tensor]]:
-    """Restore ``optimizer`` and ``scheduler`` from ``folder``; return the step and the saved RNG states by name.
+                       scheduler: Any) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore ``optimizer`` and ``scheduler`` from ``folder``; return the step, the saved RNG states by name and
+    the objective's position.
 
     The caller sets the RNG states, since only it knows which devices this process owns.
     """
@@ -71,7 +73,7 @@ def load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer,
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict(document["scheduler"])
     rng = {name[len(RNG):]: value for name, value in tensors.items() if name.startswith(RNG)}
-    return int(document["step"]), rng
+    return int(document["step"]), rng, document.get("objective", {})
 
 
 def refuse_legacy(folder: Path) -> None:

@@ -27,6 +27,7 @@ class TaskOptions:
     data: str | None = None  # a local copy of a hub task's data
     depths: list[float] | None = None  # needle tasks: where facts go, as a fraction of the context
     filler: str = "pydoc-topics"  # needle tasks: the local corpus the facts hide in
+    split: str = "test"  # generated tasks: train and test samples come from separate seeds
 
 
 class Task:
@@ -42,6 +43,7 @@ class Task:
     max_new_tokens: ClassVar[int] = 64
     one_line: ClassVar[bool] = True  # short answers: stop decoding at the first line break after text
     short_answer: ClassVar[bool] = False  # a few tokens, scored exactly: greedy checked for a batch in one pass
+    generates: ClassVar[bool] = False  # samples made at any length (``sample(index, length, depths)``): needle tasks
     builds_length: ClassVar[bool] = False
     answer_prefix: ClassVar[str] = " "
 

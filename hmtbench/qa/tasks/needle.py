@@ -29,6 +29,7 @@ class NeedleTask(Task):
     metric = "accuracy"
     builds_length = True
     short_answer = True
+    generates = True
     default_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     intro = ("There is an important piece of information hidden inside a lot of irrelevant text. "
              "Find it and memorize it; you will be asked about it.\n\n")
@@ -44,8 +45,14 @@ class NeedleTask(Task):
         self.length = options.context_length or DEFAULT_LENGTH
         self.haystack = Haystack(options.filler, options.tokenizer)
 
-    def facts(self, index: int, rng: random.Random) -> tuple[list[tuple[float, str]], str, str, dict]:
-        """(needles as (depth, text), question, answer, meta) of sample ``index``."""
+    @property
+    def facts_per_sample(self) -> int:
+        """How many facts a sample hides (one per depth it is given)."""
+        return len(self.depths)
+
+    def facts(self, index: int, rng: random.Random, depths: list[float]) -> tuple[list[tuple[float, str]], str, str,
+                                                                                     dict]:
+        """(needles as (depth, text), question, answer, meta) of sample ``index``, facts at ``depths``."""
         raise NotImplementedError
 
     def head(self, sample: Sample) -> str:
@@ -58,35 +65,46 @@ class NeedleTask(Task):
         count = self.options.limit if self.options.limit is not None else DEFAULT_SAMPLES
         return [self.sample(i) for i in range(count)]
 
-    def sample(self, index: int) -> Sample:
-        """Sample ``index``: the same seed and index give the same ids, facts and depths."""
+    def sample(self, index: int, length: int | None = None, depths: list[float] | None = None) -> Sample:
+        """Sample ``index``: the same seed, split and index give the same ids, facts and depths.
+
+        ``length`` and ``depths`` replace the task's own (training draws them per sample).
+        """
         for attempt in range(16):
-            rng = random.Random(f"{self.name}-{self.options.seed}-{index}-{attempt}")
-            needles, question, answer, meta = self.facts(index, rng)
+            rng = random.Random(f"{self.name}-{self.options.split}-{self.options.seed}-{index}-{attempt}")
+            needles, question, answer, meta = self.facts(index, rng, depths or self.depths)
             sample = Sample(str(index), "", question, [answer], meta)
-            if self._build(sample, needles, rng):
+            if self._build(sample, needles, rng, length or self.length):
                 return sample
         raise HmtbenchError(f"{self.name} sample {index}: every drawn value also occurs in the filler; "
                             "use another --filler")
 
+    def fixed_tokens(self) -> int:
+        """Tokens of a prompt without filler (instructions, facts, question): the shortest sample possible."""
+        rng = random.Random(f"{self.name}-fixed")
+        needles, question, answer, meta = self.facts(0, rng, self.depths[: self.facts_per_sample])
+        sample = Sample("fixed", "", question, [answer], meta)
+        parts = [self._ids(self.head(sample), special=True), self._ids(self.tail(sample))]
+        return sum(map(len, parts)) + sum(len(self._ids(text)) for _, text in needles)
+
     def _ids(self, text: str, special: bool = False) -> list[int]:
         return self.options.tokenizer(text, add_special_tokens=special)["input_ids"]
 
-    def _build(self, sample: Sample, needles: list[tuple[float, str]], rng: random.Random) -> bool:
-        """Fill ``sample.prompt_ids`` to exactly the asked length; False when a value also occurs in the filler."""
+    def _build(self, sample: Sample, needles: list[tuple[float, str]], rng: random.Random, length: int) -> bool:
+        """Fill ``sample.prompt_ids`` to exactly ``length`` tokens; False when a value also occurs in the filler."""
         head, tail = self._ids(self.head(sample), special=True), self._ids(self.tail(sample))
         needles = sorted(needles, key=lambda needle: needle[0])
         needle_ids = [self._ids(text) for _, text in needles]
-        filler = self.length - len(head) - len(tail) - sum(map(len, needle_ids))
+        filler = length - len(head) - len(tail) - sum(map(len, needle_ids))
         if filler < 1:
-            raise HmtbenchError(f"--context-length {self.length} is too short for {self.name}: its instructions, "
-                                f"facts and question alone take {self.length - filler} tokens")
+            raise HmtbenchError(f"--context-length {length} is too short for {self.name}: its instructions, "
+                                f"facts and question alone take {length - filler} tokens")
         built = self.haystack.build(filler, needle_ids, [d for d, _ in needles], sample.meta["values"], rng)
         if built is None:
             return False  # the value would not be in the context exactly once
         context, starts = built
         sample.prompt_ids = torch.tensor(head + context + tail, dtype=torch.int32)
-        sample.meta.update(context_tokens_asked=self.length, prompt_tokens=len(sample.prompt_ids),
+        sample.meta.update(context_tokens_asked=length, prompt_tokens=len(sample.prompt_ids),
                            needle_starts=[len(head) + start for start in starts], filler=self.haystack.corpus)
         return True
 
@@ -100,10 +118,12 @@ class Passkey(NeedleTask):
 
     name = "passkey"
     max_new_tokens = 12
+    facts_per_sample = 1  # one key, at the depth of the sample's turn
 
-    def facts(self, index: int, rng: random.Random) -> tuple[list[tuple[float, str]], str, str, dict]:
+    def facts(self, index: int, rng: random.Random, depths: list[float]) -> tuple[list[tuple[float, str]], str, str,
+                                                                                     dict]:
         key = digits(rng, 5)
-        depth = self.depths[index % len(self.depths)]
+        depth = depths[index % len(depths)]
         needle = f"\nThe pass key is {key}. Remember it.\n"
         return [(depth, needle)], "What is the pass key? The pass key is", key, {"depth": depth, "values": [key]}
 
@@ -115,19 +135,20 @@ class MultiFact(NeedleTask):
     max_new_tokens = 16
     default_depths = (0.25, 0.5, 0.75)
 
-    def facts(self, index: int, rng: random.Random) -> tuple[list[tuple[float, str]], str, str, dict]:
-        if len(self.depths) > len(NAMES):
+    def facts(self, index: int, rng: random.Random, depths: list[float]) -> tuple[list[tuple[float, str]], str, str,
+                                                                                     dict]:
+        if len(depths) > len(NAMES):
             raise HmtbenchError(f"multi-fact hides at most {len(NAMES)} facts; give fewer --depth values")
-        names = rng.sample(NAMES, len(self.depths))
+        names = rng.sample(NAMES, len(depths))
         values: list[str] = []
         while len(values) < len(names):
             value = digits(rng, 7)
             values += [] if value in values else [value]
         asked = index % len(names)
-        needles = [(d, f"\nThe special magic number for {n} is {v}.\n") for d, n, v in zip(self.depths, names, values,
+        needles = [(d, f"\nThe special magic number for {n} is {v}.\n") for d, n, v in zip(depths, names, values,
                                                                                          strict=True)]
         question = f"What is the special magic number for {names[asked]}? The special magic number for " \
                    f"{names[asked]} is"
-        meta = {"depth": self.depths[asked], "asked": names[asked], "facts": dict(zip(names, values, strict=True)),
+        meta = {"depth": depths[asked], "asked": names[asked], "facts": dict(zip(names, values, strict=True)),
                 "values": values}
         return needles, question, values[asked], meta

@@ -1,0 +1,77 @@
+"""Training samples of a QA task whose context spans a given number of segments (answer training).
+
+Generated tasks (passkey, multi-fact) draw each sample's length and needle depths from the sample's
+index, in the ``train`` split's seeds (never an evaluation sample); a task read from data (BABILong,
+a ``.jsonl``) is tokenized once and its samples grouped by the segments they span. A micro-batch is
+a pure function of its index, so a resumed run reads what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hmtbench.errors import HmtbenchError
+from hmtbench.qa.answers import qa_rows
+from hmtbench.qa.runner import prepare_samples
+from hmtbench.qa.tasks import TaskOptions, task_factory
+from hmtbench.training.config import CurriculumSettings
+
+ANSWER_ROOM = 12  # tokens left after a generated prompt for its answer, so both end in the same segment
+
+
+class AnswerSampler:
+    """(ids, lengths, answer mask, prompt lengths) of micro-batches whose prompt + answer span N segments."""
+
+    def __init__(self, curriculum: CurriculumSettings, tokenizer: Any, segment_tokens: int, seed: int) -> None:
+        self.segment_tokens, self.seed, self.tokenizer = segment_tokens, seed, tokenizer
+        options = TaskOptions(tokenizer=tokenizer, seed=seed, filler=curriculum.filler, data=curriculum.data,
+                              split="train")
+        self.task = task_factory(curriculum.task)(options)
+        self.name = self.task.name
+        if not self.task.short_answer:
+            raise HmtbenchError(f"--task {self.name} has free-form answers; answer training takes short-answer "
+                                "tasks (passkey, multi-fact, babilong-qa1..5, or a .jsonl of short answers)")
+        self.by_segments: dict[int, list[tuple[Tensor, list[int]]]] = {}
+        if not self.task.generates:
+            self._group(curriculum.segments)
+            return
+        self.shortest = self.task.fixed_tokens() + 8  # a few filler tokens at least
+        room = curriculum.segments[0] * segment_tokens - ANSWER_ROOM
+        if room < self.shortest:
+            raise HmtbenchError(f"{self.name}'s shortest prompt takes {self.shortest} tokens, more than the "
+                                f"{curriculum.segments[0]} segment(s) of {segment_tokens} text tokens of the first "
+                                "curriculum level hold; start the curriculum at more segments or raise "
+                                "--segment-length")
+
+    def _group(self, levels: list[int]) -> None:
+        prepared, _ = prepare_samples(self.task, self.task.load(), self.tokenizer, None)
+        for item in prepared:
+            spans = math.ceil((len(item.prompt_ids) + len(item.answer_ids)) / self.segment_tokens)
+            self.by_segments.setdefault(spans, []).append((item.prompt_ids, item.answer_ids))
+        missing = [n for n in levels if not self.by_segments.get(n)]
+        if missing:
+            have = ", ".join(f"{n}: {len(v)}" for n, v in sorted(self.by_segments.items()))
+            raise HmtbenchError(f"--task {self.name} has no sample spanning {missing} segments (samples by segments: "
+                                f"{have}); set curriculum.segments to levels the data has")
+
+    def batch(self, index: int, batch_size: int, segments: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        pairs = [self._pair(index * batch_size + row, segments) for row in range(batch_size)]
+        return qa_rows([p for p, _ in pairs], [a for _, a in pairs])
+
+    def _pair(self, k: int, segments: int) -> tuple[Tensor, list[int]]:
+        if not self.task.generates:
+            pool = self.by_segments[segments]
+            order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed + k // len(pool)))
+            return pool[int(order[k % len(pool)])]
+        rng = random.Random(f"curriculum-{self.seed}-{k}")
+        high = segments * self.segment_tokens - ANSWER_ROOM  # the answer ends inside the last segment too
+        length = rng.randint(max(self.shortest, high - self.segment_tokens + 1), high)
+        depths = sorted(rng.random() for _ in range(self.task.facts_per_sample))
+        sample = self.task.sample(k, length, depths)
+        answer = self.tokenizer(self.task.answer_prefix + sample.answers[0], add_special_tokens=False)["input_ids"]
+        return sample.prompt_ids, answer

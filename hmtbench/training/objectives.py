@@ -1,0 +1,126 @@
+"""What a training step optimises: language modelling on windows, or answers to questions with a curriculum.
+
+The loop (``training/loop.py``) asks an objective for the tensors of a micro-batch (a pure function
+of its global index, so a resumed run reads what an uninterrupted one would), for their loss, and,
+after each optimizer step, for what to log; the curriculum's position is part of the trainer state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hmtbench.engine import score_segments, segment_batch
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods.base import SegmentMethod
+from hmtbench.training.config import CurriculumSettings, TrainSettings
+from hmtbench.training.windows import WindowSampler
+
+
+@dataclass
+class StepLoss:
+    loss: Tensor  # () mean NLL over the scored tokens of the micro-batch
+    tokens: int  # tokens the micro-batch ran through the method
+    exact: Tensor | None = None  # (B,) bool: answers greedy decoding reproduces (answer training)
+
+
+class LanguageModelling:
+    """Windows of D segments; loss on the last segment (the reference) or on all of them."""
+
+    def __init__(self, sampler: WindowSampler, settings: TrainSettings) -> None:
+        self.sampler, self.settings = sampler, settings
+
+    def describe(self) -> str:
+        return f"{len(self.sampler):,} windows of {self.sampler.window} tokens"
+
+    def batch(self, index: int, batch_size: int) -> tuple[Tensor, ...]:
+        return (self.sampler.batch(index, batch_size),)
+
+    def loss(self, model: SegmentMethod, ids: Tensor) -> StepLoss:
+        loss, tokens = window_loss(model, ids, self.settings)
+        return StepLoss(loss, tokens)
+
+    def end_step(self, exact: float | None) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def window_loss(model: SegmentMethod, ids: Tensor, settings: TrainSettings) -> tuple[Tensor, int]:
+    """Mean NLL of one batch of windows (B, D*S): on the last segment's S tokens, or on all."""
+    segment = model.segment_tokens
+    lengths = torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
+    scored = None
+    if settings.loss_on == "last":
+        scored = torch.zeros_like(ids, dtype=torch.bool)
+        scored[:, -segment:] = True
+    batch = segment_batch(ids, lengths, segment, scored)
+    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate)
+    return nll.sum() / tokens.sum(), int(ids.numel())
+
+
+class AnswerTraining:
+    """Questions about a long context, read through the memory; the loss is on the answer tokens only.
+
+    A curriculum over the number of segments a sample's context spans (``curriculum.segments``):
+    samples start at the first level and move to the next once the share of training answers that
+    greedy decoding reproduces exactly, over the last ``curriculum.window`` steps, reaches
+    ``curriculum.advance_at`` (the RMT papers train this way, then generalise beyond the training length).
+    """
+
+    def __init__(self, sampler: Any, curriculum: CurriculumSettings, settings: TrainSettings) -> None:
+        self.sampler, self.curriculum, self.settings = sampler, curriculum, settings
+        self.level = 0
+        self.recent: deque[float] = deque(maxlen=curriculum.window)
+
+    @property
+    def segments(self) -> int:
+        return self.curriculum.segments[self.level]
+
+    def describe(self) -> str:
+        levels = ", ".join(map(str, self.curriculum.segments))
+        return (f"{self.sampler.name} answers, contexts of {levels} segments "
+                f"(next level at {self.curriculum.advance_at:.0%} exact over {self.curriculum.window} steps)")
+
+    def batch(self, index: int, batch_size: int) -> tuple[Tensor, ...]:
+        return self.sampler.batch(index, batch_size, self.segments)
+
+    def loss(self, model: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor, prompts: Tensor) -> StepLoss:
+        from hmtbench.qa.answers import answer_pass, exact_rows
+
+        batch = segment_batch(ids, lengths, model.segment_tokens, scored, prompts)
+        nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate)
+        return StepLoss(nll.sum() / scored.sum(), int(lengths.sum()), exact_rows(batch, predicted))
+
+    def end_step(self, exact: float | None) -> dict[str, Any]:
+        """Log the level and the exact share; move to the next level once the recent share is high enough."""
+        entry = {"segments": self.segments, "exact": exact}
+        if exact is None:
+            return entry
+        self.recent.append(exact)
+        full = len(self.recent) == self.recent.maxlen
+        if full and sum(self.recent) / len(self.recent) >= self.curriculum.advance_at:
+            if self.level + 1 < len(self.curriculum.segments):
+                self.level += 1
+                self.recent.clear()
+                entry["advanced_to"] = self.segments
+        return entry
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        if state["level"] >= len(self.curriculum.segments):
+            raise HmtbenchError("the run's curriculum has fewer levels than its trainer state; resume with its config")
+        self.level = state["level"]
+        self.recent = deque(state["recent"], maxlen=self.curriculum.window)
