@@ -42,8 +42,9 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _save_tensors({k: v for k, v in tensors.items() if not is_lora(k)}, tmp / TENSORS)
-    lora = {k: v for k, v in tensors.items() if is_lora(k)}
+    # LoRA without its settings in meta (--train full over a LoRA checkpoint) stays with the rest, as before
+    lora = {k: v for k, v in tensors.items() if is_lora(k)} if meta.get("lora") else {}
+    _save_tensors({k: v for k, v in tensors.items() if k not in lora}, tmp / TENSORS)
     if lora:
         save_adapter(tmp, lora, meta)
     (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -61,12 +62,11 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
 
 
 def save_adapter(folder: Path, lora: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """LoRA's tensors (method-module names) as a peft adapter folder: what ``PeftModel.save_pretrained`` writes."""
+    """LoRA's tensors (method-module names) and ``meta["lora"]`` as a peft adapter folder: the files and keys
+    ``PeftModel.save_pretrained`` writes."""
     from hmtbench.training.lora import adapted_modules, lora_config, to_peft_names
 
-    settings = meta.get("lora")
-    if not settings:
-        raise HmtbenchError("a checkpoint with LoRA tensors needs LoRA's settings (r, alpha, dropout) in meta['lora']")
+    settings = meta["lora"]
     # the targets as given, else the modules LoRA sits on (peft's per-architecture default, resolved)
     targets = settings.get("targets") or adapted_modules(list(lora))
     lora_config(settings, targets, adapter_base_model(meta)).save_pretrained(str(folder))

@@ -143,18 +143,32 @@ def test_committed_checkpoint_keeps_its_hash() -> None:
     assert tensors_sha256(COMMITTED / "smollm2-135m-stdlib-hmt-lora" / "stage2") == COMMITTED_STAGE2_SHA256
 
 
-def test_given_targets_are_the_adapters_targets(tmp_path: Path) -> None:
+def lora_checkpoint(folder: Path, lora: dict, with_settings: bool = True) -> tuple[SegmentMethod, Path]:
+    """An RMT model with LoRA ``lora`` on the tiny Llama, saved as ``hmtbench train`` would (memory + LoRA)."""
     from hmtbench.config import method_config
 
-    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["k_proj", "o_proj"]}
     model = build_method(load_backbone("random:llama", device="cpu"), method_config("rmt"), 24, seed=0, lora=lora)
-    meta = {"method": model.config.settings(), "segment_length": 24, "backbone": "random:llama", "lora": lora}
+    meta = {"method": model.config.settings(), "segment_length": 24, "backbone": "random:llama",
+            "lora": lora if with_settings else None}
     trainable = {name: p for name, p in model.named_parameters() if "lora_" in name or name == "memory"}
-    folder = save_checkpoint(tmp_path / "ckpt", trainable, meta)
+    return model, save_checkpoint(folder, trainable, meta)
+
+
+def test_given_targets_are_the_adapters_targets(tmp_path: Path) -> None:
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["k_proj", "o_proj"]}
+    model, folder = lora_checkpoint(tmp_path / "ckpt", lora)
     config = json.loads((folder / ADAPTER_CONFIG).read_text())
     assert sorted(config["target_modules"]) == ["k_proj", "o_proj"] and config["r"] == 4
-    assert {n for n in lora_of(built(folder).backbone) if "lora_A" in n} == {n for n in lora_of(model.backbone)
-                                                                               if "lora_A" in n}
+    assert lora_of(built(folder).backbone).keys() == lora_of(model.backbone).keys()
+
+
+def test_lora_without_its_settings_stays_with_the_method_tensors(tmp_path: Path) -> None:
+    """--train full over a LoRA checkpoint: meta has no LoRA settings, so no adapter can be written (as before)."""
+    from safetensors.torch import load_file
+
+    model, folder = lora_checkpoint(tmp_path / "ckpt", {"r": 4, "alpha": 8, "dropout": 0.0}, with_settings=False)
+    assert not (folder / ADAPTER_CONFIG).exists()
+    assert load_file(str(folder / TENSORS)).keys() == load_tensors(folder).keys() >= lora_of(model).keys()
 
 
 @pytest.mark.slow
