@@ -23,7 +23,8 @@ def build_method(
 
     ``document_length``: the tokens one backbone call must hold for a method that reads whole
     documents. ``lora``: LoRA settings to inject into the backbone first (a checkpoint's own LoRA,
-    if it has one, is injected from its meta). The backbone is modified in place only by LoRA.
+    if it has one, is injected instead: from its peft adapter config, or for checkpoints of earlier
+    versions from its meta). The backbone is modified in place only by LoRA.
     """
     import torch
 
@@ -37,15 +38,25 @@ def build_method(
     if meta is not None:
         check_backbone(meta, checkpoint, backbone)
         lora = meta.get("lora") or lora
-    if lora and not has_lora(backbone.model):
-        from hmtbench.training.lora import add_lora
-
-        add_lora(backbone.model, lora)
+    if not has_lora(backbone.model):
+        inject_lora_for(backbone.model, checkpoint, lora)
     torch.manual_seed(seed)
     model = cls(backbone.model, config, segment_length)
     if checkpoint is not None:
         apply_tensors(model, load_tensors(checkpoint), checkpoint)
     return model
+
+
+def inject_lora_for(model: Any, checkpoint: str | None, lora: dict[str, Any] | None) -> None:
+    """The checkpoint's adapter exactly as peft saved it (targets included), else LoRA from ``lora`` settings."""
+    from hmtbench.checkpoints import read_adapter_config
+    from hmtbench.training.lora import add_lora, inject_lora
+
+    adapter = read_adapter_config(checkpoint) if checkpoint is not None else None
+    if adapter is not None:
+        inject_lora(model, adapter)
+    elif lora:
+        add_lora(model, lora)
 
 
 def has_lora(model: Any) -> bool:
