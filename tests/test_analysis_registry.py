@@ -18,26 +18,26 @@ from tests.test_compare import write_run
 ANALYSIS = Path(__file__).resolve().parents[1] / "hmtbench" / "analysis"
 
 
-class Overlap(RMT):
+class Novel(RMT):
     """A stand-in for a method registered after the analysis code was written."""
 
-    name = "overlap"
-    label = "OVL"
+    name = "novel"
+    label = "NOV"
     compared_with = "hmt"
 
 
 def test_a_newly_registered_method_is_a_column_with_its_label_and_deltas(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setitem(methods.METHODS, "overlap", f"{__name__}:Overlap")
-    for method, ppl in [("zeta", 30.0), ("overlap", 12.0), ("hmt", 15.0), ("rmt", 18.0), ("plain", 20.0)]:
+    monkeypatch.setitem(methods.METHODS, "novel", f"{__name__}:Novel")
+    for method, ppl in [("zeta", 30.0), ("novel", 12.0), ("hmt", 15.0), ("rmt", 18.0), ("plain", 20.0)]:
         write_run(tmp_path, method, ppl=ppl)
     table = build(load_results([tmp_path], warn=lambda m: None), "ppl")
-    assert table.methods == ["plain", "rmt", "hmt", "overlap", "zeta"]  # registry order, then the unregistered
-    assert table.pairs == [("hmt", "rmt"), ("overlap", "hmt"), ("rmt", "plain"), ("hmt", "plain"),
-                           ("overlap", "plain"), ("zeta", "plain")]
+    assert table.methods == ["plain", "rmt", "hmt", "novel", "zeta"]  # registry order, then the unregistered
+    assert table.pairs == [("hmt", "rmt"), ("novel", "hmt"), ("rmt", "plain"), ("hmt", "plain"),
+                           ("novel", "plain"), ("zeta", "plain")]
     (row,) = table.rows
-    assert row.deltas[("overlap", "hmt")] == pytest.approx(20.0, abs=1e-9)
+    assert row.deltas[("novel", "hmt")] == pytest.approx(20.0, abs=1e-9)
     header = render([table], "markdown").splitlines()[4]
-    assert "| plain | RMT | HMT | OVL | zeta | HMT vs RMT, % | OVL vs HMT, % |" in header
+    assert "| plain | RMT | HMT | NOV | zeta | HMT vs RMT, % | NOV vs HMT, % |" in header
 
 
 def test_analysis_code_names_no_method_and_compare_imports_neither_load_nor_formats() -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from hmtbench.analysis import plot
 from hmtbench.analysis.compare import build
+from hmtbench.analysis.draw import method_color, method_line
 from hmtbench.analysis.lines import DODGE
 from hmtbench.analysis.load import load_results
 from hmtbench.cli import app
@@ -65,8 +66,9 @@ def test_ppl_bars_heights_are_the_table_means_and_deltas_are_annotated(results: 
     notes = [t.get_text() for t in ax.texts]
     assert notes == [f"{(9.0 - 7.5) / 9.0 * 100:+.1f}%", f"{(18.0 - 15.5) / 18.0 * 100:+.1f}%"]
     assert ax.get_title() == "wiki"
-    assert [c.get_facecolor() for c in ax.patches[::2]] == [matplotlib.colors.to_rgba(c)
-                                                            for c in ("#8c8c8c", "#3a6fb0", "#c8402f")]
+    colours = [method_color(m) for m in ("plain", "rmt", "hmt")]  # one colour per method, across figures
+    assert len(set(colours)) == 3
+    assert [c.get_facecolor() for c in ax.patches[::2]] == [matplotlib.colors.to_rgba(c) for c in colours]
 
 
 def test_runs_kept_apart_are_bars_of_their_own_labelled_by_their_setting(tmp_path: Path) -> None:
@@ -138,7 +140,9 @@ def test_memory_vs_length_shows_the_baseline_over_a_method_of_the_same_memory(tm
     plain, rmt = ax.get_lines()
     assert (plain.get_label(), plain.get_linestyle(), plain.get_markerfacecolor(), plain.get_zorder()) == (
         "plain", "--", "none", 3)
-    assert (rmt.get_label(), rmt.get_linestyle(), rmt.get_marker(), rmt.get_zorder()) == ("RMT", "-", "^", 2)
+    assert (rmt.get_label(), rmt.get_linestyle(), rmt.get_marker(), rmt.get_zorder()) == (
+        "RMT", "-", method_line("rmt")["marker"], 2)
+    assert method_line("rmt")["marker"] != method_line("plain")["marker"]
     assert plain.get_xdata()[0] < rmt.get_xdata()[0]  # and set apart sideways
 
 

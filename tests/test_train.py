@@ -129,8 +129,9 @@ def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
     # what an evaluation of this checkpoint records: the path, the tensors' hash (compare's identity), the mode
     folder = tmp_path / "run" / "stage1" / "final"
     columns = checkpoint_columns(str(folder))
+    files = (folder / "trainable.safetensors").read_bytes() + (folder / "adapter_model.safetensors").read_bytes()
     assert columns == {"checkpoint": str(folder.resolve()), "train_mode": "lora",
-                       "checkpoint_sha256": hashlib.sha256((folder / "trainable.safetensors").read_bytes()).hexdigest()}
+                       "checkpoint_sha256": hashlib.sha256(files).hexdigest()}
 
 
 def final_tensors(run_dir: Path, stage: str = "train") -> dict[str, torch.Tensor]:
