@@ -171,8 +171,8 @@ def test_a_checkpoint_fills_the_settings_it_was_trained_with(tmp_path: Path) -> 
     tensors = trained.method.added_parameters()
     meta = {"method": trained.method.config.settings(), "segment_length": L, "backbone_identity": "random:llama"}
     checkpoint = save_checkpoint(tmp_path / "ckpt", tensors, meta)
-    lm = HmtbenchLM(backbone="random:llama", method="hmt", checkpoint=str(checkpoint))
-    assert (lm.method.segment_length, lm.method.config.sensory_tokens) == (L, K)
+    lm = HmtbenchLM(backbone="random:llama", checkpoint=str(checkpoint))  # no method, segment or memory sizes
+    assert (lm.method.name, lm.method.segment_length, lm.method.config.sensory_tokens) == ("hmt", L, K)
     for name, value in lm.method.added_parameters().items():
         assert torch.equal(value, tensors[name])
 

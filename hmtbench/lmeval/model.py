@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,15 +48,18 @@ class LMEvalConfig:
 
 
 def lmeval_config(settings: dict[str, Any]) -> LMEvalConfig:
-    """The typed config from ``--model_args``: a checkpoint's settings fill what is not given."""
+    """The typed config from ``--model_args``: a checkpoint's settings (its method too) fill what is not given."""
     from hmtbench.commands.common import read_checkpoint_meta
-    from hmtbench.settings import resolve
+    from hmtbench.settings import checkpoint_settings, resolve
 
     shared = {f.name for f in dataclasses.fields(LMEvalConfig)} - {"method"}
     given: dict[str, Any] = {k: v for k, v in settings.items() if k in shared and v is not None}
     method = {k: v for k, v in settings.items() if k not in shared and k != "method"}
-    given["method"] = {"name": settings.get("method", "plain"), **method}
-    configs = resolve(LMEvalConfig, given, read_checkpoint_meta(given.get("checkpoint")), given.get("checkpoint") or "")
+    given["method"] = {**({"name": settings["method"]} if settings.get("method") else {}), **method}
+    checkpoint = given.get("checkpoint")
+    meta = read_checkpoint_meta(checkpoint)
+    trained = checkpoint_settings(meta)[0].get("name") if meta else None
+    configs = resolve(LMEvalConfig, given, meta, checkpoint or "", default_method=trained or "plain")
     if len(configs) > 1:
         raise HmtbenchError("model_args method= takes one method; run lm_eval once per method")
     return configs[0]
@@ -183,7 +187,8 @@ class HmtbenchLM(TemplateLM):
             stop=(lambda ids: any(s in self.tok_decode(ids) for s in until)) if until else None)
         return postprocess_generated_text(self.tok_decode(generation.token_ids), until, None)
 
-    def _batched(self, rows: list[list[int]], score, disable_tqdm: bool, label: str) -> list[Any]:
+    def _batched(self, rows: list[list[int]], score: Callable[[list[int]], list[Any]], disable_tqdm: bool,
+                 label: str) -> list[Any]:
         """``score(indices)`` over batches of rows, longest first (similar lengths pad least), in request order."""
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         results: list[Any] = [None] * len(rows)

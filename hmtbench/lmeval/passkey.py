@@ -16,6 +16,14 @@ import yaml
 FIRST_NUMBER = r"(\d+)"
 
 
+class _Dumper(yaml.SafeDumper):
+    """YAML with line breaks written as ``"\\n"`` (the stop string), not as folded blank lines."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style='"' if "\n" in text else None))
+
+
 def load_tokenizer(spec: str) -> Any:
     """The tokenizer of backbone ``spec`` alone (a random: backbone's is the byte tokenizer), without its weights."""
     from hmtbench.backbones import resolve_backbone
@@ -67,5 +75,5 @@ def write_needle_task(out: str | Path, backbone: str, context_length: int, *, ta
                      "samples": len(rows), "filler": filler},
     }
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(yaml.dump(config, Dumper=_Dumper, sort_keys=False))
     return name, path
