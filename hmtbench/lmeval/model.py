@@ -1,0 +1,201 @@
+"""The lm-eval model ``hmtbench``: every request type read through a memory method around a backbone.
+
+* ``loglikelihood``: context + continuation read segment after segment, the context through the
+  memory; only the continuation tokens are scored (the summed log-probability, and whether each
+  one is the argmax of its prediction). Requests are right-padded into batches, longest first.
+* ``loglikelihood_rolling``: the document read once, every token but the first scored: the stream
+  protocol of ``hmtbench eval-ppl``. The row is ``[prefix] + text``, prefix = BOS (else EOS), so
+  for a tokenizer that prepends BOS it is the row ``eval-ppl`` scores, and the NLL is the same.
+* ``generate_until``: the prompt read through the memory, then greedy decoding by
+  ``hmtbench.generation.greedy_generate`` (the decoding of ``eval-qa``) until a stop string,
+  the end-of-sequence id or ``max_gen_toks``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import normalize_gen_kwargs, postprocess_generated_text
+from tqdm import tqdm
+
+from hmtbench.config import method_field
+from hmtbench.errors import HmtbenchError
+
+logger = logging.getLogger(__name__)
+DEFAULT_LENGTH = 2048  # max_length for a backbone whose position scheme has no limit
+
+
+@dataclass
+class LMEvalConfig:
+    """What ``--model_args`` sets; any other key is a setting of the method (``sensory_tokens=32``)."""
+
+    backbone: str = "smollm2-135m"
+    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
+    segment_length: int = 256  # L: positions per backbone step (every method)
+    checkpoint: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 3407
+    batch_size: int = 1  # requests per batch (loglikelihood, loglikelihood_rolling); generation runs one at a time
+    max_length: int | None = None  # positions of one backbone call for `full` (default: the backbone's maximum)
+    max_gen_toks: int = 256  # generation limit when a task gives none
+
+
+def lmeval_config(settings: dict[str, Any]) -> LMEvalConfig:
+    """The typed config from ``--model_args``: a checkpoint's settings (its method too) fill what is not given."""
+    from hmtbench.commands.common import read_checkpoint_meta
+    from hmtbench.settings import checkpoint_settings, resolve
+
+    shared = {f.name for f in dataclasses.fields(LMEvalConfig)} - {"method"}
+    given: dict[str, Any] = {k: v for k, v in settings.items() if k in shared and v is not None}
+    method = {k: v for k, v in settings.items() if k not in shared and k != "method"}
+    given["method"] = {**({"name": settings["method"]} if settings.get("method") else {}), **method}
+    checkpoint = given.get("checkpoint")
+    meta = read_checkpoint_meta(checkpoint)
+    trained = checkpoint_settings(meta)[0].get("name") if meta else None
+    configs = resolve(LMEvalConfig, given, meta, checkpoint or "", default_method=trained or "plain")
+    if len(configs) > 1:
+        raise HmtbenchError("model_args method= takes one method; run lm_eval once per method")
+    return configs[0]
+
+
+def _device(device: str) -> str:
+    """``device``, or auto where it names CUDA on a machine without: lm-eval's command line always passes cuda:0."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("hmtbench: device %s asked for but CUDA is not available; running on the CPU", device)
+        return "auto"
+    return device
+
+
+@register_model("hmtbench")
+class HmtbenchLM(TemplateLM):
+    """``--model hmtbench --model_args backbone=...,method=hmt,checkpoint=...,segment_length=...``."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__()
+        from hmtbench.backbones import load_backbone
+        from hmtbench.build import build_method
+        from hmtbench.commands.common import warn_if_untrained
+        from hmtbench.methods.base import max_positions
+        from hmtbench.progress import quiet_transformers
+
+        quiet_transformers()
+        settings.pop("max_batch_size", None)  # lm-eval's limit for batch_size=auto, which hmtbench does not do
+        self.config = config = lmeval_config(settings)
+        if config.batch_size < 1 or config.max_gen_toks < 1:
+            raise HmtbenchError("batch_size and max_gen_toks must be positive")
+        self.backbone = load_backbone(config.backbone, dtype=config.dtype, device=_device(config.device))
+        self._max_length = config.max_length or max_positions(self.backbone.model.config) or DEFAULT_LENGTH
+        self.method = build_method(self.backbone, config.method, config.segment_length, seed=config.seed,
+                                   document_length=self._max_length, checkpoint=config.checkpoint).eval()
+        warn_if_untrained(self.method, config.checkpoint)
+        self.tokenizer = self.backbone.tokenizer
+        self._device = self.backbone.device
+
+    # ----- what lm-eval asks of a tokenizing model ---------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """What an empty context and every rolling document start from: BOS, else EOS (as lm-eval's HF model)."""
+        bos = self.tokenizer.bos_token_id
+        return self.eot_token_id if bos is None else bos
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.backbone.resolved.identity
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        """Token ids with the tokenizer's special tokens unless told otherwise, as ``eval-qa`` tokenizes prompts."""
+        special = True if add_special_tokens is None else add_special_tokens
+        return self.tokenizer(string, add_special_tokens=special)["input_ids"]
+
+    def tok_decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+
+    def get_model_info(self) -> dict[str, Any]:
+        """What the results JSON records about the model: the method's settings as built and its segment layout."""
+        return {"hmtbench_method": self.method.config.settings(), "hmtbench_backbone": self.backbone.resolved.identity,
+                **{f"hmtbench_{k}": v for k, v in self.method.record_columns().items()}}
+
+    # ----- requests ----------------------------------------------------------------------------
+    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
+                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        from hmtbench.lmeval.scoring import continuation_scores
+
+        rows = [context + continuation for _, context, continuation in requests]
+        starts = [len(context) for _, context, _ in requests]
+        results = self._batched(rows, lambda chosen: continuation_scores(
+            self.method, [rows[i] for i in chosen], [starts[i] for i in chosen]), disable_tqdm, "loglikelihood")
+        for (key, _, _), result in zip(requests, results, strict=True):
+            self.cache_hook.add_partial("loglikelihood", key, result)
+        return results
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        from hmtbench.lmeval.scoring import rolling_nll
+
+        texts = [request.args[0] for request in requests]
+        rows = [[self.prefix_token_id, *self.tok_encode(text, add_special_tokens=False)] for text in texts]
+        nll = self._batched(rows, lambda chosen: rolling_nll(self.method, [rows[i] for i in chosen]), disable_tqdm,
+                            "loglikelihood_rolling")
+        results = [-value for value in nll]
+        for text, result in zip(texts, results, strict=True):
+            self.cache_hook.add_partial("loglikelihood_rolling", (text,), result)
+        return results
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        results = []
+        for request in tqdm(requests, desc="generate_until (hmtbench)", disable=disable_tqdm):
+            context, gen_kwargs = request.args
+            text = self.generate(context, gen_kwargs)
+            self.cache_hook.add_partial("generate_until", request.args, text)
+            results.append(text)
+        return results
+
+    def generate(self, context: str, gen_kwargs: dict[str, Any]) -> str:
+        """Greedy continuation of ``context`` as ``eval-qa`` decodes, cut before the first stop string."""
+        from hmtbench.generation import greedy_generate
+        from hmtbench.qa.runner import stop_ids
+
+        kwargs = normalize_gen_kwargs(gen_kwargs, self.config.max_gen_toks)
+        if kwargs.get("do_sample"):
+            logger.warning("hmtbench decodes greedily: do_sample and temperature are ignored")
+        until = [s for s in kwargs["until"] if s]
+        prompt = self.tok_encode(context)
+        if not prompt:
+            prompt = [self.prefix_token_id]
+        generation = greedy_generate(
+            self.method, prompt, kwargs["max_gen_toks"], stop_ids=stop_ids(self.tokenizer, self.backbone.model),
+            stop=(lambda ids: any(s in self.tok_decode(ids) for s in until)) if until else None)
+        return postprocess_generated_text(self.tok_decode(generation.token_ids), until, None)
+
+    def _batched(self, rows: list[list[int]], score: Callable[[list[int]], list[Any]], disable_tqdm: bool,
+                 label: str) -> list[Any]:
+        """``score(indices)`` over batches of rows, longest first (similar lengths pad least), in request order."""
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        results: list[Any] = [None] * len(rows)
+        with tqdm(total=len(rows), desc=f"{label} (hmtbench)", disable=disable_tqdm) as progress:
+            for start in range(0, len(order), self.batch_size):
+                chosen = order[start : start + self.batch_size]
+                for i, result in zip(chosen, score(chosen), strict=True):
+                    results[i] = result
+                progress.update(len(chosen))
+        return results
