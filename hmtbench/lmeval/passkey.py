@@ -56,7 +56,8 @@ def write_needle_task(out: str | Path, backbone: str, context_length: int, *, ta
     folder = Path(out).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
-    rows = [{"id": s.id, "prompt": needle.prompt(s), "answer": s.answers[0], "depth": s.meta.get("depth"),
+    rows = [{"id": s.id, "prompt": tokenizer.decode(s.prompt_ids.tolist(), skip_special_tokens=True),  # built in tokens
+             "answer": s.answers[0], "depth": s.meta.get("depth"),
              "prompt_tokens": s.meta.get("prompt_tokens")} for s in needle.load()]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = {
