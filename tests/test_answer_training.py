@@ -1,0 +1,129 @@
+"""Answer training: loss on answer tokens only, the curriculum, and memory that learns to carry a key."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hmtbench.backbones.tiny import byte_tokenizer
+from hmtbench.cli import app
+from hmtbench.config import method_config
+from hmtbench.engine import IGNORE
+from hmtbench.qa.answers import answer_pass, qa_rows
+from hmtbench.training.config import CurriculumSettings, TrainSettings
+from hmtbench.training.objectives import AnswerTraining
+from tests.conftest import build_method
+
+
+def write_keys(path: Path, count: int, seed: int) -> Path:
+    """A digit key first, 30 letters of filler, then the question: the key is one segment back (L = 32)."""
+    rng = random.Random(seed)
+    rows = [{"context": rng.choice("0123456789") + "".join(rng.choice("abcdefghij") for _ in range(30)),
+             "question": "k", "answer": None} for _ in range(count)]
+    for row in rows:
+        row["answer"] = row["context"][0]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_the_loss_is_on_answer_tokens_only(llama: torch.nn.Module) -> None:
+    """Changing a context token's target changes nothing: only answer positions are scored."""
+    from hmtbench.engine import segment_batch
+
+    model = build_method("rmt", llama, {"segment_length": 24})
+    prompts = [torch.randint(0, 256, (50,), generator=torch.Generator().manual_seed(0))]
+    ids, lengths, scored, prompt_lengths = qa_rows(prompts, [[65, 66, 67]])
+    batch = segment_batch(ids, lengths, model.segment_tokens, scored, prompt_lengths)
+    assert int((batch.targets != IGNORE).sum()) == 3  # the answer's tokens alone
+    other = ids.clone()
+    other[0, 10:40] = (other[0, 10:40] + 1) % 256  # context tokens that are never targets
+    assert torch.equal(segment_batch(other, lengths, model.segment_tokens, scored, prompt_lengths).targets[..., -1:],
+                       batch.targets[..., -1:])
+    nll, _ = answer_pass(model, model, batch)
+    loss = nll.sum() / scored.sum()
+    loss.backward()
+    assert loss.item() > 0 and model.memory.grad is not None and model.memory.grad.abs().sum() > 0
+
+
+class Levels:
+    """A sampler stand-in that records the level each batch was drawn at."""
+
+    name = "stub"
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def batch(self, index: int, batch_size: int, segments: int):
+        self.asked.append(segments)
+        return ()
+
+
+def test_the_curriculum_advances_when_answers_pass_the_threshold_and_resumes() -> None:
+    curriculum = CurriculumSettings(task="passkey", segments=[1, 2, 4], advance_at=0.75, window=3)
+    objective = AnswerTraining(Levels(), curriculum, TrainSettings())
+    shares = [0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.9, 0.8, 0.9, 1.0]
+    seen = []
+    for share in shares:
+        objective.batch(0, 2)
+        seen.append(objective.end_step(share))
+    # (0.5 + 1 + 1) / 3 >= 0.75 at step 2: on to 2 segments, the window restarts; again at step 5; 4 is the last
+    assert [e["segments"] for e in seen] == [1, 1, 1, 2, 2, 2, 4, 4, 4, 4, 4]
+    assert [(i, e["advanced_to"]) for i, e in enumerate(seen) if "advanced_to" in e] == [(2, 2), (5, 4)]
+    resumed = AnswerTraining(Levels(), curriculum, TrainSettings())
+    resumed.load_state_dict(json.loads(json.dumps(objective.state_dict())))  # through JSON, as the trainer state
+    assert resumed.segments == 4 and list(resumed.recent) == list(objective.recent)
+
+
+def test_generated_training_samples_span_the_level_and_never_repeat_evaluation(tmp_path: Path) -> None:
+    from hmtbench.qa.tasks import TaskOptions, load_task
+    from hmtbench.training.answers import AnswerSampler
+
+    tokenizer = byte_tokenizer()
+    sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2, 3]), tokenizer, 300, seed=3407)
+    ids, lengths, scored, prompts = sampler.batch(0, 6, 3)
+    assert ((lengths > 2 * 300) & (lengths <= 3 * 300)).all()  # prompt and answer span exactly 3 segments
+    assert (scored.sum(-1) == 6).all()  # " " + 5 digits
+    evaluation = load_task("passkey", TaskOptions(tokenizer=tokenizer, context_length=700, limit=6)).load()
+    keys = {tokenizer.decode(ids[r, prompts[r] + 1 : lengths[r]].tolist()) for r in range(6)}
+    assert not keys & {s.answers[0] for s in evaluation}
+    again = sampler.batch(0, 6, 3)
+    assert torch.equal(again[0], ids)  # a pure function of the batch index
+
+
+def train(tmp_path: Path, method: str, data: Path) -> Path:
+    result = CliRunner().invoke(app, [
+        "train", "--backbone", "random:llama", "--device", "cpu", "--method", method, "--task", str(data),
+        "--curriculum", "2", "--train", "full", "--steps", "350", "--batch-size", "32", "--segment-length", "32",
+        "--lr", "3e-3", "--warmup-steps", "20", "--set", "train.decay_every=10000", "--log-every", "50",
+        "--output-dir", str(tmp_path / method), "--out", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    return tmp_path / method / "train" / "final"
+
+
+def held_out_exact(method: str, checkpoint: Path, data: Path) -> float:
+    from hmtbench.backbones import load_backbone
+    from hmtbench.build import build_method as build
+    from hmtbench.qa.answers import score_answers
+    from hmtbench.qa.runner import prepare_samples
+    from hmtbench.qa.tasks import TaskOptions, load_task
+
+    backbone = load_backbone("random:llama", device="cpu")
+    model = build(backbone, method_config(method), 32, seed=0, checkpoint=str(checkpoint)).eval()
+    task = load_task(str(data), TaskOptions(tokenizer=backbone.tokenizer))
+    prepared, _ = prepare_samples(task, task.load(), backbone.tokenizer, None)
+    scores = score_answers(model, model, [p.prompt_ids for p in prepared], [p.answer_ids for p in prepared])
+    return sum(s.exact(p.answer_ids) for s, p in zip(scores, prepared, strict=True)) / len(prepared)
+
+
+@pytest.mark.slow
+def test_a_memory_learns_to_carry_the_key_that_plain_segments_never_see(tmp_path: Path) -> None:
+    """Two segments, the key in the first, the question in the second: RMT's memory carries it; plain guesses."""
+    data, held_out = write_keys(tmp_path / "keys.jsonl", 512, 0), write_keys(tmp_path / "test.jsonl", 100, 1)
+    exact = {m: held_out_exact(m, train(tmp_path, m, data), held_out) for m in ("rmt", "plain")}
+    assert exact["plain"] <= 0.2  # one digit in ten, whatever it learned
+    assert exact["rmt"] >= 0.4 and exact["rmt"] >= exact["plain"] + 0.25, exact
