@@ -133,8 +133,9 @@ def eval_qa(
     task: Annotated[str | None, opt("passkey | multi-fact | babilong-qa1..qa5 | pubmedqa | narrativeqa | qasper | "
                                     "musique | qmsum, or a local .jsonl (context, question, answer).")] = None,
     backbone: Backbone = None, method: Methods = None,
-    context_length: Annotated[int | None, opt("Prompt tokens. passkey/multi-fact: built at this length (1k-1M); "
-                                              "babilong: this bin; others: samples cut in the middle to it.")] = None,
+    context_length: Annotated[str | None, opt("Prompt tokens, or several: 1k,4k,1m (one record per length). "
+                                              "passkey/multi-fact: built at this length (1k-1M); babilong: this "
+                                              "bin; others: samples cut in the middle to it.")] = None,
     limit: Annotated[int | None, opt("At most this many samples (passkey/multi-fact: how many to make).")] = None,
     max_new_tokens: Annotated[int | None, opt("Longest generated answer [default: the task's own].")] = None,
     depth: Annotated[str | None, opt("Needle depths in [0, 1], comma-separated: passkey cycles through them, "

@@ -52,20 +52,42 @@ class QAConfig:
 
 
 def qa_configs(given: dict[str, Any]) -> list[QAConfig]:
-    """One typed config per method asked for, the checkpoint's settings filling what was not given."""
+    """One typed config per method and context length asked for (``context_length`` may be a list such as
+    "1k,4k,1m"), the checkpoint's settings filling what was not given."""
+    from hmtbench.benchmark import parse_counts
+
     checkpoint = given.get("checkpoint")
-    return resolve(QAConfig, given, read_checkpoint_meta(checkpoint), checkpoint or "")
+    lengths = given.get("context_length")
+    if not isinstance(lengths, str):
+        return resolve(QAConfig, given, read_checkpoint_meta(checkpoint), checkpoint or "")
+    return [config for length in parse_counts(lengths, "--context-length")
+            for config in resolve(QAConfig, {**given, "context_length": length}, read_checkpoint_meta(checkpoint),
+                                  checkpoint or "")]
 
 
 def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) -> list[dict[str, Any]]:
-    """Evaluate each config's method on the same prepared samples; one parquet record and one predictions JSONL each."""
-    config = configs[0]  # every config shares all but the method
+    """Evaluate each config's method, length by length, on the same prepared samples; one parquet record and one
+    predictions JSONL per method and length."""
+    config = configs[0]  # every config shares all but the method and the context length
     _check(configs)
     make_task = task_factory(config.task)  # an unknown task fails before anything loads
     quiet_transformers()
     device = distributed.setup(config.device, console)  # config.device itself in a single process
     with console.status(f"loading backbone {config.backbone}"):
         backbone = load_backbone(config.backbone, dtype=config.dtype, device=device)
+    lengths = list(dict.fromkeys(c.context_length for c in configs))
+    rows = []
+    for length in lengths:
+        group = [c for c in configs if c.context_length == length]
+        rows += _evaluate_length(group, make_task, backbone, command_line, sweep=len(lengths) > 1)
+    return rows
+
+
+def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line, sweep: bool) -> list[dict[str, Any]]:
+    """Every method of ``configs`` (one context length) on the same samples."""
+    from hmtbench.methods import method_class
+
+    config = configs[0]
     options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
                           limit=config.limit, data=config.data, depths=config.depths, filler=config.filler)
     task = make_task(options)
@@ -78,10 +100,16 @@ def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) 
     lengths = [len(p.prompt_ids) for p in prepared]
     note = f"; {skipped} shorter than --context-length skipped" if skipped else ""
     console.print(f"{len(prepared)} {task.name} samples, prompts of {min(lengths)}-{max(lengths)} tokens{note}")
-    models = [build_method(backbone, c.method, c.segment_length, seed=c.seed, document_length=longest,
-                           checkpoint=c.checkpoint) for c in configs]
-    rows = []
-    for method_config, model in zip(configs, models, strict=True):
+    rows, built = [], []
+    for c in configs:
+        try:
+            built.append((c, build_method(backbone, c.method, c.segment_length, seed=c.seed, document_length=longest,
+                                          checkpoint=c.checkpoint)))
+        except HmtbenchError as err:  # a sweep goes on where one method cannot read the whole context (full)
+            if not (sweep and method_class(c.method.name).reads_whole_document):
+                raise
+            console.print(f"[yellow]skipped[/] {c.method.name} at {config.context_length} tokens: {err}")
+    for method_config, model in built:
         warn_if_untrained(model, config.checkpoint)
         model.eval()
         name = model.name
@@ -175,10 +203,11 @@ def print_qa_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{rows[0]['task']}: answer ppl (lower is better) and generated-answer quality")
-    for column in ("method", "samples", "answer ppl", "accuracy", "ROUGE-L", "F1", "EM", "tok/s"):
+    for column in ("method", "context", "samples", "answer ppl", "accuracy", "ROUGE-L", "F1", "EM", "tok/s"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        table.add_row(row["method"], str(row["docs"]), f"{row['answer_ppl']:.3f}", f"{row['accuracy']:.1%}",
+        context = f"{row['context_length']:,}" if row["context_length"] is not None else "-"
+        table.add_row(row["method"], context, str(row["docs"]), f"{row['answer_ppl']:.3f}", f"{row['accuracy']:.1%}",
                       f"{row['rouge_l']:.3f}", f"{row['f1']:.3f}", f"{row['exact_match']:.1%}",
                       f"{row['tokens_per_s']:,.0f}" if row["tokens_per_s"] else "-")
     console.print(table)
