@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU evidence of "What the memory does" (README), in steps that fit the device tool's 10-minute calls.
+# Run from the checkout root on the GPU machine after scripts/gpu/stage.sh; WORK survives between calls while
+# the machine stays warm; each step leaves a tarball in OUT (what the device tool brings back).
+#   bash scripts/gpu/evidence.sh train WORK            start every training in the background (returns at once)
+#   bash scripts/gpu/evidence.sh wait WORK SECONDS     wait for them (at most SECONDS), show their progress
+#   bash scripts/gpu/evidence.sh retrieval WORK        passkey and multi-fact, 1k..1M tokens, every method
+#   bash scripts/gpu/evidence.sh lm WORK               eval-ppl of the LM ablations and of the committed checkpoints
+#   bash scripts/gpu/evidence.sh pack WORK OUT NAME    logs, records and small checkpoints into OUT/NAME.tgz
+set -euo pipefail
+step=$1 work=$2
+export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+hb() { python3 -m hmtbench "$@"; }
+mkdir -p "$work/logs" "$work/results"
+MODEL=smollm2-135m
+ABLATIONS="plain overlap rmt hmt hmt-nosensory hmt-norecall"
+
+case $step in
+train)
+  for m in rmt hmt; do
+    setsid nohup python3 -m hmtbench train --recipe "recipes/smollm2-135m-passkey-$m.yaml" \
+      --output-dir "$work/runs/passkey-$m" --out "$work/results/train-passkey" > "$work/logs/train-passkey-$m.log" 2>&1 &
+  done
+  for v in $ABLATIONS; do
+    setsid nohup python3 -m hmtbench train --recipe "recipes/smollm2-135m-stdlib-$v-ref.yaml" \
+      --output-dir "$work/runs/lm-$v" --out "$work/results/train-lm" > "$work/logs/train-lm-$v.log" 2>&1 &
+  done
+  sleep 20; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
+wait)
+  deadline=$((SECONDS + $3))
+  while pgrep -f "hmtbench train" > /dev/null && [ $SECONDS -lt $deadline ]; do sleep 15; done
+  for f in "$work"/logs/train-*.log; do echo "== $f"; tail -c 400 "$f" | tr '\r' '\n' | tail -3; done
+  for f in "$work"/runs/*/*/log.jsonl; do echo "$f: $(tail -1 "$f")"; done
+  pgrep -f "hmtbench train" > /dev/null && echo "still training" || echo "all trainings ended" ;;
+retrieval)
+  common=(--backbone "$MODEL" --segment-length 1024 --limit 100 --batch-size 100 --depth 0,0.25,0.5,0.75,1)
+  rk="$work/runs/passkey-rmt/train/final" hk="$work/runs/passkey-hmt/stage2/final"
+  lengths=1k,4k,16k,64k,256k,1m
+  for task in passkey multi-fact; do
+    [ $task = multi-fact ] && lengths=1k,4k,16k,64k
+    out="$work/results/$task"
+    hb eval-qa --task $task "${common[@]}" --context-length $lengths --method plain,overlap,full \
+      --sensory-tokens 32 --out "$out" > "$work/logs/eval-$task-baselines.log" 2>&1 &
+    hb eval-qa --task $task "${common[@]}" --context-length $lengths --method rmt --checkpoint "$rk" \
+      --out "$out" > "$work/logs/eval-$task-rmt.log" 2>&1 &
+    hb eval-qa --task $task "${common[@]}" --context-length $lengths --method hmt --checkpoint "$hk" \
+      --out "$out" > "$work/logs/eval-$task-hmt.log" 2>&1 &
+    hb eval-qa --task $task "${common[@]}" --context-length $lengths --method hmt --checkpoint "$hk" \
+      --recall-context 2048 --out "$out" > "$work/logs/eval-$task-hmt-n2048.log" 2>&1 &
+  done
+  wait; grep -h "accuracy\|error" "$work"/logs/eval-*.log | tail -40 || true ;;
+lm)
+  common=(--backbone "$MODEL" --dataset python-stdlib --split test --segment-length 1024 --test-length 8192
+          --batch-size 8 --out "$work/results/lm-ablation")
+  for v in $ABLATIONS; do
+    name=${v%%-*}; final=$(ls -d "$work/runs/lm-$v"/*/final | tail -1)
+    hb eval-ppl "${common[@]}" --method "$name" --checkpoint "$final" > "$work/logs/eval-lm-$v.log" 2>&1 &
+  done
+  hb eval-ppl "${common[@]}" --method plain,full > "$work/logs/eval-lm-untrained.log" 2>&1 &
+  # the committed LoRA checkpoints, re-evaluated where the code's commit is recorded (the README's first table)
+  old=(--backbone "$MODEL" --dataset python-stdlib --split test --test-length 2000 --batch-size 8
+       --out "$work/results/committed")
+  for c in plain-lora rmt-lora hmt-lora/stage1 hmt-lora/stage2; do
+    name=${c%%-*}
+    hb eval-ppl "${old[@]}" --method "$name" --checkpoint "results/checkpoints/smollm2-135m-stdlib-$c" \
+      > "$work/logs/eval-committed-${c//\//-}.log" 2>&1 &
+  done
+  hb eval-ppl "${old[@]}" --method plain,full,overlap,rmt,hmt --sensory-tokens 32 --recall-hidden-dim 1536 \
+    > "$work/logs/eval-committed-untrained.log" 2>&1 &
+  wait; grep -h " ppl " "$work"/logs/eval-lm-*.log "$work"/logs/eval-committed-*.log || true ;;
+pack)  # one tarball of logs and records, one per retrieval checkpoint (a file comes back up to 16 MiB)
+  out=$3 name=$4
+  tar czf "$out/$name.tgz" -C "$work" logs results $(cd "$work" && ls -d runs/*/*/log.jsonl runs/*/*/final/*.json \
+    runs/lm-*/*/final/*.safetensors 2>/dev/null)
+  for m in rmt hmt; do
+    final=$(ls -d "$work/runs/passkey-$m"/*/final 2>/dev/null | tail -1)
+    [ -n "$final" ] && tar czf "$out/ckpt-passkey-$m.tgz" -C "$work" "${final#$work/}"
+  done
+  ls -la "$out" ;;
+esac
