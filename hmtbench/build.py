@@ -59,6 +59,17 @@ def inject_lora_for(model: Any, checkpoint: str | None, lora: dict[str, Any] | N
         add_lora(model, lora)
 
 
+def make_trainable(model: SegmentMethod, mode: str) -> None:
+    """Exactly the tensors ``--train`` names train: the method's own (fp32 master weights even on a bf16
+    backbone), plus LoRA (``lora``) or the whole backbone (``full``)."""
+    model.requires_grad_(mode == "full")
+    for name, param in model.backbone.named_parameters():
+        param.requires_grad_(mode == "full" or (mode == "lora" and "lora_" in name))
+    for param in model.added_parameters().values():
+        param.data = param.data.float()
+        param.requires_grad_(True)
+
+
 def has_lora(model: Any) -> bool:
     return any("lora_" in name for name, _ in model.named_parameters())
 

@@ -202,6 +202,8 @@ def train(
     bptt_depth: Annotated[int | None, opt("D: segments per training window. [default: 2]")] = None,
     bptt_truncate: Annotated[int | None, opt("K: gradients reach only the last K segments.")] = None,
     loss_on: Annotated[str | None, opt("last (the window's last segment, reference) | all.")] = None,
+    grad_checkpoint: Annotated[bool | None, opt("Recompute each segment in the backward pass: memory flat in the "
+                                                "BPTT depth, for ~1/3 more time.", "--grad-checkpoint")] = None,
     lr: Annotated[float | None, opt("Peak learning rate. [default: 1e-4]")] = None,
     warmup_steps: Annotated[int | None, opt("Linear warm-up steps.")] = None,
     lr_decay: Annotated[float | None, opt("LR factor every --decay-every steps. [default: 0.9]")] = None,
@@ -260,6 +262,10 @@ def bench(
     train_batch_size: Annotated[str | None, opt("Batch sizes of the training step [default: --batch-size].")] = None,
     mode: Annotated[str | None, opt("eval (the segment loop) | train (one step) | eval,train.")] = None,
     bptt_depth: Annotated[int | None, opt("D: segments per window of the training step. [default: 6]")] = None,
+    train_mode: Annotated[str | None, opt("What the training step trains: memory | lora | full. [default: memory]",
+                                          "--train")] = None,
+    grad_checkpoint: Annotated[bool | None, opt("The training step recomputes each segment in its backward pass.",
+                                                "--grad-checkpoint")] = None,
     max_batch_tokens: Annotated[int | None, opt("Leave out evaluation cases holding more tokens per batch.")] = None,
     segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
     recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
@@ -284,7 +290,7 @@ def bench(
 
         hmtbench bench --backbone random:llama --segment-length 64 --lengths 256,1k --device cpu
     """
-    settings = given(dict(locals()), ENGINE_KEYS)
+    settings = given(dict(locals()), {**ENGINE_KEYS, "train_mode": "train"})
     from hmtbench.commands.bench import bench_config, describe_row, run_bench
 
     config = bench_config(settings)

@@ -72,12 +72,15 @@ def segment_batch(
 
 
 def score_segments(
-    method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None
+    method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Run the method over every segment; return (nll, tokens), both (B, n), summed per segment.
 
     ``grad_segments=K`` cuts the memory from the autograd graph before the last K segments, so
     gradients reach at most K segments back (truncated BPTT); None keeps the whole window.
+    ``recompute`` (training): keep only each segment's inputs and state for the backward pass and run
+    the segment again there (activation checkpointing per segment), so memory grows with the
+    state, not with the activations, over a deep BPTT window.
     ``method`` may also be a ``hmtbench.fastpath.GraphedMethod`` (the same calls, replayed).
     """
     if grad_segments is not None and grad_segments < 1:  # 0 would otherwise silently mean full BPTT
@@ -96,6 +99,30 @@ def score_segments(
         summary = None if summaries is None else summaries[:, i]
         targets = batch.targets[:, i] if any_scored[i] else None
         upcoming = (batch.segments[:, i + 1], batch.known[:, i + 1]) if inline and i + 1 < n else None
-        segment_nll, state = method.score(state, batch.segments[:, i], batch.lengths[:, i], targets, summary, upcoming)
+        step = recomputed_score if recompute and torch.is_grad_enabled() else call_score
+        segment_nll, state = step(method, state, batch.segments[:, i], batch.lengths[:, i], targets, summary, upcoming)
         nll.append(nothing if segment_nll is None else segment_nll)
     return torch.stack(nll, dim=1), scored.sum(-1)
+
+
+def call_score(method: SegmentMethod, state, *args):
+    return method.score(state, *args)
+
+
+def recomputed_score(method: SegmentMethod, state, *args):
+    """``method.score`` under activation checkpointing: the state passes in and out as tensors (its layout aside)."""
+    from torch.utils.checkpoint import checkpoint
+
+    from hmtbench.methods.state import flatten, unflatten
+
+    layout, tensors = flatten(state)
+    after_layout: list = []
+
+    def run(*inputs: Tensor):
+        nll, after = method.score(unflatten(layout, list(inputs)), *args)
+        shape, outputs = flatten(after)
+        after_layout[:] = [shape]
+        return nll, *outputs
+
+    nll, *outputs = checkpoint(run, *tensors, use_reentrant=False)
+    return nll, unflatten(after_layout[0], outputs)

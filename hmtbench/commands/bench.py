@@ -26,7 +26,7 @@ import torch
 from hmtbench.backbones import Backbone, load_backbone
 from hmtbench.benchmark import parse_counts
 from hmtbench.benchmark.measure import Timing, eval_workload, time_workload, train_workload
-from hmtbench.build import build_method
+from hmtbench.build import build_method, make_trainable
 from hmtbench.commands.common import backbone_columns, run_columns
 from hmtbench.config import EngineOptions, from_dict, method_config, to_dict
 from hmtbench.errors import HmtbenchError
@@ -36,7 +36,7 @@ from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
-from hmtbench.training.config import TrainSettings
+from hmtbench.training.config import LoraSettings, TrainSettings
 
 MODES = ("eval", "train")
 DATASET = "random-tokens"  # synthetic token ids: speed and memory do not depend on the text
@@ -53,6 +53,8 @@ class BenchConfig:
     modes: list[str] = field(default_factory=lambda: list(MODES))
     segment_length: int = 256  # L: positions per backbone step
     bptt_depth: int = 6  # D: segments per training window
+    train: str = "memory"  # the training step: memory (backbone frozen) | lora (r 8, peft's targets) | full
+    grad_checkpoint: bool = False  # the training step recomputes each segment in its backward pass
     engine: EngineOptions = field(default_factory=EngineOptions)
     warmup: int = 1  # untimed calls per case (compilation and graph capture happen here)
     repeat: int = 3  # timed calls per case, at most
@@ -162,7 +164,12 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
 
 def _build(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:
     length = case.length * config.segment_length if case.mode == "train" else case.length
-    return build_method(backbone, case.method, config.segment_length, seed=config.seed, document_length=length)
+    lora = dataclasses.asdict(LoraSettings()) if case.mode == "train" and config.train == "lora" else None
+    model = build_method(backbone, case.method, config.segment_length, seed=config.seed, document_length=length,
+                         lora=lora)
+    if case.mode == "train":
+        make_trainable(model, config.train)
+    return model
 
 
 def _workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner):
@@ -177,7 +184,8 @@ def _workload(config: BenchConfig, backbone: Backbone, case: Case, model: Segmen
     segments = math.ceil(case.length * config.segment_length / model.segment_length)  # D, or 1 for a whole window
     window = segments * model.segment_tokens
     ids = torch.randint(0, vocab, (batch, window), generator=generator).to(backbone.device)
-    settings = TrainSettings(bptt_depth=segments, batch_size=batch, loss_on="last")
+    settings = TrainSettings(bptt_depth=segments, batch_size=batch, loss_on="last",
+                             grad_checkpoint=config.grad_checkpoint)
     model.train()
     return train_workload(model, ids, settings), segments, ids.numel()
 
@@ -199,7 +207,9 @@ def _config_json(config: BenchConfig, case: Case, method: Any, summaries: str | 
     """The settings that make this row comparable (not the lists the invocation swept, not the timing procedure)."""
     bench: dict[str, Any] = {"mode": case.mode}
     if case.mode == "train":
-        bench.update(bptt_depth=case.length, loss_on="last", train="memory")
+        bench.update(bptt_depth=case.length, loss_on="last", train=config.train)
+        if config.grad_checkpoint:
+            bench["grad_checkpoint"] = True
     elif summaries is not None:
         bench["summaries"] = summaries  # what HMT's summary_pass resolved to for this batch size
     values = {
@@ -222,7 +232,7 @@ def _case_columns(config: BenchConfig, case: Case, method: Any, summaries: str |
         "protocol": f"bench-{case.mode}",
         "test_length": case.length if case.mode == "eval" else window,
         "batch_size": case.batch_size,
-        "train_mode": "memory" if case.mode == "train" else None,
+        "train_mode": config.train if case.mode == "train" else None,
         "config": _config_json(config, case, method, summaries),
     }
 

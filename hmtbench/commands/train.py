@@ -11,7 +11,7 @@ import torch
 
 from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
-from hmtbench.build import build_method
+from hmtbench.build import build_method, make_trainable
 from hmtbench.commands.common import console, parameter_counts, read_checkpoint_meta, run_columns
 from hmtbench.config import dump_yaml, from_dict, load_yaml, to_dict, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
@@ -36,7 +36,8 @@ TRAIN_KEYS = {
     **{f"lora_{name}": f"lora.{name}" for name in ("r", "alpha", "dropout", "targets")},
     **{name: f"train.{name}" for name in ("stages", "init_from", "steps", "stage1_steps", "batch_size", "grad_accum",
                                           "bptt_depth", "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay",
-                                          "decay_every", "grad_clip", "checkpoint_every", "log_every", "seed")},
+                                          "decay_every", "grad_clip", "checkpoint_every", "log_every", "seed",
+                                          "grad_checkpoint")},
 }
 
 
@@ -165,12 +166,7 @@ def build_for_training(backbone: Backbone, config: TrainConfig, init_from: str |
         _check_init_from(init_from, config)
     model = build_method(backbone, config.method, config.segment_length, seed=config.train.seed,
                          checkpoint=init_from, lora=lora)
-    model.requires_grad_(mode == "full")
-    for name, param in model.backbone.named_parameters():
-        param.requires_grad_(mode == "full" or (mode == "lora" and "lora_" in name))
-    for param in model.added_parameters().values():
-        param.data = param.data.float()  # fp32 master weights even on a bf16 backbone
-        param.requires_grad_(True)
+    make_trainable(model, mode)
     if not any(p.requires_grad for p in model.parameters()):
         raise HmtbenchError(
             f"--method {model.name} adds nothing to train with --train memory; use --train lora or full"

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import IGNORE, SegmentedBatch, segment_batch
+from hmtbench.engine import IGNORE, SegmentedBatch, call_score, recomputed_score, segment_batch
 from hmtbench.methods.base import SegmentMethod
 
 
@@ -50,13 +50,14 @@ def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: in
     return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths)
 
 
-def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None
-                ) -> tuple[Tensor, Tensor]:
+def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
+                recompute: bool = False) -> tuple[Tensor, Tensor]:
     """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
 
     ``runner`` reads the context segments (nothing scored there: the output head is skipped), ``method``
     the segments holding answer tokens (``predict``). ``grad_segments=K`` (training) cuts the state
-    from the autograd graph before the last K segments, as ``score_segments`` does.
+    from the autograd graph before the last K segments, and ``recompute`` checkpoints the context
+    segments' activations, as ``score_segments`` does.
     """
     rows, n = batch.segments.shape[:2]
     scored = (batch.targets != IGNORE).any(-1)  # (B, n)
@@ -70,7 +71,8 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
         if i < first:
-            _, state = runner.score(state, batch.segments[:, i], batch.lengths[:, i], None, summary)
+            step = recomputed_score if recompute and torch.is_grad_enabled() else call_score
+            _, state = step(runner, state, batch.segments[:, i], batch.lengths[:, i], None, summary)
             continue
         segment_nll, predicted[:, i], state = method.predict(state, batch.segments[:, i], batch.lengths[:, i],
                                                              batch.targets[:, i], summary)

@@ -32,6 +32,7 @@ class TrainSettings:
     bptt_depth: int = 2  # D: segments per training window
     bptt_truncate: int | None = None  # K: gradients reach only the last K segments (None = all D)
     loss_on: str = "last"  # last: the window's last segment (reference) | all
+    grad_checkpoint: bool = False  # recompute each segment in the backward pass: memory flat in the BPTT depth
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_steps: int = 0

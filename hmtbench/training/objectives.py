@@ -63,7 +63,7 @@ def window_loss(model: SegmentMethod, ids: Tensor, settings: TrainSettings) -> t
         scored = torch.zeros_like(ids, dtype=torch.bool)
         scored[:, -segment:] = True
     batch = segment_batch(ids, lengths, segment, scored)
-    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate)
+    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate, recompute=settings.grad_checkpoint)
     return nll.sum() / tokens.sum(), int(ids.numel())
 
 
@@ -97,7 +97,7 @@ class AnswerTraining:
         from hmtbench.qa.answers import answer_pass, exact_rows
 
         batch = segment_batch(ids, lengths, model.segment_tokens, scored, prompts)
-        nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate)
+        nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.grad_checkpoint)
         return StepLoss(nll.sum() / scored.sum(), int(lengths.sum()), exact_rows(batch, predicted))
 
     def end_step(self, exact: float | None) -> dict[str, Any]:
