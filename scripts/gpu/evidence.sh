@@ -2,7 +2,8 @@
 # The GPU evidence of "What the memory does" (README), in steps that fit the device tool's 10-minute calls.
 # Run from the checkout root on the GPU machine after scripts/gpu/stage.sh; WORK survives between calls while
 # the machine stays warm; each step leaves a tarball in OUT (what the device tool brings back).
-#   bash scripts/gpu/evidence.sh train WORK            start every training in the background (returns at once)
+#   bash scripts/gpu/evidence.sh train WORK [FROM]     start every training in the background (returns at once);
+#                                                      FROM: retrieval checkpoints of an earlier call to go on from
 #   bash scripts/gpu/evidence.sh wait WORK SECONDS     wait for them (at most SECONDS), show their progress
 #   bash scripts/gpu/evidence.sh retrieval WORK        passkey and multi-fact, 1k..1M tokens, every method
 #   bash scripts/gpu/evidence.sh lm WORK               eval-ppl of the LM ablations and of the committed checkpoints
@@ -17,8 +18,13 @@ ABLATIONS="plain overlap rmt hmt hmt-nosensory hmt-norecall"
 
 case $step in
 train)
+  from=${3:-}
   for m in rmt hmt; do
-    setsid nohup python3 -m hmtbench train --recipe "recipes/smollm2-135m-passkey-$m.yaml" \
+    more=()  # going on from an earlier call's checkpoint: its level onwards, 350 more steps (HMT: stage 2)
+    [ -n "$from" ] && more=(--init-from "$(ls -d "$from/passkey-$m"/*/final | tail -1)" --curriculum 2,3,4
+                            --steps 350 --warmup-steps 0)
+    [ -n "$from" ] && [ $m = hmt ] && more+=(--stage 2)
+    setsid nohup python3 -m hmtbench train --recipe "recipes/smollm2-135m-passkey-$m.yaml" "${more[@]}" \
       --output-dir "$work/runs/passkey-$m" --out "$work/results/train-passkey" > "$work/logs/train-passkey-$m.log" 2>&1 &
   done
   for v in $ABLATIONS; do
@@ -49,6 +55,14 @@ retrieval)
       --recall-context 2048 --out "$out" > "$work/logs/eval-$task-hmt-n2048.log" 2>&1 &
   done
   wait; grep -h "accuracy\|error" "$work"/logs/eval-*.log | tail -40 || true ;;
+lmeval)  # one lm-eval long-context task, generated offline (needs the lm-eval wheels)
+  tasks="$work/lmeval-tasks"
+  python3 scripts/lmeval_niah.py --backbone "$MODEL" --context-length 4096,16384 --samples 50 --out "$tasks"
+  python3 -m hmtbench.lmeval --model hmtbench --device cuda --batch_size 1 --include_path "$tasks" \
+    --model_args "backbone=$MODEL,method=hmt,checkpoint=$work/runs/passkey-hmt/stage2/final,dtype=bf16" \
+    --tasks hmtbench_passkey_4096,hmtbench_passkey_16384 --output_path "$work/results/lmeval" \
+    > "$work/logs/lmeval.log" 2>&1 || tail -20 "$work/logs/lmeval.log"
+  tail -15 "$work/logs/lmeval.log" ;;
 lm)
   common=(--backbone "$MODEL" --dataset python-stdlib --split test --segment-length 1024 --test-length 8192
           --batch-size 8 --out "$work/results/lm-ablation")
@@ -68,13 +82,14 @@ lm)
   hb eval-ppl "${old[@]}" --method plain,full,overlap,rmt,hmt --sensory-tokens 32 --recall-hidden-dim 1536 \
     > "$work/logs/eval-committed-untrained.log" 2>&1 &
   wait; grep -h " ppl " "$work"/logs/eval-lm-*.log "$work"/logs/eval-committed-*.log || true ;;
-pack)  # one tarball of logs and records, one per retrieval checkpoint (a file comes back up to 16 MiB)
+pack)  # logs and records in one tarball; the last final checkpoint of each run in tarballs of at most 16 MiB
   out=$3 name=$4
-  tar czf "$out/$name.tgz" -C "$work" logs results $(cd "$work" && ls -d runs/*/*/log.jsonl runs/*/*/final/*.json \
-    runs/lm-*/*/final/*.safetensors 2>/dev/null)
-  for m in rmt hmt; do
-    final=$(ls -d "$work/runs/passkey-$m"/*/final 2>/dev/null | tail -1)
-    [ -n "$final" ] && tar czf "$out/ckpt-passkey-$m.tgz" -C "$work" "${final#$work/}"
+  cd "$work"
+  tar czf "$out/$name.tgz" logs results $(ls -d runs/*/*/log.jsonl runs/*/*/final/*.json 2>/dev/null)
+  finals() { for run in "$@"; do ls -d runs/$run/*/final 2>/dev/null | tail -1; done; }
+  for group in "passkey-rmt" "passkey-hmt" "lm-plain lm-overlap lm-rmt lm-hmt-norecall" "lm-hmt" "lm-hmt-nosensory"; do
+    list=$(finals $group)
+    [ -n "$list" ] && tar czf "$out/ckpt-${group%% *}.tgz" $list
   done
   ls -la "$out" ;;
 esac
