@@ -5,7 +5,7 @@
 #   bash scripts/gpu/evidence.sh train WORK [FROM]     start every training in the background (returns at once);
 #                                                      FROM: retrieval checkpoints of an earlier call to go on from
 #   bash scripts/gpu/evidence.sh wait WORK SECONDS     wait for them (at most SECONDS), show their progress
-#   bash scripts/gpu/evidence.sh retrieval WORK        passkey and multi-fact, 1k..1M tokens, every method
+#   bash scripts/gpu/evidence.sh retrieval WORK [RUNS] passkey (1k..1M tokens) and multi-fact (1k..64k), every method
 #   bash scripts/gpu/evidence.sh lm WORK               eval-ppl of the LM ablations and of the committed checkpoints
 #   bash scripts/gpu/evidence.sh pack WORK OUT NAME    logs, records and small checkpoints into OUT/NAME.tgz
 set -euo pipefail
@@ -40,7 +40,8 @@ wait)
   pgrep -f "hmtbench train" > /dev/null && echo "still training" || echo "all trainings ended" ;;
 retrieval)
   common=(--backbone "$MODEL" --segment-length 1024 --limit 100 --batch-size 100 --depth 0,0.25,0.5,0.75,1)
-  rk="$work/runs/passkey-rmt/train/final" hk="$work/runs/passkey-hmt/stage2/final"
+  runs=${3:-$work/runs}  # where the retrieval checkpoints are
+  rk="$runs/passkey-rmt/train/final" hk="$runs/passkey-hmt/stage2/final"
   lengths=1k,4k,16k,64k,256k,1m
   for task in passkey multi-fact; do
     [ $task = multi-fact ] && lengths=1k,4k,16k,64k
@@ -51,8 +52,8 @@ retrieval)
       --out "$out" > "$work/logs/eval-$task-rmt.log" 2>&1 &
     hb eval-qa --task $task "${common[@]}" --context-length $lengths --method hmt --checkpoint "$hk" \
       --out "$out" > "$work/logs/eval-$task-hmt.log" 2>&1 &
-    hb eval-qa --task $task "${common[@]}" --context-length $lengths --method hmt --checkpoint "$hk" \
-      --recall-context 2048 --out "$out" > "$work/logs/eval-$task-hmt-n2048.log" 2>&1 &
+    [ $task = passkey ] && hb eval-qa --task $task "${common[@]}" --context-length $lengths --method hmt \
+      --checkpoint "$hk" --recall-context 2048 --out "$out" > "$work/logs/eval-$task-hmt-n2048.log" 2>&1 &
   done
   wait; grep -h "accuracy\|error" "$work"/logs/eval-*.log | tail -40 || true ;;
 lmeval)  # one lm-eval long-context task, generated offline (needs the lm-eval wheels)
