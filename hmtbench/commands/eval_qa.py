@@ -130,7 +130,7 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
 
 def _check(configs: list[QAConfig]) -> None:
     config = configs[0]
-    if config.checkpoint and len(configs) > 1:
+    if config.checkpoint and len({c.method.name for c in configs}) > 1:
         raise HmtbenchError("--checkpoint belongs to one method: evaluate one --method at a time with it")
     for flag, value in (("--limit", config.limit), ("--max-new-tokens", config.max_new_tokens),
                         ("--context-length", config.context_length)):
