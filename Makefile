@@ -36,9 +36,13 @@ lint: install
 
 # The figures in results/figures/ from the committed records, one experiment folder at a time (PNG + PDF).
 figures: install
-	$(BIN)/hmtbench plot results/h100-smollm2-stdlib --paper --out results/figures
+	$(BIN)/hmtbench plot results/h200-committed --figure ppl-bars,ppl-vs-position --out results/figures
+	$(BIN)/hmtbench plot results/h200-lm-ablation/eval --figure ppl-bars --out results/figures/lm-ablation
+	$(BIN)/hmtbench plot results/h200-retrieval --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-before --figure memory-vs-length --out results/figures/bench-eager
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-after --figure memory-vs-length --out results/figures/bench-graphs
+	$(BIN)/python scripts/training_curves.py results/h200-lm-ablation/logs results/figures/lm-ablation/training-curves.png
+	$(BIN)/python scripts/training_curves.py results/h200-retrieval/logs results/figures/retrieval/training-curves.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
