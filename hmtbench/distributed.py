@@ -1,4 +1,4 @@
-"""Several processes (``torchrun`` / ``accelerate launch``): who am I, which device, gather and reduce.
+"""Several processes (``torchrun``): who am I, which device, gather and reduce.
 
 Every helper is the identity in a single process (no ``WORLD_SIZE`` > 1 in the environment), so
 the single-process code path never touches ``torch.distributed``. Launched, each process joins
@@ -19,7 +19,7 @@ from hmtbench.errors import HmtbenchError
 
 
 def launched() -> bool:
-    """True when a launcher started several processes (torchrun and accelerate set WORLD_SIZE)."""
+    """True when a launcher started several processes (torchrun sets WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 

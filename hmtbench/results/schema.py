@@ -48,7 +48,7 @@ COLUMNS: list[Column] = [
     Column("device", "string", "cpu | cuda | ..."),
     Column("device_name", "string", "GPU model or CPU description"),
     Column("dtype", "string", "backbone compute dtype"),
-    Column("world_size", "Int64", "processes that ran it (torchrun / accelerate; 1 = a single process)"),
+    Column("world_size", "Int64", "processes that ran it (torchrun; 1 = a single process)"),
     # --- segment and memory settings (identical across methods of one comparison)
     Column("segment_length", "Int64", "L: positions per backbone step, memory and sensory included"),
     Column("text_tokens", "Int64", "S = L - 2m - k: document tokens per segment for this method"),
