@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -105,7 +106,8 @@ def _heatmaps(table: Comparison, maps: list[tuple[dict[str, Any], tuple, dict]])
         image = _heatmap(ax, cells, depths, lengths)
         counts = sorted({n for scores in cells.values() for _, n in scores.values()})
         n = f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}–{counts[-1]}"
-        ax.set_title("\n".join(filter(None, [labels[series], where, f"{n} per cell"])))
+        label = textwrap.fill(labels[series], width=30)  # long labels wrap instead of running into a neighbour
+        ax.set_title("\n".join(filter(None, [label, where, f"{n} per cell"])))
     fig.colorbar(image, ax=axes, shrink=0.9, label=draw.axis_label(table.metric, table.direction))
     footer = " · ".join(f"{k}={v}" for k, v in common.items())
     return draw.finish(fig, [], "\n".join([footer, f"each cell: {table.metric} of the samples whose needle sits at "
