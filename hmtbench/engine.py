@@ -99,10 +99,15 @@ def score_segments(
         summary = None if summaries is None else summaries[:, i]
         targets = batch.targets[:, i] if any_scored[i] else None
         upcoming = (batch.segments[:, i + 1], batch.known[:, i + 1]) if inline and i + 1 < n else None
-        step = recomputed_score if recompute and torch.is_grad_enabled() else call_score
+        step = segment_step(recompute)
         segment_nll, state = step(method, state, batch.segments[:, i], batch.lengths[:, i], targets, summary, upcoming)
         nll.append(nothing if segment_nll is None else segment_nll)
     return torch.stack(nll, dim=1), scored.sum(-1)
+
+
+def segment_step(recompute: bool):
+    """How a segment is scored: ``method.score``, or under activation checkpointing when training with ``recompute``."""
+    return recomputed_score if recompute and torch.is_grad_enabled() else call_score
 
 
 def call_score(method: SegmentMethod, state, *args):

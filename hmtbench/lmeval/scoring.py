@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hmtbench.engine import IGNORE, SegmentedBatch, score_segments, segment_batch, token_nll
+from hmtbench.engine import SegmentedBatch, score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.qa.answers import answer_pass, exact_rows
 
 
 def pad_rows(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -17,14 +18,15 @@ def pad_rows(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tenso
     return ids.to(device), torch.tensor([len(r) for r in rows], device=device)
 
 
-def cut(method: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor | None = None) -> SegmentedBatch:
+def cut(method: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor | None = None,
+        prompt_lengths: Tensor | None = None) -> SegmentedBatch:
     """``segment_batch`` with segments no wider than the longest row.
 
     Rows shorter than one segment (most lm-eval requests) then cost their own length, not S
     positions (for ``full``, a whole ``max_length`` window): padding sits after everything a
     segment scores or writes, so a narrower single segment gives the same scores.
     """
-    return segment_batch(ids, lengths, min(method.segment_tokens, ids.shape[1]), scored)
+    return segment_batch(ids, lengths, min(method.segment_tokens, ids.shape[1]), scored, prompt_lengths)
 
 
 @torch.inference_mode()
@@ -40,28 +42,12 @@ def continuation_scores(method: SegmentMethod, rows: list[list[int]], context_le
         tuple[float, bool]]:
     """(log-probability, greedy) of each row's tokens after its first ``context_lengths[i]``, the context in memory.
 
-    One pass, the engine's order: the summaries ahead, then segment after segment. A segment that
-    holds no continuation token is the engine's step with no output head (``score`` without
-    targets); one that does is ``forward``, whose logits give both the NLL (``token_nll``, as
-    ``score`` computes it) and whether every continuation token is the argmax of its prediction.
+    eval-qa's answer pass (``qa.answers.answer_pass``): context segments read with no output head, the
+    segments holding continuation tokens scored with their argmax, summaries reading only the context.
     """
     ids, lengths = pad_rows(rows, method.device)
-    positions = torch.arange(ids.shape[1], device=ids.device)
-    scored = positions[None] >= torch.tensor(context_lengths, device=ids.device)[:, None]
-    batch = cut(method, ids, lengths, scored)
-    wanted = batch.targets != IGNORE
-    summaries = method.summarize(batch.segments, batch.lengths)
-    state = method.initial_state(len(rows))
-    nll = torch.zeros(len(rows), dtype=torch.float64, device=ids.device)
-    greedy = torch.ones(len(rows), dtype=torch.bool, device=ids.device)
-    for i, any_scored in enumerate(wanted.any(-1).any(0).tolist()):
-        summary = None if summaries is None else summaries[:, i]
-        segment, segment_lengths, targets = batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i]
-        if not any_scored:  # context only: read into memory
-            _, state = method.score(state, segment, segment_lengths, None, summary)
-            continue
-        out = method(state, segment, segment_lengths, summary)
-        state = out.state
-        nll += token_nll(out.logits, targets).double().sum(-1)
-        greedy &= ((out.logits.argmax(-1) == targets) | ~wanted[:, i]).all(-1)
-    return list(zip((-nll).tolist(), greedy.tolist(), strict=True))
+    contexts = torch.tensor(context_lengths, device=ids.device)
+    scored = torch.arange(ids.shape[1], device=ids.device)[None] >= contexts[:, None]
+    batch = cut(method, ids, lengths, scored, contexts)
+    nll, predicted = answer_pass(method, method, batch)
+    return list(zip((-nll.double()).tolist(), exact_rows(batch, predicted).tolist(), strict=True))

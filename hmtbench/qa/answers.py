@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import IGNORE, SegmentedBatch, call_score, recomputed_score, segment_batch
+from hmtbench.engine import IGNORE, SegmentedBatch, segment_batch, segment_step
 from hmtbench.methods.base import SegmentMethod
 
 
@@ -71,8 +71,7 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
         if i < first:
-            step = recomputed_score if recompute and torch.is_grad_enabled() else call_score
-            _, state = step(runner, state, batch.segments[:, i], batch.lengths[:, i], None, summary)
+            _, state = segment_step(recompute)(runner, state, batch.segments[:, i], batch.lengths[:, i], None, summary)
             continue
         segment_nll, predicted[:, i], state = method.predict(state, batch.segments[:, i], batch.lengths[:, i],
                                                              batch.targets[:, i], summary)
