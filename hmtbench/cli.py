@@ -192,6 +192,8 @@ def train(
     init_from: Annotated[str | None, opt("Checkpoint to start from (its settings fill what you do not give).")] = None,
     steps: Annotated[int | None, opt("Optimizer steps of the last (or only) stage. [default: 500]")] = None,
     stage1_steps: Annotated[int | None, opt("Steps of the earlier stages. [default: 200]")] = None,
+    max_minutes: Annotated[float | None, opt("End a stage early, with its final checkpoint, after this many "
+                                             "minutes (a budgeted GPU run); the record says the steps run.")] = None,
     train_mode: Annotated[str | None, opt("What trains: memory (backbone frozen) | lora | full.", "--train")] = None,
     lora_r: Annotated[int | None, opt("LoRA rank. [default: 8]")] = None,
     lora_alpha: Annotated[int | None, opt("LoRA alpha. [default: 32]")] = None,

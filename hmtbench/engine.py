@@ -72,7 +72,8 @@ def segment_batch(
 
 
 def score_segments(
-    method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: bool = False
+    method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: bool = False,
+    scored_segments: list[bool] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the method over every segment; return (nll, tokens), both (B, n), summed per segment.
 
@@ -81,13 +82,17 @@ def score_segments(
     ``recompute`` (training): keep only each segment's inputs and state for the backward pass and run
     the segment again there (activation checkpointing per segment), so memory grows with the
     state, not with the activations, over a deep BPTT window.
+    ``scored_segments`` (n,): which segments score any token, where the caller knows it without the device
+    (a training window); otherwise it is read back from the device once, before the loop.
     ``method`` may also be a ``hmtbench.fastpath.GraphedMethod`` (the same calls, replayed).
     """
     if grad_segments is not None and grad_segments < 1:  # 0 would otherwise silently mean full BPTT
         raise ValueError(f"grad_segments must be at least 1, or None for full BPTT, got {grad_segments}")
     batch_size, n = batch.segments.shape[:2]
     scored = batch.targets != IGNORE
-    any_scored = scored.any(-1).any(0).tolist()  # (n,) on the host: the batch's one read-back, before the loop
+    any_scored = scored_segments
+    if any_scored is None:
+        any_scored = scored.any(-1).any(0).tolist()  # (n,) on the host: the batch's one read-back, before the loop
     inline = method.summarizes_inline(batch_size)  # summaries made one segment ahead, in the step before
     summaries = None if inline else method.summarize(batch.segments, batch.known)
     state = method.initial_state(batch_size)

@@ -56,7 +56,11 @@ class StepProgress(LiveProgress):
     def __init__(self, label: str, steps: int) -> None:
         super().__init__(label, steps, "steps")
 
-    def update(self, step: int, entry: dict[str, Any]) -> None:
+    def update(self, step: int, entry: dict[str, Any] | None) -> None:
+        """Advance to ``step``; a logged step's ``entry`` also refreshes the numbers shown."""
+        if entry is None:
+            self.progress.update(self.task, completed=step)
+            return
         stats = f"loss {entry['loss']:.4f}  lr {entry['lr']:.2e}  {entry['tokens_per_s']:,.0f} tok/s"
         self.progress.update(self.task, completed=step, stats=stats)
 

@@ -53,6 +53,7 @@ def test_bench_writes_one_record_per_case(tmp_path: Path) -> None:
         assert row["ms_per_segment"] == pytest.approx(1000 * row["wall_s"] / segments)
         assert row["tokens_scored"] == row["batch_size"] * (row["test_length"] - 1)
         assert 4.5 < row["nll_mean"] < 6.5  # a random model over 259 tokens: about ln 259 = 5.56
+        assert row["model_tflops"] > 0 and pd.isna(row["peak_flops_pct"])  # no data-sheet peak for a CPU
         assert row["dataset"] == "random-tokens" and pd.isna(row["peak_gpu_mem_mb"]) and row["peak_host_mem_mb"] > 0
         config = json.loads(row["config"])
         assert config["engine"] == {"compile": False, "cuda_graphs": False}

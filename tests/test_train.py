@@ -233,6 +233,15 @@ def test_a_run_records_its_status(corpus: str, tmp_path: Path) -> None:
     assert frame["train_mode"].tolist() == ["memory"] and frame["steps"].tolist() == [6]
 
 
+def test_a_time_budget_ends_the_stage_at_a_logged_step_with_its_final_checkpoint(corpus: str, tmp_path: Path) -> None:
+    rows = run_train(config_for(corpus, tmp_path, steps=50, log_every=3, max_minutes=1e-9))  # spent at once
+    assert rows[0]["status"] == "success" and rows[0]["steps"] == 3  # the first step that checks the clock
+    final = tmp_path / "run" / "train" / "final"
+    assert json.loads((final / "checkpoint.json").read_text())["step"] == 3
+    logged = (tmp_path / "run" / "train" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [3]
+
+
 def test_bad_training_input(corpus: str, tmp_path: Path) -> None:
     with pytest.raises(HmtbenchError, match="--steps"):
         TrainSettings(steps=0)

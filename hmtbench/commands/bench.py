@@ -26,6 +26,7 @@ import torch
 from hmtbench.backbones import Backbone, load_backbone
 from hmtbench.benchmark import parse_counts
 from hmtbench.benchmark.measure import Timing, eval_workload, time_workload, train_workload
+from hmtbench.benchmark.roofline import roofline_columns
 from hmtbench.build import build_method, make_trainable
 from hmtbench.commands.common import backbone_columns, run_columns
 from hmtbench.config import EngineOptions, from_dict, method_config, to_dict
@@ -159,7 +160,10 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         failures = capture_failures(runner)
     if failures:  # a step ran eagerly: the row does not measure the graphs alone
         row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
-    return _fill(row, case, timing, segments, tokens)
+    _fill(row, case, timing, segments, tokens)
+    row.update(roofline_columns(backbone.model, row.get("device_name"), case.mode, config.train,
+                                config.grad_checkpoint, row["tokens_per_s"], case.batch_size, model.segment_tokens))
+    return row
 
 
 def _build(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:
@@ -287,7 +291,10 @@ def describe_row(row: dict[str, Any]) -> str:
     if row["status"] != "success":
         return f"{what} {row['status']}: {json.loads(row['config']).get('reason', '')}"
     peak = f"{row['peak_gpu_mem_mb']:,.0f} MiB" if row.get("peak_gpu_mem_mb") is not None else "n/a"
+    shares = [f"{row[key]:.0f}% of {name}" for key, name in (("peak_flops_pct", "peak FLOP/s"),
+              ("bandwidth_bound_pct", "weight-bandwidth bound")) if row.get(key) is not None]
     return (
         f"{what} {row['tokens_per_s']:>12,.0f} tok/s {row['ms_per_segment']:>9.2f} ms/segment  peak {peak}"
+        f"  {row['model_tflops']:.1f} TFLOP/s {' '.join(shares)}"
         f"  (warm-up {row['warmup_s']:.1f} s, {row['timed_calls']} timed)"
     )

@@ -34,10 +34,10 @@ TRAIN_KEYS = {
     "resume": "", "stage": "", "train_mode": "train.train",
     "task": "curriculum.task", "curriculum": "curriculum.segments",
     **{f"lora_{name}": f"lora.{name}" for name in ("r", "alpha", "dropout", "targets")},
-    **{name: f"train.{name}" for name in ("stages", "init_from", "steps", "stage1_steps", "batch_size", "grad_accum",
-                                          "bptt_depth", "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay",
-                                          "decay_every", "grad_clip", "checkpoint_every", "log_every", "seed",
-                                          "grad_checkpoint")},
+    **{name: f"train.{name}" for name in (
+        "stages", "init_from", "steps", "stage1_steps", "max_minutes", "batch_size", "grad_accum", "bptt_depth",
+        "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay", "decay_every", "grad_clip", "checkpoint_every",
+        "log_every", "seed", "grad_checkpoint")},
 }
 
 

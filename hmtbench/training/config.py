@@ -24,6 +24,7 @@ class LoraSettings:
 class TrainSettings:
     steps: int = 500  # optimizer steps of the last (or only) stage
     stage1_steps: int = 200  # HMT stage 1 steps when --stages includes 1
+    max_minutes: float | None = None  # end a stage early (final checkpoint saved) once this much wall time is spent
     stages: list[int] = field(default_factory=lambda: [1, 2])  # of a method with training stages (HMT: 1, then 2)
     init_from: str | None = None  # checkpoint the first stage starts from (stage 2 after a separate stage 1)
     train: str = "memory"  # memory (backbone frozen) | lora | full
@@ -46,6 +47,7 @@ class TrainSettings:
     def __post_init__(self) -> None:
         rules = [
             (self.steps > 0 and self.stage1_steps > 0, "--steps must be positive"),
+            (self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be positive: {self.max_minutes}"),
             (self.bptt_depth >= 1, f"--bptt-depth must be at least 1, got {self.bptt_depth}"),
             (self.bptt_truncate is None or 1 <= self.bptt_truncate, "--bptt-truncate must be at least 1"),
             (self.train in TRAIN_MODES, f"--train must be one of {', '.join(TRAIN_MODES)}, got '{self.train}'"),

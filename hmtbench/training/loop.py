@@ -79,7 +79,7 @@ def train_stage(
     steps: int,
     folder: Path,
     meta: dict[str, Any],
-    on_step: Callable[[int, dict[str, Any]], None] | None = None,
+    on_step: Callable[[int, dict[str, Any] | None], None] | None = None,
 ) -> StageOutcome:
     """Train ``model``'s trainable parameters on ``objective`` for ``steps`` optimizer steps, resuming from
     ``folder/last`` (``training/objectives.py``: language-modelling windows or answers with a curriculum)."""
@@ -98,45 +98,54 @@ def train_stage(
     began, tokens, loss_value = time.perf_counter(), 0, float("nan")
     model.train()
     for step in range(start, steps):
-        total, exact = 0.0, []
+        total = torch.zeros((), device=device)
+        exact: list[torch.Tensor] = []
         if ddp is not None:
             distributed.seed_step(settings.seed, step)
         for micro in range(settings.grad_accum):
             # the global micro-batch's index, so the data position is the same for any number of processes
             batch = objective.batch(step * settings.grad_accum + micro, settings.batch_size)
-            batch = [distributed.shard_rows(t).to(device) for t in batch]
+            batch = [_to_device(distributed.shard_rows(t), device) for t in batch]
             with _sync_gradients(ddp, micro == settings.grad_accum - 1):
                 with autocast:
                     out = forward(*batch)
                 (out.loss / settings.grad_accum).backward()
-            total += out.loss.item() / settings.grad_accum
+            total += out.loss.detach() / settings.grad_accum
             tokens += out.tokens * distributed.world_size()
             if out.exact is not None:
-                exact += out.exact.tolist()
-        total = distributed.mean(total)  # each rank's mean loss over its equal share of the windows
-        exact_share = distributed.mean(sum(exact) / len(exact)) if exact else None
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.grad_clip))
+                exact.append(out.exact)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)  # stays on the device
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = total
         done = step + 1
-        entry = {
-            "step": done,
-            "loss": loss_value,
-            "lr": scheduler.get_last_lr()[0],
-            "grad_norm": grad_norm,
-            **objective.end_step(exact_share),
-            "tokens_per_s": tokens / (time.perf_counter() - began),
-            "peak_mem_mb": _peak_mb(device),
-        }
-        if log is not None and (done % settings.log_every == 0 or done == steps or "advanced_to" in entry):
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
+        # The host reads the device only for a number it needs: the curriculum's exact share (answer training,
+        # every step) and the logged values; a language-modelling step otherwise queues work without waiting.
+        exact_share = distributed.mean(torch.cat(exact).float().mean().item()) if exact else None
+        position = objective.end_step(exact_share)
+        entry = None
+        if _out_of_time(settings, began, done):
+            steps = done  # this step is the stage's last: logged, and its final checkpoint saved
+        if done % settings.log_every == 0 or done == steps or "advanced_to" in position:
+            loss_value = distributed.mean(total.item())  # each rank's mean loss over its equal share of the windows
+            entry = {
+                "step": done,
+                "loss": loss_value,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                **position,
+                "tokens_per_s": tokens / (time.perf_counter() - began),
+                "peak_mem_mb": _peak_mb(device),
+            }
+            if log is not None:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
         if distributed.is_main() and (done % settings.checkpoint_every == 0 or done == steps):
             _save(model, optimizer, scheduler, objective, folder / "last", {**meta, "step": done})
         if on_step is not None:
-            on_step(done, entry)
+            on_step(done, entry)  # None between logged steps: the bar advances, its numbers stay
+        if done == steps:
+            break
     if log is not None:
         log.close()
     model.eval()
@@ -145,6 +154,21 @@ def train_stage(
     distributed.barrier()  # the next stage starts from this checkpoint on every rank
     wall = time.perf_counter() - began
     return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict())
+
+
+def _out_of_time(settings: TrainSettings, began: float, done: int) -> bool:
+    """``--max-minutes`` spent? Checked every ``log_every`` steps (a read every rank agrees on)."""
+    if settings.max_minutes is None or done % settings.log_every:
+        return False
+    spent = time.perf_counter() - began > 60 * settings.max_minutes
+    return distributed.mean(float(spent)) > 0
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch onto the device without a host wait: a copy from pageable memory blocks until it is done."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _sync_gradients(ddp, last_micro_batch: bool):

@@ -63,8 +63,17 @@ def window_loss(model: SegmentMethod, ids: Tensor, settings: TrainSettings) -> t
         scored = torch.zeros_like(ids, dtype=torch.bool)
         scored[:, -segment:] = True
     batch = segment_batch(ids, lengths, segment, scored)
-    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate, recompute=settings.grad_checkpoint)
+    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate, recompute=settings.grad_checkpoint,
+                                 scored_segments=window_scored_segments(ids.shape[1], segment, settings.loss_on))
     return nll.sum() / tokens.sum(), int(ids.numel())
+
+
+def window_scored_segments(window: int, segment: int, loss_on: str) -> list[bool]:
+    """Which segments of a window hold a scored prediction, computed on the host so a step never waits for the
+    device: position t predicts token t+1, so the last segment's first token is predicted in the segment before."""
+    first = 0 if loss_on == "all" else max(window - segment, 1) - 1  # first position whose target counts
+    last = window - 2
+    return [first // segment <= i <= last // segment for i in range(-(-window // segment))]
 
 
 class AnswerTraining:
