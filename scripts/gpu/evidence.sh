@@ -10,7 +10,7 @@
 #                                                     length); then 256k and 1M for each trained memory method that
 #                                                     retrieves at 64k, until SECS have passed
 #   bash scripts/gpu/evidence.sh lm WORK              eval-ppl of the HMT-without-sensory ablation
-#   bash scripts/gpu/evidence.sh lmeval WORK          an lm-eval passkey task through the retrieval-trained HMT
+#   bash scripts/gpu/evidence.sh lmeval WORK [CKPT]        an lm-eval passkey task through the retrieval-trained HMT
 #   bash scripts/gpu/evidence.sh pack WORK OUT NAME   logs, records and the final checkpoints into OUT
 set -euo pipefail
 step=$1 work=$2
@@ -26,9 +26,12 @@ train)
     setsid nohup python3 -m hmtbench train --recipe "recipes/smollm2-135m-passkey-$m.yaml" --max-minutes "$3" \
       --output-dir "$work/runs/passkey-$m" --out "$work/results/train-passkey" > "$work/logs/train-passkey-$m.log" 2>&1 &
   done
+  bash "$0" train-lm "$work"
+  sleep 45; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
+train-lm)  # the LM ablation's HMT without sensory memory, under the other rows' budget (stage 1 + stage 2)
   setsid nohup python3 -m hmtbench train --recipe recipes/smollm2-135m-stdlib-hmt-nosensory-ref.yaml \
     --output-dir "$work/runs/lm-hmt-nosensory" --out "$work/results/train-lm" > "$work/logs/train-lm-nosensory.log" 2>&1 &
-  sleep 45; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
+  ;;
 wait)
   deadline=$((SECONDS + $3))
   while pgrep -f "hmtbench train" > /dev/null && [ $SECONDS -lt $deadline ]; do sleep 10; done
@@ -77,20 +80,21 @@ lm)
     --batch-size 8 --method hmt --checkpoint "$final" --out "$work/results/lm-ablation" \
     > "$work/logs/eval-lm-hmt-nosensory.log" 2>&1
   grep -h " ppl " "$work/logs/eval-lm-hmt-nosensory.log" || tail -5 "$work/logs/eval-lm-hmt-nosensory.log" ;;
-lmeval)  # one lm-eval long-context task, generated offline (needs the lm-eval wheels)
-  tasks="$work/lmeval-tasks"
+lmeval)  # one lm-eval long-context task, generated offline (needs the lm-eval wheels); [CKPT]: another HMT
+  tasks="$work/lmeval-tasks" args="checkpoint=$HMT_CKPT,segment_length=$L"
+  [ -n "${3:-}" ] && args="checkpoint=$3"  # its own segment length
   python3 scripts/lmeval_niah.py --backbone "$MODEL" --context-length 4096,16384 --samples 50 --out "$tasks"
   python3 -m hmtbench.lmeval --model hmtbench --device cuda --batch_size 1 --include_path "$tasks" \
-    --model_args "backbone=$MODEL,method=hmt,checkpoint=$HMT_CKPT,segment_length=$L,dtype=bf16" \
+    --model_args "backbone=$MODEL,method=hmt,$args,dtype=bf16" \
     --tasks hmtbench_passkey_4096,hmtbench_passkey_16384 --output_path "$work/results/lmeval" \
     > "$work/logs/lmeval.log" 2>&1 || tail -20 "$work/logs/lmeval.log"
   tail -15 "$work/logs/lmeval.log" ;;
 pack)  # logs and records in one tarball; each final checkpoint in its own (at most 16 MiB each)
   out=$3 name=$4
   cd "$work"
-  tar czf "$out/$name.tgz" logs results $(ls -d runs/*/*/log.jsonl runs/*/*/final/*.json runs/*/config.yaml 2>/dev/null)
+  tar czf "$out/$name.tgz" logs results $(ls -d runs/*/*/log.jsonl runs/*/*/final/*.json runs/*/config.yaml 2>/dev/null || true)
   for run in passkey-rmt passkey-hmt lm-hmt-nosensory; do
-    final=$(ls -d runs/$run/*/final 2>/dev/null | tail -1)
+    final=$(ls -d runs/$run/*/final 2>/dev/null | tail -1 || true)
     [ -n "$final" ] && tar czf "$out/ckpt-$run.tgz" "$final"
   done
   ls -la "$out" ;;
