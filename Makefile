@@ -43,6 +43,7 @@ figures: install
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-after --figure memory-vs-length --out results/figures/bench-graphs
 	$(BIN)/python scripts/training_curves.py results/h200-lm-ablation/logs results/figures/lm-ablation/training-curves.png
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval/logs results/figures/retrieval/training-curves.png
+	$(BIN)/python scripts/training_curves.py results/h200-retrieval-v2/logs results/figures/retrieval/training-curves-v2.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -63,6 +63,30 @@ class Levels:
         return ()
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("name", ["rmt", "hmt", "plain"])
+def test_the_answer_loss_reaches_earlier_segments_through_the_memory(name: str, recompute: bool,
+                                                                      llama: torch.nn.Module) -> None:
+    """A memory method's answer loss has a gradient on the first segment's tokens (only the memory links them);
+    plain segments' has none. Activation checkpointing changes no gradient."""
+    from hmtbench.engine import segment_batch
+
+    own = {"rmt": {"memory_tokens": 4}, "hmt": {"sensory_tokens": 2, "recall_hidden_dim": 16}}.get(name, {})
+    model = build_method(name, llama, {"segment_length": 24, **own})
+    S = model.segment_tokens
+    embeddings = model.backbone.get_input_embeddings().weight
+    embeddings.requires_grad_(True)
+    first, second = torch.arange(10, 10 + S), torch.arange(100, 100 + S - 6)  # distinct ids per segment
+    ids, lengths, scored, prompts = qa_rows([torch.cat([first, second])], [[200, 201]])
+    batch = segment_batch(ids, lengths, S, scored, prompts)
+    assert batch.segments.shape[1] == 2 and bool(scored[0, -2:].all())  # the answer is in the second segment
+    nll, _ = answer_pass(model, model, batch, None, recompute)
+    nll.sum().backward()
+    reach = embeddings.grad[10 : 10 + S].abs().sum().item()
+    assert embeddings.grad[100 : 100 + S - 6].abs().sum().item() > 0
+    assert reach == 0 if name == "plain" else reach > 1e-3
+
+
 def test_the_curriculum_advances_when_answers_pass_the_threshold_and_resumes() -> None:
     curriculum = CurriculumSettings(task="passkey", segments=[1, 2, 4], advance_at=0.75, window=3)
     objective = AnswerTraining(Levels(), curriculum, TrainSettings())
