@@ -119,6 +119,26 @@ def test_generated_training_samples_span_the_level_and_never_repeat_evaluation(t
     assert torch.equal(again[0], ids)  # a pure function of the batch index
 
 
+@pytest.mark.parametrize(("task", "S"), [("passkey", 300), ("multi-fact", 600)])
+def test_needles_earlier_put_every_fact_in_a_segment_before_the_questions(task: str, S: int) -> None:
+    from hmtbench.training.answers import AnswerSampler
+
+    tokenizer = byte_tokenizer()
+    sampler = AnswerSampler(CurriculumSettings(task=task, segments=[1, 2, 3], needles="earlier"), tokenizer, S, 3407)
+    anywhere = AnswerSampler(CurriculumSettings(task=task, segments=[1, 2, 3]), tokenizer, S, 3407)
+    for segments in (2, 3):
+        late = 0
+        needle = len(tokenizer("\nThe pass key is 12345. Remember it.\n", add_special_tokens=False)["input_ids"])
+        needle = needle if task == "passkey" else 1  # multi-fact: the last fact starts before the boundary
+        for k in range(40):
+            sample = sampler.sample(k, segments)
+            assert max(sample.meta["needle_starts"]) + needle <= (segments - 1) * S, (k, sample.meta["needle_starts"])
+            assert len(sample.prompt_ids) > (segments - 1) * S  # the question ends in the last segment
+            late += max(anywhere.sample(k, segments).meta["needle_starts"]) >= (segments - 1) * S
+        assert late > 0  # without the option some facts do sit in the question's segment
+    assert sampler.sample(0, 1).prompt_ids.shape == anywhere.sample(0, 1).prompt_ids.shape  # level 1: no earlier
+
+
 def train(tmp_path: Path, method: str, data: Path) -> Path:
     result = CliRunner().invoke(app, [
         "train", "--backbone", "random:llama", "--device", "cpu", "--method", method, "--task", str(data),

@@ -28,7 +28,7 @@ class AnswerSampler:
     """(ids, lengths, answer mask, prompt lengths) of micro-batches whose prompt + answer span N segments."""
 
     def __init__(self, curriculum: CurriculumSettings, tokenizer: Any, segment_tokens: int, seed: int) -> None:
-        self.segment_tokens, self.seed, self.tokenizer = segment_tokens, seed, tokenizer
+        self.segment_tokens, self.seed, self.tokenizer, self.curriculum = segment_tokens, seed, tokenizer, curriculum
         options = TaskOptions(tokenizer=tokenizer, seed=seed, filler=curriculum.filler, data=curriculum.data,
                               split="train")
         self.task = task_factory(curriculum.task)(options)
@@ -65,10 +65,23 @@ class AnswerSampler:
             pool = self.by_segments[segments]
             order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed + k // len(pool)))
             return pool[int(order[k % len(pool)])]
-        rng = random.Random(f"curriculum-{self.seed}-{k}")
-        high = segments * self.segment_tokens - ANSWER_ROOM  # the answer ends inside the last segment too
-        length = rng.randint(max(self.shortest, high - self.segment_tokens + 1), high)
-        depths = sorted(rng.random() for _ in range(self.task.facts_per_sample))
-        sample = self.task.sample(k, length, depths)
+        sample = self.sample(k, segments)
         answer = self.tokenizer(self.task.answer_prefix + sample.answers[0], add_special_tokens=False)["input_ids"]
         return sample.prompt_ids, answer
+
+    def sample(self, k: int, segments: int) -> Any:
+        """Generated sample ``k`` of a level: its length draws the answer into the last segment, its facts' depths
+        are uniform over the context, or (``needles: earlier``, from 2 segments on) over the segments before it."""
+        rng = random.Random(f"curriculum-{self.seed}-{k}")
+        high = segments * self.segment_tokens - ANSWER_ROOM  # the answer ends inside the last segment too
+        low = max(self.shortest, high - self.segment_tokens + 1)
+        earlier = self.curriculum.needles == "earlier" and segments > 1
+        if earlier:  # the prompt ends in the last segment, where the answer is predicted
+            low = max(low, (segments - 1) * self.segment_tokens + 1)
+        length = rng.randint(low, high)
+        reach = 1.0
+        if earlier:
+            # depth is a share of the filler; the facts, instructions and question take at most shortest tokens
+            reach = max(0.0, ((segments - 1) * self.segment_tokens - self.shortest) / (length - self.shortest))
+        depths = sorted(reach * rng.random() for _ in range(self.task.facts_per_sample))
+        return self.task.sample(k, length, depths)

@@ -10,6 +10,7 @@ from hmtbench.errors import HmtbenchError
 
 TRAIN_MODES = ("memory", "lora", "full")
 LOSS_ON = ("last", "all")
+NEEDLE_PLACES = ("anywhere", "earlier")
 
 
 @dataclass
@@ -70,12 +71,16 @@ class CurriculumSettings:
     segments: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # levels: segments per training context
     advance_at: float = 0.9  # move on once this share of training answers is exact (greedy) ...
     window: int = 10  # ... over the last this many steps
+    needles: str = "anywhere"  # generated tasks: anywhere in the context | earlier: in a segment before the
+    # question's from level 2 on, so every sample's answer needs the memory (none is answerable from the last segment)
     filler: str = "pydoc-topics"  # generated tasks: the text the facts hide in
     data: str | None = None  # a local copy of a hub task's data (BABILong)
 
     def __post_init__(self) -> None:
         if not self.segments or min(self.segments) < 1 or self.segments != sorted(self.segments):
             raise HmtbenchError(f"curriculum.segments must be positive and ascending, got {self.segments}")
+        if self.needles not in NEEDLE_PLACES:
+            raise HmtbenchError(f"curriculum.needles must be one of {', '.join(NEEDLE_PLACES)}, got '{self.needles}'")
         if not 0 < self.advance_at <= 1 or self.window < 1:
             raise HmtbenchError("curriculum.advance_at must be in (0, 1] and curriculum.window at least 1")
 
