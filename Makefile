@@ -41,6 +41,7 @@ figures: install
 	$(BIN)/hmtbench plot results/h200-retrieval --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-before --figure memory-vs-length --out results/figures/bench-eager
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-after --figure memory-vs-length --out results/figures/bench-graphs
+	$(BIN)/hmtbench plot results/h200-paper-scale/bench/eval-7b-b1 --figure memory-vs-length --out results/figures/paper-scale
 	$(BIN)/python scripts/training_curves.py results/h200-lm-ablation/logs results/figures/lm-ablation/training-curves.png
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval/logs results/figures/retrieval/training-curves.png
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval-v2/logs results/figures/retrieval/training-curves-v2.png

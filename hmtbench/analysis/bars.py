@@ -13,6 +13,7 @@ from hmtbench.analysis.compare import Comparison, delta_label
 from hmtbench.analysis.series import Entry, Legend, entries, grouped, legend, ordered_series, setting_name, spread
 from hmtbench.methods import method_label
 
+LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.9}
 WHISKERS = "whiskers: 95% interval of a single run where recorded, else ± std over runs"
 
 
@@ -64,8 +65,13 @@ def _annotate(ax: Axes, table: Comparison, bars, cells: list[Entry | None], tops
         delta = None if entry is None else entry.row.deltas.get(pair)
         if delta is not None:
             text = f"{delta:+.1f}%" + (" n.s." if pair in entry.row.unclear else "")
-            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 2), textcoords="offset points",
-                        ha="center", va="bottom", fontsize=5.5, rotation=rotation)
+            if rotation:  # narrow bars: upright, inside the bar from its base, clear of whiskers and titles
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, 0), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=5.5, rotation=rotation,
+                            bbox=LABEL_BOX)
+            else:
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=5.5)
 
 
 def _group_label(backbone: str | None, alike: tuple, chars: int) -> str:
@@ -77,4 +83,4 @@ def _rule(table: Comparison) -> str:
     """The sign of the numbers above the bars, spelled out for the pair they show."""
     a, b = (method_label(m) for m in table.pairs[0])
     formula = f"({b} - {a}) / {b}" if table.direction == "lower" else f"({a} - {b}) / {b}"
-    return f"numbers above {a} bars: {delta_label(table.pairs[0])} = {formula} x 100, positive = {a} better"
+    return f"numbers on {a} bars: {delta_label(table.pairs[0])} = {formula} x 100, positive = {a} better"

@@ -127,6 +127,8 @@ def finish(fig: Figure, axes: list[Axes], footer: str, order: list[str] | None =
         width_pt = fig.get_figwidth() * 72
         per_entry = 4.0 * max(map(len, handles)) + 30  # 7 pt text plus the handle
         ncol = max(1, min(len(handles), int(width_pt // per_entry)))
+        rows = math.ceil(len(handles) / ncol)
+        fig.set_figheight(fig.get_figheight() + 0.14 * rows)  # the legend takes its rows, not the panels' height
         fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncol=ncol)
     chars = int(fig.get_figwidth() * 72 / 3.2)  # 5.5 pt small print
     text = "\n".join(textwrap.fill(line, chars) for line in footer.splitlines() if line)

@@ -38,7 +38,7 @@ class LinePanel:
     xscale: str = "linear"
     xticks: dict[float, str] = field(default_factory=dict)  # ticks at the data (lengths, backbones)
     joined: bool = True  # False: points only (nothing lies between them)
-    ylim: tuple[float, float] | None = None
+    ylim: tuple[float, float | None] | None = None  # (bottom, top); top None: the data's
     dodge: bool = False  # set the lines a little apart sideways (log x), so that equal values stay visible
 
 
@@ -86,7 +86,10 @@ def _axes(ax: Axes, panel: LinePanel) -> None:
     elif panel.xscale != "linear":
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     if panel.ylim:
-        ax.set_ylim(*panel.ylim)
+        low, high = panel.ylim
+        if high is None:  # the data's top, with room above it as autoscaling would leave
+            high = ax.get_ylim()[1] + 0.08 * (ax.get_ylim()[1] - low)
+        ax.set_ylim(low, high)
 
 
 def series_lines(items: list[Entry], x: Callable[[Entry], float], looks: Legend) -> list[Line]:

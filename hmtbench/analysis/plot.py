@@ -108,7 +108,8 @@ def memory_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
         if any(len(set(line.xs)) > 1 for line in lines):
             kept.append(LinePanel(dict(key), lines, "context length (tokens)",
                                   draw.axis_label(table.metric, table.direction), "log",
-                                  {x: draw.length_label(x) for line in lines for x in line.xs}, dodge=True))
+                                  {x: draw.length_label(x) for line in lines for x in line.xs}, dodge=True,
+                                  ylim=(0, None)))  # from zero: a flat line must look flat
     if not kept:
         raise FigureUnsupported("memory-vs-length needs one method measured at two or more lengths; "
                                 f"{table.metric} was measured only at: {_lengths_seen(panels)}; add runs at another "
