@@ -242,6 +242,16 @@ def test_a_time_budget_ends_the_stage_at_a_logged_step_with_its_final_checkpoint
     assert [json.loads(line)["step"] for line in logged] == [3]
 
 
+def test_a_stage_ended_by_its_time_budget_resumes_to_its_steps(corpus: str, tmp_path: Path) -> None:
+    run_train(config_for(corpus, tmp_path, steps=6, log_every=2, checkpoint_every=2, max_minutes=1e-9))
+    again = config_for(corpus, tmp_path, steps=6, log_every=2, checkpoint_every=2)  # the same run, no budget
+    rows = run_train(again, resume=again.output_dir)
+    assert rows[0]["status"] == "success" and rows[0]["steps"] == 4  # steps 3..6, from the checkpoint of step 2
+    final = tmp_path / "run" / "train" / "final"
+    assert json.loads((final / "checkpoint.json").read_text())["step"] == 6
+    assert run_train(again, resume=again.output_dir) == []  # complete now: nothing left to train
+
+
 def test_bad_training_input(corpus: str, tmp_path: Path) -> None:
     with pytest.raises(HmtbenchError, match="--steps"):
         TrainSettings(steps=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -105,13 +106,19 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     init_from, rows = config.train.init_from, []
     for stage in plan:
         folder = output / stage.folder
-        if (folder / "final").is_dir():
+        if _complete(folder / "final", stage.steps):
             console.print(f"{stage.folder}: already complete, skipped")
         else:
             run = dataclasses.replace(config, method=stage.method)
             rows.append(_train_one(run, backbone, documents, stage, folder, init_from, command_line))
         init_from = str(folder / "final")
     return rows
+
+
+def _complete(final: Path, steps: int) -> bool:
+    """A stage's final checkpoint at its full step count (one ended early by --max-minutes resumes from ``last``)."""
+    meta = final / "checkpoint.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("step", steps) >= steps
 
 
 def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_from, command_line) -> dict[str, Any]:
