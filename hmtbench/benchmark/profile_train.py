@@ -12,7 +12,6 @@ ops); the wall time of the step minus the device's busy time is time the device 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import time
@@ -21,13 +20,11 @@ from typing import Any
 import torch
 
 from hmtbench.backbones import load_backbone
-from hmtbench.benchmark.measure import train_workload
 from hmtbench.benchmark.roofline import device_peaks, flops_per_token, linear_weights
-from hmtbench.build import build_method, make_trainable
+from hmtbench.commands.bench import BenchConfig, Case, build_case, case_workload
 from hmtbench.config import method_config
 from hmtbench.progress import quiet_transformers
 from hmtbench.results.provenance import device_name, provenance
-from hmtbench.training.config import LoraSettings, TrainSettings
 
 KINDS = (  # first match wins; kernel names of cuBLAS / CUTLASS / flash attention / cuDNN on Hopper
     ("matmul", re.compile(r"gemm|sm90_xmma|cutlass|wgmma|ampere_.*_s16816|nvjet", re.IGNORECASE)),
@@ -40,20 +37,16 @@ def kind_of(kernel: str) -> str:
 
 
 def profile_step(args: argparse.Namespace) -> dict[str, Any]:
-    backbone = load_backbone(args.backbone, dtype=args.dtype)
+    """The training step ``hmtbench bench --mode train`` times for the same settings, under the profiler."""
     own = {"sensory_tokens": args.sensory_tokens, "recall_hidden_dim": args.recall_hidden_dim}
-    config = method_config(args.method, own if args.method == "hmt" else {})
-    lora = dataclasses.asdict(LoraSettings()) if args.train == "lora" else None
-    window = args.bptt_depth * args.segment_length
-    model = build_method(backbone, config, args.segment_length, seed=args.seed, document_length=window, lora=lora)
-    make_trainable(model, args.train)
-    model.train()
-    vocab = backbone.model.get_input_embeddings().weight.shape[0]
-    generator = torch.Generator().manual_seed(args.seed)
-    ids = torch.randint(0, vocab, (args.batch_size, args.bptt_depth * model.segment_tokens), generator=generator)
-    ids = ids.to(backbone.device)
-    step = train_workload(model, ids, TrainSettings(bptt_depth=args.bptt_depth, batch_size=args.batch_size,
-                                                    grad_checkpoint=args.grad_checkpoint))
+    method = method_config(args.method, own if args.method == "hmt" else {})
+    config = BenchConfig(backbone=args.backbone, methods=[method], segment_length=args.segment_length,
+                         bptt_depth=args.bptt_depth, train=args.train, grad_checkpoint=args.grad_checkpoint,
+                         dtype=args.dtype, seed=args.seed)
+    backbone = load_backbone(args.backbone, dtype=args.dtype)
+    case = Case("train", method, args.batch_size, args.bptt_depth)
+    model = build_case(backbone, case, config)
+    step, _, text_tokens = case_workload(config, backbone, case, model, model)
     for _ in range(2):
         step()
     torch.cuda.synchronize()
@@ -75,7 +68,6 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
     for name, (seconds, _) in kernels.items():
         by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + seconds
     weights, _ = linear_weights(backbone.model)
-    text_tokens = ids.numel()
     flops = text_tokens * flops_per_token(weights, "train", args.train, args.grad_checkpoint)
     peaks = device_peaks(device_name(backbone.device))
     top = sorted(kernels.items(), key=lambda item: -item[1][0])[: args.top]

@@ -141,7 +141,7 @@ def run_bench(
 def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: list[str] | None,
              started: datetime) -> dict[str, Any]:
     try:
-        model = _build(backbone, case, config)
+        model = build_case(backbone, case, config)
     except HmtbenchError as err:  # e.g. full context beyond the backbone's positions
         return _bare_row(config, backbone, case, command_line, started, "skipped", str(err))
     row = _row(config, backbone, case, model, command_line, started)
@@ -149,7 +149,7 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         return _outcome(row, "skipped", f"{case.method.name} has no parameters of its own to train (memory training)")
     runner = accelerate(model, config.engine)
     try:
-        workload, segments, tokens = _workload(config, backbone, case, model, runner)
+        workload, segments, tokens = case_workload(config, backbone, case, model, runner)
         timing = time_workload(workload, backbone.device, config.warmup, config.repeat, config.max_seconds)
     except torch.cuda.OutOfMemoryError:
         return _outcome(row, "failed", f"out of GPU memory at batch {case.batch_size}")
@@ -166,7 +166,8 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
     return row
 
 
-def _build(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:
+def build_case(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:
+    """The case's method around ``backbone``, its tensors set to train for a training case."""
     length = case.length * config.segment_length if case.mode == "train" else case.length
     lora = dataclasses.asdict(LoraSettings()) if case.mode == "train" and config.train == "lora" else None
     model = build_method(backbone, case.method, config.segment_length, seed=config.seed, document_length=length,
@@ -176,7 +177,7 @@ def _build(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod
     return model
 
 
-def _workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner):
+def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner):
     """(workload, segment steps per call, text tokens per call) of one case."""
     generator = torch.Generator().manual_seed(config.seed)
     vocab = backbone.model.get_input_embeddings().weight.shape[0]

@@ -75,13 +75,12 @@ class AnswerSampler:
         rng = random.Random(f"curriculum-{self.seed}-{k}")
         high = segments * self.segment_tokens - ANSWER_ROOM  # the answer ends inside the last segment too
         low = max(self.shortest, high - self.segment_tokens + 1)
-        earlier = self.curriculum.needles == "earlier" and segments > 1
-        if earlier:  # the prompt ends in the last segment, where the answer is predicted
-            low = max(low, (segments - 1) * self.segment_tokens + 1)
-        length = rng.randint(low, high)
-        reach = 1.0
-        if earlier:
-            # depth is a share of the filler; the facts, instructions and question take at most shortest tokens
-            reach = max(0.0, ((segments - 1) * self.segment_tokens - self.shortest) / (length - self.shortest))
+        boundary = (segments - 1) * self.segment_tokens  # where the last segment starts
+        if self.curriculum.needles == "anywhere" or segments == 1:
+            length, reach = rng.randint(low, high), 1.0
+        else:  # the prompt ends in the last segment (where the answer is predicted), the facts before it; depth is
+            # a share of the filler, and the facts, instructions and question take at most `shortest` tokens
+            length = rng.randint(max(low, boundary + 1), high)
+            reach = max(0.0, (boundary - self.shortest) / (length - self.shortest))
         depths = sorted(reach * rng.random() for _ in range(self.task.facts_per_sample))
         return self.task.sample(k, length, depths)
