@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Retrieval training, third try: five trainings side by side on one GPU (RMT and HMT, LoRA and full fine-tuning),
+# each evaluated on passkey as soon as it ends, plus the segmented baselines at the same segment length.
+# Run from the checkout root on the GPU machine after scripts/gpu/stage.sh, in steps that fit 10-minute calls:
+#   bash scripts/gpu/retrieval-sweep.sh launch WORK MINUTES  start every variant (train for MINUTES, then eval-qa
+#                                                            passkey 1k-64k, n = 125) and the baselines; returns
+#   bash scripts/gpu/retrieval-sweep.sh wait WORK SECONDS    show progress until all jobs end (at most SECONDS)
+#   bash scripts/gpu/retrieval-sweep.sh long WORK SECONDS    256k and 1M for each variant that retrieves at 64k
+#   bash scripts/gpu/retrieval-sweep.sh pack WORK OUT        logs, records and the LoRA checkpoints into OUT
+set -euo pipefail
+step=$1 work=$2
+export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+mkdir -p "$work/logs" "$work/results"
+L=256
+# name | recipe method | extra train flags
+VARIANTS=(
+  "rmt-lora|rmt|"
+  "rmt-full-1e-4|rmt|--train full --lr 1e-4"
+  "rmt-full-3e-4|rmt|--train full --lr 3e-4"
+  "hmt-lora|hmt|"
+  "hmt-full-1e-4|hmt|--train full --lr 1e-4"
+)
+EVAL=(--task passkey --backbone smollm2-135m --segment-length $L --limit 125 --batch-size 125
+      --depth 0,0.25,0.5,0.75,1)
+final() { ls -d "$work/runs/$1"/*/final 2>/dev/null | tail -1; }
+
+case $step in
+launch)
+  for variant in "${VARIANTS[@]}"; do
+    IFS='|' read -r name method flags <<< "$variant"
+    # shellcheck disable=SC2086  # flags are words
+    setsid nohup bash -c "python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-$method.yaml $flags \
+        --max-minutes $3 --checkpoint-every 100 --output-dir $work/runs/$name --out $work/results/train \
+      && python3 -m hmtbench eval-qa ${EVAL[*]} --context-length 1k,4k,16k,64k --method $method \
+        --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --out $work/results/passkey-$name" \
+      > "$work/logs/$name.log" 2>&1 &
+  done
+  setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k,16k,64k --method plain,overlap \
+    --sensory-tokens 32 --out "$work/results/passkey-baselines" > "$work/logs/baselines.log" 2>&1 &
+  setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k --method full \
+    --out "$work/results/passkey-baselines" > "$work/logs/baselines-full.log" 2>&1 &
+  sleep 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
+  for f in "$work"/runs/*/*/log.jsonl; do echo "$f: $(tail -1 "$f" | cut -c1-150)"; done ;;
+wait)
+  deadline=$((SECONDS + $3))
+  while pgrep -f "hmtbench (train|eval-qa)" > /dev/null && [ $SECONDS -lt $deadline ]; do sleep 15; done
+  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
+  for f in "$work"/runs/*/*/log.jsonl; do
+    echo "$f: $(wc -l < "$f") logs; last: $(tail -1 "$f" | cut -c1-140)"
+    grep -h "advanced_to" "$f" | cut -c1-60 | tr '\n' ' '; echo
+  done
+  grep -h "accuracy" "$work"/logs/*.log | cut -c1-160 || true
+  pgrep -f "hmtbench (train|eval-qa)" > /dev/null && echo "still running" || echo "all jobs ended" ;;
+long)
+  deadline=$((SECONDS + $3))
+  retrieves() {  # variant -> its passkey accuracy at 64k over depths < 1; exit 0 when at least 10%
+    python3 - "$work/results/passkey-$1" <<'PY'
+import sys, glob, pandas as pd
+rows = pd.concat(pd.read_parquet(f) for f in glob.glob(sys.argv[1] + "/*.parquet"))
+row = rows[rows.context_length == 65536]
+if row.empty: sys.exit(1)
+deep = [d for d in row.iloc[-1].by_depth if d["depth"] < 1]
+share = sum(d["accuracy"] * d["n"] for d in deep) / sum(d["n"] for d in deep)
+print(f"{sys.argv[1]}: passkey at 64k, depth < 1: {share:.2f}"); sys.exit(0 if share >= 0.1 else 1)
+PY
+  }
+  for variant in "${VARIANTS[@]}"; do
+    IFS='|' read -r name method _ <<< "$variant"
+    left=$((deadline - SECONDS))
+    if retrieves "$name" && [ $left -gt 60 ]; then
+      timeout $left python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 256k,1m --method "$method" \
+        --checkpoint "$(final "$name")" --out "$work/results/passkey-$name" > "$work/logs/$name-long.log" 2>&1 \
+        || echo "$name at 256k/1M: stopped at the time limit or failed (see its log)"
+      grep -h "accuracy" "$work/logs/$name-long.log" | cut -c1-160 || true
+    fi
+  done ;;
+pack)  # one tarball of logs, records and run configs; the LoRA checkpoints (a full fine-tune's is 540 MB: left)
+  out=$3
+  cd "$work"
+  tar czf "$out/sweep.tgz" logs results $(ls -d runs/*/*/log.jsonl runs/*/*/final/*.json runs/*/config.yaml)
+  for variant in "${VARIANTS[@]}"; do
+    IFS='|' read -r name _ flags <<< "$variant"
+    [[ $flags == *full* ]] && continue
+    ckpt=$(final "$name"); [ -n "$ckpt" ] && tar czf "$out/ckpt-$name.tgz" "${ckpt#"$work"/}"
+  done
+  ls -la "$out" ;;
+esac
