@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Retrieval training, third try: five trainings side by side on one GPU (RMT and HMT, LoRA and full fine-tuning),
+# Retrieval training, third try: four trainings side by side on one GPU (RMT and HMT, LoRA and full fine-tuning),
 # each evaluated on passkey as soon as it ends, plus the segmented baselines at the same segment length.
 # Run from the checkout root on the GPU machine after scripts/gpu/stage.sh, in steps that fit 10-minute calls:
 #   bash scripts/gpu/retrieval-sweep.sh launch WORK MINUTES  start every variant (train for MINUTES, then eval-qa
@@ -16,13 +16,12 @@ L=256
 VARIANTS=(
   "rmt-lora|rmt|"
   "rmt-full-1e-4|rmt|--train full --lr 1e-4"
-  "rmt-full-3e-4|rmt|--train full --lr 3e-4"
   "hmt-lora|hmt|"
   "hmt-full-1e-4|hmt|--train full --lr 1e-4"
 )
 EVAL=(--task passkey --backbone smollm2-135m --segment-length $L --limit 125 --batch-size 125
       --depth 0,0.25,0.5,0.75,1)
-final() { ls -d "$work/runs/$1"/*/final 2>/dev/null | tail -1; }
+final() { ls -d "$work/runs/$1"/*/final 2>/dev/null | tail -1 || true; }
 
 case $step in
 launch)
@@ -39,7 +38,7 @@ launch)
     --sensory-tokens 32 --out "$work/results/passkey-baselines" > "$work/logs/baselines.log" 2>&1 &
   setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k --method full \
     --out "$work/results/passkey-baselines" > "$work/logs/baselines-full.log" 2>&1 &
-  sleep 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
+  sleep 20; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
   for f in "$work"/runs/*/*/log.jsonl; do echo "$f: $(tail -1 "$f" | cut -c1-150)"; done ;;
 wait)
   deadline=$((SECONDS + $3))
@@ -77,7 +76,7 @@ PY
 pack)  # one tarball of logs, records and run configs; the LoRA checkpoints (a full fine-tune's is 540 MB: left)
   out=$3
   cd "$work"
-  tar czf "$out/sweep.tgz" logs results $(ls -d runs/*/*/log.jsonl runs/*/*/final/*.json runs/*/config.yaml)
+  tar czf "$out/sweep.tgz" logs results $(ls -d runs/*/*/log.jsonl runs/*/*/final/*.json runs/*/config.yaml 2>/dev/null || true)
   for variant in "${VARIANTS[@]}"; do
     IFS='|' read -r name _ flags <<< "$variant"
     [[ $flags == *full* ]] && continue
