@@ -11,14 +11,27 @@ set -euo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 mkdir -p "$work/logs" "$work/results"
-L=256
+# Round a (SWEEP=a): 256-position segments, the recipes' LoRA and full fine-tunes at lr 1e-4 (results/h200-retrieval-v3/).
+# Round b (SWEEP=b): 96-position segments (64 text tokens beside RMT's 2 x 16 memory), higher learning rates.
 # name | recipe method | extra train flags
-VARIANTS=(
-  "rmt-lora|rmt|"
-  "rmt-full-1e-4|rmt|--train full --lr 1e-4"
-  "hmt-lora|hmt|"
-  "hmt-full-1e-4|hmt|--train full --lr 1e-4"
-)
+if [ "${SWEEP:-a}" = a ]; then
+  L=256
+  VARIANTS=(
+    "rmt-lora|rmt|"
+    "rmt-full-1e-4|rmt|--train full --lr 1e-4"
+    "hmt-lora|hmt|"
+    "hmt-full-1e-4|hmt|--train full --lr 1e-4"
+  )
+else
+  L=96
+  VARIANTS=(
+    "rmt-full-1e-4|rmt|--train full --lr 1e-4 --segment-length 96"
+    "rmt-full-3e-4|rmt|--train full --lr 3e-4 --segment-length 96"
+    "rmt-full-1e-3|rmt|--train full --lr 1e-3 --segment-length 96"
+    "rmt-lora-2e-3|rmt|--lr 2e-3 --segment-length 96"
+    "hmt-full-3e-4-k8|hmt|--train full --lr 3e-4 --segment-length 96 --set method.sensory_tokens=8"
+  )
+fi
 EVAL=(--task passkey --backbone smollm2-135m --segment-length $L --limit 125 --batch-size 125
       --depth 0,0.25,0.5,0.75,1)
 final() { ls -d "$work/runs/$1"/*/final 2>/dev/null | tail -1 || true; }
