@@ -171,3 +171,15 @@ def test_a_memory_learns_to_carry_the_key_that_plain_segments_never_see(tmp_path
     exact = {m: held_out_exact(m, train(tmp_path, m, data), held_out) for m in ("rmt", "plain")}
     assert exact["plain"] <= 0.2  # one digit in ten, whatever it learned
     assert exact["rmt"] >= 0.4 and exact["rmt"] >= exact["plain"] + 0.25, exact
+
+
+def test_needles_earlier_with_segments_shorter_than_the_shortest_prompt_draw_every_length() -> None:
+    """A segment shorter than instructions + fact + question: the shortest sample puts its fact at depth 0."""
+    from hmtbench.training.answers import AnswerSampler
+
+    tokenizer = byte_tokenizer()
+    shortest = AnswerSampler(CurriculumSettings(task="passkey", segments=[2]), tokenizer, 300, 0).shortest
+    S = shortest - 5  # the first segment cannot hold the whole prompt; lengths from S + 1 to 2 S - 12
+    sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2], needles="earlier"), tokenizer, S, 0)
+    lengths = [len(sampler.sample(k, 2).prompt_ids) for k in range(400)]
+    assert min(lengths) == shortest and max(lengths) <= 2 * S - 12  # the shortest is drawn (it divided by zero)

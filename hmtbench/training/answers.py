@@ -81,6 +81,6 @@ class AnswerSampler:
         else:  # the prompt ends in the last segment (where the answer is predicted), the facts before it; depth is
             # a share of the filler, and the facts, instructions and question take at most `shortest` tokens
             length = rng.randint(max(low, boundary + 1), high)
-            reach = max(0.0, (boundary - self.shortest) / (length - self.shortest))
+            reach = max(0.0, (boundary - self.shortest) / max(1, length - self.shortest))  # the shortest: depth 0
         depths = sorted(reach * rng.random() for _ in range(self.task.facts_per_sample))
         return self.task.sample(k, length, depths)

@@ -32,6 +32,9 @@ else
     "hmt-full-3e-4-k8|hmt|--train full --lr 3e-4 --segment-length 96 --set method.sensory_tokens=8"
   )
 fi
+if [ -n "${ONLY:-}" ]; then  # a regex on the variants' names: run (or evaluate, pack) those alone
+  for i in "${!VARIANTS[@]}"; do [[ ${VARIANTS[$i]%%|*} =~ $ONLY ]] || unset "VARIANTS[$i]"; done
+fi
 EVAL=(--task passkey --backbone smollm2-135m --segment-length $L --limit 125 --batch-size 125
       --depth 0,0.25,0.5,0.75,1)
 final() { ls -d "$work/runs/$1"/*/final 2>/dev/null | tail -1 || true; }
@@ -47,6 +50,7 @@ launch)
         --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --out $work/results/passkey-$name" \
       > "$work/logs/$name.log" 2>&1 &
   done
+  [ -n "${ONLY:-}" ] && exit 0  # the baselines ran with the round's first launch
   setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k,16k,64k --method plain,overlap \
     --sensory-tokens 32 --out "$work/results/passkey-baselines" > "$work/logs/baselines.log" 2>&1 &
   setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k --method full \
