@@ -45,6 +45,7 @@ figures: install
 	$(BIN)/python scripts/training_curves.py results/h200-lm-ablation/logs results/figures/lm-ablation/training-curves.png
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval/logs results/figures/retrieval/training-curves.png
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval-v2/logs results/figures/retrieval/training-curves-v2.png
+	$(BIN)/python scripts/training_curves.py results/h200-retrieval-v3/curves results/figures/retrieval/training-curves-v3.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
