@@ -22,7 +22,10 @@ from torch import Tensor
 from hmtbench.methods.backbone import IGNORE, token_nll
 from hmtbench.methods.base import SegmentMethod
 
-__all__ = ["IGNORE", "SegmentedBatch", "score_segments", "segment_batch", "token_nll"]
+__all__ = [
+    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "end_aligned_first", "score_segments",
+    "segment_batch", "token_nll",
+]
 
 
 @dataclass
@@ -35,7 +38,7 @@ class SegmentedBatch:
 
 def segment_batch(
     input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None = None,
-    prompt_lengths: Tensor | None = None,
+    prompt_lengths: Tensor | None = None, first_lengths: Tensor | None = None,
 ) -> SegmentedBatch:
     """Cut right-padded documents (B, T) into left-aligned segments of S tokens.
 
@@ -44,8 +47,11 @@ def segment_batch(
     answer to be generated begins (QA). Decoding opens a segment knowing only the prompt's tokens
     in it, or the one new token for a segment opened while decoding, so a segment's summary
     (HMT) reads those alone (``known``): teacher-forced scores then equal greedy decoding's.
-    Default: the whole document is given.
+    Default: the whole document is given. ``first_lengths`` (B,): tokens in each row's first segment (1 to S;
+    ``end_aligned_first``), the rest of the row in whole segments after it.
     """
+    if first_lengths is not None:
+        return _segment_batch_from(input_ids, lengths, segment_tokens, scored, prompt_lengths, first_lengths)
     batch, length = input_ids.shape
     n = max(1, math.ceil(length / segment_tokens))
     padded = F.pad(input_ids, (0, n * segment_tokens - length))
@@ -70,6 +76,65 @@ def segment_batch(
         known=known,
     )
 
+
+
+ANSWER_ROOM = 12  # positions left after a prompt, in its segment, for the answer (QA, lm-eval, answer training)
+
+
+def answer_first_segments(prompt_lengths: Tensor, segment_tokens: int, least: int = 1) -> Tensor:
+    """(B,) first-segment sizes that end every prompt ``ANSWER_ROOM`` positions before a segment ends.
+
+    Teacher-forced answers, greedy decoding and lm-eval continuations all use this layout, so the answer
+    shares its segment with the question and the context's end at every prompt length. A prompt that leaves
+    the room inside one segment keeps a whole first segment (its layout is the start-aligned one).
+    """
+    room = prompt_lengths + ANSWER_ROOM
+    return torch.where(room <= segment_tokens, segment_tokens, end_aligned_first(room, segment_tokens, least))
+
+
+def end_aligned_first(lengths: Tensor, segment_tokens: int, least: int = 1) -> Tensor:
+    """(B,) first-segment sizes that make each row end exactly where a segment ends.
+
+    A QA row (prompt + answer) cut from its start puts the answer alone in a fresh segment whenever the prompt
+    fills its last segment (a 1,024-token prompt in 256-token segments), leaving the question to the memory;
+    cut from its end, the last segment holds the answer, the question and the context just before them, at
+    every context length. ``least``: the smallest first segment (a method's sensory tokens, which the next
+    segment reads from it); a row then ends ``least - size`` tokens before its last segment does.
+    """
+    natural = (lengths - 1) % segment_tokens + 1
+    return natural.clamp(min=min(max(least, 1), segment_tokens))
+
+
+def _segment_batch_from(
+    input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None, prompt_lengths: Tensor | None,
+    first_lengths: Tensor,
+) -> SegmentedBatch:
+    """``segment_batch`` with each row's first segment ``first_lengths`` tokens long (right-padded to S)."""
+    batch, length = input_ids.shape
+    size = segment_tokens
+    gap = (size - first_lengths).clamp(min=0)  # padding after each row's first segment
+    positions = torch.arange(length, device=input_ids.device)[None]
+    real = positions < lengths[:, None]
+    n = max(1, math.ceil(int((lengths + gap).max()) / size))
+    moved = positions + gap[:, None] * (positions >= first_lengths[:, None])  # (B, T) place in the new layout
+    moved = torch.where(real, moved, n * size)  # padding goes to one spare column, dropped below
+    wanted = real if scored is None else scored & real
+    next_ids = F.pad(input_ids[:, 1:], (0, 1))
+    next_wanted = F.pad(wanted[:, 1:], (0, 1), value=False)
+    targets = torch.where(next_wanted, next_ids, torch.full_like(next_ids, IGNORE))
+    known = real if prompt_lengths is None else real & (positions < prompt_lengths[:, None])
+
+    def place(values: Tensor, fill: int) -> Tensor:
+        out = torch.full((batch, n * size + 1), fill, dtype=values.dtype, device=values.device)
+        return out.scatter(1, moved, values)[:, :-1].view(batch, n, size)
+
+    seg_lengths = place(real.long(), 0).sum(-1)
+    return SegmentedBatch(
+        segments=place(torch.where(real, input_ids, torch.zeros_like(input_ids)), 0),
+        lengths=seg_lengths,
+        targets=place(targets, IGNORE),
+        known=torch.minimum(place(known.long(), 0).sum(-1).clamp(min=1), seg_lengths),
+    )
 
 def score_segments(
     method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: bool = False,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import segment_batch
+from hmtbench.engine import answer_first_segments, segment_batch
 from hmtbench.methods.base import MemoryState, SegmentMethod
 
 StopRule = Callable[[list[int]], bool]  # generated ids so far -> stop now
@@ -113,21 +113,37 @@ class ReadContext:
     """The memory after the segments that precede the open one, and where the open one starts."""
 
     state: MemoryState
-    start: int  # index in the prompt of the open segment's first token (a multiple of S)
+    start: int  # index in the prompt of the open segment's first token (0, or the first segment's size + k S)
 
 
-def open_start(method: SegmentMethod, prompt_length: int) -> int:
-    """Start of the segment holding the prompt's last token: the segment decoding opens in."""
-    return (prompt_length - 1) // method.segment_tokens * method.segment_tokens
+@dataclass(frozen=True)
+class PromptLayout:
+    """Where a prompt's segments fall: QA's answer layout (``engine.answer_first_segments``)."""
+
+    first: int  # tokens in the first segment
+    start: int  # index of the first token of the segment holding the prompt's last token (decoding opens there)
+    index: int  # that segment's index
+
+
+def prompt_layout(method: SegmentMethod, prompt_length: int) -> PromptLayout:
+    """The layout of a prompt of ``prompt_length`` tokens: it ends ``ANSWER_ROOM`` positions before a segment does."""
+    size = method.segment_tokens
+    first = int(answer_first_segments(torch.tensor([prompt_length]), size, method.sensory_tokens)[0])
+    if prompt_length <= first:
+        return PromptLayout(first, 0, 0)
+    index = 1 + (prompt_length - 1 - first) // size
+    return PromptLayout(first, first + (index - 1) * size, index)
 
 
 def read_context(method: SegmentMethod, prompt_ids: Tensor) -> ReadContext:
     """Read every segment before the open one exactly as the engine does (summaries in one pass)."""
-    size, start = method.segment_tokens, open_start(method, prompt_ids.shape[1])
-    state = method.initial_state(1)
+    size, layout = method.segment_tokens, prompt_layout(method, prompt_ids.shape[1])
+    start, state = layout.start, method.initial_state(1)
     if start == 0:
         return ReadContext(state, 0)
-    batch = segment_batch(prompt_ids[:, :start], torch.tensor([start], device=prompt_ids.device), size)
+    device = prompt_ids.device
+    batch = segment_batch(prompt_ids[:, :start], torch.tensor([start], device=device), size,
+                          first_lengths=torch.tensor([layout.first], device=device))
     summaries = method.summarize(batch.segments, batch.lengths)
     for i in range(batch.segments.shape[1]):
         summary = None if summaries is None else summaries[:, i]
@@ -145,7 +161,7 @@ def window_summary(method: SegmentMethod, previous: Tensor | None, known: Tensor
     size, rows = method.segment_tokens, [known[0]]
     lengths = [known.shape[1]]
     if previous is not None:
-        rows, lengths = [previous[0], known[0]], [size, known.shape[1]]
+        rows, lengths = [previous[0], known[0]], [previous.shape[1], known.shape[1]]
     window = torch.zeros(1, len(rows), size, dtype=known.dtype, device=known.device)
     for i, row in enumerate(rows):
         window[0, i, : row.shape[0]] = row
@@ -177,9 +193,9 @@ def greedy_generate(
     stops, size = set(stop_ids), method.segment_tokens
     context = context or read_context(method, ids)
     start = context.start
-    previous = ids[:, start - size : start] if start else None
+    previous = ids[:, max(0, start - size) : start] if start else None  # the first segment may be shorter
     segment = OpenSegment(method, context.state, window_summary(method, previous, ids[:, start:]), ids[:, start:])
-    result = Generation(context_segments=start // size, segments_opened=1)
+    result = Generation(context_segments=prompt_layout(method, ids.shape[1]).index, segments_opened=1)
     logits = segment.logits
     while len(result.token_ids) < max_new_tokens:
         token = logits.argmax(-1)  # (1,)

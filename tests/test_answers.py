@@ -44,18 +44,24 @@ def test_batched_teacher_forcing_is_greedy_decoding(name: str, llama: torch.nn.M
 
 def test_a_summary_reads_only_the_tokens_known_when_its_segment_opens(llama: torch.nn.Module) -> None:
     """HMT: the batch's summary of the segment decoding opens in equals the one generation computes."""
-    from hmtbench.generation import open_start, window_summary
+    from hmtbench.engine import ANSWER_ROOM
+    from hmtbench.generation import prompt_layout, window_summary
     from hmtbench.qa.answers import qa_batch
 
     model = build_method("hmt", llama, SETTINGS).eval()
     s = model.segment_tokens
     prompt = torch.randint(0, 256, (2 * s + 3,), generator=torch.Generator().manual_seed(2))
     answer = list(range(65, 65 + s))  # long enough to open one more segment while decoding
-    batch = qa_batch([prompt], [answer], s, model.device)
-    assert batch.known[0].tolist() == [s, s, 3, 1]  # full, full, the prompt's 3 tokens, the 1 token that opened it
-    assert batch.lengths[0].tolist() == [s, s, s, 3]  # 3s + 3 tokens: prompt and answer
+    batch = qa_batch([prompt], [answer], s, model.device, model.sensory_tokens)
+    layout = prompt_layout(model, len(prompt))
+    assert layout.first == (2 * s + 3 + ANSWER_ROOM) % s  # so the prompt ends ANSWER_ROOM before its segment ends
+    assert (layout.index, layout.start) == (2, layout.first + s)
+    open_tokens = len(prompt) - layout.start
+    assert open_tokens == s - ANSWER_ROOM
+    assert batch.known[0].tolist() == [layout.first, s, open_tokens, 1]  # ..., the prompt's tokens, the opening one
+    assert batch.lengths[0].tolist() == [layout.first, s, s, len(prompt) + s - layout.first - 2 * s]
     with torch.no_grad():
         summaries = model.summarize(batch.segments, batch.known)
-        start = open_start(model, len(prompt))
+        start = layout.start
         opened = window_summary(model, prompt[None, start - s : start], prompt[None, start:])
     torch.testing.assert_close(summaries[:, 2], opened, rtol=1e-5, atol=1e-6)

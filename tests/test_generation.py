@@ -4,14 +4,13 @@ segment boundaries exactly as the segment loop scores it, and the answer perplex
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from hmtbench.backbones.tiny import EOS, byte_tokenizer
-from hmtbench.engine import segment_batch
-from hmtbench.generation import greedy_generate, read_context
+from hmtbench.engine import ANSWER_ROOM, segment_batch
+from hmtbench.generation import greedy_generate, prompt_layout, read_context
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa import runner
 from hmtbench.qa.runner import answer_nll, answer_nll_and_context, evaluate_sample, prepare_samples
@@ -26,9 +25,13 @@ MEMORY_SETTINGS = [
 ]
 
 
-def teacher_forced_logits(method: SegmentMethod, ids: torch.Tensor, known: dict[int, int] | None = None):
-    """(T, V) logits of the segment loop on ids (1, T); ``known`` = {segment: tokens its summary may read}."""
-    batch = segment_batch(ids, torch.tensor([ids.shape[1]]), method.segment_tokens)
+def teacher_forced_logits(method: SegmentMethod, ids: torch.Tensor, known: dict[int, int] | None = None,
+                          first: int | None = None):
+    """(T, V) logits of the segment loop on ids (1, T); ``known`` = {segment: tokens its summary may read};
+    ``first``: tokens in the first segment (QA's answer layout, ``prompt_layout``), default a whole segment."""
+    size = method.segment_tokens
+    first_lengths = None if first is None else torch.tensor([first])
+    batch = segment_batch(ids, torch.tensor([ids.shape[1]]), size, first_lengths=first_lengths)
     summary_lengths = batch.lengths.clone()
     for segment, tokens in (known or {}).items():
         summary_lengths[0, segment] = tokens
@@ -40,7 +43,12 @@ def teacher_forced_logits(method: SegmentMethod, ids: torch.Tensor, known: dict[
             out = method(state, batch.segments[:, i], batch.lengths[:, i], summary)
             state = out.state
             logits.append(out.logits)
-    return torch.cat(logits, dim=1)[0, : ids.shape[1]]
+    return torch.cat(logits, dim=1)[0, placed(torch.arange(ids.shape[1]), size, first or size)]
+
+
+def placed(positions: torch.Tensor, size: int, first: int) -> torch.Tensor:
+    """Where tokens at ``positions`` sit among the segments when the first segment holds ``first`` tokens."""
+    return torch.where(positions < first, positions, positions + size - first)
 
 
 @pytest.mark.parametrize("method", ["plain", "full"])
@@ -66,15 +74,18 @@ def test_decoding_crosses_segment_boundaries_like_the_segment_loop(
     new = 2 * size + 3
     out = greedy_generate(model, prompt[0], new, keep_logits=True)
     assert len(out.token_ids) == new
-    assert out.segments_opened == 1 + (prompt_length + new - 1) // size - (prompt_length - 1) // size
-    assert out.segments_opened >= 3
+    layout = prompt_layout(model, prompt_length)  # the prompt ends ANSWER_ROOM positions before its segment does
+    assert size - (prompt_length - layout.start) == ANSWER_ROOM or layout.start == 0
+    at = [int(placed(torch.tensor(t), size, layout.first)) for t in (prompt_length - 1, prompt_length + new - 1)]
+    assert out.segments_opened == 1 + at[1] // size - at[0] // size
+    assert out.segments_opened >= 3 and out.context_segments == layout.index
     # the same tokens read teacher-forced by the segment loop give the same logits at every step; summaries
     # of segments opened while decoding read only the tokens known when they opened (generation module doc)
     ids = torch.cat([prompt, torch.tensor([out.token_ids[:-1]])], dim=1)
-    first_open = (prompt_length - 1) // size
-    known = {first_open: prompt_length - first_open * size}
-    known.update({s: 1 for s in range(first_open + 1, math.ceil(ids.shape[1] / size))})
-    expected = teacher_forced_logits(model, ids, known)[prompt_length - 1 :]
+    last = int(placed(torch.tensor(ids.shape[1] - 1), size, layout.first)) // size
+    known = {layout.index: prompt_length - layout.start}
+    known.update({s: 1 for s in range(layout.index + 1, last + 1)})
+    expected = teacher_forced_logits(model, ids, known, layout.first)[prompt_length - 1 :]
     torch.testing.assert_close(torch.stack(out.logits), expected, atol=2e-4, rtol=1e-4)
     assert [int(t) for t in expected.argmax(-1)] == out.token_ids
 
@@ -102,12 +113,12 @@ def test_answer_nll_counts_exactly_the_answer_tokens(llama: torch.nn.Module) -> 
         logp = llama(input_ids=torch.tensor([prompt + answer])).logits[0].log_softmax(-1)
     by_hand = -sum(logp[29 + i, token].item() for i, token in enumerate(answer))  # answer[i] predicted at 29 + i
     assert nll == pytest.approx(by_hand, abs=1e-4)
-    # through RMT, the answer straddles a segment boundary (S = 22: positions 30..36 span segments 1 and 1)
+    # through RMT (S = 22) the prompt ends ANSWER_ROOM positions before its segment does
     torch.manual_seed(0)
     rmt = build_method("rmt", llama, {"segment_length": 24}).eval()
-    nll, tokens = answer_nll(rmt, prompt[:20], answer)  # answer at positions 20..26: segments 0 and 1
-    assert tokens == 7
-    logp = teacher_forced_logits(rmt, torch.tensor([prompt[:20] + answer])).log_softmax(-1)
+    nll, tokens = answer_nll(rmt, prompt[:20], answer)  # a first segment of 10: answer at 20..26 in segment 1
+    assert tokens == 7 and prompt_layout(rmt, 20).first == 10
+    logp = teacher_forced_logits(rmt, torch.tensor([prompt[:20] + answer]), first=10).log_softmax(-1)
     assert nll == pytest.approx(-sum(logp[19 + i, t].item() for i, t in enumerate(answer)), abs=1e-4)
 
 
@@ -123,7 +134,7 @@ def test_one_pass_scores_the_answer_and_reads_the_context_for_generation(
     assert tokens == reference_tokens == 10
     assert nll == pytest.approx(reference_nll, abs=1e-5)
     alone = read_context(model, torch.tensor([prompt]))
-    assert context.start == alone.start == (50 - 1) // model.segment_tokens * model.segment_tokens
+    assert context.start == alone.start == prompt_layout(model, 50).start > 0
     shared = greedy_generate(model, prompt, 8, context=context, keep_logits=True)
     fresh = greedy_generate(model, prompt, 8, keep_logits=True)
     assert shared.token_ids == fresh.token_ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hmtbench.engine import SegmentedBatch, score_segments, segment_batch
+from hmtbench.engine import SegmentedBatch, answer_first_segments, score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa.answers import answer_pass, exact_rows
 
@@ -19,14 +19,19 @@ def pad_rows(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tenso
 
 
 def cut(method: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor | None = None,
-        prompt_lengths: Tensor | None = None) -> SegmentedBatch:
-    """``segment_batch`` with segments no wider than the longest row.
+        prompt_lengths: Tensor | None = None, end_aligned: bool = False) -> SegmentedBatch:
+    """``segment_batch`` with segments no wider than the longest row (``end_aligned``: QA's answer layout).
 
     Rows shorter than one segment (most lm-eval requests) then cost their own length, not S
     positions (for ``full``, a whole ``max_length`` window): padding sits after everything a
     segment scores or writes, so a narrower single segment gives the same scores.
     """
-    return segment_batch(ids, lengths, min(method.segment_tokens, ids.shape[1]), scored, prompt_lengths)
+    size = method.segment_tokens
+    if end_aligned:
+        first = answer_first_segments(prompt_lengths, size, method.sensory_tokens)
+        if not bool((first >= lengths).all()):  # a row spans segments: all in the answer layout, whole width
+            return segment_batch(ids, lengths, size, scored, prompt_lengths, first)
+    return segment_batch(ids, lengths, min(size, ids.shape[1]), scored, prompt_lengths)
 
 
 @torch.inference_mode()
@@ -48,6 +53,6 @@ def continuation_scores(method: SegmentMethod, rows: list[list[int]], context_le
     ids, lengths = pad_rows(rows, method.device)
     contexts = torch.tensor(context_lengths, device=ids.device)
     scored = torch.arange(ids.shape[1], device=ids.device)[None] >= contexts[:, None]
-    batch = cut(method, ids, lengths, scored, contexts)
+    batch = cut(method, ids, lengths, scored, contexts, end_aligned=True)  # the continuation beside its context's end
     nll, predicted = answer_pass(method, method, batch)
     return list(zip((-nll.double()).tolist(), exact_rows(batch, predicted).tolist(), strict=True))

@@ -252,7 +252,7 @@ class SegmentMethod(nn.Module):
         """Read one segment. segment_ids: (B, S) right-padded; lengths: (B,) real tokens per row."""
         read = self._read(state, segment_ids, lengths, summary)
         logits, hidden = self._run_backbone(read.embeds, read.text_start, segment_ids.shape[1], read.memory is not None)
-        after = self.next_state(state, self._written(read, hidden), segment_ids)
+        after = self.next_state(state, self._written(read, hidden), self._tail_ids(segment_ids, lengths))
         return SegmentOutput(logits, after, read.weights)
 
     def score(
@@ -275,7 +275,7 @@ class SegmentMethod(nn.Module):
         read = self._read(state, segment_ids, lengths, summary)
         side = None if upcoming is None else self.side_rows(*upcoming)
         if targets is None and read.memory is None and side is None:  # nothing to score, write or summarise
-            return None, self.next_state(state, None, segment_ids)
+            return None, self.next_state(state, None, self._tail_ids(segment_ids, lengths))
         text_len = segment_ids.shape[1]
         logits, hidden, side_hidden = self._call_backbone(
             read.embeds, read.text_start, full_logits=not self._head_is_plain, side=side
@@ -287,7 +287,7 @@ class SegmentMethod(nn.Module):
             nll = token_nll(logits[:, :text_len], targets).sum(-1)
         else:
             nll = hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets, self.chunk_nll)
-        return nll, self.next_state(state, written, segment_ids, side_hidden)
+        return nll, self.next_state(state, written, self._tail_ids(segment_ids, lengths), side_hidden)
 
     def predict(
         self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, targets: Tensor, summary: Tensor | None = None
@@ -311,7 +311,8 @@ class SegmentMethod(nn.Module):
         predicted[wanted] = rows.argmax(-1)
         per_position = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
         per_position[wanted] = F.cross_entropy(rows.float(), targets[wanted], reduction="none")
-        return per_position.sum(-1), predicted, self.next_state(state, self._written(read, hidden), segment_ids)
+        return per_position.sum(-1), predicted, self.next_state(state, self._written(read, hidden),
+                                                                self._tail_ids(segment_ids, lengths))
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         memory, weights = self.read_memory(state, summary)
@@ -319,6 +320,15 @@ class SegmentMethod(nn.Module):
         embeds, write_at = self._layout(memory, sensory, segment_ids, lengths)
         text_start = (0 if memory is None else memory.shape[1]) + (0 if sensory is None else sensory.shape[1])
         return SegmentInput(embeds, write_at, text_start, memory, weights)
+
+    def _tail_ids(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
+        """``segment_ids`` with each row's real tokens moved to its end (whole rows unchanged), so ``next_state``'s
+        last k ids are the row's last k tokens also after a short segment (``engine.end_aligned_first``)."""
+        if not self.sensory_tokens:
+            return segment_ids
+        size = segment_ids.shape[1]
+        index = (torch.arange(size, device=segment_ids.device)[None] + lengths[:, None] - size) % size
+        return segment_ids.gather(1, index)
 
     def _written(self, read: SegmentInput, hidden: Tensor | None) -> Tensor | None:
         """(B, m, d) memory written: the last hidden states (from the text's first position on) at the write slot."""

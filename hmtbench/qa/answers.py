@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import IGNORE, SegmentedBatch, segment_batch, segment_step
+from hmtbench.engine import IGNORE, SegmentedBatch, answer_first_segments, segment_batch, segment_step
 from hmtbench.methods.base import SegmentMethod
 
 
@@ -43,11 +43,17 @@ def qa_rows(prompts: list[Tensor], answers: list[list[int]]) -> tuple[Tensor, Te
     return ids, torch.tensor(lengths), scored, torch.tensor([len(p) for p in prompts])
 
 
-def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: int, device: torch.device
-             ) -> SegmentedBatch:
-    """Prompt + answer rows cut into segments, exactly the answer tokens scored."""
+def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: int, device: torch.device,
+             sensory_tokens: int = 0) -> SegmentedBatch:
+    """Prompt + answer rows cut into segments, exactly the answer tokens scored.
+
+    Each prompt ends ``ANSWER_ROOM`` positions before its segment does (``engine.answer_first_segments``; a first
+    segment holds at least the method's sensory tokens), as greedy decoding lays it out: the answer shares its
+    segment with the question at every prompt length.
+    """
     ids, lengths, scored, prompt_lengths = (t.to(device) for t in qa_rows(prompts, answers))
-    return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths)
+    first = answer_first_segments(prompt_lengths, segment_tokens, sensory_tokens)
+    return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths, first)
 
 
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
@@ -93,7 +99,7 @@ def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], ans
     ``runner``: the method as the fast path runs it (``fastpath.accelerate``), used for the context
     segments; the answer segments run on ``method`` itself (a few eager steps per batch).
     """
-    batch = qa_batch(prompts, answers, method.segment_tokens, method.device)
+    batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
     nll, predicted = answer_pass(method, runner, batch)
     predicted, wanted = predicted.flatten(1), batch.targets.flatten(1) != IGNORE
     return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist())

@@ -23,7 +23,7 @@ import torch
 
 from hmtbench.engine import IGNORE, score_segments, token_nll
 from hmtbench.errors import HmtbenchError
-from hmtbench.generation import ReadContext, greedy_generate, open_start
+from hmtbench.generation import ReadContext, greedy_generate, prompt_layout
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa.answers import qa_batch, score_answers
 from hmtbench.qa.metrics import METRICS, score_answer
@@ -79,7 +79,8 @@ def prepare_samples(task: Task, samples: list[Sample], tokenizer: Any,
 def answer_nll(method: SegmentMethod, prompt_ids: Any, answer_ids: list[int]) -> tuple[float, int]:
     """(summed NLL, tokens) of the answer tokens after the prompt, read through ``method`` by the engine."""
     with torch.inference_mode():
-        nll, tokens = score_segments(method, qa_batch([prompt_ids], [answer_ids], method.segment_tokens, method.device))
+        batch = qa_batch([prompt_ids], [answer_ids], method.segment_tokens, method.device, method.sensory_tokens)
+        nll, tokens = score_segments(method, batch)
     return float(nll.double().sum()), int(tokens.sum())
 
 
@@ -93,13 +94,13 @@ def answer_nll_and_context(
     exactly as generation would: generation starts from the saved state instead of reading the
     context a second time. The loop is ``score_segments``'s (``answer_nll`` is tested equal).
     """
-    batch = qa_batch([prompt_ids], [answer_ids], method.segment_tokens, method.device)
-    start = open_start(method, len(prompt_ids))
+    batch = qa_batch([prompt_ids], [answer_ids], method.segment_tokens, method.device, method.sensory_tokens)
+    layout = prompt_layout(method, len(prompt_ids))
     summaries = method.summarize(batch.segments, batch.known)
     state, context, nll = method.initial_state(1), None, []
     for i in range(batch.segments.shape[1]):
-        if i == start // method.segment_tokens:
-            context = ReadContext(state, start)
+        if i == layout.index:
+            context = ReadContext(state, layout.start)
         out = method(state, batch.segments[:, i], batch.lengths[:, i], None if summaries is None else summaries[:, i])
         state = out.state
         nll.append(token_nll(out.logits, batch.targets[:, i]).double().sum())

@@ -15,13 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hmtbench.engine import ANSWER_ROOM  # tokens left after a prompt for its answer, in the same segment
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.answers import qa_rows
 from hmtbench.qa.runner import prepare_samples
 from hmtbench.qa.tasks import TaskOptions, task_factory
 from hmtbench.training.config import CurriculumSettings
-
-ANSWER_ROOM = 12  # tokens left after a generated prompt for its answer, so both end in the same segment
 
 
 class AnswerSampler:
