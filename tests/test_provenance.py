@@ -166,3 +166,16 @@ def test_tokens_sha256_hashes_the_documented_bytes() -> None:
     assert tokens_sha256([]) == hashlib.sha256(b"").hexdigest()
     assert tokens_sha256([[]]) == hashlib.sha256(struct.pack("<q", 0)).hexdigest()
     assert tokens_sha256([[50_000, 2**40]]) == hashlib.sha256(struct.pack("<3q", 2, 50_000, 2**40)).hexdigest()
+
+
+def test_the_record_names_the_checkout_as_it_was_when_the_run_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file edited while a run goes on is not the run's code: the state is noted at the first run_start()."""
+    from hmtbench.results import provenance as module
+
+    states = iter([("a" * 40, False), ("b" * 40, True)])
+    monkeypatch.setattr(module, "_code_at_start", [])
+    monkeypatch.setattr(module, "git_state", lambda: next(states))
+    module.run_start()
+    module.run_start()  # a later run of the same process (eval-qa: one per method) keeps the first state
+    row = module.provenance([])
+    assert (row["git_commit"], row["git_dirty"]) == ("a" * 40, False)

@@ -121,8 +121,17 @@ def tokens_sha256(documents: Sequence[Sequence[int]]) -> str:
     return digest.hexdigest()
 
 
+_code_at_start: list[tuple[str | None, bool | None]] = []  # git_state() at the process's first run_start()
+
+
 def run_start() -> datetime:
-    """The moment a run starts (UTC): take it first thing and pass it to ``provenance(started_at=...)``."""
+    """The moment a run starts (UTC): take it first thing and pass it to ``provenance(started_at=...)``.
+
+    The first call of a process also notes the checkout's state: files edited while a run goes on do not
+    change the code it imported, so its record must not call them its own (nor the tree dirty for them).
+    """
+    if not _code_at_start:
+        _code_at_start.append(git_state())
     return datetime.now(timezone.utc)
 
 
@@ -154,7 +163,7 @@ def provenance(command_line: list[str] | None = None, started_at: datetime | Non
     import torch
     import transformers
 
-    commit, dirty = git_state()
+    commit, dirty = _code_at_start[0] if _code_at_start else git_state()
     return {
         "created_at": _utc(started_at).isoformat(timespec="seconds"),
         "run_label": run_label(),
