@@ -8,8 +8,9 @@ the learned initial memory (what an untrained writer gives: the floor), the need
 ordinary tokens: what a perfect writer of input-like vectors gives), the needle's last-layer hidden states after
 the final norm (the kind of vector RMT writes, taken where the key is), those rescaled to the embeddings' RMS,
 the states one position earlier (each predicts a needle token), their predictions as soft tokens, and the
-needle's residual stream after a few layers (where a memory could be written instead). Exact = greedy decoding reproduces the key. If the reader cannot use post-norm states that hold the key,
-training must teach reading and writing together; if it can, the writer is what has to learn.
+needle's residual stream after a few layers (where a memory could be written instead). Exact = greedy decoding
+reproduces the key. If the reader cannot use states that hold the key, training must teach reading and writing
+together; if it can, the writer is what has to learn.
 """
 
 from __future__ import annotations
