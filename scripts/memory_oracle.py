@@ -3,7 +3,8 @@
     python scripts/memory_oracle.py --backbone smollm2-135m --segment-length 96 --samples 100
 
 Two-segment passkey samples of answer training (``needles: earlier``: the key in segment 1, the question in
-segment 2, the training layout). Segment 2 is read by an untrained RMT whose read memory (m vectors) is replaced by:
+segment 2, the training layout). Segment 2 is read by an untrained RMT whose read memory (m vectors, taken at the m
+positions of segment 1 that end with the key's last digit) is replaced by:
 the learned initial memory (what an untrained writer gives: the floor), the needle's token embeddings (the key as
 ordinary tokens: what a perfect writer of input-like vectors gives), the needle's last-layer hidden states after
 the final norm (the kind of vector RMT writes, taken where the key is), those rescaled to the embeddings' RMS,
@@ -31,6 +32,16 @@ from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import CurriculumSettings
 
 
+def needle_positions(sampler: AnswerSampler, tokenizer, rows: int, size: int, m: int) -> torch.Tensor:
+    """(rows, m) positions in segment 1 that end where each sample's key ends (the key and what precedes it)."""
+    ends = []
+    for row in range(rows):
+        sample = sampler.sample(row, 2)
+        upto_key = tokenizer("\nThe pass key is " + sample.meta["values"][0], add_special_tokens=False)["input_ids"]
+        ends.append(min(sample.meta["needle_starts"][0] + len(upto_key), size))
+    return torch.tensor([[end - m + j for j in range(m)] for end in ends]).clamp(min=0)
+
+
 def soft_tokens(model, hidden: torch.Tensor) -> torch.Tensor:
     """The expected input embedding of each hidden state's next-token distribution (softmax of the head)."""
     probabilities = model.backbone.get_output_embeddings()(hidden).softmax(-1)
@@ -54,10 +65,7 @@ def main() -> None:
                             size, args.seed)
     ids, lengths, scored, prompts = sampler.batch(0, args.samples, 2)
     batch = segment_batch(ids, lengths, size, scored, prompts)
-    starts = [sampler.sample(row, 2).meta["needle_starts"][0] for row in range(args.samples)]
-    needle = len(backbone.tokenizer("\nThe pass key is 12345. Remember it.\n", add_special_tokens=False)["input_ids"])
-    # the m positions that end where the needle ends (inside segment 1 by construction)
-    at = torch.tensor([[min(s + needle, size) - m + j for j in range(m)] for s in starts]).clamp(min=0)
+    at = needle_positions(sampler, backbone.tokenizer, args.samples, size, m)
 
     with torch.no_grad():
         first = batch.segments[:, 0]

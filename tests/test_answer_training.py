@@ -183,3 +183,22 @@ def test_needles_earlier_with_segments_shorter_than_the_shortest_prompt_draw_eve
     sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2], needles="earlier"), tokenizer, S, 0)
     lengths = [len(sampler.sample(k, 2).prompt_ids) for k in range(400)]
     assert min(lengths) == shortest and max(lengths) <= 2 * S - 12  # the shortest is drawn (it divided by zero)
+
+
+def test_the_memory_oracle_takes_the_positions_that_hold_the_key() -> None:
+    """scripts/memory_oracle.py fills the read slot from these positions: the key's digits must sit in them."""
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "scripts" / "memory_oracle.py"
+    spec = importlib.util.spec_from_file_location("memory_oracle", script)
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    from hmtbench.training.answers import AnswerSampler
+
+    tokenizer, size, m = byte_tokenizer(), 200, 16
+    sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2], needles="earlier"), tokenizer, size, 3)
+    at = oracle.needle_positions(sampler, tokenizer, 6, size, m)
+    for row in range(6):
+        sample = sampler.sample(row, 2)
+        taken = tokenizer.decode(sample.prompt_ids[at[row]].tolist())
+        assert sample.meta["values"][0] in taken, (taken, sample.meta["values"])
