@@ -23,7 +23,8 @@ from hmtbench.methods.backbone import IGNORE, token_nll
 from hmtbench.methods.base import SegmentMethod
 
 __all__ = [
-    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "end_aligned_first", "score_segments",
+    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments",
+    "end_aligned_first", "score_segments",
     "segment_batch", "token_nll",
 ]
 
@@ -90,6 +91,12 @@ def answer_first_segments(prompt_lengths: Tensor, segment_tokens: int, least: in
     """
     room = prompt_lengths + ANSWER_ROOM
     return torch.where(room <= segment_tokens, segment_tokens, end_aligned_first(room, segment_tokens, least))
+
+
+def answer_layout_segments(prompt_length: int, total_length: int, segment_tokens: int, least: int = 1) -> int:
+    """Segments a row of ``total_length`` tokens (prompt first) spans in the answer layout."""
+    first = int(answer_first_segments(torch.tensor([prompt_length]), segment_tokens, least)[0])
+    return max(1, math.ceil((total_length + segment_tokens - first) / segment_tokens))
 
 
 def end_aligned_first(lengths: Tensor, segment_tokens: int, least: int = 1) -> Tensor:

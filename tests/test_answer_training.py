@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from hmtbench.backbones.tiny import byte_tokenizer
 from hmtbench.cli import app
 from hmtbench.config import method_config
-from hmtbench.engine import IGNORE
+from hmtbench.engine import ANSWER_ROOM, IGNORE, answer_layout_segments
 from hmtbench.qa.answers import answer_pass, qa_rows
 from hmtbench.training.config import CurriculumSettings, TrainSettings
 from hmtbench.training.objectives import AnswerTraining
@@ -21,9 +21,10 @@ from tests.conftest import build_method
 
 
 def write_keys(path: Path, count: int, seed: int) -> Path:
-    """A digit key first, 30 letters of filler, then the question: the key is one segment back (L = 32)."""
+    """A digit key first, 20 letters of filler, then the question: in the answer layout of L = 32 (30 text tokens
+    beside RMT's 2 memory tokens: a 43-token prompt, a first segment of 25), the key is one segment back."""
     rng = random.Random(seed)
-    rows = [{"context": rng.choice("0123456789") + "".join(rng.choice("abcdefghij") for _ in range(30)),
+    rows = [{"context": rng.choice("0123456789") + "".join(rng.choice("abcdefghij") for _ in range(20)),
              "question": "k", "answer": None} for _ in range(count)]
     for row in rows:
         row["answer"] = row["context"][0]
@@ -110,7 +111,9 @@ def test_generated_training_samples_span_the_level_and_never_repeat_evaluation(t
     tokenizer = byte_tokenizer()
     sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2, 3]), tokenizer, 300, seed=3407)
     ids, lengths, scored, prompts = sampler.batch(0, 6, 3)
-    assert ((lengths > 2 * 300) & (lengths <= 3 * 300)).all()  # prompt and answer span exactly 3 segments
+    spans = [answer_layout_segments(int(p), int(n), 300) for p, n in zip(prompts, lengths, strict=True)]
+    assert spans == [3] * 6  # prompt and answer span exactly 3 segments of eval-qa's answer layout
+    assert ((prompts + ANSWER_ROOM > 2 * 300) & (prompts + ANSWER_ROOM <= 3 * 300)).all()
     assert (scored.sum(-1) == 6).all()  # " " + 5 digits
     evaluation = load_task("passkey", TaskOptions(tokenizer=tokenizer, context_length=700, limit=6)).load()
     keys = {tokenizer.decode(ids[r, prompts[r] + 1 : lengths[r]].tolist()) for r in range(6)}
@@ -132,9 +135,12 @@ def test_needles_earlier_put_every_fact_in_a_segment_before_the_questions(task: 
         needle = needle if task == "passkey" else 1  # multi-fact: the last fact starts before the boundary
         for k in range(40):
             sample = sampler.sample(k, segments)
-            assert max(sample.meta["needle_starts"]) + needle <= (segments - 1) * S, (k, sample.meta["needle_starts"])
-            assert len(sample.prompt_ids) > (segments - 1) * S  # the question ends in the last segment
-            late += max(anywhere.sample(k, segments).meta["needle_starts"]) >= (segments - 1) * S
+            length = len(sample.prompt_ids)
+            question_segment = length + ANSWER_ROOM - S  # the answer layout: the prompt ends ANSWER_ROOM before its end
+            assert max(sample.meta["needle_starts"]) + needle <= question_segment, (k, sample.meta["needle_starts"])
+            assert answer_layout_segments(length, length + 6, S) == segments
+            other = anywhere.sample(k, segments)
+            late += max(other.meta["needle_starts"]) >= len(other.prompt_ids) + ANSWER_ROOM - S
         assert late > 0  # without the option some facts do sit in the question's segment
     assert sampler.sample(0, 1).prompt_ids.shape == anywhere.sample(0, 1).prompt_ids.shape  # level 1: no earlier
 
@@ -173,16 +179,18 @@ def test_a_memory_learns_to_carry_the_key_that_plain_segments_never_see(tmp_path
     assert exact["rmt"] >= 0.4 and exact["rmt"] >= exact["plain"] + 0.25, exact
 
 
-def test_needles_earlier_with_segments_shorter_than_the_shortest_prompt_draw_every_length() -> None:
-    """A segment shorter than instructions + fact + question: the shortest sample puts its fact at depth 0."""
+def test_needles_earlier_with_segments_shorter_than_the_shortest_prompt_still_draw_two_segment_samples() -> None:
+    """Segments shorter than instructions + fact + question (down to a level holding the shortest prompt alone):
+    every draw spans the level, the fact as early as it goes (depth 0; the shortest once divided by zero)."""
     from hmtbench.training.answers import AnswerSampler
 
     tokenizer = byte_tokenizer()
     shortest = AnswerSampler(CurriculumSettings(task="passkey", segments=[2]), tokenizer, 300, 0).shortest
-    S = shortest - 5  # the first segment cannot hold the whole prompt; lengths from S + 1 to 2 S - 12
-    sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2], needles="earlier"), tokenizer, S, 0)
-    lengths = [len(sampler.sample(k, 2).prompt_ids) for k in range(400)]
-    assert min(lengths) == shortest and max(lengths) <= 2 * S - 12  # the shortest is drawn (it divided by zero)
+    for S in range((shortest + ANSWER_ROOM + 1) // 2, shortest, 7):  # 2 S - ANSWER_ROOM >= shortest: the level fits
+        sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2], needles="earlier"), tokenizer, S, 0)
+        for k in range(20):
+            length = len(sampler.sample(k, 2).prompt_ids)
+            assert shortest <= length <= 2 * S - ANSWER_ROOM and answer_layout_segments(length, length + 6, S) == 2
 
 
 def test_the_memory_oracle_takes_the_positions_that_hold_the_key() -> None:

@@ -158,7 +158,8 @@ def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Backbone
     """Answers to a task's questions with a curriculum (``curriculum.task``), else language-modelling windows."""
     settings = config.train
     if config.curriculum.task is not None:
-        sampler = AnswerSampler(config.curriculum, backbone.tokenizer, model.segment_tokens, settings.seed)
+        sampler = AnswerSampler(config.curriculum, backbone.tokenizer, model.segment_tokens, settings.seed,
+                                model.sensory_tokens)
         return AnswerTraining(sampler, config.curriculum, settings)
     source = f"dataset '{config.data.dataset}' ({config.data.split})"
     window = settings.bptt_depth * model.segment_tokens

@@ -8,14 +8,13 @@ a pure function of its index, so a resumed run reads what an uninterrupted run w
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from hmtbench.engine import ANSWER_ROOM  # tokens left after a prompt for its answer, in the same segment
+from hmtbench.engine import ANSWER_ROOM, answer_layout_segments
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.answers import qa_rows
 from hmtbench.qa.runner import prepare_samples
@@ -26,8 +25,10 @@ from hmtbench.training.config import CurriculumSettings
 class AnswerSampler:
     """(ids, lengths, answer mask, prompt lengths) of micro-batches whose prompt + answer span N segments."""
 
-    def __init__(self, curriculum: CurriculumSettings, tokenizer: Any, segment_tokens: int, seed: int) -> None:
+    def __init__(self, curriculum: CurriculumSettings, tokenizer: Any, segment_tokens: int, seed: int,
+                 least: int = 0) -> None:
         self.segment_tokens, self.seed, self.tokenizer, self.curriculum = segment_tokens, seed, tokenizer, curriculum
+        self.least = max(least, 1)  # the method's sensory tokens: the answer layout's smallest first segment
         options = TaskOptions(tokenizer=tokenizer, seed=seed, filler=curriculum.filler, data=curriculum.data,
                               split="train")
         self.task = task_factory(curriculum.task)(options)
@@ -47,7 +48,8 @@ class AnswerSampler:
     def _group(self, levels: list[int]) -> None:
         prepared, _ = prepare_samples(self.task, self.task.load(), self.tokenizer, None)
         for item in prepared:
-            spans = math.ceil((len(item.prompt_ids) + len(item.answer_ids)) / self.segment_tokens)
+            total = len(item.prompt_ids) + len(item.answer_ids)
+            spans = answer_layout_segments(len(item.prompt_ids), total, self.segment_tokens, self.least)
             self.by_segments.setdefault(spans, []).append((item.prompt_ids, item.answer_ids))
         missing = [n for n in levels if not self.by_segments.get(n)]
         if missing:
@@ -69,17 +71,21 @@ class AnswerSampler:
         return sample.prompt_ids, answer
 
     def sample(self, k: int, segments: int) -> Any:
-        """Generated sample ``k`` of a level: its length draws the answer into the last segment, its facts' depths
-        are uniform over the context, or (``needles: earlier``, from 2 segments on) over the segments before it."""
+        """Generated sample ``k`` of a level: its prompt spans ``segments`` segments of the answer layout (eval-qa's:
+        the prompt ends ``ANSWER_ROOM`` positions before the last segment ends), its facts' depths are uniform over
+        the context, or (``needles: earlier``, from 2 segments on) over the segments before the question's."""
         rng = random.Random(f"curriculum-{self.seed}-{k}")
-        high = segments * self.segment_tokens - ANSWER_ROOM  # the answer ends inside the last segment too
-        low = max(self.shortest, high - self.segment_tokens + 1)
-        boundary = (segments - 1) * self.segment_tokens  # where the last segment starts
-        if self.curriculum.needles == "anywhere" or segments == 1:
-            length, reach = rng.randint(low, high), 1.0
-        else:  # the prompt ends in the last segment (where the answer is predicted), the facts before it; depth is
-            # a share of the filler, and the facts, instructions and question take at most `shortest` tokens
-            length = rng.randint(max(low, boundary + 1), high)
+        size = self.segment_tokens
+        high = segments * size - ANSWER_ROOM
+        low = self.shortest if segments == 1 else max(self.shortest, (segments - 1) * size + self.least - ANSWER_ROOM)
+        earlier = self.curriculum.needles == "earlier" and segments > 1
+        if earlier:  # room before the question's segment for the instructions and facts (`shortest` bounds them)
+            low = min(high, max(low, size - ANSWER_ROOM + self.shortest))
+        length = rng.randint(low, high)
+        reach = 1.0
+        if earlier:  # the facts end before the question's segment starts; depth is a share of the filler, and
+            # instructions, facts and question take at most `shortest` tokens
+            boundary = length + ANSWER_ROOM - size
             reach = max(0.0, (boundary - self.shortest) / max(1, length - self.shortest))  # the shortest: depth 0
         depths = sorted(reach * rng.random() for _ in range(self.task.facts_per_sample))
         return self.task.sample(k, length, depths)
