@@ -1,6 +1,8 @@
 """Greedy decoding through any memory method: read the context segment by segment, then decode.
 
-One loop for plain, full, RMT and HMT (one sample at a time):
+One loop for plain, full, RMT and HMT (one sample at a time). The prompt's segments follow QA's answer layout
+(``prompt_layout``: the first segment is the short one, so the prompt ends ``ANSWER_ROOM`` positions before its
+segment ends and the answer opens beside the question, as teacher-forced scoring and answer training lay it out).
 
 1. Segments that end before the prompt's last token are read exactly as the engine reads them
    (``summarize`` once, then ``method(state, segment, ...)``), which leaves the memory state
