@@ -23,9 +23,8 @@ from hmtbench.methods.backbone import IGNORE, token_nll
 from hmtbench.methods.base import SegmentMethod
 
 __all__ = [
-    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments",
-    "end_aligned_first", "score_segments",
-    "segment_batch", "token_nll",
+    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments", "end_aligned_first",
+    "score_segments", "segment_batch", "token_nll",
 ]
 
 
@@ -76,7 +75,6 @@ def segment_batch(
         targets=targets.view(batch, n, segment_tokens),
         known=known,
     )
-
 
 
 ANSWER_ROOM = 12  # positions left after a prompt, in its segment, for the answer (QA, lm-eval, answer training)
@@ -142,6 +140,7 @@ def _segment_batch_from(
         targets=place(targets, IGNORE),
         known=torch.minimum(place(known.long(), 0).sum(-1).clamp(min=1), seg_lengths),
     )
+
 
 def score_segments(
     method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: bool = False,

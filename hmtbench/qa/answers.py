@@ -52,6 +52,13 @@ def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: in
     segment with the question at every prompt length.
     """
     ids, lengths, scored, prompt_lengths = (t.to(device) for t in qa_rows(prompts, answers))
+    return answer_segments(ids, lengths, scored, prompt_lengths, segment_tokens, sensory_tokens)
+
+
+def answer_segments(ids: Tensor, lengths: Tensor, scored: Tensor, prompt_lengths: Tensor, segment_tokens: int,
+                    sensory_tokens: int = 0) -> SegmentedBatch:
+    """Right-padded prompt + answer rows (``qa_rows``) cut in the answer layout (``engine.answer_first_segments``):
+    what eval-qa scores, greedy decoding reads, answer training learns from and lm-eval continuations use."""
     first = answer_first_segments(prompt_lengths, segment_tokens, sensory_tokens)
     return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths, first)
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import answer_first_segments, score_segments, segment_batch
+from hmtbench.engine import score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.training.config import CurriculumSettings, TrainSettings
@@ -103,11 +103,9 @@ class AnswerTraining:
         return self.sampler.batch(index, batch_size, self.segments)
 
     def loss(self, model: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor, prompts: Tensor) -> StepLoss:
-        from hmtbench.qa.answers import answer_pass, exact_rows
+        from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
 
-        size = model.segment_tokens  # eval-qa's answer layout: the prompt ends ANSWER_ROOM before its segment ends
-        batch = segment_batch(ids, lengths, size, scored, prompts, answer_first_segments(prompts, size,
-                                                                                         model.sensory_tokens))
+        batch = answer_segments(ids, lengths, scored, prompts, model.segment_tokens, model.sensory_tokens)
         nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.grad_checkpoint)
         return StepLoss(nll.sum() / scored.sum(), int(lengths.sum()), exact_rows(batch, predicted))
 
