@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from hmtbench.engine import answer_first_segments, segment_batch
-from hmtbench.methods.base import MemoryState, SegmentMethod
+from hmtbench.methods.base import MemoryState, SegmentInput, SegmentMethod
 
 StopRule = Callable[[list[int]], bool]  # generated ids so far -> stop now
 
@@ -66,19 +66,27 @@ class OpenSegment:
         self.backbone = method.backbone
         self.cache_name, self.keeps_logits = _forward_keywords(self.backbone)
         self.text_ids = text_ids  # (1, t)
-        prefix, self.memory = method.segment_prefix(state, summary)
+        self.prefix, self.memory = method.segment_prefix(state, summary)
         embeds = method.embed(text_ids)
-        if prefix is not None:
-            embeds = torch.cat([prefix, embeds], dim=1)
+        if self.prefix is not None:
+            embeds = torch.cat([self.prefix, embeds], dim=1)
         self.cache = None
+        self.text_states: list[Tensor] | None = [] if method.writes_from_text else None  # last hidden states
         self.logits = self._run(embeds)
+        if self.text_states is not None:
+            self.text_states[0] = self.text_states[0][:, embeds.shape[1] - text_ids.shape[1] :]
 
     @property
     def length(self) -> int:
         return self.text_ids.shape[1]
 
     def _run(self, embeds: Tensor, capture: list[Tensor] | None = None) -> Tensor:
-        """Feed embeds (1, n, d) through the cache; the (1, V) logits at the last position."""
+        """Feed embeds (1, n, d) through the cache; the (1, V) logits at the last position.
+
+        ``capture`` receives the last hidden states of the n positions (``text_states`` when none is given).
+        """
+        if capture is None:
+            capture = self.text_states
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": True, self.cache_name: self.cache}
         if self.keeps_logits:  # the output head then sees only the kept positions: all of them when capturing
             kwargs["logits_to_keep"] = embeds.shape[1] if capture is not None else 1
@@ -107,7 +115,19 @@ class OpenSegment:
             captured: list[Tensor] = []
             self._run(self.memory, capture=captured)
             written = captured[0][:, -self.memory.shape[1] :]  # (1, m, d) last hidden at the write slot
+            if self.text_states is not None:  # the method reads every text position's state (engine's layout)
+                written = self._written_from_text(written)
         return self.method.next_state(self.state, written, self.text_ids)
+
+    def _written_from_text(self, write_states: Tensor) -> Tensor:
+        """``write_memory`` on the closed segment laid out as ``forward`` lays it out: [prefix | text | write]."""
+        parts = [self.method.embed(self.text_ids), self.memory]
+        text_start = 0 if self.prefix is None else self.prefix.shape[1]
+        embeds = torch.cat(([self.prefix] if self.prefix is not None else []) + parts, dim=1)
+        m, length = self.memory.shape[1], self.length
+        write_at = text_start + length + torch.arange(m, device=embeds.device)[None]
+        read = SegmentInput(embeds, write_at, text_start, self.memory, None)
+        return self.method.write_memory(read, torch.cat([*self.text_states, write_states], dim=1))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from tests.conftest import build_method, random_documents
 MEMORY_SETTINGS = [
     ("plain", {}),
     ("rmt", {"memory_tokens": 2}),
+    ("rmt", {"memory_tokens": 2, "write": "span"}),
     ("hmt", {"stage": 1, "sensory_tokens": 4}),
     ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16}),
 ]
@@ -62,7 +63,7 @@ def test_one_segment_equals_backbone_generate(backbone: torch.nn.Module, method:
     assert ours.segments_opened == 1 and ours.context_segments == 0
 
 
-@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=["plain", "rmt", "hmt-stage1", "hmt"])
+@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=["plain", "rmt", "rmt-span", "hmt-stage1", "hmt"])
 @pytest.mark.parametrize("prompt_length", [30, 36, 37])
 def test_decoding_crosses_segment_boundaries_like_the_segment_loop(
     backbone: torch.nn.Module, name: str, settings: dict, prompt_length: int
@@ -122,7 +123,7 @@ def test_answer_nll_counts_exactly_the_answer_tokens(llama: torch.nn.Module) -> 
     assert nll == pytest.approx(-sum(logp[19 + i, t].item() for i, t in enumerate(answer)), abs=1e-4)
 
 
-@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=["plain", "rmt", "hmt-stage1", "hmt"])
+@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=["plain", "rmt", "rmt-span", "hmt-stage1", "hmt"])
 def test_one_pass_scores_the_answer_and_reads_the_context_for_generation(
     llama: torch.nn.Module, name: str, settings: dict
 ) -> None:

@@ -24,8 +24,8 @@ ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "cont
 # Settings that differ between methods by design (m, k, N, ...); one method's runs must agree on all of them to be
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_tokens", "memory_tokens",
-                "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "steps",
-                "tokens_scored")
+                "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "memory_write",
+                "steps", "tokens_scored")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
 DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy", "final_loss")

@@ -193,6 +193,20 @@ class SegmentMethod(nn.Module):
         """State after a segment, given the (B, m, d) memory it wrote and what its ``side_rows`` yielded."""
         return state
 
+    def write_memory(self, read: SegmentInput, hidden: Tensor) -> Tensor:
+        """(B, m, d) memory a segment writes, from its layout and its last hidden states from the text on.
+
+        Both papers': the last hidden states at the write slot. A method that reads other positions
+        says so with ``writes_from_text`` (decoding then keeps the states of every text position).
+        """
+        at = (read.write_at - read.text_start)[..., None].expand(-1, -1, hidden.shape[-1])
+        return hidden.gather(1, at)
+
+    @property
+    def writes_from_text(self) -> bool:
+        """Whether ``write_memory`` reads the text positions' states, not just the write slot's."""
+        return False
+
     def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
         """Per-segment summaries (B, n, d) computed ahead of the recurrence, or None."""
         return None
@@ -331,11 +345,7 @@ class SegmentMethod(nn.Module):
         return segment_ids.gather(1, index)
 
     def _written(self, read: SegmentInput, hidden: Tensor | None) -> Tensor | None:
-        """(B, m, d) memory written: the last hidden states (from the text's first position on) at the write slot."""
-        if read.memory is None:
-            return None
-        at = (read.write_at - read.text_start)[..., None].expand(-1, -1, hidden.shape[-1])
-        return hidden.gather(1, at)
+        return None if read.memory is None else self.write_memory(read, hidden)
 
     def _layout(
         self, memory: Tensor | None, sensory_ids: Tensor | None, segment_ids: Tensor, lengths: Tensor

@@ -1,0 +1,93 @@
+"""RMT's span write: the memory a segment writes is a span of its input embeddings (or the memory read), chosen by
+attention from the write slot's state; it stays in the embedding code through any number of segments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hmtbench.engine import segment_batch
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods.span_write import SpanWrite
+from tests.conftest import build_method, random_documents
+from tests.test_rmt import BackboneInputs, run_segments
+
+
+def one_hot_weights(index: torch.Tensor, size: int):
+    """A ``SpanWrite.weights`` that puts all weight on column ``index`` (B,) of [stay, text positions]."""
+    def weights(write_state, text_states, lengths):
+        return torch.nn.functional.one_hot(index, 1 + size).float()
+    return weights
+
+
+def test_the_span_ending_at_the_chosen_position_is_written_and_stay_keeps_the_memory_read() -> None:
+    torch.manual_seed(0)
+    m, text_start, size, d = 3, 5, 7, 4  # [read (3) | sensory (2) | text (7) | write (3)]
+    embeds = torch.randn(2, text_start + size + m, d)
+    states = torch.randn(2, size + m, d)
+    memory = embeds[:, :m]
+    writer = SpanWrite(d, dtype=torch.float32, device=torch.device("cpu"))
+    lengths = torch.tensor([7, 4])
+    # row 0 copies the span ending at text position 4; row 1 keeps its memory read (the stay column)
+    writer.weights = one_hot_weights(torch.tensor([1 + 4, 0]), size)
+    written = writer(embeds, states, memory, text_start, lengths)
+    torch.testing.assert_close(written[0], embeds[0, text_start + 4 - 2 : text_start + 4 + 1])
+    torch.testing.assert_close(written[1], memory[1])
+    # a span near the text's start reaches back into the sensory and read-memory positions
+    writer.weights = one_hot_weights(torch.tensor([1 + 0, 1 + 1]), size)
+    written = writer(embeds, states, memory, text_start, lengths)
+    torch.testing.assert_close(written[0], embeds[0, 3:6])
+    torch.testing.assert_close(written[1], embeds[1, 4:7])
+
+
+def test_the_weights_are_a_distribution_over_stay_and_the_real_tokens_only() -> None:
+    torch.manual_seed(0)
+    writer = SpanWrite(8, dtype=torch.float32, device=torch.device("cpu"))
+    lengths = torch.tensor([6, 2])
+    weights = writer.weights(torch.randn(2, 8), torch.randn(2, 6, 8), lengths)
+    assert weights.shape == (2, 7)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
+    assert (weights[0] > 0).all()
+    assert (weights[1, 3:] == 0).all() and (weights[1, :3] > 0).all()  # row 1: stay + its 2 tokens
+
+
+def test_rmt_with_span_write_writes_the_weighted_spans_of_what_each_segment_saw(llama: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    model = build_method("rmt", llama, {"segment_length": 24, "memory_tokens": 2, "write": "span"})
+    size = model.segment_tokens
+    ids, lengths = random_documents(2, 3 * size), torch.tensor([3 * size, 2 * size + 5])
+    chosen = []
+    weights = model.span_write.weights
+    model.span_write.weights = lambda *args: chosen.append(weights(*args)) or chosen[-1]
+    with torch.no_grad(), BackboneInputs(llama) as seen:
+        outputs = run_segments(model, ids, lengths)
+    seg_lengths = segment_batch(ids, lengths, size).lengths
+    for i, out in enumerate(outputs):
+        for row in range(2):
+            n, a = int(seg_lengths[row, i]), chosen[i][row]
+            assert (a[1 + n :] == 0).all() and a.sum().item() == pytest.approx(1.0)
+            # [read (2) | text | write (2)]: the memory read, or the two embeddings ending at text position t
+            by_hand = a[0] * seen[i][row, 0:2] + sum(a[1 + t] * seen[i][row, 2 + t - 1 : 2 + t + 1] for t in range(n))
+            torch.testing.assert_close(out.state.memory[row], by_hand, atol=1e-6, rtol=1e-5)
+    # a convex combination of input embeddings: in their code, far from the last-layer states the paper writes
+    assert outputs[-1].state.memory.norm(dim=-1).max() <= seen[-1].norm(dim=-1).max() + 1e-5
+
+
+def test_gradients_reach_the_span_writer_and_the_memory_through_two_segments(llama: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    model = build_method("rmt", llama, {"segment_length": 24, "memory_tokens": 2, "write": "span"})
+    size = model.segment_tokens
+    outputs = run_segments(model, random_documents(2, 3 * size), torch.tensor([3 * size, 3 * size]))
+    outputs[-1].logits.float().pow(2).mean().backward()
+    for name in ("memory", "span_write.wq.weight", "span_write.wk.weight", "span_write.stay.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_span_write_is_recorded_and_checked(llama: torch.nn.Module) -> None:
+    model = build_method("rmt", llama, {"segment_length": 24, "write": "span"})
+    assert model.record_columns()["memory_write"] == "span" and model.writes_from_text
+    assert "span_write.wq.weight" in model.added_parameters()
+    assert build_method("rmt", llama, {"segment_length": 24}).record_columns()["memory_write"] == "state"
+    with pytest.raises(HmtbenchError, match="method.write must be one of state, span"):
+        build_method("rmt", llama, {"segment_length": 24, "write": "copy"})
