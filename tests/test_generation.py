@@ -23,7 +23,9 @@ MEMORY_SETTINGS = [
     ("rmt", {"memory_tokens": 2, "write": "span"}),
     ("hmt", {"stage": 1, "sensory_tokens": 4}),
     ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16}),
+    ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16, "memory_tokens": 2, "write": "span", "segment_length": 26}),
 ]
+SETTING_IDS = ["plain", "rmt", "rmt-span", "hmt-stage1", "hmt", "hmt-span"]
 
 
 def teacher_forced_logits(method: SegmentMethod, ids: torch.Tensor, known: dict[int, int] | None = None,
@@ -63,14 +65,14 @@ def test_one_segment_equals_backbone_generate(backbone: torch.nn.Module, method:
     assert ours.segments_opened == 1 and ours.context_segments == 0
 
 
-@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=["plain", "rmt", "rmt-span", "hmt-stage1", "hmt"])
+@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=SETTING_IDS)
 @pytest.mark.parametrize("prompt_length", [30, 36, 37])
 def test_decoding_crosses_segment_boundaries_like_the_segment_loop(
     backbone: torch.nn.Module, name: str, settings: dict, prompt_length: int
 ) -> None:
     torch.manual_seed(0)
     model = build_method(name, backbone, {"segment_length": 24, **settings}).eval()
-    size = model.segment_tokens  # 24, 20, 18, 18
+    size = model.segment_tokens  # 24, 20, 20, 18, 18, 18
     prompt = random_documents(1, prompt_length, seed=5)
     new = 2 * size + 3
     out = greedy_generate(model, prompt[0], new, keep_logits=True)
@@ -123,7 +125,7 @@ def test_answer_nll_counts_exactly_the_answer_tokens(llama: torch.nn.Module) -> 
     assert nll == pytest.approx(-sum(logp[19 + i, t].item() for i, t in enumerate(answer)), abs=1e-4)
 
 
-@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=["plain", "rmt", "rmt-span", "hmt-stage1", "hmt"])
+@pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=SETTING_IDS)
 def test_one_pass_scores_the_answer_and_reads_the_context_for_generation(
     llama: torch.nn.Module, name: str, settings: dict
 ) -> None:

@@ -26,23 +26,30 @@ def test_the_span_ending_at_the_chosen_position_is_written_and_stay_keeps_the_me
     embeds = torch.randn(2, text_start + size + m, d)
     states = torch.randn(2, size + m, d)
     memory = embeds[:, :m]
-    writer = SpanWrite(d, dtype=torch.float32, device=torch.device("cpu"))
+    vocabulary = torch.randn(10, d)
+    writer = SpanWrite(vocabulary, dtype=torch.float32)
+    blank = vocabulary.mean(0, keepdim=True)
     lengths = torch.tensor([7, 4])
     # row 0 copies the span ending at text position 4; row 1 keeps its memory read (the stay column)
     writer.weights = one_hot_weights(torch.tensor([1 + 4, 0]), size)
     written = writer(embeds, states, memory, text_start, lengths)
     torch.testing.assert_close(written[0], embeds[0, text_start + 4 - 2 : text_start + 4 + 1])
     torch.testing.assert_close(written[1], memory[1])
-    # a span near the text's start reaches back into the sensory and read-memory positions
+    # a span near the text's start reaches back into the sensory positions, and holds the blank (mean)
+    # embedding where it would reach into the read memory
     writer.weights = one_hot_weights(torch.tensor([1 + 0, 1 + 1]), size)
     written = writer(embeds, states, memory, text_start, lengths)
     torch.testing.assert_close(written[0], embeds[0, 3:6])
     torch.testing.assert_close(written[1], embeds[1, 4:7])
+    without_sensory = embeds[:, 2:]  # [read (3) | text (7) | write (3)]
+    written = writer(without_sensory, states, memory, 3, lengths)
+    torch.testing.assert_close(written[0], torch.cat([blank, blank, without_sensory[0, 3:4]]))
+    torch.testing.assert_close(written[1], torch.cat([blank, without_sensory[1, 3:5]]))
 
 
 def test_the_weights_are_a_distribution_over_stay_and_the_real_tokens_only() -> None:
     torch.manual_seed(0)
-    writer = SpanWrite(8, dtype=torch.float32, device=torch.device("cpu"))
+    writer = SpanWrite(torch.randn(10, 8), dtype=torch.float32)
     lengths = torch.tensor([6, 2])
     weights = writer.weights(torch.randn(2, 8), torch.randn(2, 6, 8), lengths)
     assert weights.shape == (2, 7)
@@ -67,21 +74,28 @@ def test_rmt_with_span_write_writes_the_weighted_spans_of_what_each_segment_saw(
             n, a = int(seg_lengths[row, i]), chosen[i][row]
             assert (a[1 + n :] == 0).all() and a.sum().item() == pytest.approx(1.0)
             # [read (2) | text | write (2)]: the memory read, or the two embeddings ending at text position t
-            by_hand = a[0] * seen[i][row, 0:2] + sum(a[1 + t] * seen[i][row, 2 + t - 1 : 2 + t + 1] for t in range(n))
+            # (the first span reaches into the read slot: the blank embedding there)
+            window = torch.cat([model.span_write.blank[None], seen[i][row, 2 : 2 + n]])
+            by_hand = a[0] * seen[i][row, 0:2] + sum(a[1 + t] * window[t : t + 2] for t in range(n))
             torch.testing.assert_close(out.state.memory[row], by_hand, atol=1e-6, rtol=1e-5)
     # a convex combination of input embeddings: in their code, far from the last-layer states the paper writes
     assert outputs[-1].state.memory.norm(dim=-1).max() <= seen[-1].norm(dim=-1).max() + 1e-5
 
 
-def test_gradients_reach_the_span_writer_and_the_memory_through_two_segments(llama: torch.nn.Module) -> None:
+def test_gradients_reach_the_span_writer_through_two_segments(llama: torch.nn.Module) -> None:
     torch.manual_seed(0)
     model = build_method("rmt", llama, {"segment_length": 24, "memory_tokens": 2, "write": "span"})
     size = model.segment_tokens
     outputs = run_segments(model, random_documents(2, 3 * size), torch.tensor([3 * size, 3 * size]))
     outputs[-1].logits.float().pow(2).mean().backward()
-    for name in ("memory", "span_write.wq.weight", "span_write.wk.weight", "span_write.stay.weight"):
+    for name in ("span_write.wq.weight", "span_write.wk.weight", "span_write.stay.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
+    # segment 0 reads a blank memory (the mean input embedding): nothing learned there (a soft prompt the
+    # writer could pass on)
+    blank = llama.get_input_embeddings().weight.mean(0)
+    torch.testing.assert_close(model.memory, blank.expand(2, -1))
+    assert "memory" not in model.added_parameters()
 
 
 def test_span_write_is_recorded_and_checked(llama: torch.nn.Module) -> None:
@@ -91,3 +105,38 @@ def test_span_write_is_recorded_and_checked(llama: torch.nn.Module) -> None:
     assert build_method("rmt", llama, {"segment_length": 24}).record_columns()["memory_write"] == "state"
     with pytest.raises(HmtbenchError, match="method.write must be one of state, span"):
         build_method("rmt", llama, {"segment_length": 24, "write": "copy"})
+
+
+def test_hmt_with_span_write_caches_whole_spans_and_recalls_a_mixture_of_them(llama: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    m = 3
+    model = build_method("hmt", llama, {"segment_length": 32, "memory_tokens": m, "sensory_tokens": 4,
+                                        "recall_hidden_dim": 16, "write": "span"}).eval()
+    size = model.segment_tokens
+    assert size == 32 - 2 * m - 4
+    ids, lengths = random_documents(2, 4 * size), torch.tensor([4 * size, 3 * size + 2])
+    written, recalled = [], []
+    write, recall = model.write_memory, model.recall.forward
+    model.write_memory = lambda *args: written.append(write(*args)) or written[-1]
+    model.recall.forward = lambda *args: recalled.append(recall(*args)) or recalled[-1]
+    with torch.no_grad(), BackboneInputs(llama) as seen:
+        outputs = run_segments(model, ids, lengths)
+    calls = [embeds for embeds in seen if embeds.shape[1] in (32 - 4, 32)]  # segment steps (0 has no sensory)
+    assert len(calls) == 4
+    torch.testing.assert_close(calls[0][:, :m], model.memory.expand(2, -1, -1))  # segment 0 reads the blank memory
+    cache = outputs[-1].state.cache
+    assert cache.values.shape == (2, model.config.recall_context, m * model.hidden_size)
+    for i, memory in enumerate(written):  # every segment's (B, m, d) span is cached whole, keyed by its mean
+        torch.testing.assert_close(cache.values[:, i].view(2, m, -1), memory)
+        torch.testing.assert_close(cache.keys[:, i], model.recall.wk(memory.mean(1)))
+    for n, (memory, weights) in enumerate(recalled, start=1):  # segment n reads the mixture recall returned
+        mixture = torch.einsum("bn,bnd->bd", weights[:, :n], cache.values[:, :n])
+        torch.testing.assert_close(memory, mixture)
+        torch.testing.assert_close(calls[n][:, :m], memory.view(2, m, -1))
+
+
+def test_hmt_takes_more_than_one_memory_token_only_with_the_span_write(llama: torch.nn.Module) -> None:
+    with pytest.raises(HmtbenchError, match="HMT uses one memory token"):
+        build_method("hmt", llama, {"segment_length": 32, "memory_tokens": 2})
+    model = build_method("hmt", llama, {"segment_length": 32, "memory_tokens": 2, "write": "span"})
+    assert model.record_columns()["memory_write"] == "span" and model.memory_tokens == 2

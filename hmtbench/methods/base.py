@@ -154,6 +154,7 @@ class SegmentMethod(nn.Module):
         self._keeps_logits = "logits_to_keep" in forward_params
         self._head_is_plain = head_is_plain(backbone)  # score: run the output head ourselves, in chunks
         self.chunk_nll: ChunkNll | None = None  # the loss of a chunk of positions; hmtbench.fastpath compiles one
+        self.span_write: nn.Module | None = None  # set by methods that write spans (``add_memory``)
 
     @classmethod
     def segment_length_for(cls, segment_length: int, document_length: int) -> int:
@@ -196,16 +197,19 @@ class SegmentMethod(nn.Module):
     def write_memory(self, read: SegmentInput, hidden: Tensor) -> Tensor:
         """(B, m, d) memory a segment writes, from its layout and its last hidden states from the text on.
 
-        Both papers': the last hidden states at the write slot. A method that reads other positions
-        says so with ``writes_from_text`` (decoding then keeps the states of every text position).
+        Both papers': the last hidden states at the write slot. With a ``span_write`` (``write: span``,
+        ``hmtbench.methods.span_write``): a span of the segment's input embeddings, or the memory read.
         """
+        if self.span_write is not None:
+            lengths = read.write_at[:, 0] - read.text_start
+            return self.span_write(read.embeds, hidden, read.memory, read.text_start, lengths)
         at = (read.write_at - read.text_start)[..., None].expand(-1, -1, hidden.shape[-1])
         return hidden.gather(1, at)
 
     @property
     def writes_from_text(self) -> bool:
-        """Whether ``write_memory`` reads the text positions' states, not just the write slot's."""
-        return False
+        """Whether ``write_memory`` reads every text position's state (decoding then keeps them all)."""
+        return self.span_write is not None
 
     def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
         """Per-segment summaries (B, n, d) computed ahead of the recurrence, or None."""

@@ -8,8 +8,12 @@ Three memories around one backbone step ``[P_n | sensory | segment | P_n]`` (doc
 * long-term memory: a cache of the last N memory embeddings M_j; the summary recalls from it by
   cross-attention, and the recalled P_n is what the segment reads and writes through.
 
-Segment 0 reads a learned initial memory. Stage 1 of training (``stage=1``) drops the summary
-and the recall: the memory is passed on directly as in RMT, with sensory tokens on.
+With ``write: span`` (a departure from the paper, ``hmtbench.methods.span_write``) a segment writes m
+input embeddings (a span of its text, or the memory read) instead of one last-layer state; recall
+keys a cached memory by its mean over the m slots and returns a mixture of whole cached memories.
+
+Segment 0 reads a learned initial memory (an empty one with ``write: span``). Stage 1 of training
+(``stage=1``) drops the summary and the recall: the memory is passed on directly as in RMT, with sensory tokens on.
 The summaries do not depend on the memory, so ``summarize`` computes them for every segment
 in batched passes before the recurrence (docs/methods.md, "Departures"); or, where a step is
 launch-bound (small batches on a GPU), each segment's backbone call also runs the next segment's
@@ -27,8 +31,8 @@ from torch import Tensor, nn
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.backbone import last_hidden_states
 from hmtbench.methods.base import MethodConfig, SegmentInput, SegmentMethod, trained_field
+from hmtbench.methods.memory import add_memory, check_write, init_memory
 from hmtbench.methods.recall import MemoryRecall
-from hmtbench.methods.rmt import init_memory
 from hmtbench.methods.state import MemoryState, RecallCache
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
@@ -38,7 +42,8 @@ INLINE_MAX_TOKENS = 512  # auto: inline up to this many positions per step (H100
 @dataclass
 class HMTConfig(MethodConfig):
     name = "hmt"
-    memory_tokens: int = trained_field(1)  # m: HMT uses exactly one memory embedding per segment
+    memory_tokens: int = trained_field(1)  # m: one memory embedding per segment (more only with write: span)
+    write: str = trained_field("state")  # what a segment writes: state (the paper's) | span (input embeddings)
     sensory_tokens: int = trained_field(0)  # k: previous segment's last k tokens (paper recipes: 32)
     recall_context: int = 100  # N: memory embeddings kept for recall
     recall_hidden_dim: int | None = trained_field(None)  # h: width of the query/key projections (None: the backbone's)
@@ -50,7 +55,8 @@ class HMTConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         checks = [
-            (self.memory_tokens == 1, f"HMT uses one memory token: use --memory-tokens 1, got {self.memory_tokens}"),
+            (self.memory_tokens == 1 or (self.write == "span" and self.memory_tokens > 1),
+             f"HMT uses one memory token (more with method.write=span): got --memory-tokens {self.memory_tokens}"),
             (self.sensory_tokens >= 0, f"--sensory-tokens must be 0 or more, got {self.sensory_tokens}"),
             (self.recall_context >= 1, f"--recall-context must be at least 1, got {self.recall_context}"),
             (self.recall_hidden_dim is None or self.recall_hidden_dim >= 1,
@@ -61,6 +67,7 @@ class HMTConfig(MethodConfig):
             (self.summary_pass in SUMMARY_PASSES,
              f"--summary-pass must be one of {', '.join(SUMMARY_PASSES)}, got '{self.summary_pass}'"),
         ]
+        check_write(self.write)
         for ok, message in checks:
             if not ok:
                 raise HmtbenchError(message)
@@ -72,7 +79,7 @@ class HMTConfig(MethodConfig):
 
 @dataclass(frozen=True)
 class HMTState(MemoryState):
-    memory: Tensor | None = None  # (B, 1, d) stage 1 (and segment 0): the memory passed on directly
+    memory: Tensor | None = None  # (B, m, d) stage 1 (and segment 0): the memory passed on directly
     sensory_ids: Tensor | None = None  # (B, k) last k token ids of the previous segment
     cache: RecallCache | None = None  # stage 2: the memories recall searches
     summary: Tensor | None = None  # (B, d) the next segment's summary, when this step's backbone call made it
@@ -95,7 +102,7 @@ class HMT(SegmentMethod):
                 f"--sensory-tokens {config.sensory_tokens} exceeds the {self.segment_tokens} text tokens of a "
                 f"segment; lower it or raise --segment-length"
             )
-        self.memory = init_memory(backbone, 1)
+        add_memory(self, config.memory_tokens, config.write)
         self.summary_prompt: nn.Parameter | None = None
         self.recall: MemoryRecall | None = None
         if config.stage == 2:
@@ -104,7 +111,7 @@ class HMT(SegmentMethod):
 
     @property
     def memory_tokens(self) -> int:
-        return 1
+        return self.config.memory_tokens
 
     @property
     def sensory_tokens(self) -> int:
@@ -186,7 +193,7 @@ class HMT(SegmentMethod):
         config = self.config
         return {**super().record_columns(), "recall_context": config.recall_context,
                 "recall_hidden_dim": config.recall_hidden_dim, "sum_fraction": config.sum_fraction,
-                "hmt_stage": config.stage}
+                "hmt_stage": config.stage, "memory_write": config.write}
 
     @classmethod
     def config_for_stage(cls, config: HMTConfig, stage: int) -> HMTConfig:
@@ -207,7 +214,7 @@ class HMT(SegmentMethod):
         if state.cache is None:  # segment 0 (the learned memory), or stage 1 (passed on directly, as in RMT)
             return state.memory, None
         recalled, weights = self.recall(summary, state.cache)
-        return recalled[:, None], weights
+        return recalled.view(recalled.shape[0], self.memory_tokens, -1), weights
 
     def read_sensory(self, state: HMTState) -> Tensor | None:
         return state.sensory_ids
@@ -221,5 +228,5 @@ class HMT(SegmentMethod):
         cache = state.cache
         if cache is None:
             cache = self.recall.empty_cache(state.batch_size, self.config.recall_context, written)
-        return HMTState(state.batch_size, sensory_ids=sensory, cache=self.recall.remember(cache, written[:, 0]),
+        return HMTState(state.batch_size, sensory_ids=sensory, cache=self.recall.remember(cache, written),
                         summary=side)

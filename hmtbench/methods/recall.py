@@ -25,17 +25,20 @@ class MemoryRecall(nn.Module):
         self.wk = nn.Linear(hidden_size, recall_dim, bias=False, dtype=dtype, device=device)
 
     def empty_cache(self, batch_size: int, capacity: int, memory_like: Tensor) -> RecallCache:
-        """An empty ring buffer of ``capacity`` slots on the memory's device."""
-        values = memory_like.new_zeros(batch_size, capacity, memory_like.shape[-1])
+        """An empty ring buffer of ``capacity`` slots for (B, m, d) memories, on the memory's device."""
+        values = memory_like.new_zeros(batch_size, capacity, memory_like[0].numel())
         keys = self.wk.weight.new_zeros(batch_size, capacity, self.recall_dim).to(memory_like.device)
         return RecallCache(values=values, keys=keys, count=torch.zeros((), dtype=torch.long, device=values.device))
 
     def remember(self, cache: RecallCache, memory: Tensor) -> RecallCache:
-        """Append one memory embedding (B, d), dropping the oldest when the cache is full."""
-        return cache.write(memory, self.wk(memory.to(self.wk.weight.dtype)))
+        """Append one memory (B, m, d), dropping the oldest when the cache is full.
+
+        Its key is wk of its mean over the m slots (the paper's wk(M_j) for its one slot).
+        """
+        return cache.write(memory.flatten(1), self.wk(memory.mean(1).to(self.wk.weight.dtype)))
 
     def forward(self, summary: Tensor, cache: RecallCache) -> tuple[Tensor, Tensor]:
-        """Recall for a (B, d) summary: the (B, d) recalled memory and the (B, N) weights (sum 1)."""
+        """Recall for a (B, d) summary: the (B, m * d) recalled memory and the (B, N) weights (sum 1)."""
         query = self.wq(summary.to(self.wq.weight.dtype))  # (B, h)
         scores = torch.einsum("bh,bnh->bn", query, cache.keys).float() / math.sqrt(self.recall_dim)
         scores = scores.masked_fill(~cache.valid, float("-inf"))

@@ -4,21 +4,19 @@ Each segment is read as ``[M | segment | M]``: the same memory tensor fills the 
 the write slot, and the last-layer hidden states at the write slot become the next segment's
 memory. Segment 0 reads a learned memory initialised as ``randn * std(input embeddings)``.
 With ``write: span`` (a departure from the paper, ``hmtbench.methods.span_write``) the memory written
-is instead a span of the segment's input embeddings chosen by attention, or the memory read kept.
+is instead a span of the segment's input embeddings chosen by attention, or the memory read kept, and
+segment 0 reads an empty (zero) memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.base import MemoryState, MethodConfig, SegmentInput, SegmentMethod, trained_field
-from hmtbench.methods.span_write import SpanWrite
-
-WRITES = ("state", "span")  # state: the paper's (last hidden states at the write slot); span: SpanWrite
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, trained_field
+from hmtbench.methods.memory import add_memory, check_write
 
 
 @dataclass
@@ -30,16 +28,7 @@ class RMTConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.memory_tokens < 1:
             raise HmtbenchError(f"--memory-tokens must be at least 1, got {self.memory_tokens}")
-        if self.write not in WRITES:
-            raise HmtbenchError(f"method.write must be one of {', '.join(WRITES)}, got '{self.write}'")
-
-
-def init_memory(backbone: nn.Module, rows: int) -> nn.Parameter:
-    """(rows, d) learned vectors scaled like the backbone's input embeddings (as both references do)."""
-    weight = backbone.get_input_embeddings().weight
-    values = torch.randn(rows, weight.shape[1], dtype=torch.float32)
-    values = values * weight.detach().float().std().item()  # drawn on the CPU: same values on every device
-    return nn.Parameter(values.to(device=weight.device, dtype=weight.dtype))
+        check_write(self.write)
 
 
 @dataclass(frozen=True)
@@ -56,24 +45,12 @@ class RMT(SegmentMethod):
 
     def __init__(self, backbone: nn.Module, config: RMTConfig, segment_length: int) -> None:
         super().__init__(backbone, config, segment_length)
-        self.memory = init_memory(backbone, config.memory_tokens)
-        self.span_write = None
-        if config.write == "span":
-            self.span_write = SpanWrite(self.hidden_size, dtype=self.dtype, device=self.device)
+        add_memory(self, config.memory_tokens, config.write)
 
     @property
     def memory_tokens(self) -> int:
         return self.config.memory_tokens
 
-    @property
-    def writes_from_text(self) -> bool:
-        return self.span_write is not None
-
-    def write_memory(self, read: SegmentInput, hidden: Tensor) -> Tensor:
-        if self.span_write is None:
-            return super().write_memory(read, hidden)
-        lengths = read.write_at[:, 0] - read.text_start
-        return self.span_write(read.embeds, hidden, read.memory, read.text_start, lengths)
 
     def record_columns(self) -> dict:
         return {**super().record_columns(), "memory_write": self.config.write}

@@ -13,10 +13,14 @@ With ``a = softmax([stay, scores])``, slot j of the new memory is
 
     a_stay * read_j  +  sum_t a_t * E[t - (m - 1) + j]
 
-the m input embeddings ending at t (the span may reach back into the read memory and sensory
-positions), or the memory read kept. Padding positions score -inf. The new memory is a convex
-combination of input embeddings and of earlier memories, so it stays in the embedding code through
-any number of segments.
+the m input embeddings ending at t (a span may reach back into the sensory tokens; where it would
+reach into the read memory it holds ``blank``, the mean input embedding), or the memory read kept.
+Padding positions score -inf. The new memory is a convex combination of input embeddings and of
+earlier memories, so it stays in the embedding code through any number of segments.
+A method with this write starts from a blank memory (m copies of ``blank``), not a learned one: a
+learned initial memory is a soft prompt that ``stay`` or a span reaching into the read slot passes
+on, and a CPU pilot (SmolLM2, passkey) learned that shortcut instead of finding the key. (Not zeros:
+an all-zero input row gave SmolLM2 NaN gradients in the first layer's backward.)
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ KEY_DIM = 64  # width of the query/key projections that choose the span
 class SpanWrite(nn.Module):
     """Chooses, from the last write slot's state, the span of input embeddings (or the memory read) to keep."""
 
-    def __init__(self, hidden_size: int, *, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, embeddings: Tensor, *, dtype: torch.dtype) -> None:
+        """``embeddings``: the backbone's (V, d) input embedding matrix (``blank`` is its mean row)."""
         super().__init__()
+        hidden_size, device = embeddings.shape[1], embeddings.device
+        self.register_buffer("blank", embeddings.detach().float().mean(0).to(dtype), persistent=False)
         self.wq = nn.Linear(hidden_size, KEY_DIM, bias=False, dtype=dtype, device=device)
         self.wk = nn.Linear(hidden_size, KEY_DIM, bias=False, dtype=dtype, device=device)
         self.stay = nn.Linear(hidden_size, 1, dtype=dtype, device=device)
@@ -51,7 +58,7 @@ class SpanWrite(nn.Module):
     def forward(self, embeds: Tensor, states: Tensor, memory: Tensor, text_start: int, lengths: Tensor) -> Tensor:
         """The (B, m, d) memory written by one segment.
 
-        embeds: (B, P, d) the backbone's input, [read memory (m) | sensory | text (S) | ...];
+        embeds: (B, P, d) the backbone's input, [read memory (m) | sensory (k) | text (S) | ...];
         states: (B, S + m, d) last hidden states from the text's first position on, the write slot's
         ``m`` positions right after each row's ``lengths`` (B,) real tokens; memory: (B, m, d) the memory read.
         """
@@ -59,7 +66,10 @@ class SpanWrite(nn.Module):
         size = states.shape[1] - m
         write_state = states.gather(1, (lengths + m - 1)[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
         weights = self.weights(write_state, states[:, :size], lengths)  # (B, 1 + S)
-        window = embeds[:, text_start - m + 1 : text_start + size]  # (B, S + m - 1, d): every span's positions
+        before = min(m - 1, text_start - m)  # sensory positions a span may reach back into
+        window = embeds[:, text_start - before : text_start + size]
+        blank = self.blank.to(embeds.dtype).expand(embeds.shape[0], m - 1 - before, -1)
+        window = torch.cat([blank, window], dim=1)  # (B, S + m - 1, d): every span's positions
         spans = window.unfold(1, size, 1)  # (B, m, d, S): [b, j, :, t] = E[t - (m - 1) + j]
         copied = torch.einsum("bs,bjds->bjd", weights[:, 1:].to(embeds.dtype), spans)
         return weights[:, :1, None].to(embeds.dtype) * memory.to(embeds.dtype) + copied

@@ -1,0 +1,37 @@
+"""How a memory method's memory starts, and what its segments write: the paper's states or spans (RMT, HMT)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods.span_write import SpanWrite
+
+WRITES = ("state", "span")  # state: the paper's (last hidden states at the write slot); span: SpanWrite
+
+
+def check_write(write: str) -> None:
+    if write not in WRITES:
+        raise HmtbenchError(f"method.write must be one of {', '.join(WRITES)}, got '{write}'")
+
+
+def add_memory(method: nn.Module, rows: int, write: str) -> None:
+    """Give ``method`` its initial memory (``memory``, (rows, d)) and, for ``write: span``, its ``span_write``.
+
+    The paper's write starts from a learned memory (``init_memory``); the span write from a blank one
+    (the mean input embedding in every row), a buffer (``hmtbench.methods.span_write`` says why).
+    """
+    if write == "span":
+        method.span_write = SpanWrite(method.backbone.get_input_embeddings().weight, dtype=method.dtype)
+        method.register_buffer("memory", method.span_write.blank.expand(rows, -1).clone(), persistent=False)
+    else:
+        method.memory = init_memory(method.backbone, rows)
+
+
+def init_memory(backbone: nn.Module, rows: int) -> nn.Parameter:
+    """(rows, d) learned vectors scaled like the backbone's input embeddings (as both references do)."""
+    weight = backbone.get_input_embeddings().weight
+    values = torch.randn(rows, weight.shape[1], dtype=torch.float32)
+    values = values * weight.detach().float().std().item()  # drawn on the CPU: same values on every device
+    return nn.Parameter(values.to(device=weight.device, dtype=weight.dtype))
