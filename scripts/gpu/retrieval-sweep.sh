@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Retrieval training, third try: four trainings side by side on one GPU (RMT and HMT, LoRA and full fine-tuning),
-# each evaluated on passkey as soon as it ends, plus the segmented baselines at the same segment length.
+# Retrieval training: several trainings side by side on one GPU, each evaluated on passkey as soon as it ends, plus
+# the segmented baselines at the same segment length. SWEEP=a, b: the third try (the paper's write); SWEEP=c: the
+# span write (method.write: span), RMT and HMT, LoRA and memory-only, with the baselines up to 1M tokens.
 # Run from the checkout root on the GPU machine after scripts/gpu/stage.sh, in steps that fit 10-minute calls:
 #   bash scripts/gpu/retrieval-sweep.sh launch WORK MINUTES  start every variant (train for MINUTES, then eval-qa
 #                                                            passkey 1k-64k, n = 125) and the baselines; returns
@@ -13,8 +14,18 @@ export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUN
 mkdir -p "$work/logs" "$work/results"
 # Round a (SWEEP=a): 256-position segments, the recipes' LoRA and full fine-tunes at lr 1e-4 (results/h200-retrieval-v3/).
 # Round b (SWEEP=b): 96-position segments (64 text tokens beside RMT's 2 x 16 memory), higher learning rates.
-# name | recipe method | extra train flags
-if [ "${SWEEP:-a}" = a ]; then
+# name | recipe (recipes/smollm2-135m-passkey-RECIPE.yaml; its first word is the method) | extra train flags
+LONG_BASELINES=""
+if [ "${SWEEP:-a}" = c ]; then
+  L=256
+  VARIANTS=(
+    "rmt-span-lora|rmt-span|"
+    "rmt-span-memory|rmt-span|--train memory"
+    "hmt-span-lora|hmt-span|"
+    "hmt-span-memory|hmt-span|--train memory"
+  )
+  LONG_BASELINES=",256k,1m"
+elif [ "${SWEEP:-a}" = a ]; then
   L=256
   VARIANTS=(
     "rmt-lora|rmt|"
@@ -42,16 +53,17 @@ final() { ls -d "$work/runs/$1"/*/final 2>/dev/null | tail -1 || true; }
 case $step in
 launch)
   for variant in "${VARIANTS[@]}"; do
-    IFS='|' read -r name method flags <<< "$variant"
+    IFS='|' read -r name recipe flags <<< "$variant"
+    method=${recipe%%-*}
     # shellcheck disable=SC2086  # flags are words
-    setsid nohup bash -c "python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-$method.yaml $flags \
+    setsid nohup bash -c "python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-$recipe.yaml $flags \
         --max-minutes $3 --checkpoint-every 100 --output-dir $work/runs/$name --out $work/results/train \
       && python3 -m hmtbench eval-qa ${EVAL[*]} --context-length 1k,4k,16k,64k --method $method \
         --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --out $work/results/passkey-$name" \
       > "$work/logs/$name.log" 2>&1 &
   done
   [ -n "${ONLY:-}" ] && exit 0  # the baselines ran with the round's first launch
-  setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k,16k,64k --method plain,overlap \
+  setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k,16k,64k$LONG_BASELINES --method plain,overlap \
     --sensory-tokens 32 --out "$work/results/passkey-baselines" > "$work/logs/baselines.log" 2>&1 &
   setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k --method full \
     --out "$work/results/passkey-baselines" > "$work/logs/baselines-full.log" 2>&1 &
@@ -81,7 +93,8 @@ print(f"{sys.argv[1]}: passkey at 64k, depth < 1: {share:.2f}"); sys.exit(0 if s
 PY
   }
   for variant in "${VARIANTS[@]}"; do
-    IFS='|' read -r name method _ <<< "$variant"
+    IFS='|' read -r name recipe _ <<< "$variant"
+    method=${recipe%%-*}
     left=$((deadline - SECONDS))
     if retrieves "$name" && [ $left -gt 60 ]; then
       timeout $left python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 256k,1m --method "$method" \
