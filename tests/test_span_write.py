@@ -140,3 +140,33 @@ def test_hmt_takes_more_than_one_memory_token_only_with_the_span_write(llama: to
         build_method("hmt", llama, {"segment_length": 32, "memory_tokens": 2})
     model = build_method("hmt", llama, {"segment_length": 32, "memory_tokens": 2, "write": "span"})
     assert model.record_columns()["memory_write"] == "span" and model.memory_tokens == 2
+
+
+def test_the_hard_choice_writes_the_heaviest_candidate_alone_outside_training() -> None:
+    torch.manual_seed(0)
+    m, size, d = 2, 6, 8
+    embeds, states = torch.randn(3, m + size + m, d), torch.randn(3, size + m, d)
+    memory, lengths = embeds[:, :m], torch.tensor([6, 6, 3])
+    vocabulary = torch.randn(10, d)
+    soft = SpanWrite(vocabulary, dtype=torch.float32)
+    hard = SpanWrite(vocabulary, dtype=torch.float32, choice="hard")
+    hard.load_state_dict(soft.state_dict())
+    weights = soft.weights(states.gather(1, (lengths + m - 1)[:, None, None].expand(-1, 1, d))[:, 0],
+                           states[:, :size], lengths)
+    best = weights.argmax(1)
+    with torch.no_grad():
+        written = hard(embeds, states, memory, m, lengths)
+        mixture = soft(embeds, states, memory, m, lengths)
+    for row in range(3):
+        t = int(best[row]) - 1  # -1: stay
+        expected = memory[row] if t < 0 else torch.cat([hard.blank[None], embeds[row, m:]])[t : t + m]
+        torch.testing.assert_close(written[row], expected)
+    assert not torch.allclose(written, mixture)
+    torch.testing.assert_close(hard(embeds, states, memory, m, lengths), mixture)  # with gradients: the mixture
+
+
+def test_a_record_names_the_write() -> None:
+    from hmtbench.methods.memory import write_label
+
+    assert [write_label("state", "soft"), write_label("span", "soft"), write_label("span", "hard")] == [
+        "state", "span", "span-hard"]

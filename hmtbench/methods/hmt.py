@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.backbone import last_hidden_states
 from hmtbench.methods.base import MethodConfig, SegmentInput, SegmentMethod, trained_field
-from hmtbench.methods.memory import add_memory, check_write, init_memory
+from hmtbench.methods.memory import add_memory, check_write, init_memory, write_label
 from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.state import MemoryState, RecallCache
 
@@ -44,6 +44,7 @@ class HMTConfig(MethodConfig):
     name = "hmt"
     memory_tokens: int = trained_field(1)  # m: one memory embedding per segment (more only with write: span)
     write: str = trained_field("state")  # what a segment writes: state (the paper's) | span (input embeddings)
+    span_choice: str = "soft"  # span write outside training: soft (the mixture, as trained) | hard (its argmax)
     sensory_tokens: int = trained_field(0)  # k: previous segment's last k tokens (paper recipes: 32)
     recall_context: int = 100  # N: memory embeddings kept for recall
     recall_hidden_dim: int | None = trained_field(None)  # h: width of the query/key projections (None: the backbone's)
@@ -67,7 +68,7 @@ class HMTConfig(MethodConfig):
             (self.summary_pass in SUMMARY_PASSES,
              f"--summary-pass must be one of {', '.join(SUMMARY_PASSES)}, got '{self.summary_pass}'"),
         ]
-        check_write(self.write)
+        check_write(self.write, self.span_choice)
         for ok, message in checks:
             if not ok:
                 raise HmtbenchError(message)
@@ -102,7 +103,7 @@ class HMT(SegmentMethod):
                 f"--sensory-tokens {config.sensory_tokens} exceeds the {self.segment_tokens} text tokens of a "
                 f"segment; lower it or raise --segment-length"
             )
-        add_memory(self, config.memory_tokens, config.write)
+        add_memory(self, config.memory_tokens, config.write, config.span_choice)
         self.summary_prompt: nn.Parameter | None = None
         self.recall: MemoryRecall | None = None
         if config.stage == 2:
@@ -193,7 +194,7 @@ class HMT(SegmentMethod):
         config = self.config
         return {**super().record_columns(), "recall_context": config.recall_context,
                 "recall_hidden_dim": config.recall_hidden_dim, "sum_fraction": config.sum_fraction,
-                "hmt_stage": config.stage, "memory_write": config.write}
+                "hmt_stage": config.stage, "memory_write": write_label(config.write, config.span_choice)}
 
     @classmethod
     def config_for_stage(cls, config: HMTConfig, stage: int) -> HMTConfig:

@@ -6,24 +6,32 @@ import torch
 from torch import nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.span_write import SpanWrite
+from hmtbench.methods.span_write import CHOICES, SpanWrite
 
 WRITES = ("state", "span")  # state: the paper's (last hidden states at the write slot); span: SpanWrite
 
 
-def check_write(write: str) -> None:
+def check_write(write: str, span_choice: str) -> None:
     if write not in WRITES:
         raise HmtbenchError(f"method.write must be one of {', '.join(WRITES)}, got '{write}'")
+    if span_choice not in CHOICES:
+        raise HmtbenchError(f"method.span_choice must be one of {', '.join(CHOICES)}, got '{span_choice}'")
 
 
-def add_memory(method: nn.Module, rows: int, write: str) -> None:
+def write_label(write: str, span_choice: str) -> str:
+    """How a record names the write: state | span | span-hard."""
+    return "span-hard" if write == "span" and span_choice == "hard" else write
+
+
+def add_memory(method: nn.Module, rows: int, write: str, span_choice: str = "soft") -> None:
     """Give ``method`` its initial memory (``memory``, (rows, d)) and, for ``write: span``, its ``span_write``.
 
     The paper's write starts from a learned memory (``init_memory``); the span write from a blank one
     (the mean input embedding in every row), a buffer (``hmtbench.methods.span_write`` says why).
     """
     if write == "span":
-        method.span_write = SpanWrite(method.backbone.get_input_embeddings().weight, dtype=method.dtype)
+        embeddings = method.backbone.get_input_embeddings().weight
+        method.span_write = SpanWrite(embeddings, dtype=method.dtype, choice=span_choice)
         method.register_buffer("memory", method.span_write.blank.expand(rows, -1).clone(), persistent=False)
     else:
         method.memory = init_memory(method.backbone, rows)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, trained_field
-from hmtbench.methods.memory import add_memory, check_write
+from hmtbench.methods.memory import add_memory, check_write, write_label
 
 
 @dataclass
@@ -24,11 +24,12 @@ class RMTConfig(MethodConfig):
     name = "rmt"
     memory_tokens: int = trained_field(1)  # m: memory positions at each end of the segment
     write: str = trained_field("state")  # what a segment writes: state (the paper's) | span (input embeddings)
+    span_choice: str = "soft"  # span write outside training: soft (the mixture, as trained) | hard (its argmax)
 
     def __post_init__(self) -> None:
         if self.memory_tokens < 1:
             raise HmtbenchError(f"--memory-tokens must be at least 1, got {self.memory_tokens}")
-        check_write(self.write)
+        check_write(self.write, self.span_choice)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class RMT(SegmentMethod):
 
     def __init__(self, backbone: nn.Module, config: RMTConfig, segment_length: int) -> None:
         super().__init__(backbone, config, segment_length)
-        add_memory(self, config.memory_tokens, config.write)
+        add_memory(self, config.memory_tokens, config.write, config.span_choice)
 
     @property
     def memory_tokens(self) -> int:
@@ -53,7 +54,7 @@ class RMT(SegmentMethod):
 
 
     def record_columns(self) -> dict:
-        return {**super().record_columns(), "memory_write": self.config.write}
+        return {**super().record_columns(), "memory_write": write_label(self.config.write, self.config.span_choice)}
 
     def initial_state(self, batch_size: int) -> RMTState:
         """Segment 0 reads the learned memory: in the state from the start, so every segment's step looks alike."""

@@ -21,6 +21,10 @@ A method with this write starts from a blank memory (m copies of ``blank``), not
 learned initial memory is a soft prompt that ``stay`` or a span reaching into the read slot passes
 on, and a CPU pilot (SmolLM2, passkey) learned that shortcut instead of finding the key. (Not zeros:
 an all-zero input row gave SmolLM2 NaN gradients in the first layer's backward.)
+
+``choice: hard`` writes, outside training (no gradients), the candidate of the largest weight exactly
+(stay or one span) instead of the mixture: the same trained writer, without the leak of a mixture that
+compounds over thousands of segments.
 """
 
 from __future__ import annotations
@@ -31,14 +35,16 @@ import torch
 from torch import Tensor, nn
 
 KEY_DIM = 64  # width of the query/key projections that choose the span
+CHOICES = ("soft", "hard")  # the weights' mixture; or, without gradients, the argmax candidate alone
 
 
 class SpanWrite(nn.Module):
     """Chooses, from the last write slot's state, the span of input embeddings (or the memory read) to keep."""
 
-    def __init__(self, embeddings: Tensor, *, dtype: torch.dtype) -> None:
+    def __init__(self, embeddings: Tensor, *, dtype: torch.dtype, choice: str = "soft") -> None:
         """``embeddings``: the backbone's (V, d) input embedding matrix (``blank`` is its mean row)."""
         super().__init__()
+        self.choice = choice
         hidden_size, device = embeddings.shape[1], embeddings.device
         self.register_buffer("blank", embeddings.detach().float().mean(0).to(dtype), persistent=False)
         self.wq = nn.Linear(hidden_size, KEY_DIM, bias=False, dtype=dtype, device=device)
@@ -66,6 +72,8 @@ class SpanWrite(nn.Module):
         size = states.shape[1] - m
         write_state = states.gather(1, (lengths + m - 1)[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
         weights = self.weights(write_state, states[:, :size], lengths)  # (B, 1 + S)
+        if self.choice == "hard" and not torch.is_grad_enabled():
+            weights = torch.zeros_like(weights).scatter_(1, weights.argmax(1, keepdim=True), 1.0)
         before = min(m - 1, text_start - m)  # sensory positions a span may reach back into
         window = embeds[:, text_start - before : text_start + size]
         blank = self.blank.to(embeds.dtype).expand(embeds.shape[0], m - 1 - before, -1)

@@ -58,7 +58,7 @@ COLUMNS: list[Column] = [
     Column("recall_hidden_dim", "Int64", "h: HMT query/key width (null otherwise)"),
     Column("sum_fraction", "Float64", "HMT share of a segment read by the summary prompt (null otherwise)"),
     Column("hmt_stage", "Int64", "HMT stage: 1 memory + sensory, 2 with recall (null otherwise)"),
-    Column("memory_write", "string", "RMT: state (the paper's write) | span (input embeddings; null otherwise)"),
+    Column("memory_write", "string", "RMT/HMT: state (the paper's) | span (input embeddings) | span-hard (argmax)"),
     # --- data and protocol
     Column("dataset", "string", "--dataset as given"),
     Column("split", "string", "train | validation | test"),

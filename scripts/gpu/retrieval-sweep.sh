@@ -7,6 +7,7 @@
 #                                                            passkey 1k-64k, n = 125) and the baselines; returns
 #   bash scripts/gpu/retrieval-sweep.sh wait WORK SECONDS    show progress until all jobs end (at most SECONDS)
 #   bash scripts/gpu/retrieval-sweep.sh long WORK SECONDS    256k and 1M for each variant that retrieves at 64k
+#                                                            (side by side; at most SECONDS)
 #   bash scripts/gpu/retrieval-sweep.sh pack WORK OUT        logs, records and the LoRA checkpoints into OUT
 set -euo pipefail
 step=$1 work=$2
@@ -16,6 +17,7 @@ mkdir -p "$work/logs" "$work/results"
 # Round b (SWEEP=b): 96-position segments (64 text tokens beside RMT's 2 x 16 memory), higher learning rates.
 # name | recipe (recipes/smollm2-135m-passkey-RECIPE.yaml; its first word is the method) | extra train flags
 LONG_BASELINES=""
+HARD=""  # also evaluate each variant with the span write's hard choice (--set method.span_choice=hard)
 if [ "${SWEEP:-a}" = c ]; then
   L=256
   VARIANTS=(
@@ -25,6 +27,7 @@ if [ "${SWEEP:-a}" = c ]; then
     "hmt-span-memory|hmt-span|--train memory"
   )
   LONG_BASELINES=",256k,1m"
+  HARD=1
 elif [ "${SWEEP:-a}" = a ]; then
   L=256
   VARIANTS=(
@@ -59,7 +62,10 @@ launch)
     setsid nohup bash -c "python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-$recipe.yaml $flags \
         --max-minutes $3 --checkpoint-every 100 --output-dir $work/runs/$name --out $work/results/train \
       && python3 -m hmtbench eval-qa ${EVAL[*]} --context-length 1k,4k,16k,64k --method $method \
-        --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --out $work/results/passkey-$name" \
+        --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --out $work/results/passkey-$name \
+      && { [ -z '$HARD' ] || python3 -m hmtbench eval-qa ${EVAL[*]} --context-length 1k,4k,16k,64k --method $method \
+        --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --set method.span_choice=hard \
+        --out $work/results/passkey-$name-hard; }" \
       > "$work/logs/$name.log" 2>&1 &
   done
   [ -n "${ONLY:-}" ] && exit 0  # the baselines ran with the round's first launch
@@ -95,14 +101,19 @@ PY
   for variant in "${VARIANTS[@]}"; do
     IFS='|' read -r name recipe _ <<< "$variant"
     method=${recipe%%-*}
-    left=$((deadline - SECONDS))
-    if retrieves "$name" && [ $left -gt 60 ]; then
-      timeout $left python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 256k,1m --method "$method" \
-        --checkpoint "$(final "$name")" --out "$work/results/passkey-$name" > "$work/logs/$name-long.log" 2>&1 \
-        || echo "$name at 256k/1M: stopped at the time limit or failed (see its log)"
-      grep -h "accuracy" "$work/logs/$name-long.log" | cut -c1-160 || true
-    fi
-  done ;;
+    for choice in soft ${HARD:+hard}; do
+      folder=$name; extra=()
+      [ $choice = hard ] && folder=$name-hard extra=(--set method.span_choice=hard)
+      left=$((deadline - SECONDS))
+      if retrieves "$folder" && [ $left -gt 60 ]; then  # side by side on the GPU
+        { timeout $left python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 256k,1m --method "$method" \
+            --checkpoint "$(final "$name")" "${extra[@]}" --out "$work/results/passkey-$folder" \
+            > "$work/logs/$folder-long.log" 2>&1 || echo "$folder at 256k/1M: stopped at the time limit or failed"
+          grep -h "accuracy" "$work/logs/$folder-long.log" | cut -c1-160 || true; } &
+      fi
+    done
+  done
+  wait ;;
 pack)  # one tarball of logs, records and run configs; the LoRA checkpoints (a full fine-tune's is 540 MB: left)
   out=$3
   cd "$work"
