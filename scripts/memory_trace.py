@@ -1,0 +1,229 @@
+"""Where does HMT with the span write lose a passkey? Its write, recall and read, traced sample by sample.
+
+    python scripts/memory_trace.py --checkpoint results/h200-retrieval-span/runs/hmt-span-lora/stage2/final \
+        --context-length 16k --depth 0.25 --samples 25 [--span-choice hard] [--oracle-recall] \
+        --out results/cpu-memory-trace
+
+Passkey samples in eval-qa's answer layout, scored as eval-qa scores them (teacher-forced greedy answer, exact or
+not). Per sample the trace records:
+
+* write: the candidate of largest weight in the span write of the segment that holds the key (``stay`` or the
+  span ending at text position t), whether that span holds the whole key, and its weight;
+* holds: which cached memories hold the key, following ``stay`` (a memory that keeps what it recalled holds the key
+  if the memory its recall weighted most does);
+* recall: at the segment that answers, the recall weight on the memories that hold the key, and whether one of
+  them has the largest weight;
+* exact: the answer.
+
+Failures then split into write (no memory holds the key), recall (one does; recall weighs another most) and read
+(recall finds it, the answer is still wrong). ``--oracle-recall`` runs each batch a second time with the answering
+segment recalling the needle segment's memory alone (weight 1): an intervention that measures the read. A run writes
+``<name>.jsonl`` (a line per sample) and ``<name>.json`` (the counts with Wilson 95% intervals, the settings and the
+commit) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hmtbench.backbones import load_backbone
+from hmtbench.benchmark import parse_counts
+from hmtbench.build import build_method
+from hmtbench.commands.eval_qa import QAConfig, qa_configs
+from hmtbench.engine import IGNORE
+from hmtbench.qa.answers import answer_pass, exact_rows, qa_batch
+from hmtbench.qa.runner import batches, prepare_samples
+from hmtbench.qa.tasks import TaskOptions, task_factory
+from hmtbench.results.provenance import provenance, run_start
+from hmtbench.stats import wilson_interval
+
+
+class Tracer:
+    """Records every span write's weights and every recall's weights, segment by segment (one batch at a time)."""
+
+    def __init__(self, model: Any, oracle: Callable[[int], Tensor | None] | None = None) -> None:
+        self.writes: list[Tensor] = []  # per segment: (B, 1 + S) span-write weights [stay, text positions]
+        self.recalls: list[Tensor] = []  # per segment from 1 on: (B, N) recall weights over the cache slots
+        self.oracle = oracle  # segment -> (B, N) weights to use instead, or None (the model's own)
+        writer, recall = model.span_write, model.recall
+        weights, forward = writer.weights, recall.forward
+
+        def traced_weights(*args: Any) -> Tensor:
+            result = weights(*args)
+            self.writes.append(result.detach().float().cpu())
+            return result
+
+        def traced_recall(summary: Tensor, cache: Any) -> tuple[Tensor, Tensor]:
+            recalled, found = forward(summary, cache)
+            forced = self.oracle(len(self.recalls) + 1) if self.oracle else None
+            if forced is not None:
+                found = forced.to(found)
+                recalled = torch.einsum("bn,bnd->bd", found.to(cache.values.dtype), cache.values)
+            self.recalls.append(found.detach().float().cpu())
+            return recalled, found
+
+        writer.weights, recall.forward = traced_weights, traced_recall
+
+    def reset(self, oracle: Callable[[int], Tensor | None] | None = None) -> None:
+        self.writes, self.recalls, self.oracle = [], [], oracle
+
+
+def slot_segment(slot: int, segment: int, capacity: int) -> int:
+    """The segment whose memory cache slot ``slot`` holds when ``segment`` reads (slot = segment % capacity)."""
+    return slot + capacity * ((segment - 1 - slot) // capacity)
+
+
+def trace_row(row: int, value: str, segments: Tensor, lengths: Tensor, targets: Tensor, tracer: Tracer,
+              tokenizer: Any, m: int, k: int, capacity: int) -> dict[str, Any]:
+    """One sample's trace (see the module docstring) from the batch's segments and the tracer's weights."""
+    n = segments.shape[0]
+    answering = int((targets != IGNORE).any(-1).nonzero()[0])
+    text = [segments[i, : int(lengths[i])].tolist() for i in range(n)]
+
+    def visible(i: int) -> list[int]:  # the ids a span of segment i may cover: the sensory tokens, then its text
+        return (text[i - 1][len(text[i - 1]) - k :] if i and k else []) + text[i]
+
+    needle = next(i for i in range(answering) if value in tokenizer.decode(visible(i)))
+    holds: list[bool] = []
+    writes = []
+    for i in range(answering):
+        weights = tracer.writes[i][row]
+        choice = int(weights.argmax())
+        if choice == 0:  # stay: the memory read (recalled; segment 0 reads the blank memory)
+            kept = i > 0 and holds[slot_segment(int(tracer.recalls[i - 1][row].argmax()), i, capacity)]
+            holds.append(bool(kept))
+            writes.append({"choice": "stay", "weight": float(weights[0])})
+            continue
+        end = len(visible(i)) - len(text[i]) + choice - 1  # the span's last position among the visible ids
+        span = tokenizer.decode(visible(i)[max(0, end - m + 1) : end + 1])
+        holds.append(value in span)
+        writes.append({"choice": choice - 1, "weight": float(weights[choice]), "span": span})
+    recall = tracer.recalls[answering - 1][row]
+    slots = [s for s in range(min(capacity, answering)) if holds[slot_segment(s, answering, capacity)]]
+    return {
+        "needle_segment": needle, "answering_segment": answering, "segments": n,
+        "write": writes[needle], "write_holds_key": holds[needle],
+        "memories_holding_key": sum(holds[:answering]),
+        "recall_weight_on_key": float(recall[slots].sum()) if slots else 0.0,
+        "recall_weight_on_needle": float(recall[needle % capacity]) if answering - needle <= capacity else 0.0,
+        "recall_finds_key": bool(slots) and int(recall.argmax()) in slots,
+        "recall_top_segment": slot_segment(int(recall.argmax()), answering, capacity),
+        "stays_after_needle": sum(w["choice"] == "stay" for w in writes[needle + 1 : answering]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="an HMT checkpoint trained with method.write=span")
+    parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--context-length", default="16k")
+    parser.add_argument("--depth", type=float, default=0.25)
+    parser.add_argument("--samples", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--span-choice", choices=("soft", "hard"), default="soft")
+    parser.add_argument("--recall-context", type=int, default=None, help="N (default: the checkpoint's)")
+    parser.add_argument("--oracle-recall", action="store_true", help="the answering segment recalls the needle's")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="results/cpu-memory-trace")
+    args = parser.parse_args()
+    started = run_start()
+
+    method: dict[str, Any] = {"name": "hmt", "span_choice": args.span_choice}
+    if args.recall_context is not None:
+        method["recall_context"] = args.recall_context
+    config: QAConfig = qa_configs({
+        "backbone": args.backbone, "task": "passkey", "method": method, "checkpoint": args.checkpoint,
+        "context_length": parse_counts(args.context_length, "--context-length")[0], "limit": args.samples,
+        "depths": [args.depth], "device": args.device})[0]
+    backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
+    options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
+                          limit=config.limit, depths=config.depths, filler=config.filler)
+    task = task_factory(config.task)(options)
+    prepared, _ = prepare_samples(task, task.load(), backbone.tokenizer, config.context_length)
+    model = build_method(backbone, config.method, config.segment_length, seed=config.seed,
+                         checkpoint=config.checkpoint).eval()
+    if getattr(model, "span_write", None) is None or model.recall is None:
+        sys.exit("memory_trace.py traces HMT (stage 2) with method.write=span; this checkpoint has no span write")
+    tracer = Tracer(model)
+    m, k, capacity = model.memory_tokens, model.sensory_tokens, model.config.recall_context
+    traces = []
+    for indices in batches(prepared, args.batch_size):
+        items = [prepared[i] for i in indices]
+        batch = qa_batch([i.prompt_ids for i in items], [i.answer_ids for i in items], model.segment_tokens,
+                         model.device, k)
+        values = [item.sample.meta["values"][0] for item in items]
+        tracer.reset()
+        with torch.inference_mode():
+            _, predicted = answer_pass(model, model, batch)
+        exact = exact_rows(batch, predicted).cpu()
+        rows = [{"id": item.sample.id, "key": value, "exact": bool(exact[row]),
+                 **trace_row(row, value, batch.segments[row].cpu(), batch.lengths[row].cpu(), batch.targets[row].cpu(),
+                             tracer, backbone.tokenizer, m, k, capacity)}
+                for row, (item, value) in enumerate(zip(items, values, strict=True))]
+        if args.oracle_recall:  # the same batch again, the answering segment recalling each row's needle memory
+            tracer.reset(one_hot_recall(rows, capacity))
+            with torch.inference_mode():
+                _, predicted = answer_pass(model, model, batch)
+            for row, forced in zip(rows, exact_rows(batch, predicted).cpu().tolist(), strict=True):
+                row["exact_oracle_recall"] = bool(forced)
+        traces += rows
+        print(f"{len(traces)}/{len(prepared)} samples, exact so far {sum(t['exact'] for t in traces)}", flush=True)
+    summary = summarize(traces)
+    name = (f"{config.context_length // 1024}k-depth{args.depth:g}-{args.span_choice}"
+            + (f"-N{capacity}" if args.recall_context else "") + ("-oracle-recall" if args.oracle_recall else ""))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(t) + "\n" for t in traces)
+    settings = {"checkpoint": config.checkpoint, "context_length": config.context_length, "depth": args.depth,
+                "span_choice": args.span_choice, "recall_context": capacity, "oracle_recall": args.oracle_recall,
+                "segment_length": config.segment_length, "device": str(model.device), "dtype": str(model.dtype)}
+    record = {**provenance(started_at=started), "settings": settings, "summary": summary}
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+def one_hot_recall(rows: list[dict[str, Any]], capacity: int) -> Callable[[int], Tensor | None]:
+    """Recall weights that put all weight on each row's needle segment, at the segment that answers."""
+    answering = rows[0]["answering_segment"]
+    if any(r["answering_segment"] != answering for r in rows):
+        sys.exit("--oracle-recall needs every sample of a batch to answer in the same segment (one context length)")
+    forced = torch.zeros(len(rows), capacity)
+    for row, trace in enumerate(rows):
+        forced[row, trace["needle_segment"] % capacity] = 1.0
+    return lambda segment: forced if segment == answering else None
+
+
+def summarize(traces: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts with Wilson 95% intervals: exact; key written; recall finds it; exact given each stage held."""
+
+    def share(selected: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        hits = sum(bool(t[key]) for t in selected)
+        low, high = wilson_interval(hits, len(selected)) if selected else (None, None)
+        return {"k": hits, "n": len(selected), "low": low, "high": high}
+
+    written = [t for t in traces if t["memories_holding_key"]]
+    found = [t for t in written if t["recall_finds_key"]]
+    return {
+        "exact": share(traces, "exact"),
+        "needle_write_holds_key": share(traces, "write_holds_key"),
+        "some_memory_holds_key": {"k": len(written), "n": len(traces)},
+        "recall_finds_key_given_held": share(written, "recall_finds_key"),
+        "exact_given_found": share(found, "exact"),
+        "exact_given_held_not_found": share([t for t in written if not t["recall_finds_key"]], "exact"),
+        "exact_given_not_held": share([t for t in traces if not t["memories_holding_key"]], "exact"),
+        **({"exact_oracle_recall": share(traces, "exact_oracle_recall")} if "exact_oracle_recall" in traces[0] else {}),
+        "mean_recall_weight_on_key": sum(t["recall_weight_on_key"] for t in traces) / max(1, len(traces)),
+    }
+
+
+if __name__ == "__main__":
+    main()
