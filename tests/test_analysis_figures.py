@@ -79,6 +79,17 @@ def test_untrained_and_trained_methods_share_a_panel_with_the_training_in_the_la
     assert not [c for c in ax.collections if isinstance(c, PolyCollection)]  # no intervals, one run: no band
 
 
+def test_lengths_as_context_length_reads_them_tick_as_papers_print_them(tmp_path: Path) -> None:
+    lengths = [1024 * 4**i for i in range(6)]  # --context-length 1k,4k,16k,64k,256k,1m
+    for method in ("plain", "hmt"):
+        for length in lengths:
+            write_run(tmp_path, method, command="eval-qa", dataset=None, task="passkey", context_length=length,
+                      accuracy=0.5, memory_write="span" if method == "hmt" else None)
+    (ax,) = plot.figure(frame_of(tmp_path), "accuracy-vs-length").axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1k", "4k", "16k", "64k", "256k", "1M"]
+    assert [line.get_label() for line in ax.get_lines()] == ["plain", "HMT (memory_write=span)"]  # a departure: named
+
+
 def test_depth_heatmap_a_panel_per_method_cells_from_by_depth_one_colour_scale(qa_runs: Path, tmp_path: Path) -> None:
     frame = frame_of(qa_runs)
     fig = plot.figure(frame[frame["task"] == "passkey"], "depth-heatmap")

@@ -83,3 +83,15 @@ def test_engine_switches_shared_by_every_method_pair_by_value(tmp_path: Path) ->
         "all: config.engine.compile=True, config.engine.cuda_graphs=True"]
     assert [[c.mean for c in r.cells.values()] for r in table.rows] == [[20.0, 18.0, 15.0], [21.0, 19.0, 16.0]]
     assert "rows pair runs that agree on config.engine.compile, config.engine.cuda_graphs" in table.notes
+
+
+def test_a_departure_from_the_paper_is_named_even_when_every_run_agrees(tmp_path: Path) -> None:
+    write_run(tmp_path / "plain", "plain", ppl=12.0)
+    write_run(tmp_path / "state", "hmt", ppl=10.0, memory_write="state")
+    for ppl in (8.0, 9.0):
+        write_run(tmp_path / "span", "hmt", ppl=ppl, memory_write="span")
+    (state,) = table_of(tmp_path / "plain", tmp_path / "state").rows
+    assert state.key["variant"] is None  # the paper's write: nothing to name
+    (span,) = table_of(tmp_path / "plain", tmp_path / "span").rows
+    assert span.key["variant"] == "hmt: memory_write=span" and span.cells["hmt"].mean == pytest.approx(8.5)
+    assert table_of(tmp_path / "span").notes == []  # named, not split: no note of runs kept apart

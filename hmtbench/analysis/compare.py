@@ -26,6 +26,9 @@ ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "cont
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_tokens", "memory_tokens",
                 "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "memory_write",
                 "steps", "tokens_scored")
+# Named in a method's row (and so in figure legends) whenever its runs depart from the paper's value, even when they
+# all agree: a reader of a table of HMT alone must still see that it wrote spans, not the paper's states.
+NAMED_DEPARTURES = {"memory_write": ("state", None)}
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
 DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy", "final_loss")
@@ -189,7 +192,9 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
         keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
         clusters = _clusters(runs, keys)
         differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
-        options[method] = [({s: settings[s] for s in differ}, cluster) for settings, cluster in clusters]
+        departs = [s for s in NAMED_DEPARTURES if s not in differ and s in keys
+                   and any(settings[s] not in NAMED_DEPARTURES[s] for settings, _ in clusters)]
+        options[method] = [({s: settings[s] for s in differ + departs}, cluster) for settings, cluster in clusters]
         if differ:
             notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
                          "not averaged")

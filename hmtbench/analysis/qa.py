@@ -23,7 +23,7 @@ QA_METRICS = ("answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
 SCORES = ("accuracy", "exact_match", "rouge_l", "f1")  # scores in 0..1 that the QA figures draw, the first present
 DEPTH_SCORES = ("accuracy", "exact_match")  # what by_depth holds per depth
 LENGTHS = ("context_length", "test_length")  # the x axis (test_length: the tokens the context came to)
-TICKS = [1000 * 4**i for i in range(6)]  # 1k 4k 16k 64k 256k 1M
+TICKS = [1024 * 4**i for i in range(6)]  # 1k 4k 16k 64k 256k 1M (k = 1024, as --context-length reads 1k)
 
 
 def accuracy_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
