@@ -1,7 +1,7 @@
 """Where does HMT with the span write lose a passkey? Its write, recall and read, traced sample by sample.
 
     python scripts/memory_trace.py --checkpoint results/h200-retrieval-span/runs/hmt-span-lora/stage2/final \
-        --context-length 16k --depth 0.25 --samples 25 [--span-choice hard] [--oracle-recall] \
+        --context-length 16k --depth 0.25 --samples 25 [--span-choice hard] [--oracle-recall | --fresh-write] \
         --out results/cpu-memory-trace
 
 Passkey samples in eval-qa's answer layout, scored as eval-qa scores them (teacher-forced greedy answer, exact or
@@ -17,7 +17,10 @@ not). Per sample the trace records:
 
 Failures then split into write (no memory holds the key), recall (one does; recall weighs another most) and read
 (recall finds it, the answer is still wrong). ``--oracle-recall`` runs each batch a second time with the answering
-segment recalling the needle segment's memory alone (weight 1): an intervention that measures the read. A run writes
+segment recalling the needle segment's memory alone (weight 1): an intervention that measures the read.
+``--fresh-write`` runs only each sample's needle segment, once, reading the blank memory that segment 0 reads (its
+real sensory tokens kept) instead of what it recalled in the long context: does the long context's read disturb
+the write? (One backbone step per batch: no pass over the context.) A run writes
 ``<name>.jsonl`` (a line per sample) and ``<name>.json`` (the counts with Wilson 95% intervals, the settings and the
 commit) under ``--out``.
 """
@@ -28,6 +31,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,43 +85,85 @@ def slot_segment(slot: int, segment: int, capacity: int) -> int:
     return slot + capacity * ((segment - 1 - slot) // capacity)
 
 
-def trace_row(row: int, value: str, segments: Tensor, lengths: Tensor, targets: Tensor, tracer: Tracer,
-              tokenizer: Any, m: int, k: int, capacity: int) -> dict[str, Any]:
-    """One sample's trace (see the module docstring) from the batch's segments and the tracer's weights."""
-    n = segments.shape[0]
+class RowText:
+    """One row's token ids segment by segment, as a span write sees them."""
+
+    def __init__(self, segments: Tensor, lengths: Tensor, tokenizer: Any, m: int, k: int) -> None:
+        self.text = [segments[i, : int(lengths[i])].tolist() for i in range(segments.shape[0])]
+        self.tokenizer, self.m, self.k = tokenizer, m, k
+
+    def visible(self, i: int) -> list[int]:
+        """The ids a span of segment i may cover: the sensory tokens (the previous segment's last k), then its text."""
+        before = self.text[i - 1][len(self.text[i - 1]) - self.k :] if i and self.k else []
+        return before + self.text[i]
+
+    def needle(self, value: str, before: int) -> int:
+        """The first segment (before ``before``) whose visible ids hold the key."""
+        return next(i for i in range(before) if value in self.tokenizer.decode(self.visible(i)))
+
+    def span(self, i: int, choice: int) -> str:
+        """The text of the span that candidate ``choice`` (1 + its last text position) of segment i writes."""
+        ids = self.visible(i)
+        end = len(ids) - len(self.text[i]) + choice - 1
+        return self.tokenizer.decode(ids[max(0, end - self.m + 1) : end + 1])
+
+
+def write_of(weights: Tensor, text: RowText, i: int) -> dict[str, Any]:
+    """The heaviest candidate of segment i's span write: stay or a span (its last text position and text)."""
+    choice = int(weights.argmax())
+    if choice == 0:
+        return {"choice": "stay", "weight": float(weights[0])}
+    return {"choice": choice - 1, "weight": float(weights[choice]), "span": text.span(i, choice)}
+
+
+def trace_row(row: int, value: str, text: RowText, targets: Tensor, tracer: Tracer, capacity: int) -> dict[str, Any]:
+    """One sample's trace (see the module docstring) from its ids and the tracer's weights."""
     answering = int((targets != IGNORE).any(-1).nonzero()[0])
-    text = [segments[i, : int(lengths[i])].tolist() for i in range(n)]
-
-    def visible(i: int) -> list[int]:  # the ids a span of segment i may cover: the sensory tokens, then its text
-        return (text[i - 1][len(text[i - 1]) - k :] if i and k else []) + text[i]
-
-    needle = next(i for i in range(answering) if value in tokenizer.decode(visible(i)))
+    needle = text.needle(value, answering)
     holds: list[bool] = []
-    writes = []
-    for i in range(answering):
-        weights = tracer.writes[i][row]
-        choice = int(weights.argmax())
-        if choice == 0:  # stay: the memory read (recalled; segment 0 reads the blank memory)
-            kept = i > 0 and holds[slot_segment(int(tracer.recalls[i - 1][row].argmax()), i, capacity)]
-            holds.append(bool(kept))
-            writes.append({"choice": "stay", "weight": float(weights[0])})
-            continue
-        end = len(visible(i)) - len(text[i]) + choice - 1  # the span's last position among the visible ids
-        span = tokenizer.decode(visible(i)[max(0, end - m + 1) : end + 1])
-        holds.append(value in span)
-        writes.append({"choice": choice - 1, "weight": float(weights[choice]), "span": span})
+    writes = [write_of(tracer.writes[i][row], text, i) for i in range(answering)]
+    for i, write in enumerate(writes):
+        if write["choice"] == "stay":  # the memory read: recalled (segment 0 reads the blank memory)
+            holds.append(i > 0 and holds[slot_segment(int(tracer.recalls[i - 1][row].argmax()), i, capacity)])
+        else:
+            holds.append(value in write["span"])
     recall = tracer.recalls[answering - 1][row]
     slots = [s for s in range(min(capacity, answering)) if holds[slot_segment(s, answering, capacity)]]
     return {
-        "needle_segment": needle, "answering_segment": answering, "segments": n,
+        "needle_segment": needle, "answering_segment": answering, "segments": len(text.text),
         "write": writes[needle], "write_holds_key": holds[needle],
-        "memories_holding_key": sum(holds[:answering]),
+        "memories_holding_key": sum(holds),
         "recall_weight_on_key": float(recall[slots].sum()) if slots else 0.0,
         "recall_weight_on_needle": float(recall[needle % capacity]) if answering - needle <= capacity else 0.0,
         "recall_finds_key": bool(slots) and int(recall.argmax()) in slots,
         "recall_top_segment": slot_segment(int(recall.argmax()), answering, capacity),
         "stays_after_needle": sum(w["choice"] == "stay" for w in writes[needle + 1 : answering]),
     }
+
+
+@torch.inference_mode()
+def fresh_writes(model: Any, batch: Any, texts: list[RowText], values: list[str], tracer: Tracer
+                 ) -> list[dict[str, Any]]:
+    """Each row's needle segment written from a fresh read: the blank memory (what segment 0 reads) with the
+    segment's real sensory tokens, instead of the memory recalled in the long context. One backbone step."""
+    rows = range(len(texts))
+    answering = [int((batch.targets[r] != IGNORE).any(-1).nonzero()[0]) for r in rows]
+    needles = [texts[r].needle(values[r], answering[r]) for r in rows]
+    pick = torch.tensor(needles, device=batch.segments.device)
+    ids, lengths = batch.segments[rows, pick], batch.lengths[rows, pick]
+    state = model.initial_state(len(texts))
+    if model.sensory_tokens:
+        before = (pick - 1).clamp(min=0)
+        tails = model._tail_ids(batch.segments[rows, before], batch.lengths[rows, before])
+        state = replace(state, sensory_ids=tails[:, tails.shape[1] - model.sensory_tokens :])
+    tracer.reset()
+    model(state, ids, lengths)
+    found = []
+    for r in rows:
+        write = write_of(tracer.writes[0][r], texts[r], needles[r])
+        found.append({"needle_segment": needles[r], "fresh_write": write,
+                      "fresh_write_holds_key": "span" in write and values[r] in write["span"]})
+    return found
 
 
 def main() -> None:
@@ -131,6 +177,8 @@ def main() -> None:
     parser.add_argument("--span-choice", choices=("soft", "hard"), default="soft")
     parser.add_argument("--recall-context", type=int, default=None, help="N (default: the checkpoint's)")
     parser.add_argument("--oracle-recall", action="store_true", help="the answering segment recalls the needle's")
+    parser.add_argument("--fresh-write", action="store_true",
+                        help="only the needle segments' writes, each from a fresh read (the blank memory)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="results/cpu-memory-trace")
     args = parser.parse_args()
@@ -160,13 +208,19 @@ def main() -> None:
         batch = qa_batch([i.prompt_ids for i in items], [i.answer_ids for i in items], model.segment_tokens,
                          model.device, k)
         values = [item.sample.meta["values"][0] for item in items]
+        texts = [RowText(batch.segments[r].cpu(), batch.lengths[r].cpu(), backbone.tokenizer, m, k)
+                 for r in range(len(items))]
+        if args.fresh_write:  # the needle segments alone, one step: no pass over the context
+            found = fresh_writes(model, batch, texts, values, tracer)
+            traces += [{"id": item.sample.id, "key": value, **f} for item, value, f in zip(items, values, found,
+                                                                                          strict=True)]
+            continue
         tracer.reset()
         with torch.inference_mode():
             _, predicted = answer_pass(model, model, batch)
         exact = exact_rows(batch, predicted).cpu()
         rows = [{"id": item.sample.id, "key": value, "exact": bool(exact[row]),
-                 **trace_row(row, value, batch.segments[row].cpu(), batch.lengths[row].cpu(), batch.targets[row].cpu(),
-                             tracer, backbone.tokenizer, m, k, capacity)}
+                 **trace_row(row, value, texts[row], batch.targets[row].cpu(), tracer, capacity)}
                 for row, (item, value) in enumerate(zip(items, values, strict=True))]
         if args.oracle_recall:  # the same batch again, the answering segment recalling each row's needle memory
             tracer.reset(one_hot_recall(rows, capacity))
@@ -178,13 +232,15 @@ def main() -> None:
         print(f"{len(traces)}/{len(prepared)} samples, exact so far {sum(t['exact'] for t in traces)}", flush=True)
     summary = summarize(traces)
     name = (f"{config.context_length // 1024}k-depth{args.depth:g}-{args.span_choice}"
-            + (f"-N{capacity}" if args.recall_context else "") + ("-oracle-recall" if args.oracle_recall else ""))
+            + (f"-N{capacity}" if args.recall_context else "") + ("-oracle-recall" if args.oracle_recall else "")
+            + ("-fresh-write" if args.fresh_write else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with (out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(t) + "\n" for t in traces)
     settings = {"checkpoint": config.checkpoint, "context_length": config.context_length, "depth": args.depth,
                 "span_choice": args.span_choice, "recall_context": capacity, "oracle_recall": args.oracle_recall,
+                "fresh_write": args.fresh_write,
                 "segment_length": config.segment_length, "device": str(model.device), "dtype": str(model.dtype)}
     record = {**provenance(started_at=started), "settings": settings, "summary": summary}
     (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -210,6 +266,8 @@ def summarize(traces: list[dict[str, Any]]) -> dict[str, Any]:
         low, high = wilson_interval(hits, len(selected)) if selected else (None, None)
         return {"k": hits, "n": len(selected), "low": low, "high": high}
 
+    if "fresh_write_holds_key" in traces[0]:
+        return {"fresh_write_holds_key": share(traces, "fresh_write_holds_key")}
     written = [t for t in traces if t["memories_holding_key"]]
     found = [t for t in written if t["recall_finds_key"]]
     return {
