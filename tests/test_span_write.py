@@ -170,3 +170,32 @@ def test_a_record_names_the_write() -> None:
 
     assert [write_label("state", "soft"), write_label("span", "soft"), write_label("span", "hard")] == [
         "state", "span", "span-hard"]
+
+
+def test_the_hard_recall_reads_the_heaviest_cached_memory_alone_outside_training(llama: torch.nn.Module) -> None:
+    from hmtbench.methods.recall import MemoryRecall
+
+    torch.manual_seed(0)
+    d, n = 8, 5
+    soft = MemoryRecall(d, 4, dtype=torch.float32, device=torch.device("cpu"))
+    hard = MemoryRecall(d, 4, dtype=torch.float32, device=torch.device("cpu"), choice="hard")
+    hard.load_state_dict(soft.state_dict())
+    cache = soft.empty_cache(3, 6, torch.zeros(3, 2, d))
+    memories = torch.randn(n, 3, 2, d)
+    for memory in memories:
+        cache = soft.remember(cache, memory)
+    summary = torch.randn(3, d)
+    with torch.no_grad():
+        mixture, weights = soft(summary, cache)
+        alone, one_hot = hard(summary, cache)
+    best = weights.argmax(1)
+    assert weights[:, n:].sum() == 0 and (best < n).all()  # the empty slot is never recalled
+    torch.testing.assert_close(one_hot, torch.nn.functional.one_hot(best, 6).float())
+    torch.testing.assert_close(alone, memories[best, torch.arange(3)].flatten(1))
+    assert not torch.allclose(alone, mixture)
+    torch.testing.assert_close(hard(summary, cache)[0], mixture)  # with gradients: the mixture, as trained
+    model = build_method("hmt", llama, {"segment_length": 32, "write": "span", "memory_tokens": 2,
+                                        "recall_choice": "hard"})
+    assert model.recall.choice == "hard" and model.record_columns()["recall_choice"] == "hard"
+    with pytest.raises(HmtbenchError, match="method.recall_choice must be one of soft, hard"):
+        build_method("hmt", llama, {"segment_length": 32, "recall_choice": "top2"})

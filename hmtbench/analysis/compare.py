@@ -25,10 +25,10 @@ ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "cont
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_tokens", "memory_tokens",
                 "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "memory_write",
-                "steps", "tokens_scored")
+                "recall_choice", "steps", "tokens_scored")
 # Named in a method's row (and so in figure legends) whenever its runs depart from the paper's value, even when they
 # all agree: a reader of a table of HMT alone must still see that it wrote spans, not the paper's states.
-NAMED_DEPARTURES = {"memory_write": ("state", None)}
+NAMED_DEPARTURES = {"memory_write": ("state", None), "recall_choice": ("soft", None)}
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
 DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy", "final_loss")

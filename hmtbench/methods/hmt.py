@@ -36,6 +36,7 @@ from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.state import MemoryState, RecallCache
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
+RECALL_CHOICES = ("soft", "hard")  # as the span write's choices: the mixture, or outside training its argmax alone
 INLINE_MAX_TOKENS = 512  # auto: inline up to this many positions per step (H100: results/h100-bench/profile-batch)
 
 
@@ -48,6 +49,7 @@ class HMTConfig(MethodConfig):
     sensory_tokens: int = trained_field(0)  # k: previous segment's last k tokens (paper recipes: 32)
     recall_context: int = 100  # N: memory embeddings kept for recall
     recall_hidden_dim: int | None = trained_field(None)  # h: width of the query/key projections (None: the backbone's)
+    recall_choice: str = "soft"  # recall outside training: soft (the mixture, as trained) | hard (the heaviest memory)
     sum_fraction: float = 0.5  # share of the segment the summary prompt reads
     stage: int = trained_field(2)  # 1 = memory + sensory only (training stage 1); 2 = full HMT
     summary_batch_tokens: int = 65536  # at most this many tokens per forward of the batched summary pass
@@ -64,6 +66,8 @@ class HMTConfig(MethodConfig):
              f"--recall-hidden-dim must be positive, got {self.recall_hidden_dim}"),
             (0 < self.sum_fraction <= 1, f"--sum-fraction must be in (0, 1], got {self.sum_fraction}"),
             (self.stage in (1, 2), f"--stage must be 1 or 2, got {self.stage}"),
+            (self.recall_choice in RECALL_CHOICES,
+             f"method.recall_choice must be one of {', '.join(RECALL_CHOICES)}, got '{self.recall_choice}'"),
             (self.summary_segments >= 1, f"summary_segments must be at least 1, got {self.summary_segments}"),
             (self.summary_pass in SUMMARY_PASSES,
              f"--summary-pass must be one of {', '.join(SUMMARY_PASSES)}, got '{self.summary_pass}'"),
@@ -108,7 +112,8 @@ class HMT(SegmentMethod):
         self.recall: MemoryRecall | None = None
         if config.stage == 2:
             self.summary_prompt = init_memory(backbone, 1)
-            self.recall = MemoryRecall(self.hidden_size, config.recall_hidden_dim, dtype=self.dtype, device=self.device)
+            self.recall = MemoryRecall(self.hidden_size, config.recall_hidden_dim, dtype=self.dtype, device=self.device,
+                                       choice=config.recall_choice)
 
     @property
     def memory_tokens(self) -> int:
@@ -193,7 +198,8 @@ class HMT(SegmentMethod):
     def record_columns(self) -> dict[str, Any]:
         config = self.config
         return {**super().record_columns(), "recall_context": config.recall_context,
-                "recall_hidden_dim": config.recall_hidden_dim, "sum_fraction": config.sum_fraction,
+                "recall_hidden_dim": config.recall_hidden_dim, "recall_choice": config.recall_choice,
+                "sum_fraction": config.sum_fraction,
                 "hmt_stage": config.stage, "memory_write": write_label(config.write, config.span_choice)}
 
     @classmethod

@@ -16,11 +16,14 @@ class MemoryRecall(nn.Module):
     No value or output projection, no heads, no residual: the recalled memory is a convex
     combination of cached memories (docs/methods.md, "HMT"). Scores in the parameters' dtype, softmax in fp32,
     and the same 1/sqrt(h) scale in training and generation (docs/methods.md, "Departures", 4 and 5).
+    ``choice: hard`` recalls, outside training (no gradients), the heaviest cached memory alone.
     """
 
-    def __init__(self, hidden_size: int, recall_dim: int, *, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, hidden_size: int, recall_dim: int, *, dtype: torch.dtype, device: torch.device,
+                 choice: str = "soft") -> None:
         super().__init__()
         self.recall_dim = recall_dim
+        self.choice = choice
         self.wq = nn.Linear(hidden_size, recall_dim, bias=False, dtype=dtype, device=device)
         self.wk = nn.Linear(hidden_size, recall_dim, bias=False, dtype=dtype, device=device)
 
@@ -43,5 +46,7 @@ class MemoryRecall(nn.Module):
         scores = torch.einsum("bh,bnh->bn", query, cache.keys).float() / math.sqrt(self.recall_dim)
         scores = scores.masked_fill(~cache.valid, float("-inf"))
         weights = scores.softmax(dim=-1)  # (B, N), fp32
+        if self.choice == "hard" and not torch.is_grad_enabled():
+            weights = torch.zeros_like(weights).scatter_(1, weights.argmax(1, keepdim=True), 1.0)
         recalled = torch.einsum("bn,bnd->bd", weights.to(cache.values.dtype), cache.values)
         return recalled, weights

@@ -59,6 +59,7 @@ COLUMNS: list[Column] = [
     Column("sum_fraction", "Float64", "HMT share of a segment read by the summary prompt (null otherwise)"),
     Column("hmt_stage", "Int64", "HMT stage: 1 memory + sensory, 2 with recall (null otherwise)"),
     Column("memory_write", "string", "RMT/HMT: state (the paper's) | span (input embeddings) | span-hard (argmax)"),
+    Column("recall_choice", "string", "HMT: soft (the paper's mixture) | hard (the heaviest cached memory alone)"),
     # --- data and protocol
     Column("dataset", "string", "--dataset as given"),
     Column("split", "string", "train | validation | test"),
