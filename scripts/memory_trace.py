@@ -1,7 +1,8 @@
 """Where does HMT with the span write lose a passkey? Its write, recall and read, traced sample by sample.
 
     python scripts/memory_trace.py --checkpoint results/h200-retrieval-span/runs/hmt-span-lora/stage2/final \
-        --context-length 16k --depth 0.25 --samples 25 [--span-choice hard] [--oracle-recall | --fresh-write] \
+        --context-length 16k --depth 0.25 --samples 25 [--span-choice hard] [--recall-choice hard] \
+        [--oracle-recall | --fresh-write] \
         --out results/cpu-memory-trace
 
 Passkey samples in eval-qa's answer layout, scored as eval-qa scores them (teacher-forced greedy answer, exact or
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--span-choice", choices=("soft", "hard"), default="soft")
+    parser.add_argument("--recall-choice", choices=("soft", "hard"), default="soft")
     parser.add_argument("--recall-context", type=int, default=None, help="N (default: the checkpoint's)")
     parser.add_argument("--oracle-recall", action="store_true", help="the answering segment recalls the needle's")
     parser.add_argument("--fresh-write", action="store_true",
@@ -184,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     started = run_start()
 
-    method: dict[str, Any] = {"name": "hmt", "span_choice": args.span_choice}
+    method: dict[str, Any] = {"name": "hmt", "span_choice": args.span_choice, "recall_choice": args.recall_choice}
     if args.recall_context is not None:
         method["recall_context"] = args.recall_context
     config: QAConfig = qa_configs({
@@ -232,6 +234,7 @@ def main() -> None:
         print(f"{len(traces)}/{len(prepared)} samples, exact so far {sum(t['exact'] for t in traces)}", flush=True)
     summary = summarize(traces)
     name = (f"{config.context_length // 1024}k-depth{args.depth:g}-{args.span_choice}"
+            + ("-recall-hard" if args.recall_choice == "hard" else "")
             + (f"-N{capacity}" if args.recall_context else "") + ("-oracle-recall" if args.oracle_recall else "")
             + ("-fresh-write" if args.fresh_write else ""))
     out = Path(args.out)
@@ -239,7 +242,8 @@ def main() -> None:
     with (out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(t) + "\n" for t in traces)
     settings = {"checkpoint": config.checkpoint, "context_length": config.context_length, "depth": args.depth,
-                "span_choice": args.span_choice, "recall_context": capacity, "oracle_recall": args.oracle_recall,
+                "span_choice": args.span_choice, "recall_choice": args.recall_choice, "recall_context": capacity,
+                "oracle_recall": args.oracle_recall,
                 "fresh_write": args.fresh_write,
                 "segment_length": config.segment_length, "device": str(model.device), "dtype": str(model.dtype)}
     record = {**provenance(started_at=started), "settings": settings, "summary": summary}
