@@ -150,6 +150,8 @@ def fresh_writes(model: Any, batch: Any, texts: list[RowText], values: list[str]
     rows = range(len(texts))
     answering = [int((batch.targets[r] != IGNORE).any(-1).nonzero()[0]) for r in rows]
     needles = [texts[r].needle(values[r], answering[r]) for r in rows]
+    if min(needles) == 0:  # segment 0 reads the blank memory already, and no sensory tokens
+        sys.exit("--fresh-write needs every key past segment 0: use a --depth above 0")
     pick = torch.tensor(needles, device=batch.segments.device)
     ids, lengths = batch.segments[rows, pick], batch.lengths[rows, pick]
     state = model.initial_state(len(texts))
