@@ -117,9 +117,21 @@ def write_of(weights: Tensor, text: RowText, i: int) -> dict[str, Any]:
     return {"choice": choice - 1, "weight": float(weights[choice]), "span": text.span(i, choice)}
 
 
+def answering_segment(targets: Tensor) -> int:
+    """The first segment of a row's (n, S) targets that scores an answer token."""
+    return int((targets != IGNORE).any(-1).nonzero()[0])
+
+
+@torch.inference_mode()
+def exact_answers(model: Any, batch: Any) -> list[bool]:
+    """Each row's answer, teacher-forced greedy, exact or not: eval-qa's pass (the tracer records it)."""
+    _, predicted = answer_pass(model, model, batch)
+    return exact_rows(batch, predicted).cpu().tolist()
+
+
 def trace_row(row: int, value: str, text: RowText, targets: Tensor, tracer: Tracer, capacity: int) -> dict[str, Any]:
     """One sample's trace (see the module docstring) from its ids and the tracer's weights."""
-    answering = int((targets != IGNORE).any(-1).nonzero()[0])
+    answering = answering_segment(targets)
     needle = text.needle(value, answering)
     holds: list[bool] = []
     writes = [write_of(tracer.writes[i][row], text, i) for i in range(answering)]
@@ -148,7 +160,7 @@ def fresh_writes(model: Any, batch: Any, texts: list[RowText], values: list[str]
     """Each row's needle segment written from a fresh read: the blank memory (what segment 0 reads) with the
     segment's real sensory tokens, instead of the memory recalled in the long context. One backbone step."""
     rows = range(len(texts))
-    answering = [int((batch.targets[r] != IGNORE).any(-1).nonzero()[0]) for r in rows]
+    answering = [answering_segment(batch.targets[r]) for r in rows]
     needles = [texts[r].needle(values[r], answering[r]) for r in rows]
     if min(needles) == 0:  # segment 0 reads the blank memory already, and no sensory tokens
         sys.exit("--fresh-write needs every key past segment 0: use a --depth above 0")
@@ -220,18 +232,14 @@ def main() -> None:
                                                                                           strict=True)]
             continue
         tracer.reset()
-        with torch.inference_mode():
-            _, predicted = answer_pass(model, model, batch)
-        exact = exact_rows(batch, predicted).cpu()
-        rows = [{"id": item.sample.id, "key": value, "exact": bool(exact[row]),
+        exact = exact_answers(model, batch)
+        rows = [{"id": item.sample.id, "key": value, "exact": exact[row],
                  **trace_row(row, value, texts[row], batch.targets[row].cpu(), tracer, capacity)}
                 for row, (item, value) in enumerate(zip(items, values, strict=True))]
         if args.oracle_recall:  # the same batch again, the answering segment recalling each row's needle memory
             tracer.reset(one_hot_recall(rows, capacity))
-            with torch.inference_mode():
-                _, predicted = answer_pass(model, model, batch)
-            for row, forced in zip(rows, exact_rows(batch, predicted).cpu().tolist(), strict=True):
-                row["exact_oracle_recall"] = bool(forced)
+            for row, forced in zip(rows, exact_answers(model, batch), strict=True):
+                row["exact_oracle_recall"] = forced
         traces += rows
         print(f"{len(traces)}/{len(prepared)} samples, exact so far {sum(t['exact'] for t in traces)}", flush=True)
     summary = summarize(traces)

@@ -31,12 +31,12 @@ from torch import Tensor, nn
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.backbone import last_hidden_states
 from hmtbench.methods.base import MethodConfig, SegmentInput, SegmentMethod, trained_field
+from hmtbench.methods.choice import check_choice
 from hmtbench.methods.memory import add_memory, check_write, init_memory, write_label
 from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.state import MemoryState, RecallCache
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
-RECALL_CHOICES = ("soft", "hard")  # as the span write's choices: the mixture, or outside training its argmax alone
 INLINE_MAX_TOKENS = 512  # auto: inline up to this many positions per step (H100: results/h100-bench/profile-batch)
 
 
@@ -66,13 +66,12 @@ class HMTConfig(MethodConfig):
              f"--recall-hidden-dim must be positive, got {self.recall_hidden_dim}"),
             (0 < self.sum_fraction <= 1, f"--sum-fraction must be in (0, 1], got {self.sum_fraction}"),
             (self.stage in (1, 2), f"--stage must be 1 or 2, got {self.stage}"),
-            (self.recall_choice in RECALL_CHOICES,
-             f"method.recall_choice must be one of {', '.join(RECALL_CHOICES)}, got '{self.recall_choice}'"),
             (self.summary_segments >= 1, f"summary_segments must be at least 1, got {self.summary_segments}"),
             (self.summary_pass in SUMMARY_PASSES,
              f"--summary-pass must be one of {', '.join(SUMMARY_PASSES)}, got '{self.summary_pass}'"),
         ]
         check_write(self.write, self.span_choice)
+        check_choice("recall_choice", self.recall_choice)
         for ok, message in checks:
             if not ok:
                 raise HmtbenchError(message)

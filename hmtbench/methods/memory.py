@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.span_write import CHOICES, SpanWrite
+from hmtbench.methods.choice import check_choice
+from hmtbench.methods.span_write import SpanWrite
 
 WRITES = ("state", "span")  # state: the paper's (last hidden states at the write slot); span: SpanWrite
 
@@ -14,8 +15,7 @@ WRITES = ("state", "span")  # state: the paper's (last hidden states at the writ
 def check_write(write: str, span_choice: str) -> None:
     if write not in WRITES:
         raise HmtbenchError(f"method.write must be one of {', '.join(WRITES)}, got '{write}'")
-    if span_choice not in CHOICES:
-        raise HmtbenchError(f"method.span_choice must be one of {', '.join(CHOICES)}, got '{span_choice}'")
+    check_choice("span_choice", span_choice)
 
 
 def write_label(write: str, span_choice: str) -> str:

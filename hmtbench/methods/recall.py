@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from hmtbench.methods.choice import chosen
 from hmtbench.methods.state import RecallCache
 
 
@@ -45,8 +46,6 @@ class MemoryRecall(nn.Module):
         query = self.wq(summary.to(self.wq.weight.dtype))  # (B, h)
         scores = torch.einsum("bh,bnh->bn", query, cache.keys).float() / math.sqrt(self.recall_dim)
         scores = scores.masked_fill(~cache.valid, float("-inf"))
-        weights = scores.softmax(dim=-1)  # (B, N), fp32
-        if self.choice == "hard" and not torch.is_grad_enabled():
-            weights = torch.zeros_like(weights).scatter_(1, weights.argmax(1, keepdim=True), 1.0)
+        weights = chosen(scores.softmax(dim=-1), self.choice)  # (B, N), fp32
         recalled = torch.einsum("bn,bnd->bd", weights.to(cache.values.dtype), cache.values)
         return recalled, weights

@@ -11,6 +11,7 @@ segment 0 reads an empty (zero) memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -52,8 +53,7 @@ class RMT(SegmentMethod):
     def memory_tokens(self) -> int:
         return self.config.memory_tokens
 
-
-    def record_columns(self) -> dict:
+    def record_columns(self) -> dict[str, Any]:
         return {**super().record_columns(), "memory_write": write_label(self.config.write, self.config.span_choice)}
 
     def initial_state(self, batch_size: int) -> RMTState:

@@ -34,8 +34,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from hmtbench.methods.choice import chosen
+
 KEY_DIM = 64  # width of the query/key projections that choose the span
-CHOICES = ("soft", "hard")  # the weights' mixture; or, without gradients, the argmax candidate alone
 
 
 class SpanWrite(nn.Module):
@@ -71,9 +72,7 @@ class SpanWrite(nn.Module):
         m = memory.shape[1]
         size = states.shape[1] - m
         write_state = states.gather(1, (lengths + m - 1)[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
-        weights = self.weights(write_state, states[:, :size], lengths)  # (B, 1 + S)
-        if self.choice == "hard" and not torch.is_grad_enabled():
-            weights = torch.zeros_like(weights).scatter_(1, weights.argmax(1, keepdim=True), 1.0)
+        weights = chosen(self.weights(write_state, states[:, :size], lengths), self.choice)  # (B, 1 + S)
         before = min(m - 1, text_start - m)  # sensory positions a span may reach back into
         window = embeds[:, text_start - before : text_start + size]
         blank = self.blank.to(embeds.dtype).expand(embeds.shape[0], m - 1 - before, -1)
