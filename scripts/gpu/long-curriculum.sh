@@ -14,7 +14,7 @@ run=$work/runs/hmt-span-lora-long
 mkdir -p "$work/logs" "$work/results"
 case $step in
 train)
-  timeout -k 5 $(( $3 * 60 + 90 )) python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-hmt-span.yaml \
+  timeout -k 5 "$(python3 -c "print(int($3 * 60 + 90))")" python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-hmt-span.yaml \
     --init-from results/h200-retrieval-span/runs/hmt-span-lora/stage2/final --curriculum 8,16,32 --lr 5e-4 \
     --warmup-steps 5 --max-minutes "$3" --checkpoint-every 1000 --output-dir "$run" --out "$work/results/train" \
     > "$work/logs/train-long.log" 2>&1 || true
