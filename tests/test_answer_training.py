@@ -14,6 +14,7 @@ from hmtbench.backbones.tiny import byte_tokenizer
 from hmtbench.cli import app
 from hmtbench.config import method_config
 from hmtbench.engine import ANSWER_ROOM, IGNORE, answer_layout_segments
+from hmtbench.errors import HmtbenchError
 from hmtbench.qa.answers import answer_pass, qa_rows
 from hmtbench.training.config import CurriculumSettings, TrainSettings
 from hmtbench.training.objectives import AnswerTraining
@@ -143,6 +144,36 @@ def test_needles_earlier_put_every_fact_in_a_segment_before_the_questions(task: 
             late += max(other.meta["needle_starts"]) >= len(other.prompt_ids) + ANSWER_ROOM - S
         assert late > 0  # without the option some facts do sit in the question's segment
     assert sampler.sample(0, 1).prompt_ids.shape == anywhere.sample(0, 1).prompt_ids.shape  # level 1: no earlier
+
+
+@pytest.mark.parametrize(("task", "S"), [("passkey", 300), ("multi-fact", 600)])
+def test_question_segment_share_puts_that_share_of_the_facts_in_the_questions_segment(task: str, S: int) -> None:
+    from hmtbench.training.answers import AnswerSampler
+
+    tokenizer = byte_tokenizer()
+
+    def sampler(share: float) -> AnswerSampler:
+        curriculum = CurriculumSettings(task=task, segments=[2, 3], needles="earlier", question_segment_share=share)
+        return AnswerSampler(curriculum, tokenizer, S, 3407)
+
+    every, half = sampler(1.0), sampler(0.5)
+    for segments in (2, 3):
+        in_question = []
+        for k in range(40):
+            sample = every.sample(k, segments)
+            question_segment = len(sample.prompt_ids) + ANSWER_ROOM - S
+            assert min(sample.meta["needle_starts"]) >= question_segment, (k, sample.meta["needle_starts"])
+            assert answer_layout_segments(len(sample.prompt_ids), len(sample.prompt_ids) + 6, S) == segments
+            mixed = half.sample(k, segments)
+            in_question.append(min(mixed.meta["needle_starts"]) >= len(mixed.prompt_ids) + ANSWER_ROOM - S)
+        assert 10 <= sum(in_question) <= 30, sum(in_question)  # about half of 40
+
+
+def test_question_segment_share_is_checked() -> None:
+    with pytest.raises(HmtbenchError, match="in \\[0, 1\\]"):
+        CurriculumSettings(task="passkey", needles="earlier", question_segment_share=1.5)
+    with pytest.raises(HmtbenchError, match="applies to needles: earlier"):
+        CurriculumSettings(task="passkey", question_segment_share=0.25)
 
 
 def train(tmp_path: Path, method: str, data: Path) -> Path:

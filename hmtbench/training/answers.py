@@ -73,12 +73,15 @@ class AnswerSampler:
     def sample(self, k: int, segments: int) -> Any:
         """Generated sample ``k`` of a level: its prompt spans ``segments`` segments of the answer layout (eval-qa's:
         the prompt ends ``ANSWER_ROOM`` positions before the last segment ends), its facts' depths are uniform over
-        the context, or (``needles: earlier``, from 2 segments on) over the segments before the question's."""
+        the context, or (``needles: earlier``, from 2 segments on) over the segments before the question's, except
+        for a ``question_segment_share`` of the samples, whose facts sit in the question's own segment."""
         rng = random.Random(f"curriculum-{self.seed}-{k}")
         size = self.segment_tokens
         high = segments * size - ANSWER_ROOM
         low = self.shortest if segments == 1 else max(self.shortest, (segments - 1) * size + self.least - ANSWER_ROOM)
         earlier = self.curriculum.needles == "earlier" and segments > 1
+        share = self.curriculum.question_segment_share
+        near = earlier and share > 0 and rng.random() < share  # no draw at share 0: earlier samples stay as they were
         if earlier:  # room before the question's segment for the instructions and facts (`shortest` bounds them)
             low = min(high, max(low, size - ANSWER_ROOM + self.shortest))
         length = rng.randint(low, high)
@@ -87,5 +90,10 @@ class AnswerSampler:
             # instructions, facts and question take at most `shortest` tokens
             boundary = length + ANSWER_ROOM - size
             reach = max(0.0, (boundary - self.shortest) / max(1, length - self.shortest))  # the shortest: depth 0
-        depths = sorted(reach * rng.random() for _ in range(self.task.facts_per_sample))
+        if near:  # every fact starts at or after the question segment's first token (the filler outnumbers
+            # length - shortest tokens, so a depth of boundary / (length - shortest) is past the boundary)
+            start = min(1.0, boundary / max(1, length - self.shortest))
+            depths = sorted(start + (1.0 - start) * rng.random() for _ in range(self.task.facts_per_sample))
+        else:
+            depths = sorted(reach * rng.random() for _ in range(self.task.facts_per_sample))
         return self.task.sample(k, length, depths)

@@ -73,6 +73,9 @@ class CurriculumSettings:
     window: int = 10  # ... over the last this many steps
     needles: str = "anywhere"  # generated tasks: anywhere in the context | earlier: in a segment before the
     # question's from level 2 on, so every sample's answer needs the memory (none is answerable from the last segment)
+    question_segment_share: float = 0.0  # with needles: earlier, this share of the samples (from level 2 on) puts
+    # its facts in the question's own segment instead: trained on earlier keys alone, the model stops reading a key
+    # it sees directly (results/h200-long-curriculum/: 1-2 of 25 at depth 1.0)
     filler: str = "pydoc-topics"  # generated tasks: the text the facts hide in
     data: str | None = None  # a local copy of a hub task's data (BABILong)
 
@@ -81,6 +84,12 @@ class CurriculumSettings:
             raise HmtbenchError(f"curriculum.segments must be positive and ascending, got {self.segments}")
         if self.needles not in NEEDLE_PLACES:
             raise HmtbenchError(f"curriculum.needles must be one of {', '.join(NEEDLE_PLACES)}, got '{self.needles}'")
+        share = self.question_segment_share
+        if not 0 <= share <= 1:
+            raise HmtbenchError(f"curriculum.question_segment_share must be in [0, 1], got {share}")
+        if share and self.needles != "earlier":
+            raise HmtbenchError("curriculum.question_segment_share applies to needles: earlier (anywhere already puts "
+                                "some facts in the question's segment)")
         if not 0 < self.advance_at <= 1 or self.window < 1:
             raise HmtbenchError("curriculum.advance_at must be in (0, 1] and curriculum.window at least 1")
 
