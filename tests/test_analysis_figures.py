@@ -90,6 +90,25 @@ def test_lengths_as_context_length_reads_them_tick_as_papers_print_them(tmp_path
     assert [line.get_label() for line in ax.get_lines()] == ["plain", "HMT (memory_write=span)"]  # a departure: named
 
 
+def test_a_run_is_one_line_at_every_length_where_another_joins_it_at_some(tmp_path: Path) -> None:
+    """Checkpoint A soft and hard at 1k-16k, checkpoint B at 16k only: a row tells apart only the runs it holds (at
+    1k not the checkpoint), yet each (checkpoint, choice) stays one line, and two trained models are named apart."""
+    a, b = ("/runs/a/stage2/final", "a" * 64), ("/runs/b/stage2/final", "b" * 64)  # (path, sha256)
+    for length, soft, hard in zip(LENGTHS, (0.9, 0.6, 0.3), (1.0, 0.9, 0.8), strict=True):
+        for (path, sha), choice, accuracy in [(a, "soft", soft), (a, "hard", hard)] + (
+                [(b, "soft", 0.7)] if length == LENGTHS[-1] else []):
+            write_run(tmp_path, "hmt", command="eval-qa", dataset=None, task="passkey", context_length=length,
+                      accuracy=accuracy, checkpoint=path, checkpoint_sha256=sha, recall_choice=choice,
+                      train_mode="lora")
+    (ax,) = plot.figure(frame_of(tmp_path), "accuracy-vs-length").axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines == {
+        "HMT (recall_choice=soft, checkpoint=stage2/final [aaaaaaaa])": [0.9, 0.6, 0.3],
+        "HMT (recall_choice=hard, checkpoint=stage2/final [aaaaaaaa])": [1.0, 0.9, 0.8],
+        "HMT (recall_choice=soft, checkpoint=stage2/final [bbbbbbbb])": [0.7],
+    }
+
+
 def test_depth_heatmap_a_panel_per_method_cells_from_by_depth_one_colour_scale(qa_runs: Path, tmp_path: Path) -> None:
     frame = frame_of(qa_runs)
     fig = plot.figure(frame[frame["task"] == "passkey"], "depth-heatmap")

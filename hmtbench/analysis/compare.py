@@ -52,6 +52,7 @@ class Row:
     key: dict[str, Any]  # ROW_KEYS values, plus "variant" (the text of ``settings``) when runs had to be split
     cells: dict[str, Cell]
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> the settings its runs differ in
+    full: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> every run setting of its runs here
     deltas: dict[tuple[str, str], float | None] = field(default_factory=dict)  # (method, reference) -> %
     best: list[str] = field(default_factory=list)
     unclear: list[tuple[str, str]] = field(default_factory=list)  # deltas whose two 95% intervals overlap
@@ -116,9 +117,9 @@ def build(frame: pd.DataFrame, metric: str) -> Comparison:
     rows: list[Row] = []
     notes: list[str] = []
     for key, group in groups(_runs_with(frame, metric), ROW_KEYS):
-        for settings, per_method in _variants(group, key, notes):
+        for settings, full, per_method in _variants(group, key, notes):
             cells = {method: _cell(runs, metric) for method, runs in per_method.items()}
-            rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings))
+            rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings, full))
     methods = order_methods({m for row in rows for m in row.cells})
     pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
@@ -184,9 +185,11 @@ def _runs_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame[has | (unsuccessful & frame["command"].isin(set(frame.loc[has, "command"])))]
 
 
-def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[dict, dict]]:
-    """Rows for one key: each method's runs split by every setting they differ in, never averaged across it."""
-    options: dict[str, list[tuple[dict[str, Any], pd.DataFrame]]] = {}  # method -> [(differing settings, runs)]
+def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[dict, dict, dict]]:
+    """Rows for one key: each method's runs split by every setting they differ in, never averaged across it;
+    per row (method -> differing settings, method -> all its run settings, method -> runs)."""
+    options: dict[str, list[tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]]] = {}  # method -> [(differing
+    # settings, runs, every setting)]
     for method_key, runs in groups(group, ("method",)):
         method = str(method_key["method"])
         keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
@@ -194,14 +197,14 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
         differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
         departs = [s for s in NAMED_DEPARTURES if s not in differ and s in keys
                    and any(settings[s] not in NAMED_DEPARTURES[s] for settings, _ in clusters)]
-        options[method] = [({s: settings[s] for s in differ + departs}, cluster) for settings, cluster in clusters]
+        options[method] = [({s: settings[s] for s in differ + departs}, cluster, settings)
+                           for settings, cluster in clusters]
         if differ:
             notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
                          "not averaged")
     names = order_methods(options)
-    return [({n: options[n][i][0] for n, i in zip(names, choice, strict=True)},
-             {n: options[n][i][1] for n, i in zip(names, choice, strict=True)})
-            for choice in _pairings([[settings for settings, _ in options[n]] for n in names], notes)]
+    return [tuple({n: options[n][i][part] for n, i in zip(names, choice, strict=True)} for part in (0, 2, 1))
+            for choice in _pairings([[settings for settings, _, _ in options[n]] for n in names], notes)]
 
 
 def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tuple[int, ...]]:

@@ -11,6 +11,8 @@ from hmtbench.analysis.compare import Cell, Comparison, Row, order_methods, spli
 from hmtbench.methods import method_label
 
 LONG_VALUE = 8  # a setting's value longer than this (a checkpoint path) is left out of a label the rest tells apart
+NAMES_A_CHECKPOINT = ("hmt_stage", "steps")  # ... but a checkpoint beside another checkpoint only where one of these
+# tells them apart: two trained models must not read as one model under two settings
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Entry:
     cell: Cell
     alike: tuple[tuple[str, Any], ...]
     own: tuple[tuple[str, Any], ...]
+    full: tuple[tuple[str, Any], ...] = ()  # every run setting of the method's runs in the row
 
     def place(self, drop: Sequence[str] = ()) -> tuple[tuple[str, Any], ...]:
         """The row's key without ``drop`` and the variant text, with the alike settings: where the cell belongs."""
@@ -37,7 +40,8 @@ def entries(table: Comparison) -> list[Entry]:
         alike, own = split_settings(row.settings)
         for method in order_methods(row.cells):
             cell = row.cells[method]
-            entry = Entry(row, method, cell, tuple(alike.items()), tuple(own.get(method, {}).items()))
+            entry = Entry(row, method, cell, tuple(alike.items()), tuple(own.get(method, {}).items()),
+                          tuple(row.full.get(method, {}).items()))
             if cell.mean is not None:
                 found.setdefault((entry.place(), method, entry.own), entry)
     return list(found.values())
@@ -64,12 +68,23 @@ def series_labels(series: Sequence[tuple[str, tuple[tuple[str, Any], ...]]]) -> 
         kept = dict(settings)
         for name in sorted(kept, key=lambda n: -len(str(kept[n]))):
             rest = {n: v for n, v in kept.items() if n != name}
-            minor = kept[name] is None or len(str(kept[name])) > LONG_VALUE
-            if minor and not any(all(o.get(n) == v for n, v in rest.items()) for o in others):
+            if _minor(name, kept, others) and not any(all(o.get(n) == v for n, v in rest.items()) for o in others):
                 kept = rest
         text = ", ".join(f"{setting_name(n)}={'none' if v is None else v}" for n, v in kept.items())
         labels[(method, settings)] = method_label(method) + (f" ({text})" if text else "")
     return labels
+
+
+def _minor(name: str, kept: dict[str, Any], others: list[dict[str, Any]]) -> bool:
+    """Whether a label may leave the setting out where the rest tells the series apart: a missing or long value,
+    except a checkpoint beside another trained one that no NAMES_A_CHECKPOINT setting tells apart."""
+    value = kept[name]
+    if value is None:
+        return True
+    if len(str(value)) <= LONG_VALUE:
+        return False
+    beside_another = name == "checkpoint" and any(o.get(name) not in (None, value) for o in others)
+    return not beside_another or any(n in kept for n in NAMES_A_CHECKPOINT)
 
 
 def variant_index(series: Sequence[tuple[str, tuple]]) -> dict[tuple, int]:
@@ -95,6 +110,7 @@ def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_m
     to LoRA-trained RMT and HMT), it becomes a setting of the lines instead of splitting the panel."""
     panels = {}
     for key, panel in grouped(items, lambda e: e.place(drop=(*drop, into_lines))).items():
+        panel = aligned(panel)
         values = {e.row.key.get(into_lines) for e in panel}
         if len(values) == 1:
             panels[key + ((into_lines, values.pop()),)] = panel
@@ -102,6 +118,22 @@ def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_m
             extra = [((into_lines, e.row.key[into_lines]),) if e.row.key.get(into_lines) else () for e in panel]
             panels[key] = [replace(e, own=e.own + x) for e, x in zip(panel, extra, strict=True)]
     return panels
+
+
+def aligned(items: list[Entry]) -> list[Entry]:
+    """The entries with one set of own settings per method across ``items`` (a panel's rows): every setting that
+    keeps the method's runs apart in any row, valued from each entry's full settings. A row tells apart only the
+    runs it holds, so without this one run's series would break where another run joins it at some lengths."""
+    names: dict[str, list[str]] = {}
+    for entry in items:
+        names.setdefault(entry.method, [])
+        names[entry.method] += [n for n, _ in entry.own if n not in names[entry.method]]
+    out = []
+    for entry in items:
+        full = dict(entry.full)
+        own = dict(entry.own)
+        out.append(replace(entry, own=tuple((n, full.get(n, own.get(n))) for n in names[entry.method])))
+    return out
 
 
 def ordered_series(items: Iterable[Entry]) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
