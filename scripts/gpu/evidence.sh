@@ -2,10 +2,11 @@
 # The GPU evidence of "What the memory does" (README), in steps that fit the device tool's 10-minute calls.
 # Run from the checkout root on the GPU machine after scripts/gpu/stage.sh; WORK survives between calls while
 # the machine stays warm; `pack` leaves tarballs in OUT (what the device tool brings back).
-#   bash scripts/gpu/evidence.sh train WORK MINUTES   start the retrieval trainings (RMT, HMT; each ends with its
+#   bash scripts/gpu/evidence.sh train WORK MINUTES   the retrieval trainings (RMT, HMT; each ends with its
 #                                                     final checkpoint after MINUTES) and the fair HMT-without-
-#                                                     sensory LM ablation, in the background; returns at once
-#   bash scripts/gpu/evidence.sh wait WORK SECONDS    wait for them (at most SECONDS), show their progress
+#                                                     sensory LM ablation, side by side; returns when all have
+#                                                     ended (a device call must not end with jobs running)
+#   bash scripts/gpu/evidence.sh wait WORK SECONDS    progress of trainings started otherwise (at most SECONDS)
 #   bash scripts/gpu/evidence.sh retrieval WORK SECS  passkey and multi-fact, 1k-64k, every method (n = 125 per
 #                                                     length); then 256k and 1M for each trained memory method that
 #                                                     retrieves at 64k, until SECS have passed
@@ -23,14 +24,16 @@ RMT_CKPT=$work/runs/passkey-rmt/train/final HMT_CKPT=$work/runs/passkey-hmt/stag
 case $step in
 train)
   for m in rmt hmt; do
-    setsid nohup python3 -m hmtbench train --recipe "recipes/smollm2-135m-passkey-$m.yaml" --max-minutes "$3" \
+    python3 -m hmtbench train --recipe "recipes/smollm2-135m-passkey-$m.yaml" --max-minutes "$3" \
       --output-dir "$work/runs/passkey-$m" --out "$work/results/train-passkey" > "$work/logs/train-passkey-$m.log" 2>&1 &
   done
-  bash "$0" train-lm "$work"
-  sleep 45; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
+  bash "$0" train-lm "$work" &
+  sleep 45; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
+  wait
+  bash "$0" wait "$work" 0 ;;
 train-lm)  # the LM ablation's HMT without sensory memory, under the other rows' budget (stage 1 + stage 2)
-  setsid nohup python3 -m hmtbench train --recipe recipes/smollm2-135m-stdlib-hmt-nosensory-ref.yaml \
-    --output-dir "$work/runs/lm-hmt-nosensory" --out "$work/results/train-lm" > "$work/logs/train-lm-nosensory.log" 2>&1 &
+  python3 -m hmtbench train --recipe recipes/smollm2-135m-stdlib-hmt-nosensory-ref.yaml \
+    --output-dir "$work/runs/lm-hmt-nosensory" --out "$work/results/train-lm" > "$work/logs/train-lm-nosensory.log" 2>&1
   ;;
 wait)
   deadline=$((SECONDS + $3))

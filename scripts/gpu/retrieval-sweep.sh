@@ -3,9 +3,11 @@
 # the segmented baselines at the same segment length. SWEEP=a, b: the third try (the paper's write); SWEEP=c: the
 # span write (method.write: span), RMT and HMT with LoRA, with the baselines up to 1M tokens.
 # Run from the checkout root on the GPU machine after scripts/gpu/stage.sh, in steps that fit 10-minute calls:
-#   bash scripts/gpu/retrieval-sweep.sh launch WORK MINUTES  start every variant (train for MINUTES, then eval-qa
-#                                                            passkey 1k-64k, n = 125) and the baselines; returns
-#   bash scripts/gpu/retrieval-sweep.sh wait WORK SECONDS    show progress until all jobs end (at most SECONDS)
+#   bash scripts/gpu/retrieval-sweep.sh launch WORK MINUTES  every variant side by side (train for MINUTES, then
+#                                                            eval-qa passkey 1k-64k, n = 125) and the baselines;
+#                                                            returns when all have ended (keep MINUTES + their
+#                                                            evaluations within one call: see scripts/gpu/README.md)
+#   bash scripts/gpu/retrieval-sweep.sh wait WORK SECONDS    progress of jobs started otherwise (at most SECONDS)
 #   bash scripts/gpu/retrieval-sweep.sh long WORK SECONDS    256k and 1M for each variant that retrieves at 64k
 #                                                            (side by side; at most SECONDS)
 #   bash scripts/gpu/retrieval-sweep.sh pack WORK OUT        logs, records and the LoRA checkpoints into OUT
@@ -60,7 +62,7 @@ launch)
     IFS='|' read -r name recipe flags <<< "$variant"
     method=${recipe%%-*}
     # shellcheck disable=SC2086  # flags are words
-    setsid nohup bash -c "python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-$recipe.yaml $flags \
+    bash -c "python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-$recipe.yaml $flags \
         --max-minutes $3 --checkpoint-every 100 --output-dir $work/runs/$name --out $work/results/train \
       && python3 -m hmtbench eval-qa ${EVAL[*]} --context-length 1k,4k,16k,64k --method $method \
         --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --out $work/results/passkey-$name \
@@ -69,13 +71,16 @@ launch)
         --out $work/results/passkey-$name-hard; }" \
       > "$work/logs/$name.log" 2>&1 &
   done
-  [ -n "${ONLY:-}" ] && exit 0  # the baselines ran with the round's first launch
-  setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k,16k,64k$LONG_BASELINES --method plain,overlap \
-    --sensory-tokens 32 --out "$work/results/passkey-baselines" > "$work/logs/baselines.log" 2>&1 &
-  setsid nohup python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k --method full \
-    --out "$work/results/passkey-baselines" > "$work/logs/baselines-full.log" 2>&1 &
+  if [ -z "${ONLY:-}" ]; then  # the baselines run with the round's first launch
+    python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k,16k,64k$LONG_BASELINES --method plain,overlap \
+      --sensory-tokens 32 --out "$work/results/passkey-baselines" > "$work/logs/baselines.log" 2>&1 &
+    python3 -m hmtbench eval-qa "${EVAL[@]}" --context-length 1k,4k --method full \
+      --out "$work/results/passkey-baselines" > "$work/logs/baselines-full.log" 2>&1 &
+  fi
   sleep 20; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
-  for f in "$work"/runs/*/*/log.jsonl; do echo "$f: $(tail -1 "$f" | cut -c1-150)"; done ;;
+  wait  # in the foreground: a device call that ends with jobs still running loses the next call
+  for f in "$work"/runs/*/*/log.jsonl; do echo "$f: $(tail -1 "$f" | cut -c1-150)"; done
+  grep -h "accuracy" "$work"/logs/*.log | cut -c1-160 || true ;;
 wait)
   deadline=$((SECONDS + $3))
   while pgrep -f "hmtbench (train|eval-qa)" > /dev/null && [ $SECONDS -lt $deadline ]; do sleep 15; done
