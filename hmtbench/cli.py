@@ -206,6 +206,8 @@ def train(
     loss_on: Annotated[str | None, opt("last (the window's last segment, reference) | all.")] = None,
     grad_checkpoint: Annotated[bool | None, opt("Recompute each segment in the backward pass: memory flat in the "
                                                 "BPTT depth, for ~1/3 more time.", "--grad-checkpoint")] = None,
+    compile_: Annotated[bool | None, opt("torch.compile the backbone's blocks and the loss: fewer, fused kernels "
+                                         "for a host-bound step (first steps compile).", "--compile")] = None,
     lr: Annotated[float | None, opt("Peak learning rate. [default: 1e-4]")] = None,
     warmup_steps: Annotated[int | None, opt("Linear warm-up steps.")] = None,
     lr_decay: Annotated[float | None, opt("LR factor every --decay-every steps. [default: 0.9]")] = None,

@@ -14,9 +14,10 @@ from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
 from hmtbench.build import build_method, make_trainable
 from hmtbench.commands.common import console, parameter_counts, read_checkpoint_meta, run_columns
-from hmtbench.config import dump_yaml, from_dict, load_yaml, to_dict, to_json
+from hmtbench.config import EngineOptions, dump_yaml, from_dict, load_yaml, to_dict, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
+from hmtbench.fastpath import accelerate
 from hmtbench.methods import method_class
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import StepProgress, quiet_transformers
@@ -39,6 +40,7 @@ TRAIN_KEYS = {
         "stages", "init_from", "steps", "stage1_steps", "max_minutes", "batch_size", "grad_accum", "bptt_depth",
         "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay", "decay_every", "grad_clip", "checkpoint_every",
         "log_every", "seed", "grad_checkpoint")},
+    "compile_": "train.compile",
 }
 
 
@@ -126,6 +128,8 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
     model = build_for_training(backbone, config, init_from)
     config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
     settings = config.train
+    if settings.compile:  # after LoRA is in place: the compiled blocks trace its layers with theirs
+        accelerate(model, EngineOptions(compile=True))
     objective = make_objective(config, model, backbone, documents)
     meta = checkpoint_meta(config, backbone)
     label, steps = stage.label, stage.steps

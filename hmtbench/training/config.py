@@ -35,6 +35,7 @@ class TrainSettings:
     bptt_truncate: int | None = None  # K: gradients reach only the last K segments (None = all D)
     loss_on: str = "last"  # last: the window's last segment (reference) | all
     grad_checkpoint: bool = False  # recompute each segment in the backward pass: memory flat in the BPTT depth
+    compile: bool = False  # torch.compile the backbone's blocks and the loss (eval's --compile): fewer, fused kernels
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_steps: int = 0
