@@ -3,7 +3,9 @@
 # segments (2k-8k tokens; the first training stopped at 8), then evaluates it. In the foreground of one device
 # call, from the checkout root on the GPU machine, after scripts/gpu/stage.sh, with HMTBENCH_GIT_COMMIT /
 # HMTBENCH_GIT_DIRTY set by the launching command:
-#   bash scripts/gpu/long-curriculum.sh train WORK MINUTES          the training (its final checkpoint in WORK/runs)
+#   bash scripts/gpu/long-curriculum.sh train WORK MINUTES [RECIPE] the training (its final checkpoint in WORK/runs);
+#                                                                   RECIPE: a recipe holding every setting instead
+#                                                                   (recipes/smollm2-135m-passkey-hmt-span-long.yaml)
 #   bash scripts/gpu/long-curriculum.sh eval WORK LENGTHS CHOICE    passkey at LENGTHS, span and recall CHOICE
 # Each Python process runs under its own `timeout` (a call that ends with a process still running loses the next
 # device call; `timeout` on this script would stop bash and leave its Python running).
@@ -14,10 +16,15 @@ run=$work/runs/hmt-span-lora-long
 mkdir -p "$work/logs" "$work/results"
 case $step in
 train)
-  timeout -k 5 "$(python3 -c "print(int($3 * 60 + 90))")" python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-hmt-span.yaml \
-    --init-from results/h200-retrieval-span/runs/hmt-span-lora/stage2/final --curriculum 8,16,32 --lr 5e-4 \
-    --warmup-steps 5 --max-minutes "$3" --checkpoint-every 1000 --output-dir "$run" --out "$work/results/train" \
-    > "$work/logs/train-long.log" 2>&1 || true
+  if [ -n "${4:-}" ]; then
+    flags=(--recipe "$4")
+  else  # the first runs' settings (results/h200-long-curriculum/)
+    flags=(--recipe recipes/smollm2-135m-passkey-hmt-span.yaml --init-from
+           results/h200-retrieval-span/runs/hmt-span-lora/stage2/final --curriculum 8,16,32 --lr 5e-4 --warmup-steps 5
+           --checkpoint-every 1000)
+  fi
+  timeout -k 5 "$(python3 -c "print(int($3 * 60 + 90))")" python3 -m hmtbench train "${flags[@]}" \
+    --max-minutes "$3" --output-dir "$run" --out "$work/results/train" > "$work/logs/train-long.log" 2>&1 || true
   grep -v "^\s*$" "$work/logs/train-long.log" | tail -4
   cut -c1-120 "$run/stage2/log.jsonl" | tail -3 ;;
 eval)
