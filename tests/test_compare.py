@@ -153,6 +153,20 @@ def test_one_checkpoint_evaluated_from_two_clones_is_one_setting(tmp_path: Path)
     assert "backbone_resolved" not in table.notes[0]  # the same GGUF file, wherever it was installed
 
 
+def test_a_run_recorded_before_a_setting_existed_has_the_value_there_was(tmp_path: Path) -> None:
+    """recall_choice (and memory_write) came after some HMT runs: those runs recalled softly (and wrote states), so
+    they average with new runs that say so, and stay apart from a hard recall; plain gets no such value."""
+    write_run(tmp_path, "plain", ppl=20.0)
+    write_run(tmp_path, "hmt", ppl=15.0)  # an old record: neither column
+    write_run(tmp_path, "hmt", ppl=16.0, recall_choice="soft", memory_write="state")
+    write_run(tmp_path, "hmt", ppl=12.0, recall_choice="hard", memory_write="state")
+    table = table_for(tmp_path)
+    assert [(r.cells["hmt"].mean, r.cells["hmt"].count) for r in table.rows] == [(12.0, 1), (15.5, 2)]
+    assert [r.key["variant"] for r in table.rows] == ["hmt: recall_choice=hard", "hmt: recall_choice=soft"]
+    frame = load_results([tmp_path], warn=lambda message: None)
+    assert frame.loc[frame["method"] == "plain", ["recall_choice", "memory_write"]].isna().all().all()
+
+
 def test_full_context_shares_the_row_of_the_segment_length_asked_for(tmp_path: Path) -> None:
     asked = json.dumps({"memory": {"segment_length": 64}})
     write_run(tmp_path, "plain", ppl=20.0, config=asked)

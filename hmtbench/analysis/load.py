@@ -20,6 +20,10 @@ NUMERIC = (*METRIC_DIRECTION, "backbone_params", *(c for m in INTERVAL_METRICS f
 # Config keys that are not settings of the experiment, or that a column already carries as the run used it
 # (the config holds every method's memory fields; the columns hold only those the method has).
 NOT_SETTINGS = {*COLUMN_NAMES, "stage", "out", "output_dir", "device", "resume", "log_every", "checkpoint_every"}
+# Columns added after some runs were recorded, and the method setting each reports: a run recorded before the column
+# existed had that setting's default (the only behaviour there was then), so an old run and a new one of the same
+# setting are one setting, not null beside its value.
+IMPLIED = {"memory_write": "write", "recall_choice": "recall_choice"}
 
 
 def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -44,6 +48,9 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
         files = ", ".join(frame.loc[frame["run_id"] == run_id, "source_file"])
         warn(f"warning: run {run_id} appears in several files ({files}); counted once")
     frame = frame[~copies].reset_index(drop=True)
+    for column, setting in IMPLIED.items():
+        implied = frame["method"].map(lambda method, setting=setting: default_setting(plain(method), setting))
+        frame[column] = frame[column].where(frame[column].notna(), implied)
     for column in NUMERIC:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
     configs = [normalise_config(_parse(text), plain(method)) for text, method in zip(frame["config"], frame["method"],
@@ -56,6 +63,14 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
                            for path, sha in zip(frame["checkpoint"], frame["checkpoint_sha256"], strict=True)]
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
+
+
+def default_setting(method: str | None, name: str) -> Any:
+    """The default of a registered method's own setting ``name``; None where it has no such setting."""
+    if method not in method_names():
+        return None
+    field = next((f for f in dataclasses.fields(config_class(method)) if f.name == name), None)
+    return None if field is None else _default(field)
 
 
 def portable_source(source: str) -> str:
