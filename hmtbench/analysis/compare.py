@@ -6,7 +6,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -185,11 +185,18 @@ def _runs_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame[has | (unsuccessful & frame["command"].isin(set(frame.loc[has, "command"])))]
 
 
+class _Variant(NamedTuple):
+    """One method's runs that agree on every run setting."""
+
+    differs: dict[str, Any]  # the settings it differs in from the method's other variants (and named departures)
+    runs: pd.DataFrame
+    full: dict[str, Any]  # every run setting
+
+
 def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[dict, dict, dict]]:
     """Rows for one key: each method's runs split by every setting they differ in, never averaged across it;
-    per row (method -> differing settings, method -> all its run settings, method -> runs)."""
-    options: dict[str, list[tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]]] = {}  # method -> [(differing
-    # settings, runs, every setting)]
+    per row (method -> differing settings, method -> every run setting, method -> runs)."""
+    options: dict[str, list[_Variant]] = {}
     for method_key, runs in groups(group, ("method",)):
         method = str(method_key["method"])
         keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
@@ -197,14 +204,18 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
         differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
         departs = [s for s in NAMED_DEPARTURES if s not in differ and s in keys
                    and any(settings[s] not in NAMED_DEPARTURES[s] for settings, _ in clusters)]
-        options[method] = [({s: settings[s] for s in differ + departs}, cluster, settings)
+        options[method] = [_Variant({s: settings[s] for s in differ + departs}, cluster, settings)
                            for settings, cluster in clusters]
         if differ:
             notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
                          "not averaged")
     names = order_methods(options)
-    return [tuple({n: options[n][i][part] for n, i in zip(names, choice, strict=True)} for part in (0, 2, 1))
-            for choice in _pairings([[settings for settings, _, _ in options[n]] for n in names], notes)]
+    rows = []
+    for choice in _pairings([[variant.differs for variant in options[n]] for n in names], notes):
+        picked = {n: options[n][i] for n, i in zip(names, choice, strict=True)}
+        rows.append(({n: v.differs for n, v in picked.items()}, {n: v.full for n, v in picked.items()},
+                     {n: v.runs for n, v in picked.items()}))
+    return rows
 
 
 def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tuple[int, ...]]:
