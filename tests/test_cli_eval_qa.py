@@ -121,3 +121,25 @@ def test_full_beyond_the_backbone_window_is_a_clear_error(tmp_path: Path) -> Non
                  "--out", str(tmp_path))
     assert result.exit_code == 2
     assert "maximum of 4096" in result.output and "or a segmented method" in result.output
+
+
+def test_a_missing_scorer_fails_before_the_backbone_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rouge-score missing (as on a bare GPU image): one clear error at once, not a traceback after the run."""
+    import sys
+
+    from hmtbench.commands import eval_qa
+    from hmtbench.qa import metrics
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the backbone was loaded")
+
+    monkeypatch.setitem(sys.modules, "rouge_score", None)  # import rouge_score now raises ImportError
+    monkeypatch.setattr(eval_qa, "load_backbone", no_loading)
+    metrics._rouge_scorer.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["eval-qa", "--task", "passkey", "--backbone", "random:llama", "--device",
+                                          "cpu", "--context-length", "600", "--limit", "2", "--out", str(tmp_path)])
+    finally:
+        metrics._rouge_scorer.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "pip install rouge-score" in result.output

@@ -22,6 +22,7 @@ from hmtbench.config import EngineOptions, method_field, to_json
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate
 from hmtbench.progress import TokenProgress, quiet_transformers
+from hmtbench.qa.metrics import require_scorers
 from hmtbench.qa.runner import PreparedSample, QAResult, batches, evaluate_qa, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record
@@ -71,6 +72,7 @@ def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) 
     config = configs[0]  # every config shares all but the method and the context length
     _check(configs)
     make_task = task_factory(config.task)  # an unknown task fails before anything loads
+    require_scorers()  # ... and so does a missing scorer, rather than after the evaluation
     quiet_transformers()
     device = distributed.setup(config.device, console)  # config.device itself in a single process
     with console.status(f"loading backbone {config.backbone}"):

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from hmtbench.errors import HmtbenchError
+
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 PUNCTUATION = set(string.punctuation)
 METRICS = ("rouge_l", "f1", "exact_match", "accuracy")
@@ -53,6 +55,15 @@ def _rouge_scorer():
 
     # The settings of `evaluate.load("rouge")`, which the reference calls: no stemming, default tokenizer.
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def require_scorers() -> None:
+    """Fail before a run, not after it, when a scorer's package is missing (ROUGE-L: rouge-score)."""
+    try:
+        _rouge_scorer()
+    except ImportError as err:
+        raise HmtbenchError(f"eval-qa scores ROUGE-L with the rouge-score package, which cannot be imported ({err}); "
+                            "install it: pip install rouge-score") from None
 
 
 def rouge_l(prediction: str, reference: str) -> float:
