@@ -248,8 +248,17 @@ def test_repeated_blocks_are_the_decoder_layers(backbone: torch.nn.Module) -> No
     assert blocks is not None and len(blocks) == backbone.config.num_hidden_layers
 
 
+SPAN_WRITES = [  # the retrieval checkpoints' settings (results/h200-retrieval-span/), soft and hard
+    ("rmt", {"memory_tokens": 4, "write": "span"}),
+    ("hmt", {"memory_tokens": 4, "write": "span", "sensory_tokens": 4, "recall_context": 3, "recall_hidden_dim": 16}),
+    ("hmt", {"memory_tokens": 4, "write": "span", "sensory_tokens": 4, "recall_context": 3, "recall_hidden_dim": 16,
+             "span_choice": "hard", "recall_choice": "hard"}),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "settings"), METHODS, ids=IDS)
+@pytest.mark.parametrize(("name", "settings"), METHODS + SPAN_WRITES,
+                         ids=IDS + ["rmt-span", "hmt-span", "hmt-span-hard"])
 def test_compiled_engine_gives_the_eager_nll(name: str, settings: dict) -> None:
     """torch.compile of the blocks and the loss (Inductor on the CPU): the same NLL to float rounding."""
     from hmtbench.backbones.tiny import tiny_model

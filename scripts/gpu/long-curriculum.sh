@@ -6,7 +6,9 @@
 #   bash scripts/gpu/long-curriculum.sh train WORK MINUTES [RECIPE] the training (its final checkpoint in WORK/runs);
 #                                                                   RECIPE: a recipe holding every setting instead
 #                                                                   (recipes/smollm2-135m-passkey-hmt-span-long.yaml)
-#   bash scripts/gpu/long-curriculum.sh eval WORK LENGTHS CHOICE    passkey at LENGTHS, span and recall CHOICE
+#   bash scripts/gpu/long-curriculum.sh eval WORK LENGTHS CHOICE [FLAGS...]  passkey at LENGTHS, span and recall
+#                                                                   CHOICE; FLAGS go to eval-qa (e.g. --compile
+#                                                                   --cuda-graphs for 1M within one call)
 # Each Python process runs under its own `timeout` (a call that ends with a process still running loses the next
 # device call; `timeout` on this script would stop bash and leave its Python running).
 set -euo pipefail
@@ -32,6 +34,7 @@ eval)
   timeout -k 5 400 python3 -m hmtbench eval-qa --task passkey --backbone smollm2-135m --segment-length 256 \
     --limit 125 --batch-size 125 --depth 0,0.25,0.5,0.75,1 --context-length "$lengths" --method hmt \
     --checkpoint "$run/stage2/final" --set method.span_choice="$choice" --set method.recall_choice="$choice" \
-    --recall-context 6000 --out "$work/results/passkey-hmt-long-$choice" > "$work/logs/eval-long-$choice.log" 2>&1 || true
+    --recall-context 6000 "${@:5}" --out "$work/results/passkey-hmt-long-$choice" \
+    > "$work/logs/eval-long-$choice.log" 2>&1 || true
   grep -h "accuracy\|Error" "$work/logs/eval-long-$choice.log" ;;
 esac
