@@ -71,7 +71,7 @@ class Tracer:
             forced = self.oracle(len(self.recalls) + 1) if self.oracle else None
             if forced is not None:
                 found = forced.to(found)
-                recalled = torch.einsum("bn,bnd->bd", found.to(cache.values.dtype), cache.values)
+                recalled = recall.read(found, cache)
             self.recalls.append(found.detach().float().cpu())
             return recalled, found
 

@@ -47,5 +47,9 @@ class MemoryRecall(nn.Module):
         scores = torch.einsum("bh,bnh->bn", query, cache.keys).float() / math.sqrt(self.recall_dim)
         scores = scores.masked_fill(~cache.valid, float("-inf"))
         weights = chosen(scores.softmax(dim=-1), self.choice)  # (B, N), fp32
-        recalled = torch.einsum("bn,bnd->bd", weights.to(cache.values.dtype), cache.values)
-        return recalled, weights
+        return self.read(weights, cache), weights
+
+    @staticmethod
+    def read(weights: Tensor, cache: RecallCache) -> Tensor:
+        """The (B, m * d) memory that (B, N) weights over the cache slots recall."""
+        return torch.einsum("bn,bnd->bd", weights.to(cache.values.dtype), cache.values)
