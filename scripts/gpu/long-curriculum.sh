@@ -9,12 +9,15 @@
 #   bash scripts/gpu/long-curriculum.sh eval WORK LENGTHS CHOICE [FLAGS...]  passkey at LENGTHS, span and recall
 #                                                                   CHOICE; FLAGS go to eval-qa (e.g. --compile
 #                                                                   --cuda-graphs for 1M within one call)
+#   Environment: RUN (hmt-span-lora-long: the run folder in WORK/runs), LIMIT (125), DEPTHS (0,0.25,0.5,0.75,1),
+#   EVAL_SECONDS (400). 1M at 100 samples of depths 0-0.75 reads 100M tokens (~7 minutes at 235k tokens/s):
+#   LIMIT=100 DEPTHS=0,0.25,0.5,0.75 EVAL_SECONDS=560.
 # Each Python process runs under its own `timeout` (a call that ends with a process still running loses the next
 # device call; `timeout` on this script would stop bash and leave its Python running).
 set -euo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-run=$work/runs/hmt-span-lora-long
+run=$work/runs/${RUN:-hmt-span-lora-long}
 mkdir -p "$work/logs" "$work/results"
 case $step in
 train)
@@ -31,8 +34,10 @@ train)
   cut -c1-120 "$run/stage2/log.jsonl" | tail -3 ;;
 eval)
   lengths=$3 choice=$4
-  timeout -k 5 400 python3 -m hmtbench eval-qa --task passkey --backbone smollm2-135m --segment-length 256 \
-    --limit 125 --batch-size 125 --depth 0,0.25,0.5,0.75,1 --context-length "$lengths" --method hmt \
+  limit=${LIMIT:-125}
+  timeout -k 5 "${EVAL_SECONDS:-400}" python3 -m hmtbench eval-qa --task passkey --backbone smollm2-135m \
+    --segment-length 256 --limit "$limit" --batch-size "$limit" --depth "${DEPTHS:-0,0.25,0.5,0.75,1}" \
+    --context-length "$lengths" --method hmt \
     --checkpoint "$run/stage2/final" --set method.span_choice="$choice" --set method.recall_choice="$choice" \
     --recall-context 6000 "${@:5}" --out "$work/results/passkey-hmt-long-$choice" \
     > "$work/logs/eval-long-$choice.log" 2>&1 || true
