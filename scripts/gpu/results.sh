@@ -10,6 +10,7 @@ set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
 exclude=.git/info/exclude hook=.git/hooks/pre-commit
+mkdir -p .git/hooks .git/info
 case ${1:-} in
 hide)
   git rm -r -q --cached results
