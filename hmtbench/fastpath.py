@@ -197,9 +197,9 @@ class GraphedMethod:
     def summarizes_inline(self, batch_size: int) -> bool:
         return self.method.summarizes_inline(batch_size)
 
-    def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
+    def summarize(self, segment_ids: Tensor, lengths: Tensor, recompute: bool = False) -> Tensor | None:
         if torch.is_grad_enabled():
-            return self.method.summarize(segment_ids, lengths)
+            return self.method.summarize(segment_ids, lengths, recompute)
         return self._summaries(None, segment_ids, lengths)
 
     def score(

@@ -109,6 +109,26 @@ def test_a_run_is_one_line_at_every_length_where_another_joins_it_at_some(tmp_pa
     }
 
 
+def test_a_run_alone_in_its_panel_keeps_the_settings_that_name_it(tmp_path: Path) -> None:
+    """Checkpoints A and B beside plain at 1k-16k (n 4), B again at 256k-1M with n 2 (its own panel): B's line there
+    names B (the legend is one for the figure), and no panel's title claims a training mode only some lines have."""
+    a, b = ("/runs/a/stage2/final", "a" * 64), ("/runs/b/stage2/final", "b" * 64)
+    for length in LENGTHS:
+        write_run(tmp_path, "plain", command="eval-qa", dataset=None, task="passkey", context_length=length,
+                  accuracy=0.2, max_docs=4)
+        for (path, sha), accuracy in [(a, 0.5), (b, 0.9)]:
+            write_run(tmp_path, "hmt", command="eval-qa", dataset=None, task="passkey", context_length=length,
+                      accuracy=accuracy, checkpoint=path, checkpoint_sha256=sha, train_mode="lora", max_docs=4)
+    for length, accuracy in [(256_000, 0.5), (1_000_000, 0.1)]:
+        write_run(tmp_path, "hmt", command="eval-qa", dataset=None, task="passkey", context_length=length,
+                  accuracy=accuracy, checkpoint=b[0], checkpoint_sha256=b[1], train_mode="lora", max_docs=2)
+    fig = plot.figure(frame_of(tmp_path), "accuracy-vs-length")
+    assert [ax.get_title() for ax in fig.axes] == ["tiny · passkey\nmax_docs=4", "tiny · passkey\nmax_docs=2"]
+    named_b = "HMT (checkpoint=stage2/final [bbbbbbbb], train_mode=lora)"
+    assert [line.get_label() for line in fig.axes[1].get_lines()] == [named_b]
+    assert named_b in [line.get_label() for line in fig.axes[0].get_lines()]
+
+
 def test_depth_heatmap_a_panel_per_method_cells_from_by_depth_one_colour_scale(qa_runs: Path, tmp_path: Path) -> None:
     frame = frame_of(qa_runs)
     fig = plot.figure(frame[frame["task"] == "passkey"], "depth-heatmap")

@@ -26,3 +26,33 @@ def test_recomputed_segments_give_the_same_loss_and_gradients(name: str, llama: 
     assert torch.equal(plain_loss, recomputed_loss) and plain_grads.keys() == recomputed_grads.keys()
     for key, value in plain_grads.items():
         torch.testing.assert_close(recomputed_grads[key], value, rtol=1e-5, atol=1e-7)
+
+
+def kept_bytes(model, segments: int, recompute: bool) -> int:
+    """Bytes autograd keeps for the backward pass of an HMT answer pass over ``segments`` segments."""
+    from hmtbench.qa.answers import answer_pass, answer_segments, qa_rows
+
+    S = model.segment_tokens
+    prompts = [torch.randint(0, 256, (segments * S - 20,), generator=torch.Generator().manual_seed(row))
+               for row in range(2)]
+    batch = answer_segments(*qa_rows(prompts, [[65, 66]] * 2), S, model.sensory_tokens)
+    assert batch.segments.shape[1] == segments
+    kept = [0]
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        kept[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        answer_pass(model, model, batch, None, recompute)
+    return kept[0]
+
+
+def test_recompute_keeps_no_summary_activations_so_memory_per_segment_is_the_state(llama: torch.nn.Module) -> None:
+    """HMT's summaries are computed ahead, in batched passes; under --grad-checkpoint they are recomputed too. Before,
+    their activations (half a segment step's each) were most of a long training context's memory: 98 GB for 64
+    segments at batch 16 on SmolLM2 (results/h200-long-curriculum-64)."""
+    model = build_method("hmt", llama, {"segment_length": 32, "sensory_tokens": 4, "recall_hidden_dim": 16})
+    per_segment = {recompute: (kept_bytes(model, 12, recompute) - kept_bytes(model, 4, recompute)) / 8
+                   for recompute in (False, True)}
+    assert per_segment[True] < per_segment[False] / 8  # measured: 0.06 MB against 1.7 MB without recompute

@@ -107,17 +107,14 @@ def legend(items: Iterable[Entry]) -> Legend:
 
 def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_mode") -> dict[tuple, list[Entry]]:
     """Panels by the row key without ``drop``; where ``into_lines`` varies in a panel (untrained plain and full next
-    to LoRA-trained RMT and HMT), it becomes a setting of the lines instead of splitting the panel."""
-    panels = {}
-    for key, panel in grouped(items, lambda e: e.place(drop=(*drop, into_lines))).items():
-        panel = aligned(panel)
-        values = {e.row.key.get(into_lines) for e in panel}
-        if len(values) == 1:
-            panels[key + ((into_lines, values.pop()),)] = panel
-        else:
-            extra = [((into_lines, e.row.key[into_lines]),) if e.row.key.get(into_lines) else () for e in panel]
-            panels[key] = [replace(e, own=e.own + x) for e, x in zip(panel, extra, strict=True)]
-    return panels
+    to LoRA-trained RMT and HMT), it becomes a setting of the lines instead of splitting the panel. Own settings are
+    aligned over every panel: the legend is one for the figure, so a run alone in its panel keeps what names it."""
+    grouped_items = grouped(aligned(items), lambda e: e.place(drop=(*drop, into_lines)))
+    if all(len({e.row.key.get(into_lines) for e in panel}) == 1 for panel in grouped_items.values()):
+        return {key + ((into_lines, panel[0].row.key.get(into_lines)),): panel for key, panel in grouped_items.items()}
+    # it varies in some panel: a setting of the lines in every panel, so that no panel's title claims one value
+    return {key: [replace(e, own=e.own + (((into_lines, e.row.key[into_lines]),) if e.row.key.get(into_lines) else ()))
+                  for e in panel] for key, panel in grouped_items.items()}
 
 
 def aligned(items: list[Entry]) -> list[Entry]:

@@ -127,12 +127,14 @@ class HMT(SegmentMethod):
         """j: text tokens the summary prompt reads (the first round(S * sum_fraction))."""
         return max(1, round(self.segment_tokens * self.config.sum_fraction))
 
-    def summarize(self, segment_ids: Tensor, lengths: Tensor) -> Tensor | None:
+    def summarize(self, segment_ids: Tensor, lengths: Tensor, recompute: bool = False) -> Tensor | None:
         """(B, n, d) summaries of every segment from [T | first j tokens | T], in batched forwards.
 
         Segment 0 recalls nothing, so its row is left as zeros and not computed. A forward reads
         ``summary_segments`` segments of every document (at most ``summary_batch_tokens`` tokens), so
-        its memory is that of a few segment steps, whatever the document's length.
+        its memory is that of a few segment steps, whatever the document's length; with ``recompute`` (and
+        gradients) each forward is checkpointed, so a training window keeps none of their activations (they were
+        most of its memory: about half of a segment step's activations per segment).
         """
         if self.recall is None:
             return None
@@ -142,15 +144,24 @@ class HMT(SegmentMethod):
             return first
         rows = min(batch * self.config.summary_segments, self.config.summary_batch_tokens // (self.summary_tokens + 2))
         ids = segment_ids[:, 1:].transpose(0, 1).reshape((n - 1) * batch, -1)  # segment-major rows
-        later = self._summaries(ids, lengths[:, 1:].transpose(0, 1).reshape(-1), rows)
+        later = self._summaries(ids, lengths[:, 1:].transpose(0, 1).reshape(-1), rows,
+                                recompute and torch.is_grad_enabled())
         return torch.cat([first, later.view(n - 1, batch, -1).transpose(0, 1)], dim=1)
 
-    def _summaries(self, segment_ids: Tensor, lengths: Tensor, rows_per_pass: int | None = None) -> Tensor:
+    def _summaries(self, segment_ids: Tensor, lengths: Tensor, rows_per_pass: int | None = None,
+                   recompute: bool = False) -> Tensor:
         """(R, d) last hidden state at the trailing prompt of [T | first j tokens | T], in chunks of rows."""
         if rows_per_pass is None:
             rows_per_pass = self.config.summary_batch_tokens // (min(segment_ids.shape[1], self.summary_tokens) + 2)
         rows = max(1, rows_per_pass)
-        return torch.cat([self._summary_pass(segment_ids[i : i + rows], lengths[i : i + rows])
+        if recompute:
+            from torch.utils.checkpoint import checkpoint
+
+            def run(*chunk: Tensor) -> Tensor:
+                return checkpoint(self._summary_pass, *chunk, use_reentrant=False)
+        else:
+            run = self._summary_pass
+        return torch.cat([run(segment_ids[i : i + rows], lengths[i : i + rows])
                           for i in range(0, segment_ids.shape[0], rows)])
 
     def _summary_pass(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:

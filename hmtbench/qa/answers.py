@@ -75,7 +75,7 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
     rows, n = batch.segments.shape[:2]
     scored = (batch.targets != IGNORE).any(-1)  # (B, n)
     first = int(scored.any(0).nonzero()[0])  # the first segment that predicts an answer token
-    summaries = runner.summarize(batch.segments, batch.known)  # ahead: the same as inline, and batched
+    summaries = runner.summarize(batch.segments, batch.known, recompute)  # ahead: the same as inline, and batched
     state = runner.initial_state(rows)
     nll = torch.zeros(rows, device=batch.segments.device)
     predicted = torch.full_like(batch.targets, -1)
