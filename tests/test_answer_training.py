@@ -241,3 +241,23 @@ def test_the_memory_oracle_takes_the_positions_that_hold_the_key() -> None:
         sample = sampler.sample(row, 2)
         taken = tokenizer.decode(sample.prompt_ids[at[row]].tolist())
         assert sample.meta["values"][0] in taken, (taken, sample.meta["values"])
+
+
+def test_out_of_memory_in_answer_training_names_the_level_and_what_was_kept(tmp_path: Path) -> None:
+    from hmtbench.commands.train import out_of_memory_message
+    from hmtbench.training.config import TrainConfig
+    from hmtbench.training.loop import TrainingOutOfMemory
+
+    curriculum = CurriculumSettings(task="passkey", segments=[32, 64])
+    settings = TrainSettings(batch_size=32, grad_checkpoint=True)
+    objective = AnswerTraining(Levels(), curriculum, settings)
+    objective.level = 1
+    config = TrainConfig(curriculum=curriculum, train=settings)
+    saved = tmp_path / "stage2" / "last"
+    error = TrainingOutOfMemory("CUDA out of memory", steps_done=20, steps_run=20, saved=saved)
+    assert out_of_memory_message(config, objective, error, tmp_path) == (
+        "out of memory with 64-segment contexts at --batch-size 32; lower --batch-size (raising --grad-accum keeps "
+        f"the batch); the 20 steps done are saved in {saved}: set batch_size / grad_accum in "
+        f"{tmp_path / 'config.yaml'} and continue with --resume {tmp_path}")
+    nothing = TrainingOutOfMemory("CUDA out of memory", steps_done=0, steps_run=0, saved=None)
+    assert out_of_memory_message(config, objective, nothing, tmp_path).endswith("; no step had finished")

@@ -252,6 +252,42 @@ def test_a_stage_ended_by_its_time_budget_resumes_to_its_steps(corpus: str, tmp_
     assert run_train(again, resume=again.output_dir) == []  # complete now: nothing left to train
 
 
+def test_out_of_memory_keeps_the_steps_done_and_the_run_resumes_to_the_uninterrupted_result(
+        corpus: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 4th step runs out of memory: steps 1-3 are saved as the resumable checkpoint (no periodic one exists),
+    the error says where and how to go on, the record says failed after 3 steps; resumed, the run ends where an
+    uninterrupted run ends."""
+    import hmtbench.training.objectives as objectives
+
+    run_train(config_for(corpus, tmp_path / "a", checkpoint_every=100, train="lora"))
+    real, calls = objectives.window_loss, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objectives, "window_loss", failing)
+    config = config_for(corpus, tmp_path / "b", checkpoint_every=100, train="lora")
+    with pytest.raises(HmtbenchError) as error:
+        run_train(config)
+    last, run = tmp_path / "b" / "run" / "train" / "last", tmp_path / "b" / "run"
+    assert str(error.value) == (
+        f"out of memory with --batch-size 2 and --bptt-depth 3; lower --batch-size (and raise --grad-accum) or "
+        f"--bptt-depth, or add --grad-checkpoint; the 3 steps done are saved in {last}: set batch_size / grad_accum "
+        f"in {run / 'config.yaml'} and continue with --resume {run}")
+    assert json.loads((last / "checkpoint.json").read_text())["step"] == 3
+    record = pd.concat(pd.read_parquet(p) for p in (tmp_path / "b" / "results").glob("*.parquet"))
+    assert record["status"].tolist() == ["failed"] and record["steps"].tolist() == [3]
+    monkeypatch.setattr(objectives, "window_loss", real)
+    rows = run_train(config, resume=str(run))
+    assert rows[0]["status"] == "success" and rows[0]["steps"] == 3  # steps 4..6
+    a, b = final_tensors(tmp_path / "a" / "run"), final_tensors(run)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
 def test_bad_training_input(corpus: str, tmp_path: Path) -> None:
     with pytest.raises(HmtbenchError, match="--steps"):
         TrainSettings(steps=0)

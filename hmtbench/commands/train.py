@@ -146,16 +146,35 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
     except KeyboardInterrupt:
         row["status"] = "canceled"
         raise
-    except torch.OutOfMemoryError:
-        raise HmtbenchError(
-            f"out of memory with --batch-size {settings.batch_size} and --bptt-depth {settings.bptt_depth}; "
-            "lower --batch-size (and raise --grad-accum) or lower --bptt-depth"
-        ) from None
+    except torch.OutOfMemoryError as error:
+        row["steps_run"] = getattr(error, "steps_run", None)
+        raise HmtbenchError(out_of_memory_message(config, objective, error, folder.parent)) from None
     finally:
+        steps_run = row.pop("steps_run", None)
         row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line, started))
+        if steps_run:  # a failed stage: the steps it finished (and saved) before the failure
+            row["steps"] = steps_run
         if distributed.is_main():
             write_record(make_record(row), config.out, row["run_id"])
     return row
+
+
+def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception, run: Path) -> str:
+    """What ran out of memory, what was kept of the run, and how to go on."""
+    settings = config.train
+    if isinstance(objective, AnswerTraining):
+        size = f"{objective.segments}-segment contexts at --batch-size {settings.batch_size}"
+        lower = "lower --batch-size (raising --grad-accum keeps the batch)"
+    else:
+        size = f"--batch-size {settings.batch_size} and --bptt-depth {settings.bptt_depth}"
+        lower = "lower --batch-size (and raise --grad-accum) or --bptt-depth"
+    if not settings.grad_checkpoint:
+        lower += ", or add --grad-checkpoint"
+    saved = getattr(error, "saved", None)
+    kept = "no step had finished" if saved is None else (
+        f"the {error.steps_done} steps done are saved in {saved}: set batch_size / grad_accum in {run / CONFIG_FILE} "
+        f"and continue with --resume {run}")
+    return f"out of memory with {size}; {lower}; {kept}"
 
 
 def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Backbone, documents: list[list[int]] | None):
