@@ -153,6 +153,20 @@ def test_one_checkpoint_evaluated_from_two_clones_is_one_setting(tmp_path: Path)
     assert "backbone_resolved" not in table.notes[0]  # the same GGUF file, wherever it was installed
 
 
+def test_a_series_evaluated_from_two_checkpoints_names_each_in_its_rows(tmp_path: Path) -> None:
+    """HMT from checkpoint A at 1k and 4k and from B at 16k: each row holds one run, so no row differs within
+    itself, yet the rows must say which model they are; plain, one model at every length, stays unnamed."""
+    for length, sha in [(1024, "aa"), (4096, "aa"), (16384, "bb")]:
+        write_run(tmp_path, "hmt", command="eval-qa", dataset="passkey", task="passkey", context_length=length,
+                  accuracy=0.5, checkpoint=f"/runs/{sha}/stage2/final", checkpoint_sha256=sha * 32)
+        write_run(tmp_path, "plain", command="eval-qa", dataset="passkey", task="passkey", context_length=length,
+                  accuracy=0.1, checkpoint="/runs/plain/train/final", checkpoint_sha256="cc" * 32)
+    table = table_for(tmp_path, "accuracy")
+    assert [r.key["variant"] for r in table.rows] == [
+        "hmt: checkpoint=stage2/final [aaaaaaaa]", "hmt: checkpoint=stage2/final [aaaaaaaa]",
+        "hmt: checkpoint=stage2/final [bbbbbbbb]"]
+
+
 def test_a_run_recorded_before_a_setting_existed_has_the_value_there_was(tmp_path: Path) -> None:
     """recall_choice (and memory_write) came after some HMT runs: those runs recalled softly (and wrote states), so
     they average with new runs that say so, and stay apart from a hard recall; plain gets no such value."""

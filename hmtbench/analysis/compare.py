@@ -29,6 +29,8 @@ RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_t
 # Named in a method's row (and so in figure legends) whenever its runs depart from the paper's value, even when they
 # all agree: a reader of a table of HMT alone must still see that it wrote spans, not the paper's states.
 NAMED_DEPARTURES = {"memory_write": ("state", None), "recall_choice": ("soft", None)}
+# The row keys that change along one experiment's series (the lengths it was evaluated at, and with how many samples).
+SERIES_KEYS = ("context_length", "test_length", "max_docs", "batch_size", "variant")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
 # Tabled when --metric is not given (those that have values); any METRIC_DIRECTION key can be asked for.
 DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_match", "accuracy", "final_loss")
@@ -120,12 +122,33 @@ def build(frame: pd.DataFrame, metric: str) -> Comparison:
         for settings, full, per_method in _variants(group, key, notes):
             cells = {method: _cell(runs, metric) for method, runs in per_method.items()}
             rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings, full))
+    _name_checkpoints_across_rows(rows)
     methods = order_methods({m for row in rows for m in row.cells})
     pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
     for row in rows:
         _score(row, pairs, direction)
     return Comparison(metric, direction, methods, pairs, rows, notes)
+
+
+def _name_checkpoints_across_rows(rows: list[Row]) -> None:
+    """A method evaluated from several checkpoints in one series of rows (the same experiment at several context
+    lengths, say: one checkpoint at 16k and 64k, another at 1M) names its checkpoint in each of them: a row tells
+    apart only the runs it holds, and two trained models must not read as one."""
+    def series(row: Row) -> tuple:
+        return tuple((k, v) for k, v in row.key.items() if k not in SERIES_KEYS)
+
+    for _, held in itertools.groupby(sorted(rows, key=lambda r: str(series(r))), key=lambda r: str(series(r))):
+        held = list(held)
+        for method in {m for row in held for m in row.full}:
+            named = [row for row in held if (row.full.get(method) or {}).get("checkpoint") is not None]
+            if len({row.full[method]["checkpoint"] for row in named}) < 2:
+                continue
+            for row in named:
+                own = row.settings.get(method, {})
+                if "checkpoint" not in own:
+                    row.settings[method] = {**own, "checkpoint": row.full[method]["checkpoint"]}
+                    row.key["variant"] = variant_text(row.settings)
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
