@@ -4,12 +4,13 @@
         --context-length 4k --depths 0.25,0.5,0.75 --samples 24 --cache 16,64,256,1024,4096,16384 \
         --out results/cpu-recall-dilution
 
-At 1M tokens recall weighs 4,096 cached memories, 128 times more than any training context held. Evaluating at 1M
+At 1M tokens recall weighs 5,461 cached memories (192 text tokens a segment), 171 times the 32 of the longest
+training context. Evaluating at 1M
 costs ~9 minutes of H200 per 125 samples; this test asks the same question on a 4k context (one pass over it per
 sample): the context is read once, then the answering segment(s) recall from the cache as if it held N memories,
 the needle segment's memory and N - 1 copies of the context's other memories (each of the n - 1 others counted
 (N - 1) / (n - 1) times: a log-count added to its recall score, which is exactly the softmax over those copies).
-If dilution alone explains the fall from 256k to 1M, accuracy here falls at the same N (1,024 and 4,096). Per N:
+If dilution alone explains the fall from 256k to 1M, accuracy here falls at the same N (1,365 and 5,461). Per N:
 exact answers (eval-qa's teacher-forced greedy), Wilson 95%, the mean recall weight on the needle memory, and
 whether that memory has the largest score (what ``recall_choice=hard`` takes, at any N: copies tie their originals;
 so the sweep is for soft recall, ``--recall-choice hard`` only checks the hard answers). A run writes ``<name>.jsonl``
