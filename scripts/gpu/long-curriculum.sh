@@ -10,8 +10,9 @@
 #                                                                   CHOICE; FLAGS go to eval-qa (e.g. --compile
 #                                                                   --cuda-graphs for 1M within one call)
 #   Environment: RUN (hmt-span-lora-long: the run folder in WORK/runs), LIMIT (125), DEPTHS (0,0.25,0.5,0.75,1),
-#   EVAL_SECONDS (400). 1M at 100 samples of depths 0-0.75 reads 100M tokens (~7 minutes at 235k tokens/s):
-#   LIMIT=100 DEPTHS=0,0.25,0.5,0.75 EVAL_SECONDS=560.
+#   EVAL_SECONDS (400), RECALL (CHOICE: recall's choice apart from the span write's, e.g. RECALL=hard with soft
+#   spans, the choice that recall dilution cannot touch: results/cpu-recall-dilution). 1M at 100 samples of depths
+#   0-0.75 reads 100M tokens (~7.5 minutes at 235k tokens/s): LIMIT=100 DEPTHS=0,0.25,0.5,0.75 EVAL_SECONDS=560.
 # Each Python process runs under its own `timeout` (a call that ends with a process still running loses the next
 # device call; `timeout` on this script would stop bash and leave its Python running).
 set -euo pipefail
@@ -33,13 +34,14 @@ train)
   grep -v "^\s*$" "$work/logs/train-long.log" | tail -4
   cut -c1-120 "$run/stage2/log.jsonl" | tail -3 ;;
 eval)
-  lengths=$3 choice=$4
+  lengths=$3 choice=$4 recall=${RECALL:-$4}
+  name=$choice$([ "$recall" = "$choice" ] || echo "-recall-$recall")
   limit=${LIMIT:-125}
   timeout -k 5 "${EVAL_SECONDS:-400}" python3 -m hmtbench eval-qa --task passkey --backbone smollm2-135m \
     --segment-length 256 --limit "$limit" --batch-size "$limit" --depth "${DEPTHS:-0,0.25,0.5,0.75,1}" \
     --context-length "$lengths" --method hmt \
-    --checkpoint "$run/stage2/final" --set method.span_choice="$choice" --set method.recall_choice="$choice" \
-    --recall-context 6000 "${@:5}" --out "$work/results/passkey-hmt-long-$choice" \
-    > "$work/logs/eval-long-$choice.log" 2>&1 || true
-  grep -h "accuracy\|Error" "$work/logs/eval-long-$choice.log" ;;
+    --checkpoint "$run/stage2/final" --set method.span_choice="$choice" --set method.recall_choice="$recall" \
+    --recall-context 6000 "${@:5}" --out "$work/results/passkey-hmt-long-$name" \
+    > "$work/logs/eval-long-$name.log" 2>&1 || true
+  grep -h "accuracy\|Error" "$work/logs/eval-long-$name.log" ;;
 esac
