@@ -13,7 +13,10 @@ the needle segment's memory and N - 1 copies of the context's other memories (ea
 If dilution alone explains the fall from 256k to 1M, accuracy here falls at the same N (1,365 and 5,461). Per N:
 exact answers (eval-qa's teacher-forced greedy), Wilson 95%, the mean recall weight on the needle memory, and
 whether that memory has the largest score (what ``recall_choice=hard`` takes, at any N: copies tie their originals;
-so the sweep is for soft recall, ``--recall-choice hard`` only checks the hard answers). A run writes ``<name>.jsonl``
+so the sweep is for soft recall, ``--recall-choice hard`` only checks the hard answers), and how far the needle's
+score stands above the others (the margin over the best, and z over their spread: for N *different* memories
+scoring like these, normal scores keep the needle on top with probability Phi(z)^(N-1), an estimate for hard recall
+at 256k and 1M). A run writes ``<name>.jsonl``
 (a line per sample and N) and ``<name>.json`` (counts, settings, commit) under ``--out``.
 """
 
@@ -91,6 +94,20 @@ def answer_from(model: Any, batch: Any, state: Any, summaries: Tensor | None, fi
     return exact_rows(batch, predicted).cpu().tolist()
 
 
+def needle_margins(scores: Tensor, needle_slots: Tensor) -> list[dict[str, float]]:
+    """Per row: the needle's recall score above the best other memory's, and in standard deviations of the other
+    memories' scores above their mean (z). For hard recall among M different memories whose scores spread as these
+    do, the needle stays on top with probability Phi(z)^M (normal scores, an estimate)."""
+    rows = []
+    for row, slot in enumerate(needle_slots.tolist()):
+        valid = torch.isfinite(scores[row])
+        others = scores[row][valid & (torch.arange(scores.shape[1], device=scores.device) != slot)].float()
+        needle = float(scores[row, slot])
+        z = (needle - float(others.mean())) / max(float(others.std()), 1e-6)
+        rows.append({"needle_margin": needle - float(others.max()), "needle_z": z})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="an HMT checkpoint (stage 2)")
@@ -141,9 +158,10 @@ def main() -> None:
             weights, scores = recall.last
             on_needle = weights.gather(1, recall.needle_slots[:, None])[:, 0].float().cpu()
             top = (scores.argmax(1) == recall.needle_slots).cpu()  # copies tie their originals: hard recall at any N
+            margins = needle_margins(scores, recall.needle_slots)
             lines += [{"id": item.sample.id, "depth": item.sample.meta["depth"], "needle_segment": needles[r],
                        "memories": cached or first, "emulated": bool(cached), "exact": exact[r],
-                       "weight_on_needle": float(on_needle[r]), "needle_is_top": bool(top[r])}
+                       "weight_on_needle": float(on_needle[r]), "needle_is_top": bool(top[r]), **margins[r]}
                       for r, item in enumerate(items)]
         print(f"{len(lines) // (len(sizes) + 1)}/{len(prepared)} samples", flush=True)
     summary = summarize(lines)
@@ -171,7 +189,17 @@ def summarize(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "low": low, "high": high,
                      "mean_weight_on_needle": sum(line["weight_on_needle"] for line in selected) / len(selected),
                      "needle_is_top": sum(line["needle_is_top"] for line in selected)})
+    own = [line for line in lines if not line["emulated"]]
+    z = sorted(line["needle_z"] for line in own)
+    rows.append({"needle_z_min": z[0], "needle_z_median": z[len(z) // 2],
+                 "needle_margin_min": min(line["needle_margin"] for line in own),
+                 "estimated_hard_top_among": {m: sum(normal_cdf(v) ** (m - 1) for v in z) / len(z)
+                                              for m in (1365, 5461)}})
     return rows
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
 
 
 if __name__ == "__main__":
