@@ -181,6 +181,35 @@ def fresh_writes(model: Any, batch: Any, texts: list[RowText], values: list[str]
     return found
 
 
+def passkey_setup(args: argparse.Namespace, method: dict[str, Any], depths: list[float]
+                  ) -> tuple[QAConfig, Any, list[Any], Any]:
+    """eval-qa's passkey samples and the method around the backbone with ``args.checkpoint``, as eval-qa builds them
+    (``args``: backbone, checkpoint, context_length, samples, device)."""
+    config: QAConfig = qa_configs({
+        "backbone": args.backbone, "task": "passkey", "method": method, "checkpoint": args.checkpoint,
+        "context_length": parse_counts(args.context_length, "--context-length")[0], "limit": args.samples,
+        "depths": depths, "device": args.device})[0]
+    backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
+    options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
+                          limit=config.limit, depths=config.depths, filler=config.filler)
+    task = task_factory(config.task)(options)
+    prepared, _ = prepare_samples(task, task.load(), backbone.tokenizer, config.context_length)
+    model = build_method(backbone, config.method, config.segment_length, seed=config.seed,
+                         checkpoint=config.checkpoint).eval()
+    return config, backbone, prepared, model
+
+
+def passkey_batch(items: list[Any], model: Any, tokenizer: Any) -> tuple[Any, list[str], list[RowText]]:
+    """A batch of prepared passkey samples in eval-qa's answer layout, their keys, and each row's text."""
+    k = model.sensory_tokens
+    batch = qa_batch([i.prompt_ids for i in items], [i.answer_ids for i in items], model.segment_tokens,
+                     model.device, k)
+    values = [item.sample.meta["values"][0] for item in items]
+    texts = [RowText(batch.segments[r].cpu(), batch.lengths[r].cpu(), tokenizer, model.memory_tokens, k)
+             for r in range(len(items))]
+    return batch, values, texts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="an HMT checkpoint trained with method.write=span")
@@ -203,29 +232,15 @@ def main() -> None:
     method: dict[str, Any] = {"name": "hmt", "span_choice": args.span_choice, "recall_choice": args.recall_choice}
     if args.recall_context is not None:
         method["recall_context"] = args.recall_context
-    config: QAConfig = qa_configs({
-        "backbone": args.backbone, "task": "passkey", "method": method, "checkpoint": args.checkpoint,
-        "context_length": parse_counts(args.context_length, "--context-length")[0], "limit": args.samples,
-        "depths": [args.depth], "device": args.device})[0]
-    backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
-    options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
-                          limit=config.limit, depths=config.depths, filler=config.filler)
-    task = task_factory(config.task)(options)
-    prepared, _ = prepare_samples(task, task.load(), backbone.tokenizer, config.context_length)
-    model = build_method(backbone, config.method, config.segment_length, seed=config.seed,
-                         checkpoint=config.checkpoint).eval()
+    config, backbone, prepared, model = passkey_setup(args, method, [args.depth])
     if getattr(model, "span_write", None) is None or model.recall is None:
         sys.exit("memory_trace.py traces HMT (stage 2) with method.write=span; this checkpoint has no span write")
     tracer = Tracer(model)
-    m, k, capacity = model.memory_tokens, model.sensory_tokens, model.config.recall_context
+    capacity = model.config.recall_context
     traces = []
     for indices in batches(prepared, args.batch_size):
         items = [prepared[i] for i in indices]
-        batch = qa_batch([i.prompt_ids for i in items], [i.answer_ids for i in items], model.segment_tokens,
-                         model.device, k)
-        values = [item.sample.meta["values"][0] for item in items]
-        texts = [RowText(batch.segments[r].cpu(), batch.lengths[r].cpu(), backbone.tokenizer, m, k)
-                 for r in range(len(items))]
+        batch, values, texts = passkey_batch(items, model, backbone.tokenizer)
         if args.fresh_write:  # the needle segments alone, one step: no pass over the context
             found = fresh_writes(model, batch, texts, values, tracer)
             traces += [{"id": item.sample.id, "key": value, **f} for item, value, f in zip(items, values, found,

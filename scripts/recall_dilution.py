@@ -33,16 +33,11 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory_trace import RowText, answering_segment  # noqa: E402
+from memory_trace import answering_segment, passkey_batch, passkey_setup  # noqa: E402
 
-from hmtbench.backbones import load_backbone  # noqa: E402
-from hmtbench.benchmark import parse_counts  # noqa: E402
-from hmtbench.build import build_method  # noqa: E402
-from hmtbench.commands.eval_qa import qa_configs  # noqa: E402
 from hmtbench.methods.choice import chosen  # noqa: E402
-from hmtbench.qa.answers import exact_rows, qa_batch  # noqa: E402
-from hmtbench.qa.runner import batches, prepare_samples  # noqa: E402
-from hmtbench.qa.tasks import TaskOptions, task_factory  # noqa: E402
+from hmtbench.qa.answers import exact_rows  # noqa: E402
+from hmtbench.qa.runner import batches  # noqa: E402
 from hmtbench.results.provenance import provenance, run_start  # noqa: E402
 from hmtbench.stats import wilson_interval  # noqa: E402
 
@@ -123,33 +118,20 @@ def main() -> None:
     args = parser.parse_args()
     started = run_start()
     sizes = [int(n) for n in args.cache.split(",")]
-    config = qa_configs({
-        "backbone": args.backbone, "task": "passkey", "checkpoint": args.checkpoint, "limit": args.samples,
-        "method": {"name": "hmt", "recall_choice": args.recall_choice},
-        "context_length": parse_counts(args.context_length, "--context-length")[0],
-        "depths": [float(d) for d in args.depths.split(",")], "device": args.device})[0]
-    backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
-    options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
-                          limit=config.limit, depths=config.depths, filler=config.filler)
-    task = task_factory(config.task)(options)
-    prepared, _ = prepare_samples(task, task.load(), backbone.tokenizer, config.context_length)
-    model = build_method(backbone, config.method, config.segment_length, seed=config.seed,
-                         checkpoint=config.checkpoint).eval()
+    config, backbone, prepared, model = passkey_setup(args, {"name": "hmt", "recall_choice": args.recall_choice},
+                                                      [float(d) for d in args.depths.split(",")])
     if model.recall is None:
         sys.exit("recall_dilution.py needs HMT with recall (stage 2)")
     recall = DilutedRecall(model.recall)
-    capacity, k = model.config.recall_context, model.sensory_tokens
+    capacity = model.config.recall_context
     lines = []
     for indices in batches(prepared, args.batch_size):
         items = [prepared[i] for i in indices]
-        batch = qa_batch([i.prompt_ids for i in items], [i.answer_ids for i in items], model.segment_tokens,
-                         model.device, k)
+        batch, values, texts = passkey_batch(items, model, backbone.tokenizer)
         first = answering_segment(batch.targets[0].cpu())
         if first >= capacity:
             sys.exit(f"the context has {first} segments before the answer, more than the cache's {capacity}")
-        values = [item.sample.meta["values"][0] for item in items]
-        needles = [RowText(batch.segments[r].cpu(), batch.lengths[r].cpu(), backbone.tokenizer, model.memory_tokens,
-                           k).needle(values[r], first) for r in range(len(items))]
+        needles = [text.needle(value, first) for text, value in zip(texts, values, strict=True)]
         recall.needle_slots = torch.tensor(needles, device=model.device) % capacity
         state, summaries = context_state(model, batch, first)
         for cached in [0, *sizes]:
