@@ -43,19 +43,18 @@ from hmtbench.stats import wilson_interval  # noqa: E402
 
 
 class DilutedRecall:
-    """Wraps ``model.recall.forward``: every valid slot but each row's needle slot counts ``copies`` times."""
+    """Replaces ``model.recall.forward``: with ``cached`` set, every valid slot but each row's needle slot counts as
+    many times as makes ``cached`` memories in all (soft recall; hard recall's argmax is the same at any count)."""
 
     def __init__(self, recall: Any) -> None:
-        self.recall, self.forward = recall, recall.forward
+        self.recall = recall
         self.needle_slots: Tensor | None = None  # (B,) long
         self.cached = 0  # N to emulate; 0 = the model's own recall
         self.last: tuple[Tensor, Tensor] | None = None  # (weights, undiluted scores) of the last call
         recall.forward = self
 
     def __call__(self, summary: Tensor, cache: Any) -> tuple[Tensor, Tensor]:
-        query = self.recall.wq(summary.to(self.recall.wq.weight.dtype))
-        scores = torch.einsum("bh,bnh->bn", query, cache.keys).float() / math.sqrt(self.recall.recall_dim)
-        scores = scores.masked_fill(~cache.valid, float("-inf"))
+        scores = self.recall.scores(summary, cache)
         biased = scores
         if self.cached and self.recall.choice == "soft":  # hard: copies tie their originals, the argmax stays
             others = int(cache.valid.sum()) - 1

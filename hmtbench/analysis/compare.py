@@ -135,11 +135,10 @@ def _name_checkpoints_across_rows(rows: list[Row]) -> None:
     """A method evaluated from several checkpoints in one series of rows (the same experiment at several context
     lengths, say: one checkpoint at 16k and 64k, another at 1M) names its checkpoint in each of them: a row tells
     apart only the runs it holds, and two trained models must not read as one."""
-    def series(row: Row) -> tuple:
-        return tuple((k, v) for k, v in row.key.items() if k not in SERIES_KEYS)
-
-    for _, held in itertools.groupby(sorted(rows, key=lambda r: str(series(r))), key=lambda r: str(series(r))):
-        held = list(held)
+    by_series: dict[tuple, list[Row]] = {}
+    for row in rows:
+        by_series.setdefault(tuple((k, v) for k, v in row.key.items() if k not in SERIES_KEYS), []).append(row)
+    for held in by_series.values():
         for method in {m for row in held for m in row.full}:
             named = [row for row in held if (row.full.get(method) or {}).get("checkpoint") is not None]
             if len({row.full[method]["checkpoint"] for row in named}) < 2:

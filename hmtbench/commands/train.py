@@ -139,6 +139,7 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
     )
     row = {"status": "failed", "steps": 0}
     outcome: StageOutcome | None = None
+    steps_run = None  # a stage out of memory: the steps it finished (and saved) before it
     try:
         with StepProgress(label, steps) as progress:
             outcome = train_stage(model, objective, settings, steps, folder, meta, progress.update)
@@ -147,12 +148,11 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
         row["status"] = "canceled"
         raise
     except torch.OutOfMemoryError as error:
-        row["steps_run"] = getattr(error, "steps_run", None)
+        steps_run = getattr(error, "steps_run", None)
         raise HmtbenchError(out_of_memory_message(config, objective, error, folder.parent)) from None
     finally:
-        steps_run = row.pop("steps_run", None)
         row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line, started))
-        if steps_run:  # a failed stage: the steps it finished (and saved) before the failure
+        if steps_run:
             row["steps"] = steps_run
         if distributed.is_main():
             write_record(make_record(row), config.out, row["run_id"])

@@ -23,10 +23,12 @@ summary prompt as extra batch rows (``summarizes_inline``): no backbone call of 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.backbone import last_hidden_states
@@ -154,13 +156,7 @@ class HMT(SegmentMethod):
         if rows_per_pass is None:
             rows_per_pass = self.config.summary_batch_tokens // (min(segment_ids.shape[1], self.summary_tokens) + 2)
         rows = max(1, rows_per_pass)
-        if recompute:
-            from torch.utils.checkpoint import checkpoint
-
-            def run(*chunk: Tensor) -> Tensor:
-                return checkpoint(self._summary_pass, *chunk, use_reentrant=False)
-        else:
-            run = self._summary_pass
+        run = partial(checkpoint, self._summary_pass, use_reentrant=False) if recompute else self._summary_pass
         return torch.cat([run(segment_ids[i : i + rows], lengths[i : i + rows])
                           for i in range(0, segment_ids.shape[0], rows)])
 

@@ -43,11 +43,14 @@ class MemoryRecall(nn.Module):
 
     def forward(self, summary: Tensor, cache: RecallCache) -> tuple[Tensor, Tensor]:
         """Recall for a (B, d) summary: the (B, m * d) recalled memory and the (B, N) weights (sum 1)."""
+        weights = chosen(self.scores(summary, cache).softmax(dim=-1), self.choice)  # (B, N), fp32
+        return self.read(weights, cache), weights
+
+    def scores(self, summary: Tensor, cache: RecallCache) -> Tensor:
+        """(B, N) fp32 recall scores of a (B, d) summary over the cache slots; -inf at empty slots."""
         query = self.wq(summary.to(self.wq.weight.dtype))  # (B, h)
         scores = torch.einsum("bh,bnh->bn", query, cache.keys).float() / math.sqrt(self.recall_dim)
-        scores = scores.masked_fill(~cache.valid, float("-inf"))
-        weights = chosen(scores.softmax(dim=-1), self.choice)  # (B, N), fp32
-        return self.read(weights, cache), weights
+        return scores.masked_fill(~cache.valid, float("-inf"))
 
     @staticmethod
     def read(weights: Tensor, cache: RecallCache) -> Tensor:

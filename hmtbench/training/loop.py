@@ -94,48 +94,45 @@ def train_stage(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    log = (folder / "log.jsonl").open("a") if distributed.is_main() else None
     began, tokens, loss_value = time.perf_counter(), 0, float("nan")
     model.train()
-    for step in range(start, steps):
-        try:
-            total, step_tokens, exact, grad_norm = _optimizer_step(forward, objective, settings, step, params,
-                                                                   (optimizer, scheduler), ddp, autocast, device)
-        except torch.OutOfMemoryError as error:
-            if log is not None:
-                log.close()
-            raise _saved_on_oom(error, model, optimizer, scheduler, objective, folder, meta, start, step) from None
-        tokens += step_tokens
-        done = step + 1
-        # The host reads the device only for a number it needs: the curriculum's exact share (answer training,
-        # every step) and the logged values; a language-modelling step otherwise queues work without waiting.
-        exact_share = distributed.mean(torch.cat(exact).float().mean().item()) if exact else None
-        position = objective.end_step(exact_share)
-        entry = None
-        if _out_of_time(settings, began, done):
-            steps = done  # this step is the stage's last: logged, and its final checkpoint saved
-        if done % settings.log_every == 0 or done == steps or "advanced_to" in position:
-            loss_value = distributed.mean(total.item())  # each rank's mean loss over its equal share of the windows
-            entry = {
-                "step": done,
-                "loss": loss_value,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
-                **position,
-                "tokens_per_s": tokens / (time.perf_counter() - began),
-                "peak_mem_mb": _peak_mb(device),
-            }
-            if log is not None:
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-        if distributed.is_main() and (done % settings.checkpoint_every == 0 or done == steps):
-            _save(model, optimizer, scheduler, objective, folder / "last", {**meta, "step": done})
-        if on_step is not None:
-            on_step(done, entry)  # None between logged steps: the bar advances, its numbers stay
-        if done == steps:
-            break
-    if log is not None:
-        log.close()
+    log_file = (folder / "log.jsonl").open("a") if distributed.is_main() else contextlib.nullcontext()
+    with log_file as log:  # None on other ranks
+        for step in range(start, steps):
+            try:
+                total, step_tokens, exact, grad_norm = _optimizer_step(forward, objective, settings, step, params,
+                                                                       optimizer, scheduler, ddp, autocast, device)
+            except torch.OutOfMemoryError as error:
+                raise _saved_on_oom(error, model, optimizer, scheduler, objective, folder, meta, start, step) from None
+            tokens += step_tokens
+            done = step + 1
+            # The host reads the device only for a number it needs: the curriculum's exact share (answer training,
+            # every step) and the logged values; a language-modelling step otherwise queues work without waiting.
+            exact_share = distributed.mean(torch.cat(exact).float().mean().item()) if exact else None
+            position = objective.end_step(exact_share)
+            entry = None
+            if _out_of_time(settings, began, done):
+                steps = done  # this step is the stage's last: logged, and its final checkpoint saved
+            if done % settings.log_every == 0 or done == steps or "advanced_to" in position:
+                loss_value = distributed.mean(total.item())  # each rank's mean loss over its equal share of the windows
+                entry = {
+                    "step": done,
+                    "loss": loss_value,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    **position,
+                    "tokens_per_s": tokens / (time.perf_counter() - began),
+                    "peak_mem_mb": _peak_mb(device),
+                }
+                if log is not None:
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+            if distributed.is_main() and (done % settings.checkpoint_every == 0 or done == steps):
+                _save(model, optimizer, scheduler, objective, folder / "last", {**meta, "step": done})
+            if on_step is not None:
+                on_step(done, entry)  # None between logged steps: the bar advances, its numbers stay
+            if done == steps:
+                break
     model.eval()
     if distributed.is_main():
         _save(model, optimizer, scheduler, objective, folder / "final", {**meta, "step": steps}, with_state=False)
@@ -145,11 +142,10 @@ def train_stage(
 
 
 def _optimizer_step(forward, objective: Any, settings: TrainSettings, step: int, params: list[torch.nn.Parameter],
-                    schedule: tuple[Any, Any], ddp, autocast, device: torch.device
+                    optimizer, scheduler, ddp, autocast, device: torch.device
                     ) -> tuple[torch.Tensor, int, list[torch.Tensor], torch.Tensor]:
     """One optimizer step over ``grad_accum`` micro-batches: (mean loss on the device, tokens read, each
     micro-batch's exact answers (answer training), gradient norm before clipping)."""
-    optimizer, scheduler = schedule
     total = torch.zeros((), device=device)
     tokens, exact = 0, []
     if ddp is not None:
