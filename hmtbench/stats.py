@@ -1,6 +1,7 @@
-"""Confidence intervals for the record's metrics: a bootstrap for perplexity, Wilson for proportions.
+"""Confidence intervals for the record's metrics (a bootstrap for perplexity, Wilson for proportions) and the
+exact McNemar test for two methods scored on the same samples.
 
-Both are small and dependency-free at run time (numpy and the standard library), so every command
+All are small and dependency-free at run time (numpy and the standard library), so every command
 can report how far a number could move on another draw of the same data, and ``compare`` can tell a
 difference from noise.
 """
@@ -100,3 +101,21 @@ def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     if any(math.isnan(x) for x in (*a, *b)):
         return False
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value of a paired comparison of 0/1 outcomes on the same samples.
+
+    ``gained``: samples the first method gets right and the second wrong; ``lost``: the reverse. Samples both get
+    right (or wrong) say nothing about which is better; under "no difference" each discordant sample goes either way
+    with probability 1/2, so p = min(1, 2 P(X <= min(gained, lost))) for X ~ Binomial(gained + lost, 1/2).
+    Paired, it sees differences that two overlapping Wilson intervals cannot (56 vs 99 of 100 with 43 gains, 0 losses:
+    p ~ 2e-13; 90 vs 95 with 5 gains, 0 losses: p = 0.0625).
+    """
+    if gained < 0 or lost < 0:
+        raise ValueError(f"need non-negative counts, got gained={gained}, lost={lost}")
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)

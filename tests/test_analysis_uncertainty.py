@@ -13,6 +13,7 @@ from hmtbench.analysis.compare import build
 from hmtbench.analysis.formats import render
 from hmtbench.analysis.load import load_results
 from hmtbench.analysis.report import run_compare
+from hmtbench.stats import wilson_interval
 from tests.test_compare import write_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -76,3 +77,61 @@ def test_the_committed_results_table_fits_120_columns_with_variants_as_footnotes
     assert cells[:2] == [["[1]", "6.772", "–", "–", "7.160", "6.425"], ["[2]", "6.772", "–", "–", "7.160", "6.045"]]
     markdown = run_compare([RESULTS], {}, fmt="markdown", warn=lambda m: None)
     assert "| lora | [1] |" in markdown and f"- {footnote}" in markdown
+
+
+def write_qa_run(folder: Path, method: str, outcomes: list[int], data: str = "docs-a",
+                 predictions: bool = True) -> None:
+    """An eval-qa record with its Wilson interval and, beside it, the per-sample file eval-qa writes."""
+    low, high = wilson_interval(sum(outcomes), len(outcomes))
+    path = write_run(folder, method, command="eval-qa", dataset="passkey", task="passkey", protocol="qa",
+                     context_length=4096, test_length=4096, exact_match=sum(outcomes) / len(outcomes),
+                     exact_match_ci_low=low, exact_match_ci_high=high, data_sha256=data)
+    if predictions:
+        run_id = path.name.removesuffix(".parquet")
+        lines = [json.dumps({"id": str(i), "exact_match": float(v)}) for i, v in enumerate(outcomes)]
+        path.with_name(f"{run_id}.predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_deltas_on_the_same_samples_are_tested_pairwise(tmp_path: Path) -> None:
+    """60/100 against 75/100 with 15 gains and no loss: the Wilson intervals overlap ([50, 69]% and [66, 83]%),
+    the paired test does not let that hide the difference (p = 2 * 0.5**15)."""
+    plain = [1] * 60 + [0] * 40
+    write_qa_run(tmp_path / "paired", "plain", plain)
+    write_qa_run(tmp_path / "paired", "hmt", [1] * 75 + [0] * 25)
+    (row,) = build(load_results([tmp_path / "paired"], warn=lambda m: None), "exact_match").rows
+    test = row.paired[("hmt", "plain")]
+    assert (test.gained, test.lost, test.samples) == (15, 0, 100)
+    assert test.p == pytest.approx(2 * 0.5**15)
+    assert row.unclear == []
+    (payload,) = json.loads(render([build(load_results([tmp_path / "paired"], warn=lambda m: None),
+                                          "exact_match")], "json"))
+    assert payload["rows"][0]["paired_tests"]["HMT vs plain, %"]["gained"] == 15
+
+    # the same two accuracies with 20 gains and 5 losses: p = 0.004; 30 and 15: p = 0.036; 35 and 20: p = 0.058, n.s.
+    for gains, losses, significant in [(20, 5, True), (30, 15, True), (35, 20, False)]:
+        folder = tmp_path / f"swap{gains}"
+        hmt = list(plain)
+        wrong_plain = [i for i, v in enumerate(plain) if v == 0][:gains]
+        right_plain = [i for i, v in enumerate(plain) if v == 1][:losses]
+        for i in wrong_plain:
+            hmt[i] = 1
+        for i in right_plain:
+            hmt[i] = 0
+        write_qa_run(folder, "plain", plain)
+        write_qa_run(folder, "hmt", hmt)
+        (row,) = build(load_results([folder], warn=lambda m: None), "exact_match").rows
+        assert (row.paired[("hmt", "plain")].gained, row.paired[("hmt", "plain")].lost) == (gains, losses)
+        assert (row.unclear == []) is significant
+
+
+@pytest.mark.parametrize("case", ["other documents", "no predictions file"])
+def test_without_the_same_samples_the_intervals_decide(tmp_path: Path, case: str) -> None:
+    write_qa_run(tmp_path, "plain", [1] * 60 + [0] * 40)
+    write_qa_run(tmp_path, "hmt", [1] * 75 + [0] * 25, data="docs-b" if case == "other documents" else "docs-a",
+                 predictions=case != "no predictions file")
+    table = build(load_results([tmp_path], warn=lambda m: None), "exact_match")
+    (row,) = table.rows
+    assert row.paired == {}
+    assert row.unclear == [("hmt", "plain")]  # [50, 69]% and [66, 83]% overlap
+    assert render([table], "markdown").splitlines()[-1] == (
+        "- n.s. = not significant: the two methods' 95% intervals overlap")

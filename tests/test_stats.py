@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hmtbench.stats import bootstrap_ppl_interval, intervals_overlap, wilson_interval
+from hmtbench.stats import bootstrap_ppl_interval, intervals_overlap, mcnemar_exact, wilson_interval
 
 # Wilson at 95%: z = NormalDist().inv_cdf(0.975) = 1.959963984540054, z^2 = 3.841458820694124;
 # shrink = 1 + z^2/n, center = (p + z^2/2n) / shrink, half = z / shrink * sqrt(p(1-p)/n + z^2/4n^2).
@@ -113,3 +113,25 @@ def test_intervals_overlap() -> None:
     assert intervals_overlap((1.0, 2.0), (2.0, 3.0)) and intervals_overlap((1.0, 5.0), (2.0, 3.0))
     assert not intervals_overlap((1.0, 2.0), (2.5, 3.0)) and not intervals_overlap((2.5, 3.0), (1.0, 2.0))
     assert not intervals_overlap((math.nan, math.nan), (1.0, 2.0))
+
+
+@pytest.mark.parametrize("gained, lost, expected", [
+    (5, 0, 2 / 32),  # every discordant sample one way: 2 * 0.5**5
+    (6, 1, 2 * (1 + 7) / 128),  # 2 * P(X <= 1), X ~ Bin(7, 1/2)
+    (3, 3, 1.0), (0, 0, 1.0), (2, 0, 0.5),
+])
+def test_mcnemar_exact_by_hand(gained: int, lost: int, expected: float) -> None:
+    assert mcnemar_exact(gained, lost) == pytest.approx(expected, rel=1e-12)
+    assert mcnemar_exact(lost, gained) == pytest.approx(expected, rel=1e-12)  # two-sided: symmetric
+
+
+@pytest.mark.parametrize("gained, lost", [(43, 0), (41, 1), (3, 7), (120, 80), (500, 460)])
+def test_mcnemar_exact_matches_scipy_binomial_test(gained: int, lost: int) -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    expected = scipy_stats.binomtest(gained, gained + lost, 0.5).pvalue
+    assert mcnemar_exact(gained, lost) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mcnemar_exact_refuses_negative_counts() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        mcnemar_exact(-1, 3)

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from hmtbench.analysis.columns import CONFIG_PREFIX, interval_columns, plain
+from hmtbench.analysis.paired import PairedTest, SampleOutcomes
 from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
@@ -57,7 +58,8 @@ class Row:
     full: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> every run setting of its runs here
     deltas: dict[tuple[str, str], float | None] = field(default_factory=dict)  # (method, reference) -> %
     best: list[str] = field(default_factory=list)
-    unclear: list[tuple[str, str]] = field(default_factory=list)  # deltas whose two 95% intervals overlap
+    unclear: list[tuple[str, str]] = field(default_factory=list)  # deltas not significant (paired test, else overlap)
+    paired: dict[tuple[str, str], PairedTest] = field(default_factory=dict)  # deltas tested on the same samples
 
 
 @dataclass
@@ -126,8 +128,9 @@ def build(frame: pd.DataFrame, metric: str) -> Comparison:
     methods = order_methods({m for row in rows for m in row.cells})
     pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
+    outcomes = SampleOutcomes(frame, metric)
     for row in rows:
-        _score(row, pairs, direction)
+        _score(row, pairs, direction, outcomes)
     return Comparison(metric, direction, methods, pairs, rows, notes)
 
 
@@ -314,11 +317,14 @@ def overlap(a: Cell, b: Cell) -> bool:
     return max(a.low, b.low) <= min(a.high, b.high)
 
 
-def _score(row: Row, pairs: list[tuple[str, str]], direction: str) -> None:
+def _score(row: Row, pairs: list[tuple[str, str]], direction: str, outcomes: SampleOutcomes) -> None:
     means = {m: c.mean for m, c in row.cells.items() if c.mean is not None}
-    row.deltas = {(a, b): gain(means[b], means[a], direction) if a in means and b in means else None
-                  for a, b in pairs}
-    row.unclear = [(a, b) for a, b in pairs if a in means and b in means and overlap(row.cells[a], row.cells[b])]
+    scored = [(a, b) for a, b in pairs if a in means and b in means]
+    row.deltas = {(a, b): gain(means[b], means[a], direction) if (a, b) in scored else None for a, b in pairs}
+    tests = {pair: outcomes.test(row.cells[pair[0]].runs, row.cells[pair[1]].runs) for pair in scored}
+    row.paired = {pair: test for pair, test in tests.items() if test is not None}
+    row.unclear = [pair for pair in scored if (not row.paired[pair].significant if pair in row.paired
+                                               else overlap(row.cells[pair[0]], row.cells[pair[1]]))]
     if len(means) > 1:
         best = (min if direction == "lower" else max)(means.values())
         row.best = [m for m in order_methods(means) if math.isclose(means[m], best, rel_tol=1e-12)]

@@ -38,8 +38,13 @@ def header(table: Comparison) -> str:
 def notes(table: Comparison, footnotes: list[str]) -> list[str]:
     """Lines under a table: the variants' footnotes, and what n.s. means where a delta carries it."""
     lines = [f"[{i}] {text}" for i, text in enumerate(footnotes, 1)]
+    paired = any(row.paired for row in table.rows)
+    if paired:
+        lines.append("deltas on the same samples are tested pairwise: exact McNemar over the samples one method gets "
+                     "right and the other wrong (--format json/csv give the counts and p)")
     if any(row.unclear for row in table.rows):
-        lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: the two methods' 95% intervals overlap")
+        how = "p >= 0.05 where tested pairwise, else " if paired else ""
+        lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: {how}the two methods' 95% intervals overlap")
     return lines
 
 
@@ -175,6 +180,8 @@ def records(table: Comparison) -> list[dict[str, Any]]:
         for pair in table.pairs:
             record[delta_label(pair)] = row.deltas.get(pair)
             record[f"{delta_label(pair)}{NOT_SIGNIFICANT}"] = pair in row.unclear
+            test = row.paired.get(pair)
+            record[f"{delta_label(pair)} paired p"] = test.p if test else None
         record["best"] = ";".join(row.best)
         out.append(record)
     return out
@@ -193,7 +200,8 @@ def _json(tables: list[Comparison]) -> str:
         rows = [{"key": row.key, "best": row.best,
                  "cells": {m: vars(c) for m, c in row.cells.items()},
                  "deltas": {delta_label(p): v for p, v in row.deltas.items()},
-                 "not_significant": [delta_label(p) for p in row.unclear]} for row in table.rows]
+                 "not_significant": [delta_label(p) for p in row.unclear],
+                 "paired_tests": {delta_label(p): vars(t) for p, t in row.paired.items()}} for row in table.rows]
         payload.append({"metric": table.metric, "direction": table.direction, "sign": sign_rule(table.direction),
                         "methods": table.methods, "rows": rows, "notes": table.notes})
     return json.dumps(payload, indent=2, ensure_ascii=False)

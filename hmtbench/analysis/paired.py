@@ -1,0 +1,82 @@
+"""Paired tests for QA tables: two methods scored on the same samples, compared sample by sample.
+
+Two overlapping 95% intervals do not show that two methods are alike, and on the same samples a difference is
+better seen where it happens: which samples one method gets right and the other wrong (exact McNemar test,
+``hmtbench.stats.mcnemar_exact``). eval-qa writes each sample's scores beside its record
+(``<run_id>.predictions.jsonl``); a cell of a single run whose file is there, on the same evaluated documents
+(``data_sha256``) as the other cell's, is tested this way. Anything else falls back to the intervals.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hmtbench.analysis.columns import plain
+from hmtbench.stats import mcnemar_exact
+
+PAIRED_METRICS = ("exact_match", "accuracy")  # 0/1 per sample; a graded score (F1, ROUGE) has no McNemar test
+SIGNIFICANCE = 0.05
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A against B over the same samples: A right and B wrong (gained), the reverse (lost), and the exact p."""
+
+    gained: int
+    lost: int
+    samples: int
+    p: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p < SIGNIFICANCE
+
+
+class SampleOutcomes:
+    """Each single-run cell's per-sample outcomes of one metric, read once per run from its predictions file."""
+
+    def __init__(self, frame: pd.DataFrame, metric: str) -> None:
+        self.metric = metric
+        self._runs = frame.drop_duplicates("run_id").set_index("run_id") if metric in PAIRED_METRICS else None
+        self._read: dict[str, dict[str, float] | None] = {}
+
+    def test(self, a: list[str], b: list[str]) -> PairedTest | None:
+        """The paired test of the cell with runs ``a`` against the cell with runs ``b``; None where not possible
+        (not one run each, another metric, other documents, a predictions file missing or scoring other samples)."""
+        if self._runs is None or len(a) != 1 or len(b) != 1:
+            return None
+        data = [plain(self._runs.at[run, "data_sha256"]) for run in (a[0], b[0])]
+        if data[0] is None or data[0] != data[1]:
+            return None
+        first, second = self._outcomes(a[0]), self._outcomes(b[0])
+        if not first or second is None or first.keys() != second.keys():
+            return None
+        gained = sum(first[i] > second[i] for i in first)
+        lost = sum(first[i] < second[i] for i in first)
+        return PairedTest(gained, lost, len(first), mcnemar_exact(gained, lost))
+
+    def _outcomes(self, run: str) -> dict[str, float] | None:
+        if run not in self._read:
+            self._read[run] = self._load(run)
+        return self._read[run]
+
+    def _load(self, run: str) -> dict[str, float] | None:
+        source = plain(self._runs.at[run, "source_file"]) if "source_file" in self._runs else None
+        if source is None:
+            return None
+        path = Path(source).with_name(f"{run}.predictions.jsonl")
+        if not path.is_file():
+            return None
+        outcomes = {}
+        with path.open() as lines:
+            for line in filter(str.strip, lines):
+                sample = json.loads(line)
+                value = sample.get(self.metric)
+                if value not in (0, 1):
+                    return None
+                outcomes[str(sample["id"])] = float(value)
+        return outcomes
