@@ -200,3 +200,13 @@ def test_cli_plot_end_to_end(results: Path, tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "accuracy-vs-length needs eval-qa runs" in refused.stderr
     unknown = CliRunner().invoke(app, ["plot", str(results), "--figure", "ppl-bar"])
     assert unknown.exit_code == 2 and "did you mean 'ppl-bars'" in unknown.stderr
+
+
+def test_a_methods_series_differ_in_dashes_and_shade_the_first_keeps_its_colour() -> None:
+    styles = [method_line("hmt", variant) for variant in range(7)]
+    assert styles[0]["color"] == method_color("hmt")
+    assert len({s["color"] for s in styles}) == 7 and len({str(s["linestyle"]) for s in styles}) == 6
+    assert len({s["marker"] for s in styles}) == 1  # the marker stays the method's
+    darker, lighter = (matplotlib.colors.to_rgb(styles[i]["color"]) for i in (1, 2))
+    base = matplotlib.colors.to_rgb(method_color("hmt"))
+    assert sum(darker) < sum(base) < sum(lighter)

@@ -9,6 +9,7 @@ from typing import Any
 
 import matplotlib
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
@@ -29,6 +30,9 @@ PANEL = (3.1, 2.4)  # inches per panel: three side by side stay under 3000 px at
 PALETTE = ("#8c8c8c", "#4c9a2a", "#3a6fb0", "#c8402f", "#e69f00", "#7b3294", "#17becf", "#8c564b", "#d62789")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
 VARIANT_LINES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))  # a method's 1st, 2nd, ... series
+# ... and its shade: the method's colour mixed toward black (< 0) or white (> 0), so that eight series of one method
+# (checkpoints x choices) stay apart where their dashes alone would blur
+VARIANT_SHADES = (0.0, -0.45, 0.3, -0.7, -0.2, 0.15, -0.55)  # lighter than +0.3 fades on white
 VARIANT_HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "++++", "oooo", "----")
 METRIC_LABELS = {
     "ppl": "perplexity", "paper_ppl": "perplexity (reference's mean of batches)", "answer_ppl": "answer perplexity",
@@ -56,12 +60,23 @@ def method_color(method: str) -> str:
 
 def method_line(method: str, variant: int = 0) -> dict[str, Any]:
     """Line style of a method's series: its colour and marker; the baseline hollow and on top, so that a method
-    measuring the same (plain and RMT memory) shows through it; further series of a method in other dash styles."""
+    measuring the same (plain and RMT memory) shows through it; further series of a method in other dash styles
+    and shades of its colour."""
     baseline = method == BASELINE
     dashes = VARIANT_LINES[(variant + baseline) % len(VARIANT_LINES)]  # the baseline dashed: lines under it show
-    return {"color": method_color(method), "marker": MARKERS[slot(method) % len(MARKERS)], "linestyle": dashes,
+    color = shade(method_color(method), VARIANT_SHADES[variant % len(VARIANT_SHADES)])
+    return {"color": color, "marker": MARKERS[slot(method) % len(MARKERS)], "linestyle": dashes,
             "markerfacecolor": "none" if baseline else None, "markersize": 6 if baseline else 4,
             "zorder": 3 if baseline else 2}
+
+
+def shade(color: str, amount: float) -> str:
+    """``color`` mixed toward black (amount < 0) or white (> 0) by |amount|; itself at 0."""
+    if amount == 0:
+        return color
+    target = 0.0 if amount < 0 else 1.0
+    rgb = [c + abs(amount) * (target - c) for c in to_rgb(color)]
+    return to_hex(rgb)
 
 
 def axis_label(metric: str, direction: str) -> str:
