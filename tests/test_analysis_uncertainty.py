@@ -135,3 +135,42 @@ def test_without_the_same_samples_the_intervals_decide(tmp_path: Path, case: str
     assert row.unclear == [("hmt", "plain")]  # [50, 69]% and [66, 83]% overlap
     assert render([table], "markdown").splitlines()[-1] == (
         "- n.s. = not significant: the two methods' 95% intervals overlap")
+
+
+def test_deep_scores_count_the_samples_before_the_question_with_their_wilson_interval(tmp_path: Path) -> None:
+    """by_depth 0: 24 of 25, 0.5: 25 of 25, 1.0: 5 of 25 -> exact_match_deep 49/50 (the depth-1.0 keys apart)."""
+    depths = [{"depth": 0.0, "n": 25, "accuracy": 0.96, "exact_match": 0.96},
+              {"depth": 0.5, "n": 25, "accuracy": 1.0, "exact_match": 1.0},
+              {"depth": 1.0, "n": 25, "accuracy": 0.2, "exact_match": 0.2}]
+    write_run(tmp_path, "hmt", command="eval-qa", task="passkey", context_length=4096, exact_match=54 / 75,
+              by_depth=depths)
+    write_run(tmp_path, "plain", command="eval-qa", task="passkey", context_length=4096, exact_match=0.4,
+              by_depth=None)
+    frame = load_results([tmp_path], warn=lambda m: None).set_index("method")
+    assert frame.at["hmt", "exact_match_deep"] == pytest.approx(49 / 50)
+    assert (frame.at["hmt", "exact_match_deep_ci_low"], frame.at["hmt", "exact_match_deep_ci_high"]) == pytest.approx(
+        wilson_interval(49, 50))
+    assert pd.isna(frame.at["plain", "exact_match_deep"])  # no depths recorded: no deep score, not 0
+    (row,) = build(load_results([tmp_path], warn=lambda m: None), "exact_match_deep").rows
+    assert list(row.cells) == ["hmt"] and row.cells["hmt"].low == pytest.approx(wilson_interval(49, 50)[0])
+
+
+def test_a_deep_score_is_tested_pairwise_over_the_deep_samples_only(tmp_path: Path) -> None:
+    """Depth < 1: HMT 10 of 10, plain 0 of 10 (p = 2 * 0.5**10); at depth 1.0 plain gets the 5 HMT misses."""
+    def run(method: str, deep: int, last: int) -> None:
+        samples = [(i, 0.5, int(i < deep)) for i in range(10)] + [(10 + i, 1.0, int(i < last)) for i in range(5)]
+        depths = [{"depth": 0.5, "n": 10, "accuracy": deep / 10, "exact_match": deep / 10},
+                  {"depth": 1.0, "n": 5, "accuracy": last / 5, "exact_match": last / 5}]
+        path = write_run(tmp_path, method, command="eval-qa", task="passkey", context_length=4096,
+                         exact_match=(deep + last) / 15, data_sha256="same", by_depth=depths)
+        lines = [json.dumps({"id": str(i), "exact_match": float(v), "meta": {"depth": d}}) for i, d, v in samples]
+        path.with_name(f"{path.stem}.predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+    run("plain", deep=0, last=5)
+    run("hmt", deep=10, last=0)
+    frame = load_results([tmp_path], warn=lambda m: None)
+    (deep,) = build(frame, "exact_match_deep").rows
+    assert (deep.paired[("hmt", "plain")].gained, deep.paired[("hmt", "plain")].lost) == (10, 0)
+    assert deep.paired[("hmt", "plain")].p == pytest.approx(2 * 0.5**10)
+    (every,) = build(frame, "exact_match").rows
+    assert (every.paired[("hmt", "plain")].gained, every.paired[("hmt", "plain")].lost) == (10, 5)

@@ -11,10 +11,15 @@ from hmtbench.results.schema import COLUMN_NAMES
 
 # Columns "config.<key>": the resolved configuration's settings that no column carries (load.config_settings).
 CONFIG_PREFIX = "config."
-# Metrics whose records may carry a 95% interval (newer records; older ones lack the columns).
-INTERVAL_METRICS = ("ppl", "accuracy", "exact_match")
 # eval-qa: a list of {"depth", "n", "accuracy", "exact_match"}, one per needle depth present.
 BY_DEPTH = "by_depth"
+# Scores over the samples whose needle lies before the question (depth < 1), derived from by_depth when records are
+# read: the retrieval a memory has to do, apart from the depth-1.0 keys that sit in the question's own segment and
+# that a plain segment reads itself. With their Wilson interval, as the recorded scores.
+DEEP_SCORES = {"accuracy_deep": "accuracy", "exact_match_deep": "exact_match"}
+DEEP_BELOW = 1.0
+# Metrics whose records may carry a 95% interval (newer records; older ones lack the columns).
+INTERVAL_METRICS = ("ppl", "accuracy", "exact_match", *DEEP_SCORES)
 
 
 def interval_columns(metric: str) -> tuple[str, str]:
@@ -24,7 +29,7 @@ def interval_columns(metric: str) -> tuple[str, str]:
 
 # Every column compare and plot read: the schema's, plus those newer records add (absent ones read as missing).
 READ_COLUMNS = list(dict.fromkeys([*COLUMN_NAMES, *(c for m in INTERVAL_METRICS for c in interval_columns(m)),
-                                   BY_DEPTH]))
+                                   BY_DEPTH, *DEEP_SCORES]))
 
 
 def plain(value: Any) -> Any:

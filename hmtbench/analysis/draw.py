@@ -38,6 +38,7 @@ METRIC_LABELS = {
     "ppl": "perplexity", "paper_ppl": "perplexity (reference's mean of batches)", "answer_ppl": "answer perplexity",
     "nll_mean": "NLL per token (nats)", "bpb": "bits per byte", "rouge_l": "ROUGE-L", "f1": "token F1",
     "exact_match": "exact match", "accuracy": "accuracy", "peak_gpu_mem_mb": "peak GPU memory (MiB)",
+    "exact_match_deep": "exact match, depth < 1", "accuracy_deep": "accuracy, depth < 1",
     "peak_host_mem_mb": "peak host memory (MiB)", "wall_s": "seconds", "tokens_per_s": "tokens / s",
     "ms_per_segment": "ms per segment",
 }

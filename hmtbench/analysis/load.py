@@ -8,13 +8,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from hmtbench.analysis.columns import CONFIG_PREFIX, INTERVAL_METRICS, READ_COLUMNS, interval_columns, plain
+from hmtbench.analysis.columns import (
+    BY_DEPTH,
+    CONFIG_PREFIX,
+    DEEP_BELOW,
+    DEEP_SCORES,
+    INTERVAL_METRICS,
+    READ_COLUMNS,
+    interval_columns,
+    plain,
+)
 from hmtbench.config import EngineOptions
 from hmtbench.errors import HmtbenchError, did_you_mean
 from hmtbench.methods import config_class, method_names
 from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
+from hmtbench.stats import wilson_interval
 
 NUMERIC = (*METRIC_DIRECTION, "backbone_params", *(c for m in INTERVAL_METRICS for c in interval_columns(m)))
 # Config keys that are not settings of the experiment, or that a column already carries as the run used it
@@ -53,6 +64,7 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
         frame[column] = frame[column].where(frame[column].notna(), implied)
     for column in NUMERIC:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
+    _add_deep_scores(frame)
     configs = [normalise_config(_parse(text), plain(method)) for text, method in zip(frame["config"], frame["method"],
                                                                                        strict=True)]
     asked = pd.Series([c.get("segment_length") for c in configs], index=frame.index, dtype="Int64")
@@ -63,6 +75,29 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
                            for path, sha in zip(frame["checkpoint"], frame["checkpoint_sha256"], strict=True)]
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
+
+
+def _add_deep_scores(frame: pd.DataFrame) -> None:
+    """accuracy_deep / exact_match_deep and their Wilson intervals from each eval-qa record's by_depth."""
+    for deep, score in DEEP_SCORES.items():
+        counts = [deep_counts(depths, score) for depths in frame[BY_DEPTH]]
+        intervals = [wilson_interval(*c) if c else (None, None) for c in counts]
+        frame[deep] = pd.array([c[0] / c[1] if c else None for c in counts], dtype="Float64")
+        for column, values in zip(interval_columns(deep), zip(*intervals, strict=True), strict=True):
+            frame[column] = pd.array(values, dtype="Float64")
+
+
+def deep_counts(depths: Any, score: str) -> tuple[int, int] | None:
+    """(samples right, samples) at depths below 1 in one record's by_depth; None when it holds none."""
+    if not isinstance(depths, (list, tuple, np.ndarray)):
+        return None
+    right = total = 0
+    for item in depths:
+        value = item.get(score)
+        if float(item["depth"]) < DEEP_BELOW and value is not None and not pd.isna(value):
+            right += round(float(value) * int(item["n"]))  # a share of 0/1 outcomes: a whole count
+            total += int(item["n"])
+    return (right, total) if total else None
 
 
 def default_setting(method: str | None, name: str) -> Any:

@@ -4,7 +4,9 @@ Two overlapping 95% intervals do not show that two methods are alike, and on the
 better seen where it happens: which samples one method gets right and the other wrong (exact McNemar test,
 ``hmtbench.stats.mcnemar_exact``). eval-qa writes each sample's scores beside its record
 (``<run_id>.predictions.jsonl``); a cell of a single run whose file is there, on the same evaluated documents
-(``data_sha256``) as the other cell's, is tested this way. Anything else falls back to the intervals.
+(``data_sha256``) as the other cell's, is tested this way. Anything else falls back to the intervals. The file is
+looked for beside the record, not at the record's ``predictions_file``: that is where it was written, often on
+another machine, and the two travel together.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from hmtbench.analysis.columns import plain
+from hmtbench.analysis.columns import DEEP_BELOW, DEEP_SCORES, plain
 from hmtbench.stats import mcnemar_exact
 
-PAIRED_METRICS = ("exact_match", "accuracy")  # 0/1 per sample; a graded score (F1, ROUGE) has no McNemar test
+# metric -> the 0/1 score each sample holds (a graded score, F1 or ROUGE, has no McNemar test)
+PAIRED_METRICS = {"exact_match": "exact_match", "accuracy": "accuracy", **DEEP_SCORES}
 SIGNIFICANCE = 0.05
 
 
@@ -71,11 +74,14 @@ class SampleOutcomes:
         path = Path(source).with_name(f"{run}.predictions.jsonl")
         if not path.is_file():
             return None
+        score, deep = PAIRED_METRICS[self.metric], self.metric in DEEP_SCORES
         outcomes = {}
         with path.open() as lines:
             for line in filter(str.strip, lines):
                 sample = json.loads(line)
-                value = sample.get(self.metric)
+                if deep and not (sample.get("meta") or {}).get("depth", DEEP_BELOW) < DEEP_BELOW:
+                    continue  # the *_deep scores count the samples whose needle lies before the question only
+                value = sample.get(score)
                 if value not in (0, 1):
                     return None
                 outcomes[str(sample["id"])] = float(value)

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from hmtbench.analysis import draw
-from hmtbench.analysis.columns import BY_DEPTH
+from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES
 from hmtbench.analysis.compare import Comparison, build, inventory
 from hmtbench.analysis.draw import FigureUnsupported
 from hmtbench.analysis.lines import LinePanel, line_figure, series_lines
@@ -20,7 +20,8 @@ from hmtbench.analysis.series import Entry, by_panel, entries, legend, ordered_s
 from hmtbench.methods import method_names
 
 QA_METRICS = ("answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
-SCORES = ("accuracy", "exact_match", "rouge_l", "f1")  # scores in 0..1 that the QA figures draw, the first present
+# scores in 0..1 that the QA figures draw, the first present unless --metric names one (the *_deep ones: depth < 1)
+SCORES = ("accuracy", "exact_match", "rouge_l", "f1", *DEEP_SCORES)
 DEPTH_SCORES = ("accuracy", "exact_match")  # what by_depth holds per depth
 LENGTHS = ("context_length", "test_length")  # the x axis (test_length: the tokens the context came to)
 TICKS = [1024 * 4**i for i in range(6)]  # 1k 4k 16k 64k 256k 1M (k = 1024, as --context-length reads 1k)

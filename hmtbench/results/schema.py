@@ -122,6 +122,8 @@ METRIC_DIRECTION: dict[str, str] = {
     "rouge_l": "higher", "f1": "higher", "exact_match": "higher", "accuracy": "higher",
     "peak_gpu_mem_mb": "lower", "peak_host_mem_mb": "lower", "wall_s": "lower", "tokens_per_s": "higher",
     "ms_per_segment": "lower", "final_loss": "lower", "added_params": "lower", "trainable_params": "lower",
+    # not written by a run: derived from by_depth when records are read (hmtbench.analysis.columns.DEEP_SCORES)
+    "accuracy_deep": "higher", "exact_match_deep": "higher",
 }
 
 
