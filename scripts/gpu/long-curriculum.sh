@@ -9,7 +9,9 @@
 #   bash scripts/gpu/long-curriculum.sh eval WORK LENGTHS CHOICE [FLAGS...]  passkey at LENGTHS, span and recall
 #                                                                   CHOICE; FLAGS go to eval-qa (e.g. --compile
 #                                                                   --cuda-graphs for 1M within one call)
-#   Environment: RUN (hmt-span-lora-long: the run folder in WORK/runs), LIMIT (125), DEPTHS (0,0.25,0.5,0.75,1),
+#   Environment: RUN (hmt-span-lora-long: the run folder in WORK/runs), TASK (passkey; multi-fact for a checkpoint
+#   of recipes/smollm2-135m-multifact-hmt-span.yaml), LIMIT (125), DEPTHS (passkey: 0,0.25,0.5,0.75,1; multi-fact:
+#   the task's own three),
 #   EVAL_SECONDS (400), RECALL (CHOICE: recall's choice apart from the span write's, e.g. RECALL=hard with soft
 #   spans, the choice that recall dilution cannot touch: results/cpu-recall-dilution). 1M at 100 samples of depths
 #   0-0.75 reads 100M tokens (~7.5 minutes at 235k tokens/s): LIMIT=100 DEPTHS=0,0.25,0.5,0.75 EVAL_SECONDS=560.
@@ -36,12 +38,15 @@ train)
 eval)
   lengths=$3 choice=$4 recall=${RECALL:-$4}
   name=$choice$([ "$recall" = "$choice" ] || echo "-recall-$recall")
-  limit=${LIMIT:-125}
-  timeout -k 5 "${EVAL_SECONDS:-400}" python3 -m hmtbench eval-qa --task passkey --backbone smollm2-135m \
-    --segment-length 256 --limit "$limit" --batch-size "$limit" --depth "${DEPTHS:-0,0.25,0.5,0.75,1}" \
+  limit=${LIMIT:-125} task=${TASK:-passkey} depth=()
+  if [ "$task" = passkey ] || [ -n "${DEPTHS:-}" ]; then  # multi-fact: its own three depths unless DEPTHS says
+    depth=(--depth "${DEPTHS:-0,0.25,0.5,0.75,1}")
+  fi
+  timeout -k 5 "${EVAL_SECONDS:-400}" python3 -m hmtbench eval-qa --task "$task" --backbone smollm2-135m \
+    --segment-length 256 --limit "$limit" --batch-size "$limit" "${depth[@]}" \
     --context-length "$lengths" --method hmt \
     --checkpoint "$run/stage2/final" --set method.span_choice="$choice" --set method.recall_choice="$recall" \
-    --recall-context 6000 "${@:5}" --out "$work/results/passkey-hmt-long-$name" \
-    > "$work/logs/eval-long-$name.log" 2>&1 || true
-  grep -h "accuracy\|Error" "$work/logs/eval-long-$name.log" ;;
+    --recall-context 6000 "${@:5}" --out "$work/results/$task-hmt-long-$name" \
+    > "$work/logs/eval-long-$task-$name.log" 2>&1 || true
+  grep -h "accuracy\|Error" "$work/logs/eval-long-$task-$name.log" ;;
 esac
