@@ -110,8 +110,9 @@ def test_a_run_is_one_line_at_every_length_where_another_joins_it_at_some(tmp_pa
 
 
 def test_a_run_alone_in_its_panel_keeps_the_settings_that_name_it(tmp_path: Path) -> None:
-    """Checkpoints A and B beside plain at 1k-16k (n 4), B again at 256k-1M with n 2 (its own panel): B's line there
-    names B (the legend is one for the figure), and no panel's title claims a training mode only some lines have."""
+    """Checkpoints A and B beside plain at 1k-16k (n 4), B again at 16k-1M with n 2 (its own panel: two points of B
+    at 16k keep the sample counts apart): B's line there names B (the legend is one for the figure), and no panel's
+    title claims a training mode only some lines have."""
     a, b = ("/runs/a/stage2/final", "a" * 64), ("/runs/b/stage2/final", "b" * 64)
     for length in LENGTHS:
         write_run(tmp_path, "plain", command="eval-qa", dataset=None, task="passkey", context_length=length,
@@ -119,7 +120,7 @@ def test_a_run_alone_in_its_panel_keeps_the_settings_that_name_it(tmp_path: Path
         for (path, sha), accuracy in [(a, 0.5), (b, 0.9)]:
             write_run(tmp_path, "hmt", command="eval-qa", dataset=None, task="passkey", context_length=length,
                       accuracy=accuracy, checkpoint=path, checkpoint_sha256=sha, train_mode="lora", max_docs=4)
-    for length, accuracy in [(256_000, 0.5), (1_000_000, 0.1)]:
+    for length, accuracy in [(16000, 0.8), (256_000, 0.5), (1_000_000, 0.1)]:
         write_run(tmp_path, "hmt", command="eval-qa", dataset=None, task="passkey", context_length=length,
                   accuracy=accuracy, checkpoint=b[0], checkpoint_sha256=b[1], train_mode="lora", max_docs=2)
     fig = plot.figure(frame_of(tmp_path), "accuracy-vs-length")
@@ -167,3 +168,26 @@ def test_full_context_is_a_level_line_across_the_position_panel(tmp_path: Path) 
     assert list(level.get_ydata()) == pytest.approx([np.exp(0.5)] * 2) and list(level.get_xdata()) == [0, 1]
     assert level.get_linestyle() == ":" and level.get_color() == draw.method_color("full")
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["plain", "full (whole document)"]
+
+
+def test_one_series_at_other_sample_counts_stays_one_line_unless_two_points_would_share_a_length(
+        tmp_path: Path) -> None:
+    """HMT at 1k and 4k with 125 samples and at 16k with 100: one line of three points, the counts in the note;
+    a second 16k run with 125 samples would put two points at 16k, so then the counts keep their panels apart."""
+    def qa(folder: Path, method: str, length: int, docs: int, accuracy: float) -> None:
+        write_run(folder, method, command="eval-qa", dataset=None, protocol="qa", task="passkey",
+                  context_length=length, test_length=length, max_docs=docs, batch_size=docs, accuracy=accuracy)
+
+    for length, docs, accuracy in [(1000, 125, 0.9), (4000, 125, 0.8), (16000, 100, 0.7)]:
+        qa(tmp_path / "runs", "hmt", length, docs, accuracy)
+        qa(tmp_path / "runs", "plain", length, 125, 0.1)
+    fig = plot.figure(frame_of(tmp_path / "runs"), "accuracy-vs-length")
+    (panel,) = [ax for ax in fig.axes if ax.get_lines()]
+    hmt = next(line for line in panel.get_lines() if line.get_label() == "HMT")
+    assert list(hmt.get_ydata()) == pytest.approx([0.9, 0.8, 0.7])
+    assert "samples per point: 100, 125 (max_docs)" in "\n".join(t.get_text() for t in fig.texts)
+
+    qa(tmp_path / "runs", "hmt", 16000, 125, 0.75)
+    fig = plot.figure(frame_of(tmp_path / "runs"), "accuracy-vs-length")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_lines()]
+    assert len(titles) == 2 and all("max_docs" in title for title in titles)

@@ -24,13 +24,14 @@ QA_METRICS = ("answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
 SCORES = ("accuracy", "exact_match", "rouge_l", "f1", *DEEP_SCORES)
 DEPTH_SCORES = ("accuracy", "exact_match")  # what by_depth holds per depth
 LENGTHS = ("context_length", "test_length")  # the x axis (test_length: the tokens the context came to)
+SAMPLE_COUNTS = ("max_docs", "batch_size")  # one series' runs at several lengths may hold other sample counts
 TICKS = [1024 * 4**i for i in range(6)]  # 1k 4k 16k 64k 256k 1M (k = 1024, as --context-length reads 1k)
 
 
 def accuracy_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     """A panel per task, a line per method through its score at each context length, its 95% band around it."""
     table = _table(frame, metric, "accuracy-vs-length", SCORES)
-    panels = by_panel(entries(table), LENGTHS)
+    panels = by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS)
     looks = legend(e for panel in panels.values() for e in panel)
     drawn = [LinePanel(dict(key), series_lines(panel, _length, looks), "context length (tokens)",
                        draw.axis_label(table.metric, table.direction), "log", _ticks(panel), ylim=(-0.03, 1.03),
@@ -41,7 +42,10 @@ def accuracy_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure
                                 f"{inventory(frame)}")
     banded = any(line.lows is not None for panel in drawn for line in panel.lines)
     bands = "; bands: 95% interval of a single run (Wilson), or ± std over runs" if banded else ""
-    return line_figure(drawn, f"each point: mean over runs, lines set a few percent apart sideways{bands}")
+    counts = sorted({e.row.key.get("max_docs") for panel in panels.values() for e in panel} - {None})
+    joined = counts and not any(k == "max_docs" for key in panels for k, _ in key)  # else titles or footer say it
+    samples = f"; samples per point: {', '.join(map(str, counts))} (max_docs)" if joined else ""
+    return line_figure(drawn, f"each point: mean over runs, lines set a few percent apart sideways{bands}{samples}")
 
 
 def depth_heatmap(frame: pd.DataFrame, metric: str | None = None) -> Figure:

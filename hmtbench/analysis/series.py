@@ -105,10 +105,19 @@ def legend(items: Iterable[Entry]) -> Legend:
     return Legend(series_labels(series), variant_index(series))
 
 
-def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_mode") -> dict[tuple, list[Entry]]:
+def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_mode",
+             join: Sequence[str] = ()) -> dict[tuple, list[Entry]]:
     """Panels by the row key without ``drop``; where ``into_lines`` varies in a panel (untrained plain and full next
     to LoRA-trained RMT and HMT), it becomes a setting of the lines instead of splitting the panel. Own settings are
-    aligned over every panel: the legend is one for the figure, so a run alone in its panel keeps what names it."""
+    aligned over every panel: the legend is one for the figure, so a run alone in its panel keeps what names it.
+    ``join``: keys left out of the panels too (the sample count of an experiment's series) unless a line would then
+    hold two points at one place of ``drop`` (one series evaluated twice at one length with other sample counts)."""
+    if join:
+        joined = by_panel(items, (*drop, *join), into_lines)
+        places = [(e.method, e.own, key, tuple(e.row.key.get(k) for k in drop))
+                  for key, panel in joined.items() for e in panel]
+        if len(places) == len(set(places)):
+            return joined
     grouped_items = grouped(aligned(items), lambda e: e.place(drop=(*drop, into_lines)))
     if all(len({e.row.key.get(into_lines) for e in panel}) == 1 for panel in grouped_items.values()):
         return {key + ((into_lines, panel[0].row.key.get(into_lines)),): panel for key, panel in grouped_items.items()}
