@@ -54,7 +54,7 @@ def depth_heatmap(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     table = _table(frame, metric, "depth-heatmap", DEPTH_SCORES, has, "per needle depth (by_depth, newer records)")
     runs = frame.set_index("run_id")
     maps = []
-    for key, panel in by_panel(entries(table), LENGTHS).items():
+    for key, panel in by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS).items():
         for series in ordered_series(panel):
             cells = [e for e in panel if (e.method, e.own) == series]
             maps.append((dict(key), series, {_length(e): _depth_scores(runs.loc[e.cell.runs], table.metric)
