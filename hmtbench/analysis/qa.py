@@ -43,7 +43,7 @@ def accuracy_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure
     banded = any(line.lows is not None for panel in drawn for line in panel.lines)
     bands = "; bands: 95% interval of a single run (Wilson), or ± std over runs" if banded else ""
     counts = sorted({e.row.key.get("max_docs") for panel in panels.values() for e in panel} - {None})
-    joined = counts and not any(k == "max_docs" for key in panels for k, _ in key)  # else titles or footer say it
+    joined = bool(counts) and not any(k == "max_docs" for key in panels for k, _ in key)  # else titles/footer say it
     samples = f"; samples per point: {', '.join(map(str, counts))} (max_docs)" if joined else ""
     return line_figure(drawn, f"each point: mean over runs, lines set a few percent apart sideways{bands}{samples}")
 
