@@ -32,6 +32,21 @@ READ_COLUMNS = list(dict.fromkeys([*COLUMN_NAMES, *(c for m in INTERVAL_METRICS 
                                    BY_DEPTH, *DEEP_SCORES]))
 
 
+def depth_totals(depths: Any, score: str) -> dict[float, tuple[float, int]]:
+    """One record's by_depth as {depth: (score x n, n)}: for a 0/1 score, the samples right and the samples at that
+    depth. Depths without samples or without the score are left out; no by_depth (another task, an older record): {}."""
+    if not isinstance(depths, (list, tuple, np.ndarray)):
+        return {}
+    totals: dict[float, tuple[float, int]] = {}
+    for item in depths:
+        n, value = int(item["n"]), item.get(score)
+        if n and value is not None and not pd.isna(value):
+            depth = round(float(item["depth"]), 6)
+            right, count = totals.get(depth, (0.0, 0))
+            totals[depth] = (right + float(value) * n, count + n)
+    return totals
+
+
 def plain(value: Any) -> Any:
     """A pandas/numpy scalar as a plain Python value; missing values as None."""
     if isinstance(value, (list, tuple, np.ndarray)):

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from hmtbench.analysis.columns import (
@@ -18,6 +17,7 @@ from hmtbench.analysis.columns import (
     DEEP_SCORES,
     INTERVAL_METRICS,
     READ_COLUMNS,
+    depth_totals,
     interval_columns,
     plain,
 )
@@ -89,15 +89,9 @@ def _add_deep_scores(frame: pd.DataFrame) -> None:
 
 def deep_counts(depths: Any, score: str) -> tuple[int, int] | None:
     """(samples right, samples) at depths below 1 in one record's by_depth; None when it holds none."""
-    if not isinstance(depths, (list, tuple, np.ndarray)):
-        return None
-    right = total = 0
-    for item in depths:
-        value = item.get(score)
-        if float(item["depth"]) < DEEP_BELOW and value is not None and not pd.isna(value):
-            right += round(float(value) * int(item["n"]))  # a share of 0/1 outcomes: a whole count
-            total += int(item["n"])
-    return (right, total) if total else None
+    deep = [(right, n) for depth, (right, n) in depth_totals(depths, score).items() if depth < DEEP_BELOW]
+    total = sum(n for _, n in deep)
+    return (round(sum(right for right, _ in deep)), total) if total else None  # shares of 0/1 outcomes: whole
 
 
 def default_setting(method: str | None, name: str) -> Any:

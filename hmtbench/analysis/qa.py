@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import textwrap
 from typing import Any
 
@@ -12,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from hmtbench.analysis import draw
-from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES
+from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES, depth_totals
 from hmtbench.analysis.compare import Comparison, build, inventory
 from hmtbench.analysis.draw import FigureUnsupported
 from hmtbench.analysis.lines import LinePanel, line_figure, series_lines
@@ -89,13 +88,11 @@ def _ticks(panel: list[Entry]) -> dict[float, str]:
 
 def _depth_scores(runs: pd.DataFrame, metric: str) -> dict[float, tuple[float, int]]:
     """Per depth: the score over every sample at that depth in ``runs`` (weighted by n), and that n."""
-    totals: dict[float, list[float]] = {}
+    totals: dict[float, tuple[float, int]] = {}
     for depths in runs[BY_DEPTH]:
-        for item in depths:
-            n, score = int(item["n"]), item.get(metric)
-            if n and score is not None and not math.isnan(score):
-                total = totals.setdefault(round(float(item["depth"]), 6), [0.0, 0])
-                total[0], total[1] = total[0] + float(score) * n, total[1] + n
+        for depth, (score, n) in depth_totals(depths, metric).items():
+            total, count = totals.get(depth, (0.0, 0))
+            totals[depth] = (total + score, count + n)
     return {depth: (score / n, n) for depth, (score, n) in totals.items()}
 
 
