@@ -27,6 +27,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import torch
@@ -174,13 +175,9 @@ def summarize(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     z = sorted(line["needle_z"] for line in own)
     rows.append({"needle_z_min": z[0], "needle_z_median": z[len(z) // 2],
                  "needle_margin_min": min(line["needle_margin"] for line in own),
-                 "estimated_hard_top_among": {m: sum(normal_cdf(v) ** (m - 1) for v in z) / len(z)
+                 "estimated_hard_top_among": {m: sum(NormalDist().cdf(v) ** (m - 1) for v in z) / len(z)
                                               for m in (1365, 5461)}})
     return rows
-
-
-def normal_cdf(z: float) -> float:
-    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
 
 
 if __name__ == "__main__":
