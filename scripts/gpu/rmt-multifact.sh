@@ -12,20 +12,21 @@
 #                                                             and plain / overlap on multi-fact (n 100, its three
 #                                                             depths); full context at the lengths up to 4k
 #   bash scripts/gpu/rmt-multifact.sh long WORK LENGTHS SECS  as eval, the trained methods alone (HMT: hard recall)
-#   bash scripts/gpu/rmt-multifact.sh pack WORK OUT           logs, records and training logs, flat into OUT
-# Environment: LIMIT (passkey 125, multi-fact 100), ONLY (rmt or hmt: `long` for one method).
+#   bash scripts/gpu/rmt-multifact.sh pack WORK OUT [NAME]    logs, records and training logs: OUT/NAME.tgz
+# Environment: LIMIT (passkey 125, multi-fact 100), DEPTHS (passkey's), ONLY (rmt or hmt: `long` for one method),
+# RMT_CKPT / HMT_CKPT (checkpoints carried to a fresh machine instead of WORK's).
 set -euo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${HMTBENCH_MODEL_DIR-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 export OMP_NUM_THREADS=${THREADS:-4} MKL_NUM_THREADS=${THREADS:-4}
 mkdir -p "$work/logs" "$work/results"
 RMT_RUN=$work/runs/rmt-span-truncated HMT_RUN=$work/runs/hmt-multifact
-RMT_CKPT=$RMT_RUN/train/final HMT_CKPT=$HMT_RUN/stage2/final
+RMT_CKPT=${RMT_CKPT:-$RMT_RUN/train/final} HMT_CKPT=${HMT_CKPT:-$HMT_RUN/stage2/final}  # or carried ones
 QA=(--backbone smollm2-135m --segment-length 256)
-passkey() {  # LENGTHS SECS NAME FLAGS...: passkey at n 125 (25 per depth, 0-1)
+passkey() {  # LENGTHS SECS NAME FLAGS...: passkey at n 125 (25 per depth, 0-1; DEPTHS, LIMIT)
   local n=${LIMIT:-125}
   timeout -k 5 "$2" python3 -m hmtbench eval-qa --task passkey "${QA[@]}" --limit "$n" --batch-size "$n" \
-    --depth 0,0.25,0.5,0.75,1 --context-length "$1" "${@:4}" --out "$work/results/passkey-$3" \
+    --depth "${DEPTHS:-0,0.25,0.5,0.75,1}" --context-length "$1" "${@:4}" --out "$work/results/passkey-$3" \
     > "$work/logs/eval-passkey-$3.log" 2>&1 || echo "passkey-$3: stopped at its time limit or failed"
 }
 multifact() {  # LENGTHS SECS NAME FLAGS...: multi-fact at n 100 over the task's own three depths
@@ -70,13 +71,8 @@ long)
   [ "${ONLY:-rmt}" = rmt ] && passkey "$lengths" "$secs" rmt --method rmt --checkpoint "$RMT_CKPT" &
   wait
   grep -h "accuracy" "$work"/logs/eval-*.log | cut -c1-160 || true ;;
-pack)  # flat: a folder two levels deep under OUT does not come back
-  out=$3
-  for d in "$work"/results/*/; do mkdir -p "$out/$(basename "$d")" && cp "$d"* "$out/$(basename "$d")/"; done
-  mkdir -p "$out/logs" "$out/curves"
-  cp "$work"/logs/* "$out/logs/"
-  for f in "$RMT_RUN"/*/log.jsonl "$HMT_RUN"/*/log.jsonl; do
-    [ -f "$f" ] && cp "$f" "$out/curves/$(basename "$(dirname "$(dirname "$f")")")-$(basename "$(dirname "$f")").jsonl"
-  done
-  ls -R "$out" | head -40 ;;
+pack)  # one tarball: the device tool brings back a few files per call only (the rest: "count")
+  cd "$work"
+  tar czf "$3/${4:-records}.tgz" logs results $(ls runs/*/*/log.jsonl 2>/dev/null || true)
+  ls -la "$3" ;;
 esac
