@@ -153,6 +153,22 @@ def test_one_checkpoint_evaluated_from_two_clones_is_one_setting(tmp_path: Path)
     assert "backbone_resolved" not in table.notes[0]  # the same GGUF file, wherever it was installed
 
 
+def test_one_checkpoint_copied_to_another_folder_is_one_setting(tmp_path: Path) -> None:
+    """A checkpoint carried to a GPU machine under another folder name (ckpt/hmt) has the same tensors as the run
+    folder it came from: one setting, named by the first of its folders in sorted order, not two rows."""
+    sha = "45c66dbf" + "0" * 56
+    for length, path in [(1024, "/w/runs/hmt-multifact/stage2/final"), (65536, "/root/ckpt/hmt")]:
+        write_run(tmp_path, "hmt", command="eval-qa", dataset="passkey", task="passkey", context_length=length,
+                  accuracy=0.3, checkpoint=path, checkpoint_sha256=sha)
+    write_run(tmp_path, "hmt", command="eval-qa", dataset="passkey", task="passkey", context_length=65536,
+              accuracy=0.9, checkpoint="/root/ckpt/hmt", checkpoint_sha256="ee" * 32)  # same folder, other tensors
+    table = table_for(tmp_path, "accuracy")
+    assert [(r.key["context_length"], r.cells["hmt"].mean) for r in table.rows] == [(1024, 0.3), (65536, 0.3),
+                                                                                     (65536, 0.9)]
+    assert [r.key["variant"] for r in table.rows] == ["hmt: checkpoint=ckpt/hmt [45c66dbf]"] * 2 + [
+        "hmt: checkpoint=ckpt/hmt [eeeeeeee]"]
+
+
 def test_a_series_evaluated_from_two_checkpoints_names_each_in_its_rows(tmp_path: Path) -> None:
     """HMT from checkpoint A at 1k and 4k and from B at 16k: each row holds one run, so no row differs within
     itself, yet the rows must say which model they are; plain, one model at every length, stays unnamed."""

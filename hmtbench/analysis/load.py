@@ -71,8 +71,8 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame["segment_length_run"] = frame["segment_length"]  # full-context runs: the document length
     frame["segment_length"] = asked.fillna(frame["segment_length"])  # --segment-length as given (compare.ROW_KEYS)
     frame["backbone_resolved"] = frame["backbone_resolved"].map(portable_source, na_action="ignore")
-    frame["checkpoint"] = [portable_checkpoint(plain(path), plain(sha))
-                           for path, sha in zip(frame["checkpoint"], frame["checkpoint_sha256"], strict=True)]
+    frame["checkpoint"] = portable_checkpoints([plain(path) for path in frame["checkpoint"]],
+                                               [plain(sha) for sha in frame["checkpoint_sha256"]])
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
 
@@ -117,6 +117,17 @@ def portable_checkpoint(path: str | None, sha256: str | None) -> str | None:
         return None
     tail = "/".join(Path(path).parts[-2:])
     return f"{tail} [{sha256[:8]}]" if sha256 else tail
+
+
+def portable_checkpoints(paths: list[str | None], sha256s: list[str | None]) -> list[str | None]:
+    """``portable_checkpoint`` of each run, one name per content hash: a checkpoint evaluated from two folders (a
+    copy carried to another machine, say) is one setting, named by the first of its folders in sorted order."""
+    names = [portable_checkpoint(path, sha) for path, sha in zip(paths, sha256s, strict=True)]
+    first: dict[str, str] = {}
+    for name, sha in sorted(zip(names, sha256s, strict=True), key=lambda pair: str(pair[0])):
+        if sha and name is not None:
+            first.setdefault(sha, name)
+    return [first.get(sha, name) if sha else name for name, sha in zip(names, sha256s, strict=True)]
 
 
 def normalise_config(config: dict[str, Any], method: str | None) -> dict[str, Any]:
