@@ -109,6 +109,22 @@ def test_a_run_is_one_line_at_every_length_where_another_joins_it_at_some(tmp_pa
     }
 
 
+def test_a_setting_its_row_mates_share_does_not_move_a_series_to_another_panel(tmp_path: Path) -> None:
+    """RMT (span write) at 1k-16k shares its rows with a span-write HMT at 1k and 4k and with an HMT of no recorded
+    write at 16k: the rows' shared setting differs (memory_write=span, then none), yet RMT stays one line in one
+    panel, each line named by its own settings."""
+    for length, rmt in zip(LENGTHS, (0.3, 0.1, 0.0), strict=True):
+        write_run(tmp_path, "rmt", command="eval-qa", dataset=None, task="passkey", context_length=length,
+                  accuracy=rmt, memory_write="span", train_mode="lora")
+        hmt = {"memory_write": "span"} if length < LENGTHS[-1] else {}
+        write_run(tmp_path, "hmt", command="eval-qa", dataset=None, task="passkey", context_length=length,
+                  accuracy=0.9, train_mode="lora", **hmt)
+    (ax,) = plot.figure(frame_of(tmp_path), "accuracy-vs-length").axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines["RMT (memory_write=span)"] == [0.3, 0.1, 0.0]
+    assert lines["HMT (memory_write=span)"] == [0.9, 0.9] and len(lines) == 3
+
+
 def test_a_run_alone_in_its_panel_keeps_the_settings_that_name_it(tmp_path: Path) -> None:
     """Checkpoints A and B beside plain at 1k-16k (n 4), B again at 16k-1M with n 2 (its own panel: two points of B
     at 16k keep the sample counts apart): B's line there names B (the legend is one for the figure), and no panel's

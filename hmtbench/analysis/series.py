@@ -10,6 +10,8 @@ from hmtbench.analysis.columns import CONFIG_PREFIX
 from hmtbench.analysis.compare import Cell, Comparison, Row, order_methods, split_settings
 from hmtbench.methods import method_label
 
+ENGINE_PREFIX = f"{CONFIG_PREFIX}engine."  # engine switches: settings of a whole row (compile, CUDA graphs)
+
 LONG_VALUE = 8  # a setting's value longer than this (a checkpoint path) is left out of a label the rest tells apart
 NAMES_A_CHECKPOINT = ("hmt_stage", "steps")  # ... but a checkpoint beside another checkpoint only where one of these
 # tells them apart: two trained models must not read as one model under two settings
@@ -17,8 +19,10 @@ NAMES_A_CHECKPOINT = ("hmt_stage", "steps")  # ... but a checkpoint beside anoth
 
 @dataclass(frozen=True)
 class Entry:
-    """One method's cell in one row. ``alike``: the settings every method of the row shares (engine switches), so
-    figures treat them like the row's key; ``own``: the method's own settings that keep its runs apart."""
+    """One method's cell in one row. ``alike``: the engine switches every method of the row shares, which figures
+    treat like the row's key; ``own``: the method's settings that keep its runs apart, with any its row-mates happen
+    to share (memory_write=span beside a span-write HMT here, beside an older HMT there must not move a series to
+    another panel)."""
 
     row: Row
     method: str
@@ -40,7 +44,9 @@ def entries(table: Comparison) -> list[Entry]:
         alike, own = split_settings(row.settings)
         for method in order_methods(row.cells):
             cell = row.cells[method]
-            entry = Entry(row, method, cell, tuple(alike.items()), tuple(own.get(method, {}).items()),
+            switches = {k: v for k, v in alike.items() if k.startswith(ENGINE_PREFIX)}
+            mine = {**{k: v for k, v in alike.items() if k not in switches}, **own.get(method, {})}
+            entry = Entry(row, method, cell, tuple(switches.items()), tuple(mine.items()),
                           tuple(row.full.get(method, {}).items()))
             if cell.mean is not None:
                 found.setdefault((entry.place(), method, entry.own), entry)
