@@ -146,6 +146,50 @@ def test_needles_earlier_put_every_fact_in_a_segment_before_the_questions(task: 
     assert sampler.sample(0, 1).prompt_ids.shape == anywhere.sample(0, 1).prompt_ids.shape  # level 1: no earlier
 
 
+def test_needles_apart_put_each_fact_whole_in_a_segment_of_its_own_before_the_questions() -> None:
+    """A span write holds one fact per segment: with needles: apart every multi-fact training sample's three facts
+    lie whole in three different segments before the question's; with needles: earlier many do not."""
+    from hmtbench.training.answers import AnswerSampler, facts_apart
+
+    tokenizer, S = byte_tokenizer(), 300
+
+    def sampler(needles: str) -> AnswerSampler:
+        return AnswerSampler(CurriculumSettings(task="multi-fact", segments=[5, 8], needles=needles), tokenizer, S,
+                             3407)
+
+    apart, earlier = sampler("apart"), sampler("earlier")
+    for segments in (5, 8):
+        shared = 0
+        for k in range(30):
+            sample = apart.sample(k, segments)
+            question_segment = len(sample.prompt_ids) + ANSWER_ROOM - S
+            assert facts_apart(sample, S) and max(sample.meta["needle_ends"]) <= question_segment, k
+            assert answer_layout_segments(len(sample.prompt_ids), len(sample.prompt_ids) + 8, S) == segments
+            shared += not facts_apart(earlier.sample(k, segments), S)
+        assert shared >= 5, shared  # independent depths often put two facts in one segment
+    with pytest.raises(HmtbenchError, match="start the curriculum at 4 segments"):
+        AnswerSampler(CurriculumSettings(task="multi-fact", segments=[3, 4], needles="apart"), tokenizer, S, 0)
+
+
+def test_facts_apart_reads_segments_back_from_the_answer_layouts_end() -> None:
+    """Segments end ANSWER_ROOM positions after the prompt, every S tokens back: a fact across a boundary is not
+    whole, two facts in one segment are not apart."""
+    from types import SimpleNamespace
+
+    from hmtbench.training.answers import facts_apart
+
+    S, prompt = 100, 300 - ANSWER_ROOM  # segments [200, 300), [100, 200), [0, 100) in prompt positions
+
+    def sample(*needles: tuple[int, int]) -> SimpleNamespace:
+        return SimpleNamespace(prompt_ids=[0] * prompt, meta={"needle_starts": [a for a, _ in needles],
+                                                              "needle_ends": [b for _, b in needles]})
+
+    assert facts_apart(sample((10, 30), (120, 150), (200, 220)), S)
+    assert not facts_apart(sample((10, 30), (50, 70)), S)  # both in [0, 100)
+    assert not facts_apart(sample((90, 110), (150, 170)), S)  # the first crosses 100
+    assert facts_apart(sample((80, 100), (100, 120)), S)  # ends are exclusive: [80, 100) and [100, 120)
+
+
 @pytest.mark.parametrize(("task", "S"), [("passkey", 300), ("multi-fact", 600)])
 def test_question_segment_share_puts_that_share_of_the_facts_in_the_questions_segment(task: str, S: int) -> None:
     from hmtbench.training.answers import AnswerSampler

@@ -38,6 +38,10 @@ class AnswerSampler:
             self._group(curriculum.segments)
             return
         self.shortest = self.task.fixed_tokens() + 8  # a few filler tokens at least
+        facts = self.task.facts_per_sample
+        if curriculum.needles == "apart" and facts > 1 and curriculum.segments[0] <= facts:
+            raise HmtbenchError(f"needles: apart puts each of {self.name}'s {facts} facts in a segment of its own "
+                                f"before the question's: start the curriculum at {facts + 1} segments or more")
         room = curriculum.segments[0] * segment_tokens - ANSWER_ROOM
         if room < self.shortest:
             raise HmtbenchError(f"{self.name}'s shortest prompt takes {self.shortest} tokens, more than the "
@@ -74,12 +78,13 @@ class AnswerSampler:
         """Generated sample ``k`` of a level: its prompt spans ``segments`` segments of the answer layout (eval-qa's:
         the prompt ends ``ANSWER_ROOM`` positions before the last segment ends), its facts' depths are uniform over
         the context, or (``needles: earlier``, from 2 segments on) over the segments before the question's, except
-        for a ``question_segment_share`` of the samples, whose facts sit in the question's own segment."""
+        for a ``question_segment_share`` of the samples, whose facts sit in the question's own segment; ``needles:
+        apart`` as earlier, each fact in a segment of its own."""
         rng = random.Random(f"curriculum-{self.seed}-{k}")
         size = self.segment_tokens
         high = segments * size - ANSWER_ROOM
         low = self.shortest if segments == 1 else max(self.shortest, (segments - 1) * size + self.least - ANSWER_ROOM)
-        earlier = self.curriculum.needles == "earlier" and segments > 1
+        earlier = self.curriculum.needles in ("earlier", "apart") and segments > 1
         share = self.curriculum.question_segment_share
         near = earlier and share > 0 and rng.random() < share  # no draw at share 0: earlier samples stay as they were
         if earlier:  # room before the question's segment for the instructions and facts (`shortest` bounds them)
@@ -90,10 +95,35 @@ class AnswerSampler:
             # instructions, facts and question take at most `shortest` tokens
             boundary = length + ANSWER_ROOM - size
             reach = max(0.0, (boundary - self.shortest) / max(1, length - self.shortest))  # the shortest: depth 0
+        facts = self.task.facts_per_sample
         if near:  # every fact starts at or after the question segment's first token (the filler outnumbers
             # length - shortest tokens, so a depth of boundary / (length - shortest) is past the boundary)
             start = min(1.0, boundary / max(1, length - self.shortest))
-            depths = sorted(start + (1.0 - start) * rng.random() for _ in range(self.task.facts_per_sample))
+            depths = sorted(start + (1.0 - start) * rng.random() for _ in range(facts))
+        elif earlier and self.curriculum.needles == "apart" and facts > 1:
+            return self._facts_apart(k, length, reach, rng)
         else:
-            depths = sorted(reach * rng.random() for _ in range(self.task.facts_per_sample))
+            depths = sorted(reach * rng.random() for _ in range(facts))
         return self.task.sample(k, length, depths)
+
+    def _facts_apart(self, k: int, length: int, reach: float, rng: random.Random) -> Any:
+        """Sample ``k`` with one fact per equal share of the earlier context, drawn again until every fact lies
+        whole in a segment no other fact touches (at most ``APART_DRAWS`` draws; the last stands, which happens
+        only where the first segment is too short to hold a fact)."""
+        facts = self.task.facts_per_sample
+        for _ in range(APART_DRAWS):
+            sample = self.task.sample(k, length, [reach * (i + rng.random()) / facts for i in range(facts)])
+            if facts_apart(sample, self.segment_tokens):
+                break
+        return sample
+
+
+APART_DRAWS = 32
+
+
+def facts_apart(sample: Any, segment_tokens: int) -> bool:
+    """Whether each fact of a generated sample lies whole in one segment of the answer layout, and no two in one."""
+    end = len(sample.prompt_ids) + ANSWER_ROOM  # the answer layout: segments end here, every segment_tokens back
+    spans = [{(end - 1 - first) // segment_tokens, (end - last) // segment_tokens}
+             for first, last in zip(sample.meta["needle_starts"], sample.meta["needle_ends"], strict=True)]
+    return all(len(span) == 1 for span in spans) and len(set().union(*spans)) == len(spans)

@@ -10,7 +10,7 @@ from hmtbench.errors import HmtbenchError
 
 TRAIN_MODES = ("memory", "lora", "full")
 LOSS_ON = ("last", "all")
-NEEDLE_PLACES = ("anywhere", "earlier")
+NEEDLE_PLACES = ("anywhere", "earlier", "apart")
 
 
 @dataclass
@@ -74,6 +74,7 @@ class CurriculumSettings:
     window: int = 10  # ... over the last this many steps
     needles: str = "anywhere"  # generated tasks: anywhere in the context | earlier: in a segment before the
     # question's from level 2 on, so every sample's answer needs the memory (none is answerable from the last segment)
+    # | apart: as earlier, and each fact of a multi-fact sample in a segment of its own (a span write holds one)
     question_segment_share: float = 0.0  # with needles: earlier, this share of the samples (from level 2 on) puts
     # its facts in the question's own segment instead: trained on earlier keys alone, the model stops reading a key
     # it sees directly (results/h200-long-curriculum/: 1-2 of 25 at depth 1.0)
@@ -88,9 +89,9 @@ class CurriculumSettings:
         share = self.question_segment_share
         if not 0 <= share <= 1:
             raise HmtbenchError(f"curriculum.question_segment_share must be in [0, 1], got {share}")
-        if share and self.needles != "earlier":
-            raise HmtbenchError("curriculum.question_segment_share applies to needles: earlier (anywhere already puts "
-                                "some facts in the question's segment)")
+        if share and self.needles == "anywhere":
+            raise HmtbenchError("curriculum.question_segment_share applies to needles: earlier or apart (anywhere "
+                                "already puts some facts in the question's segment)")
         if not 0 < self.advance_at <= 1 or self.window < 1:
             raise HmtbenchError("curriculum.advance_at must be in (0, 1] and curriculum.window at least 1")
 

@@ -105,7 +105,10 @@ class NeedleTask(Task):
         context, starts = built
         sample.prompt_ids = torch.tensor(head + context + tail, dtype=torch.int32)
         sample.meta.update(context_tokens_asked=length, prompt_tokens=len(sample.prompt_ids),
-                           needle_starts=[len(head) + start for start in starts], filler=self.haystack.corpus)
+                           needle_starts=[len(head) + start for start in starts],
+                           needle_ends=[len(head) + start + len(ids) for start, ids in zip(starts, needle_ids,
+                                                                                         strict=True)],
+                           filler=self.haystack.corpus)
         return True
 
 
