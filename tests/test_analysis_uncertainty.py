@@ -80,12 +80,12 @@ def test_the_committed_results_table_fits_120_columns_with_variants_as_footnotes
 
 
 def write_qa_run(folder: Path, method: str, outcomes: list[int], data: str = "docs-a",
-                 predictions: bool = True) -> None:
+                 predictions: bool = True, **settings) -> None:
     """An eval-qa record with its Wilson interval and, beside it, the per-sample file eval-qa writes."""
     low, high = wilson_interval(sum(outcomes), len(outcomes))
     path = write_run(folder, method, command="eval-qa", dataset="passkey", task="passkey", protocol="qa",
                      context_length=4096, test_length=4096, exact_match=sum(outcomes) / len(outcomes),
-                     exact_match_ci_low=low, exact_match_ci_high=high, data_sha256=data)
+                     exact_match_ci_low=low, exact_match_ci_high=high, data_sha256=data, **settings)
     if predictions:
         run_id = path.name.removesuffix(".parquet")
         lines = [json.dumps({"id": str(i), "exact_match": float(v)}) for i, v in enumerate(outcomes)]
@@ -122,6 +122,26 @@ def test_deltas_on_the_same_samples_are_tested_pairwise(tmp_path: Path) -> None:
         (row,) = build(load_results([folder], warn=lambda m: None), "exact_match").rows
         assert (row.paired[("hmt", "plain")].gained, row.paired[("hmt", "plain")].lost) == (gains, losses)
         assert (row.unclear == []) is significant
+
+
+def test_one_method_in_two_settings_on_the_same_samples_is_tested_pairwise(tmp_path: Path) -> None:
+    """HMT with hard and with soft recall on the same 100 samples (70 and 40 right: 32 gained, 2 lost) are two
+    variant rows, never one delta column: compare tests them against each other all the same, once; a third run on
+    other documents is not paired with either."""
+    soft = [1] * 40 + [0] * 60
+    hard = [0, 0] + [1] * 38 + [1] * 32 + [0] * 28
+    write_qa_run(tmp_path, "plain", [0] * 100)
+    write_qa_run(tmp_path, "hmt", hard, recall_choice="hard")
+    write_qa_run(tmp_path, "hmt", soft, recall_choice="soft")
+    write_qa_run(tmp_path, "hmt", soft, data="docs-b", recall_choice="soft", memory_write="span")
+    table = build(load_results([tmp_path], warn=lambda m: None), "exact_match")
+    (found,) = table.variant_tests
+    assert (found.method, found.first["recall_choice"], found.second["recall_choice"]) == ("hmt", "hard", "soft")
+    assert (found.test.gained, found.test.lost, found.test.samples) == (32, 2, 100)
+    assert found.test.p == pytest.approx(2 * (1 + 34 + 561) / 2**34)  # 2 P(X <= 2), X ~ Bin(34, 1/2): 6.9e-08
+    assert "HMT recall_choice=hard vs recall_choice=soft: +32 / -2 of 100, p = 6.9e-08" in render([table], "table")
+    (payload,) = json.loads(render([table], "json"))
+    assert [(v["method"], v["gained"], v["lost"]) for v in payload["variant_tests"]] == [("hmt", 32, 2)]
 
 
 @pytest.mark.parametrize("case", ["other documents", "no predictions file"])

@@ -62,6 +62,17 @@ class Row:
     paired: dict[tuple[str, str], PairedTest] = field(default_factory=dict)  # deltas tested on the same samples
 
 
+@dataclass(frozen=True)
+class VariantTest:
+    """One method in two settings (two variant rows of one row key), tested on the samples both runs scored."""
+
+    key: dict[str, Any]  # the rows' key without the variant
+    method: str
+    first: dict[str, Any]  # the method's settings in each row
+    second: dict[str, Any]
+    test: PairedTest
+
+
 @dataclass
 class Comparison:
     """The table of one metric."""
@@ -72,6 +83,7 @@ class Comparison:
     pairs: list[tuple[str, str]]  # (method, reference) of each delta column
     rows: list[Row]
     notes: list[str]
+    variant_tests: list[VariantTest] = field(default_factory=list)  # hard vs soft recall, trained vs not, ...
 
 
 def delta_label(pair: tuple[str, str]) -> str:
@@ -131,7 +143,30 @@ def build(frame: pd.DataFrame, metric: str) -> Comparison:
     outcomes = SampleOutcomes(frame, metric)
     for row in rows:
         _score(row, pairs, direction, outcomes)
-    return Comparison(metric, direction, methods, pairs, rows, notes)
+    return Comparison(metric, direction, methods, pairs, rows, notes, _variant_tests(rows, outcomes))
+
+
+def _variant_tests(rows: list[Row], outcomes: SampleOutcomes) -> list[VariantTest]:
+    """Each pair of a method's single-run cells in two variant rows of one key, where a paired test is possible
+    (the same evaluated documents, both predictions files beside their records), once per pair of runs."""
+    by_key: dict[tuple, list[Row]] = {}
+    for row in rows:
+        by_key.setdefault(tuple((k, v) for k, v in row.key.items() if k != "variant"), []).append(row)
+    found, seen = [], set()
+    for key, group in by_key.items():
+        for method in order_methods({m for row in group for m in row.cells}):
+            cells = [(row.settings.get(method, {}), row.cells[method]) for row in group
+                     if method in row.cells and row.cells[method].mean is not None]
+            for i, (first, a) in enumerate(cells):
+                for second, b in cells[i + 1:]:
+                    runs = (tuple(a.runs), tuple(b.runs))
+                    if a.runs == b.runs or runs in seen:
+                        continue  # a cell repeated in the rows another method splits
+                    seen.add(runs)
+                    test = outcomes.test(a.runs, b.runs)
+                    if test is not None:
+                        found.append(VariantTest(dict(key), method, first, second, test))
+    return found
 
 
 def _name_checkpoints_across_rows(rows: list[Row]) -> None:

@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Iterator
 from typing import Any
 
-from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, Row, delta_label, describe, sign_rule
+from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, Row, delta_label, describe, settings_text, sign_rule
 from hmtbench.errors import unknown_choice
 from hmtbench.methods import method_label
 
@@ -45,6 +45,24 @@ def notes(table: Comparison, footnotes: list[str]) -> list[str]:
     if any(row.unclear for row in table.rows):
         how = "p >= 0.05 where tested pairwise, else " if paired else ""
         lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: {how}the two methods' 95% intervals overlap")
+    return lines + variant_lines(table)
+
+
+def variant_lines(table: Comparison) -> list[str]:
+    """One line per method tested in two settings on the same samples (``Comparison.variant_tests``)."""
+    if not table.variant_tests:
+        return []
+    varying, _ = shown_keys(table, always=())
+    lines = ["one method in two settings, same samples (exact McNemar; +a / -b: samples only the first / only the "
+             "second gets right):"]
+    for found in table.variant_tests:
+        where = ", ".join(f"{k}={found.key[k]}" for k in varying if k in found.key)
+        names = [k for k in {**found.first, **found.second} if found.first.get(k) != found.second.get(k)]
+        first, second = ({k: side.get(k) for k in names} for side in (found.first, found.second))
+        test = found.test
+        lines.append(f"  {where + ': ' if where else ''}{method_label(found.method)} {settings_text(first)} "
+                     f"vs {settings_text(second)}: +{test.gained} / -{test.lost} of {test.samples}, "
+                     f"p = {test.p:.2g}{'' if test.significant else NOT_SIGNIFICANT}")
     return lines
 
 
@@ -202,6 +220,8 @@ def _json(tables: list[Comparison]) -> str:
                  "deltas": {delta_label(p): v for p, v in row.deltas.items()},
                  "not_significant": [delta_label(p) for p in row.unclear],
                  "paired_tests": {delta_label(p): vars(t) for p, t in row.paired.items()}} for row in table.rows]
+        variants = [{"key": found.key, "method": found.method, "first": found.first, "second": found.second,
+                     **vars(found.test)} for found in table.variant_tests]
         payload.append({"metric": table.metric, "direction": table.direction, "sign": sign_rule(table.direction),
-                        "methods": table.methods, "rows": rows, "notes": table.notes})
+                        "methods": table.methods, "rows": rows, "notes": table.notes, "variant_tests": variants})
     return json.dumps(payload, indent=2, ensure_ascii=False)
