@@ -63,7 +63,7 @@ def main() -> None:
     size, m = model.segment_tokens, args.memory_tokens
     sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2], needles="earlier"), backbone.tokenizer,
                             size, args.seed)
-    ids, lengths, scored, prompts = sampler.batch(0, args.samples, 2)
+    ids, lengths, scored, prompts, _ = sampler.batch(0, args.samples, 2)
     batch = segment_batch(ids, lengths, size, scored, prompts)
     at = needle_positions(sampler, backbone.tokenizer, args.samples, size, m)
 

@@ -49,7 +49,12 @@ def main(folder: str, out: str) -> None:
         line, = axes[0][0].plot(steps, [math.exp(v) for v in smooth(losses)], label=run, linewidth=1.6)
         axes[0][0].plot(steps, [math.exp(v) for v in losses], color=line.get_color(), linewidth=0.6, alpha=0.3)
         if answers:
-            axes[0][1].plot(steps, smooth([e.get("exact") or 0.0 for e in entries]), label=run, linewidth=1.6)
+            drawn, = axes[0][1].plot(steps, smooth([e.get("exact") or 0.0 for e in entries]), label=run, linewidth=1.6)
+            earlier = [(step, e["exact_earlier"]) for step, e in zip(steps, entries, strict=True)
+                       if "exact_earlier" in e]
+            if earlier:  # the rows whose facts precede the question's segment (logged since the ninth session)
+                axes[0][1].plot([s for s, _ in earlier], smooth([v for _, v in earlier]), color=drawn.get_color(),
+                                linestyle="--", linewidth=1.2, label=f"{run}: facts before the question's segment")
     axes[0][0].set(xlabel="optimizer step", ylabel=f"training ppl (exp of the loss; mean of {WINDOW} logs)",
                    yscale="log")
     if answers:

@@ -105,13 +105,39 @@ def test_the_curriculum_advances_when_answers_pass_the_threshold_and_resumes() -
     assert resumed.segments == 4 and list(resumed.recent) == list(objective.recent)
 
 
+def test_the_log_keeps_apart_the_exact_share_of_rows_whose_facts_precede_the_question(llama, monkeypatch) -> None:
+    """With half the keys in the question's segment, ``exact`` mixes rows the segment answers with rows only the
+    memory can; ``exact_earlier`` is the share over the latter, summed over the step's micro-batches (the greedy
+    answers of a random model are all wrong: here every third row is made exact)."""
+    import hmtbench.qa.answers
+    from hmtbench.training.answers import AnswerSampler
+
+    monkeypatch.setattr(hmtbench.qa.answers, "exact_rows",
+                        lambda batch, predicted: torch.arange(predicted.shape[0]) % 3 == 0)
+    model = build_method("rmt", llama, {"segment_length": 316, "memory_tokens": 8})  # 300 text tokens
+    curriculum = CurriculumSettings(task="passkey", segments=[2], needles="earlier", question_segment_share=0.5)
+    objective = AnswerTraining(AnswerSampler(curriculum, byte_tokenizer(), model.segment_tokens, 3407), curriculum,
+                               TrainSettings())
+    exact, before = [], []
+    with torch.no_grad():
+        for micro in range(2):
+            *tensors, flags = objective.batch(micro, 4)
+            exact.append(objective.loss(model, *tensors, flags).exact)
+            before.append(flags)
+    exact, before = torch.cat(exact), torch.cat(before)
+    entry = objective.end_step(exact.float().mean().item())
+    assert 0 < int(before.sum()) < len(before) and 0 < int((exact & before).sum()) < int(before.sum())
+    assert entry["exact_earlier"] == pytest.approx(float((exact & before).sum() / before.sum()))
+    assert "exact_earlier" not in objective.end_step(0.5)  # a step without rows logs none (the tally restarts)
+
+
 def test_generated_training_samples_span_the_level_and_never_repeat_evaluation(tmp_path: Path) -> None:
     from hmtbench.qa.tasks import TaskOptions, load_task
     from hmtbench.training.answers import AnswerSampler
 
     tokenizer = byte_tokenizer()
     sampler = AnswerSampler(CurriculumSettings(task="passkey", segments=[2, 3]), tokenizer, 300, seed=3407)
-    ids, lengths, scored, prompts = sampler.batch(0, 6, 3)
+    ids, lengths, scored, prompts, before = sampler.batch(0, 6, 3)
     spans = [answer_layout_segments(int(p), int(n), 300) for p, n in zip(prompts, lengths, strict=True)]
     assert spans == [3] * 6  # prompt and answer span exactly 3 segments of eval-qa's answer layout
     assert ((prompts + ANSWER_ROOM > 2 * 300) & (prompts + ANSWER_ROOM <= 3 * 300)).all()

@@ -63,18 +63,21 @@ class AnswerSampler:
             raise HmtbenchError(f"--task {self.name} has no sample spanning {missing} segments (samples by segments: "
                                 f"{have}); set curriculum.segments to levels the data has")
 
-    def batch(self, index: int, batch_size: int, segments: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        pairs = [self._pair(index * batch_size + row, segments) for row in range(batch_size)]
-        return qa_rows([p for p, _ in pairs], [a for _, a in pairs])
+    def batch(self, index: int, batch_size: int, segments: int) -> tuple[Tensor, ...]:
+        """qa_rows' (ids, lengths, answer mask, prompt lengths) and (B,) bool: every fact of the row lies before
+        the question's segment (generated tasks; False where the data does not say)."""
+        rows = [self._row(index * batch_size + row, segments) for row in range(batch_size)]
+        return (*qa_rows([p for p, _, _ in rows], [a for _, a, _ in rows]), torch.tensor([e for _, _, e in rows]))
 
-    def _pair(self, k: int, segments: int) -> tuple[Tensor, list[int]]:
+    def _row(self, k: int, segments: int) -> tuple[Tensor, list[int], bool]:
         if not self.task.generates:
             pool = self.by_segments[segments]
             order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed + k // len(pool)))
-            return pool[int(order[k % len(pool)])]
+            return (*pool[int(order[k % len(pool)])], False)
         sample = self.sample(k, segments)
         answer = self.tokenizer(self.task.answer_prefix + sample.answers[0], add_special_tokens=False)["input_ids"]
-        return sample.prompt_ids, answer
+        question_segment = len(sample.prompt_ids) + ANSWER_ROOM - self.segment_tokens  # the answer layout's
+        return sample.prompt_ids, answer, max(sample.meta["needle_ends"]) <= question_segment
 
     def sample(self, k: int, segments: int) -> Any:
         """Generated sample ``k`` of a level: its prompt spans ``segments`` segments of the answer layout (eval-qa's:

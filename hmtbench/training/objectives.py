@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hmtbench import distributed
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod
@@ -89,6 +90,7 @@ class AnswerTraining:
         self.sampler, self.curriculum, self.settings = sampler, curriculum, settings
         self.level = 0
         self.recent: deque[float] = deque(maxlen=curriculum.window)
+        self.earlier = torch.zeros(2)  # this step's (exact, all) answers of rows whose facts precede the question
 
     @property
     def segments(self) -> int:
@@ -102,18 +104,27 @@ class AnswerTraining:
     def batch(self, index: int, batch_size: int) -> tuple[Tensor, ...]:
         return self.sampler.batch(index, batch_size, self.segments)
 
-    def loss(self, model: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor, prompts: Tensor) -> StepLoss:
+    def loss(self, model: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor, prompts: Tensor,
+             facts_before: Tensor) -> StepLoss:
         from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
 
         batch = answer_segments(ids, lengths, scored, prompts, model.segment_tokens, model.sensory_tokens)
         nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.grad_checkpoint)
-        return StepLoss(nll.sum() / scored.sum(), int(lengths.sum()), exact_rows(batch, predicted))
+        exact = exact_rows(batch, predicted)
+        self.earlier = self.earlier.to(exact.device) + torch.stack([(exact & facts_before).sum(), facts_before.sum()])
+        return StepLoss(nll.sum() / scored.sum(), int(lengths.sum()), exact)
 
     def end_step(self, exact: float | None) -> dict[str, Any]:
-        """Log the level and the exact share; move to the next level once the recent share is high enough."""
+        """Log the level, the exact share and (``exact_earlier``) the share over the rows whose facts all precede
+        the question's segment, which a ``question_segment_share`` of near rows would otherwise hide; move to the
+        next level once the recent exact share is high enough."""
         entry = {"segments": self.segments, "exact": exact}
         if exact is None:
             return entry
+        hits, rows = (distributed.mean(value) for value in self.earlier.tolist())  # a sum over ranks, / world
+        self.earlier = torch.zeros(2)
+        if rows:
+            entry["exact_earlier"] = hits / rows
         self.recent.append(exact)
         full = len(self.recent) == self.recent.maxlen
         if full and sum(self.recent) / len(self.recent) >= self.curriculum.advance_at:
