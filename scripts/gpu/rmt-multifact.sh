@@ -12,9 +12,12 @@
 #                                                             and plain / overlap on multi-fact (n 100, its three
 #                                                             depths); full context at the lengths up to 4k
 #   bash scripts/gpu/rmt-multifact.sh long WORK LENGTHS SECS  as eval, the trained methods alone (HMT: hard recall)
+#   bash scripts/gpu/rmt-multifact.sh baselines WORK LENGTHS SECS  plain and overlap on multi-fact (n 100)
 #   bash scripts/gpu/rmt-multifact.sh pack WORK OUT [NAME]    logs, records and training logs: OUT/NAME.tgz
 # Environment: LIMIT (passkey 125, multi-fact 100), DEPTHS (passkey's), ONLY (rmt or hmt: `long` for one method),
-# RMT_CKPT / HMT_CKPT (checkpoints carried to a fresh machine instead of WORK's).
+# RMT_CKPT / HMT_CKPT (checkpoints carried to a fresh machine instead of WORK's), RMT_RECIPE (train: default the
+# truncated-at-2 recipe; the next try: recipes/smollm2-135m-passkey-rmt-span-truncated3.yaml), RMT_INIT / HMT_INIT
+# (train: a carried checkpoint to start from instead of the recipe's init_from, e.g. /root/ckpt/rmt).
 set -euo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${HMTBENCH_MODEL_DIR-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -40,10 +43,15 @@ HMT_EVAL=(--method hmt --checkpoint "$HMT_CKPT" --recall-context 6000 --set meth
 case $step in
 train)
   minutes=$3 out=$4 limit=$(python3 -c "print(int($3 * 60 + 120))")
-  timeout -k 5 "$limit" python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-rmt-span-truncated.yaml \
+  rmt_init=() hmt_init=()
+  [ -n "${RMT_INIT:-}" ] && rmt_init=(--init-from "$RMT_INIT")
+  [ -n "${HMT_INIT:-}" ] && hmt_init=(--init-from "$HMT_INIT")
+  timeout -k 5 "$limit" python3 -m hmtbench train \
+    --recipe "${RMT_RECIPE:-recipes/smollm2-135m-passkey-rmt-span-truncated.yaml}" "${rmt_init[@]}" \
     --max-minutes "$minutes" --output-dir "$RMT_RUN" --out "$work/results/train" > "$work/logs/train-rmt.log" 2>&1 &
   timeout -k 5 "$limit" python3 -m hmtbench train --recipe recipes/smollm2-135m-multifact-hmt-span.yaml \
-    --max-minutes "$minutes" --output-dir "$HMT_RUN" --out "$work/results/train" > "$work/logs/train-hmt.log" 2>&1 &
+    "${hmt_init[@]}" --max-minutes "$minutes" --output-dir "$HMT_RUN" --out "$work/results/train" \
+    > "$work/logs/train-hmt.log" 2>&1 &
   sleep 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
   wait || true  # in the foreground: a call that ends with a process running loses the next call
   for f in "$RMT_RUN"/*/log.jsonl "$HMT_RUN"/*/log.jsonl; do
@@ -71,6 +79,9 @@ long)
   [ "${ONLY:-rmt}" = rmt ] && passkey "$lengths" "$secs" rmt --method rmt --checkpoint "$RMT_CKPT" &
   wait
   grep -h "accuracy" "$work"/logs/eval-*.log | cut -c1-160 || true ;;
+baselines)
+  multifact "$3" "$4" baselines --method plain,overlap --sensory-tokens 32
+  grep -h "accuracy" "$work/logs/eval-multi-fact-baselines.log" | cut -c1-160 || true ;;
 pack)  # one tarball: the device tool brings back a few files per call only (the rest: "count")
   cd "$work"
   tar czf "$3/${4:-records}.tgz" logs results $(ls runs/*/*/log.jsonl 2>/dev/null || true)
