@@ -290,3 +290,10 @@ def test_cli_compare_end_to_end(results: Path, tmp_path: Path) -> None:
     assert "**15.500 ± 0.707 (n=2)**" in out.read_text()
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no results folder or file" in missing.stderr
+
+
+def test_settings_are_named_in_one_order_whatever_order_the_records_found_them_in() -> None:
+    from hmtbench.analysis.compare import settings_text
+
+    assert settings_text({"recall_choice": "hard", "memory_write": "span"}) == settings_text(
+        {"memory_write": "span", "recall_choice": "hard"}) == "memory_write=span, recall_choice=hard"

@@ -202,7 +202,8 @@ def split_settings(settings: dict[str, dict[str, Any]]) -> tuple[dict[str, Any],
 
 
 def settings_text(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{s}={_short(v)}" for s, v in settings.items())
+    """``name=value, ...`` by name: two rows of one method name their settings in one order."""
+    return ", ".join(f"{s}={_short(v)}" for s, v in sorted(settings.items()))
 
 
 def variant_text(settings: dict[str, dict[str, Any]]) -> str | None:
