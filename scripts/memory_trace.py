@@ -16,6 +16,9 @@ not). Per sample the trace records:
   them has the largest weight;
 * exact: the answer.
 
+``--task multi-fact`` traces the asked fact the same way (its three default depths; ``--depth`` is passkey's) and
+records what the memory the answering segment weighs most holds: the asked fact, another fact, or none.
+
 Failures then split into write (no memory holds the key), recall (one does; recall weighs another most) and read
 (recall finds it, the answer is still wrong). ``--oracle-recall`` runs each batch a second time with the answering
 segment recalling the needle segment's memory alone (weight 1): an intervention that measures the read.
@@ -129,20 +132,34 @@ def exact_answers(model: Any, batch: Any) -> list[bool]:
     return exact_rows(batch, predicted).cpu().tolist()
 
 
-def trace_row(row: int, value: str, text: RowText, targets: Tensor, tracer: Tracer, capacity: int) -> dict[str, Any]:
-    """One sample's trace (see the module docstring) from its ids and the tracer's weights."""
-    answering = answering_segment(targets)
-    needle = text.needle(value, answering)
+def memories_holding(value: str, writes: list[dict[str, Any]], recalls: list[Tensor], capacity: int) -> list[bool]:
+    """Per segment before the answer: whether its memory holds ``value``, following ``stay`` (a memory that keeps
+    what it recalled holds the value if the memory its recall weighted most does)."""
     holds: list[bool] = []
-    writes = [write_of(tracer.writes[i][row], text, i) for i in range(answering)]
     for i, write in enumerate(writes):
         if write["choice"] == "stay":  # the memory read: recalled (segment 0 reads the blank memory)
-            holds.append(i > 0 and holds[slot_segment(int(tracer.recalls[i - 1][row].argmax()), i, capacity)])
+            holds.append(i > 0 and holds[slot_segment(int(recalls[i - 1].argmax()), i, capacity)])
         else:
             holds.append(value in write["span"])
+    return holds
+
+
+def trace_row(row: int, value: str, text: RowText, targets: Tensor, tracer: Tracer, capacity: int,
+              others: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One sample's trace (see the module docstring) from its ids and the tracer's weights; ``others``: the facts
+    not asked (multi-fact), whose memories the answering segment may recall instead."""
+    answering = answering_segment(targets)
+    needle = text.needle(value, answering)
+    writes = [write_of(tracer.writes[i][row], text, i) for i in range(answering)]
+    recalls = [tracer.recalls[i][row] for i in range(answering)]
+    holds = memories_holding(value, writes, recalls, capacity)
     recall = tracer.recalls[answering - 1][row]
     slots = [s for s in range(min(capacity, answering)) if holds[slot_segment(s, answering, capacity)]]
+    top = slot_segment(int(recall.argmax()), answering, capacity)
+    other = [memories_holding(v, writes, recalls, capacity) for v in others]
     return {
+        **({"recall_top_holds": "asked" if holds[top] else "other" if any(h[top] for h in other) else "none"}
+           if others else {}),
         "needle_segment": needle, "answering_segment": answering, "segments": len(text.text),
         "write": writes[needle], "write_holds_key": holds[needle],
         "memories_holding_key": sum(holds),
@@ -181,12 +198,14 @@ def fresh_writes(model: Any, batch: Any, texts: list[RowText], values: list[str]
     return found
 
 
-def passkey_setup(args: argparse.Namespace, method: dict[str, Any], depths: list[float]
+def passkey_setup(args: argparse.Namespace, method: dict[str, Any], depths: list[float] | None
                   ) -> tuple[QAConfig, Any, list[Any], Any]:
-    """eval-qa's passkey samples and the method around the backbone with ``args.checkpoint``, as eval-qa builds them
-    (``args``: backbone, checkpoint, context_length, samples, device)."""
+    """eval-qa's samples (passkey, or ``args.task``) and the method around the backbone with ``args.checkpoint``, as
+    eval-qa builds them (``args``: backbone, checkpoint, context_length, samples, device; ``depths`` None: the
+    task's own)."""
     config: QAConfig = qa_configs({
-        "backbone": args.backbone, "task": "passkey", "method": method, "checkpoint": args.checkpoint,
+        "backbone": args.backbone, "task": getattr(args, "task", "passkey"), "method": method,
+        "checkpoint": args.checkpoint,
         "context_length": parse_counts(args.context_length, "--context-length")[0], "limit": args.samples,
         "depths": depths, "device": args.device})[0]
     backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
@@ -204,7 +223,7 @@ def passkey_batch(items: list[Any], model: Any, tokenizer: Any) -> tuple[Any, li
     k = model.sensory_tokens
     batch = qa_batch([i.prompt_ids for i in items], [i.answer_ids for i in items], model.segment_tokens,
                      model.device, k)
-    values = [item.sample.meta["values"][0] for item in items]
+    values = [item.sample.answers[0] for item in items]  # the key, or the asked fact's number
     texts = [RowText(batch.segments[r].cpu(), batch.lengths[r].cpu(), tokenizer, model.memory_tokens, k)
              for r in range(len(items))]
     return batch, values, texts
@@ -214,8 +233,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="an HMT checkpoint trained with method.write=span")
     parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--task", choices=("passkey", "multi-fact"), default="passkey")
     parser.add_argument("--context-length", default="16k")
-    parser.add_argument("--depth", type=float, default=0.25)
+    parser.add_argument("--depth", type=float, default=0.25, help="passkey's (multi-fact: its own three)")
     parser.add_argument("--samples", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--span-choice", choices=("soft", "hard"), default="soft")
@@ -232,7 +252,8 @@ def main() -> None:
     method: dict[str, Any] = {"name": "hmt", "span_choice": args.span_choice, "recall_choice": args.recall_choice}
     if args.recall_context is not None:
         method["recall_context"] = args.recall_context
-    config, backbone, prepared, model = passkey_setup(args, method, [args.depth])
+    multi = args.task == "multi-fact"
+    config, backbone, prepared, model = passkey_setup(args, method, None if multi else [args.depth])
     if getattr(model, "span_write", None) is None or model.recall is None:
         sys.exit("memory_trace.py traces HMT (stage 2) with method.write=span; this checkpoint has no span write")
     tracer = Tracer(model)
@@ -249,7 +270,8 @@ def main() -> None:
         tracer.reset()
         exact = exact_answers(model, batch)
         rows = [{"id": item.sample.id, "key": value, "exact": exact[row],
-                 **trace_row(row, value, texts[row], batch.targets[row].cpu(), tracer, capacity)}
+                 **trace_row(row, value, texts[row], batch.targets[row].cpu(), tracer, capacity,
+                             tuple(v for v in item.sample.meta["values"] if v != value))}
                 for row, (item, value) in enumerate(zip(items, values, strict=True))]
         if args.oracle_recall:  # the same batch again, the answering segment recalling each row's needle memory
             tracer.reset(one_hot_recall(rows, capacity))
@@ -258,7 +280,7 @@ def main() -> None:
         traces += rows
         print(f"{len(traces)}/{len(prepared)} samples, exact so far {sum(t['exact'] for t in traces)}", flush=True)
     summary = summarize(traces)
-    name = (f"{config.context_length // 1024}k-depth{args.depth:g}-{args.span_choice}"
+    name = (f"{config.context_length // 1024}k-{'multi-fact' if multi else f'depth{args.depth:g}'}-{args.span_choice}"
             + ("-recall-hard" if args.recall_choice == "hard" else "")
             + (f"-N{capacity}" if args.recall_context else "") + ("-oracle-recall" if args.oracle_recall else "")
             + ("-fresh-write" if args.fresh_write else ""))
@@ -266,7 +288,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(t) + "\n" for t in traces)
-    settings = {"checkpoint": config.checkpoint, "context_length": config.context_length, "depth": args.depth,
+    settings = {"task": args.task, "checkpoint": config.checkpoint, "context_length": config.context_length,
+                "depth": None if multi else args.depth,
                 "span_choice": args.span_choice, "recall_choice": args.recall_choice, "recall_context": capacity,
                 "oracle_recall": args.oracle_recall,
                 "fresh_write": args.fresh_write,
@@ -309,6 +332,8 @@ def summarize(traces: list[dict[str, Any]]) -> dict[str, Any]:
         "exact_given_not_held": share([t for t in traces if not t["memories_holding_key"]], "exact"),
         **({"exact_oracle_recall": share(traces, "exact_oracle_recall")} if "exact_oracle_recall" in traces[0] else {}),
         "mean_recall_weight_on_key": sum(t["recall_weight_on_key"] for t in traces) / max(1, len(traces)),
+        **({f"recall_top_holds_{kind}": share([{"x": t["recall_top_holds"] == kind} for t in traces], "x")
+            for kind in ("asked", "other", "none")} if "recall_top_holds" in traces[0] else {}),
     }
 
 
