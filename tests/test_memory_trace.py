@@ -64,3 +64,16 @@ def test_cache_slots_map_to_the_segments_that_wrote_them() -> None:
     trace = load_trace()
     assert [trace.slot_segment(s, 5, 100) for s in range(5)] == [0, 1, 2, 3, 4]
     assert [trace.slot_segment(s, 7, 3) for s in range(3)] == [6, 4, 5]  # a full ring: the last 3 writers
+
+
+def test_a_memory_holds_a_fact_it_wrote_or_kept_from_its_top_recall() -> None:
+    """Segment 0 writes fact A, 1 writes B, 2 keeps what it recalled most (segment 1's memory): A in 0, B in 1 and
+    2; the answering segment's top recall (slot 2) then holds the other fact, B, when A is asked."""
+    trace = load_trace()
+    writes = [{"choice": 3, "span": "Alice is 1111111"}, {"choice": 5, "span": "Bob is 2222222"},
+              {"choice": "stay"}]
+    recalls = [torch.tensor([1.0, 0, 0]), torch.tensor([0.1, 0.9, 0]), torch.tensor([0.2, 0.1, 0.7])]
+    assert trace.memories_holding("1111111", writes, recalls, 3) == [True, False, False]
+    assert trace.memories_holding("2222222", writes, recalls, 3) == [False, True, True]
+    top = trace.slot_segment(int(recalls[2].argmax()), 3, 3)
+    assert top == 2 and not trace.memories_holding("1111111", writes, recalls, 3)[top]
