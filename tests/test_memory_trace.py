@@ -77,3 +77,33 @@ def test_a_memory_holds_a_fact_it_wrote_or_kept_from_its_top_recall() -> None:
     assert trace.memories_holding("2222222", writes, recalls, 3) == [False, True, True]
     top = trace.slot_segment(int(recalls[2].argmax()), 3, 3)
     assert top == 2 and not trace.memories_holding("1111111", writes, recalls, 3)[top]
+
+
+def test_the_trace_says_whose_fact_the_answering_segment_recalled() -> None:
+    """Segment 0 writes Amy's number, 1 Bob's, 2 keeps what it recalled (segment 1's memory: Bob's); segment 3 asks
+    for Amy's: recalling segment 0 brings the asked fact, segment 2 another person's, and a filler write none."""
+    from types import SimpleNamespace
+
+    from hmtbench.engine import IGNORE
+
+    trace, tokenizer, size, m = load_trace(), byte_tokenizer(), 24, 8
+    texts = ["Amy 1111111 " + "x" * 12, "Bob 2222222 " + "y" * 12, "z" * 24, "And Amy's number?" + " " * 7]
+    segments = torch.tensor([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts])
+    text = trace.RowText(segments, torch.tensor([size] * 4), tokenizer, m, 0)
+    targets = torch.full((4, size), IGNORE)
+    targets[3, 0] = 1  # segment 3 answers
+
+    def write(choice: int) -> torch.Tensor:  # one-hot over [stay, span ending at text position choice - 1]
+        return torch.nn.functional.one_hot(torch.tensor([choice]), 1 + size).float()
+
+    def traced(top: int, third: int = 0) -> dict:
+        recalls = [torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[0.2, 0.8, 0, 0]]),
+                   torch.nn.functional.one_hot(torch.tensor([top]), 4).float()]
+        tracer = SimpleNamespace(writes=[write(11), write(11), write(third), write(0)], recalls=recalls)
+        return trace.trace_row(0, "1111111", text, targets, tracer, 4, others=("2222222",))
+
+    assert traced(top=0)["recall_top_holds"] == "asked"
+    assert traced(top=2)["recall_top_holds"] == "other"  # segment 2 kept segment 1's memory: Bob's number
+    assert traced(top=2, third=24)["recall_top_holds"] == "none"  # segment 2 wrote its own filler instead
+    assert "recall_top_holds" not in trace.trace_row(0, "1111111", text, targets, SimpleNamespace(
+        writes=[write(11), write(11), write(0), write(0)], recalls=[torch.ones(1, 4)] * 3), 4)  # passkey: no others
