@@ -16,8 +16,7 @@ import argparse
 from collections import Counter
 
 from hmtbench.backbones import load_backbone
-from hmtbench.engine import ANSWER_ROOM
-from hmtbench.training.answers import AnswerSampler, facts_apart
+from hmtbench.training.answers import AnswerSampler, facts_apart, segments_back
 from hmtbench.training.config import CurriculumSettings, TrainSettings
 
 
@@ -26,7 +25,7 @@ def key_distance(sample, tokenizer, text_tokens: int) -> int:
     ids = list(sample.prompt_ids)
     key = tokenizer(sample.answers[0], add_special_tokens=False)["input_ids"]
     end = next(i for i in range(len(ids)) if ids[i : i + len(key)] == key) + len(key) - 1
-    return (len(ids) + ANSWER_ROOM - 1 - end) // text_tokens
+    return segments_back(len(ids), end, text_tokens)
 
 
 def main() -> None:

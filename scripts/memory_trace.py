@@ -153,7 +153,7 @@ def trace_row(row: int, value: str, text: RowText, targets: Tensor, tracer: Trac
     writes = [write_of(tracer.writes[i][row], text, i) for i in range(answering)]
     recalls = [tracer.recalls[i][row] for i in range(answering)]
     holds = memories_holding(value, writes, recalls, capacity)
-    recall = tracer.recalls[answering - 1][row]
+    recall = recalls[-1]  # the answering segment's
     slots = [s for s in range(min(capacity, answering)) if holds[slot_segment(s, answering, capacity)]]
     top = slot_segment(int(recall.argmax()), answering, capacity)
     other = [memories_holding(v, writes, recalls, capacity) for v in others]

@@ -76,8 +76,8 @@ class AnswerSampler:
             return (*pool[int(order[k % len(pool)])], False)
         sample = self.sample(k, segments)
         answer = self.tokenizer(self.task.answer_prefix + sample.answers[0], add_special_tokens=False)["input_ids"]
-        question_segment = len(sample.prompt_ids) + ANSWER_ROOM - self.segment_tokens  # the answer layout's
-        return sample.prompt_ids, answer, max(sample.meta["needle_ends"]) <= question_segment
+        last = max(sample.meta["needle_ends"]) - 1  # the last token of the latest fact
+        return sample.prompt_ids, answer, segments_back(len(sample.prompt_ids), last, self.segment_tokens) > 0
 
     def sample(self, k: int, segments: int) -> Any:
         """Generated sample ``k`` of a level: its prompt spans ``segments`` segments of the answer layout (eval-qa's:
@@ -123,9 +123,15 @@ class AnswerSampler:
         return sample
 
 
+def segments_back(prompt_length: int, position: int, segment_tokens: int) -> int:
+    """How many segments before the question's (0: the question's own) prompt token ``position`` lies, in the answer
+    layout: segments end ``ANSWER_ROOM`` positions after the prompt, every ``segment_tokens`` back."""
+    return (prompt_length + ANSWER_ROOM - 1 - position) // segment_tokens
+
+
 def facts_apart(sample: Any, segment_tokens: int) -> bool:
     """Whether each fact of a generated sample lies whole in one segment of the answer layout, and no two in one."""
-    end = len(sample.prompt_ids) + ANSWER_ROOM  # the answer layout: segments end here, every segment_tokens back
-    spans = [{(end - 1 - first) // segment_tokens, (end - last) // segment_tokens}
-             for first, last in zip(sample.meta["needle_starts"], sample.meta["needle_ends"], strict=True)]
+    length = len(sample.prompt_ids)
+    spans = [{segments_back(length, first, segment_tokens), segments_back(length, end - 1, segment_tokens)}
+             for first, end in zip(sample.meta["needle_starts"], sample.meta["needle_ends"], strict=True)]
     return all(len(span) == 1 for span in spans) and len(set().union(*spans)) == len(spans)
