@@ -65,3 +65,33 @@ def test_a_summary_reads_only_the_tokens_known_when_its_segment_opens(llama: tor
         start = layout.start
         opened = window_summary(model, prompt[None, start - s : start], prompt[None, start:])
     torch.testing.assert_close(summaries[:, 2], opened, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "reach"), [("plain", 0), ("overlap", 1)])
+def test_segments_no_state_carries_to_the_answer_are_skipped_exactly(name: str, reach: int,
+                                                                     llama: torch.nn.Module) -> None:
+    """Plain reads only the answer's segments, overlap one more: the scores equal reading every segment."""
+    model = build_method(name, llama, SETTINGS).eval()
+    assert model.state_reach == reach
+    s = model.segment_tokens
+    generator = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, 256, (n,), generator=generator, dtype=torch.int32) for n in (9 * s + 5, 7 * s + 2)]
+    answers = [[5, 6, 7], [8, 9]]
+    skipping = score_answers(model, model, prompts, answers)
+    model.state_reach = None  # every segment read, as a memory method reads them
+    reading_all = score_answers(model, model, prompts, answers)
+    for fast, full in zip(skipping, reading_all, strict=True):
+        assert fast.predicted == full.predicted and fast.nll == pytest.approx(full.nll, rel=1e-5)
+        assert full.tokens_skipped == 0
+    # each row skips its tokens before the first segment that can reach the batch's first answer segment
+    from hmtbench.qa.answers import first_read_segment, qa_batch
+
+    model.state_reach = reach
+    batch = qa_batch(prompts, answers, s, model.device, model.sensory_tokens)
+    start = first_read_segment(model, batch)
+    assert start > 0 and [f.tokens_skipped for f in skipping] == batch.lengths[:, :start].sum(-1).tolist()
+    assert skipping[1].tokens_skipped > 4 * s
+    if reach:  # overlap's answer segment reads the k tokens before it: skipping them too changes the score
+        model.state_reach = 0
+        too_few = score_answers(model, model, prompts, answers)
+        assert any(t.nll != pytest.approx(f.nll, rel=1e-5) for t, f in zip(too_few, skipping, strict=True))

@@ -184,6 +184,7 @@ def _record(config: QAConfig, task: Task, model, backbone, result: QAResult, mea
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": measured.wall_s,
         "tokens_per_s": result.tokens_read / measured.wall_s if measured.wall_s else None,
+        "tokens_skipped": result.tokens_skipped,
         "config": distributed.with_world_size(to_json(config)),
     }
 

@@ -124,6 +124,9 @@ class SegmentMethod(nn.Module):
     compared_with: ClassVar[str | None] = None  # the method the paper reports this one against
     config_class: ClassVar[type[MethodConfig]]
     reads_whole_document: ClassVar[bool] = False  # one backbone call per document (segment length = its length)
+    # How many segments back a segment's tokens can still reach an output through the state: plain 0 (nothing
+    # passes), overlap 1 (k token ids), None for a memory (unbounded). The answer pass skips what cannot reach.
+    state_reach: ClassVar[int | None] = None
     training_stages: ClassVar[tuple[int, ...]] = ()  # stages `train` can run one after another (HMT: 1, 2)
 
     def __init__(self, backbone: nn.Module, config: MethodConfig, segment_length: int) -> None:

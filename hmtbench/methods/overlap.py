@@ -39,6 +39,7 @@ class Overlap(SegmentMethod):
     name = "overlap"
     label = "overlap"
     config_class = OverlapConfig
+    state_reach = 1
 
     @property
     def sensory_tokens(self) -> int:

@@ -23,6 +23,7 @@ class Plain(SegmentMethod):
     name = "plain"
     label = "plain"
     config_class = PlainConfig
+    state_reach = 0
 
 
 class FullContext(Plain):

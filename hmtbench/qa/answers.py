@@ -26,6 +26,7 @@ class AnswerScore:
     nll: float  # summed NLL of the answer tokens (nats)
     tokens: int  # answer tokens scored
     predicted: list[int]  # the argmax at each answer position (teacher-forced)
+    tokens_skipped: int = 0  # prompt tokens never read: no state carries them to an answer (``first_read_segment``)
 
     def exact(self, answer_ids: list[int]) -> bool:
         return self.predicted == list(answer_ids)
@@ -63,6 +64,17 @@ def answer_segments(ids: Tensor, lengths: Tensor, scored: Tensor, prompt_lengths
     return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths, first)
 
 
+def first_read_segment(method: SegmentMethod, batch: SegmentedBatch) -> int:
+    """The first segment whose tokens can reach an answer position: 0 for a memory, the first answer segment less
+    the method's ``state_reach`` for plain (0 back) and overlap (1 back). Skipping the segments before it changes
+    no score (they could only change a state that no answer reads), so plain and overlap answer at 1M tokens
+    for the price of 1k."""
+    if method.state_reach is None:
+        return 0
+    first = int((batch.targets != IGNORE).any(-1).any(0).nonzero()[0])
+    return max(0, first - method.state_reach)
+
+
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
                 recompute: bool = False) -> tuple[Tensor, Tensor]:
     """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
@@ -79,7 +91,7 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
     state = runner.initial_state(rows)
     nll = torch.zeros(rows, device=batch.segments.device)
     predicted = torch.full_like(batch.targets, -1)
-    for i in range(n):
+    for i in range(first_read_segment(method, batch), n):
         if grad_segments is not None and i == n - grad_segments and i > 0:
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
@@ -109,5 +121,6 @@ def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], ans
     batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
     nll, predicted = answer_pass(method, runner, batch)
     predicted, wanted = predicted.flatten(1), batch.targets.flatten(1) != IGNORE
-    return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist())
-            for row in range(len(prompts))]
+    skipped = batch.lengths[:, : first_read_segment(method, batch)].sum(-1)
+    return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist(),
+                        int(skipped[row])) for row in range(len(prompts))]

@@ -127,6 +127,7 @@ class QAResult:
     nll_sum: float = 0.0
     answer_tokens: int = 0
     tokens_read: int = 0  # prompt + answer + generated tokens run through the method
+    tokens_skipped: int = 0  # prompt tokens no state could carry to an answer, never run (plain, overlap)
 
     @property
     def answer_ppl(self) -> float:
@@ -141,7 +142,9 @@ class QAResult:
         self.records.append(record)
         self.nll_sum += record["answer_nll"]
         self.answer_tokens += record["answer_tokens"]
-        self.tokens_read += len(item.prompt_ids) + len(item.answer_ids) + record["generated_tokens"]
+        skipped = record.get("tokens_skipped", 0)
+        self.tokens_skipped += skipped
+        self.tokens_read += len(item.prompt_ids) + len(item.answer_ids) + record["generated_tokens"] - skipped
 
 
 def evaluate_sample(method: SegmentMethod, task: Task, item: PreparedSample, tokenizer: Any,
@@ -179,7 +182,7 @@ def short_answer_records(method: SegmentMethod, runner: Any, task: Task, items: 
             "accuracy": exact, "exact_match": exact,  # greedy decoding reproduces the answer's tokens exactly
             "answer_nll": score.nll, "answer_tokens": score.tokens, "answer_ppl": math.exp(score.nll / score.tokens),
             "prompt_tokens": len(item.prompt_ids), "generated_tokens": len(score.predicted),
-            "meta": item.sample.meta,
+            "tokens_skipped": score.tokens_skipped, "meta": item.sample.meta,
         })
     return records
 

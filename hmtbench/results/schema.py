@@ -105,7 +105,9 @@ COLUMNS: list[Column] = [
     Column("peak_gpu_mem_mb", "Float64", "torch.cuda.max_memory_allocated over the measured work (MiB)"),
     Column("peak_host_mem_mb", "Float64", "peak resident memory of the process (MiB)"),
     Column("wall_s", "Float64", "seconds of the measured work (loading excluded)"),
-    Column("tokens_per_s", "Float64", "tokens processed per second of wall_s"),
+    Column("tokens_per_s", "Float64", "tokens processed per second of wall_s (eval-qa: tokens_skipped not counted)"),
+    Column("tokens_skipped", "Int64", "eval-qa: prompt tokens never run, since no state carries them to an answer "
+                                      "(plain: all but the answer's segments; overlap: one segment more)"),
     Column("ms_per_segment", "Float64", "milliseconds per segment step (bench)"),
     Column("model_tflops", "Float64", "bench: linear-layer TFLOP/s achieved on text tokens (benchmark/roofline.py)"),
     Column("peak_flops_pct", "Float64", "bench: model_tflops as % of the GPU's dense bf16 peak"),
