@@ -35,13 +35,14 @@ lint: install
 	$(BIN)/ruff check hmtbench tests
 
 # The figures in results/figures/ from the committed records, one experiment folder at a time (PNG + PDF).
+FILL := results/h200-table-fill
 figures: install
 	$(BIN)/hmtbench plot results/h200-committed --figure ppl-bars,ppl-vs-position --out results/figures
 	$(BIN)/hmtbench plot results/h200-lm-ablation/eval --figure ppl-bars --out results/figures/lm-ablation
 	$(BIN)/hmtbench plot results/h200-retrieval --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval
-	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/span
-	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt --figure depth-heatmap --out results/figures/retrieval/span
-	$(BIN)/hmtbench plot $(addprefix results/h200-rmt-multifact/multi-fact-,hmt-hard-recall hmt-soft-recall baselines full) --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval/multi-fact
+	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt $(FILL)/passkey-rmt-1m $(FILL)/passkey-hmt-hard-recall-short --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/span
+	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt $(FILL)/passkey-rmt-1m $(FILL)/passkey-hmt-hard-recall-short --figure depth-heatmap --out results/figures/retrieval/span
+	$(BIN)/hmtbench plot $(addprefix results/h200-rmt-multifact/multi-fact-,hmt-hard-recall hmt-soft-recall baselines full) $(addprefix $(FILL)/multi-fact-,baselines-long rmt) --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval/multi-fact
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-before --figure memory-vs-length --out results/figures/bench-eager
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-after --figure memory-vs-length --out results/figures/bench-graphs
 	$(BIN)/hmtbench plot results/h200-paper-scale/bench/eval-7b-b1 --figure memory-vs-length --out results/figures/paper-scale
@@ -51,6 +52,7 @@ figures: install
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval-v3/curves results/figures/retrieval/training-curves-v3.png
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval-span/curves results/figures/retrieval/training-curves-span.png
 	$(BIN)/python scripts/training_curves.py results/h200-rmt-multifact/curves results/figures/retrieval/training-curves-rmt-multifact.png
+	$(BIN)/python scripts/training_curves.py $(FILL)/curves results/figures/retrieval/training-curves-table-fill.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
