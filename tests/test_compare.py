@@ -56,7 +56,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def table_for(folder: Path, metric: str = "ppl", **filters: str):
-    return build(select(load_results([folder], warn=lambda m: None), filters), metric)
+    return build(select(load_results([folder], warn=lambda m: None), filters), metric, join_baselines=True)
 
 
 def test_pivot_deltas_and_best_marks(results: Path) -> None:
@@ -136,6 +136,23 @@ def test_trained_and_untrained_runs_pair_by_whether_a_checkpoint_is_set(tmp_path
     assert "rows pair runs that agree on whether checkpoint is set" in table.notes
     write_run(tmp_path, "rmt", ppl=16.0, checkpoint="runs/rmt-long")  # two trained RMT: every trained pair
     assert len(table_for(tmp_path).rows) == 5
+
+
+def test_baselines_with_nothing_to_train_join_the_rows_of_trained_methods(tmp_path: Path) -> None:
+    """An untrained plain (no parameters) sits in the LoRA row of trained HMT and RMT; a plain trained with LoRA
+    takes its place there, and the untrained plain keeps a row of its own with the untrained HMT."""
+    write_run(tmp_path, "plain", ppl=20.0, added_params=0)
+    write_run(tmp_path, "hmt", ppl=15.0, checkpoint="runs/hmt", train_mode="lora", added_params=900)
+    write_run(tmp_path, "rmt", ppl=17.0, checkpoint="runs/rmt", train_mode="lora", added_params=800)
+    table = table_for(tmp_path)
+    assert [(r.key["train_mode"], {m: c.mean for m, c in r.cells.items()}) for r in table.rows] == [
+        ("lora", {"plain": 20.0, "hmt": 15.0, "rmt": 17.0})]
+    assert table.rows[0].deltas[("hmt", "plain")] == pytest.approx(25.0)
+    assert any("plain: untrained, nothing to train" in note for note in table.notes)
+    write_run(tmp_path, "plain", ppl=18.0, checkpoint="runs/plain", train_mode="lora", added_params=500)
+    write_run(tmp_path, "hmt", ppl=19.0, added_params=900)  # untrained HMT: it has parameters, its own row
+    rows = {r.key["train_mode"]: {m: c.mean for m, c in r.cells.items()} for r in table_for(tmp_path).rows}
+    assert rows == {"lora": {"plain": 18.0, "hmt": 15.0, "rmt": 17.0}, None: {"plain": 20.0, "hmt": 19.0}}
 
 
 def test_one_checkpoint_evaluated_from_two_clones_is_one_setting(tmp_path: Path) -> None:

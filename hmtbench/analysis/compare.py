@@ -120,19 +120,24 @@ def metrics_for(frame: pd.DataFrame, wanted: str | None) -> list[str]:
 
 
 def compare(frame: pd.DataFrame, metrics: Iterable[str]) -> list[Comparison]:
-    tables = [build(frame, metric) for metric in metrics]
+    tables = [build(frame, metric, join_baselines=True) for metric in metrics]
     empty = [t.metric for t in tables if not t.rows]
     if empty and len(empty) == len(tables):
         raise HmtbenchError(f"no runs have {', '.join(empty)}; {inventory(frame)}")
     return [t for t in tables if t.rows]
 
 
-def build(frame: pd.DataFrame, metric: str) -> Comparison:
-    """Group runs into rows (ROW_KEYS), methods into cells, and add the deltas and best marks."""
+def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Comparison:
+    """Group runs into rows (ROW_KEYS), methods into cells, and add the deltas and best marks.
+
+    ``join_baselines``: untrained baselines also sit in the rows of trained methods (``_share_parameterless``; the
+    tables do, the figures keep them apart, where a legend names each line's training).
+    """
     direction = METRIC_DIRECTION[metric]
     rows: list[Row] = []
     notes: list[str] = []
-    for key, group in groups(_runs_with(frame, metric), ROW_KEYS):
+    grouped = groups(_runs_with(frame, metric), ROW_KEYS)
+    for key, group in _share_parameterless(grouped, notes) if join_baselines else grouped:
         for settings, full, per_method in _variants(group, key, notes):
             cells = {method: _cell(runs, metric) for method, runs in per_method.items()}
             rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings, full))
@@ -221,6 +226,35 @@ def groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, Any
         found.setdefault(tuple(plain(v) for v in values), []).append(position)
     ordered = sorted(found, key=lambda k: tuple((v is None, isinstance(v, str), "" if v is None else v) for v in k))
     return [(dict(zip(keys, k, strict=True)), frame.iloc[found[k]]) for k in ordered]
+
+
+def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], notes: list[str]
+                         ) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Untrained runs of a method with nothing to train (plain, overlap, full: no added parameters, no checkpoint)
+    also join the rows of each train_mode where no such method was trained (a LoRA-trained plain makes its row an
+    experiment that trains the baselines too), so trained memory methods meet the baselines they are measured
+    against and are tested against them on the same samples; a row made of such runs alone is then dropped."""
+    def untrained(runs: pd.DataFrame) -> pd.Series:
+        added = pd.to_numeric(runs["added_params"], errors="coerce").fillna(0)
+        return runs["train_mode"].isna() & runs["checkpoint"].isna() & added.eq(0)
+
+    def others(key: dict[str, Any]) -> tuple:
+        return tuple(v for k, v in key.items() if k != "train_mode")
+
+    shared = {others(key): group[untrained(group)] for key, group in grouped if key["train_mode"] is None}
+    result, joined = [], set()
+    for key, group in grouped:
+        extra = shared.get(others(key))
+        if key["train_mode"] is not None and extra is not None and not set(group["method"]) & set(extra["method"]):
+            joined.update(extra["method"])
+            group = pd.concat([group, extra])
+        result.append((key, group))
+    if joined:
+        result = [(key, group) for key, group in result
+                  if not (key["train_mode"] is None and untrained(group).all() and set(group["method"]) <= joined)]
+        notes.append(f"{', '.join(order_methods(joined))}: untrained, nothing to train; shown in the rows of the "
+                     f"trained methods they are compared with")
+    return result
 
 
 def describe(key: dict[str, Any], skip: Iterable[str] = ()) -> str:
