@@ -168,8 +168,8 @@ def test_the_hard_choice_writes_the_heaviest_candidate_alone_outside_training() 
 def test_a_record_names_the_write() -> None:
     from hmtbench.methods.memory import write_label
 
-    assert [write_label("state", "soft"), write_label("span", "soft"), write_label("span", "hard")] == [
-        "state", "span", "span-hard"]
+    assert [write_label("state", "soft"), write_label("span", "soft"), write_label("span", "hard"),
+            write_label("span", "hard-st")] == ["state", "span", "span-hard", "span-hard-st"]
 
 
 def test_the_hard_recall_reads_the_heaviest_cached_memory_alone_outside_training(llama: torch.nn.Module) -> None:
@@ -199,3 +199,40 @@ def test_the_hard_recall_reads_the_heaviest_cached_memory_alone_outside_training
     assert model.recall.choice == "hard" and model.record_columns()["recall_choice"] == "hard"
     with pytest.raises(HmtbenchError, match="method.recall_choice must be one of soft, hard"):
         build_method("hmt", llama, {"segment_length": 32, "recall_choice": "top2"})
+
+
+def test_straight_through_recalls_one_memory_in_training_with_the_mixtures_gradient() -> None:
+    """hard-st: the one-hot of the heaviest memory forward, with gradients enabled too; backward, the soft weights'."""
+    from hmtbench.methods.recall import MemoryRecall
+
+    torch.manual_seed(0)
+    d = 8
+    soft = MemoryRecall(d, 4, dtype=torch.float32, device=torch.device("cpu"))
+    straight = MemoryRecall(d, 4, dtype=torch.float32, device=torch.device("cpu"), choice="hard-st")
+    straight.load_state_dict(soft.state_dict())
+    cache = soft.empty_cache(3, 6, torch.zeros(3, 2, d))
+    for memory in torch.randn(4, 3, 2, d):
+        cache = soft.remember(cache, memory.detach())
+    cache = type(cache)(values=cache.values.detach(), keys=cache.keys.detach(), count=cache.count)
+    summary, upstream = torch.randn(3, d), torch.randn(3, 6)
+    _, weights = soft(summary, cache)
+    _, one_hot = straight(summary, cache)
+    torch.testing.assert_close(one_hot.detach(), torch.nn.functional.one_hot(weights.argmax(1), 6).float())
+    (weights * upstream).sum().backward()
+    (one_hot * upstream).sum().backward()
+    assert soft.wq.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(straight.wq.weight.grad, soft.wq.weight.grad)
+
+
+@pytest.mark.parametrize("choice", ["hard", "hard-st"])
+def test_hmt_trains_through_a_hard_recall_only_when_straight_through(choice: str, llama: torch.nn.Module) -> None:
+    """In a training pass hard recall still mixes (as trained); hard-st reads one memory, and its gradient reaches
+    the recall projections."""
+    model = build_method("hmt", llama, {"segment_length": 32, "write": "span", "memory_tokens": 2,
+                                        "recall_choice": choice, "recall_hidden_dim": 16})
+    ids = random_documents(2, 6 * model.segment_tokens)
+    outputs = run_segments(model, ids, torch.full((2,), ids.shape[1]))
+    weights = outputs[-1].recall_weights
+    assert weights is not None and bool((weights.detach().max(1).values == 1).all()) == (choice == "hard-st")
+    sum(o.logits.float().logsumexp(-1).mean() for o in outputs).backward()
+    assert model.recall.wq.weight.grad.abs().sum() > 0

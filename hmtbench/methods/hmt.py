@@ -47,11 +47,12 @@ class HMTConfig(MethodConfig):
     name = "hmt"
     memory_tokens: int = trained_field(1)  # m: one memory embedding per segment (more only with write: span)
     write: str = trained_field("state")  # what a segment writes: state (the paper's) | span (input embeddings)
-    span_choice: str = "soft"  # span write outside training: soft (the mixture, as trained) | hard (its argmax)
+    span_choice: str = "soft"  # soft (the mixture) | hard (its argmax outside training) | hard-st (also in training)
     sensory_tokens: int = trained_field(0)  # k: previous segment's last k tokens (paper recipes: 32)
     recall_context: int = 100  # N: memory embeddings kept for recall
     recall_hidden_dim: int | None = trained_field(None)  # h: width of the query/key projections (None: the backbone's)
-    recall_choice: str = "soft"  # recall outside training: soft (the mixture, as trained) | hard (the heaviest memory)
+    recall_choice: str = "soft"  # soft (the mixture) | hard (the heaviest memory outside training) | hard-st (also in
+    # training, straight-through: methods/choice.py)
     sum_fraction: float = 0.5  # share of the segment the summary prompt reads
     stage: int = trained_field(2)  # 1 = memory + sensory only (training stage 1); 2 = full HMT
     summary_batch_tokens: int = 65536  # at most this many tokens per forward of the batched summary pass

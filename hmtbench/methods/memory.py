@@ -19,8 +19,8 @@ def check_write(write: str, span_choice: str) -> None:
 
 
 def write_label(write: str, span_choice: str) -> str:
-    """How a record names the write: state | span | span-hard."""
-    return "span-hard" if write == "span" and span_choice == "hard" else write
+    """How a record names the write: state | span | span-hard | span-hard-st."""
+    return f"span-{span_choice}" if write == "span" and span_choice != "soft" else write
 
 
 def add_memory(method: nn.Module, rows: int, write: str, span_choice: str = "soft") -> None:

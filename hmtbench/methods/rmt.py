@@ -25,7 +25,7 @@ class RMTConfig(MethodConfig):
     name = "rmt"
     memory_tokens: int = trained_field(1)  # m: memory positions at each end of the segment
     write: str = trained_field("state")  # what a segment writes: state (the paper's) | span (input embeddings)
-    span_choice: str = "soft"  # span write outside training: soft (the mixture, as trained) | hard (its argmax)
+    span_choice: str = "soft"  # soft (the mixture) | hard (its argmax outside training) | hard-st (also in training)
 
     def __post_init__(self) -> None:
         if self.memory_tokens < 1:

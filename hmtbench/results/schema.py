@@ -58,8 +58,10 @@ COLUMNS: list[Column] = [
     Column("recall_hidden_dim", "Int64", "h: HMT query/key width (null otherwise)"),
     Column("sum_fraction", "Float64", "HMT share of a segment read by the summary prompt (null otherwise)"),
     Column("hmt_stage", "Int64", "HMT stage: 1 memory + sensory, 2 with recall (null otherwise)"),
-    Column("memory_write", "string", "RMT/HMT: state (the paper's) | span (input embeddings) | span-hard (argmax)"),
-    Column("recall_choice", "string", "HMT: soft (the paper's mixture) | hard (the heaviest cached memory alone)"),
+    Column("memory_write", "string", "RMT/HMT: state (the paper's) | span (input embeddings) | span-hard (argmax) | "
+                                     "span-hard-st (argmax in training too)"),
+    Column("recall_choice", "string", "HMT: soft (the paper's mixture) | hard (the heaviest cached memory alone) | "
+                                      "hard-st (in training too)"),
     # --- data and protocol
     Column("dataset", "string", "--dataset as given"),
     Column("split", "string", "train | validation | test"),
