@@ -106,6 +106,8 @@ def test_deltas_on_the_same_samples_are_tested_pairwise(tmp_path: Path) -> None:
     (payload,) = json.loads(render([build(load_results([tmp_path / "paired"], warn=lambda m: None),
                                           "exact_match")], "json"))
     assert payload["rows"][0]["paired_tests"]["HMT vs plain, %"]["gained"] == 15
+    markdown = render([build(load_results([tmp_path / "paired"], warn=lambda m: None), "exact_match")], "markdown")
+    assert "-   HMT vs plain: +15 / -0 of 100, p = 6.1e-05" in markdown.splitlines()
 
     # the same two accuracies with 20 gains and 5 losses: p = 0.004; 30 and 15: p = 0.036; 35 and 20: p = 0.058, n.s.
     for gains, losses, significant in [(20, 5, True), (30, 15, True), (35, 20, False)]:

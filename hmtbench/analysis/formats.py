@@ -39,13 +39,28 @@ def notes(table: Comparison, footnotes: list[str]) -> list[str]:
     """Lines under a table: the variants' footnotes, and what n.s. means where a delta carries it."""
     lines = [f"[{i}] {text}" for i, text in enumerate(footnotes, 1)]
     paired = any(row.paired for row in table.rows)
-    if paired:
-        lines.append("deltas on the same samples are tested pairwise: exact McNemar over the samples one method gets "
-                     "right and the other wrong (--format json/csv give the counts and p)")
     if any(row.unclear for row in table.rows):
         how = "p >= 0.05 where tested pairwise, else " if paired else ""
         lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: {how}the two methods' 95% intervals overlap")
-    return lines + variant_lines(table)
+    return lines + paired_lines(table, footnotes) + variant_lines(table)
+
+
+def paired_lines(table: Comparison, footnotes: list[str]) -> list[str]:
+    """One line per delta tested on the same samples (``Row.paired``), with its counts and p; a variant row is
+    named by its footnote's number."""
+    tested = [(row, pair, test) for row in table.rows for pair, test in row.paired.items()]
+    if not tested:
+        return []
+    varying, _ = shown_keys(table, always=())
+    lines = ["deltas on the same samples, tested pairwise (exact McNemar; +a / -b: samples only the first / only the "
+             "second gets right):"]
+    for row, (first, second), test in tested:
+        where = ", ".join(f"[{footnotes.index(row.key[k]) + 1}]" if k == "variant" and row.key[k] in footnotes
+                          else f"{k}={row.key[k]}" for k in varying if row.key.get(k) is not None)
+        lines.append(f"  {where + ': ' if where else ''}{method_label(first)} vs {method_label(second)}: "
+                     f"+{test.gained} / -{test.lost} of {test.samples}, p = {test.p:.2g}"
+                     f"{'' if test.significant else NOT_SIGNIFICANT}")
+    return lines
 
 
 def variant_lines(table: Comparison) -> list[str]:
