@@ -84,11 +84,11 @@ def test_segments_no_state_carries_to_the_answer_are_skipped_exactly(name: str, 
         assert fast.predicted == full.predicted and fast.nll == pytest.approx(full.nll, rel=1e-5)
         assert full.tokens_skipped == 0
     # each row skips its tokens before the first segment that can reach the batch's first answer segment
-    from hmtbench.qa.answers import first_read_segment, qa_batch
+    from hmtbench.qa.answers import first_answer_segment, first_read_segment, qa_batch
 
     model.state_reach = reach
     batch = qa_batch(prompts, answers, s, model.device, model.sensory_tokens)
-    start = first_read_segment(model, batch)
+    start = first_read_segment(model, first_answer_segment(batch))
     assert start > 0 and [f.tokens_skipped for f in skipping] == batch.lengths[:, :start].sum(-1).tolist()
     assert skipping[1].tokens_skipped > 4 * s
     if reach:  # overlap's answer segment reads the k tokens before it: skipping them too changes the score

@@ -64,15 +64,17 @@ def answer_segments(ids: Tensor, lengths: Tensor, scored: Tensor, prompt_lengths
     return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths, first)
 
 
-def first_read_segment(method: SegmentMethod, batch: SegmentedBatch) -> int:
+def first_answer_segment(batch: SegmentedBatch) -> int:
+    """The first segment that predicts an answer token in any row (read back from the device)."""
+    return int((batch.targets != IGNORE).any(-1).any(0).nonzero()[0])
+
+
+def first_read_segment(method: SegmentMethod, first_answer: int) -> int:
     """The first segment whose tokens can reach an answer position: 0 for a memory, the first answer segment less
     the method's ``state_reach`` for plain (0 back) and overlap (1 back). Skipping the segments before it changes
     no score (they could only change a state that no answer reads), so plain and overlap answer at 1M tokens
     for the price of 1k."""
-    if method.state_reach is None:
-        return 0
-    first = int((batch.targets != IGNORE).any(-1).any(0).nonzero()[0])
-    return max(0, first - method.state_reach)
+    return 0 if method.state_reach is None else max(0, first_answer - method.state_reach)
 
 
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
@@ -85,13 +87,12 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
     segments' activations, as ``score_segments`` does.
     """
     rows, n = batch.segments.shape[:2]
-    scored = (batch.targets != IGNORE).any(-1)  # (B, n)
-    first = int(scored.any(0).nonzero()[0])  # the first segment that predicts an answer token
+    first = first_answer_segment(batch)
     summaries = runner.summarize(batch.segments, batch.known, recompute)  # ahead: the same as inline, and batched
     state = runner.initial_state(rows)
     nll = torch.zeros(rows, device=batch.segments.device)
     predicted = torch.full_like(batch.targets, -1)
-    for i in range(first_read_segment(method, batch), n):
+    for i in range(first_read_segment(method, first), n):
         if grad_segments is not None and i == n - grad_segments and i > 0:
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
@@ -121,6 +122,6 @@ def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], ans
     batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
     nll, predicted = answer_pass(method, runner, batch)
     predicted, wanted = predicted.flatten(1), batch.targets.flatten(1) != IGNORE
-    skipped = batch.lengths[:, : first_read_segment(method, batch)].sum(-1)
+    skipped = batch.lengths[:, : first_read_segment(method, first_answer_segment(batch))].sum(-1)
     return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist(),
                         int(skipped[row])) for row in range(len(prompts))]
