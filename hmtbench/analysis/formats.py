@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, Row, delta_label, describe, settings_text, sign_rule
+from hmtbench.analysis.paired import PairedTest
 from hmtbench.errors import unknown_choice
 from hmtbench.methods import method_label
 
@@ -45,6 +46,9 @@ def notes(table: Comparison, footnotes: list[str]) -> list[str]:
     return lines + paired_lines(table, footnotes) + variant_lines(table)
 
 
+PAIRED_LEGEND = "(exact McNemar; +a / -b: samples only the first / only the second gets right):"
+
+
 def paired_lines(table: Comparison, footnotes: list[str]) -> list[str]:
     """One line per delta tested on the same samples (``Row.paired``), with its counts and p; a variant row is
     named by its footnote's number."""
@@ -52,14 +56,12 @@ def paired_lines(table: Comparison, footnotes: list[str]) -> list[str]:
     if not tested:
         return []
     varying, _ = shown_keys(table, always=())
-    lines = ["deltas on the same samples, tested pairwise (exact McNemar; +a / -b: samples only the first / only the "
-             "second gets right):"]
+    lines = [f"deltas on the same samples, tested pairwise {PAIRED_LEGEND}"]
     for row, (first, second), test in tested:
         where = ", ".join(f"[{footnotes.index(row.key[k]) + 1}]" if k == "variant" and row.key[k] in footnotes
                           else f"{k}={row.key[k]}" for k in varying if row.key.get(k) is not None)
         lines.append(f"  {where + ': ' if where else ''}{method_label(first)} vs {method_label(second)}: "
-                     f"+{test.gained} / -{test.lost} of {test.samples}, p = {test.p:.2g}"
-                     f"{'' if test.significant else NOT_SIGNIFICANT}")
+                     f"{paired_text(test)}")
     return lines
 
 
@@ -68,17 +70,20 @@ def variant_lines(table: Comparison) -> list[str]:
     if not table.variant_tests:
         return []
     varying, _ = shown_keys(table, always=())
-    lines = ["one method in two settings, same samples (exact McNemar; +a / -b: samples only the first / only the "
-             "second gets right):"]
+    lines = [f"one method in two settings, same samples {PAIRED_LEGEND}"]
     for found in table.variant_tests:
         where = ", ".join(f"{k}={found.key[k]}" for k in varying if k in found.key)
         names = [k for k in {**found.first, **found.second} if found.first.get(k) != found.second.get(k)]
         first, second = ({k: side.get(k) for k in names} for side in (found.first, found.second))
-        test = found.test
         lines.append(f"  {where + ': ' if where else ''}{method_label(found.method)} {settings_text(first)} "
-                     f"vs {settings_text(second)}: +{test.gained} / -{test.lost} of {test.samples}, "
-                     f"p = {test.p:.2g}{'' if test.significant else NOT_SIGNIFICANT}")
+                     f"vs {settings_text(second)}: {paired_text(found.test)}")
     return lines
+
+
+def paired_text(test: PairedTest) -> str:
+    """``+gained / -lost of samples, p = ...`` (n.s. marked) of one paired test."""
+    mark = "" if test.significant else NOT_SIGNIFICANT
+    return f"+{test.gained} / -{test.lost} of {test.samples}, p = {test.p:.2g}{mark}"
 
 
 def shown_keys(table: Comparison, always: tuple[str, ...] = ALWAYS_SHOWN) -> tuple[list[str], dict[str, Any]]:

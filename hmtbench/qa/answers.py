@@ -122,6 +122,7 @@ def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], ans
     batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
     nll, predicted = answer_pass(method, runner, batch)
     predicted, wanted = predicted.flatten(1), batch.targets.flatten(1) != IGNORE
-    skipped = batch.lengths[:, : first_read_segment(method, first_answer_segment(batch))].sum(-1)
+    start = 0 if method.state_reach is None else first_read_segment(method, first_answer_segment(batch))
+    skipped = batch.lengths[:, :start].sum(-1)  # a memory reads everything: no second read-back for it
     return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist(),
                         int(skipped[row])) for row in range(len(prompts))]
