@@ -208,6 +208,9 @@ def train(
                                                 "BPTT depth, for ~1/3 more time.", "--grad-checkpoint")] = None,
     compile_: Annotated[bool | None, opt("torch.compile the backbone's blocks and the loss: fewer, fused kernels "
                                          "for a host-bound step (first steps compile).", "--compile")] = None,
+    cuda_graphs: Annotated[bool | None, opt("Replay each micro-batch's forward and backward from a CUDA graph: one "
+                                            "launch instead of thousands (language modelling; a GPU).",
+                                            "--cuda-graphs")] = None,
     lr: Annotated[float | None, opt("Peak learning rate. [default: 1e-4]")] = None,
     warmup_steps: Annotated[int | None, opt("Linear warm-up steps.")] = None,
     lr_decay: Annotated[float | None, opt("LR factor every --decay-every steps. [default: 0.9]")] = None,
@@ -236,6 +239,8 @@ def train(
         hmtbench train --method hmt --stage 2 --init-from runs/hmt/stage1/final --set train.lr=5e-5
 
         hmtbench train --method rmt --task passkey --curriculum 1,2,4,8 --train lora --steps 400
+
+        hmtbench train --backbone llama2-7b --method hmt --train lora --bptt-depth 6 --compile --cuda-graphs
 
         hmtbench train --resume runs/rmt
     """

@@ -47,9 +47,10 @@ def accelerate(method: SegmentMethod, options: EngineOptions) -> SegmentMethod |
     return GraphedMethod(method) if options.cuda_graphs else method
 
 
-def capture_failures(runner: SegmentMethod | GraphedMethod) -> list[str]:
-    """Why steps of ``runner`` ran eagerly although CUDA graphs were asked for (empty: none did, or no graphs)."""
-    return runner.failures if isinstance(runner, GraphedMethod) else []
+def capture_failures(runner: Any) -> list[str]:
+    """Why steps of ``runner`` (a ``GraphedMethod``, a training step's ``GraphedSteps``) ran eagerly although CUDA
+    graphs were asked for (empty: none did, or no graphs)."""
+    return list(getattr(runner, "failures", []))
 
 
 def repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
@@ -133,9 +134,9 @@ class CapturedCalls:
         if not any(a is not None and a.is_cuda for a in args):
             return eager
         try:
-            if _warm_up(fn, inputs) is None:  # nothing computed (a method without summaries): nothing to replay
+            if warm_up(fn, inputs) is None:  # nothing computed (a method without summaries): nothing to replay
                 return _Captured(inputs, lambda: None)
-            graph, outputs = _capture_graph(fn, inputs)
+            graph, outputs = capture_graph(fn, inputs)
         except Exception as err:  # noqa: BLE001 - any capture failure: run eagerly, and say so
             self.failures.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             warnings.warn(f"CUDA graph capture failed, running eagerly: {self.failures[-1]}", stacklevel=3)
@@ -149,7 +150,7 @@ def _warm_up_stream(device: int) -> torch.cuda.Stream:
     return torch.cuda.Stream(device)
 
 
-def _warm_up(fn: Callable[..., Any], inputs: list[Tensor | None]) -> Any:
+def warm_up(fn: Callable[..., Any], inputs: list[Tensor | None]) -> Any:
     """Call ``fn`` on a side stream (on copies: it may update its inputs in place); return the last result."""
     stream = _warm_up_stream(torch.cuda.current_device())
     stream.wait_stream(torch.cuda.current_stream())
@@ -160,7 +161,7 @@ def _warm_up(fn: Callable[..., Any], inputs: list[Tensor | None]) -> Any:
     return result
 
 
-def _capture_graph(fn: Callable[..., Any], inputs: list[Tensor | None]) -> tuple[torch.cuda.CUDAGraph, Any]:
+def capture_graph(fn: Callable[..., Any], inputs: list[Tensor | None]) -> tuple[torch.cuda.CUDAGraph, Any]:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         outputs = fn(*inputs)

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.training.config import TrainSettings
-from hmtbench.training.objectives import window_loss
+from hmtbench.training.graphed import GraphedSteps, micro_step
+from hmtbench.training.objectives import StepLoss, window_loss
 
 Workload = Callable[[], Tensor]  # one iteration; returns a 0-d tensor (mean NLL or loss), read after timing
 
@@ -87,18 +88,28 @@ def eval_workload(runner, ids: Tensor, lengths: Tensor) -> Workload:
     return run
 
 
-def train_workload(model, ids: Tensor, settings: TrainSettings) -> Workload:
-    """One training step's forward and backward of ``window_loss`` (no optimizer step), as ``train`` runs it."""
-    device = ids.device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def train_workload(model, ids: Tensor, settings: TrainSettings) -> tuple[Workload, GraphedSteps | None]:
+    """One training step's forward and backward of ``window_loss`` (no optimizer step), as ``train`` runs it;
+    with ``settings.cuda_graphs`` replayed from a CUDA graph (returned too: it lists failed captures)."""
+    cuda = ids.device.type == "cuda"
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not settings.cuda_graphs) if cuda
+                else contextlib.nullcontext())
     params = [p for p in model.parameters() if p.requires_grad]
+    step = micro_step(lambda window: StepLoss(*window_loss(model, window, settings)), autocast, 1)
+    if settings.cuda_graphs:
+        graphed = GraphedSteps(step, params)
+
+        def replay() -> Tensor:
+            loss = graphed(ids).loss
+            graphed.zero_grad()
+            return loss
+
+        return replay, graphed
 
     def run() -> Tensor:
-        with autocast:
-            loss, _ = window_loss(model, ids, settings)
-        loss.backward()
+        loss = step(ids).loss
         for param in params:
             param.grad = None
-        return loss.detach()
+        return loss
 
-    return run
+    return run, None

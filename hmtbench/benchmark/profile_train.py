@@ -1,7 +1,8 @@
 """Where the time of one training step goes: its kernels by kind, and the device's idle share.
 
 One training step (forward and backward of a D-segment window, as ``hmtbench bench --mode train``
-times it) runs twice to warm up, then once under ``torch.profiler``. The kernels are grouped into
+times it, eager or with ``--compile`` / ``--cuda-graphs``) runs twice to warm up (capture included),
+then once under ``torch.profiler``. The kernels are grouped into
 matmul (GEMM), attention, and everything else (norms, activations, copies, the memory's own small
 ops); the wall time of the step minus the device's busy time is time the device waited on the host.
 
@@ -22,7 +23,8 @@ import torch
 from hmtbench.backbones import load_backbone
 from hmtbench.benchmark.roofline import device_peaks, flops_per_token, linear_weights
 from hmtbench.commands.bench import BenchConfig, Case, build_case, case_workload
-from hmtbench.config import method_config
+from hmtbench.config import EngineOptions, method_config
+from hmtbench.fastpath import accelerate, capture_failures
 from hmtbench.progress import quiet_transformers
 from hmtbench.results.provenance import device_name, provenance
 
@@ -42,11 +44,14 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
     method = method_config(args.method, own if args.method == "hmt" else {})
     config = BenchConfig(backbone=args.backbone, methods=[method], segment_length=args.segment_length,
                          bptt_depth=args.bptt_depth, train=args.train, grad_checkpoint=args.grad_checkpoint,
-                         dtype=args.dtype, seed=args.seed)
+                         dtype=args.dtype, seed=args.seed,
+                         engine=EngineOptions(compile=args.compile, cuda_graphs=args.cuda_graphs))
     backbone = load_backbone(args.backbone, dtype=args.dtype)
     case = Case("train", method, args.batch_size, args.bptt_depth)
     model = build_case(backbone, case, config)
-    step, _, text_tokens = case_workload(config, backbone, case, model, model)
+    accelerate(model, config.engine)  # compiles the blocks; the training step's graphs come with its workload
+    replayed: list = []
+    step, _, text_tokens = case_workload(config, backbone, case, model, model, replayed)
     for _ in range(2):
         step()
     torch.cuda.synchronize()
@@ -77,6 +82,8 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
         "device_name": device_name(backbone.device),
         "backbone": args.backbone, "method": args.method, "train": args.train, "batch_size": args.batch_size,
         "bptt_depth": args.bptt_depth, "segment_length": args.segment_length, "grad_checkpoint": args.grad_checkpoint,
+        "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+        "cuda_graph_failures": [failure for graphed in replayed for failure in capture_failures(graphed)],
         "wall_s": wall, "device_busy_s": busy, "device_idle_s": max(wall - busy, 0.0),
         "kernel_launches": sum(count for _, count in kernels.values()),
         "seconds_by_kind": by_kind,
@@ -89,8 +96,9 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def describe(report: dict[str, Any]) -> str:
+    engine = "".join(f" {name}" for name in ("compile", "cuda_graphs") if report.get(name))
     lines = [f"{report['backbone']} {report['method']} train={report['train']} B={report['batch_size']} "
-             f"D={report['bptt_depth']}: step {report['wall_s'] * 1e3:.0f} ms, device busy "
+             f"D={report['bptt_depth']}{engine}: step {report['wall_s'] * 1e3:.0f} ms, device busy "
              f"{report['device_busy_s'] * 1e3:.0f} ms ({report['kernel_launches']} kernels), "
              f"{report['model_tflops']:.0f} TFLOP/s"
              + (f" = {report['peak_flops_pct']:.0f}% of peak" if report["peak_flops_pct"] is not None else "")]
@@ -117,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sensory-tokens", type=int, default=32)
     parser.add_argument("--recall-hidden-dim", type=int, default=1536)
     parser.add_argument("--grad-checkpoint", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the blocks and the loss")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the step from a CUDA graph")
     parser.add_argument("--dtype", default="bf16")
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--top", type=int, default=25)

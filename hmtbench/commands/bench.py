@@ -148,8 +148,9 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
     if case.mode == "train" and not any(p.requires_grad for p in model.parameters()):
         return _outcome(row, "skipped", f"{case.method.name} has no parameters of its own to train (memory training)")
     runner = accelerate(model, config.engine)
+    replayed = [runner]  # what replays the case's graphs, once known: its failed captures go into the row
     try:
-        workload, segments, tokens = case_workload(config, backbone, case, model, runner)
+        workload, segments, tokens = case_workload(config, backbone, case, model, runner, replayed)
         timing = time_workload(workload, backbone.device, config.warmup, config.repeat, config.max_seconds)
     except torch.cuda.OutOfMemoryError:
         return _outcome(row, "failed", f"out of GPU memory at batch {case.batch_size}")
@@ -157,7 +158,7 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         return _outcome(row, "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
     finally:
         model.eval()
-        failures = capture_failures(runner)
+        failures = capture_failures(replayed[-1])
     if failures:  # a step ran eagerly: the row does not measure the graphs alone
         row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
     _fill(row, case, timing, segments, tokens)
@@ -177,8 +178,10 @@ def build_case(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMe
     return model
 
 
-def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner):
-    """(workload, segment steps per call, text tokens per call) of one case."""
+def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner,
+                  replayed: list | None = None):
+    """(workload, segment steps per call, text tokens per call) of one case; a training step replayed from CUDA
+    graphs appends what replays it to ``replayed``."""
     generator = torch.Generator().manual_seed(config.seed)
     vocab = backbone.model.get_input_embeddings().weight.shape[0]
     batch = case.batch_size
@@ -190,9 +193,12 @@ def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: Se
     window = segments * model.segment_tokens
     ids = torch.randint(0, vocab, (batch, window), generator=generator).to(backbone.device)
     settings = TrainSettings(bptt_depth=segments, batch_size=batch, loss_on="last",
-                             grad_checkpoint=config.grad_checkpoint)
+                             grad_checkpoint=config.grad_checkpoint, cuda_graphs=config.engine.cuda_graphs)
     model.train()
-    return train_workload(model, ids, settings), segments, ids.numel()
+    workload, graphed = train_workload(model, ids, settings)
+    if graphed is not None and replayed is not None:
+        replayed.append(graphed)
+    return workload, segments, ids.numel()
 
 
 def _release(device: torch.device) -> None:

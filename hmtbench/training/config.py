@@ -36,6 +36,7 @@ class TrainSettings:
     loss_on: str = "last"  # last: the window's last segment (reference) | all
     grad_checkpoint: bool = False  # recompute each segment in the backward pass: memory flat in the BPTT depth
     compile: bool = False  # torch.compile the backbone's blocks and the loss (eval's --compile): fewer, fused kernels
+    cuda_graphs: bool = False  # replay each micro-batch's forward and backward from a CUDA graph (training/graphed.py)
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_steps: int = 0
@@ -109,3 +110,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU
     device: str = "auto"
     out: str = "results"  # where the run's parquet record goes
+
+    def __post_init__(self) -> None:
+        if self.train.cuda_graphs and self.curriculum.task is not None:
+            raise HmtbenchError("--cuda-graphs captures language-modelling windows (one shape per run); answer "
+                                "training changes its shapes with the curriculum and reads its answers back each "
+                                "step: train it without --cuda-graphs")

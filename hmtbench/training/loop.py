@@ -18,8 +18,10 @@ import torch
 
 from hmtbench import distributed
 from hmtbench.checkpoints import apply_tensors, load_tensors, save_checkpoint
+from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.training.config import TrainSettings
+from hmtbench.training.graphed import GraphedSteps, MicroStep, micro_step
 from hmtbench.training.objectives import StepLoss
 from hmtbench.training.state import has_trainer_state, load_trainer_state, replace_folder, save_trainer_state
 
@@ -91,7 +93,15 @@ def train_stage(
     folder.mkdir(parents=True, exist_ok=True)
     ddp = data_parallel(model, objective, settings) if distributed.is_distributed() else None
     forward = ddp if ddp is not None else ObjectiveLoss(model, objective)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    # a captured step cannot keep autocast's cache of cast weights from one replay to the next
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not settings.cuda_graphs)
+                if device.type == "cuda" else contextlib.nullcontext())
+    micro = micro_step(forward, autocast, settings.grad_accum)
+    graphed = None
+    if settings.cuda_graphs:
+        if ddp is not None:
+            raise HmtbenchError("--cuda-graphs trains in a single process; several processes train without it")
+        micro = graphed = GraphedSteps(micro, params)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     began, tokens, loss_value = time.perf_counter(), 0, float("nan")
@@ -100,8 +110,8 @@ def train_stage(
     with log_file as log:  # None on other ranks
         for step in range(start, steps):
             try:
-                total, step_tokens, exact, grad_norm = _optimizer_step(forward, objective, settings, step, params,
-                                                                       optimizer, scheduler, ddp, autocast, device)
+                total, step_tokens, exact, grad_norm = _optimizer_step(micro, objective, settings, step, params,
+                                                                       optimizer, scheduler, ddp, graphed, device)
             except torch.OutOfMemoryError as error:
                 raise _saved_on_oom(error, model, optimizer, scheduler, objective, folder, meta, start, step) from None
             tokens += step_tokens
@@ -141,31 +151,32 @@ def train_stage(
     return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict())
 
 
-def _optimizer_step(forward, objective: Any, settings: TrainSettings, step: int, params: list[torch.nn.Parameter],
-                    optimizer, scheduler, ddp, autocast, device: torch.device
-                    ) -> tuple[torch.Tensor, int, list[torch.Tensor], torch.Tensor]:
+def _optimizer_step(micro: MicroStep, objective: Any, settings: TrainSettings, step: int,
+                    params: list[torch.nn.Parameter], optimizer, scheduler, ddp, graphed: GraphedSteps | None,
+                    device: torch.device) -> tuple[torch.Tensor, int, list[torch.Tensor], torch.Tensor]:
     """One optimizer step over ``grad_accum`` micro-batches: (mean loss on the device, tokens read, each
     micro-batch's exact answers (answer training), gradient norm before clipping)."""
     total = torch.zeros((), device=device)
     tokens, exact = 0, []
     if ddp is not None:
         distributed.seed_step(settings.seed, step)
-    for micro in range(settings.grad_accum):
+    for index in range(settings.grad_accum):
         # the global micro-batch's index, so the data position is the same for any number of processes
-        batch = objective.batch(step * settings.grad_accum + micro, settings.batch_size)
+        batch = objective.batch(step * settings.grad_accum + index, settings.batch_size)
         batch = [_to_device(distributed.shard_rows(t), device) for t in batch]
-        with _sync_gradients(ddp, micro == settings.grad_accum - 1):
-            with autocast:
-                out = forward(*batch)
-            (out.loss / settings.grad_accum).backward()
-        total += out.loss.detach() / settings.grad_accum
+        with _sync_gradients(ddp, index == settings.grad_accum - 1):
+            out = micro(*batch)  # forward and backward
+        total += out.loss / settings.grad_accum
         tokens += out.tokens * distributed.world_size()
         if out.exact is not None:
             exact.append(out.exact)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)  # stays on the device
     optimizer.step()
     scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    if graphed is not None:
+        graphed.zero_grad()  # in place: the graphs write into these gradients
+    else:
+        optimizer.zero_grad(set_to_none=True)
     return total, tokens, exact, grad_norm
 
 
