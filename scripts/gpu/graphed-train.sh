@@ -19,23 +19,23 @@ step() {  # name seconds command...: each Python process under its own timeout
     | tail -n 24
   pack
 }
-hb() { python3 -m hmtbench "$@"; }
+hb=(python3 -m hmtbench)
 
 if [ "$part" = train ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   step gpu-tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_graphed_training.py tests/test_gpu_sync.py
-  step train-smollm2 180 hb bench --backbone random:smollm2-135m --method rmt,hmt --mode train --train memory \
+  step train-smollm2 180 "${hb[@]}" bench --backbone random:smollm2-135m --method rmt,hmt --mode train --train memory \
     --bptt-depth 6 --batch-size 1,32,128 "${HMT[@]}" "${FAST[@]}" --repeat 3 --out "$work/bench/train-smollm2"
-  step train-7b 170 hb bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 \
+  step train-7b 170 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 \
     --batch-size 1,8 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/train-7b"
-  step ckpt-7b 120 hb bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 24 --grad-checkpoint \
+  step ckpt-7b 120 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 24 --grad-checkpoint \
     --batch-size 8 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/ckpt-7b"
 else
   step profile-7b-b8 120 python3 -m hmtbench.benchmark.profile_train --backbone $B7 --method hmt --train lora \
     --batch-size 8 --bptt-depth 6 --compile --cuda-graphs --out "$work/profile-7b-hmt-lora-b8-graphs.json"
-  step eval-7b-b1 150 hb bench --backbone $B7 --method plain,hmt --mode eval --batch-size 1 --lengths 4k,1m \
+  step eval-7b-b1 150 "${hb[@]}" bench --backbone $B7 --method plain,hmt --mode eval --batch-size 1 --lengths 4k,1m \
     "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-b1"
-  step eval-7b-batch 150 hb bench --backbone $B7 --method plain,hmt --mode eval --batch-size 16,64 --lengths 16k \
+  step eval-7b-batch 150 "${hb[@]}" bench --backbone $B7 --method plain,hmt --mode eval --batch-size 16,64 --lengths 16k \
     "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-batch"
 fi
 ls -la "$out"
