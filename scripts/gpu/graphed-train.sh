@@ -37,5 +37,7 @@ else
     "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-b1"
   step eval-7b-batch 150 "${hb[@]}" bench --backbone $B7 --method plain,hmt --mode eval --batch-size 16,64 --lengths 16k \
     "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-batch"
+  step train-7b-b12 110 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 \
+    --batch-size 12 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/train-7b"
 fi
 ls -la "$out"
