@@ -3,8 +3,9 @@
     python scripts/paper_scale_table.py results/h200-paper-scale/bench [--profiles results/h200-paper-scale]
 
 One row per measured case: backbone, method, step (eval / train with what trains), batch, BPTT depth D and
-activation checkpointing, context, tokens/s, model TFLOP/s, % of the dense bf16 peak, % of the weight-bandwidth
-bound (evaluation), peak GPU memory; every row's settings (L, k, N, h) are stated under the table.
+activation checkpointing, engine, context, tokens/s, model TFLOP/s, % of the dense bf16 peak (per text token, and
+counting every position the backbone runs), % of the weight-bandwidth bound (evaluation), peak GPU memory; every
+row's settings (L, k, N, h) are stated under the table.
 """
 
 from __future__ import annotations
@@ -29,17 +30,19 @@ def table(frame: pd.DataFrame) -> str:
         recompute = " + ckpt" if bench.get("grad_checkpoint") else ""
         depth = f"{bench.get('bptt_depth')}{recompute}" if mode == "train" else ""
         context = f"{row['test_length']:,}"
+        engine = config.get("engine", {})
+        fast = "+".join(name for name, key in (("compile", "compile"), ("graphs", "cuda_graphs")) if engine.get(key))
+        what = f"| {row['backbone']} | {row['method']} | {step} | {row['batch_size']} | {depth} | {fast or 'eager'} "
         if row["status"] != "success":
-            rows.append(f"| {row['backbone']} | {row['method']} | {step} | {row['batch_size']} | {depth} | {context} "
-                        f"| {row['status']}: {config.get('reason', '')[:60]} | | | | |")
+            rows.append(f"{what}| {context} | {row['status']}: {config.get('reason', '')[:60]} | | | | | |")
             continue
         rows.append(
-            f"| {row['backbone']} | {row['method']} | {step} | {row['batch_size']} | {depth} | {context} "
-            f"| {row['tokens_per_s']:,.0f} | {row['model_tflops']:.0f} | {_percent(row, 'peak_flops_pct')} "
+            f"{what}| {context} | {row['tokens_per_s']:,.0f} | {row['model_tflops']:.0f} "
+            f"| {_percent(row, 'peak_flops_pct')} | {_percent(row, 'backbone_flops_pct')} "
             f"| {_percent(row, 'bandwidth_bound_pct')} | {row['peak_gpu_mem_mb']:,.0f} |"
         )
-    head = ("| backbone | method | step | B | D | tokens | tokens/s | TFLOP/s | % peak | % weight bw | peak MiB |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| backbone | method | step | B | D | engine | tokens | tokens/s | TFLOP/s | % peak "
+            "| % peak, all positions | % weight bw | peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head, *rows])
 
 

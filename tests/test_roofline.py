@@ -53,3 +53,30 @@ def test_shares_of_peak_and_of_the_bandwidth_bound() -> None:
     assert columns["bandwidth_bound_pct"] == pytest.approx(100 * 1e6 / bound)
     train = roofline_columns(model, "NVIDIA H200", "train", "lora", True, 1e6, 1, 200)
     assert train["model_tflops"] == pytest.approx(6.0) and train["bandwidth_bound_pct"] is None
+
+
+def test_the_backbone_share_counts_every_position_the_backbone_runs() -> None:
+    model = nn.Sequential(nn.Linear(1000, 1000, bias=False).to(torch.bfloat16))
+    columns = roofline_columns(model, "NVIDIA H200", "eval", None, False, tokens_per_s=1e6, batch_size=1,
+                               text_tokens_per_segment=200, positions_per_segment=300)
+    assert columns["backbone_flops_pct"] == pytest.approx(1.5 * columns["peak_flops_pct"])
+    plain = roofline_columns(model, "NVIDIA H200", "eval", None, False, 1e6, 1, 200)
+    assert plain["backbone_flops_pct"] == pytest.approx(plain["peak_flops_pct"])
+    assert roofline_columns(model, None, "eval", None, False, 1e6, 1, 200)["backbone_flops_pct"] is None
+
+
+def test_positions_per_segment_of_each_method(llama: nn.Module) -> None:
+    """L for every step; HMT adds its summary: [T | j | T] ahead (training, CPU), a side row of L inline."""
+    from tests.conftest import build_method
+
+    settings = {"segment_length": 32, "sensory_tokens": 4, "recall_hidden_dim": 16}
+    for name in ("plain", "rmt", "overlap"):
+        assert build_method(name, llama, settings).positions_per_segment(1) == 32
+    hmt = build_method("hmt", llama, settings)  # S = 32 - 2 - 4 = 26 text tokens, j = 13
+    assert hmt.segment_tokens == 26 and hmt.summary_tokens == 13
+    assert hmt.positions_per_segment(1, training=True) == 32 + 15
+    assert hmt.positions_per_segment(1) == 32 + 15  # on the CPU auto summarises ahead
+    inline = build_method("hmt", llama, {**settings, "summary_pass": "inline"})
+    assert inline.positions_per_segment(1) == 64 and inline.positions_per_segment(1, training=True) == 47
+    stage1 = build_method("hmt", llama, {**settings, "stage": 1})
+    assert stage1.positions_per_segment(1) == 32

@@ -3,9 +3,13 @@
 Model FLOPs count the backbone's linear layers only (every ``nn.Linear``, the LM head included; the
 attention scores add under 1% at L = 256 and are left out), per *text* token: memory, sensory and
 summary positions are the method's overhead, so a method that spends more positions per text token
-shows a lower share. A forward costs 2 x W FLOPs per token (W: linear weights); a training step with
-a frozen backbone (memory or LoRA training) adds 2 x W for the activation gradients, full
-fine-tuning 4 x W (weight gradients too), activation checkpointing one more forward.
+shows a lower share. ``backbone_flops_pct`` counts every position the backbone runs instead (the
+method's ``positions_per_segment``): how busy the engine keeps the GPU with the arithmetic the method
+asks for, whatever that costs per text token.
+
+A forward costs 2 x W FLOPs per token (W: linear weights); a training step with a frozen backbone
+(memory or LoRA training) adds 2 x W for the activation gradients, full fine-tuning 4 x W (weight
+gradients too), activation checkpointing one more forward.
 
 A segment step reads every weight once however many rows it carries, so at batch B the step cannot
 take less than ``weight bytes / memory bandwidth``: at most ``B x L_text x bandwidth / weight bytes``
@@ -64,17 +68,20 @@ def flops_per_token(weights: int, mode: str, train: str | None = None, recompute
 
 def roofline_columns(
     backbone: nn.Module, device_name: str | None, mode: str, train: str | None, recompute: bool,
-    tokens_per_s: float, batch_size: int, text_tokens_per_segment: int,
+    tokens_per_s: float, batch_size: int, text_tokens_per_segment: int, positions_per_segment: int | None = None,
 ) -> dict[str, float | None]:
-    """Achieved TFLOP/s and, on a known GPU, its share of the peak and (evaluation) of the weight-bandwidth bound."""
+    """Achieved TFLOP/s and, on a known GPU, its share of the peak (per text token, and per position the backbone
+    runs) and (evaluation) of the weight-bandwidth bound."""
     weights, weight_bytes = linear_weights(backbone)
     achieved = tokens_per_s * flops_per_token(weights, mode, train, recompute)
     peaks = device_peaks(device_name)
     columns: dict[str, float | None] = {"model_tflops": achieved / 1e12, "peak_flops_pct": None,
-                                        "bandwidth_bound_pct": None}
+                                        "backbone_flops_pct": None, "bandwidth_bound_pct": None}
     if peaks is None:
         return columns
     columns["peak_flops_pct"] = 100 * achieved / peaks.flops
+    positions = positions_per_segment or text_tokens_per_segment
+    columns["backbone_flops_pct"] = columns["peak_flops_pct"] * positions / text_tokens_per_segment
     if mode == "eval":
         bound = batch_size * text_tokens_per_segment * peaks.bandwidth / weight_bytes
         columns["bandwidth_bound_pct"] = 100 * tokens_per_s / bound

@@ -162,8 +162,10 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
     if failures:  # a step ran eagerly: the row does not measure the graphs alone
         row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
     _fill(row, case, timing, segments, tokens)
+    positions = model.positions_per_segment(case.batch_size, training=case.mode == "train")
     row.update(roofline_columns(backbone.model, row.get("device_name"), case.mode, config.train,
-                                config.grad_checkpoint, row["tokens_per_s"], case.batch_size, model.segment_tokens))
+                                config.grad_checkpoint, row["tokens_per_s"], case.batch_size, model.segment_tokens,
+                                positions))
     return row
 
 
@@ -299,6 +301,7 @@ def describe_row(row: dict[str, Any]) -> str:
         return f"{what} {row['status']}: {json.loads(row['config']).get('reason', '')}"
     peak = f"{row['peak_gpu_mem_mb']:,.0f} MiB" if row.get("peak_gpu_mem_mb") is not None else "n/a"
     shares = [f"{row[key]:.0f}% of {name}" for key, name in (("peak_flops_pct", "peak FLOP/s"),
+              ("backbone_flops_pct", "peak counting every backbone position"),
               ("bandwidth_bound_pct", "weight-bandwidth bound")) if row.get(key) is not None]
     return (
         f"{what} {row['tokens_per_s']:>12,.0f} tok/s {row['ms_per_segment']:>9.2f} ms/segment  peak {peak}"

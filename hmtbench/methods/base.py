@@ -227,6 +227,10 @@ class SegmentMethod(nn.Module):
         """How evaluation computes this method's summaries at ``batch_size``: ahead | inline, None without any."""
         return None
 
+    def positions_per_segment(self, batch_size: int, training: bool = False) -> int:
+        """Backbone positions one row's segment step runs, summaries included: what S text tokens cost."""
+        return self.segment_length
+
     def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
         """Rows to run in the same backbone call as a segment, from the next segment's (B, S) ids and (B,) lengths.
 

@@ -192,6 +192,13 @@ class HMT(SegmentMethod):
             return True
         return self.device.type == "cuda" and batch_size * self.segment_length <= INLINE_MAX_TOKENS
 
+    def positions_per_segment(self, batch_size: int, training: bool = False) -> int:
+        """The step's L positions and its summary's: [T | j tokens | T] ahead, or a side row of L inline."""
+        if self.recall is None:
+            return self.segment_length
+        inline = not training and self.summary_schedule(batch_size) == "inline"
+        return self.segment_length + (self.segment_length if inline else self.summary_tokens + 2)
+
     def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
         """The next segment's summary prompt, run alongside this segment (``summarizes_inline``)."""
         return None if self.recall is None else self._summary_rows(segment_ids, lengths)

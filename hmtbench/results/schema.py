@@ -113,6 +113,8 @@ COLUMNS: list[Column] = [
     Column("ms_per_segment", "Float64", "milliseconds per segment step (bench)"),
     Column("model_tflops", "Float64", "bench: linear-layer TFLOP/s achieved on text tokens (benchmark/roofline.py)"),
     Column("peak_flops_pct", "Float64", "bench: model_tflops as % of the GPU's dense bf16 peak"),
+    Column("backbone_flops_pct", "Float64", "bench: peak_flops_pct counting every position the backbone runs "
+                                            "(memory, sensory, summary), not only text tokens"),
     Column("bandwidth_bound_pct", "Float64", "bench eval: tokens/s as % of the weight-bandwidth bound of the batch"),
     # --- everything else
     Column("config", "string", "the full resolved configuration as JSON"),
