@@ -2,7 +2,7 @@
 # The training step replayed from CUDA graphs (`--cuda-graphs`, with `--compile`) at the 7B shape and SmolLM2's,
 # random weights (no staging), in one device call; run from the checkout root. Records are packed into
 # OUT/graphed-train.tgz after each step, so a call stopped at its limit keeps what ended.
-#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: train (default) | eval
+#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: tests | train (default) | eval | profile
 set -uo pipefail  # one failing step must not lose the others
 out=$1 work=${2:-/root/work/graphed-train} part=${3:-train}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
@@ -21,23 +21,24 @@ step() {  # name seconds command...: each Python process under its own timeout
 }
 hb=(python3 -m hmtbench)
 
-if [ "$part" = train ]; then
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  step gpu-tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_graphed_training.py tests/test_gpu_sync.py
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+case $part in
+tests)
+  step gpu-tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_graphed_training.py tests/test_gpu_sync.py ;;
+train)
   step train-smollm2 180 "${hb[@]}" bench --backbone random:smollm2-135m --method rmt,hmt --mode train --train memory \
     --bptt-depth 6 --batch-size 1,32,128 "${HMT[@]}" "${FAST[@]}" --repeat 3 --out "$work/bench/train-smollm2"
-  step train-7b 170 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 \
-    --batch-size 1,8 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/train-7b"
-  step ckpt-7b 120 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 24 --grad-checkpoint \
-    --batch-size 8 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/ckpt-7b"
-else
-  step profile-7b-b8 120 python3 -m hmtbench.benchmark.profile_train --backbone $B7 --method hmt --train lora \
-    --batch-size 8 --bptt-depth 6 --compile --cuda-graphs --out "$work/profile-7b-hmt-lora-b8-graphs.json"
-  step eval-7b-b1 150 "${hb[@]}" bench --backbone $B7 --method plain,hmt --mode eval --batch-size 1 --lengths 4k,1m \
+  step train-7b 200 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 \
+    --batch-size 1,8,12 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/train-7b"
+  step ckpt-7b 120 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 24 \
+    --grad-checkpoint --batch-size 8 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/ckpt-7b" ;;
+eval)
+  step eval-7b-b1 330 "${hb[@]}" bench --backbone $B7 --method plain,hmt --mode eval --batch-size 1 --lengths 4k,1m \
     "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-b1"
-  step eval-7b-batch 150 "${hb[@]}" bench --backbone $B7 --method plain,hmt --mode eval --batch-size 16,64 --lengths 16k \
-    "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-batch"
-  step train-7b-b12 110 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 \
-    --batch-size 12 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/train-7b"
-fi
+  step eval-7b-batch 200 "${hb[@]}" bench --backbone $B7 --method hmt --mode eval --batch-size 16,64 --lengths 16k \
+    "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-batch" ;;
+profile)
+  step profile-7b-b8 120 python3 -m hmtbench.benchmark.profile_train --backbone $B7 --method hmt --train lora \
+    --batch-size 8 --bptt-depth 6 --compile --cuda-graphs --out "$work/profile-7b-hmt-lora-b8-graphs.json" ;;
+esac
 ls -la "$out"
