@@ -45,7 +45,7 @@ class DataSettings:
 @dataclass(frozen=True)
 class EngineOptions:
     compile: bool = False  # torch.compile the backbone's blocks and the loss
-    cuda_graphs: bool = False  # replay evaluation steps from CUDA graphs
+    cuda_graphs: bool = False  # replay evaluation steps (bench: training steps too) from CUDA graphs
 
 
 @dataclass

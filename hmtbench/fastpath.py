@@ -172,7 +172,8 @@ class GraphedMethod:
     """A method whose summary passes and segment steps (evaluation) replay from CUDA graphs.
 
     It answers the calls ``score_segments`` makes (``summarize``, ``initial_state``, ``score``).
-    With gradients enabled it simply calls the method: training is not captured.
+    With gradients enabled it simply calls the method: a training step is captured whole, forward and
+    backward, by ``hmtbench.training.graphed``.
     """
 
     def __init__(self, method: SegmentMethod) -> None:

@@ -71,7 +71,8 @@ Out = Annotated[str | None, opt("Folder for the parquet records. [default: resul
 BatchSize = Annotated[int | None, opt("Documents (or windows) per batch.")]
 Compile = Annotated[bool | None, opt("torch.compile the backbone blocks and the loss.", "--compile/--no-compile")]
 CudaGraphs = Annotated[
-    bool | None, opt("Replay each evaluation step from a CUDA graph.", "--cuda-graphs/--no-cuda-graphs")
+    bool | None, opt("Replay each segment step (bench's training step: its whole forward and backward) from a CUDA "
+                     "graph.", "--cuda-graphs/--no-cuda-graphs")
 ]
 ResultPaths = Annotated[
     list[str] | None,
