@@ -127,3 +127,21 @@ def test_bench_train_with_graphs_records_the_eager_loss(tmp_path: Path) -> None:
     assert (eager["status"] == "success").all() and (graphed["status"] == "success").all()
     assert (eager["final_loss"] == graphed["final_loss"]).all()
     assert all(json.loads(c)["engine"]["cuda_graphs"] for c in graphed["config"])
+
+
+def test_the_train_command_takes_cuda_graphs(corpus: str, tmp_path: Path) -> None:
+    """`hmtbench train --cuda-graphs` reaches the record's config; with --task it is one clear error."""
+    from typer.testing import CliRunner
+
+    from hmtbench.cli import app
+
+    common = ["train", "--backbone", "random:llama", "--method", "rmt", "--segment-length", "24", "--steps", "2",
+              "--bptt-depth", "2", "--batch-size", "2", "--device", "cpu", "--cuda-graphs"]
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, [*common, "--dataset", corpus, "--output-dir", str(run),
+                                      "--out", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert "cuda_graphs: true" in (run / "config.yaml").read_text()
+    refused = CliRunner().invoke(app, [*common, "--task", "passkey", "--output-dir", str(tmp_path / "qa")])
+    assert refused.exit_code == 2
+    assert "--cuda-graphs captures language-modelling windows" in refused.output
