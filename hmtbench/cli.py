@@ -30,6 +30,7 @@ from hmtbench.commands.options import (
     RecallContext,
     RecallHiddenDim,
     Recipe,
+    RecomputeShare,
     ResultPaths,
     Seed,
     SegmentLength,
@@ -206,6 +207,7 @@ def train(
     loss_on: Annotated[str | None, opt("last (the window's last segment, reference) | all.")] = None,
     grad_checkpoint: Annotated[bool | None, opt("Recompute each segment in the backward pass: memory flat in the "
                                                 "BPTT depth, for ~1/3 more time.", "--grad-checkpoint")] = None,
+    recompute_share: RecomputeShare = None,
     compile_: Annotated[bool | None, opt("torch.compile the backbone's blocks and the loss: fewer, fused kernels "
                                          "for a host-bound step (first steps compile).", "--compile")] = None,
     cuda_graphs: Annotated[bool | None, opt("Replay each micro-batch's forward and backward from a CUDA graph: one "
@@ -275,6 +277,7 @@ def bench(
                                           "--train")] = None,
     grad_checkpoint: Annotated[bool | None, opt("The training step recomputes each segment in its backward pass.",
                                                 "--grad-checkpoint")] = None,
+    recompute_share: RecomputeShare = None,
     max_batch_tokens: Annotated[int | None, opt("Leave out evaluation cases holding more tokens per batch.")] = None,
     segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
     recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,

@@ -143,16 +143,17 @@ def _segment_batch_from(
 
 
 def score_segments(
-    method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: bool = False,
+    method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: float = 0.0,
     scored_segments: list[bool] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the method over every segment; return (nll, tokens), both (B, n), summed per segment.
 
     ``grad_segments=K`` cuts the memory from the autograd graph before the last K segments, so
     gradients reach at most K segments back (truncated BPTT); None keeps the whole window.
-    ``recompute`` (training): keep only each segment's inputs and state for the backward pass and run
-    the segment again there (activation checkpointing per segment), so memory grows with the
-    state, not with the activations, over a deep BPTT window.
+    ``recompute`` (training): the share of the segments, earliest first, that keep only their inputs and state
+    for the backward pass and run again there (activation checkpointing per segment; True: all of them), so
+    memory grows with the state, not with the activations, over a deep BPTT window; the other segments keep
+    their activations and cost no second forward.
     ``scored_segments`` (n,): which segments score any token, where the caller knows it without the device
     (a training window); otherwise it is read back from the device once, before the loop.
     ``method`` may also be a ``hmtbench.fastpath.GraphedMethod`` (the same calls, replayed).
@@ -165,7 +166,8 @@ def score_segments(
     if any_scored is None:
         any_scored = scored.any(-1).any(0).tolist()  # (n,) on the host: the batch's one read-back, before the loop
     inline = method.summarizes_inline(batch_size)  # summaries made one segment ahead, in the step before
-    summaries = None if inline else method.summarize(batch.segments, batch.known, recompute)
+    summaries = None if inline else method.summarize(batch.segments, batch.known, recompute > 0)
+    checkpointed = recomputed_segments(recompute, n)
     state = method.initial_state(batch_size)
     nothing = torch.zeros(batch_size, device=batch.segments.device)
     nll = []
@@ -175,10 +177,16 @@ def score_segments(
         summary = None if summaries is None else summaries[:, i]
         targets = batch.targets[:, i] if any_scored[i] else None
         upcoming = (batch.segments[:, i + 1], batch.known[:, i + 1]) if inline and i + 1 < n else None
-        step = segment_step(recompute)
+        step = segment_step(i < checkpointed)
         segment_nll, state = step(method, state, batch.segments[:, i], batch.lengths[:, i], targets, summary, upcoming)
         nll.append(nothing if segment_nll is None else segment_nll)
     return torch.stack(nll, dim=1), scored.sum(-1)
+
+
+def recomputed_segments(recompute: float, segments: int) -> int:
+    """How many of ``segments`` (the earliest) run under activation checkpointing for a recompute share (a bool:
+    all or none)."""
+    return round(float(recompute) * segments)
 
 
 def segment_step(recompute: bool):

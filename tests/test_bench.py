@@ -139,3 +139,14 @@ def test_counts_and_the_plan() -> None:
 def test_bad_mode_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", *COMMON, "--out", str(tmp_path), "--mode", "infer"])
     assert result.exit_code == 2 and "unknown --mode 'infer'" in result.output
+
+
+def test_a_recompute_share_is_recorded_and_keeps_the_loss(tmp_path: Path) -> None:
+    args = ("--method", "rmt", "--mode", "train", "--bptt-depth", "4", "--batch-size", "2")
+    _, _, plain = bench(tmp_path / "plain", *args)
+    _, _, shared = bench(tmp_path / "share", *args, "--grad-checkpoint", "--recompute-share", "0.5")
+    config = json.loads(shared["config"].iloc[0])["bench"]
+    assert config["grad_checkpoint"] is True and config["recompute_share"] == 0.5
+    assert shared["final_loss"].iloc[0] == pytest.approx(plain["final_loss"].iloc[0], rel=1e-6)
+    assert shared["model_tflops"].iloc[0] / shared["tokens_per_s"].iloc[0] == pytest.approx(
+        5 / 4 * plain["model_tflops"].iloc[0] / plain["tokens_per_s"].iloc[0])  # 5W per token against 4W

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hmtbench.errors import HmtbenchError
 from hmtbench.training.config import TrainSettings
 from hmtbench.training.objectives import window_loss
 from tests.conftest import build_method
@@ -14,21 +15,42 @@ from tests.conftest import build_method
 def test_recomputed_segments_give_the_same_loss_and_gradients(name: str, llama: torch.nn.Module) -> None:
     ids = torch.randint(0, 256, (2, 4 * 20), generator=torch.Generator().manual_seed(0))
     grads = []
-    for recompute in (False, True):
-        torch.manual_seed(0)  # the same initial memory both times
+    for settings in (TrainSettings(), TrainSettings(grad_checkpoint=True),
+                     TrainSettings(grad_checkpoint=True, recompute_share=0.5)):
+        torch.manual_seed(0)  # the same initial memory every time
         model = build_method(name, llama, {"segment_length": 24, "sensory_tokens": 4, "recall_hidden_dim": 16})
         model.backbone.requires_grad_(True)
-        loss, _ = window_loss(model, ids[:, : 4 * model.segment_tokens], TrainSettings(grad_checkpoint=recompute))
+        loss, _ = window_loss(model, ids[:, : 4 * model.segment_tokens], settings)
         loss.backward()
         grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
         model.zero_grad(set_to_none=True)
-    (plain_loss, plain_grads), (recomputed_loss, recomputed_grads) = grads
-    assert torch.equal(plain_loss, recomputed_loss) and plain_grads.keys() == recomputed_grads.keys()
-    for key, value in plain_grads.items():
-        torch.testing.assert_close(recomputed_grads[key], value, rtol=1e-5, atol=1e-7)
+    (plain_loss, plain_grads), *recomputed = grads
+    for recomputed_loss, recomputed_grads in recomputed:
+        assert torch.equal(plain_loss, recomputed_loss) and plain_grads.keys() == recomputed_grads.keys()
+        for key, value in plain_grads.items():
+            torch.testing.assert_close(recomputed_grads[key], value, rtol=1e-5, atol=1e-7)
 
 
-def kept_bytes(model, segments: int, recompute: bool) -> int:
+def test_a_recompute_share_checkpoints_the_earliest_segments(llama: torch.nn.Module, monkeypatch) -> None:
+    import hmtbench.engine as engine
+
+    model = build_method("rmt", llama, {"segment_length": 24})
+    ids = torch.randint(0, 256, (2, 8 * model.segment_tokens), generator=torch.Generator().manual_seed(0))
+    chosen: list[bool] = []
+    real = engine.segment_step
+    monkeypatch.setattr(engine, "segment_step", lambda recompute: (chosen.append(recompute), real(recompute))[1])
+    for share, expected in ((1.0, [True] * 8), (0.5, [True] * 4 + [False] * 4), (0.4, [True] * 3 + [False] * 5)):
+        chosen.clear()
+        window_loss(model, ids, TrainSettings(grad_checkpoint=True, recompute_share=share))
+        assert chosen == expected, share
+    chosen.clear()
+    window_loss(model, ids, TrainSettings(recompute_share=0.5))  # no --grad-checkpoint: the share does nothing
+    assert chosen == [False] * 8
+    with pytest.raises(HmtbenchError, match="--recompute-share"):
+        TrainSettings(recompute_share=0)
+
+
+def kept_bytes(model, segments: int, recompute: float) -> int:
     """Bytes autograd keeps for the backward pass of an HMT answer pass over ``segments`` segments."""
     from hmtbench.qa.answers import answer_pass, answer_segments, qa_rows
 
@@ -46,6 +68,12 @@ def kept_bytes(model, segments: int, recompute: bool) -> int:
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
         answer_pass(model, model, batch, None, recompute)
     return kept[0]
+
+
+def test_the_activations_kept_fall_with_the_recompute_share(llama: torch.nn.Module) -> None:
+    model = build_method("hmt", llama, {"segment_length": 32, "sensory_tokens": 4, "recall_hidden_dim": 16})
+    kept = [kept_bytes(model, 12, share) for share in (0.0, 0.5, 1.0)]
+    assert kept[0] > kept[1] > kept[2]
 
 
 def test_recompute_keeps_no_summary_activations_so_memory_per_segment_is_the_state(llama: torch.nn.Module) -> None:

@@ -33,6 +33,7 @@ def test_flops_per_token_by_step() -> None:
     assert flops_per_token(100, "train", "lora") == 400
     assert flops_per_token(100, "train", "full") == 600  # + weight gradients
     assert flops_per_token(100, "train", "lora", recompute=True) == 600  # one more forward
+    assert flops_per_token(100, "train", "lora", recompute=0.5) == 500  # half the segments run again
 
 
 def test_device_peaks_by_name() -> None:

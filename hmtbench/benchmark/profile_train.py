@@ -22,7 +22,7 @@ import torch
 
 from hmtbench.backbones import load_backbone
 from hmtbench.benchmark.roofline import device_peaks, flops_per_token, linear_weights
-from hmtbench.commands.bench import BenchConfig, Case, build_case, case_workload
+from hmtbench.commands.bench import BenchConfig, Case, build_case, case_workload, recompute_share
 from hmtbench.config import EngineOptions, method_config
 from hmtbench.fastpath import accelerate, capture_failures
 from hmtbench.progress import quiet_transformers
@@ -44,6 +44,7 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
     method = method_config(args.method, own if args.method == "hmt" else {})
     config = BenchConfig(backbone=args.backbone, methods=[method], segment_length=args.segment_length,
                          bptt_depth=args.bptt_depth, train=args.train, grad_checkpoint=args.grad_checkpoint,
+                         recompute_share=args.recompute_share,
                          dtype=args.dtype, seed=args.seed,
                          engine=EngineOptions(compile=args.compile, cuda_graphs=args.cuda_graphs))
     backbone = load_backbone(args.backbone, dtype=args.dtype)
@@ -73,7 +74,7 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
     for name, (seconds, _) in kernels.items():
         by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + seconds
     weights, _ = linear_weights(backbone.model)
-    flops = text_tokens * flops_per_token(weights, "train", args.train, args.grad_checkpoint)
+    flops = text_tokens * flops_per_token(weights, "train", args.train, recompute_share(config))
     peaks = device_peaks(device_name(backbone.device))
     top = sorted(kernels.items(), key=lambda item: -item[1][0])[: args.top]
     return {
@@ -82,7 +83,7 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
         "device_name": device_name(backbone.device),
         "backbone": args.backbone, "method": args.method, "train": args.train, "batch_size": args.batch_size,
         "bptt_depth": args.bptt_depth, "segment_length": args.segment_length, "grad_checkpoint": args.grad_checkpoint,
-        "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+        "recompute_share": recompute_share(config), "compile": args.compile, "cuda_graphs": args.cuda_graphs,
         "cuda_graph_failures": [failure for graphed in replayed for failure in capture_failures(graphed)],
         "wall_s": wall, "device_busy_s": busy, "device_idle_s": max(wall - busy, 0.0),
         "kernel_launches": sum(count for _, count in kernels.values()),
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sensory-tokens", type=int, default=32)
     parser.add_argument("--recall-hidden-dim", type=int, default=1536)
     parser.add_argument("--grad-checkpoint", action="store_true")
+    parser.add_argument("--recompute-share", type=float, default=1.0,
+                        help="with --grad-checkpoint: the share of the window's segments recomputed")
     parser.add_argument("--compile", action="store_true", help="torch.compile the blocks and the loss")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay the step from a CUDA graph")
     parser.add_argument("--dtype", default="bf16")

@@ -9,7 +9,7 @@ asks for, whatever that costs per text token.
 
 A forward costs 2 x W FLOPs per token (W: linear weights); a training step with a frozen backbone
 (memory or LoRA training) adds 2 x W for the activation gradients, full fine-tuning 4 x W (weight
-gradients too), activation checkpointing one more forward.
+gradients too), activation checkpointing one more forward (times the share of segments recomputed).
 
 A segment step reads every weight once however many rows it carries, so at batch B the step cannot
 take less than ``weight bytes / memory bandwidth``: at most ``B x L_text x bandwidth / weight bytes``
@@ -58,16 +58,17 @@ def linear_weights(backbone: nn.Module) -> tuple[int, int]:
     return elements, size
 
 
-def flops_per_token(weights: int, mode: str, train: str | None = None, recompute: bool = False) -> float:
-    """Matmul FLOPs per text token of an evaluation step or a training step (forward + backward)."""
+def flops_per_token(weights: int, mode: str, train: str | None = None, recompute: float = 0.0) -> float:
+    """Matmul FLOPs per text token of an evaluation step or a training step (forward + backward); ``recompute``: the
+    share of the segments run again in the backward pass (a bool: all or none)."""
     if mode == "eval":
         return 2.0 * weights
     passes = {"memory": 4.0, "lora": 4.0, "full": 6.0}[train or "memory"]
-    return (passes + (2.0 if recompute else 0.0)) * weights
+    return (passes + 2.0 * float(recompute)) * weights
 
 
 def roofline_columns(
-    backbone: nn.Module, device_name: str | None, mode: str, train: str | None, recompute: bool,
+    backbone: nn.Module, device_name: str | None, mode: str, train: str | None, recompute: float,
     tokens_per_s: float, batch_size: int, text_tokens_per_segment: int, positions_per_segment: int | None = None,
 ) -> dict[str, float | None]:
     """Achieved TFLOP/s and, on a known GPU, its share of the peak (per text token, and per position the backbone

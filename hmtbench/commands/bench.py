@@ -56,6 +56,7 @@ class BenchConfig:
     bptt_depth: int = 6  # D: segments per training window
     train: str = "memory"  # the training step: memory (backbone frozen) | lora (r 8, peft's targets) | full
     grad_checkpoint: bool = False  # the training step recomputes each segment in its backward pass
+    recompute_share: float = 1.0  # with grad_checkpoint: the share of the window's segments recomputed
     engine: EngineOptions = field(default_factory=EngineOptions)
     warmup: int = 1  # untimed calls per case (compilation and graph capture happen here)
     repeat: int = 3  # timed calls per case, at most
@@ -164,9 +165,14 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
     _fill(row, case, timing, segments, tokens)
     positions = model.positions_per_segment(case.batch_size, training=case.mode == "train")
     row.update(roofline_columns(backbone.model, row.get("device_name"), case.mode, config.train,
-                                config.grad_checkpoint, row["tokens_per_s"], case.batch_size, model.segment_tokens,
+                                recompute_share(config), row["tokens_per_s"], case.batch_size, model.segment_tokens,
                                 positions))
     return row
+
+
+def recompute_share(config: BenchConfig) -> float:
+    """The share of a training window's segments recomputed in the backward pass (0: no checkpointing)."""
+    return config.recompute_share if config.grad_checkpoint else 0.0
 
 
 def build_case(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:
@@ -195,7 +201,8 @@ def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: Se
     window = segments * model.segment_tokens
     ids = torch.randint(0, vocab, (batch, window), generator=generator).to(backbone.device)
     settings = TrainSettings(bptt_depth=segments, batch_size=batch, loss_on="last",
-                             grad_checkpoint=config.grad_checkpoint, cuda_graphs=config.engine.cuda_graphs)
+                             grad_checkpoint=config.grad_checkpoint, recompute_share=config.recompute_share,
+                             cuda_graphs=config.engine.cuda_graphs)
     model.train()
     workload, graphed = train_workload(model, ids, settings)
     if graphed is not None and replayed is not None:
@@ -223,6 +230,8 @@ def _config_json(config: BenchConfig, case: Case, method: Any, summaries: str | 
         bench.update(bptt_depth=case.length, loss_on="last", train=config.train)
         if config.grad_checkpoint:
             bench["grad_checkpoint"] = True
+            if config.recompute_share < 1:
+                bench["recompute_share"] = config.recompute_share
     elif summaries is not None:
         bench["summaries"] = summaries  # what HMT's summary_pass resolved to for this batch size
     values = {

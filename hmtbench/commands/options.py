@@ -74,6 +74,10 @@ CudaGraphs = Annotated[
     bool | None, opt("Replay each segment step (bench's training step: its whole forward and backward) from a CUDA "
                      "graph.", "--cuda-graphs/--no-cuda-graphs")
 ]
+RecomputeShare = Annotated[
+    float | None, opt("With --grad-checkpoint: the share of a window's segments recomputed (the earliest); the rest "
+                      "keep their activations, trading memory for time. [default: 1]")
+]
 ResultPaths = Annotated[
     list[str] | None,
     typer.Argument(help="Result folders or .parquet files, searched recursively [default: results].",

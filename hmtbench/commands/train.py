@@ -39,7 +39,7 @@ TRAIN_KEYS = {
     **{name: f"train.{name}" for name in (
         "stages", "init_from", "steps", "stage1_steps", "max_minutes", "batch_size", "grad_accum", "bptt_depth",
         "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay", "decay_every", "grad_clip", "checkpoint_every",
-        "log_every", "seed", "grad_checkpoint")},
+        "log_every", "seed", "grad_checkpoint", "recompute_share")},
     "compile_": "train.compile", "cuda_graphs": "train.cuda_graphs",
 }
 

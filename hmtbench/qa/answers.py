@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import IGNORE, SegmentedBatch, answer_first_segments, segment_batch, segment_step
+from hmtbench.engine import (
+    IGNORE,
+    SegmentedBatch,
+    answer_first_segments,
+    recomputed_segments,
+    segment_batch,
+    segment_step,
+)
 from hmtbench.methods.base import SegmentMethod
 
 
@@ -78,17 +85,18 @@ def first_read_segment(method: SegmentMethod, first_answer: int) -> int:
 
 
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
-                recompute: bool = False) -> tuple[Tensor, Tensor]:
+                recompute: float = 0.0) -> tuple[Tensor, Tensor]:
     """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
 
     ``runner`` reads the context segments (nothing scored there: the output head is skipped), ``method``
     the segments holding answer tokens (``predict``). ``grad_segments=K`` (training) cuts the state
-    from the autograd graph before the last K segments, and ``recompute`` checkpoints the context
-    segments' activations, as ``score_segments`` does.
+    from the autograd graph before the last K segments, and ``recompute`` checkpoints that share of the
+    segments' activations (the earliest context segments), as ``score_segments`` does.
     """
     rows, n = batch.segments.shape[:2]
     first = first_answer_segment(batch)
-    summaries = runner.summarize(batch.segments, batch.known, recompute)  # ahead: the same as inline, and batched
+    summaries = runner.summarize(batch.segments, batch.known, recompute > 0)  # ahead: as inline, and batched
+    checkpointed = recomputed_segments(recompute, n)
     state = runner.initial_state(rows)
     nll = torch.zeros(rows, device=batch.segments.device)
     predicted = torch.full_like(batch.targets, -1)
@@ -97,7 +105,8 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
         if i < first:
-            _, state = segment_step(recompute)(runner, state, batch.segments[:, i], batch.lengths[:, i], None, summary)
+            step = segment_step(i < checkpointed)
+            _, state = step(runner, state, batch.segments[:, i], batch.lengths[:, i], None, summary)
             continue
         segment_nll, predicted[:, i], state = method.predict(state, batch.segments[:, i], batch.lengths[:, i],
                                                              batch.targets[:, i], summary)

@@ -35,6 +35,8 @@ class TrainSettings:
     bptt_truncate: int | None = None  # K: gradients reach only the last K segments (None = all D)
     loss_on: str = "last"  # last: the window's last segment (reference) | all
     grad_checkpoint: bool = False  # recompute each segment in the backward pass: memory flat in the BPTT depth
+    recompute_share: float = 1.0  # with grad_checkpoint: the share of a window's segments recomputed (the earliest);
+    # the others keep their activations: memory traded against time
     compile: bool = False  # torch.compile the backbone's blocks and the loss (eval's --compile): fewer, fused kernels
     cuda_graphs: bool = False  # replay each micro-batch's forward and backward from a CUDA graph (training/graphed.py)
     lr: float = 1e-4
@@ -59,10 +61,16 @@ class TrainSettings:
             (len(self.stages) > 0, "--stages needs at least one stage"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "--checkpoint-every and --log-every must be positive"),
+            (0 < self.recompute_share <= 1, f"--recompute-share must be in (0, 1], got {self.recompute_share}"),
         ]
         for ok, message in rules:
             if not ok:
                 raise HmtbenchError(message)
+
+    @property
+    def recompute(self) -> float:
+        """The share of a window's segments recomputed in the backward pass (0: activation checkpointing off)."""
+        return self.recompute_share if self.grad_checkpoint else 0.0
 
 
 @dataclass

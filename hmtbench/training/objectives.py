@@ -64,7 +64,7 @@ def window_loss(model: SegmentMethod, ids: Tensor, settings: TrainSettings) -> t
         scored = torch.zeros_like(ids, dtype=torch.bool)
         scored[:, -segment:] = True
     batch = segment_batch(ids, lengths, segment, scored)
-    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate, recompute=settings.grad_checkpoint,
+    nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate, recompute=settings.recompute,
                                  scored_segments=window_scored_segments(ids.shape[1], segment, settings.loss_on))
     return nll.sum() / tokens.sum(), int(ids.numel())
 
@@ -109,7 +109,7 @@ class AnswerTraining:
         from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
 
         batch = answer_segments(ids, lengths, scored, prompts, model.segment_tokens, model.sensory_tokens)
-        nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.grad_checkpoint)
+        nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.recompute)
         exact = exact_rows(batch, predicted)
         self.earlier = self.earlier.to(exact.device) + torch.stack([(exact & facts_before).sum(), facts_before.sum()])
         return StepLoss(nll.sum() / scored.sum(), int(lengths.sum()), exact)
