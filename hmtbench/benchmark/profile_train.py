@@ -22,11 +22,12 @@ import torch
 
 from hmtbench.backbones import load_backbone
 from hmtbench.benchmark.roofline import device_peaks, flops_per_token, linear_weights
-from hmtbench.commands.bench import BenchConfig, Case, build_case, case_workload, recompute_share
+from hmtbench.commands.bench import BenchConfig, Case, build_case, case_workload
 from hmtbench.config import EngineOptions, method_config
 from hmtbench.fastpath import accelerate, capture_failures
 from hmtbench.progress import quiet_transformers
 from hmtbench.results.provenance import device_name, provenance
+from hmtbench.training.config import checkpointed_share
 
 KINDS = (  # first match wins; kernel names of cuBLAS / CUTLASS / flash attention / cuDNN on Hopper
     ("matmul", re.compile(r"gemm|sm90_xmma|cutlass|wgmma|ampere_.*_s16816|nvjet", re.IGNORECASE)),
@@ -74,7 +75,8 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
     for name, (seconds, _) in kernels.items():
         by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + seconds
     weights, _ = linear_weights(backbone.model)
-    flops = text_tokens * flops_per_token(weights, "train", args.train, recompute_share(config))
+    recompute = checkpointed_share(args.grad_checkpoint, args.recompute_share)
+    flops = text_tokens * flops_per_token(weights, "train", args.train, recompute)
     peaks = device_peaks(device_name(backbone.device))
     top = sorted(kernels.items(), key=lambda item: -item[1][0])[: args.top]
     return {
@@ -83,7 +85,7 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
         "device_name": device_name(backbone.device),
         "backbone": args.backbone, "method": args.method, "train": args.train, "batch_size": args.batch_size,
         "bptt_depth": args.bptt_depth, "segment_length": args.segment_length, "grad_checkpoint": args.grad_checkpoint,
-        "recompute_share": recompute_share(config), "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+        "recompute_share": recompute, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
         "cuda_graph_failures": [failure for graphed in replayed for failure in capture_failures(graphed)],
         "wall_s": wall, "device_busy_s": busy, "device_idle_s": max(wall - busy, 0.0),
         "kernel_launches": sum(count for _, count in kernels.values()),

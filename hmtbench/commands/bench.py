@@ -37,7 +37,7 @@ from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
-from hmtbench.training.config import LoraSettings, TrainSettings
+from hmtbench.training.config import LoraSettings, TrainSettings, checkpointed_share
 
 MODES = ("eval", "train")
 DATASET = "random-tokens"  # synthetic token ids: speed and memory do not depend on the text
@@ -164,15 +164,10 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
     _fill(row, case, timing, segments, tokens)
     positions = model.positions_per_segment(case.batch_size, training=case.mode == "train")
-    row.update(roofline_columns(backbone.model, row.get("device_name"), case.mode, config.train,
-                                recompute_share(config), row["tokens_per_s"], case.batch_size, model.segment_tokens,
-                                positions))
+    recompute = checkpointed_share(config.grad_checkpoint, config.recompute_share)
+    row.update(roofline_columns(backbone.model, row.get("device_name"), case.mode, config.train, recompute,
+                                row["tokens_per_s"], case.batch_size, model.segment_tokens, positions))
     return row
-
-
-def recompute_share(config: BenchConfig) -> float:
-    """The share of a training window's segments recomputed in the backward pass (0: no checkpointing)."""
-    return config.recompute_share if config.grad_checkpoint else 0.0
 
 
 def build_case(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:

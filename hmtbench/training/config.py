@@ -69,8 +69,12 @@ class TrainSettings:
 
     @property
     def recompute(self) -> float:
-        """The share of a window's segments recomputed in the backward pass (0: activation checkpointing off)."""
-        return self.recompute_share if self.grad_checkpoint else 0.0
+        return checkpointed_share(self.grad_checkpoint, self.recompute_share)
+
+
+def checkpointed_share(grad_checkpoint: bool, recompute_share: float) -> float:
+    """The share of a window's segments recomputed in the backward pass (0: activation checkpointing off)."""
+    return recompute_share if grad_checkpoint else 0.0
 
 
 @dataclass
