@@ -2,7 +2,7 @@
 # The training step replayed from CUDA graphs (`--cuda-graphs`, with `--compile`) at the 7B shape and SmolLM2's,
 # random weights (no staging), in one device call; run from the checkout root. Records are packed into
 # OUT/graphed-train.tgz after each step, so a call stopped at its limit keeps what ended.
-#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: tests | train (default) | eval | recompute | profile
+#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: tests | train (default) | eval | recompute | summary | profile
 set -uo pipefail  # one failing step must not lose the others
 out=$1 work=${2:-/root/work/graphed-train} part=${3:-train}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
@@ -38,10 +38,18 @@ eval)
   step eval-7b-batch 200 "${hb[@]}" bench --backbone $B7 --method hmt --mode eval --batch-size 16,64 --lengths 16k \
     "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-batch" ;;
 recompute)  # D = 24 at B 8 with a share of the segments recomputed: the rest keep their activations
-  for share in 0.4 0.5; do
-    step ckpt-7b-share-$share 80 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora \
+  for share in 0.6 0.55 0.5; do  # fewest kept first: the last may not fit
+    step ckpt-7b-share-$share 130 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora \
       --bptt-depth 24 --grad-checkpoint --recompute-share $share --batch-size 8 "${HMT[@]}" "${FAST[@]}" --repeat 2 \
       --out "$work/bench/ckpt-7b-share"
+  done ;;
+summary)  # HMT evaluation, summaries ahead (batched before the recurrence) or inline (side rows), by shape
+  for shape in smollm2-135m qwen2.5-0.5b openllama-3b llama-7b; do
+    for pass in ahead inline; do
+      step summary-$shape-$pass 100 "${hb[@]}" bench --backbone random:$shape --method hmt --mode eval \
+        --batch-size 1,2 --lengths 16k --summary-pass $pass "${FAST[@]}" "${HMT[@]}" --repeat 2 \
+        --out "$work/bench/summary-pass"
+    done
   done ;;
 profile)
   step profile-7b-b8 120 python3 -m hmtbench.benchmark.profile_train --backbone $B7 --method hmt --train lora \
