@@ -166,8 +166,8 @@ def score_segments(
     if any_scored is None:
         any_scored = scored.any(-1).any(0).tolist()  # (n,) on the host: the batch's one read-back, before the loop
     inline = method.summarizes_inline(batch_size)  # summaries made one segment ahead, in the step before
-    summaries = None if inline else method.summarize(batch.segments, batch.known, recompute > 0)
     checkpointed = recomputed_segments(recompute, n)
+    summaries = None if inline else method.summarize(batch.segments, batch.known, checkpointed)
     state = method.initial_state(batch_size)
     nothing = torch.zeros(batch_size, device=batch.segments.device)
     nll = []

@@ -199,9 +199,9 @@ class GraphedMethod:
     def summarizes_inline(self, batch_size: int) -> bool:
         return self.method.summarizes_inline(batch_size)
 
-    def summarize(self, segment_ids: Tensor, lengths: Tensor, recompute: bool = False) -> Tensor | None:
+    def summarize(self, segment_ids: Tensor, lengths: Tensor, checkpointed: int = 0) -> Tensor | None:
         if torch.is_grad_enabled():
-            return self.method.summarize(segment_ids, lengths, recompute)
+            return self.method.summarize(segment_ids, lengths, checkpointed)
         return self._summaries(None, segment_ids, lengths)
 
     def score(

@@ -50,6 +50,26 @@ def test_a_recompute_share_checkpoints_the_earliest_segments(llama: torch.nn.Mod
         TrainSettings(recompute_share=0)
 
 
+def test_hmt_summaries_are_recomputed_with_their_segments(llama: torch.nn.Module, monkeypatch) -> None:
+    """The summaries computed ahead follow the share: those of the checkpointed segments are recomputed, the rest
+    keep their activations (so the share is that of every position the backbone runs, as the roofline counts)."""
+    import hmtbench.methods.hmt as hmt
+
+    model = build_method("hmt", llama, {"segment_length": 24, "sensory_tokens": 4, "recall_hidden_dim": 16})
+    ids = torch.randint(0, 256, (2, 8 * model.segment_tokens), generator=torch.Generator().manual_seed(0))
+    recomputed_rows: list[int] = []
+    real = hmt.checkpoint
+    monkeypatch.setattr(hmt, "checkpoint", lambda run, ids, *rest, **kw: (recomputed_rows.append(len(ids)),
+                                                                           real(run, ids, *rest, **kw))[1])
+    for settings, expected in ((TrainSettings(grad_checkpoint=True), 7 * 2),  # segments 1-7 of both documents
+                               (TrainSettings(grad_checkpoint=True, recompute_share=0.5), 3 * 2),  # 1-3 of 0-3
+                               (TrainSettings(grad_checkpoint=True, recompute_share=0.1), 0),  # 1 segment: no summary
+                               (TrainSettings(), 0)):
+        recomputed_rows.clear()
+        window_loss(model, ids, settings)
+        assert sum(recomputed_rows) == expected, settings
+
+
 def kept_bytes(model, segments: int, recompute: float) -> int:
     """Bytes autograd keeps for the backward pass of an HMT answer pass over ``segments`` segments."""
     from hmtbench.qa.answers import answer_pass, answer_segments, qa_rows

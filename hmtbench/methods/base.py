@@ -214,9 +214,10 @@ class SegmentMethod(nn.Module):
         """Whether ``write_memory`` reads every text position's state (decoding then keeps them all)."""
         return self.span_write is not None
 
-    def summarize(self, segment_ids: Tensor, lengths: Tensor, recompute: bool = False) -> Tensor | None:
-        """Per-segment summaries (B, n, d) computed ahead of the recurrence, or None. ``recompute`` (training with
-        activation checkpointing): keep only their inputs for the backward pass and compute them again there."""
+    def summarize(self, segment_ids: Tensor, lengths: Tensor, checkpointed: int = 0) -> Tensor | None:
+        """Per-segment summaries (B, n, d) computed ahead of the recurrence, or None. ``checkpointed`` (training
+        with activation checkpointing): the summaries of that many segments, the earliest, keep only their inputs for
+        the backward pass and are computed again there, as those segments' steps are."""
         return None
 
     def summarizes_inline(self, batch_size: int) -> bool:

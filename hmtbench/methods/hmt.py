@@ -130,14 +130,14 @@ class HMT(SegmentMethod):
         """j: text tokens the summary prompt reads (the first round(S * sum_fraction))."""
         return max(1, round(self.segment_tokens * self.config.sum_fraction))
 
-    def summarize(self, segment_ids: Tensor, lengths: Tensor, recompute: bool = False) -> Tensor | None:
+    def summarize(self, segment_ids: Tensor, lengths: Tensor, checkpointed: int = 0) -> Tensor | None:
         """(B, n, d) summaries of every segment from [T | first j tokens | T], in batched forwards.
 
         Segment 0 recalls nothing, so its row is left as zeros and not computed. A forward reads
         ``summary_segments`` segments of every document (at most ``summary_batch_tokens`` tokens), so
-        its memory is that of a few segment steps, whatever the document's length; with ``recompute`` (and
-        gradients) each forward is checkpointed, so a training window keeps none of their activations (they were
-        most of its memory: about half of a segment step's activations per segment).
+        its memory is that of a few segment steps, whatever the document's length. With gradients, the summaries of
+        the ``checkpointed`` earliest segments run under activation checkpointing, as those segments' steps do: a
+        summary keeps about half of a segment step's activations otherwise.
         """
         if self.recall is None:
             return None
@@ -147,19 +147,22 @@ class HMT(SegmentMethod):
             return first
         rows = min(batch * self.config.summary_segments, self.config.summary_batch_tokens // (self.summary_tokens + 2))
         ids = segment_ids[:, 1:].transpose(0, 1).reshape((n - 1) * batch, -1)  # segment-major rows
-        later = self._summaries(ids, lengths[:, 1:].transpose(0, 1).reshape(-1), rows,
-                                recompute and torch.is_grad_enabled())
+        checkpointed_rows = max(0, min(checkpointed, n) - 1) * batch if torch.is_grad_enabled() else 0
+        later = self._summaries(ids, lengths[:, 1:].transpose(0, 1).reshape(-1), rows, checkpointed_rows)
         return torch.cat([first, later.view(n - 1, batch, -1).transpose(0, 1)], dim=1)
 
     def _summaries(self, segment_ids: Tensor, lengths: Tensor, rows_per_pass: int | None = None,
-                   recompute: bool = False) -> Tensor:
-        """(R, d) last hidden state at the trailing prompt of [T | first j tokens | T], in chunks of rows."""
+                   checkpointed_rows: int = 0) -> Tensor:
+        """(R, d) last hidden state at the trailing prompt of [T | first j tokens | T], in chunks of rows; the first
+        ``checkpointed_rows`` rows under activation checkpointing (no chunk straddles that boundary)."""
         if rows_per_pass is None:
             rows_per_pass = self.config.summary_batch_tokens // (min(segment_ids.shape[1], self.summary_tokens) + 2)
-        rows = max(1, rows_per_pass)
-        run = partial(checkpoint, self._summary_pass, use_reentrant=False) if recompute else self._summary_pass
-        return torch.cat([run(segment_ids[i : i + rows], lengths[i : i + rows])
-                          for i in range(0, segment_ids.shape[0], rows)])
+        rows, total = max(1, rows_per_pass), segment_ids.shape[0]
+        starts = [*range(0, checkpointed_rows, rows), *range(checkpointed_rows, total, rows)]
+        recomputed = partial(checkpoint, self._summary_pass, use_reentrant=False)
+        return torch.cat([(recomputed if start < checkpointed_rows else self._summary_pass)(
+                              segment_ids[start:end], lengths[start:end])
+                          for start, end in zip(starts, [*starts[1:], total], strict=True)])
 
     def _summary_pass(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
         """(R, d): one forward of [T | head | T] for R segments (R, S) of ``lengths`` (R,) tokens."""

@@ -95,8 +95,8 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
     """
     rows, n = batch.segments.shape[:2]
     first = first_answer_segment(batch)
-    summaries = runner.summarize(batch.segments, batch.known, recompute > 0)  # ahead: as inline, and batched
     checkpointed = recomputed_segments(recompute, n)
+    summaries = runner.summarize(batch.segments, batch.known, checkpointed)  # ahead: as inline, and batched
     state = runner.initial_state(rows)
     nll = torch.zeros(rows, device=batch.segments.device)
     predicted = torch.full_like(batch.targets, -1)
