@@ -2,7 +2,7 @@
 # The training step replayed from CUDA graphs (`--cuda-graphs`, with `--compile`) at the 7B shape and SmolLM2's,
 # random weights (no staging), in one device call; run from the checkout root. Records are packed into
 # OUT/graphed-train.tgz after each step, so a call stopped at its limit keeps what ended.
-#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: tests | train (default) | eval | recompute | recompute-rows | summary | profile
+#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: tests | train (default) | eval | recompute | recompute-memory | summary | profile
 set -uo pipefail  # one failing step must not lose the others
 out=$1 work=${2:-/root/work/graphed-train} part=${3:-train}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
@@ -43,12 +43,13 @@ recompute)  # D = 24 at B 8 with a share of the segments recomputed: the rest ke
       --bptt-depth 24 --grad-checkpoint --recompute-share $share --batch-size 8 "${HMT[@]}" "${FAST[@]}" --repeat 2 \
       --out "$work/bench/ckpt-7b-share"
   done ;;
-recompute-rows)  # as recompute, the summary pass one segment's rows per forward (smaller recompute transients)
-  for share in 0.5 0.4; do
-    step ckpt-7b-rows-share-$share 130 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora \
-      --bptt-depth 24 --grad-checkpoint --recompute-share $share --batch-size 8 "${HMT[@]}" "${FAST[@]}" --repeat 2 \
-      --set method.summary_segments=1 --out "$work/bench/ckpt-7b-share-rows"
-  done ;;
+recompute-memory)  # D = 24, B 8, share 0.6: as is, with expandable allocator segments, one segment's summaries per pass
+  ckpt=(bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 24 --grad-checkpoint --batch-size 8
+        "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/ckpt-7b-memory")
+  step ckpt-7b-0.6 130 "${hb[@]}" "${ckpt[@]}" --recompute-share 0.6
+  step ckpt-7b-0.6-expandable 130 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "${hb[@]}" "${ckpt[@]}" \
+    --recompute-share 0.6
+  step ckpt-7b-0.6-rows 130 "${hb[@]}" "${ckpt[@]}" --recompute-share 0.6 --set method.summary_segments=1 ;;
 summary)  # HMT evaluation, summaries ahead (batched before the recurrence) or inline (side rows), by shape
   for shape in smollm2-135m qwen2.5-0.5b openllama-3b llama-7b; do
     for pass in ahead inline; do
