@@ -263,7 +263,10 @@ def test_inline_summaries_are_chosen_for_small_gpu_batches_and_never_in_training
     assert not forced.summarizes_inline(1)  # gradients enabled: the reference's order
     with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
         patch.setattr(HMT, "device", property(lambda self: torch.device("cuda")))  # a GPU: launch-bound when small
-        assert auto.summarizes_inline(1) and auto.summarizes_inline(2) and not auto.summarizes_inline(4)  # B x L <= 512
+        auto.backbone_weights = 134_515_008  # SmolLM2: inline up to B x L = 512 at L = 256 (B x L x W <= 1e11)
+        assert auto.summarizes_inline(1) and auto.summarizes_inline(2) and not auto.summarizes_inline(4)
+        auto.backbone_weights = 6_738_415_616  # Llama-2-7B: every step is compute-bound, ahead does less arithmetic
+        assert not auto.summarizes_inline(1)
 
 
 @pytest.mark.parametrize(

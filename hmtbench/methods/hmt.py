@@ -23,7 +23,7 @@ summary prompt as extra batch rows (``summarizes_inline``): no backbone call of 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import torch
@@ -39,7 +39,10 @@ from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.state import MemoryState, RecallCache
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
-INLINE_MAX_TOKENS = 512  # auto: inline up to this many positions per step (H100: results/h100-bench/profile-batch)
+# auto: inline while a step's B x L x backbone weights is at most this; above it a step is compute-bound and
+# ahead's shorter rows win (H200, results/h200-graphed-train/summary-pass: SmolLM2 inline at B 1-2, Qwen2.5-0.5B
+# even at B 1, 3B and 7B ahead by 20-33%; H100: SmolLM2 crossover at 512-1,024 positions, results/h100-bench)
+INLINE_MAX_WORK = 1e11
 
 
 @dataclass
@@ -184,16 +187,23 @@ class HMT(SegmentMethod):
         """Compute the next segment's summary in this segment's backbone call (as extra batch rows)?
 
         Ahead (batched passes before the recurrence) does the least arithmetic; inline costs no
-        extra backbone call, which is what counts while a step is launch-bound: a small batch on a
-        GPU. ``auto`` picks inline there, and ahead in training (gradients keep the reference's
-        order) and on a CPU, where arithmetic is the cost. Both give the same summaries.
+        extra backbone call, which is what counts while a step is launch-bound: a small batch of a
+        small backbone on a GPU (``INLINE_MAX_WORK``). ``auto`` picks inline there, and ahead in training
+        (gradients keep the reference's order), on a CPU and for larger steps, where arithmetic is the
+        cost. Both give the same summaries.
         """
         mode = self.config.summary_pass
         if self.recall is None or mode == "ahead" or torch.is_grad_enabled():
             return False
         if mode == "inline":
             return True
-        return self.device.type == "cuda" and batch_size * self.segment_length <= INLINE_MAX_TOKENS
+        work = batch_size * self.segment_length * self.backbone_weights
+        return self.device.type == "cuda" and work <= INLINE_MAX_WORK
+
+    @cached_property
+    def backbone_weights(self) -> int:
+        """The backbone's parameter count: a step's arithmetic per position, to the auto summary rule."""
+        return sum(p.numel() for p in self.backbone.parameters())
 
     def positions_per_segment(self, batch_size: int, training: bool = False) -> int:
         """The step's L positions and its summary's: [T | j tokens | T] ahead, or a side row of L inline."""

@@ -2,7 +2,7 @@
 # The training step replayed from CUDA graphs (`--cuda-graphs`, with `--compile`) at the 7B shape and SmolLM2's,
 # random weights (no staging), in one device call; run from the checkout root. Records are packed into
 # OUT/graphed-train.tgz after each step, so a call stopped at its limit keeps what ended.
-#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: tests | train (default) | eval | recompute | recompute-memory | summary | profile
+#   bash scripts/gpu/graphed-train.sh OUT [WORK] [PART]   PART: tests | train (default) | eval | recompute | recompute-memory | ratio | summary | profile
 set -uo pipefail  # one failing step must not lose the others
 out=$1 work=${2:-/root/work/graphed-train} part=${3:-train}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
@@ -50,6 +50,16 @@ recompute-memory)  # D = 24, B 8, share 0.6: as is, with expandable allocator se
   step ckpt-7b-0.6-expandable 130 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "${hb[@]}" "${ckpt[@]}" \
     --recompute-share 0.6
   step ckpt-7b-0.6-rows 130 "${hb[@]}" "${ckpt[@]}" --recompute-share 0.6 --set method.summary_segments=1 ;;
+ratio)  # one machine: D = 6 at B 8 (no checkpointing) against D = 24 at B 8 with share 0.55 (with expandable segments
+  # too), and the 7B evaluation at B 1 with auto's summaries (ahead at 7B since INLINE_MAX_WORK)
+  step train-7b-d6-b8 100 "${hb[@]}" bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 \
+    --batch-size 8 "${HMT[@]}" "${FAST[@]}" --repeat 2 --out "$work/bench/ratio"
+  ckpt=(bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 24 --grad-checkpoint --batch-size 8
+        "${HMT[@]}" "${FAST[@]}" --repeat 2 --recompute-share 0.55 --out "$work/bench/ratio")
+  step ckpt-7b-0.55 130 "${hb[@]}" "${ckpt[@]}"
+  step eval-7b-b1-auto 200 "${hb[@]}" bench --backbone $B7 --method hmt --mode eval --batch-size 1 --lengths 4k,1m \
+    "${FAST[@]}" "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-b1-auto"
+  step ckpt-7b-0.55-expandable 130 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "${hb[@]}" "${ckpt[@]}" ;;
 summary)  # HMT evaluation, summaries ahead (batched before the recurrence) or inline (side rows), by shape
   for shape in smollm2-135m qwen2.5-0.5b openllama-3b llama-7b; do
     for pass in ahead inline; do
