@@ -3,7 +3,8 @@
     python scripts/paper_scale_table.py results/h200-paper-scale/bench [--profiles results/h200-paper-scale]
 
 One row per measured case: backbone, method, step (eval / train with what trains), batch, BPTT depth D and
-activation checkpointing, engine, context, tokens/s, model TFLOP/s, % of the dense bf16 peak (per text token, and
+activation checkpointing (and its recompute share), engine (with HMT's summary schedule in evaluation and the CUDA
+allocator settings, where set), commit, context, tokens/s, model TFLOP/s, % of the dense bf16 peak (per text token, and
 counting every position the backbone runs), % of the weight-bandwidth bound (evaluation), peak GPU memory; every
 row's settings (L, k, N, h) are stated under the table.
 """
@@ -27,12 +28,16 @@ def table(frame: pd.DataFrame) -> str:
         bench = config.get("bench", {})
         mode = bench.get("mode", "")
         step = f"train ({bench.get('train')})" if mode == "train" else "eval"
-        recompute = " + ckpt" if bench.get("grad_checkpoint") else ""
+        share = bench.get("recompute_share", 1.0)
+        recompute = f" + ckpt{f' {share:g}' if share < 1 else ''}" if bench.get("grad_checkpoint") else ""
         depth = f"{bench.get('bptt_depth')}{recompute}" if mode == "train" else ""
         context = f"{row['test_length']:,}"
         engine = config.get("engine", {})
         fast = "+".join(name for name, key in (("compile", "compile"), ("graphs", "cuda_graphs")) if engine.get(key))
-        what = f"| {row['backbone']} | {row['method']} | {step} | {row['batch_size']} | {depth} | {fast or 'eager'} "
+        extras = [f"summaries {bench['summaries']}"] if bench.get("summaries") else []
+        extras += [str(row["cuda_alloc_conf"])] if pd.notna(row.get("cuda_alloc_conf")) else []
+        what = (f"| {row['backbone']} | {row['method']} | {step} | {row['batch_size']} | {depth} "
+                f"| {', '.join([fast or 'eager', *extras])} | {str(row['git_commit'])[:7]} ")
         if row["status"] != "success":
             rows.append(f"{what}| {context} | {row['status']}: {config.get('reason', '')[:60]} | | | | | |")
             continue
@@ -41,8 +46,8 @@ def table(frame: pd.DataFrame) -> str:
             f"| {_percent(row, 'peak_flops_pct')} | {_percent(row, 'backbone_flops_pct')} "
             f"| {_percent(row, 'bandwidth_bound_pct')} | {row['peak_gpu_mem_mb']:,.0f} |"
         )
-    head = ("| backbone | method | step | B | D | engine | tokens | tokens/s | TFLOP/s | % peak "
-            "| % peak, all positions | % weight bw | peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| backbone | method | step | B | D | engine | commit | tokens | tokens/s | TFLOP/s | % peak "
+            "| % peak, all positions | % weight bw | peak MiB |\n" + "|---" * 14 + "|")
     return "\n".join([head, *rows])
 
 

@@ -157,6 +157,14 @@ def test_created_at_is_the_start_of_the_run_and_the_label_is_separate(monkeypatc
     assert unstarted["run_label"] is None
 
 
+def test_the_record_names_the_cuda_allocator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """They change peak memory (expandable segments: 3.4 GB less at 7B, D = 24, B 8), so a record states them."""
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    assert provenance([])["cuda_alloc_conf"] is None
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert provenance([])["cuda_alloc_conf"] == "expandable_segments:True"
+
+
 def test_tokens_sha256_hashes_the_documented_bytes() -> None:
     by_hand = hashlib.sha256(struct.pack("<q", 2) + struct.pack("<2q", 1, 2) + struct.pack("<q", 1)
                              + struct.pack("<q", 3)).hexdigest()

@@ -174,6 +174,7 @@ def provenance(command_line: list[str] | None = None, started_at: datetime | Non
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "python_version": platform.python_version(),
+        "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or None,
     }
 
 

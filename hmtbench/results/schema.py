@@ -34,6 +34,8 @@ COLUMNS: list[Column] = [
     Column("torch_version", "string", "torch.__version__"),
     Column("transformers_version", "string", "transformers.__version__"),
     Column("python_version", "string", "interpreter version (the built-in corpora depend on it)"),
+    Column("cuda_alloc_conf", "string", "$PYTORCH_CUDA_ALLOC_CONF of the run (e.g. expandable_segments:True: it "
+           "changes peak memory); null if unset"),
     Column("seed", "Int64", "random seed of the run"),
     # --- backbone and method
     Column("backbone", "string", "--backbone as given"),
