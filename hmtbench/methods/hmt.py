@@ -40,8 +40,8 @@ from hmtbench.methods.state import MemoryState, RecallCache
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
 # auto: inline while a step's B x L x backbone weights is at most this; above it a step is compute-bound and
-# ahead's shorter rows win (H200, results/h200-graphed-train/summary-pass: SmolLM2 inline at B 1-2, Qwen2.5-0.5B
-# even at B 1, 3B and 7B ahead by 20-33%; H100: SmolLM2 crossover at 512-1,024 positions, results/h100-bench)
+# ahead's shorter rows win (H200, results/h200-graphed-train/session12: SmolLM2 inline at B 1-2, Qwen2.5-0.5B even
+# at B 1, 3B and 7B ahead by 20-33%; H100: SmolLM2 crossover at 512-1,024 positions, results/h100-bench)
 INLINE_MAX_WORK = 1e11
 
 
