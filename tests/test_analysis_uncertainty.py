@@ -144,6 +144,12 @@ def test_one_method_in_two_settings_on_the_same_samples_is_tested_pairwise(tmp_p
     assert "HMT recall_choice=hard vs recall_choice=soft: +32 / -2 of 100, p = 6.9e-08" in render([table], "table")
     (payload,) = json.loads(render([table], "json"))
     assert [(v["method"], v["gained"], v["lost"]) for v in payload["variant_tests"]] == [("hmt", 32, 2)]
+    frame = pd.read_csv(io.StringIO(render([table], "csv")))
+    (test,) = frame[frame["variant_test"].notna()].to_dict("records")
+    assert (test["variant_test"], test["variant_first"], test["variant_second"]) == (
+        "hmt", "recall_choice=hard", "recall_choice=soft")
+    assert (test["gained"], test["lost"], test["samples"], test["significant"]) == (32, 2, 100, True)
+    assert frame["variant_test"].isna().sum() == len(table.rows)  # the table's rows come first, as before
 
 
 @pytest.mark.parametrize("case", ["other documents", "no predictions file"])

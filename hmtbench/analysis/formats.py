@@ -8,7 +8,17 @@ import textwrap
 from collections.abc import Iterator
 from typing import Any
 
-from hmtbench.analysis.compare import ROW_KEYS, Cell, Comparison, Row, delta_label, describe, settings_text, sign_rule
+from hmtbench.analysis.compare import (
+    ROW_KEYS,
+    Cell,
+    Comparison,
+    Row,
+    VariantTest,
+    delta_label,
+    describe,
+    settings_text,
+    sign_rule,
+)
 from hmtbench.analysis.paired import PairedTest
 from hmtbench.errors import unknown_choice
 from hmtbench.methods import method_label
@@ -73,11 +83,16 @@ def variant_lines(table: Comparison) -> list[str]:
     lines = [f"one method in two settings, same samples {PAIRED_LEGEND}"]
     for found in table.variant_tests:
         where = ", ".join(f"{k}={found.key[k]}" for k in varying if k in found.key)
-        names = [k for k in {**found.first, **found.second} if found.first.get(k) != found.second.get(k)]
-        first, second = ({k: side.get(k) for k in names} for side in (found.first, found.second))
+        first, second = differing_settings(found)
         lines.append(f"  {where + ': ' if where else ''}{method_label(found.method)} {settings_text(first)} "
                      f"vs {settings_text(second)}: {paired_text(found.test)}")
     return lines
+
+
+def differing_settings(found: VariantTest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings that tell a variant test's two rows apart, on each side."""
+    names = [k for k in {**found.first, **found.second} if found.first.get(k) != found.second.get(k)]
+    return ({k: found.first.get(k) for k in names}, {k: found.second.get(k) for k in names})
 
 
 def paired_text(test: PairedTest) -> str:
@@ -225,10 +240,23 @@ def records(table: Comparison) -> list[dict[str, Any]]:
     return out
 
 
+def variant_records(table: Comparison) -> list[dict[str, Any]]:
+    """One flat dict per variant test (``Comparison.variant_tests``): its key, the method, the settings that differ
+    on each side and the paired test (gained, lost, samples, p, significant)."""
+    out = []
+    for found in table.variant_tests:
+        first, second = differing_settings(found)
+        out.append({"metric": table.metric, "direction": table.direction, **found.key, "variant_test": found.method,
+                    "variant_first": settings_text(first), "variant_second": settings_text(second),
+                    **vars(found.test), "significant": found.test.significant})
+    return out
+
+
 def _csv(tables: list[Comparison]) -> str:
+    """The rows of every table, then its variant tests (rows with ``variant_test`` set)."""
     import pandas as pd
 
-    frame = pd.DataFrame([r for table in tables for r in records(table)])
+    frame = pd.DataFrame([r for table in tables for r in (*records(table), *variant_records(table))])
     return frame.to_csv(index=False).rstrip("\n")
 
 
