@@ -142,6 +142,7 @@ def test_one_method_in_two_settings_on_the_same_samples_is_tested_pairwise(tmp_p
     assert (found.test.gained, found.test.lost, found.test.samples) == (32, 2, 100)
     assert found.test.p == pytest.approx(2 * (1 + 34 + 561) / 2**34)  # 2 P(X <= 2), X ~ Bin(34, 1/2): 6.9e-08
     assert "HMT recall_choice=hard vs recall_choice=soft: +32 / -2 of 100, p = 6.9e-08" in render([table], "table")
+    assert "– where B's mean is 0: a change in % of 0 is undefined" in render([table], "table")  # HMT vs plain (0)
     (payload,) = json.loads(render([table], "json"))
     assert [(v["method"], v["gained"], v["lost"]) for v in payload["variant_tests"]] == [("hmt", 32, 2)]
     frame = pd.read_csv(io.StringIO(render([table], "csv")))

@@ -53,7 +53,16 @@ def notes(table: Comparison, footnotes: list[str]) -> list[str]:
     if any(row.unclear for row in table.rows):
         how = "p >= 0.05 where tested pairwise, else " if paired else ""
         lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: {how}the two methods' 95% intervals overlap")
+    if any(_of_zero(row, pair) for row in table.rows for pair in table.pairs):
+        lines.append("– where B's mean is 0: a change in % of 0 is undefined (the cells and paired tests stand)")
     return lines + paired_lines(table, footnotes) + variant_lines(table)
+
+
+def _of_zero(row: Row, pair: tuple[str, str]) -> bool:
+    """Whether the delta 'A vs B' of ``row`` is missing because B's mean is 0 (A's is known)."""
+    first, second = (row.cells.get(method) for method in pair)
+    return row.deltas.get(pair) is None and None not in (first, second) and first.mean is not None \
+        and second.mean == 0
 
 
 PAIRED_LEGEND = "(exact McNemar; +a / -b: samples only the first / only the second gets right):"
