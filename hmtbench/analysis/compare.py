@@ -241,7 +241,8 @@ def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], not
     def others(key: dict[str, Any]) -> tuple:
         return tuple(v for k, v in key.items() if k != "train_mode")
 
-    shared = {others(key): group[untrained(group)] for key, group in grouped if key["train_mode"] is None}
+    baselines = {others(key): (group, untrained(group)) for key, group in grouped if key["train_mode"] is None}
+    shared = {key: group[mask] for key, (group, mask) in baselines.items()}
     result, joined = [], set()
     for key, group in grouped:
         extra = shared.get(others(key))
@@ -251,7 +252,8 @@ def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], not
         result.append((key, group))
     if joined:
         result = [(key, group) for key, group in result
-                  if not (key["train_mode"] is None and untrained(group).all() and set(group["method"]) <= joined)]
+                  if not (key["train_mode"] is None and baselines[others(key)][1].all()
+                          and set(group["method"]) <= joined)]
         notes.append(f"{', '.join(order_methods(joined))}: untrained, nothing to train; shown in the rows of the "
                      f"trained methods they are compared with")
     return result

@@ -85,16 +85,17 @@ def first_read_segment(method: SegmentMethod, first_answer: int) -> int:
 
 
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
-                recompute: float = 0.0) -> tuple[Tensor, Tensor]:
+                recompute: float = 0.0, first_answer: int | None = None) -> tuple[Tensor, Tensor]:
     """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
 
     ``runner`` reads the context segments (nothing scored there: the output head is skipped), ``method``
     the segments holding answer tokens (``predict``). ``grad_segments=K`` (training) cuts the state
     from the autograd graph before the last K segments, and ``recompute`` checkpoints that share of the
-    segments' activations (the earliest context segments), as ``score_segments`` does.
+    segments' activations (the earliest context segments), as ``score_segments`` does. ``first_answer``: the
+    batch's ``first_answer_segment`` where the caller has it (else it is read back here).
     """
     rows, n = batch.segments.shape[:2]
-    first = first_answer_segment(batch)
+    first = first_answer_segment(batch) if first_answer is None else first_answer
     checkpointed = recomputed_segments(recompute, n)
     summaries = runner.summarize(batch.segments, batch.known, checkpointed)  # ahead: as inline, and batched
     state = runner.initial_state(rows)
@@ -129,9 +130,9 @@ def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], ans
     segments; the answer segments run on ``method`` itself (a few eager steps per batch).
     """
     batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
-    nll, predicted = answer_pass(method, runner, batch)
+    first = first_answer_segment(batch)  # the batch's one read-back before its answers
+    nll, predicted = answer_pass(method, runner, batch, first_answer=first)
     predicted, wanted = predicted.flatten(1), batch.targets.flatten(1) != IGNORE
-    start = 0 if method.state_reach is None else first_read_segment(method, first_answer_segment(batch))
-    skipped = batch.lengths[:, :start].sum(-1)  # a memory reads everything: no second read-back for it
+    skipped = batch.lengths[:, :first_read_segment(method, first)].sum(-1)
     return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist(),
                         int(skipped[row])) for row in range(len(prompts))]
