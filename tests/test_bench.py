@@ -141,6 +141,13 @@ def test_bad_mode_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown --mode 'infer'" in result.output
 
 
+def test_a_bad_recompute_share_is_a_one_line_error_not_failed_rows(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", *COMMON, "--out", str(tmp_path), "--mode", "train",
+                                      "--grad-checkpoint", "--recompute-share", "1.5"])
+    assert result.exit_code == 2 and "--recompute-share must be in (0, 1], got 1.5" in result.output
+    assert not list(tmp_path.glob("*.parquet"))
+
+
 def test_a_recompute_share_is_recorded_and_keeps_the_loss(tmp_path: Path) -> None:
     args = ("--method", "rmt", "--mode", "train", "--bptt-depth", "4", "--batch-size", "2")
     _, _, plain = bench(tmp_path / "plain", *args)

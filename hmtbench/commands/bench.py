@@ -37,7 +37,7 @@ from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
-from hmtbench.training.config import LoraSettings, TrainSettings, checkpointed_share
+from hmtbench.training.config import LoraSettings, TrainSettings, check_recompute_share, checkpointed_share
 
 MODES = ("eval", "train")
 DATASET = "random-tokens"  # synthetic token ids: speed and memory do not depend on the text
@@ -123,6 +123,7 @@ def run_bench(
             raise HmtbenchError(f"unknown --mode '{mode}'; use eval, train or eval,train")
     if config.bptt_depth < 1 or config.warmup < 0 or config.repeat < 1:
         raise HmtbenchError("--bptt-depth and --repeat must be at least 1, --warmup at least 0")
+    check_recompute_share(config.recompute_share)  # else every training case would fail on its own
     quiet_transformers()
     backbone = load_backbone(config.backbone, dtype=config.dtype, device=config.device)
     rows = []

@@ -61,15 +61,21 @@ class TrainSettings:
             (len(self.stages) > 0, "--stages needs at least one stage"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.checkpoint_every >= 1 and self.log_every >= 1, "--checkpoint-every and --log-every must be positive"),
-            (0 < self.recompute_share <= 1, f"--recompute-share must be in (0, 1], got {self.recompute_share}"),
         ]
         for ok, message in rules:
             if not ok:
                 raise HmtbenchError(message)
+        check_recompute_share(self.recompute_share)
 
     @property
     def recompute(self) -> float:
         return checkpointed_share(self.grad_checkpoint, self.recompute_share)
+
+
+def check_recompute_share(share: float) -> None:
+    """--recompute-share is a share of a window's segments: in (0, 1] (train and bench check it before any work)."""
+    if not 0 < share <= 1:
+        raise HmtbenchError(f"--recompute-share must be in (0, 1], got {share}")
 
 
 def checkpointed_share(grad_checkpoint: bool, recompute_share: float) -> float:
