@@ -150,9 +150,10 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
     if case.mode == "train" and not any(p.requires_grad for p in model.parameters()):
         return _outcome(row, "skipped", f"{case.method.name} has no parameters of its own to train (memory training)")
     runner = accelerate(model, config.engine)
-    replayed = [runner]  # what replays the case's graphs, once known: its failed captures go into the row
+    replayer = runner  # what replays the case's graphs (a training step's own, once built): its failed captures
     try:
-        workload, segments, tokens = case_workload(config, backbone, case, model, runner, replayed)
+        workload, segments, tokens, graphed = case_workload(config, backbone, case, model, runner)
+        replayer = runner if graphed is None else graphed
         timing = time_workload(workload, backbone.device, config.warmup, config.repeat, config.max_seconds)
     except torch.cuda.OutOfMemoryError:
         return _outcome(row, "failed", f"out of GPU memory at batch {case.batch_size}")
@@ -160,7 +161,7 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         return _outcome(row, "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
     finally:
         model.eval()
-        failures = capture_failures(replayed[-1])
+        failures = capture_failures(replayer)
     if failures:  # a step ran eagerly: the row does not measure the graphs alone
         row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
     _fill(row, case, timing, segments, tokens)
@@ -182,17 +183,16 @@ def build_case(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMe
     return model
 
 
-def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner,
-                  replayed: list | None = None):
-    """(workload, segment steps per call, text tokens per call) of one case; a training step replayed from CUDA
-    graphs appends what replays it to ``replayed``."""
+def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner):
+    """(workload, segment steps per call, text tokens per call, the ``GraphedSteps`` replaying a training step from
+    CUDA graphs or None) of one case."""
     generator = torch.Generator().manual_seed(config.seed)
     vocab = backbone.model.get_input_embeddings().weight.shape[0]
     batch = case.batch_size
     if case.mode == "eval":
         ids = torch.randint(0, vocab, (batch, case.length), generator=generator).to(backbone.device)
         lengths = torch.full((batch,), case.length, device=backbone.device)
-        return eval_workload(runner, ids, lengths), math.ceil(case.length / model.segment_tokens), ids.numel()
+        return eval_workload(runner, ids, lengths), math.ceil(case.length / model.segment_tokens), ids.numel(), None
     segments = math.ceil(case.length * config.segment_length / model.segment_length)  # D, or 1 for a whole window
     window = segments * model.segment_tokens
     ids = torch.randint(0, vocab, (batch, window), generator=generator).to(backbone.device)
@@ -201,9 +201,7 @@ def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: Se
                              cuda_graphs=config.engine.cuda_graphs)
     model.train()
     workload, graphed = train_workload(model, ids, settings)
-    if graphed is not None and replayed is not None:
-        replayed.append(graphed)
-    return workload, segments, ids.numel()
+    return workload, segments, ids.numel(), graphed
 
 
 def _release(device: torch.device) -> None:
