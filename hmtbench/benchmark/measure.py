@@ -9,7 +9,6 @@ workspace), so the free part of the graphs' private pools is added to that peak.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.training.config import TrainSettings
-from hmtbench.training.graphed import GraphedSteps, micro_step
+from hmtbench.training.graphed import GraphedSteps, micro_step, training_autocast
 from hmtbench.training.objectives import StepLoss, window_loss
 
 Workload = Callable[[], Tensor]  # one iteration; returns a 0-d tensor (mean NLL or loss), read after timing
@@ -91,10 +90,8 @@ def eval_workload(runner, ids: Tensor, lengths: Tensor) -> Workload:
 def train_workload(model, ids: Tensor, settings: TrainSettings) -> tuple[Workload, GraphedSteps | None]:
     """One training step's forward and backward of ``window_loss`` (no optimizer step), as ``train`` runs it;
     with ``settings.cuda_graphs`` replayed from a CUDA graph (returned too: it lists failed captures)."""
-    cuda = ids.device.type == "cuda"
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not settings.cuda_graphs) if cuda
-                else contextlib.nullcontext())
     params = [p for p in model.parameters() if p.requires_grad]
+    autocast = training_autocast(ids.device, settings.cuda_graphs)
     step = micro_step(lambda window: StepLoss(*window_loss(model, window, settings)), autocast, 1)
     if settings.cuda_graphs:
         graphed = GraphedSteps(step, params)

@@ -14,6 +14,7 @@ eagerly on the same persistent gradients: the CPU tests run this plumbing.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,14 @@ class GraphedSteps:
         finally:
             torch._foreach_copy_(self.grads, before)  # the warm-up calls' gradients are not the step's
         return _Entry(inputs, lambda: (graph.replay(), outputs)[1])
+
+
+def training_autocast(device: torch.device, cuda_graphs: bool):
+    """bf16 autocast on a GPU (none elsewhere), without its cache of cast weights when the step is captured: a
+    replay cannot keep that cache from one replay to the next."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not cuda_graphs)
 
 
 def micro_step(forward: Callable[..., StepLoss], autocast, accumulation: int) -> MicroStep:

@@ -21,7 +21,7 @@ from hmtbench.checkpoints import apply_tensors, load_tensors, save_checkpoint
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.training.config import TrainSettings
-from hmtbench.training.graphed import GraphedSteps, MicroStep, micro_step
+from hmtbench.training.graphed import GraphedSteps, MicroStep, micro_step, training_autocast
 from hmtbench.training.objectives import StepLoss
 from hmtbench.training.state import has_trainer_state, load_trainer_state, replace_folder, save_trainer_state
 
@@ -93,10 +93,7 @@ def train_stage(
     folder.mkdir(parents=True, exist_ok=True)
     ddp = data_parallel(model, objective, settings) if distributed.is_distributed() else None
     forward = ddp if ddp is not None else ObjectiveLoss(model, objective)
-    # a captured step cannot keep autocast's cache of cast weights from one replay to the next
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not settings.cuda_graphs)
-                if device.type == "cuda" else contextlib.nullcontext())
-    micro = micro_step(forward, autocast, settings.grad_accum)
+    micro = micro_step(forward, training_autocast(device, settings.cuda_graphs), settings.grad_accum)
     graphed = None
     if settings.cuda_graphs:
         if ddp is not None:
