@@ -99,11 +99,11 @@ def test_recall_cache_is_a_ring_buffer_of_the_last_n_memories(backbone: torch.nn
     memories = written_memories(model, seen, segment_batch(ids, lengths, s).lengths)
     for i, out in enumerate(outputs):
         cache = out.state.cache
-        assert cache.count == i + 1 and cache.capacity == n_cache
+        assert cache.count.tolist() == [i + 1] * 2 and cache.capacity == n_cache
         assert cache.values.shape == (2, n_cache, model.hidden_size)
         assert cache.keys.shape == (2, n_cache, 8)
         assert cache.values.device == model.device and cache.keys.device == model.device
-        assert cache.valid.tolist() == [slot < min(i + 1, n_cache) for slot in range(n_cache)]
+        assert cache.valid.tolist() == [[slot < min(i + 1, n_cache) for slot in range(n_cache)]] * 2
         kept = range(max(0, i + 1 - n_cache), i + 1)  # the newest N, oldest dropped first
         for j in kept:
             torch.testing.assert_close(cache.values[:, j % n_cache], memories[j], rtol=1e-5, atol=1e-5)

@@ -32,7 +32,8 @@ class MemoryRecall(nn.Module):
         """An empty ring buffer of ``capacity`` slots for (B, m, d) memories, on the memory's device."""
         values = memory_like.new_zeros(batch_size, capacity, memory_like[0].numel())
         keys = self.wk.weight.new_zeros(batch_size, capacity, self.recall_dim).to(memory_like.device)
-        return RecallCache(values=values, keys=keys, count=torch.zeros((), dtype=torch.long, device=values.device))
+        count = torch.zeros(batch_size, dtype=torch.long, device=values.device)
+        return RecallCache(values=values, keys=keys, count=count)
 
     def remember(self, cache: RecallCache, memory: Tensor) -> RecallCache:
         """Append one memory (B, m, d), dropping the oldest when the cache is full.

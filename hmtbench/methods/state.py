@@ -30,6 +30,32 @@ class MemoryState:
         return unflatten(layout, [t.detach() for t in tensors])
 
 
+def select_rows(state: MemoryState, rows: Tensor) -> MemoryState:
+    """The state of the batch rows ``rows`` (R,) alone: every tensor indexed on its batch dimension (a copy)."""
+    layout, tensors = flatten(state)
+    return _with_batch_size(unflatten(layout, [t[rows] for t in tensors]), len(rows))
+
+
+def concat_rows(states: list[MemoryState]) -> MemoryState:
+    """One state holding the rows of ``states`` in order; they must share a layout (the same fields set)."""
+    layouts = [flatten(_with_batch_size(s, 0))[0] for s in states]
+    if any(layout != layouts[0] for layout in layouts[1:]):
+        raise ValueError("states with different layouts cannot share a batch")
+    parts = [flatten(s)[1] for s in states]
+    tensors = [torch.cat(column) for column in zip(*parts, strict=True)]
+    return _with_batch_size(unflatten(flatten(states[0])[0], tensors), sum(s.batch_size for s in states))
+
+
+def _with_batch_size(value: Any, batch_size: int) -> Any:
+    """``value`` with every nested state's ``batch_size`` set (the field is part of a state's layout)."""
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return value
+    changes = {f.name: _with_batch_size(getattr(value, f.name), batch_size) for f in dataclasses.fields(value)}
+    if isinstance(value, MemoryState):
+        changes["batch_size"] = batch_size
+    return dataclasses.replace(value, **changes)
+
+
 def flatten(value: Any) -> tuple[Layout, list[Tensor]]:
     """A (nested) state as (layout, tensors): ``unflatten`` of the two gives it back."""
     if isinstance(value, Tensor):
@@ -67,14 +93,16 @@ def _build(layout: Layout, tensors: Any) -> Any:
 class RecallCache:
     """Ring buffer of the last N memory embeddings, on the model's device.
 
-    Shapes are static (N slots) and ``count`` (memories written so far) is a 0-d tensor on the
+    Shapes are static (N slots) and ``count`` (memories written so far, per row) is a tensor on the
     same device, so the segment loop never syncs with the host and a captured CUDA graph can
-    advance it. Writes are out of place, so gradients flow through cached memories in training.
+    advance it. Each row counts its own memories, so rows that read different numbers of segments
+    can share a batch (batched decoding gathers rows from different segment steps). Writes are out
+    of place, so gradients flow through cached memories in training.
     """
 
     values: Tensor  # (B, N, d) memory embeddings M_j
     keys: Tensor  # (B, N, h) wk(M_j), projected once when written
-    count: Tensor  # () int64: memories written so far
+    count: Tensor  # (B,) int64: memories written so far in each row
 
     @property
     def capacity(self) -> int:
@@ -82,14 +110,14 @@ class RecallCache:
 
     @property
     def valid(self) -> Tensor:
-        """(N,) bool: slots that hold a memory."""
-        return torch.arange(self.capacity, device=self.values.device) < self.count
+        """(B, N) bool: slots that hold a memory."""
+        return torch.arange(self.capacity, device=self.values.device)[None] < self.count[:, None]
 
     def write(self, value: Tensor, key: Tensor) -> RecallCache:
-        """Store value (B, d) and key (B, h) in the oldest slot."""
-        slot = (self.count % self.capacity).view(1)
-        return RecallCache(
-            values=self.values.index_copy(1, slot, value[:, None].to(self.values.dtype)),
-            keys=self.keys.index_copy(1, slot, key[:, None].to(self.keys.dtype)),
-            count=self.count + 1,
-        )
+        """Store value (B, d) and key (B, h) in each row's oldest slot."""
+        slot = (self.count % self.capacity)[:, None, None]  # (B, 1, 1)
+
+        def stored(slots: Tensor, new: Tensor) -> Tensor:
+            return slots.scatter(1, slot.expand(-1, 1, slots.shape[-1]), new[:, None].to(slots.dtype))
+
+        return RecallCache(values=stored(self.values, value), keys=stored(self.keys, key), count=self.count + 1)
