@@ -146,8 +146,10 @@ def eval_qa(
     segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
     recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
     summary_pass: SummaryPass = None, checkpoint: Checkpoint = None,
-    batch_size: Annotated[int | None, opt("Short-answer tasks (passkey, multi-fact, bAbI): samples scored together, "
-                                          "teacher-forced greedy in one pass. [default: 16]")] = None,
+    batch_size: Annotated[int | None, opt("Samples read, scored and decoded together. [default: 16]")] = None,
+    decode: Annotated[bool | None, opt("Greedy answers by free decoding (stopped by the end id, a line break for "
+                                       "one-line tasks, or --max-new-tokens); --no-decode: the teacher-forced argmax "
+                                       "alone. [default: decode]", "--decode/--no-decode")] = None,
     dtype: Dtype = None, device: Device = None, seed: Seed = None, out: Out = None,
     compile_: Compile = None, cuda_graphs: CudaGraphs = None,
 ) -> None:

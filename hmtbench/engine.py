@@ -24,7 +24,7 @@ from hmtbench.methods.base import SegmentMethod
 
 __all__ = [
     "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments", "end_aligned_first",
-    "score_segments", "segment_batch", "token_nll",
+    "first_read_segment", "score_segments", "segment_batch", "token_nll",
 ]
 
 
@@ -95,6 +95,14 @@ def answer_layout_segments(prompt_length: int, total_length: int, segment_tokens
     """Segments a row of ``total_length`` tokens (prompt first) spans in the answer layout."""
     first = int(answer_first_segments(torch.tensor([prompt_length]), segment_tokens, least)[0])
     return max(1, math.ceil((total_length + segment_tokens - first) / segment_tokens))
+
+
+def first_read_segment(method: SegmentMethod, first_needed: int) -> int:
+    """The first segment whose tokens can reach segment ``first_needed``'s outputs: 0 for a memory, ``first_needed``
+    less the method's ``state_reach`` for plain (0 back) and overlap (1 back). Skipping the segments before it changes
+    no score (they could only change a state that nothing later reads), so plain and overlap answer at 1M tokens
+    for the price of 1k."""
+    return 0 if method.state_reach is None else max(0, first_needed - method.state_reach)
 
 
 def end_aligned_first(lengths: Tensor, segment_tokens: int, least: int = 1) -> Tensor:

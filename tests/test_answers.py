@@ -45,7 +45,7 @@ def test_batched_teacher_forcing_is_greedy_decoding(name: str, llama: torch.nn.M
 def test_a_summary_reads_only_the_tokens_known_when_its_segment_opens(llama: torch.nn.Module) -> None:
     """HMT: the batch's summary of the segment decoding opens in equals the one generation computes."""
     from hmtbench.engine import ANSWER_ROOM
-    from hmtbench.generation import prompt_layout, window_summary
+    from hmtbench.generation import prompt_layout, window_summaries
     from hmtbench.qa.answers import qa_batch
 
     model = build_method("hmt", llama, SETTINGS).eval()
@@ -63,7 +63,7 @@ def test_a_summary_reads_only_the_tokens_known_when_its_segment_opens(llama: tor
     with torch.no_grad():
         summaries = model.summarize(batch.segments, batch.known)
         start = layout.start
-        opened = window_summary(model, prompt[None, start - s : start], prompt[None, start:])
+        opened = window_summaries(model, prompt[None, start - s : start], prompt[None, start:])
     torch.testing.assert_close(summaries[:, 2], opened, rtol=1e-5, atol=1e-6)
 
 
@@ -84,7 +84,8 @@ def test_segments_no_state_carries_to_the_answer_are_skipped_exactly(name: str, 
         assert fast.predicted == full.predicted and fast.nll == pytest.approx(full.nll, rel=1e-5)
         assert full.tokens_skipped == 0
     # each row skips its tokens before the first segment that can reach the batch's first answer segment
-    from hmtbench.qa.answers import first_answer_segment, first_read_segment, qa_batch
+    from hmtbench.engine import first_read_segment
+    from hmtbench.qa.answers import first_answer_segment, qa_batch
 
     model.state_reach = reach
     batch = qa_batch(prompts, answers, s, model.device, model.sensory_tokens)

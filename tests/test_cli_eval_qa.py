@@ -51,13 +51,30 @@ def test_passkey_end_to_end(tmp_path: Path) -> None:
         assert Path(row["predictions_file"]).parent == out
         assert [p["id"] for p in lines] == ["0", "1", "2"]
         assert all(p["method"] == method and p["answer_tokens"] == 6 for p in lines)
-        assert all(p["prompt_tokens"] == 600 and p["generated_tokens"] == 6 for p in lines)  # teacher-forced
-        assert all(p["accuracy"] == p["exact_match"] == float(p["prediction"] == p["references"][0]) for p in lines)
+        assert all(p["prompt_tokens"] == 600 and 1 <= p["generated_tokens"] <= 4 for p in lines)  # free decoding
+        assert all(p["exact_match"] == float(p["prediction"] == p["references"][0]) for p in lines)
+        assert row["answers"] == "greedy"
+        assert row["teacher_forced_exact"] == pytest.approx(sum(p["teacher_forced_exact"] for p in lines) / 3)
+        agree = [p["exact_match"] == p["teacher_forced_exact"] for p in lines]
+        assert row["decoding_agreement"] == pytest.approx(sum(agree) / 3)
         assert [p["meta"]["depth"] for p in lines] == [0.0, 0.25, 0.5]
         assert row["answer_ppl"] == pytest.approx(math.exp(sum(p["answer_nll"] for p in lines) / 18), rel=1e-6)
     assert frame.loc["hmt", "added_params"] > 0 and frame.loc["plain", "added_params"] == 0
     assert frame.loc["hmt", "segment_length"] == frame.loc["plain", "segment_length"] == 64
     assert "wrote" in result.output
+
+
+def test_no_decode_scores_the_teacher_forced_argmax(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = run("--task", "passkey", "--context-length", "600", "--limit", "3", "--method", "hmt", "--no-decode",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    row = records(out).iloc[0]
+    assert row["answers"] == "teacher-forced" and pd.isna(row["decoding_agreement"])
+    lines = predictions(row["predictions_file"])
+    assert all(p["generated_tokens"] == 6 and "segments_opened" not in p for p in lines)  # the argmax of 6 positions
+    assert all(p["accuracy"] == p["exact_match"] == p["teacher_forced_exact"] for p in lines)
+    assert row["exact_match"] == pytest.approx(row["teacher_forced_exact"])
 
 
 def test_local_jsonl_end_to_end(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ HMT = {"sensory_tokens": 4, "recall_context": 5, "recall_hidden_dim": 16}
 # Adam divides by sqrt(v), so where a gradient is tiny (HMT's recall projections and summary prompt get 1e-7 to
 # 1e-11 at init, near Adam's eps) those last bits move the update. Measured after 6 steps at lr 1e-2 (largest
 # possible movement 6e-2): LoRA and memory agree to <= 6e-7 on both CPUs measured; recall to <= 5e-6; the summary
-# prompt to 5e-6 on one CPU and 1.2e-5 on another (torch 2.13, 2026-11-30): the bound is set above both.
-TRAINED_ATOL = 2e-5
+# prompt to 5e-6 on one CPU, 1.2e-5 on another and 2.2e-5 on a third (torch 2.13): the bound is set above all
+# three, still 1,000 times below the largest possible movement.
+TRAINED_ATOL = 5e-5
 
 
 def free_port() -> int:

@@ -9,11 +9,16 @@ import pytest
 import torch
 
 from hmtbench.backbones.tiny import EOS, byte_tokenizer
+from hmtbench.config import EngineOptions
 from hmtbench.engine import ANSWER_ROOM, segment_batch
-from hmtbench.generation import greedy_generate, prompt_layout, read_context
+from hmtbench.fastpath import accelerate
+from hmtbench.generation import decode, greedy_generate, prompt_layout, read_openings
+from hmtbench.methods import method_class, method_names
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.methods.state import flatten
 from hmtbench.qa import runner
-from hmtbench.qa.runner import answer_nll, answer_nll_and_context, evaluate_sample, prepare_samples
+from hmtbench.qa.answers import read_answers
+from hmtbench.qa.runner import answer_nll, answer_records, prepare_samples
 from hmtbench.qa.tasks import TaskOptions, load_task
 from tests.conftest import build_method, random_documents
 
@@ -25,6 +30,7 @@ MEMORY_SETTINGS = [
     ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16}),
     ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16, "memory_tokens": 2, "write": "span", "segment_length": 26}),
 ]
+BATCH_SETTINGS = {"sensory_tokens": 3, "recall_hidden_dim": 16, "recall_context": 4}
 SETTING_IDS = ["plain", "rmt", "rmt-span", "hmt-stage1", "hmt", "hmt-span"]
 
 
@@ -126,22 +132,30 @@ def test_answer_nll_counts_exactly_the_answer_tokens(llama: torch.nn.Module) -> 
 
 
 @pytest.mark.parametrize(("name", "settings"), MEMORY_SETTINGS, ids=SETTING_IDS)
-def test_one_pass_scores_the_answer_and_reads_the_context_for_generation(
+def test_one_pass_scores_the_answers_and_reads_the_contexts_for_generation(
     llama: torch.nn.Module, name: str, settings: dict
 ) -> None:
+    """The answer pass keeps each prompt's memory where decoding opens: it equals reading the prompts alone."""
     torch.manual_seed(0)
     model = build_method(name, llama, {"segment_length": 24, **settings}).eval()
-    prompt, answer = random_documents(1, 50, seed=4)[0].tolist(), [80, 81, 82, 83, 84, 85, 86, 87, 88, 89]
-    nll, tokens, context = answer_nll_and_context(model, prompt, answer)
-    reference_nll, reference_tokens = answer_nll(model, prompt, answer)
-    assert tokens == reference_tokens == 10
-    assert nll == pytest.approx(reference_nll, abs=1e-5)
-    alone = read_context(model, torch.tensor([prompt]))
-    assert context.start == alone.start == prompt_layout(model, 50).start > 0
-    shared = greedy_generate(model, prompt, 8, context=context, keep_logits=True)
-    fresh = greedy_generate(model, prompt, 8, keep_logits=True)
-    assert shared.token_ids == fresh.token_ids
-    torch.testing.assert_close(torch.stack(shared.logits), torch.stack(fresh.logits))
+    prompts = [random_documents(1, n, seed=4 + n)[0] for n in (50, 23, 70)]
+    answers = [[80, 81, 82, 83, 84, 85, 86, 87, 88, 89], [90, 91], list(range(100, 130))]
+    scores, openings = read_answers(model, model, prompts, answers, openings=True)
+    for prompt, answer, score in zip(prompts, answers, scores, strict=True):
+        nll, tokens = answer_nll(model, prompt, answer)
+        assert score.tokens == tokens == len(answer) and score.nll == pytest.approx(nll, abs=1e-4)
+    alone = read_openings(model, model, prompts)
+    for shared, fresh, prompt in zip(openings, alone, prompts, strict=True):
+        assert shared.layout == fresh.layout == prompt_layout(model, len(prompt))
+        (layout, ours), (_, theirs) = flatten(shared.state), flatten(fresh.state)
+        assert layout == flatten(fresh.state)[0]
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    from_answers = decode(model, openings, prompts, 8, keep_logits=True)
+    from_prompts = decode(model, alone, prompts, 8, keep_logits=True)
+    for a, b in zip(from_answers, from_prompts, strict=True):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(torch.stack(a.logits), torch.stack(b.logits), rtol=1e-4, atol=1e-4)
 
 
 def test_the_prompt_holds_no_answer_token(tmp_path, llama: torch.nn.Module, monkeypatch) -> None:
@@ -158,13 +172,47 @@ def test_the_prompt_holds_no_answer_token(tmp_path, llama: torch.nn.Module, monk
     assert item.answer_ids == list(b" xylophone")  # byte tokenizer: one id per byte, no special token
     seen = {}
 
-    def spy(method, prompt_ids, max_new_tokens, **kwargs):
-        seen["prompt"] = torch.as_tensor(prompt_ids).tolist()
-        return greedy_generate(method, prompt_ids, max_new_tokens, **kwargs)
+    def spy(method, openings, prompts, max_new_tokens, **kwargs):
+        seen["prompts"] = [torch.as_tensor(p).tolist() for p in prompts]
+        return decode(method, openings, prompts, max_new_tokens, **kwargs)
 
-    monkeypatch.setattr(runner, "greedy_generate", spy)
-    record = evaluate_sample(build_method("plain", llama, {"segment_length": 32}), task, item, tokenizer, 5)
-    assert seen["prompt"] == item.prompt_ids.tolist()  # generation starts from the prompt alone
+    monkeypatch.setattr(runner, "decode", spy)
+    model = build_method("plain", llama, {"segment_length": 32})
+    [record] = answer_records(model, model, task, [item], tokenizer, 5)
+    assert seen["prompts"] == [item.prompt_ids.tolist()]  # generation starts from the prompt alone
     assert record["answer_tokens"] == len(" xylophone")
     assert record["prompt_tokens"] == len(item.prompt_ids)
     assert 1 <= record["generated_tokens"] <= 5
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_batched_decoding_gives_the_tokens_of_one_at_a_time(llama: torch.nn.Module, name: str) -> None:
+    """Ragged prompts (several cohorts), rows that stop at different steps, answers that cross segment boundaries."""
+    torch.manual_seed(0)
+    length = 128 if method_class(name).reads_whole_document else 24
+    model = build_method(name, llama, {**BATCH_SETTINGS, "segment_length": length}).eval()
+    s = model.segment_tokens if length == 24 else 22
+    prompts = [random_documents(1, n, seed=n)[0] for n in (3 * s + 2, 2 * s, 2 * s - 3, s + 1, 40, 10, 7)]
+    limits = [2 * s + 3, 5, 1, s + 2, 2 * s + 3, 3, 2 * s]  # each row stops after its own count of tokens
+    rules = [lambda ids, n=n: len(ids) >= n for n in limits]
+    runner = accelerate(model, EngineOptions(cuda_graphs=True))  # the graph plumbing (eager on the CPU)
+    batched = decode(model, read_openings(model, runner, prompts), prompts, 2 * s + 3, stop=rules, keep_logits=True)
+    assert [len(g.token_ids) for g in batched] == limits
+    assert max(g.segments_opened for g in batched) >= (3 if length == 24 else 1)
+    for prompt, rule, together in zip(prompts, rules, batched, strict=True):
+        alone = greedy_generate(model, prompt, 2 * s + 3, stop=rule, keep_logits=True)
+        assert together.token_ids == alone.token_ids
+        assert (together.context_segments, together.segments_opened) == (alone.context_segments, alone.segments_opened)
+        torch.testing.assert_close(torch.stack(together.logits), torch.stack(alone.logits), rtol=1e-4, atol=1e-4)
+
+
+def test_a_row_stops_at_its_end_id_and_the_others_go_on(llama: torch.nn.Module) -> None:
+    model = build_method("hmt", llama, {**BATCH_SETTINGS, "segment_length": 24}).eval()
+    prompts = [random_documents(1, 50, seed=seed)[0] for seed in (1, 2, 3)]
+    free = decode(model, read_openings(model, model, prompts), prompts, 12)
+    end = free[1].token_ids[3]  # row 1's fourth token becomes an end id
+    stopped = decode(model, read_openings(model, model, prompts), prompts, 12, stop_ids={end})
+    for before, after in zip(free, stopped, strict=True):
+        cut = before.token_ids.index(end) + 1 if end in before.token_ids else 12
+        assert after.token_ids == before.token_ids[:cut]
+    assert len(stopped[1].token_ids) <= 4

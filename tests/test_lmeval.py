@@ -139,6 +139,21 @@ def test_generate_until_is_greedy_generate(hmt: HmtbenchLM) -> None:
     assert cut == expected.split(stop)[0]
 
 
+def test_generate_until_batches_requests_each_with_its_own_limits(hmt: HmtbenchLM) -> None:
+    first, second = (row["context"] for row in qa_rows()[:2])
+    contexts = [first, first, second, "short one", "x" * 70]
+    kwargs = [{"until": ["never"], "max_gen_toks": 7}, {"until": ["never"], "max_gen_toks": 2}, {"until": ["e"]},
+              {"until": ["never"], "max_gen_toks": 5}, {"until": ["\n"], "max_gen_toks": 9}]
+    pairs = enumerate(zip(contexts, kwargs, strict=True))
+    requests = [Instance("generate_until", {}, (c, k), i) for i, (c, k) in pairs]
+    hmt.config.batch_size = 1
+    alone = hmt.generate_until(requests, disable_tqdm=True)
+    hmt.config.batch_size = 4
+    together = hmt.generate_until(requests, disable_tqdm=True)
+    assert together == alone
+    assert together[0].startswith(together[1]) and len(together[1]) < len(together[0])  # each row its own limit
+
+
 def test_every_request_type_through_simple_evaluate(hmt: HmtbenchLM, at_root: None) -> None:
     hmt.config.batch_size = 2
     tasks = ["hmtbench_test_rolling", "hmtbench_test_loglikelihood", "hmtbench_test_generate"]

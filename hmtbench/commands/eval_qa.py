@@ -43,7 +43,8 @@ class QAConfig:
     depths: list[float] | None = None  # needle tasks
     filler: str = "pydoc-topics"  # needle tasks
     data: str | None = None  # a local copy of a hub task's data
-    batch_size: int = 16  # short-answer tasks: samples scored together
+    batch_size: int = 16  # samples read, scored and decoded together
+    decode: bool = True  # greedy answers by free decoding (else the teacher-forced argmax alone)
     engine: EngineOptions = field(default_factory=EngineOptions)
     checkpoint: str | None = None
     dtype: str = "auto"
@@ -116,14 +117,13 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
         model.eval()
         name = model.name
         label = f"{name:>5}" + (" rank 0" if distributed.is_distributed() else "")
-        batch_size = config.batch_size if task.short_answer else 1
         share = sum(len(prepared[i].prompt_ids) + len(prepared[i].answer_ids)
-                    for _, batch in distributed.deal(batches(prepared, batch_size)) for i in batch)
+                    for _, batch in distributed.deal(batches(prepared, config.batch_size)) for i in batch)
         started = run_start()
         runner = accelerate(model, config.engine)
         with TokenProgress(label, share) as progress, Measure(backbone.device) as measured:
             result = evaluate_qa(model, runner, task, prepared, backbone.tokenizer, max_new, config.batch_size,
-                                 lambda read: progress.advance(1, read))
+                                 lambda read: progress.advance(1, read), config.decode)
         resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
         row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started)
         rows.append(row)
@@ -172,7 +172,7 @@ def _record(config: QAConfig, task: Task, model, backbone, result: QAResult, mea
         "protocol": "qa",
         "test_length": max(len(p.prompt_ids) for p in prepared),
         "max_docs": config.limit,
-        "batch_size": config.batch_size if task.short_answer else 1,
+        "batch_size": config.batch_size,
         "docs": len(result.records),
         "tokens_scored": result.answer_tokens,
         "nll_mean": result.nll_sum / result.answer_tokens if result.answer_tokens else None,
@@ -180,6 +180,9 @@ def _record(config: QAConfig, task: Task, model, backbone, result: QAResult, mea
         "context_length": config.context_length,
         "answer_ppl": result.answer_ppl,
         **{metric: result.mean(metric) for metric in ("rouge_l", "f1", "exact_match", "accuracy")},
+        "answers": "greedy" if config.decode else "teacher-forced",
+        "teacher_forced_exact": result.mean("teacher_forced_exact"),
+        "decoding_agreement": result.decoding_agreement if config.decode else None,
         "peak_gpu_mem_mb": measured.peak_gpu_mb,
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": measured.wall_s,

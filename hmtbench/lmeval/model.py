@@ -6,9 +6,9 @@
 * ``loglikelihood_rolling``: the document read once, every token but the first scored: the stream
   protocol of ``hmtbench eval-ppl``. The row is ``[prefix] + text``, prefix = BOS (else EOS), so
   for a tokenizer that prepends BOS it is the row ``eval-ppl`` scores, and the NLL is the same.
-* ``generate_until``: the prompt read through the memory, then greedy decoding by
-  ``hmtbench.generation.greedy_generate`` (the decoding of ``eval-qa``) until a stop string,
-  the end-of-sequence id or ``max_gen_toks``.
+* ``generate_until``: the prompts of a batch read through the memory together, then greedy decoding by
+  ``hmtbench.generation.decode`` (the decoding of ``eval-qa``), each request until its own stop string,
+  the end-of-sequence id or its ``max_gen_toks``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class LMEvalConfig:
     dtype: str = "auto"
     device: str = "auto"
     seed: int = 3407
-    batch_size: int = 1  # requests per batch (loglikelihood, loglikelihood_rolling); generation runs one at a time
+    batch_size: int = 1  # requests per batch (every request type)
     max_length: int | None = None  # positions of one backbone call for `full` (default: the backbone's maximum)
     max_gen_toks: int = 256  # generation limit when a task gives none
 
@@ -162,30 +162,42 @@ class HmtbenchLM(TemplateLM):
         return results
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        results = []
-        for request in tqdm(requests, desc="generate_until (hmtbench)", disable=disable_tqdm):
+        prompts, settings = [], []
+        for request in requests:
             context, gen_kwargs = request.args
-            text = self.generate(context, gen_kwargs)
+            kwargs = normalize_gen_kwargs(gen_kwargs, self.config.max_gen_toks)
+            if kwargs.get("do_sample"):
+                logger.warning("hmtbench decodes greedily: do_sample and temperature are ignored")
+            prompts.append(self.tok_encode(context) or [self.prefix_token_id])
+            settings.append(([s for s in kwargs["until"] if s], kwargs["max_gen_toks"]))
+        texts = self._batched(prompts, lambda chosen: self._generate([prompts[i] for i in chosen],
+                                                                     [settings[i] for i in chosen]),
+                              disable_tqdm, "generate_until")
+        for request, text in zip(requests, texts, strict=True):
             self.cache_hook.add_partial("generate_until", request.args, text)
-            results.append(text)
-        return results
+        return texts
 
     def generate(self, context: str, gen_kwargs: dict[str, Any]) -> str:
         """Greedy continuation of ``context`` as ``eval-qa`` decodes, cut before the first stop string."""
-        from hmtbench.generation import greedy_generate
+        kwargs = normalize_gen_kwargs(gen_kwargs, self.config.max_gen_toks)
+        until = [s for s in kwargs["until"] if s]
+        prompt = self.tok_encode(context) or [self.prefix_token_id]
+        return self._generate([prompt], [(until, kwargs["max_gen_toks"])])[0]
+
+    def _generate(self, prompts: list[list[int]], settings: list[tuple[list[str], int]]) -> list[str]:
+        """Greedy continuations of a batch of prompts, each with its own stop strings and token limit."""
+        from hmtbench.generation import decode, read_openings
         from hmtbench.qa.runner import stop_ids
 
-        kwargs = normalize_gen_kwargs(gen_kwargs, self.config.max_gen_toks)
-        if kwargs.get("do_sample"):
-            logger.warning("hmtbench decodes greedily: do_sample and temperature are ignored")
-        until = [s for s in kwargs["until"] if s]
-        prompt = self.tok_encode(context)
-        if not prompt:
-            prompt = [self.prefix_token_id]
-        generation = greedy_generate(
-            self.method, prompt, kwargs["max_gen_toks"], stop_ids=stop_ids(self.tokenizer, self.backbone.model),
-            stop=(lambda ids: any(s in self.tok_decode(ids) for s in until)) if until else None)
-        return postprocess_generated_text(self.tok_decode(generation.token_ids), until, None)
+        def rule(until: list[str], limit: int):
+            return lambda ids: len(ids) >= limit or any(s in self.tok_decode(ids) for s in until)
+
+        openings = read_openings(self.method, self.method, prompts)
+        generations = decode(self.method, openings, prompts, max(limit for _, limit in settings),
+                             stop_ids=stop_ids(self.tokenizer, self.backbone.model),
+                             stop=[rule(until, limit) for until, limit in settings])
+        return [postprocess_generated_text(self.tok_decode(g.token_ids), until, None)
+                for g, (until, _) in zip(generations, settings, strict=True)]
 
     def _batched(self, rows: list[list[int]], score: Callable[[list[int]], list[Any]], disable_tqdm: bool,
                  label: str) -> list[Any]:

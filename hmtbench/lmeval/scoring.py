@@ -6,16 +6,9 @@ import torch
 from torch import Tensor
 
 from hmtbench.engine import SegmentedBatch, answer_first_segments, score_segments, segment_batch
+from hmtbench.generation import pad_rows
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa.answers import answer_pass, exact_rows
-
-
-def pad_rows(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-padded (B, T) ids and their (B,) lengths."""
-    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return ids.to(device), torch.tensor([len(r) for r in rows], device=device)
 
 
 def cut(method: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor | None = None,

@@ -11,6 +11,7 @@ and a summary reads only the tokens known when its segment opens (``segment_batc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,13 @@ from hmtbench.engine import (
     IGNORE,
     SegmentedBatch,
     answer_first_segments,
+    first_read_segment,
     recomputed_segments,
     segment_batch,
     segment_step,
 )
-from hmtbench.methods.base import SegmentMethod
+from hmtbench.generation import Opening, OpeningCollector, prompt_layout
+from hmtbench.methods.base import MemoryState, SegmentMethod
 
 
 @dataclass
@@ -76,23 +79,17 @@ def first_answer_segment(batch: SegmentedBatch) -> int:
     return int((batch.targets != IGNORE).any(-1).any(0).nonzero()[0])
 
 
-def first_read_segment(method: SegmentMethod, first_answer: int) -> int:
-    """The first segment whose tokens can reach an answer position: 0 for a memory, the first answer segment less
-    the method's ``state_reach`` for plain (0 back) and overlap (1 back). Skipping the segments before it changes
-    no score (they could only change a state that no answer reads), so plain and overlap answer at 1M tokens
-    for the price of 1k."""
-    return 0 if method.state_reach is None else max(0, first_answer - method.state_reach)
-
-
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
-                recompute: float = 0.0, first_answer: int | None = None) -> tuple[Tensor, Tensor]:
+                recompute: float = 0.0, first_answer: int | None = None,
+                on_segment: Callable[[int, MemoryState, Tensor | None], None] | None = None) -> tuple[Tensor, Tensor]:
     """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
 
     ``runner`` reads the context segments (nothing scored there: the output head is skipped), ``method``
     the segments holding answer tokens (``predict``). ``grad_segments=K`` (training) cuts the state
     from the autograd graph before the last K segments, and ``recompute`` checkpoints that share of the
     segments' activations (the earliest context segments), as ``score_segments`` does. ``first_answer``: the
-    batch's ``first_answer_segment`` where the caller has it (else it is read back here).
+    batch's ``first_answer_segment`` where the caller has it (else it is read back here). ``on_segment(i, state,
+    summaries)`` is called before each segment read, with the state that segment reads (``OpeningCollector``).
     """
     rows, n = batch.segments.shape[:2]
     first = first_answer_segment(batch) if first_answer is None else first_answer
@@ -105,6 +102,8 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
         if grad_segments is not None and i == n - grad_segments and i > 0:
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
+        if on_segment is not None:
+            on_segment(i, state, summary)
         if i < first:
             step = segment_step(i < checkpointed)
             _, state = step(runner, state, batch.segments[:, i], batch.lengths[:, i], None, summary)
@@ -122,17 +121,28 @@ def exact_rows(batch: SegmentedBatch, predicted: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], answers: list[list[int]]
-                  ) -> list[AnswerScore]:
-    """Answer NLL and teacher-forced greedy ids of each (prompt, answer) pair, all rows at once.
+def read_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], answers: list[list[int]],
+                 openings: bool = False) -> tuple[list[AnswerScore], list[Opening] | None]:
+    """Answer NLL and teacher-forced greedy ids of each (prompt, answer) pair, all rows at once; with ``openings``,
+    also each prompt's ``Opening`` (its memory where decoding opens), from the same single read of the context.
 
     ``runner``: the method as the fast path runs it (``fastpath.accelerate``), used for the context
     segments; the answer segments run on ``method`` itself (a few eager steps per batch).
     """
     batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
     first = first_answer_segment(batch)  # the batch's one read-back before its answers
-    nll, predicted = answer_pass(method, runner, batch, first_answer=first)
+    collect = None
+    if openings:
+        collect = OpeningCollector([prompt_layout(method, len(p)) for p in prompts], method.device)
+    nll, predicted = answer_pass(method, runner, batch, first_answer=first, on_segment=collect)
     predicted, wanted = predicted.flatten(1), batch.targets.flatten(1) != IGNORE
     skipped = batch.lengths[:, :first_read_segment(method, first)].sum(-1)
-    return [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist(),
-                        int(skipped[row])) for row in range(len(prompts))]
+    scores = [AnswerScore(float(nll[row]), int(wanted[row].sum()), predicted[row][wanted[row]].tolist(),
+                          int(skipped[row])) for row in range(len(prompts))]
+    return scores, (None if collect is None else collect.result())
+
+
+def score_answers(method: SegmentMethod, runner: Any, prompts: list[Tensor], answers: list[list[int]]
+                  ) -> list[AnswerScore]:
+    """``read_answers`` without the openings: what teacher forcing alone gives."""
+    return read_answers(method, runner, prompts, answers)[0]

@@ -5,11 +5,14 @@ Two measures per sample, both with the context held in the method's memory:
 * answer perplexity: the prompt followed by the gold answer is read by the shared segment loop
   (``segment_batch(..., scored=mask)``), and the mask marks exactly the answer tokens, so the NLL
   covers the answer and nothing else (the reference scored the tail of the sample instead);
-* the greedy answer: for short-answer tasks (``Task.short_answer``: passkey, multi-fact, bAbI) the
-  teacher-forced argmax of a batch of samples at once (``qa/answers.py``: exactly what greedy
-  decoding gives while it matches the answer); for free-form answers, greedy decoding from the
-  prompt alone (``hmtbench.generation``), one sample at a time. The prompt never holds the answer
-  (docs/methods.md, "Departures", 9).
+* the greedy answer: free greedy decoding from the prompt alone (``hmtbench.generation``), stopped per sample by the
+  end-of-sequence id, a line break for one-line tasks, or ``max_new_tokens``; and the teacher-forced argmax at every
+  answer position (``teacher_forced_exact``: greedy decoding would reproduce the whole gold answer).
+
+A batch of samples is read once: the answer pass (``qa/answers.py``) reads the context segments for the whole batch,
+scores the gold answers, and keeps each sample's memory where its last prompt segment opens; decoding starts from
+there. The prompt never holds the answer (docs/methods.md, "Departures", 9). With ``decode=False`` only the teacher-
+forced pass runs, and the answer metrics come from its argmax (exact match and accuracy: ``teacher_forced_exact``).
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from typing import Any
 
 import torch
 
-from hmtbench.engine import IGNORE, score_segments, token_nll
+from hmtbench.engine import score_segments
 from hmtbench.errors import HmtbenchError
-from hmtbench.generation import ReadContext, greedy_generate, prompt_layout
+from hmtbench.generation import decode
 from hmtbench.methods.base import SegmentMethod
-from hmtbench.qa.answers import qa_batch, score_answers
+from hmtbench.qa.answers import qa_batch, read_answers
 from hmtbench.qa.metrics import METRICS, score_answer
 from hmtbench.qa.tasks.base import Sample, Task
 
@@ -84,29 +87,6 @@ def answer_nll(method: SegmentMethod, prompt_ids: Any, answer_ids: list[int]) ->
     return float(nll.double().sum()), int(tokens.sum())
 
 
-@torch.inference_mode()
-def answer_nll_and_context(
-    method: SegmentMethod, prompt_ids: Any, answer_ids: list[int]
-) -> tuple[float, int, ReadContext]:
-    """``answer_nll`` plus the memory before the segment decoding opens in, from the same single pass.
-
-    The segments before that one hold prompt tokens only, so the teacher-forced pass reads them
-    exactly as generation would: generation starts from the saved state instead of reading the
-    context a second time. The loop is ``score_segments``'s (``answer_nll`` is tested equal).
-    """
-    batch = qa_batch([prompt_ids], [answer_ids], method.segment_tokens, method.device, method.sensory_tokens)
-    layout = prompt_layout(method, len(prompt_ids))
-    summaries = method.summarize(batch.segments, batch.known)
-    state, context, nll = method.initial_state(1), None, []
-    for i in range(batch.segments.shape[1]):
-        if i == layout.index:
-            context = ReadContext(state, layout.start)
-        out = method(state, batch.segments[:, i], batch.lengths[:, i], None if summaries is None else summaries[:, i])
-        state = out.state
-        nll.append(token_nll(out.logits, batch.targets[:, i]).double().sum())
-    return float(torch.stack(nll).sum()), int((batch.targets != IGNORE).sum()), context
-
-
 def stop_ids(tokenizer: Any, backbone: Any) -> set[int]:
     """The end-of-sequence ids of the tokenizer and the backbone's generation config."""
     ids = {tokenizer.eos_token_id}
@@ -137,6 +117,12 @@ class QAResult:
         values = [r[metric] for r in self.records]
         return sum(values) / len(values) if values else math.nan
 
+    @property
+    def decoding_agreement(self) -> float:
+        """Share of samples whose free-decoding exact match equals their teacher-forced exact match."""
+        same = [float(r["exact_match"] == r["teacher_forced_exact"]) for r in self.records]
+        return sum(same) / len(same) if same else math.nan
+
     def add(self, record: dict[str, Any], item: PreparedSample) -> None:
         """Count one sample's predictions record (samples in order: the sums are then the same for any split)."""
         self.records.append(record)
@@ -147,42 +133,37 @@ class QAResult:
         self.tokens_read += len(item.prompt_ids) + len(item.answer_ids) + record["generated_tokens"] - skipped
 
 
-def evaluate_sample(method: SegmentMethod, task: Task, item: PreparedSample, tokenizer: Any,
-                    max_new_tokens: int) -> dict[str, Any]:
-    """Answer perplexity, greedy answer and metrics of one sample, as one predictions record."""
-    nll, tokens, context = answer_nll_and_context(method, item.prompt_ids, item.answer_ids)
-    generation = greedy_generate(method, item.prompt_ids, max_new_tokens, context=context,
-                                 stop_ids=stop_ids(tokenizer, method.backbone),
-                                 stop=line_stop(tokenizer) if task.one_line else None)
-    text = tokenizer.decode(generation.token_ids, skip_special_tokens=True)
-    prediction = task.postprocess(text)
-    references = task.references(item.sample)
-    return {
-        "id": item.sample.id, "question": item.sample.question, "references": references,
-        "prediction": prediction, "generation": text, **score_answer(prediction, references),
-        "answer_nll": nll, "answer_tokens": tokens, "answer_ppl": math.exp(nll / tokens) if tokens else None,
-        "prompt_tokens": len(item.prompt_ids), "generated_tokens": len(generation.token_ids),
-        "context_segments": generation.context_segments, "segments_opened": generation.segments_opened,
-        "meta": item.sample.meta,
-    }
-
-
-def short_answer_records(method: SegmentMethod, runner: Any, task: Task, items: list[PreparedSample],
-                         tokenizer: Any) -> list[dict[str, Any]]:
-    """Predictions records of a batch of short-answer samples, scored in one pass (``qa/answers.py``)."""
-    scores = score_answers(method, runner, [i.prompt_ids for i in items], [i.answer_ids for i in items])
+def answer_records(method: SegmentMethod, runner: Any, task: Task, items: list[PreparedSample], tokenizer: Any,
+                   max_new_tokens: int, decode_answers: bool = True) -> list[dict[str, Any]]:
+    """Predictions records of a batch of samples: one read of their contexts, the gold answers scored teacher-forced,
+    then (``decode_answers``) every sample's greedy answer decoded from the memory that read left."""
+    prompts = [item.prompt_ids for item in items]
+    scores, openings = read_answers(method, runner, prompts, [i.answer_ids for i in items], openings=decode_answers)
+    generations = None
+    if decode_answers:
+        generations = decode(method, openings, prompts, max_new_tokens, stop_ids=stop_ids(tokenizer, method.backbone),
+                             stop=line_stop(tokenizer) if task.one_line else None)
     records = []
-    for item, score in zip(items, scores, strict=True):
-        text = tokenizer.decode(score.predicted, skip_special_tokens=True)
-        prediction, references = task.postprocess(text), task.references(item.sample)
-        exact = float(score.exact(item.answer_ids))
+    for row, (item, score) in enumerate(zip(items, scores, strict=True)):
+        references = task.references(item.sample)
+        forced = float(score.exact(item.answer_ids))
+        if generations is None:
+            text = tokenizer.decode(score.predicted, skip_special_tokens=True)
+            metrics = {**score_answer(task.postprocess(text), references), "accuracy": forced, "exact_match": forced}
+            generated, decoding = len(score.predicted), {}
+        else:
+            generation = generations[row]
+            text = tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+            metrics = score_answer(task.postprocess(text), references)
+            generated = len(generation.token_ids)
+            decoding = {"context_segments": generation.context_segments,
+                        "segments_opened": generation.segments_opened}
         records.append({
             "id": item.sample.id, "question": item.sample.question, "references": references,
-            "prediction": prediction, "generation": text, **score_answer(prediction, references),
-            "accuracy": exact, "exact_match": exact,  # greedy decoding reproduces the answer's tokens exactly
+            "prediction": task.postprocess(text), "generation": text, **metrics, "teacher_forced_exact": forced,
             "answer_nll": score.nll, "answer_tokens": score.tokens, "answer_ppl": math.exp(score.nll / score.tokens),
-            "prompt_tokens": len(item.prompt_ids), "generated_tokens": len(score.predicted),
-            "tokens_skipped": score.tokens_skipped, "meta": item.sample.meta,
+            "prompt_tokens": len(item.prompt_ids), "generated_tokens": generated,
+            "tokens_skipped": score.tokens_skipped, **decoding, "meta": item.sample.meta,
         })
     return records
 
@@ -194,8 +175,9 @@ def batches(prepared: list[PreparedSample], batch_size: int) -> list[list[int]]:
 
 
 def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[PreparedSample], tokenizer: Any,
-                max_new_tokens: int, batch_size: int = 1, on_batch: Callable[[int], None] | None = None) -> QAResult:
-    """Every sample through ``method`` (short answers ``batch_size`` at a time); the records in sample order.
+                max_new_tokens: int, batch_size: int = 1, on_batch: Callable[[int], None] | None = None,
+                decode_answers: bool = True) -> QAResult:
+    """Every sample through ``method``, ``batch_size`` at a time (``answer_records``); the records in sample order.
 
     ``on_batch(prompt + answer tokens)`` after each batch. Several processes deal whole batches round-robin
     (``distributed.deal``) and every process gets every record: each batch is scored as one process scores it.
@@ -203,12 +185,9 @@ def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[P
     from hmtbench import distributed
 
     scored: list[tuple[int, dict[str, Any]]] = []
-    for _, indices in distributed.deal(batches(prepared, batch_size if task.short_answer else 1)):
+    for _, indices in distributed.deal(batches(prepared, batch_size)):
         items = [prepared[i] for i in indices]
-        if task.short_answer:
-            records = short_answer_records(method, runner, task, items, tokenizer)
-        else:
-            records = [evaluate_sample(method, task, item, tokenizer, max_new_tokens) for item in items]
+        records = answer_records(method, runner, task, items, tokenizer, max_new_tokens, decode_answers)
         scored += zip(indices, records, strict=True)
         if on_batch is not None:
             on_batch(sum(len(i.prompt_ids) + len(i.answer_ids) for i in items))
@@ -218,5 +197,5 @@ def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[P
     return result
 
 
-__all__ = ["METRICS", "PreparedSample", "QAResult", "answer_nll", "answer_nll_and_context", "evaluate_qa",
-           "fit_context", "prepare_samples"]
+__all__ = ["METRICS", "PreparedSample", "QAResult", "answer_nll", "answer_records", "evaluate_qa", "fit_context",
+           "prepare_samples"]

@@ -97,6 +97,13 @@ COLUMNS: list[Column] = [
     Column("accuracy", "Float64", "answer contained in the generation (passkey, bAbI)"),
     Column("accuracy_ci_low", "Float64", "accuracy 95% Wilson interval over samples, low"),
     Column("accuracy_ci_high", "Float64", "accuracy 95% Wilson interval over samples, high"),
+    Column("answers", "string", "eval-qa: where the answer metrics come from: greedy (free decoding, stopped by the "
+           "end id, a line break for one-line tasks, or max_new_tokens) | teacher-forced (argmax under the gold "
+           "prefix)"),
+    Column("teacher_forced_exact", "Float64", "eval-qa: share of samples whose every gold answer token is the argmax "
+           "under the gold prefix"),
+    Column("decoding_agreement", "Float64", "eval-qa with greedy answers: share of samples whose exact_match equals "
+           "their teacher-forced exact match"),
     Column("by_depth", "object", 'needle tasks: list of {"depth", "n", "accuracy", "exact_match"} per needle depth'),
     Column("predictions_file", "string", "JSONL of per-sample predictions"),
     # --- training (train)
@@ -128,6 +135,7 @@ COLUMN_NAMES = [c.name for c in COLUMNS]
 METRIC_DIRECTION: dict[str, str] = {
     "ppl": "lower", "paper_ppl": "lower", "nll_mean": "lower", "bpb": "lower", "answer_ppl": "lower",
     "rouge_l": "higher", "f1": "higher", "exact_match": "higher", "accuracy": "higher",
+    "teacher_forced_exact": "higher", "decoding_agreement": "higher",
     "peak_gpu_mem_mb": "lower", "peak_host_mem_mb": "lower", "wall_s": "lower", "tokens_per_s": "higher",
     "ms_per_segment": "lower", "final_loss": "lower", "added_params": "lower", "trainable_params": "lower",
     # not written by a run: derived from by_depth when records are read (hmtbench.analysis.columns.DEEP_SCORES)
