@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Free-form answers against the short-answer path on the same prompts (issue 30), in one device call: SmolLM2-135M's
+# shape with random weights (speed does not depend on the weights; no staging), HMT with k 32 at L 256, 100 samples
+# read as one batch, --compile --cuda-graphs. Each command evaluates 8k first (compilation and graph capture happen
+# there: the same step shapes as 32k) and then the 32k record that counts. Run from the checkout root:
+#   bash scripts/gpu/freeform-bench.sh OUT [WORK]
+# Needs rouge_score (eval-qa refuses to start without it): carry .carry/rouge and install it first.
+set -uo pipefail  # one failing step must not lose the others
+out=$1 work=${2:-/root/work/freeform}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
+mkdir -p "$work/results" "$work/logs"
+pack() { tar czf "$out/freeform-bench.tgz" -C "$work" results logs; }
+step() {  # name seconds command...: each Python process under its own timeout
+  local name=$1 seconds=$2; shift 2
+  echo "== $name: $*"
+  timeout -k 5 "$seconds" "$@" > "$work/logs/$name.log" 2>&1; echo "   exit $?"
+  grep -E "samples in|rror|Traceback" "$work/logs/$name.log" | cut -c1-200 | tail -n 6
+  pack
+}
+# 100 free-form samples: contexts of ~40k characters of the Python docs (the byte tokenizer: one token per byte), a
+# question, an answer of several words; eval-qa cuts each context in the middle to --context-length.
+python3 - "$work/freeform.jsonl" <<'PY'
+import json, sys
+from pydoc_data.topics import topics
+text = "\n\n".join(topics[k] for k in sorted(topics))
+with open(sys.argv[1], "w") as f:
+    for i in range(100):
+        start = (i * 9973) % (len(text) - 40000)
+        f.write(json.dumps({"id": f"doc{i}", "context": text[start:start + 40000],
+                            "question": "Summarise the passage in one sentence.",
+                            "answer": "The passage documents part of the Python language reference."}) + "\n")
+PY
+qa=(python3 -m hmtbench eval-qa --backbone random:smollm2-135m --method hmt --sensory-tokens 32 --segment-length 256
+    --limit 100 --batch-size 100 --context-length 8k,32k --compile --cuda-graphs)
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+step passkey-teacher-forced 200 "${qa[@]}" --task passkey --no-decode --out "$work/results/passkey-teacher-forced"
+step passkey-free 200 "${qa[@]}" --task passkey --out "$work/results/passkey-free"
+step freeform-free 200 "${qa[@]}" --task "$work/freeform.jsonl" --max-new-tokens 64 --out "$work/results/freeform-free"
+step freeform-teacher-forced 150 "${qa[@]}" --task "$work/freeform.jsonl" --no-decode \
+  --out "$work/results/freeform-teacher-forced"
