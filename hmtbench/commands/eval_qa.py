@@ -208,12 +208,14 @@ def parse_depths(text: str | None) -> list[float] | None:
 def print_qa_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{rows[0]['task']}: answer ppl (lower is better) and generated-answer quality")
-    for column in ("method", "context", "samples", "answer ppl", "accuracy", "ROUGE-L", "F1", "EM", "tok/s"):
+    table = Table(title=f"{rows[0]['task']}: answer ppl (lower is better) and generated-answer quality",
+                  caption="TF-EM: the teacher-forced argmax reproduces the gold answer")
+    for column in ("method", "context", "samples", "answer ppl", "accuracy", "ROUGE-L", "F1", "EM", "TF-EM", "tok/s"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         context = f"{row['context_length']:,}" if row["context_length"] is not None else "-"
         table.add_row(row["method"], context, str(row["docs"]), f"{row['answer_ppl']:.3f}", f"{row['accuracy']:.1%}",
                       f"{row['rouge_l']:.3f}", f"{row['f1']:.3f}", f"{row['exact_match']:.1%}",
+                      f"{row['teacher_forced_exact']:.1%}",
                       f"{row['tokens_per_s']:,.0f}" if row["tokens_per_s"] else "-")
     console.print(table)
