@@ -150,6 +150,8 @@ def eval_qa(
     decode: Annotated[bool | None, opt("Greedy answers by free decoding (stopped by the end id, a line break for "
                                        "one-line tasks, or --max-new-tokens); --no-decode: the teacher-forced argmax "
                                        "alone. [default: decode]", "--decode/--no-decode")] = None,
+    resume: Annotated[bool, opt("Continue an interrupted evaluation with the same settings in --out: the batches it "
+                                "scored are kept, the rest run.")] = False,
     dtype: Dtype = None, device: Device = None, seed: Seed = None, out: Out = None,
     compile_: Compile = None, cuda_graphs: CudaGraphs = None,
 ) -> None:
@@ -166,12 +168,12 @@ def eval_qa(
 
         hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
     """
-    settings = given(dict(locals()), {"depth": "", **ENGINE_KEYS})
+    settings = given(dict(locals()), {"depth": "", "resume": "", **ENGINE_KEYS})
     from hmtbench.commands.eval_qa import parse_depths, print_qa_table, qa_configs, run_eval_qa
 
     if depth is not None:
         settings["depths"] = parse_depths(depth)
-    rows = run_eval_qa(qa_configs(settings), command_line())
+    rows = run_eval_qa(qa_configs(settings), command_line(), resume=resume)
     print_qa_table(rows)
     for row in rows:
         typer.echo(f"wrote {row['path']} and {row['predictions_file']}")

@@ -160,3 +160,41 @@ def test_a_missing_scorer_fails_before_the_backbone_loads(tmp_path: Path, monkey
         metrics._rouge_scorer.cache_clear()
     assert result.exit_code == 2, result.output
     assert "pip install rouge-score" in result.output
+
+
+def test_a_killed_evaluation_resumes_to_the_uninterrupted_record(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches scored before a kill stay on disk; --resume scores the rest, and the record equals a straight run's."""
+    from hmtbench.qa import runner as qa_runner
+
+    args = ("--task", "passkey", "--context-length", "600", "--limit", "5", "--batch-size", "2", "--method", "hmt",
+            "--max-new-tokens", "4")
+    straight = run(*args, "--out", str(tmp_path / "straight"))
+    assert straight.exit_code == 0, straight.output
+    real, calls = qa_runner.answer_records, []
+
+    def killed_after_two_batches(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(qa_runner, "answer_records", killed_after_two_batches)
+    out = tmp_path / "resumed"
+    killed = run(*args, "--out", str(out))
+    assert killed.exit_code != 0 and not list(out.glob("*.parquet"))
+    [partial] = out.glob(".eval-qa-*.partial.jsonl")
+    assert len(partial.read_text().splitlines()) == 2  # the two batches scored before the kill
+    scored: list[int] = []
+    monkeypatch.setattr(qa_runner, "answer_records", lambda *a, **k: scored.append(len(a[3])) or real(*a, **k))
+    resumed = run(*args, "--out", str(out), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert scored == [1]  # 5 samples in batches of 2, 2, 1: only the last batch ran again
+    assert not list(out.glob(".eval-qa-*.partial.jsonl"))
+    before, after = records(tmp_path / "straight").iloc[0], records(out).iloc[0]
+    assert after["resumed_samples"] == 4 and before["resumed_samples"] == 0
+    for column in ("answer_ppl", "exact_match", "accuracy", "teacher_forced_exact", "decoding_agreement", "rouge_l",
+                   "tokens_scored", "docs", "data_sha256"):
+        assert after[column] == before[column], column
+    strip = lambda lines: [{k: v for k, v in p.items() if k != "run_id"} for p in lines]  # noqa: E731
+    assert strip(predictions(after["predictions_file"])) == strip(predictions(before["predictions_file"]))

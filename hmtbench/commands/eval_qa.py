@@ -23,6 +23,7 @@ from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate
 from hmtbench.progress import TokenProgress, quiet_transformers
 from hmtbench.qa.metrics import require_scorers
+from hmtbench.qa.partial import PartialRun
 from hmtbench.qa.runner import PreparedSample, QAResult, batches, evaluate_qa, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, task_factory
 from hmtbench.results import make_record, write_record
@@ -67,9 +68,11 @@ def qa_configs(given: dict[str, Any]) -> list[QAConfig]:
                                   checkpoint or "")]
 
 
-def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) -> list[dict[str, Any]]:
+def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None,
+                resume: bool = False) -> list[dict[str, Any]]:
     """Evaluate each config's method, length by length, on the same prepared samples; one parquet record and one
-    predictions JSONL per method and length."""
+    predictions JSONL per method and length. ``resume``: continue an interrupted run of the same evaluation in
+    ``out`` from the batches it had scored (``qa.partial``)."""
     config = configs[0]  # every config shares all but the method and the context length
     _check(configs)
     make_task = task_factory(config.task)  # an unknown task fails before anything loads
@@ -82,11 +85,12 @@ def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None) 
     rows = []
     for length in lengths:
         group = [c for c in configs if c.context_length == length]
-        rows += _evaluate_length(group, make_task, backbone, command_line, sweep=len(lengths) > 1)
+        rows += _evaluate_length(group, make_task, backbone, command_line, sweep=len(lengths) > 1, resume=resume)
     return rows
 
 
-def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line, sweep: bool) -> list[dict[str, Any]]:
+def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line, sweep: bool,
+                     resume: bool = False) -> list[dict[str, Any]]:
     """Every method of ``configs`` (one context length) on the same samples."""
     from hmtbench.methods import method_class
 
@@ -117,17 +121,41 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
         model.eval()
         name = model.name
         label = f"{name:>5}" + (" rank 0" if distributed.is_distributed() else "")
+        partial = _partial_run(method_config, prepared, resume)
+        done, earlier_wall_s = partial.load()
         share = sum(len(prepared[i].prompt_ids) + len(prepared[i].answer_ids)
-                    for _, batch in distributed.deal(batches(prepared, config.batch_size)) for i in batch)
+                    for _, batch in distributed.deal(batches(prepared, config.batch_size)) for i in batch
+                    if i not in done)
         started = run_start()
         runner = accelerate(model, config.engine)
         with TokenProgress(label, share) as progress, Measure(backbone.device) as measured:
             result = evaluate_qa(model, runner, task, prepared, backbone.tokenizer, max_new, config.batch_size,
-                                 lambda read: progress.advance(1, read), config.decode)
+                                 lambda read: progress.advance(1, read), config.decode, partial)
+        measured.wall_s += earlier_wall_s  # the batches an interrupted run scored count with the time they took
         resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
-        row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started)
+        row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started,
+                     resumed_samples=len(done))
+        partial.remove()
         rows.append(row)
     return rows
+
+
+def _partial_run(config: QAConfig, prepared: list[PreparedSample], resume: bool) -> PartialRun:
+    """Where this evaluation keeps its scored batches: named by its settings (``out`` aside), its samples' tokens and
+    the processes dealing them. Without ``resume`` an earlier, interrupted run's batches are dropped."""
+    from hmtbench.results.provenance import tokens_sha256
+
+    samples = tokens_sha256([[*p.prompt_ids.tolist(), *p.answer_ids] for p in prepared])
+    identity = {"config": to_json(dataclasses.replace(config, out="")), "samples": samples,
+                "world_size": distributed.world_size()}
+    partial = PartialRun(config.out, identity, distributed.rank())
+    if partial.exists() and not resume:
+        console.print(f"[yellow]an interrupted run of this evaluation left {partial.path}; starting over "
+                      "(--resume continues it)[/]")
+        partial.remove()
+    elif resume and not partial.exists():
+        console.print(f"nothing to resume for {config.method.name} in {config.out}: starting from the first sample")
+    return partial
 
 
 def _check(configs: list[QAConfig]) -> None:
@@ -141,14 +169,15 @@ def _check(configs: list[QAConfig]) -> None:
 
 
 def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, measured: Measure,
-           prepared: list[PreparedSample], skipped: int, command_line, started) -> dict[str, Any]:
+           prepared: list[PreparedSample], skipped: int, command_line, started, resumed_samples: int = 0
+           ) -> dict[str, Any]:
     name = model.name
     run_id = new_run_id("eval-qa", name, started)
     out = Path(config.out)
     predictions = out / f"{run_id}.predictions.jsonl"
     row = _record(config, task, model, backbone, result, measured, prepared, command_line, started)
     row.update(qa_columns(result.records, [[*p.prompt_ids.tolist(), *p.answer_ids] for p in prepared]))
-    row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions))
+    row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions), resumed_samples=resumed_samples)
     if not distributed.is_main():  # every rank holds the same numbers; rank 0 writes them
         return {**row, "path": None}
     out.mkdir(parents=True, exist_ok=True)

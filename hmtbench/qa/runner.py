@@ -18,6 +18,7 @@ forced pass runs, and the answer metrics come from its argmax (exact match and a
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from hmtbench.generation import decode
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa.answers import qa_batch, read_answers
 from hmtbench.qa.metrics import METRICS, score_answer
+from hmtbench.qa.partial import PartialRun
 from hmtbench.qa.tasks.base import Sample, Task
 
 
@@ -176,18 +178,26 @@ def batches(prepared: list[PreparedSample], batch_size: int) -> list[list[int]]:
 
 def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[PreparedSample], tokenizer: Any,
                 max_new_tokens: int, batch_size: int = 1, on_batch: Callable[[int], None] | None = None,
-                decode_answers: bool = True) -> QAResult:
+                decode_answers: bool = True, partial: PartialRun | None = None) -> QAResult:
     """Every sample through ``method``, ``batch_size`` at a time (``answer_records``); the records in sample order.
 
     ``on_batch(prompt + answer tokens)`` after each batch. Several processes deal whole batches round-robin
     (``distributed.deal``) and every process gets every record: each batch is scored as one process scores it.
+    ``partial`` keeps each scored batch as it goes; the batches it already holds are not scored again (a resumed run).
     """
     from hmtbench import distributed
 
+    done, _ = partial.load() if partial is not None else ({}, 0.0)
     scored: list[tuple[int, dict[str, Any]]] = []
     for _, indices in distributed.deal(batches(prepared, batch_size)):
+        if all(i in done for i in indices):
+            scored += [(i, done[i]) for i in indices]
+            continue
         items = [prepared[i] for i in indices]
+        started = time.perf_counter()
         records = answer_records(method, runner, task, items, tokenizer, max_new_tokens, decode_answers)
+        if partial is not None:
+            partial.add(indices, records, time.perf_counter() - started)
         scored += zip(indices, records, strict=True)
         if on_batch is not None:
             on_batch(sum(len(i.prompt_ids) + len(i.answer_ids) for i in items))

@@ -104,6 +104,8 @@ COLUMNS: list[Column] = [
            "under the gold prefix"),
     Column("decoding_agreement", "Float64", "eval-qa with greedy answers: share of samples whose exact_match equals "
            "their teacher-forced exact match"),
+    Column("resumed_samples", "Int64", "eval-qa --resume: samples whose records an interrupted run of the same "
+           "evaluation had scored (their batches' time is in wall_s)"),
     Column("by_depth", "object", 'needle tasks: list of {"depth", "n", "accuracy", "exact_match"} per needle depth'),
     Column("predictions_file", "string", "JSONL of per-sample predictions"),
     # --- training (train)
