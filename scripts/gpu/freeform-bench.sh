@@ -5,6 +5,7 @@
 # there: the same step shapes as 32k) and then the 32k record that counts. Run from the checkout root:
 #   bash scripts/gpu/freeform-bench.sh OUT [WORK]
 # Needs rouge_score (eval-qa refuses to start without it): carry .carry/rouge and install it first.
+# Smaller settings (a CPU): BACKBONE=smollm2-135m LENGTHS=1k,4k LIMIT=16 FAST= DEVICE=cpu bash ... OUT WORK
 set -uo pipefail  # one failing step must not lose the others
 out=$1 work=${2:-/root/work/freeform}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
@@ -30,9 +31,11 @@ with open(sys.argv[1], "w") as f:
                             "question": "Summarise the passage in one sentence.",
                             "answer": "The passage documents part of the Python language reference."}) + "\n")
 PY
-qa=(python3 -m hmtbench eval-qa --backbone random:smollm2-135m --method hmt --sensory-tokens 32 --segment-length 256
-    --limit 100 --batch-size 100 --context-length 8k,32k --compile --cuda-graphs)
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+limit=${LIMIT:-100}
+qa=(${PYTHON:-python3} -m hmtbench eval-qa --backbone "${BACKBONE:-random:smollm2-135m}" --method hmt --sensory-tokens 32
+    --segment-length 256 --limit "$limit" --batch-size "$limit" --context-length "${LENGTHS:-8k,32k}"
+    --device "${DEVICE:-auto}" ${FAST---compile --cuda-graphs})
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 step passkey-teacher-forced 200 "${qa[@]}" --task passkey --no-decode --out "$work/results/passkey-teacher-forced"
 step passkey-free 200 "${qa[@]}" --task passkey --out "$work/results/passkey-free"
 step freeform-free 200 "${qa[@]}" --task "$work/freeform.jsonl" --max-new-tokens 64 --out "$work/results/freeform-free"
