@@ -249,8 +249,8 @@ def test_question_segment_share_is_checked() -> None:
 def train(tmp_path: Path, method: str, data: Path) -> Path:
     result = CliRunner().invoke(app, [
         "train", "--backbone", "random:llama", "--device", "cpu", "--method", method, "--task", str(data),
-        "--curriculum", "2", "--train", "full", "--steps", "350", "--batch-size", "32", "--segment-length", "32",
-        "--lr", "3e-3", "--warmup-steps", "20", "--set", "train.decay_every=10000", "--log-every", "50",
+        "--curriculum", "2", "--train", "full", "--steps", "600", "--batch-size", "32", "--segment-length", "32",
+        "--lr", "1e-3", "--warmup-steps", "20", "--set", "train.decay_every=10000", "--log-every", "50",
         "--output-dir", str(tmp_path / method), "--out", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     return tmp_path / method / "train" / "final"
@@ -267,13 +267,15 @@ def held_out_exact(method: str, checkpoint: Path, data: Path) -> float:
     model = build(backbone, method_config(method), 32, seed=0, checkpoint=str(checkpoint)).eval()
     task = load_task(str(data), TaskOptions(tokenizer=backbone.tokenizer))
     prepared, _ = prepare_samples(task, task.load(), backbone.tokenizer, None)
-    scores = score_answers(model, model, [p.prompt_ids for p in prepared], [p.answer_ids for p in prepared])
-    return sum(s.exact(p.answer_ids) for s, p in zip(scores, prepared, strict=True)) / len(prepared)
+    answers = [task.answer_ids(p.sample, backbone.tokenizer) for p in prepared]  # the key and its end, both exact
+    scores = score_answers(model, model, [p.prompt_ids for p in prepared], answers)
+    return sum(s.exact(a) for s, a in zip(scores, answers, strict=True)) / len(prepared)
 
 
 @pytest.mark.slow
 def test_a_memory_learns_to_carry_the_key_that_plain_segments_never_see(tmp_path: Path) -> None:
-    """Two segments, the key in the first, the question in the second: RMT's memory carries it; plain guesses."""
+    """Two segments, the key in the first, the question in the second: RMT's memory carries it; plain guesses.
+    (lr 1e-3: at 3e-3 the memory had not learned the key by step 700 of a CPU run, the loss flat at chance.)"""
     data, held_out = write_keys(tmp_path / "keys.jsonl", 512, 0), write_keys(tmp_path / "test.jsonl", 100, 1)
     exact = {m: held_out_exact(m, train(tmp_path, m, data), held_out) for m in ("rmt", "plain")}
     assert exact["plain"] <= 0.2  # one digit in ten, whatever it learned
