@@ -165,5 +165,5 @@ def test_a_split_a_task_does_not_have_is_a_one_line_error() -> None:
     for name in ("narrativeqa", "babilong-qa1", "pubmedqa"):
         with pytest.raises(HmtbenchError, match=f"task {name} has no validation split"):
             check_split(name, "validation")
-    with pytest.raises(HmtbenchError, match="task BabiLong has no validation split"):
+    with pytest.raises(HmtbenchError, match="task babilong-qa2 has no validation split"):
         load_task("babilong-qa2", TaskOptions(split="validation"))
