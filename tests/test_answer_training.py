@@ -275,11 +275,13 @@ def held_out_exact(method: str, checkpoint: Path, data: Path) -> float:
 @pytest.mark.slow
 def test_a_memory_learns_to_carry_the_key_that_plain_segments_never_see(tmp_path: Path) -> None:
     """Two segments, the key in the first, the question in the second: RMT's memory carries it; plain guesses.
-    (lr 1e-3: at 3e-3 the memory had not learned the key by step 700 of a CPU run, the loss flat at chance.)"""
+    Exact means the key and the end of the answer. lr 1e-3: at 3e-3 the memory had not learned the key by step 700
+    of a CPU run (the loss flat at chance)."""
     data, held_out = write_keys(tmp_path / "keys.jsonl", 512, 0), write_keys(tmp_path / "test.jsonl", 100, 1)
     exact = {m: held_out_exact(m, train(tmp_path, m, data), held_out) for m in ("rmt", "plain")}
     assert exact["plain"] <= 0.2  # one digit in ten, whatever it learned
-    # 0.38-0.4+ by the CPU's kernels (AVX2 or AVX-512 round differently over 350 steps): three times chance either way
+    # 1.0 (plain 0.06) on an AVX-512 CPU, where the loss leaves chance near step 350; kernels that round differently
+    # (AVX2) may find the key later, so the bound asks three times chance
     assert exact["rmt"] >= 0.3 and exact["rmt"] >= exact["plain"] + 0.25, exact
 
 
