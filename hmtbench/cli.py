@@ -131,8 +131,13 @@ def eval_ppl(
 @friendly_errors
 def eval_qa(
     recipe: Recipe = None, set_: Sets = None,
-    task: Annotated[str | None, opt("passkey | multi-fact | babilong-qa1..qa5 | pubmedqa | narrativeqa | qasper | "
-                                    "musique | qmsum, or a local .jsonl (context, question, answer).")] = None,
+    task: Annotated[str | None, opt("passkey | multi-fact | passkey-unseen-a | passkey-unseen-b | babilong-qa1..qa5 | "
+                                    "pubmedqa | narrativeqa | qasper | musique | qmsum, or a local .jsonl (context, "
+                                    "question, answer). passkey-unseen-a/-b: passkeys in wordings no training task "
+                                    "uses (b: answers such as ember-4821).")] = None,
+    split: Annotated[str | None, opt("validation | test: make choices on validation, run the table once on test. "
+                                     "Generated tasks draw each split from seeds of its own; a .jsonl needs rows "
+                                     "marked \"split\"; hub tasks have test only. [default: test]")] = None,
     backbone: Backbone = None, method: Methods = None,
     context_length: Annotated[str | None, opt("Prompt tokens, or several: 1k,4k,1m (one record per length). "
                                               "passkey/multi-fact: built at this length (1k-1M); babilong: this "
@@ -166,9 +171,11 @@ def eval_qa(
 
         hmtbench eval-qa --task multi-fact --context-length 1000000 --method hmt --checkpoint runs/hmt/final
 
+        hmtbench eval-qa --task passkey-unseen-b --split validation --context-length 1k,4k --method hmt --checkpoint C
+
         hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
     """
-    settings = given(dict(locals()), {"depth": "", "resume": "", **ENGINE_KEYS})
+    settings = given(dict(locals()), {"depth": "", "resume": "", "split": "split", **ENGINE_KEYS})
     from hmtbench.commands.eval_qa import parse_depths, print_qa_table, qa_configs, run_eval_qa
 
     if depth is not None:

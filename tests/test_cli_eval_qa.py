@@ -198,3 +198,57 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_record(tmp_path: Path,
         assert after[column] == before[column], column
     strip = lambda lines: [{k: v for k, v in p.items() if k != "run_id"} for p in lines]  # noqa: E731
     assert strip(predictions(after["predictions_file"])) == strip(predictions(before["predictions_file"]))
+
+
+@pytest.mark.parametrize("task", ["passkey", "passkey-unseen-b"])
+def test_a_validation_split_at_several_lengths_end_to_end(tmp_path: Path, task: str) -> None:
+    """`eval-qa --split validation --context-length 1k,4k`: one record per length saying its split, and samples
+    that are none of the test split's."""
+    out, test_out = tmp_path / "validation", tmp_path / "test"
+    common = ["--task", task, "--context-length", "1k,4k", "--limit", "2", "--method", "plain"]
+    result = run(*common, "--split", "validation", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "validation split" in result.output  # the table names it
+    assert run(*common, "--out", str(test_out)).exit_code == 0  # the default: test
+    frame, test_frame = records(out).sort_values("context_length"), records(test_out).sort_values("context_length")
+    assert list(frame["split"]) == ["validation"] * 2 and list(test_frame["split"]) == ["test"] * 2
+    assert list(frame["context_length"]) == [1024, 4096] and list(frame["task"]) == [task] * 2
+    for row, test_row in zip(frame.itertuples(), test_frame.itertuples(), strict=True):
+        lines, test_lines = predictions(row.predictions_file), predictions(test_row.predictions_file)
+        assert [p["meta"]["template"] for p in lines] == [task] * 2
+        assert all(p["prompt_tokens"] == row.context_length for p in lines)
+        assert not {p["references"][0] for p in lines} & {p["references"][0] for p in test_lines}
+        assert json.loads(row.config)["split"] == "validation"
+
+
+def test_a_split_the_task_lacks_is_a_one_line_error_before_the_backbone_loads(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from hmtbench.commands import eval_qa
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the backbone was loaded")
+
+    monkeypatch.setattr(eval_qa, "load_backbone", no_loading)
+    for task, split, message in [("narrativeqa", "validation", "task narrativeqa has no validation split"),
+                                 ("babilong-qa1", "validation", "task babilong-qa1 has no validation split"),
+                                 ("passkey", "train", "--split must be validation or test, got 'train'")]:
+        result = run("--task", task, "--split", split, "--out", str(tmp_path))
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_local_file_is_read_by_its_rows_split(tmp_path: Path) -> None:
+    rows = [{"context": f"The box holds {word} and nothing else. " * 4, "question": "What is in the box?",
+             "answer": word, "split": split} for word, split in (("pens", "test"), ("cups", "validation"),
+                                                                 ("keys", "train"), ("mugs", "validation"))]
+    data = write_jsonl(tmp_path / "split.jsonl", rows)
+    out = tmp_path / "results"
+    result = run("--task", str(data), "--split", "validation", "--method", "plain", "--max-new-tokens", "2",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    [row] = records(out).itertuples()
+    assert row.split == "validation" and row.docs == 2
+    assert [p["references"] for p in predictions(row.predictions_file)] == [["cups"], ["mugs"]]
+    unmarked = write_jsonl(tmp_path / "plain.jsonl", [{k: v for k, v in r.items() if k != "split"} for r in rows])
+    result = run("--task", str(unmarked), "--split", "validation", "--out", str(tmp_path / "none"))
+    assert result.exit_code == 2 and "plain.jsonl has no validation split" in result.output

@@ -22,14 +22,18 @@ def text(tokenizer, ids) -> str:
 
 
 def check_sample(task, sample, tokenizer, length: int) -> None:
-    """Exactly ``length`` tokens; the key once, inside its needle; the needle where the depth says."""
+    """Exactly ``length`` tokens; the key once, inside its needle; the needle where the depth says (passkey and
+    the passkeys of other wordings)."""
     ids = sample.prompt_ids
     key = sample.answers[0]
     assert len(ids) == length and sample.meta["prompt_tokens"] == length and sample.context == ""
     prompt = text(tokenizer, ids)
-    assert prompt.count(key) == 1 and prompt.count(NEEDLE) == 1 and f"{NEEDLE}{key}." in prompt
+    wording = task.needle_text.split("{key}")[0].lstrip()  # its trailing space: the question may end with it
+    assert prompt.count(key) == 1 and prompt.count(wording) == 1 and task.needle_text.format(key=key) in prompt
     assert prompt.startswith(task.intro) and prompt.endswith(task.tail(sample))
-    needle = tokenizer(f"\n{NEEDLE}{key}. Remember it.\n", add_special_tokens=False)["input_ids"]
+    if task.name == "passkey":
+        assert f"{NEEDLE}{key}. Remember it." in prompt
+    needle = tokenizer(task.needle_text.format(key=key), add_special_tokens=False)["input_ids"]
     [start] = sample.meta["needle_starts"]
     assert ids[start : start + len(needle)].tolist() == needle  # the needle's own tokens, where recorded
     head = len(tokenizer(task.intro)["input_ids"])
@@ -118,3 +122,48 @@ def test_length_and_depth_with_a_real_bpe_tokenizer() -> None:
         task = passkey(length, tokenizer, limit=5, filler="python-stdlib")
         for sample in task.load():
             check_sample(task, sample, tokenizer, length)
+
+
+@pytest.mark.parametrize("task", ["passkey", "multi-fact", "passkey-unseen-a", "passkey-unseen-b"])
+def test_validation_samples_are_none_of_test_or_train_at_the_same_seed_and_length(task: str) -> None:
+    """Each split draws from seeds of its own: no validation prompt equals a test or a train prompt (training's
+    ``sample(k, length)`` draws from the train split), and the test split is what it was before validation existed."""
+    tokenizer = byte_tokenizer()
+
+    def prompts(split: str) -> list[tuple[int, ...]]:
+        built = load_task(task, TaskOptions(tokenizer=tokenizer, context_length=1500, seed=11, limit=12, split=split))
+        return [tuple(s.prompt_ids.tolist()) for s in built.load()]
+
+    validation, test, train = prompts("validation"), prompts("test"), prompts("train")
+    assert len(set(validation)) == 12 and not set(validation) & set(test) and not set(validation) & set(train)
+    assert not set(test) & set(train)
+    assert prompts("validation") == validation  # a function of (task, split, seed, index)
+
+
+@pytest.mark.parametrize(("task", "split", "answers", "digest"), [
+    ("passkey", "test", ["22706", "13676", "84423"], "64afb0cd3b73ed06"),
+    ("passkey", "train", ["41323", "29694", "74606"], "03da55ba2b9f2e5c"),
+    ("multi-fact", "test", ["8585838", "5361699", "4144825"], "e88b0aa3482cc2d9"),
+    ("multi-fact", "train", ["4894477", "2787904", "5068103"], "38b0650a1803a1b2"),
+])
+def test_train_and_test_keep_their_samples(task: str, split: str, answers: list[str], digest: str) -> None:
+    """The samples the committed tables and checkpoints were made with (digests taken before the validation split
+    and the unseen wordings existed): neither changed a train or test sample."""
+    import hashlib
+
+    samples = load_task(task, TaskOptions(tokenizer=byte_tokenizer(), context_length=1000, seed=3407, limit=3,
+                                          split=split)).load()
+    ids = b"".join(bytes(str(s.prompt_ids.tolist()), "ascii") for s in samples)
+    assert [s.answers[0] for s in samples] == answers and hashlib.sha256(ids).hexdigest()[:16] == digest
+    assert {s.meta["template"] for s in samples} == {task}
+
+
+def test_a_split_a_task_does_not_have_is_a_one_line_error() -> None:
+    from hmtbench.qa.tasks import check_split
+
+    check_split("passkey", "validation")
+    for name in ("narrativeqa", "babilong-qa1", "pubmedqa"):
+        with pytest.raises(HmtbenchError, match=f"task {name} has no validation split"):
+            check_split(name, "validation")
+    with pytest.raises(HmtbenchError, match="task babilong-qa2 has no validation split"):
+        load_task("babilong-qa2", TaskOptions(split="validation"))

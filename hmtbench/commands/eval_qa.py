@@ -25,17 +25,20 @@ from hmtbench.progress import TokenProgress, quiet_transformers
 from hmtbench.qa.metrics import require_scorers
 from hmtbench.qa.partial import PartialRun
 from hmtbench.qa.runner import PreparedSample, QAResult, batches, evaluate_qa, prepare_samples
-from hmtbench.qa.tasks import Task, TaskOptions, task_factory
+from hmtbench.qa.tasks import Task, TaskOptions, check_split, task_factory
 from hmtbench.results import make_record, write_record
 from hmtbench.results.columns import qa_columns
 from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start
 from hmtbench.settings import resolve
+
+EVAL_SPLITS = ("validation", "test")  # choices are made on validation, the table is run once on test
 
 
 @dataclass
 class QAConfig:
     backbone: str = "smollm2-135m"
     task: str = "passkey"  # a registered task or a local .jsonl file
+    split: str = "test"  # validation | test: generated tasks draw each from seeds of its own
     method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
     segment_length: int = 256  # L: positions per backbone step (every method)
     context_length: int | None = None  # prompt tokens: built (needle, BABILong bin) or fitted by truncation
@@ -96,7 +99,8 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
 
     config = configs[0]
     options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
-                          limit=config.limit, data=config.data, depths=config.depths, filler=config.filler)
+                          limit=config.limit, data=config.data, depths=config.depths, filler=config.filler,
+                          split=config.split)
     task = make_task(options)
     with console.status(f"preparing {task.name} samples"):
         prepared, skipped = prepare_samples(task, task.load(), backbone.tokenizer, config.context_length)
@@ -166,6 +170,9 @@ def _check(configs: list[QAConfig]) -> None:
                         ("--context-length", config.context_length)):
         if value is not None and value < 1:
             raise HmtbenchError(f"{flag} must be positive, got {value}")
+    if config.split not in EVAL_SPLITS:
+        raise HmtbenchError(f"--split must be validation or test, got '{config.split}'")
+    check_split(config.task, config.split)
 
 
 def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, measured: Measure,
@@ -197,7 +204,7 @@ def _record(config: QAConfig, task: Task, model, backbone, result: QAResult, mea
         "status": "success",
         **checkpoint_columns(config.checkpoint),
         "dataset": config.data or config.task,
-        "split": "test",
+        "split": config.split,
         "protocol": "qa",
         "test_length": max(len(p.prompt_ids) for p in prepared),
         "max_docs": config.limit,
@@ -237,7 +244,8 @@ def parse_depths(text: str | None) -> list[float] | None:
 def print_qa_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{rows[0]['task']}: answer ppl (lower is better) and generated-answer quality",
+    table = Table(title=f"{rows[0]['task']} ({rows[0]['split']} split): answer ppl (lower is better) and "
+                        "generated-answer quality",
                   caption="TF-EM: the teacher-forced argmax reproduces the gold answer")
     for column in ("method", "context", "samples", "answer ppl", "accuracy", "ROUGE-L", "F1", "EM", "TF-EM", "tok/s"):
         table.add_column(column, justify="left" if column == "method" else "right")

@@ -2,8 +2,10 @@
 
 Generated tasks (passkey, multi-fact) draw each sample's length and needle depths from the sample's
 index, in the ``train`` split's seeds (never an evaluation sample); a task read from data (BABILong,
-a ``.jsonl``) is tokenized once and its samples grouped by the segments they span. A micro-batch is
-a pure function of its index, so a resumed run reads what an uninterrupted run would.
+a ``.jsonl``) is tokenized once and its samples grouped by the segments they span. The loss is on the
+answer and its end (``Task.answer_ids``: a line break or EOS), so a trained model stops after the answer.
+A micro-batch is a pure function of its index, so a resumed run reads what an uninterrupted run would.
+Tasks ``held_out`` from training (the unseen passkey wordings) are refused.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class AnswerSampler:
                               split="train")
         self.task = task_factory(curriculum.task)(options)
         self.name = self.task.name
+        if self.task.held_out:
+            raise HmtbenchError(f"--task {self.name} is held out of training: its wording tests whether a trained "
+                                "memory retrieves beyond the templates it learned; train on passkey or multi-fact")
         self.by_segments: dict[int, list[tuple[Tensor, list[int]]]] = {}
         if not self.task.generates:
             self._group(curriculum.segments)
@@ -54,9 +59,10 @@ class AnswerSampler:
     def _group(self, levels: list[int]) -> None:
         prepared, _ = prepare_samples(self.task, self.task.load(), self.tokenizer, None)
         for item in prepared:
-            total = len(item.prompt_ids) + len(item.answer_ids)
+            answer = self.task.answer_ids(item.sample, self.tokenizer)
+            total = len(item.prompt_ids) + len(answer)
             spans = answer_layout_segments(len(item.prompt_ids), total, self.segment_tokens, self.least)
-            self.by_segments.setdefault(spans, []).append((item.prompt_ids, item.answer_ids))
+            self.by_segments.setdefault(spans, []).append((item.prompt_ids, answer))
         missing = [n for n in levels if not self.by_segments.get(n)]
         if missing:
             have = ", ".join(f"{n}: {len(v)}" for n, v in sorted(self.by_segments.items()))
@@ -75,7 +81,7 @@ class AnswerSampler:
             order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed + k // len(pool)))
             return (*pool[int(order[k % len(pool)])], False)
         sample = self.sample(k, segments)
-        answer = self.tokenizer(self.task.answer_prefix + sample.answers[0], add_special_tokens=False)["input_ids"]
+        answer = self.task.answer_ids(sample, self.tokenizer)
         last = max(sample.meta["needle_ends"]) - 1  # the last token of the latest fact
         return sample.prompt_ids, answer, segments_back(len(sample.prompt_ids), last, self.segment_tokens) > 0
 

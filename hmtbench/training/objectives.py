@@ -78,7 +78,8 @@ def window_scored_segments(window: int, segment: int, loss_on: str) -> list[bool
 
 
 class AnswerTraining:
-    """Questions about a long context, read through the memory; the loss is on the answer tokens only.
+    """Questions about a long context, read through the memory; the loss is on the answer tokens and the answer's
+    end (``Task.answer_ids``) only, so a trained model stops after its answer.
 
     A curriculum over the number of segments a sample's context spans (``curriculum.segments``):
     samples start at the first level and move to the next once the share of training answers that

@@ -18,6 +18,8 @@ TASKS: dict[str, tuple[str, dict]] = {
     **{f"babilong-qa{i}": ("hmtbench.qa.tasks.babilong:BabiLong", {"qa": f"qa{i}"}) for i in range(1, 6)},
     "passkey": ("hmtbench.qa.tasks.needle:Passkey", {}),
     "multi-fact": ("hmtbench.qa.tasks.needle:MultiFact", {}),
+    "passkey-unseen-a": ("hmtbench.qa.tasks.unseen:UnseenCode", {}),
+    "passkey-unseen-b": ("hmtbench.qa.tasks.unseen:UnseenTag", {}),
 }
 
 
@@ -42,4 +44,10 @@ def load_task(name: str, options: TaskOptions) -> Task:
     return task_factory(name)(options)
 
 
-__all__ = ["TASKS", "Sample", "Task", "TaskOptions", "load_task", "task_factory"]
+def check_split(name: str, split: str) -> None:
+    """A one-line error, before anything loads, when task ``name`` has no ``split`` (a task checks it again when
+    built)."""
+    task_factory(name).func.check_split(split, name)
+
+
+__all__ = ["TASKS", "Sample", "Task", "TaskOptions", "check_split", "load_task", "task_factory"]

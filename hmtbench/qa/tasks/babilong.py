@@ -41,9 +41,9 @@ class BabiLong(Task):
     builds_length = True
 
     def __init__(self, options: TaskOptions, qa: str) -> None:
-        super().__init__(options)
         self.qa = qa
         self.name = f"babilong-{qa}"
+        super().__init__(options)
         self.bin = length_bin(options.context_length or DEFAULT_LENGTH)
 
     def load(self) -> list[Sample]:

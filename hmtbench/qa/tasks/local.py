@@ -1,4 +1,4 @@
-"""Any local ``.jsonl`` file with ``context``, ``question`` and ``answer`` on every line."""
+"""Any local ``.jsonl`` file with ``context``, ``question`` and ``answer`` on every line (``split`` optional)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,14 @@ def answer_list(value: object, where: str) -> list[str]:
 
 
 class LocalJsonl(Task):
-    """``{"context": ..., "question": ..., "answer": "..." or [...]}`` per line; ``id`` is optional."""
+    """``{"context": ..., "question": ..., "answer": "..." or [...]}`` per line; ``id`` is optional.
+
+    Rows that carry ``split`` (train, validation or test) are read by split; a file without it is one set of rows,
+    read for train and test alike, with no validation split.
+    """
 
     metric = "f1"
+    splits = ("train", "validation", "test")  # the file decides (``_of_split``)
 
     def __init__(self, options: TaskOptions, path: str) -> None:
         super().__init__(options)
@@ -34,9 +39,28 @@ class LocalJsonl(Task):
 
     def load(self) -> list[Sample]:
         samples = []
-        for number, row in read_jsonl(self.path, FIELDS, "task file"):
+        for number, row in self._of_split(read_jsonl(self.path, FIELDS, "task file")):
             where = f"{self.path}:{number}"
             answers = answer_list(row["answer"], where)
             sample_id = str(row.get("id", f"{self.path.name}:{number}"))
             samples.append(Sample(sample_id, str(row["context"]), str(row["question"]), answers, {"line": number}))
         return self.limited(samples)
+
+    def _of_split(self, rows: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+        """The rows of the asked split: those marked with it, or every row of a file that marks none."""
+        split = self.options.split
+        marked = [number for number, row in rows if "split" in row]
+        if not marked:
+            if split == "validation":
+                raise HmtbenchError(f'{self.path} has no validation split: mark the rows to make choices on with '
+                                    '"split": "validation" (and the others "train" or "test")')
+            return rows
+        if len(marked) < len(rows):
+            unmarked = next(number for number, row in rows if "split" not in row)
+            raise HmtbenchError(f"{self.path}:{unmarked} has no 'split' field while other rows have one; mark every "
+                                "row with train, validation or test, or none")
+        kept = [(number, row) for number, row in rows if row["split"] == split]
+        if not kept:
+            have = ", ".join(sorted({str(row["split"]) for _, row in rows}))
+            raise HmtbenchError(f"{self.path} has no row of split '{split}' (its rows' splits: {have})")
+        return kept

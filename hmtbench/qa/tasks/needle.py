@@ -1,10 +1,11 @@
 """Needle-style recall generated offline: ``passkey`` and ``multi-fact``, at any context length.
 
 Facts are hidden at chosen depths inside filler text from a local corpus (``--filler``,
-default ``pydoc-topics``). Every sample is a function of (task, seed, index) alone, and its
-prompt is built in tokens, exactly ``--context-length`` long: the instructions, filler, facts and
-question are tokenized apart and joined as ids, so a million-token prompt costs no tokenization
-of a million-token text (and holds no text: ``Sample.prompt_ids``).
+default ``pydoc-topics``). Every sample is a function of (task, split, seed, index) alone: train, validation
+and test samples come from seed streams of their own. Its prompt is built in tokens, exactly
+``--context-length`` long: the instructions, filler, facts and question are tokenized apart and joined
+as ids, so a million-token prompt costs no tokenization of a million-token text (and holds no text:
+``Sample.prompt_ids``). ``qa/tasks/unseen.py`` holds passkeys in wordings no training task uses.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class NeedleTask(Task):
     builds_length = True
     short_answer = True
     generates = True
+    splits = ("train", "validation", "test")
     default_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     intro = ("There is an important piece of information hidden inside a lot of irrelevant text. "
              "Find it and memorize it; you will be asked about it.\n\n")
@@ -66,14 +68,15 @@ class NeedleTask(Task):
         return [self.sample(i) for i in range(count)]
 
     def sample(self, index: int, length: int | None = None, depths: list[float] | None = None) -> Sample:
-        """Sample ``index``: the same seed, split and index give the same ids, facts and depths.
+        """Sample ``index``: the same seed, split and index give the same ids, facts and depths; ``meta["template"]``
+        names the wording (the task's name).
 
         ``length`` and ``depths`` replace the task's own (training draws them per sample).
         """
         for attempt in range(16):
             rng = random.Random(f"{self.name}-{self.options.split}-{self.options.seed}-{index}-{attempt}")
             needles, question, answer, meta = self.facts(index, rng, depths or self.depths)
-            sample = Sample(str(index), "", question, [answer], meta)
+            sample = Sample(str(index), "", question, [answer], {"template": self.name, **meta})
             if self._build(sample, needles, rng, length or self.length):
                 return sample
         raise HmtbenchError(f"{self.name} sample {index}: every drawn value also occurs in the filler; "
@@ -122,13 +125,18 @@ class Passkey(NeedleTask):
     name = "passkey"
     max_new_tokens = 12
     facts_per_sample = 1  # one key, at the depth of the sample's turn
+    needle_text = "\nThe pass key is {key}. Remember it.\n"
+    question_text = "What is the pass key? The pass key is"
+
+    def key(self, rng: random.Random) -> str:
+        return digits(rng, 5)
 
     def facts(self, index: int, rng: random.Random, depths: list[float]) -> tuple[list[tuple[float, str]], str, str,
                                                                                      dict]:
-        key = digits(rng, 5)
+        key = self.key(rng)
         depth = depths[index % len(depths)]
-        needle = f"\nThe pass key is {key}. Remember it.\n"
-        return [(depth, needle)], "What is the pass key? The pass key is", key, {"depth": depth, "values": [key]}
+        needle = self.needle_text.format(key=key)
+        return [(depth, needle)], self.question_text, key, {"depth": depth, "values": [key]}
 
 
 class MultiFact(NeedleTask):
