@@ -44,13 +44,13 @@ def test_passkey_end_to_end(tmp_path: Path) -> None:
     for method, row in frame.iterrows():
         assert row["command"] == "eval-qa" and row["protocol"] == "qa" and row["status"] == "success"
         assert row["task"] == "passkey" and row["context_length"] == 600 and row["docs"] == 3
-        assert row["tokens_scored"] == 18  # 3 keys of " " + 5 digits, one byte token each
+        assert row["tokens_scored"] == 21  # 3 keys of " " + 5 digits + the line break that ends them, one byte each
         assert row["answer_ppl"] > 1 and 0 <= row["accuracy"] <= 1
         assert row["torch_version"] and row["hmtbench_version"] and row["command_line"].startswith("hmtbench")
         lines = predictions(row["predictions_file"])
         assert Path(row["predictions_file"]).parent == out
         assert [p["id"] for p in lines] == ["0", "1", "2"]
-        assert all(p["method"] == method and p["answer_tokens"] == 6 for p in lines)
+        assert all(p["method"] == method and p["answer_tokens"] == 7 for p in lines)
         assert all(p["prompt_tokens"] == 600 and 1 <= p["generated_tokens"] <= 4 for p in lines)  # free decoding
         assert all(p["exact_match"] == float(p["prediction"] == p["references"][0]) for p in lines)
         assert row["answers"] == "greedy"
@@ -58,7 +58,7 @@ def test_passkey_end_to_end(tmp_path: Path) -> None:
         agree = [p["exact_match"] == p["teacher_forced_exact"] for p in lines]
         assert row["decoding_agreement"] == pytest.approx(sum(agree) / 3)
         assert [p["meta"]["depth"] for p in lines] == [0.0, 0.25, 0.5]
-        assert row["answer_ppl"] == pytest.approx(math.exp(sum(p["answer_nll"] for p in lines) / 18), rel=1e-6)
+        assert row["answer_ppl"] == pytest.approx(math.exp(sum(p["answer_nll"] for p in lines) / 21), rel=1e-6)
     assert frame.loc["hmt", "added_params"] > 0 and frame.loc["plain", "added_params"] == 0
     assert frame.loc["hmt", "segment_length"] == frame.loc["plain", "segment_length"] == 64
     assert "wrote" in result.output
@@ -72,7 +72,7 @@ def test_no_decode_scores_the_teacher_forced_argmax(tmp_path: Path) -> None:
     row = records(out).iloc[0]
     assert row["answers"] == "teacher-forced" and pd.isna(row["decoding_agreement"])
     lines = predictions(row["predictions_file"])
-    assert all(p["generated_tokens"] == 6 and "segments_opened" not in p for p in lines)  # the argmax of 6 positions
+    assert all(p["generated_tokens"] == 7 and "segments_opened" not in p for p in lines)  # the argmax of 7 positions
     assert all(p["accuracy"] == p["exact_match"] == p["teacher_forced_exact"] for p in lines)
     assert row["exact_match"] == pytest.approx(row["teacher_forced_exact"])
 
@@ -94,7 +94,7 @@ def test_local_jsonl_end_to_end(tmp_path: Path) -> None:
     lines = predictions(frame.loc["rmt", "predictions_file"])
     assert [p["id"] for p in lines] == ["mine.jsonl:1", "q2"]
     assert lines[1]["references"] == ["the river Vell", "Vell"]
-    assert lines[0]["answer_tokens"] == len(" in the red shed")
+    assert lines[0]["answer_tokens"] == len(" in the red shed\n")  # the answer and the line break that ends it
     assert lines[0]["context_segments"] >= 1  # the context spans several segments of 62 tokens
 
 

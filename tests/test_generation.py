@@ -169,7 +169,7 @@ def test_the_prompt_holds_no_answer_token(tmp_path, llama: torch.nn.Module, monk
     assert skipped == 0
     assert "xylophone" not in task.prompt(item.sample)
     assert item.prompt_ids.tolist() == tokenizer(task.prompt(item.sample))["input_ids"]
-    assert item.answer_ids == list(b" xylophone")  # byte tokenizer: one id per byte, no special token
+    assert item.answer_ids == list(b" xylophone\n")  # byte tokenizer: one id per byte; the answer ends its line
     seen = {}
 
     def spy(method, openings, prompts, max_new_tokens, **kwargs):
@@ -180,7 +180,7 @@ def test_the_prompt_holds_no_answer_token(tmp_path, llama: torch.nn.Module, monk
     model = build_method("plain", llama, {"segment_length": 32})
     [record] = answer_records(model, model, task, [item], tokenizer, 5)
     assert seen["prompts"] == [item.prompt_ids.tolist()]  # generation starts from the prompt alone
-    assert record["answer_tokens"] == len(" xylophone")
+    assert record["answer_tokens"] == len(" xylophone\n")
     assert record["prompt_tokens"] == len(item.prompt_ids)
     assert 1 <= record["generated_tokens"] <= 5
 

@@ -39,7 +39,7 @@ from hmtbench.qa.tasks.base import Sample, Task
 class PreparedSample:
     sample: Sample
     prompt_ids: torch.Tensor  # (T,) int32: the tokenizer's special tokens included; no answer token
-    answer_ids: list[int]  # answer_prefix + first gold answer, no special tokens
+    answer_ids: list[int]  # answer_prefix + first gold answer + its end (``Task.answer_ids``)
 
 
 def fit_context(task: Task, sample: Sample, tokenizer: Any, length: int) -> bool:
@@ -66,10 +66,7 @@ def prepare_samples(task: Task, samples: list[Sample], tokenizer: Any,
             if not fit_context(task, sample, tokenizer, context_length):
                 skipped += 1
                 continue
-        answer = sample.answers[0].strip() if sample.answers else ""
-        if not answer:
-            raise HmtbenchError(f"{task.name} sample {sample.id} has an empty answer; every sample needs one")
-        answer_ids = tokenizer(task.answer_prefix + answer, add_special_tokens=False)["input_ids"]
+        answer_ids = task.answer_ids(sample, tokenizer)  # the answer and its end: exact means the whole answer
         prompt_ids = sample.prompt_ids  # a task that builds its prompt in tokens
         if prompt_ids is None:
             prompt_ids = torch.tensor(tokenizer(task.prompt(sample), add_special_tokens=True)["input_ids"],
