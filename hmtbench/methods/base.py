@@ -128,6 +128,7 @@ class SegmentMethod(nn.Module):
     # passes), overlap 1 (k token ids), None for a memory (unbounded). The answer pass skips what cannot reach.
     state_reach: ClassVar[int | None] = None
     training_stages: ClassVar[tuple[int, ...]] = ()  # stages `train` can run one after another (HMT: 1, 2)
+    host_steps: ClassVar[bool] = False  # a step reads back to the host (retrieval ranks there): no CUDA graph holds it
 
     def __init__(self, backbone: nn.Module, config: MethodConfig, segment_length: int) -> None:
         super().__init__()
