@@ -8,7 +8,7 @@ import torch
 from hmtbench.config import EngineOptions
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.fastpath import accelerate
-from hmtbench.generation import window_summary
+from hmtbench.generation import window_summaries
 from hmtbench.methods.recall import MemoryRecall
 from hmtbench.qa.answers import first_answer_segment, qa_batch
 from tests.conftest import build_method, random_documents
@@ -58,7 +58,7 @@ def test_only_the_question_aware_summary_hears_the_question(llama: torch.nn.Modu
     torch.testing.assert_close(summary, expected, rtol=1e-5, atol=1e-5)
     # greedy decoding opens the segment knowing the same tokens and summarises it the same way
     with torch.no_grad():
-        decoded = window_summary(model, prompt[None, -48 - 60 : -48], known[None])
+        decoded = window_summaries(model, prompt[None, -48 - 60 : -48], known[None])
     torch.testing.assert_close(decoded, summary, rtol=1e-5, atol=1e-5)
 
 

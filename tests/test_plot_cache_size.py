@@ -28,7 +28,8 @@ def test_accuracy_and_peak_memory_against_length_draw_a_line_per_cache_size(tmp_
         for i, length in enumerate(LENGTHS):
             write_run(tmp_path, "hmt", command="eval-qa", protocol="qa", task="passkey", context_length=length,
                       test_length=None, docs=100, recall_context=n, accuracy=ACCURACY[n][i],
-                      peak_gpu_mem_mb=PEAK_MB[n][i], config=json.dumps({"method": {"name": "hmt", "recall_context": n}}))
+                      peak_gpu_mem_mb=PEAK_MB[n][i],
+                      config=json.dumps({"method": {"name": "hmt", "recall_context": n}}))
     (ax,) = plot.figure(load_results([tmp_path], warn=lambda message: None), figure).axes
     drawn = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
     assert drawn == {f"HMT (recall_context={n})": values[n] for n in values}

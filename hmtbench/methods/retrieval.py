@@ -154,11 +154,12 @@ class Retrieval(SegmentMethod):
 
     def retrieve(self, state: RetrievalState, known: Tensor | None) -> Tensor | None:
         """(B, R) ids of the top_k stored segments most like each row's query, in document order, left-padded to
-        R = S x min(top_k, segments stored); None before any segment is stored."""
+        R = top_k x S whatever a row holds (a row's read never depends on its batch); None before any segment is
+        stored."""
         if state.store is None:
             return None
         rows = state.store.rows()
-        width = self.segment_tokens * min(self.config.top_k, max(len(segments) for segments in rows))
+        width = self.segment_tokens * self.config.top_k
         asked = [np.empty(0, dtype=np.int64)] * len(rows) if known is None else [
             row[row != EMPTY] for row in known.cpu().numpy()]
         room = np.full((len(rows), width), PAD, dtype=np.int64)
