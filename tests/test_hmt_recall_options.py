@@ -158,3 +158,25 @@ def test_a_cache_policy_step_is_captured_in_a_cuda_graph(llama: torch.nn.Module,
         eager, _ = score_segments(model, batch)
     assert runner.failures == []
     torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_compare_names_the_question_aware_query_and_a_cache_policy_even_when_every_run_agrees(tmp_path) -> None:
+    import json
+
+    from hmtbench.analysis.compare import build
+    from hmtbench.analysis.load import load_results
+    from tests.test_compare import write_run
+
+    def hmt(folder, **method) -> None:
+        write_run(tmp_path / folder, "hmt", ppl=10.0, config=json.dumps({"method": {"name": "hmt", **method}}))
+
+    write_run(tmp_path / "plain", "plain", ppl=12.0)
+    hmt("paper")
+    hmt("options", recall_query="question", cache_policy="recall")
+
+    def variant(folder: str):
+        (row,) = build(load_results([tmp_path / "plain", tmp_path / folder], warn=lambda m: None), "ppl").rows
+        return row.key["variant"]
+
+    assert variant("paper") is None  # the paper's query and first-in-first-out: nothing to name
+    assert variant("options") == "hmt: config.method.cache_policy=recall, config.method.recall_query=question"

@@ -109,9 +109,9 @@ def test_language_modelling_never_queries_with_the_tokens_a_segment_predicts(lla
 
 
 def test_a_document_longer_than_the_store_is_a_clear_error(llama: torch.nn.Module) -> None:
-    model = build_method("retrieval", llama, {"segment_length": 16, "store_segments": 2}).eval()
+    model = build_method("retrieval", llama, {"segment_length": 16, "store_tokens": 8}).eval()  # 2 segments of 4
     ids = random_documents(1, 40)
-    with torch.no_grad(), pytest.raises(HmtbenchError, match="raise method.store_segments"):
+    with torch.no_grad(), pytest.raises(HmtbenchError, match="raise method.store_tokens"):
         score_segments(model, segment_batch(ids, torch.tensor([40]), model.segment_tokens))
 
 

@@ -40,11 +40,11 @@ class RetrievalConfig(MethodConfig):
     name = "retrieval"
     top_k: int = 3  # segments retrieved before each segment that scores: L = (top_k + 1) x S
     query_tokens: int = 32  # the tokens before a segment's first prediction that query the store
-    store_segments: int = 8192  # segments one document may hold (the store is allocated once, at this size)
+    store_tokens: int = 2**21  # context tokens one document may hold (the store is allocated once: 8 MiB a row)
 
     def __post_init__(self) -> None:
         for flag, value in (("top_k", self.top_k), ("query_tokens", self.query_tokens),
-                            ("store_segments", self.store_segments)):
+                            ("store_tokens", self.store_tokens)):
             if value < 1:
                 raise HmtbenchError(f"method.{flag} must be at least 1, got {value}")
 
@@ -69,8 +69,8 @@ class SegmentStore:
         """Each row's stored segments as arrays of their tokens, oldest first (one read-back from the device)."""
         counts = self.count.tolist()
         if max(counts, default=0) > self.ids.shape[1]:
-            raise HmtbenchError(f"a document spans {max(counts)} segments, more than retrieval's store of "
-                                f"{self.ids.shape[1]}; raise method.store_segments")
+            raise HmtbenchError(f"a document spans {max(counts)} segments, more than retrieval's store holds "
+                                f"({self.ids.shape[1]} of {self.ids.shape[2]} tokens); raise method.store_tokens")
         ids = self.ids[:, : max(counts, default=0)].cpu().numpy()
         return [[segment[segment != EMPTY] for segment in ids[row, :count]] for row, count in enumerate(counts)]
 
@@ -147,7 +147,8 @@ class Retrieval(SegmentMethod):
                    side: Tensor | None = None) -> RetrievalState:
         store = state.store
         if store is None:
-            size = (state.batch_size, self.config.store_segments, self.segment_tokens)
+            slots = -(-self.config.store_tokens // self.segment_tokens)
+            size = (state.batch_size, slots, self.segment_tokens)
             store = SegmentStore(torch.full(size, EMPTY, dtype=torch.int32, device=segment_ids.device),
                                  torch.zeros(state.batch_size, dtype=torch.long, device=segment_ids.device))
         return RetrievalState(state.batch_size, store=store.add(segment_ids))
