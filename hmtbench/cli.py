@@ -190,7 +190,8 @@ def eval_qa(
 @friendly_errors
 def train(
     recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
-    method: Annotated[str | None, opt("rmt | hmt | overlap | plain (plain/overlap need --train lora/full).")] = None,
+    method: Annotated[str | None, opt("rmt | hmt | overlap | plain | full | retrieval (those with no memory need "
+                                      "--train lora/full).")] = None,
     dataset: Dataset = None, split: Split = None, max_docs: MaxDocs = None,
     task: Annotated[str | None, opt("Train for answers: passkey | multi-fact | babilong-qa1..5 | a .jsonl; the loss "
                                     "is on the answer tokens only, the context read through the memory.")] = None,

@@ -213,8 +213,9 @@ class GraphedMethod:
         summary: Tensor | None = None,
         upcoming: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor | None, MemoryState]:
-        """``SegmentMethod.score``, replayed. The state returned lives in the graph's buffers until the next step."""
-        if torch.is_grad_enabled():
+        """``SegmentMethod.score``, replayed. The state returned lives in the graph's buffers until the next step.
+        A method whose steps read back to the host (``host_steps``) runs them eagerly: no graph can hold them."""
+        if torch.is_grad_enabled() or self.method.host_steps:
             return self.method.score(state, segment_ids, lengths, targets, summary, upcoming)
         layout, carry = flatten(state)
         upcoming = upcoming or (None, None)

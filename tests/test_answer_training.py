@@ -89,6 +89,28 @@ def test_the_answer_loss_reaches_earlier_segments_through_the_memory(name: str, 
     assert reach == 0 if name == "plain" else reach > 1e-3
 
 
+@pytest.mark.parametrize("loss_on", ["last", "all"])
+def test_full_context_trains_on_each_row_in_one_forward(llama: torch.nn.Module, loss_on: str) -> None:
+    """``full`` learns from the whole row in one backbone call: its answer loss and its language-modelling window loss
+    are the backbone's own cross-entropy over the row (cut into S-token segments, a state that carries nothing would
+    have left every answer blind to the context before its segment)."""
+    import torch.nn.functional as F
+
+    from hmtbench.training.objectives import window_loss
+
+    model = build_method("full", llama, {"segment_length": 16})
+    prompt = torch.randint(0, 256, (70,), generator=torch.Generator().manual_seed(1))
+    ids, lengths, scored, prompts = qa_rows([prompt], [[65, 66, 67]])
+    training = AnswerTraining(Levels(), CurriculumSettings(segments=[4]), TrainSettings(loss_on=loss_on))
+    loss = training.loss(model, ids, lengths, scored, prompts, torch.tensor([False])).loss
+    with torch.no_grad():
+        logits = llama(ids).logits[0]
+    torch.testing.assert_close(loss, F.cross_entropy(logits[69:72], ids[0, 70:73]), rtol=1e-5, atol=1e-5)
+    window, _ = window_loss(model, ids[:, :64], TrainSettings(loss_on=loss_on))
+    first = 47 if loss_on == "last" else 0  # "last": the window's last S = 16 tokens, predicted from position 47 on
+    torch.testing.assert_close(window, F.cross_entropy(logits[first:63], ids[0, first + 1 : 64]), rtol=1e-5, atol=1e-5)
+
+
 def test_the_curriculum_advances_when_answers_pass_the_threshold_and_resumes() -> None:
     curriculum = CurriculumSettings(task="passkey", segments=[1, 2, 4], advance_at=0.75, window=3)
     objective = AnswerTraining(Levels(), curriculum, TrainSettings())

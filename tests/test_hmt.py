@@ -284,6 +284,8 @@ def test_inline_summaries_are_chosen_for_small_gpu_batches_and_never_in_training
         ({"sum_fraction": 1.5}, "--sum-fraction"),
         ({"stage": 3}, "--stage"),
         ({"summary_pass": "sideways"}, "--summary-pass"),
+        ({"recall_query": "answer"}, "method.recall_query"),
+        ({"cache_policy": "lru"}, "method.cache_policy"),
     ],
 )
 def test_invalid_settings_name_the_flag(llama: torch.nn.Module, overrides: dict, flag: str) -> None:

@@ -29,7 +29,9 @@ RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_t
                 "recall_choice", "steps", "tokens_scored")
 # Named in a method's row (and so in figure legends) whenever its runs depart from the paper's value, even when they
 # all agree: a reader of a table of HMT alone must still see that it wrote spans, not the paper's states.
-NAMED_DEPARTURES = {"memory_write": ("state", None), "recall_choice": ("soft", None)}
+NAMED_DEPARTURES = {"memory_write": ("state", None), "recall_choice": ("soft", None),
+                    f"{CONFIG_PREFIX}method.recall_query": ("paper", None),
+                    f"{CONFIG_PREFIX}method.cache_policy": ("fifo", None)}
 # The row keys that change along one experiment's series (the lengths it was evaluated at, and with how many samples).
 SERIES_KEYS = ("context_length", "test_length", "max_docs", "batch_size", "variant")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart

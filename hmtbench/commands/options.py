@@ -46,7 +46,8 @@ Backbone = Annotated[
     str | None, opt("Alias (smollm2-135m, opt-2.7b, ...), hub id, model folder, .gguf file, random:llama or "
                     "random:llama-7b (a paper shape with random weights). [default: smollm2-135m]")
 ]
-Methods = Annotated[str | None, opt("plain | full | overlap | rmt | hmt, or several: plain,rmt,hmt.", "--method")]
+Methods = Annotated[str | None, opt("plain | full | overlap | rmt | hmt | retrieval, or several: plain,rmt,hmt.",
+                                    "--method")]
 Dataset = Annotated[str | None, opt("wikitext-103, pg19, pydoc-topics, python-stdlib, or a .txt/.jsonl/.parquet path.")]
 Split = Annotated[str | None, opt("train | validation | test (ignored for local files).")]
 TestLength = Annotated[int | None, opt("Tokens per document. [default: 2000]")]

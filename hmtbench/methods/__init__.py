@@ -22,6 +22,7 @@ METHODS: dict[str, str] = {
     "overlap": "hmtbench.methods.overlap:Overlap",
     "rmt": "hmtbench.methods.rmt:RMT",
     "hmt": "hmtbench.methods.hmt:HMT",
+    "retrieval": "hmtbench.methods.retrieval:Retrieval",
 }
 BASELINE = "plain"  # the method every other is compared with ("X vs plain, %")
 

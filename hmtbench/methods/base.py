@@ -128,6 +128,7 @@ class SegmentMethod(nn.Module):
     # passes), overlap 1 (k token ids), None for a memory (unbounded). The answer pass skips what cannot reach.
     state_reach: ClassVar[int | None] = None
     training_stages: ClassVar[tuple[int, ...]] = ()  # stages `train` can run one after another (HMT: 1, 2)
+    host_steps: ClassVar[bool] = False  # a step reads back to the host (retrieval ranks there): no CUDA graph holds it
 
     def __init__(self, backbone: nn.Module, config: MethodConfig, segment_length: int) -> None:
         super().__init__()
@@ -195,6 +196,11 @@ class SegmentMethod(nn.Module):
         self, state: MemoryState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
     ) -> MemoryState:
         """State after a segment, given the (B, m, d) memory it wrote and what its ``side_rows`` yielded."""
+        return state
+
+    def after_read(self, state: MemoryState, read: SegmentInput) -> MemoryState:
+        """The state as this segment's read leaves it, before ``next_state``: HMT's cache policy notes the recall
+        weights there. The state itself by default."""
         return state
 
     def write_memory(self, read: SegmentInput, hidden: Tensor) -> Tensor:
@@ -279,7 +285,8 @@ class SegmentMethod(nn.Module):
         """Read one segment. segment_ids: (B, S) right-padded; lengths: (B,) real tokens per row."""
         read = self._read(state, segment_ids, lengths, summary)
         logits, hidden = self._run_backbone(read.embeds, read.text_start, segment_ids.shape[1], read.memory is not None)
-        after = self.next_state(state, self._written(read, hidden), self._tail_ids(segment_ids, lengths))
+        after = self.next_state(self.after_read(state, read), self._written(read, hidden),
+                                self._tail_ids(segment_ids, lengths))
         return SegmentOutput(logits, after, read.weights)
 
     def score(
@@ -314,7 +321,8 @@ class SegmentMethod(nn.Module):
             nll = token_nll(logits[:, :text_len], targets).sum(-1)
         else:
             nll = hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets, self.chunk_nll)
-        return nll, self.next_state(state, written, self._tail_ids(segment_ids, lengths), side_hidden)
+        return nll, self.next_state(self.after_read(state, read), written, self._tail_ids(segment_ids, lengths),
+                                    side_hidden)
 
     def predict(
         self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, targets: Tensor, summary: Tensor | None = None
@@ -338,8 +346,9 @@ class SegmentMethod(nn.Module):
         predicted[wanted] = rows.argmax(-1)
         per_position = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
         per_position[wanted] = F.cross_entropy(rows.float(), targets[wanted], reduction="none")
-        return per_position.sum(-1), predicted, self.next_state(state, self._written(read, hidden),
-                                                                self._tail_ids(segment_ids, lengths))
+        after = self.next_state(self.after_read(state, read), self._written(read, hidden),
+                                self._tail_ids(segment_ids, lengths))
+        return per_position.sum(-1), predicted, after
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         memory, weights = self.read_memory(state, summary)

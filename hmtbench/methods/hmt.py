@@ -33,12 +33,14 @@ from torch.utils.checkpoint import checkpoint
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.backbone import last_hidden_states
 from hmtbench.methods.base import MethodConfig, SegmentInput, SegmentMethod, trained_field
+from hmtbench.methods.cache_policy import check_cache_policy
 from hmtbench.methods.choice import check_choice
 from hmtbench.methods.memory import add_memory, check_write, init_memory, write_label
 from hmtbench.methods.recall import MemoryRecall
 from hmtbench.methods.state import MemoryState, RecallCache
 
 SUMMARY_PASSES = ("auto", "ahead", "inline")
+RECALL_QUERIES = ("paper", "question")
 # auto: inline while a step's B x L x backbone weights is at most this; above it a step is compute-bound and
 # ahead's shorter rows win (H200, results/h200-graphed-train/session12: SmolLM2 inline at B 1-2, Qwen2.5-0.5B even
 # at B 1, 3B and 7B ahead by 20-33%; H100: SmolLM2 crossover at 512-1,024 positions, results/h100-bench)
@@ -57,6 +59,10 @@ class HMTConfig(MethodConfig):
     recall_choice: str = "soft"  # soft (the mixture) | hard (the heaviest memory outside training) | hard-st (also in
     # training, straight-through: methods/choice.py)
     sum_fraction: float = 0.5  # share of the segment the summary prompt reads
+    recall_query: str = "paper"  # what the summary reads: paper (the segment's first j tokens) | question (the last j
+    # tokens known when the segment opens: in QA's answer layout the question's end; docs/methods.md, departure 14)
+    cache_policy: str = "fifo"  # which memory a full cache drops: fifo (the paper's) | recall | distinct
+    # (hmtbench.methods.cache_policy; docs/methods.md, departure 15)
     stage: int = trained_field(2)  # 1 = memory + sensory only (training stage 1); 2 = full HMT
     summary_batch_tokens: int = 65536  # at most this many tokens per forward of the batched summary pass
     summary_segments: int = 8  # segments of every document summarised per forward (bounds its memory)
@@ -77,6 +83,10 @@ class HMTConfig(MethodConfig):
              f"--summary-pass must be one of {', '.join(SUMMARY_PASSES)}, got '{self.summary_pass}'"),
         ]
         check_write(self.write, self.span_choice)
+        check_cache_policy(self.cache_policy)
+        if self.recall_query not in RECALL_QUERIES:
+            raise HmtbenchError(f"method.recall_query must be one of {', '.join(RECALL_QUERIES)}, "
+                                f"got '{self.recall_query}'")
         check_choice("recall_choice", self.recall_choice)
         for ok, message in checks:
             if not ok:
@@ -118,7 +128,7 @@ class HMT(SegmentMethod):
         if config.stage == 2:
             self.summary_prompt = init_memory(backbone, 1)
             self.recall = MemoryRecall(self.hidden_size, config.recall_hidden_dim, dtype=self.dtype, device=self.device,
-                                       choice=config.recall_choice)
+                                       choice=config.recall_choice, policy=config.cache_policy)
 
     @property
     def memory_tokens(self) -> int:
@@ -174,9 +184,17 @@ class HMT(SegmentMethod):
         return last_hidden_states(self.backbone, embeds).gather(1, at)[:, 0]
 
     def _summary_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(R, j + 2, d) embeddings [T | first j tokens | T] of R segments, and the (R,) positions of the trailing T."""
-        j = self.summary_tokens
-        heads, lengths = segment_ids[:, :j], lengths.clamp(max=j)
+        """(R, j + 2, d) embeddings [T | j tokens | T] of R segments, and the (R,) positions of the trailing T.
+
+        The j tokens: the first of each segment (the paper's), or with ``recall_query: question`` the last j of the
+        ``lengths`` tokens known when it opens (all when fewer): in QA's answer layout they end with the question.
+        """
+        j = min(self.summary_tokens, segment_ids.shape[1])
+        heads = segment_ids[:, :j]
+        if self.config.recall_query == "question":
+            start = (lengths - j).clamp(min=0)  # (R,)
+            heads = segment_ids.gather(1, start[:, None] + torch.arange(j, device=segment_ids.device))
+        lengths = lengths.clamp(max=j)
         prompt = self.summary_prompt.to(self.dtype).expand(heads.shape[0], -1, -1)  # (R, 1, d)
         embeds = torch.cat([prompt, self.embed(heads), torch.zeros_like(prompt)], dim=1)
         at = lengths + 1  # right after each head
@@ -252,6 +270,12 @@ class HMT(SegmentMethod):
 
     def read_sensory(self, state: HMTState) -> Tensor | None:
         return state.sensory_ids
+
+    def after_read(self, state: HMTState, read: SegmentInput) -> HMTState:
+        """The cache with this read's recall weights noted (``cache_policy: recall`` keeps the memories they favour)."""
+        if state.cache is None or read.weights is None:
+            return state
+        return replace(state, cache=state.cache.noted(read.weights))
 
     def next_state(
         self, state: HMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None

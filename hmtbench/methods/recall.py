@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from hmtbench.methods.cache_policy import empty_cache, slot_to_write
 from hmtbench.methods.choice import chosen
 from hmtbench.methods.state import RecallCache
 
@@ -21,26 +22,27 @@ class MemoryRecall(nn.Module):
     """
 
     def __init__(self, hidden_size: int, recall_dim: int, *, dtype: torch.dtype, device: torch.device,
-                 choice: str = "soft") -> None:
+                 choice: str = "soft", policy: str = "fifo") -> None:
         super().__init__()
         self.recall_dim = recall_dim
         self.choice = choice
+        self.policy = policy  # which memory a full cache drops (hmtbench.methods.cache_policy)
         self.wq = nn.Linear(hidden_size, recall_dim, bias=False, dtype=dtype, device=device)
         self.wk = nn.Linear(hidden_size, recall_dim, bias=False, dtype=dtype, device=device)
 
     def empty_cache(self, batch_size: int, capacity: int, memory_like: Tensor) -> RecallCache:
-        """An empty ring buffer of ``capacity`` slots for (B, m, d) memories, on the memory's device."""
-        values = memory_like.new_zeros(batch_size, capacity, memory_like[0].numel())
-        keys = self.wk.weight.new_zeros(batch_size, capacity, self.recall_dim).to(memory_like.device)
-        count = torch.zeros(batch_size, dtype=torch.long, device=values.device)
-        return RecallCache(values=values, keys=keys, count=count)
+        """An empty cache of ``capacity`` slots for (B, m, d) memories, on the memory's device."""
+        return empty_cache(batch_size, capacity, memory_like[0].numel(), self.recall_dim, self.policy,
+                           value_like=memory_like, key_like=self.wk.weight)
 
     def remember(self, cache: RecallCache, memory: Tensor) -> RecallCache:
-        """Append one memory (B, m, d), dropping the oldest when the cache is full.
+        """Store one memory (B, m, d); a full cache drops the memory its policy picks (the oldest by default).
 
         Its key is wk of its mean over the m slots (the paper's wk(M_j) for its one slot).
         """
-        return cache.write(memory.flatten(1), self.wk(memory.mean(1).to(self.wk.weight.dtype)))
+        value = memory.flatten(1)
+        slot = None if self.policy == "fifo" else slot_to_write(cache, self.policy, value)
+        return cache.write(value, self.wk(memory.mean(1).to(self.wk.weight.dtype)), slot)
 
     def forward(self, summary: Tensor, cache: RecallCache) -> tuple[Tensor, Tensor]:
         """Recall for a (B, d) summary: the (B, m * d) recalled memory and the (B, N) weights (sum 1)."""

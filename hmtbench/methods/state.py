@@ -91,18 +91,22 @@ def _build(layout: Layout, tensors: Any) -> Any:
 
 @dataclass(frozen=True)
 class RecallCache:
-    """Ring buffer of the last N memory embeddings, on the model's device.
+    """Bounded store of N memory embeddings, on the model's device: the last N (a ring buffer, the paper's), or
+    those a cache policy keeps (``hmtbench.methods.cache_policy``).
 
     Shapes are static (N slots) and ``count`` (memories written so far, per row) is a tensor on the
     same device, so the segment loop never syncs with the host and a captured CUDA graph can
     advance it. Each row counts its own memories, so rows that read different numbers of segments
     can share a batch (batched decoding gathers rows from different segment steps). Writes are out
-    of place, so gradients flow through cached memories in training.
+    of place, so gradients flow through cached memories in training. Slots fill in order, so the
+    first ``count`` slots hold memories until the cache is full, whatever the policy.
     """
 
     values: Tensor  # (B, N, d) memory embeddings M_j
     keys: Tensor  # (B, N, h) wk(M_j), projected once when written
     count: Tensor  # (B,) int64: memories written so far in each row
+    written_at: Tensor | None = None  # (B, N) int64: the write number of each slot's memory, -1 empty (policies only)
+    scores: Tensor | None = None  # (B, N) fp32: the highest recall weight each slot's memory has had (policy recall)
 
     @property
     def capacity(self) -> int:
@@ -113,11 +117,23 @@ class RecallCache:
         """(B, N) bool: slots that hold a memory."""
         return torch.arange(self.capacity, device=self.values.device)[None] < self.count[:, None]
 
-    def write(self, value: Tensor, key: Tensor) -> RecallCache:
-        """Store value (B, d) and key (B, h) in each row's oldest slot."""
-        slot = (self.count % self.capacity)[:, None, None]  # (B, 1, 1)
+    def write(self, value: Tensor, key: Tensor, slot: Tensor | None = None) -> RecallCache:
+        """Store value (B, d) and key (B, h) in each row's ``slot`` (B,); by default its oldest (first in first out)."""
+        if slot is None:
+            slot = self.count % self.capacity
+        column = slot[:, None]  # (B, 1)
 
         def stored(slots: Tensor, new: Tensor) -> Tensor:
-            return slots.scatter(1, slot.expand(-1, 1, slots.shape[-1]), new[:, None].to(slots.dtype))
+            return slots.scatter(1, column[..., None].expand(-1, 1, slots.shape[-1]), new[:, None].to(slots.dtype))
 
-        return RecallCache(values=stored(self.values, value), keys=stored(self.keys, key), count=self.count + 1)
+        written_at = None if self.written_at is None else self.written_at.scatter(1, column, self.count[:, None])
+        scores = None if self.scores is None else self.scores.scatter(1, column, 0.0)
+        return RecallCache(values=stored(self.values, value), keys=stored(self.keys, key), count=self.count + 1,
+                           written_at=written_at, scores=scores)
+
+    def noted(self, weights: Tensor) -> RecallCache:
+        """The cache with each slot's score raised to the (B, N) recall weights a read just gave it (no-op without
+        scores)."""
+        if self.scores is None:
+            return self
+        return dataclasses.replace(self, scores=torch.maximum(self.scores, weights.detach().float()))

@@ -41,7 +41,7 @@ COLUMNS: list[Column] = [
     Column("backbone", "string", "--backbone as given"),
     Column("backbone_resolved", "string", "where the weights came from (hub id, folder, GGUF file, random:ARCH)"),
     Column("weights", "string", "pretrained or random: whether the backbone's weights are real"),
-    Column("method", "string", "plain | full | rmt | hmt"),
+    Column("method", "string", "plain | full | overlap | rmt | hmt | retrieval"),
     Column("checkpoint", "string", "folder of trained method parameters, or null (untrained)"),
     Column("checkpoint_sha256", "string", "sha256 of the checkpoint's trained tensors: the same checkpoint anywhere"),
     Column("backbone_params", "Int64", "parameters of the backbone"),
@@ -64,6 +64,8 @@ COLUMNS: list[Column] = [
                                      "span-hard-st (argmax in training too)"),
     Column("recall_choice", "string", "HMT: soft (the paper's mixture) | hard (the heaviest cached memory alone) | "
                                       "hard-st (in training too)"),
+    Column("retrieved_segments", "Int64", "retrieval: the top_k stored segments BM25 puts before each scored segment "
+                                          "(null otherwise)"),
     # --- data and protocol
     Column("dataset", "string", "--dataset as given"),
     Column("split", "string", "train | validation | test"),

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from hmtbench import distributed
-from hmtbench.engine import score_segments, segment_batch
+from hmtbench.engine import ANSWER_ROOM, score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.base import SegmentMethod
+from hmtbench.methods.base import SegmentMethod, max_positions
 from hmtbench.training.config import CurriculumSettings, TrainSettings
 from hmtbench.training.windows import WindowSampler
 
@@ -58,15 +58,28 @@ class LanguageModelling:
 def window_loss(model: SegmentMethod, ids: Tensor, settings: TrainSettings) -> tuple[Tensor, int]:
     """Mean NLL of one batch of windows (B, D*S): on the last segment's S tokens, or on all."""
     segment = model.segment_tokens
+    size = read_size(model, ids.shape[1])
     lengths = torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
     scored = None
     if settings.loss_on == "last":
         scored = torch.zeros_like(ids, dtype=torch.bool)
         scored[:, -segment:] = True
-    batch = segment_batch(ids, lengths, segment, scored)
+    batch = segment_batch(ids, lengths, size, scored)
     nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate, recompute=settings.recompute,
-                                 scored_segments=window_scored_segments(ids.shape[1], segment, settings.loss_on))
+                                 scored_segments=window_scored_segments(ids.shape[1], size, settings.loss_on))
     return nll.sum() / tokens.sum(), int(ids.numel())
+
+
+def read_size(model: SegmentMethod, width: int) -> int:
+    """Tokens per backbone step for rows ``width`` tokens wide: the whole row for a method that reads whole documents
+    (``full``: its S units only size the windows and curriculum contexts, as every method's do), else S."""
+    if not model.reads_whole_document:
+        return model.segment_tokens
+    limit = max_positions(model.backbone.config)
+    if limit is not None and width > limit:
+        raise HmtbenchError(f"--method {model.name} reads each training row in one forward, but rows of {width} tokens "
+                            f"exceed the backbone's {limit} positions; lower --bptt-depth or the curriculum's segments")
+    return width
 
 
 def window_scored_segments(window: int, segment: int, loss_on: str) -> list[bool]:
@@ -109,7 +122,8 @@ class AnswerTraining:
              facts_before: Tensor) -> StepLoss:
         from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
 
-        batch = answer_segments(ids, lengths, scored, prompts, model.segment_tokens, model.sensory_tokens)
+        size = read_size(model, ids.shape[1] + ANSWER_ROOM)  # whole rows: every prompt leaves the answer's room
+        batch = answer_segments(ids, lengths, scored, prompts, size, model.sensory_tokens)
         nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.recompute)
         exact = exact_rows(batch, predicted)
         self.earlier = self.earlier.to(exact.device) + torch.stack([(exact & facts_before).sum(), facts_before.sum()])
