@@ -151,7 +151,7 @@ class OpenSegments:
         self.backbone = method.backbone
         self.cache_name, self.keeps_logits = _forward_keywords(self.backbone)
         self.text_ids = text_ids  # (G, t)
-        self.prefix, self.memory = method.segment_prefix(state, summary)
+        self.prefix, self.memory, self.weights = method.segment_prefix(state, summary)
         embeds = method.embed(text_ids)
         if self.prefix is not None:
             embeds = torch.cat([self.prefix, embeds], dim=1)
@@ -200,29 +200,30 @@ class OpenSegments:
         self.state = select_rows(self.state, rows)
         self.prefix = None if self.prefix is None else self.prefix[rows]
         self.memory = None if self.memory is None else self.memory[rows]
+        self.weights = None if self.weights is None else self.weights[rows]
         if self.text_states is not None:
             self.text_states = [states[rows] for states in self.text_states]
 
     def close(self) -> MemoryState:
         """Write through the memory slot after the text and return the state for the next segment."""
-        written = None
+        read, written = self._laid_out(), None
         if self.memory is not None:
             captured: list[Tensor] = []
             self._run(self.memory, capture=captured)
             written = captured[0][:, -self.memory.shape[1] :]  # (G, m, d) last hidden at the write slot
             if self.text_states is not None:  # the method reads every text position's state (engine's layout)
-                written = self._written_from_text(written)
-        return self.method.next_state(self.state, written, self.text_ids)
+                written = self.method.write_memory(read, torch.cat([*self.text_states, written], dim=1))
+        return self.method.next_state(self.method.after_read(self.state, read), written, self.text_ids)
 
-    def _written_from_text(self, write_states: Tensor) -> Tensor:
-        """``write_memory`` on the closed segments laid out as ``forward`` lays them out: [prefix | text | write]."""
-        rows, m = self.text_ids.shape[0], self.memory.shape[1]
-        text_start = 0 if self.prefix is None else self.prefix.shape[1]
-        embeds = torch.cat(([self.prefix] if self.prefix is not None else []) +
-                           [self.method.embed(self.text_ids), self.memory], dim=1)
-        write_at = (text_start + self.length + torch.arange(m, device=embeds.device))[None].expand(rows, -1)
-        read = SegmentInput(embeds, write_at, text_start, self.memory, None)
-        return self.method.write_memory(read, torch.cat([*self.text_states, write_states], dim=1))
+    def _laid_out(self) -> SegmentInput:
+        """The closed segments laid out as ``forward`` lays them out: [prefix | text | write]."""
+        rows, text_start = self.text_ids.shape[0], 0 if self.prefix is None else self.prefix.shape[1]
+        parts = ([self.prefix] if self.prefix is not None else []) + [self.method.embed(self.text_ids)]
+        if self.memory is None:
+            return SegmentInput(torch.cat(parts, dim=1), None, text_start, None, self.weights)
+        m = self.memory.shape[1]
+        write_at = (text_start + self.length + torch.arange(m, device=self.memory.device))[None].expand(rows, -1)
+        return SegmentInput(torch.cat([*parts, self.memory], dim=1), write_at, text_start, self.memory, self.weights)
 
 
 def window_summaries(method: SegmentMethod, previous: Tensor, known: Tensor) -> Tensor | None:

@@ -29,9 +29,10 @@ MEMORY_SETTINGS = [
     ("hmt", {"stage": 1, "sensory_tokens": 4}),
     ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16}),
     ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16, "memory_tokens": 2, "write": "span", "segment_length": 26}),
+    ("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16, "recall_context": 2, "cache_policy": "recall"}),
 ]
 BATCH_SETTINGS = {"sensory_tokens": 3, "recall_hidden_dim": 16, "recall_context": 4}
-SETTING_IDS = ["plain", "rmt", "rmt-span", "hmt-stage1", "hmt", "hmt-span"]
+SETTING_IDS = ["plain", "rmt", "rmt-span", "hmt-stage1", "hmt", "hmt-span", "hmt-recall-policy"]
 
 
 def teacher_forced_logits(method: SegmentMethod, ids: torch.Tensor, known: dict[int, int] | None = None,
@@ -216,3 +217,30 @@ def test_a_row_stops_at_its_end_id_and_the_others_go_on(llama: torch.nn.Module) 
         cut = before.token_ids.index(end) + 1 if end in before.token_ids else 12
         assert after.token_ids == before.token_ids[:cut]
     assert len(stopped[1].token_ids) <= 4
+
+
+@pytest.mark.parametrize("policy", ["fifo", "recall", "distinct"])
+def test_closing_a_decoded_segment_leaves_the_state_the_segment_loop_leaves(llama: torch.nn.Module,
+                                                                           policy: str) -> None:
+    """A segment filled while decoding notes its recall weights in the cache (cache_policy recall keeps by them)."""
+    from hmtbench.generation import OpenSegments
+
+    torch.manual_seed(0)
+    model = build_method("hmt", llama, {"segment_length": 24, "sensory_tokens": 4, "recall_hidden_dim": 16,
+                                        "recall_context": 4, "cache_policy": policy}).eval()
+    size = model.segment_tokens
+    prompt = random_documents(1, 3 * size + 2, seed=7)[0]
+    [opening] = read_openings(model, model, [prompt])
+    text = prompt[opening.layout.start :][None]
+    filled = random_documents(1, size - text.shape[1], seed=8)  # the rest of the open segment, as if decoded
+    with torch.no_grad():
+        segment = OpenSegments(model, opening.state, opening.summary, text)
+        for token in filled[0]:
+            segment.step(token[None])
+        decoded = segment.close()
+        whole = torch.cat([text, filled], dim=1)
+        looped = model(opening.state, whole, torch.tensor([size]), opening.summary).state
+    (layout, ours), (expected_layout, theirs) = flatten(decoded), flatten(looped)
+    assert layout == expected_layout
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -439,14 +439,17 @@ class SegmentMethod(nn.Module):
         return (logits[:batch, -tail:] if full_logits else None), hidden, side_hidden
 
     # ----- incremental decoding (used by hmtbench.generation; nothing above calls it) -------------
-    def segment_prefix(self, state: MemoryState, summary: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+    def segment_prefix(
+        self, state: MemoryState, summary: Tensor | None = None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """What precedes a segment's text, for decoding it token by token with a KV cache.
 
         Returns the (B, m + k, d) ``[read memory | sensory]`` embeddings (None when the method has
-        neither) and the (B, m, d) memory read, which also fills the write slot that closes the
-        segment (None for plain). ``summary`` is this segment's row of ``summarize``. The same
-        read and sensory memories as ``forward``, so the first positions match ``_layout``'s.
+        neither), the (B, m, d) memory read, which also fills the write slot that closes the
+        segment (None for plain), and the read's recall weights (None where it did not recall).
+        ``summary`` is this segment's row of ``summarize``. The same read and sensory memories as
+        ``forward``, so the first positions match ``_layout``'s.
         """
-        memory, _ = self.read_memory(state, summary)
+        memory, weights = self.read_memory(state, summary)
         parts = self._prefix(memory, self.read_sensory(state))
-        return (torch.cat(parts, dim=1) if parts else None), (None if memory is None else parts[0])
+        return (torch.cat(parts, dim=1) if parts else None), (None if memory is None else parts[0]), weights

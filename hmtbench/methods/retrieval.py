@@ -134,10 +134,10 @@ class Retrieval(SegmentMethod):
         return SegmentInput(torch.cat([self.embed(room), embeds], dim=1), None, room.shape[1], None, None)
 
     def segment_prefix(self, state: RetrievalState, summary: Tensor | None = None
-                       ) -> tuple[Tensor | None, Tensor | None]:
+                       ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """Decoding: the retrieved segments before an open segment, queried by its known tokens (``summary``)."""
         room = self.retrieve(state, summary)
-        return (None if room is None else self.embed(room)), None
+        return (None if room is None else self.embed(room)), None, None
 
     def _tail_ids(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
         """The segment's ids with ``EMPTY`` past its length: what the store keeps."""
