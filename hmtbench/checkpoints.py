@@ -1,17 +1,19 @@
 """Checkpoints hold exactly the tensors a method trained (safetensors) plus the resolved config.
 
 A folder: ``checkpoint.json`` (method, backbone, memory settings, what of the backbone trained, LoRA
-settings) and ``trainable.safetensors`` (the method's own tensors: memory, summary prompt, recall; the
-backbone's for --train full). LoRA, when trained, is a peft adapter in the same folder
-(``adapter_config.json`` + ``adapter_model.safetensors``, peft's names), so
-``PeftModel.from_pretrained(backbone, folder)`` reads it as is. Checkpoints of earlier versions kept
-LoRA's tensors in ``trainable.safetensors`` under the method module's names; they load unchanged.
-It works for GGUF-loaded backbones, which cannot ``save_pretrained``. Folders are written to a
-temporary name and renamed, so a crash never leaves a half-written checkpoint that looks complete.
+settings, and the sha256 of every other file in the folder) and ``trainable.safetensors`` (the method's
+own tensors: memory, summary prompt, recall; the backbone's for --train full). LoRA, when trained, is a
+peft adapter in the same folder (``adapter_config.json`` + ``adapter_model.safetensors``, peft's names),
+so ``PeftModel.from_pretrained(backbone, folder)`` reads it as is. Checkpoints of earlier versions kept
+LoRA's tensors in ``trainable.safetensors`` under the method module's names and recorded no hashes; they
+load unchanged, checked for the files their train mode needs. It works for GGUF-loaded backbones, which
+cannot ``save_pretrained``. Folders are written to a temporary name and renamed, so a crash never leaves a
+half-written checkpoint that looks complete; a file missing or changed since is refused before it is used.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hmtbench.errors import HmtbenchError
+from hmtbench.files import load_safetensors, read_json, safetensors_keys, save_safetensors, sha256_file
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -31,11 +34,13 @@ META = "checkpoint.json"
 ADAPTER_CONFIG = "adapter_config.json"  # peft's CONFIG_NAME
 ADAPTER_TENSORS = "adapter_model.safetensors"  # peft's SAFETENSORS_WEIGHTS_NAME
 TENSOR_FILES = (TENSORS, ADAPTER_TENSORS)  # what tensors_sha256 reads, in this order
+FILES = "files"  # checkpoint.json's {file name: sha256} of every file save_checkpoint wrote beside it
+FIX = "copy the checkpoint folder again, whole, or train it again"
+_verified: dict[str, tuple[tuple, dict[str, Any]]] = {}  # folder: (its files' stats, meta) once checked
 
 
-def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                    extra_files: dict[str, Any] | None = None) -> Path:
-    """Write tensors + meta (+ extra torch-saved objects) atomically to ``directory``; LoRA as a peft adapter."""
+def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write tensors + meta atomically to ``directory``; LoRA as a peft adapter; meta records each file's sha256."""
     from hmtbench.training.lora import is_lora
 
     target = Path(directory)
@@ -44,12 +49,11 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
     tmp.mkdir(parents=True)
     # LoRA without its settings in meta (--train full over a LoRA checkpoint) stays with the rest, as before
     lora = {k: v for k, v in tensors.items() if is_lora(k)} if meta.get("lora") else {}
-    _save_tensors({k: v for k, v in tensors.items() if k not in lora}, tmp / TENSORS)
+    save_safetensors({k: v for k, v in tensors.items() if k not in lora}, tmp / TENSORS)
     if lora:
         save_adapter(tmp, lora, meta)
-    (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    for name, obj in (extra_files or {}).items():
-        torch.save(obj, tmp / name)
+    files = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
+    (tmp / META).write_text(json.dumps({**meta, FILES: files}, indent=2, sort_keys=True))
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -70,7 +74,7 @@ def save_adapter(folder: Path, lora: dict[str, torch.Tensor], meta: dict[str, An
     # the targets as given, else the modules LoRA sits on (peft's per-architecture default, resolved)
     targets = settings.get("targets") or adapted_modules(list(lora))
     lora_config(settings, targets, adapter_base_model(meta)).save_pretrained(str(folder))
-    _save_tensors(to_peft_names(lora), folder / ADAPTER_TENSORS, {"format": "pt"})
+    save_safetensors(to_peft_names(lora), folder / ADAPTER_TENSORS, {"format": "pt"})
 
 
 def adapter_base_model(meta: dict[str, Any]) -> str | None:
@@ -82,27 +86,73 @@ def adapter_base_model(meta: dict[str, Any]) -> str | None:
     return resolved
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
-
-
 def read_meta(directory: str | Path) -> dict[str, Any]:
+    """``checkpoint.json``, once every file the checkpoint needs is there and intact (``verify``); checked once
+    per process while the folder's files stay as they were."""
     folder = Path(directory)
-    if not (folder / META).is_file() or not (folder / TENSORS).is_file():
+    if not (folder / META).is_file():
         raise HmtbenchError(f"'{directory}' is not an hmtbench checkpoint (needs {META} and {TENSORS})")
-    return json.loads((folder / META).read_text())
+    key, stats = str(folder.resolve()), _stats(folder)
+    if key not in _verified or _verified[key][0] != stats:
+        _verified[key] = (stats, verify(folder))
+    return copy.deepcopy(_verified[key][1])
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """The checkpoint's meta after checking its files: each one ``checkpoint.json`` lists is there with the sha256
+    recorded; a checkpoint of an earlier version (no hashes) has the files its train mode needs, each readable."""
+    meta = read_json(folder / META, FIX)
+    declared = meta.get(FILES)
+    if declared is None:
+        _verify_unhashed(folder, meta)
+        return meta
+    for name, digest in sorted(declared.items()):
+        path = folder / name
+        if not path.is_file():
+            raise HmtbenchError(f"{path} is missing: {META} lists it; {FIX}")
+        if sha256_file(path) != digest:
+            raise HmtbenchError(f"{path} does not match the sha256 {META} records for it: truncated, corrupt or "
+                                f"changed; {FIX}")
+    if TENSORS not in declared:
+        raise HmtbenchError(f"'{folder}' is not an hmtbench checkpoint (needs {META} and {TENSORS})")
+    return meta
+
+
+def _verify_unhashed(folder: Path, meta: dict[str, Any]) -> None:
+    """An earlier version's checkpoint: its tensor files readable, and LoRA's tensors somewhere if it trained LoRA
+    (the adapter, or older still, ``trainable.safetensors`` under the method's names)."""
+    if not (folder / TENSORS).is_file():
+        raise HmtbenchError(f"'{folder}' is not an hmtbench checkpoint (needs {META} and {TENSORS})")
+    names = safetensors_keys(folder / TENSORS, FIX)
+    if (folder / ADAPTER_TENSORS).is_file():
+        safetensors_keys(folder / ADAPTER_TENSORS, FIX)
+    elif meta.get("train_mode") == "lora" and ((folder / ADAPTER_CONFIG).is_file() or
+                                               not any("lora_" in name for name in names)):
+        raise HmtbenchError(f"{folder / ADAPTER_TENSORS} is missing: the checkpoint trained LoRA (train_mode lora) "
+                            f"and {TENSORS} holds none of its tensors; {FIX}")
+
+
+def _stats(folder: Path) -> tuple:
+    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+
+
+def _has(folder: Path, name: str, meta: dict[str, Any]) -> bool:
+    """Whether the checkpoint holds ``name``: as ``checkpoint.json`` lists it, or as found (earlier versions)."""
+    declared = meta.get(FILES)
+    return name in declared if declared is not None else (folder / name).is_file()
 
 
 def read_adapter_config(directory: str | Path) -> LoraConfig | None:
     """The checkpoint's peft adapter config (None without an adapter, as in every checkpoint of earlier versions)."""
     folder = Path(directory)
-    if not (folder / ADAPTER_CONFIG).is_file():
+    if not _has(folder, ADAPTER_CONFIG, read_meta(folder)):
         return None
     from peft import LoraConfig
 
-    return LoraConfig.from_pretrained(str(folder))
+    try:
+        return LoraConfig.from_pretrained(str(folder))
+    except (ValueError, TypeError, OSError) as err:
+        raise HmtbenchError(f"{folder / ADAPTER_CONFIG} is not a readable peft adapter config ({err}); {FIX}") from None
 
 
 def tensors_sha256(directory: str | Path) -> str:
@@ -121,14 +171,13 @@ def tensors_sha256(directory: str | Path) -> str:
 
 def load_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     """Every trained tensor by the method module's names: the method's own, then the adapter's (if any)."""
-    from safetensors.torch import load_file
-
     from hmtbench.training.lora import from_peft_names
 
     folder = Path(directory)
-    tensors = load_file(str(folder / TENSORS))
-    if (folder / ADAPTER_TENSORS).is_file():
-        tensors.update(from_peft_names(load_file(str(folder / ADAPTER_TENSORS))))
+    meta = read_meta(folder)
+    tensors = load_safetensors(folder / TENSORS, FIX)
+    if _has(folder, ADAPTER_TENSORS, meta):
+        tensors.update(from_peft_names(load_safetensors(folder / ADAPTER_TENSORS, FIX)))
     return tensors
 
 

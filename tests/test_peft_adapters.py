@@ -17,6 +17,7 @@ from hmtbench.build import build_method
 from hmtbench.checkpoints import (
     ADAPTER_CONFIG,
     ADAPTER_TENSORS,
+    FILES,
     META,
     TENSORS,
     load_tensors,
@@ -66,7 +67,9 @@ def as_old_format(checkpoint: Path, folder: Path) -> Path:
 
     folder.mkdir(parents=True)
     save_file(load_tensors(checkpoint), str(folder / TENSORS))
-    shutil.copy(checkpoint / META, folder / META)
+    meta = json.loads((checkpoint / META).read_text())
+    del meta[FILES]  # earlier versions recorded no hashes
+    (folder / META).write_text(json.dumps(meta))
     return folder
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hmtbench.files import make_readable
+
 
 @dataclass(frozen=True)
 class Column:
@@ -134,6 +136,7 @@ COLUMNS: list[Column] = [
 ]
 
 COLUMN_NAMES = [c.name for c in COLUMNS]
+_written: list[Path] = []  # every record this process wrote, in order: the CLI names them when a run is canceled
 
 # Which way is better, per metric: compare and plot read this, never a special case.
 METRIC_DIRECTION: dict[str, str] = {
@@ -169,19 +172,18 @@ def write_record(record, out_dir: str | Path, run_id: str) -> Path:
     os.close(fd)
     try:
         record.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a record is as readable as any file open() makes
+        make_readable(tmp)  # mkstemp makes 0600
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _written.append(target)
     return target
 
 
-def _umask() -> int:
-    """The process umask (reading it means setting it: put straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def records_written() -> list[Path]:
+    """The records this process has written, oldest first."""
+    return list(_written)
 
 
 def read_results(paths: list[str | Path], on_skip=None):

@@ -19,12 +19,15 @@ from typing import Any
 import torch
 
 from hmtbench.errors import HmtbenchError
+from hmtbench.files import load_safetensors, read_json, save_safetensors, sha256_file
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 LEGACY_STATE = "trainer_state.pt"  # the pickle of earlier versions: refused, never read
 FORMAT = 1
 OPTIMIZER, RNG = "optimizer.", "rng."
+CORRUPT = ("the resumable checkpoint cannot be read: delete that 'last' folder to restart its stage, or start a new "
+           "run from a good checkpoint with --init-from")
 
 
 def has_trainer_state(folder: Path) -> bool:
@@ -34,13 +37,12 @@ def has_trainer_state(folder: Path) -> bool:
 
 def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
                        rng: dict[str, torch.Tensor], objective: dict[str, Any] | None = None) -> None:
-    """Write the optimizer's tensors and ``rng`` to safetensors, the rest to JSON (written last: it marks the state)."""
-    from safetensors.torch import save_file
-
+    """Write the optimizer's tensors and ``rng`` to safetensors, the rest to JSON (written last: it marks the state,
+    and records the tensor file's sha256)."""
     state = optimizer.state_dict()
     tensors, values = _split_optimizer_state(state["state"])
     tensors.update({RNG + name: value for name, value in rng.items()})
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / STATE_TENSORS))
+    save_safetensors(tensors, folder / STATE_TENSORS)
     document = {
         "format": FORMAT,
         "step": step,
@@ -48,6 +50,7 @@ def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler
         "optimizer_values": values,
         "scheduler": scheduler.state_dict(),
         "objective": objective or {},  # where the objective stands: the curriculum's level (plain JSON values)
+        "tensors_sha256": sha256_file(folder / STATE_TENSORS),
     }
     (folder / STATE_JSON).write_text(json.dumps(document, indent=1))
 
@@ -59,14 +62,9 @@ def load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer,
 
     The caller sets the RNG states, since only it knows which devices this process owns.
     """
-    from safetensors.torch import load_file
-
     refuse_legacy(folder)
-    document = json.loads((folder / STATE_JSON).read_text())
-    if document.get("format") != FORMAT:
-        raise HmtbenchError(f"{folder / STATE_JSON} has format {document.get('format')!r}; this hmtbench reads "
-                            f"format {FORMAT}: resume it with the hmtbench version that wrote it")
-    tensors = load_file(str(folder / STATE_TENSORS))  # on the CPU: not every rank owns GPU 0
+    document = read_trainer_state(folder)
+    tensors = load_safetensors(folder / STATE_TENSORS, CORRUPT)  # on the CPU: not every rank owns GPU 0
     live = optimizer.param_groups
     groups = [_like(saved, live[i] if i < len(live) else {}) for i, saved in enumerate(document["param_groups"])]
     state = _join_optimizer_state(tensors, document["optimizer_values"])
@@ -74,6 +72,21 @@ def load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer,
     scheduler.load_state_dict(document["scheduler"])
     rng = {name[len(RNG):]: value for name, value in tensors.items() if name.startswith(RNG)}
     return int(document["step"]), rng, document.get("objective", {})
+
+
+def read_trainer_state(folder: Path) -> dict[str, Any]:
+    """``trainer_state.json`` of this format, once the tensor file beside it matches the sha256 it records."""
+    document = read_json(folder / STATE_JSON, CORRUPT)
+    if document.get("format") != FORMAT:
+        raise HmtbenchError(f"{folder / STATE_JSON} has format {document.get('format')!r}; this hmtbench reads "
+                            f"format {FORMAT}: resume it with the hmtbench version that wrote it")
+    tensors, digest = folder / STATE_TENSORS, document.get("tensors_sha256")
+    if not tensors.is_file():
+        raise HmtbenchError(f"{tensors} is missing; {CORRUPT}")
+    if digest is not None and sha256_file(tensors) != digest:
+        raise HmtbenchError(f"{tensors} does not match the sha256 {STATE_JSON} records for it: truncated, corrupt or "
+                            f"changed; {CORRUPT}")
+    return document
 
 
 def refuse_legacy(folder: Path) -> None:
