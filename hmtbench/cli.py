@@ -105,7 +105,9 @@ def eval_ppl(
 
     Each method writes one parquet record into --out; a comparison table closes the run. Every flag is
     a spelling of a settings key (`--sensory-tokens 16` = `--set method.sensory_tokens=16`); with
-    --checkpoint, what you do not give comes from the checkpoint.
+    --checkpoint, what you do not give comes from the checkpoint (backbone, method, its settings, L).
+    A training recipe gives the backbone, method, L and corpus; its train, lora and curriculum sections
+    are set aside, and so is its data.split (the split it trains on): --split says what is scored.
 
     Examples:
 
@@ -117,7 +119,7 @@ def eval_ppl(
 
         hmtbench eval-ppl --backbone random:llama --dataset notes.txt --segment-length 64 --test-length 512
     """
-    settings = given(dict(locals()), ENGINE_KEYS)
+    settings = given(dict(locals()), "eval-ppl", ENGINE_KEYS)
     from hmtbench.commands.eval_ppl import eval_configs, run_eval_ppl
     from hmtbench.commands.summary import print_method_table
 
@@ -175,7 +177,7 @@ def eval_qa(
 
         hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
     """
-    settings = given(dict(locals()), {"depth": "", "resume": "", "split": "split", **ENGINE_KEYS})
+    settings = given(dict(locals()), "eval-qa", {"depth": "", "resume": "", "split": "split", **ENGINE_KEYS})
     from hmtbench.commands.eval_qa import parse_depths, print_qa_table, qa_configs, run_eval_qa
 
     if depth is not None:
@@ -264,7 +266,7 @@ def train(
     params.update(stages=[stage] if stage else [int(s) for s in stages.split(",")] if stages else None,
                   lora_targets=lora_targets.split(",") if lora_targets else None,
                   curriculum=[int(s) for s in curriculum.split(",")] if curriculum else None)
-    settings = given(params, TRAIN_KEYS)
+    settings = given(params, "train", TRAIN_KEYS)
     config = load_run_config(resume) if resume else train_config(settings)
     rows = run_train(config, command_line=command_line(), resume=resume)
     for row in rows:
@@ -314,7 +316,7 @@ def bench(
 
         hmtbench bench --backbone random:llama --segment-length 64 --lengths 256,1k --device cpu
     """
-    settings = given(dict(locals()), {**ENGINE_KEYS, "train_mode": "train"})
+    settings = given(dict(locals()), "bench", {**ENGINE_KEYS, "train_mode": "train"})
     from hmtbench.commands.bench import bench_config, describe_row, run_bench
 
     config = bench_config(settings)

@@ -9,6 +9,7 @@ method (``hmtbench.settings``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -179,9 +180,10 @@ def set_value(values: dict[str, Any], key: str, value: Any) -> None:
         node[leaf] = value
 
 
-def gather(recipe: str | None, flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
-    """The settings the user gave: the recipe, then flags that were given (not None), then ``--set``."""
-    values = load_yaml(recipe) if recipe else {}
+def gather(recipe: str | dict[str, Any] | None, flags: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
+    """The settings the user gave: the recipe (a file, or its settings as read), then flags that were given
+    (not None), then ``--set``."""
+    values = load_yaml(recipe) if isinstance(recipe, str) else copy.deepcopy(recipe or {})
     for key, value in flags.items():
         if value is not None:
             set_value(values, key, value)

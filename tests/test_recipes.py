@@ -52,3 +52,60 @@ def test_smoke_recipe_runs(tmp_path: Path) -> None:
     assert [r["status"] for r in rows] == ["success", "success"]
     assert [r["steps"] for r in rows] == [5, 10]
     assert (tmp_path / "run" / "stage2" / "final" / "trainable.safetensors").is_file()
+
+
+# ----- one recipe, every command that reads recipes ------------------------------------------------
+RUNNERS = {"eval-ppl": ("hmtbench.commands.eval_ppl", "run_eval_ppl"), "eval-qa": ("hmtbench.commands.eval_qa",
+           "run_eval_qa"), "train": ("hmtbench.commands.train", "run_train"), "bench": ("hmtbench.commands.bench",
+                                                                                    "run_bench")}
+
+
+class Resolved(Exception):
+    """Raised in place of running a command: carries the configs it resolved."""
+
+
+@pytest.mark.parametrize("command", list(RUNNERS))
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_serves_every_command(recipe: Path, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the CLI up to the resolved configs: what a command has comes from the recipe, the rest is named."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from hmtbench.cli import app
+
+    def resolved(configs, *args, **kwargs):
+        raise Resolved(configs)
+
+    module, runner = RUNNERS[command]
+    monkeypatch.setattr(importlib.import_module(module), runner, resolved)
+    result = CliRunner().invoke(app, [command, "--recipe", str(recipe)])
+    assert isinstance(result.exception, Resolved), result.output
+    configs = result.exception.args[0]
+    settings = load_yaml(recipe)
+    for config in configs if isinstance(configs, list) else [configs]:
+        methods = config.methods if command == "bench" else [config.method]
+        assert [m.name for m in methods] == [settings["method"]["name"]]
+        assert {k: getattr(methods[0], k) for k in settings["method"] if k != "name"} == {
+            k: v for k, v in settings["method"].items() if k != "name"}
+        assert (config.backbone, config.segment_length) == (settings["backbone"], settings["segment_length"])
+        if command == "eval-ppl" and "data" in settings:  # the corpus, on the evaluation split: a recipe's split
+            assert (config.data.dataset, config.data.split) == (settings["data"]["dataset"], "test")  # is for training
+    note = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    if command == "train":
+        assert note == []
+    else:
+        assert len(note) == 1 and "train" in note[0].split("recipe's", 1)[1], result.stderr
+        assert ("data.split" in note[0]) == (command == "eval-ppl" and "data" in settings)
+
+
+def test_a_recipe_setting_no_command_has_is_an_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hmtbench.cli import app
+
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(RECIPES[0].read_text().replace("segment_length:", "segmnet_length:"))
+    result = CliRunner().invoke(app, ["eval-ppl", "--recipe", str(recipe)])
+    assert result.exit_code == 2
+    assert f"recipe '{recipe}': unknown setting 'segmnet_length' (did you mean 'segment_length'?)" in result.stderr

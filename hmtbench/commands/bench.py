@@ -42,6 +42,9 @@ from hmtbench.training.config import LoraSettings, TrainSettings, check_recomput
 MODES = ("eval", "train")
 DATASET = "random-tokens"  # synthetic token ids: speed and memory do not depend on the text
 CONSOLE_ONLY = ("path", "warmup_s", "timed_calls")  # row keys printed, not recorded
+# BenchConfig's list fields by the settings key (and flag) that fills them
+SETTINGS_NAMES = {"methods": "method", "batch_sizes": "batch_size", "train_batch_sizes": "train_batch_size",
+                  "modes": "mode"}
 
 
 @dataclass
@@ -87,12 +90,14 @@ def bench_config(given: dict[str, Any]) -> BenchConfig:
     values["methods"] = [resolve_method(name, method, None) for name in names]
     for key, flag in (("lengths", "--lengths"), ("batch_size", "--batch-size"), ("train_batch_size",
                                                                                   "--train-batch-size")):
-        text = values.pop(key, None)
-        if isinstance(text, str):
-            values[{"batch_size": "batch_sizes", "train_batch_size": "train_batch_sizes"}.get(key, key)] = \
-                parse_counts(text, flag)
+        if isinstance(values.get(key), str):
+            values[key] = parse_counts(values[key], flag)
+        elif isinstance(values.get(key), int):  # one count, as a recipe may write it
+            values[key] = [values[key]]
     if isinstance(values.get("mode"), str):
-        values["modes"] = [m.strip() for m in values.pop("mode").split(",") if m.strip()]
+        values["mode"] = [m.strip() for m in values["mode"].split(",") if m.strip()]
+    fields = {settings: field for field, settings in SETTINGS_NAMES.items()}
+    values = {fields.get(key, key): value for key, value in values.items()}
     return from_dict(BenchConfig, values)
 
 

@@ -19,13 +19,16 @@ DATA_KEYS = ("dataset", "split", "test_length", "max_docs")
 NOT_SETTINGS = ("recipe", "set_")
 
 
-def given(params: dict[str, Any], renamed: dict[str, str] | None = None) -> dict[str, Any]:
-    """The settings a command was given: its recipe, its flags (keys as in the config), then --set.
+def given(params: dict[str, Any], command: str, renamed: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings ``command`` was given: what it reads of its recipe, its flags (keys as in the config), then
+    --set. The recipe's settings it does not read are named in a note (``commands/recipe.py``).
 
     ``renamed`` maps a flag's parameter name to its settings key where the default rule (method and
     data settings under ``method.`` / ``data.``, the rest at the top) does not fit; "" for flags that
     are not settings.
     """
+    from hmtbench.commands.recipe import recipe_settings
+
     renamed = renamed or {}
     flags = {}
     for name, value in params.items():
@@ -33,14 +36,21 @@ def given(params: dict[str, Any], renamed: dict[str, str] | None = None) -> dict
                           f"data.{name}" if name in DATA_KEYS else name)
         if name not in NOT_SETTINGS and key:
             flags[key] = value
-    return gather(params.get("recipe"), flags, params.get("set_"))
+    recipe = None
+    if params.get("recipe"):
+        recipe, aside = recipe_settings(params["recipe"], command)
+        if aside:
+            typer.secho(f"note: {command} does not use the recipe's {', '.join(aside)} (set aside)", err=True)
+    return gather(recipe, flags, params.get("set_"))
 
 
 def opt(help: str, *names: str) -> Any:
     return typer.Option(*names, help=help, show_default=False)
 
 
-Recipe = Annotated[str | None, opt("YAML recipe (recipes/): its settings, then the flags, then --set.")]
+Recipe = Annotated[str | None, opt("YAML recipe (recipes/): its settings, then the flags, then --set. Any recipe "
+                                   "serves every command: settings this one does not use (a training recipe's "
+                                   "train, lora, curriculum) are set aside, named in a note.")]
 Sets = Annotated[list[str] | None, opt("Dotted override, e.g. --set method.sensory_tokens=16 (repeatable).", "--set")]
 Backbone = Annotated[
     str | None, opt("Alias (smollm2-135m, opt-2.7b, ...), hub id, model folder, .gguf file, random:llama or "
