@@ -43,7 +43,7 @@ from hmtbench.commands.options import (
     given,
     opt,
 )
-from hmtbench.errors import HmtbenchError
+from hmtbench.errors import Canceled, HmtbenchError
 
 app = typer.Typer(
     name="hmtbench",
@@ -70,6 +70,9 @@ def friendly_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hmtbench.results.schema import records_written
+
+        before = len(records_written())
         try:
             return command(*args, **kwargs)
         except HmtbenchError as err:
@@ -77,8 +80,12 @@ def friendly_errors(command: F) -> F:
                 raise
             typer.secho(f"error: {err}", fg="red", err=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.secho("canceled", fg="yellow", err=True)
+        except KeyboardInterrupt as interrupt:
+            written = records_written()[before:]
+            typer.secho("canceled; " + (f"records written: {', '.join(map(str, written))}" if written else
+                                        "no record was written"), fg="yellow", err=True)
+            if isinstance(interrupt, Canceled):
+                typer.secho(interrupt.hint, fg="yellow", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -261,7 +268,7 @@ def train(
         hmtbench train --resume runs/rmt
     """
     params = dict(locals())
-    from hmtbench.commands.train import TRAIN_KEYS, load_run_config, run_train, train_config
+    from hmtbench.commands.train import TRAIN_KEYS, describe_stage, load_run_config, run_train, train_config
 
     params.update(stages=[stage] if stage else [int(s) for s in stages.split(",")] if stages else None,
                   lora_targets=lora_targets.split(",") if lora_targets else None,
@@ -270,7 +277,7 @@ def train(
     config = load_run_config(resume) if resume else train_config(settings)
     rows = run_train(config, command_line=command_line(), resume=resume)
     for row in rows:
-        typer.echo(f"{row['method']} {row['status']}: final loss {row['final_loss']:.4f} after {row['steps']} steps")
+        typer.echo(describe_stage(row))
     for row in rows:
         typer.echo(f"wrote {row['output_dir']}/final and a record in {config.out}")
 

@@ -10,6 +10,14 @@ class HmtbenchError(Exception):
     """An error caused by the user's input or environment; the CLI prints it as one line."""
 
 
+class Canceled(KeyboardInterrupt):
+    """Ctrl-C during a command that can go on later: ``hint`` says how (the CLI prints it)."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -85,11 +85,14 @@ def _all_names() -> list[str]:
 
 def resolve(cls: type[T], given: dict[str, Any], meta: dict[str, Any] | None = None, source: str = "",
             default_method: str = "plain") -> list[T]:
-    """Typed ``cls`` configs, one per method asked for, from what the user gave and a checkpoint's meta."""
-    names = method_names(given, default_method)
+    """Typed ``cls`` configs, one per method asked for, from what the user gave and a checkpoint's meta.
+
+    A checkpoint supplies what the user did not give: the method, its settings, the segment length and the
+    backbone it was trained on."""
+    trained, trained_length = checkpoint_settings(meta) if meta else (None, None)
+    names = method_names(given, (trained or {}).get("name") or default_method)
     method_given = given.get("method") if isinstance(given.get("method"), dict) else {}
     check_method_keys(names, method_given)
-    trained, trained_length = checkpoint_settings(meta) if meta else (None, None)
     if meta is not None and trained.get("name") not in names:
         raise HmtbenchError(
             f"checkpoint '{source}' was trained for --method {trained.get('name')}, not {','.join(names)}; "
@@ -101,5 +104,7 @@ def resolve(cls: type[T], given: dict[str, Any], meta: dict[str, Any] | None = N
         values["method"] = resolve_method(name, method_given, trained, source)
         if "segment_length" not in given and trained_length is not None:
             values["segment_length"] = trained_length
+        if "backbone" not in given and meta and meta.get("backbone"):
+            values["backbone"] = meta["backbone"]
         configs.append(from_dict(cls, values))
     return configs

@@ -87,7 +87,7 @@ def test_load_backbone_random_shape_runs_on_byte_tokens() -> None:
 def test_tiny_random_backbones_are_unchanged() -> None:
     resolved = resolve_backbone("random:llama")
     assert (resolved.kind, resolved.source, resolved.description, resolved.identity) == (
-        "random", "llama", "llama", "random:llama")
+        "random", "llama", "random:llama", "random:llama")
     assert resolved.random_weights and not resolve_backbone("facebook/opt-2.7b").random_weights
     backbone = load_backbone("random:llama", device="cpu")
     assert backbone.parameter_count == sum(p.numel() for p in tiny_model("llama").parameters())

@@ -49,7 +49,8 @@ class ResolvedBackbone:
 
     @property
     def description(self) -> str:
-        if self.kind == "shape":
+        """Where the weights come from, as records and messages name it: random:NAME for random weights."""
+        if self.random_weights:
             return self.identity
         return f"{self.source}/{self.gguf_file}" if self.gguf_file else self.source
 

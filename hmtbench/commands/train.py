@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,11 @@ import torch
 from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
 from hmtbench.build import build_method, make_trainable
+from hmtbench.checkpoints import META, read_meta
 from hmtbench.commands.common import console, parameter_counts, read_checkpoint_meta, run_columns
 from hmtbench.config import EngineOptions, dump_yaml, from_dict, load_yaml, to_dict, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
-from hmtbench.errors import HmtbenchError
+from hmtbench.errors import Canceled, HmtbenchError
 from hmtbench.fastpath import accelerate
 from hmtbench.methods import method_class
 from hmtbench.methods.base import SegmentMethod
@@ -28,6 +29,7 @@ from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
 from hmtbench.training.objectives import AnswerTraining, LanguageModelling
+from hmtbench.training.state import has_trainer_state, read_trainer_state, refuse_legacy
 from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"
@@ -76,20 +78,30 @@ def plan_stages(config: TrainConfig) -> list[Stage]:
 
 
 def load_run_config(resume: str) -> TrainConfig:
+    """The run's settings from its ``config.yaml``, to go on with."""
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
         raise HmtbenchError(
             f"--resume {resume}: no {CONFIG_FILE} there; point it at a run folder made by hmtbench train"
         )
-    return from_dict(TrainConfig, load_yaml(path))
+    # the folder named, wherever the run was started: a moved or copied run goes on where it now is
+    return dataclasses.replace(from_dict(TrainConfig, load_yaml(path)), output_dir=resume)
 
 
 def run_train(config: TrainConfig, command_line: list[str] | None = None, resume: str | None = None) -> list[dict]:
-    """Train every planned stage back to back; write one parquet record per stage."""
+    """Train every planned stage back to back; write one parquet record per stage.
+
+    Everything that can be checked is checked before the run folder is written (settings, checkpoints, the
+    corpus, the first stage's model and data), so a run that fails at start-up leaves the folder free."""
     plan = plan_stages(config)
     output = Path(config.output_dir or default_output_dir(config))
     if resume is None and (output / CONFIG_FILE).exists():
         raise HmtbenchError(f"{output} already holds a run; continue it with --resume {output} or pick --output-dir")
+    if config.train.init_from:
+        read_checkpoint_meta(config.train.init_from)  # missing or corrupt files: refused before the backbone loads
+    pending = [stage for stage in plan if not _complete(output / stage.folder / "final", stage.steps)]
+    if pending:
+        check_resumable(output / pending[0].folder / "last")
     quiet_transformers()
     device = distributed.setup(config.device, console)  # config.device itself in a single process
     distributed.check_divides(config.train.batch_size, "--batch-size")  # each rank takes an equal slice
@@ -101,36 +113,64 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     if config.curriculum.task is None:
         corpus = load_corpus(config.data.dataset, config.data.split, config.data.max_docs)
         documents = tokenize_corpus(corpus, backbone.tokenizer, None, 1).documents
-    output.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, output_dir=str(output))
+    first = None
+    if pending:  # the first stage to train, built before the run folder is written: its errors leave it free
+        index = plan.index(pending[0])
+        init_from = str(output / plan[index - 1].folder / "final") if index else config.train.init_from
+        first = _prepare(config, backbone, documents, pending[0], init_from)
+    output.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         (output / CONFIG_FILE).write_text(dump_yaml(config))
     init_from, rows = config.train.init_from, []
-    for stage in plan:
-        folder = output / stage.folder
-        if _complete(folder / "final", stage.steps):
-            console.print(f"{stage.folder}: already complete, skipped")
-        else:
-            run = dataclasses.replace(config, method=stage.method)
-            rows.append(_train_one(run, backbone, documents, stage, folder, init_from, command_line))
-        init_from = str(folder / "final")
+    try:
+        for stage in plan:
+            if stage not in pending:
+                console.print(f"{stage.folder}: already complete, skipped")
+            else:
+                prepared = first if stage is pending[0] else _prepare(config, backbone, documents, stage, init_from)
+                rows.append(_train_one(prepared, backbone, stage, output / stage.folder, init_from, command_line))
+            init_from = str(output / stage.folder / "final")
+    except KeyboardInterrupt:
+        raise Canceled(f"continue with: hmtbench train --resume {shlex.quote(str(output))}") from None
     return rows
 
 
 def _complete(final: Path, steps: int) -> bool:
     """A stage's final checkpoint at its full step count (one ended early by --max-minutes resumes from ``last``)."""
-    meta = final / "checkpoint.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("step", steps) >= steps
+    return (final / META).is_file() and read_meta(final).get("step", steps) >= steps
 
 
-def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_from, command_line) -> dict[str, Any]:
+def check_resumable(last: Path) -> None:
+    """A stage's resumable checkpoint, if it has one, is whole: its tensors and its trainer state."""
+    if has_trainer_state(last):
+        refuse_legacy(last)
+        read_meta(last)
+        read_trainer_state(last)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A stage ready to train: its method built (tensors set to train), its objective, its resolved config."""
+
+    config: TrainConfig
+    model: SegmentMethod
+    objective: Any
+    started: datetime
+
+
+def _prepare(config: TrainConfig, backbone, documents, stage: Stage, init_from: str | None) -> Prepared:
     started = run_start()
-    model = build_for_training(backbone, config, init_from)
+    model = build_for_training(backbone, dataclasses.replace(config, method=stage.method), init_from)
     config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
-    settings = config.train
-    if settings.compile:  # after LoRA is in place: the compiled blocks trace its layers with theirs
+    if config.train.compile:  # after LoRA is in place: the compiled blocks trace its layers with theirs
         accelerate(model, EngineOptions(compile=True))
-    objective = make_objective(config, model, backbone, documents)
+    return Prepared(config, model, make_objective(config, model, backbone, documents), started)
+
+
+def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_from, command_line) -> dict[str, Any]:
+    config, model, objective = prepared.config, prepared.model, prepared.objective
+    settings = config.train
     meta = checkpoint_meta(config, backbone)
     label, steps = stage.label, stage.steps
     counts = parameter_counts(model)
@@ -151,12 +191,20 @@ def _train_one(config, backbone, documents, stage: Stage, folder: Path, init_fro
         steps_run = getattr(error, "steps_run", None)
         raise HmtbenchError(out_of_memory_message(config, objective, error, folder.parent)) from None
     finally:
-        row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line, started))
+        row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line,
+                           prepared.started))
         if steps_run:
             row["steps"] = steps_run
         if distributed.is_main():
             write_record(make_record(row), config.out, row["run_id"])
-    return row
+    return {**row, "stage": label, "first_step": outcome.start}  # console only: the record holds the steps run
+
+
+def describe_stage(row: dict[str, Any]) -> str:
+    """The line that closes a stage: the step it ended at, and for a resumed stage the steps run now."""
+    start = row["first_step"]
+    resumed = f" ({row['steps']} run now, resumed at step {start})" if start else ""
+    return f"{row['stage']} {row['status']}: final loss {row['final_loss']:.4f} at step {start + row['steps']}{resumed}"
 
 
 def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception, run: Path) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class StageOutcome:
     wall_s: float
     peak_gpu_mb: float | None
     objective: dict[str, Any]  # where the objective ended (the curriculum's level)
+    start: int = 0  # the step the stage resumed from (0: it started here); ``steps`` were run after it
 
 
 def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings):
@@ -91,6 +93,8 @@ def train_stage(
     optimizer, scheduler = make_optimizer(params, settings)
     start = _resume(model, optimizer, scheduler, objective, folder / "last")
     folder.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        _keep_log_until(folder / "log.jsonl", start)
     ddp = data_parallel(model, objective, settings) if distributed.is_distributed() else None
     forward = ddp if ddp is not None else ObjectiveLoss(model, objective)
     micro = micro_step(forward, training_autocast(device, settings.cuda_graphs), settings.grad_accum)
@@ -145,7 +149,24 @@ def train_stage(
         _save(model, optimizer, scheduler, objective, folder / "final", {**meta, "step": steps}, with_state=False)
     distributed.barrier()  # the next stage starts from this checkpoint on every rank
     wall = time.perf_counter() - began
-    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict())
+    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict(), start)
+
+
+def _keep_log_until(path: Path, step: int) -> None:
+    """Keep the log lines of steps up to ``step`` (a resumed stage runs the later ones again and logs them anew);
+    a line cut short by a kill goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text("".join(kept))
+    os.replace(staging, path)
 
 
 def _optimizer_step(micro: MicroStep, objective: Any, settings: TrainSettings, step: int,
