@@ -7,7 +7,8 @@ own parameters train). Rows use the shared schema: protocol ``bench-eval`` / ``b
 test_length the context length (a training window's D x L positions), tokens_per_s, ms_per_segment,
 peak_gpu_mem_mb, and the engine switches under ``config.engine``. A case the backbone cannot run
 (``full`` beyond its positions, a method with nothing to train) is a ``skipped`` row saying why; one
-that fails (out of memory) a ``failed`` row.
+that runs out of memory is measured again at half the batch (``batch_size`` as run, ``oom_retries``), and
+one that fails even so, or otherwise, a ``failed`` row.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate, capture_failures
 from hmtbench.methods import method_names as all_methods
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.oom import HalvingBatches, OutOfMemoryAtOne
 from hmtbench.progress import quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
@@ -147,6 +149,22 @@ def run_bench(
 
 def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: list[str] | None,
              started: datetime) -> dict[str, Any]:
+    """The case's row; out of memory, the case is measured again at half the batch (the row says which)."""
+    halving = HalvingBatches(case.batch_size)
+    try:
+        row = halving.retry(lambda size: _measure_at(config, backbone, dataclasses.replace(case, batch_size=size),
+                                                     command_line, started))
+    except OutOfMemoryAtOne:
+        one = dataclasses.replace(case, batch_size=1)
+        row = _bare_row(config, backbone, one, command_line, started, "failed",
+                        f"out of GPU memory down to batch 1 (from {case.batch_size})")
+    row["oom_retries"] = halving.retries
+    return row
+
+
+def _measure_at(config: BenchConfig, backbone: Backbone, case: Case, command_line: list[str] | None,
+                started: datetime) -> dict[str, Any]:
+    """The case's row at ``case.batch_size``; out of memory propagates (``_measure`` halves the batch)."""
     try:
         model = build_case(backbone, case, config)
     except HmtbenchError as err:  # e.g. full context beyond the backbone's positions
@@ -160,8 +178,8 @@ def _measure(config: BenchConfig, backbone: Backbone, case: Case, command_line: 
         workload, segments, tokens, graphed = case_workload(config, backbone, case, model, runner)
         replayer = runner if graphed is None else graphed
         timing = time_workload(workload, backbone.device, config.warmup, config.repeat, config.max_seconds)
-    except torch.cuda.OutOfMemoryError:
-        return _outcome(row, "failed", f"out of GPU memory at batch {case.batch_size}")
+    except torch.OutOfMemoryError:
+        raise
     except Exception as err:  # noqa: BLE001 - one case failing must not lose the others: a failed row says why
         return _outcome(row, "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
     finally:
@@ -305,6 +323,8 @@ def describe_row(row: dict[str, Any]) -> str:
     """One console line per measured case."""
     mode = row["protocol"].removeprefix("bench-")
     what = f"{row['method']:>5} {mode:<5} T={row['test_length']:>6,} B={row['batch_size']:<4}"
+    if row.get("oom_retries"):
+        what += f" (out of memory: batch halved {row['oom_retries']}x)"
     if row["status"] != "success":
         return f"{what} {row['status']}: {json.loads(row['config']).get('reason', '')}"
     peak = f"{row['peak_gpu_mem_mb']:,.0f} MiB" if row.get("peak_gpu_mem_mb") is not None else "n/a"

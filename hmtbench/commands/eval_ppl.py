@@ -20,6 +20,7 @@ from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
 from hmtbench.evaluation.perplexity import PerplexityResult, evaluate, evaluate_sharded, paper_batches, stream_batches
 from hmtbench.fastpath import accelerate
+from hmtbench.oom import HalvingBatches
 from hmtbench.progress import TokenProgress, quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.columns import ppl_columns
@@ -118,18 +119,24 @@ def _evaluate_method(config: EvalConfig, model, backbone, tokenized, command_lin
     runner = accelerate(model, config.engine)
     batches, total = _batches(config, model, backbone, tokenized)
     name = model.name
+    # out of memory: the batch is halved and the run goes on (the record says the size it ended at)
+    halving = HalvingBatches(config.batch_size, "lower --test-length or --segment-length")
     if distributed.is_distributed():  # whole batches dealt round-robin; rank 0's bar shows its own share
         with Measure(backbone.device) as measured:  # wall time up to the gather: the slowest rank's
             mine = distributed.deal(batches)
             share = sum(int(lengths.sum()) for _, ((_, lengths, _), _) in mine)
             with TokenProgress(f"{name:>5} rank 0", share) as progress:
-                result = evaluate_sharded(runner, mine, progress.advance)
+                result = evaluate_sharded(runner, mine, progress.advance, halving)
     else:
         with TokenProgress(f"{name:>5}", total) as progress, Measure(backbone.device) as measured:
-            result = evaluate(runner, iter(batches), progress.advance)
+            result = evaluate(runner, iter(batches), progress.advance, halving)
+    if halving.retries:
+        console.print(f"[yellow]{name}: out of device memory, {halving.retries} times: batches of "
+                      f"{config.batch_size} were scored {halving.size} at a time, to the same numbers[/]")
     run_id = new_run_id("eval-ppl", name, started)
     row = _record(config, model, backbone, result, measured, total, command_line, started)
     row.update(ppl_columns(result, tokenized.documents), docs_skipped=tokenized.skipped)
+    row.update(batch_size=halving.size, oom_retries=halving.retries)
     row["run_id"] = run_id
     row["path"] = str(write_record(make_record(row), config.out, run_id)) if distributed.is_main() else None
     return row

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from hmtbench.data.tokenize import TokenizedCorpus
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.oom import HalvingBatches
 
 OnBatch = Callable[[int, int], None]  # (segments done, tokens done) in the batch just finished
 
@@ -150,23 +152,37 @@ def paper_batches(
 
 @torch.inference_mode()
 def evaluate(
-    method: SegmentMethod, batches: Iterator[tuple[Batch, int]], on_batch: OnBatch | None = None
+    method: SegmentMethod, batches: Iterator[tuple[Batch, int]], on_batch: OnBatch | None = None,
+    halving: HalvingBatches | None = None,
 ) -> PerplexityResult:
-    """Score every batch with the shared segment loop and accumulate exact token counts."""
+    """Score every batch with the shared segment loop and accumulate exact token counts.
+
+    With ``halving``, a batch that runs out of device memory is scored in pieces of fewer rows (``hmtbench.oom``)
+    joined back into the batch: the same documents, counts and per-batch exp(CE) (the paper's) as one call, the
+    scores to float rounding."""
     result = PerplexityResult()
-    for (ids, lengths, scored), scored_bytes in batches:
-        batch = segment_batch(ids, lengths, method.segment_tokens, scored)
-        nll, tokens = score_segments(method, batch)
-        result.add(nll, tokens)
+    for batch, scored_bytes in batches:
+        ids, lengths, _ = batch
+        score = functools.partial(_score_rows, method, batch)
+        pieces = halving.run(score, ids.shape[0]) if halving is not None else [score(slice(None))]
+        result.add(torch.cat([nll for nll, _ in pieces]), torch.cat([tokens for _, tokens in pieces]))
         result.docs += ids.shape[0]
         result.bytes += scored_bytes
         if on_batch is not None:
-            on_batch(batch.segments.shape[1] * ids.shape[0], int(lengths.sum()))
+            on_batch(math.ceil(ids.shape[1] / method.segment_tokens) * ids.shape[0], int(lengths.sum()))
     return result
 
 
+def _score_rows(method: SegmentMethod, batch: Batch, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nll, tokens), each (rows, n): ``n`` follows the batch's padded length, so pieces of one batch join."""
+    ids, lengths, scored = batch
+    piece = segment_batch(ids[rows], lengths[rows], method.segment_tokens, None if scored is None else scored[rows])
+    return score_segments(method, piece)
+
+
 def evaluate_sharded(
-    method: SegmentMethod, mine: list[tuple[int, tuple[Batch, int]]], on_batch: OnBatch | None = None
+    method: SegmentMethod, mine: list[tuple[int, tuple[Batch, int]]], on_batch: OnBatch | None = None,
+    halving: HalvingBatches | None = None,
 ) -> PerplexityResult:
     """``evaluate`` over several processes: each scores its (index, batch) pairs, then all merge every batch.
 
@@ -176,7 +192,7 @@ def evaluate_sharded(
     """
     from hmtbench import distributed
 
-    scored = [(k, evaluate(method, iter([batch]), on_batch)) for k, batch in mine]
+    scored = [(k, evaluate(method, iter([batch]), on_batch, halving)) for k, batch in mine]
     result = PerplexityResult()
     for _, piece in sorted((p for pieces in distributed.gather_objects(scored) for p in pieces), key=lambda p: p[0]):
         result.merge(piece)

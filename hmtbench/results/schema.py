@@ -74,7 +74,9 @@ COLUMNS: list[Column] = [
     Column("protocol", "string", "stream (each token once) | paper (reference windows) | qa"),
     Column("test_length", "Int64", "tokens per document (stream) or history per window (paper)"),
     Column("max_docs", "Int64", "--max-docs, null for all"),
-    Column("batch_size", "Int64", "documents or windows per batch"),
+    Column("batch_size", "Int64", "documents or windows per batch, as run: smaller than asked after oom_retries"),
+    Column("oom_retries", "Int64", "times the batch was halved on running out of device memory (eval-ppl: scores "
+           "equal the asked batch's; bench: measured at batch_size)"),
     Column("docs", "Int64", "documents (stream) or windows (paper) scored"),
     Column("docs_skipped", "Int64", "documents shorter than one segment, skipped"),
     Column("tokens_scored", "Int64", "target tokens scored"),
