@@ -69,3 +69,14 @@ def build_method(name: str, backbone: torch.nn.Module, settings: dict | None = N
     own = {f.name for f in dataclasses.fields(config_class(name))}
     config = method_config(name, {k: v for k, v in values.items() if k in own})
     return method_class(name)(backbone, config, segment_length)
+
+
+def one_error(result, *phrases: str) -> str:
+    """The CLI ``result`` of bad input: exit code 2, no traceback, one ``error:`` line holding every phrase."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+    return errors[0]

@@ -17,6 +17,7 @@ from hmtbench.checkpoints import ADAPTER_CONFIG, ADAPTER_TENSORS, FILES, META, T
 from hmtbench.cli import app
 from hmtbench.errors import HmtbenchError
 from hmtbench.training.state import STATE_JSON, STATE_TENSORS
+from tests.conftest import one_error
 
 TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "checkpoints"
@@ -34,16 +35,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                       "--out", str(root / "results")])
     assert result.exit_code == 0, result.output
     return root / "run"
-
-
-def one_error(result, *phrases: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in errors[0], errors[0]
-    return errors[0]
 
 
 def damage(path: Path, how: str) -> None:
