@@ -43,7 +43,8 @@ from hmtbench.commands.options import (
     given,
     opt,
 )
-from hmtbench.errors import Canceled, HmtbenchError
+from hmtbench.errors import HmtbenchError, canceled_message
+from hmtbench.results.schema import recording
 
 app = typer.Typer(
     name="hmtbench",
@@ -70,22 +71,16 @@ def friendly_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from hmtbench.results.schema import records_written
-
-        before = len(records_written())
         try:
-            return command(*args, **kwargs)
+            with recording() as written:  # the records this command writes
+                return command(*args, **kwargs)
         except HmtbenchError as err:
             if os.environ.get("HMTBENCH_DEBUG"):
                 raise
             typer.secho(f"error: {err}", fg="red", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as interrupt:
-            written = records_written()[before:]
-            typer.secho("canceled; " + (f"records written: {', '.join(map(str, written))}" if written else
-                                        "no record was written"), fg="yellow", err=True)
-            if isinstance(interrupt, Canceled):
-                typer.secho(interrupt.hint, fg="yellow", err=True)
+            typer.secho(canceled_message(written, interrupt), fg="yellow", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -111,10 +106,8 @@ def eval_ppl(
     """Perplexity of each method on long documents, under identical segment settings.
 
     Each method writes one parquet record into --out; a comparison table closes the run. Every flag is
-    a spelling of a settings key (`--sensory-tokens 16` = `--set method.sensory_tokens=16`); with
-    --checkpoint, what you do not give comes from the checkpoint (backbone, method, its settings, L).
-    A training recipe gives the backbone, method, L and corpus; its train, lora and curriculum sections
-    are set aside, and so is its data.split (the split it trains on): --split says what is scored.
+    a spelling of a settings key (`--sensory-tokens 16` = `--set method.sensory_tokens=16`); with --checkpoint,
+    what you do not give comes from it (backbone too). --split is scored, never a recipe's (its training split).
 
     Examples:
 

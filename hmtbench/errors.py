@@ -18,6 +18,12 @@ class Canceled(KeyboardInterrupt):
         self.hint = hint
 
 
+def canceled_message(written: list, interrupt: KeyboardInterrupt) -> str:
+    """What Ctrl-C leaves: the records written before it, and how to go on where the command knows."""
+    kept = f"records written: {', '.join(map(str, written))}" if written else "no record was written"
+    return f"canceled; {kept}" + (f"\n{interrupt.hint}" if isinstance(interrupt, Canceled) else "")
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -6,8 +6,10 @@ generated from this list. Commands fill the columns that apply to them; the rest
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +140,7 @@ COLUMNS: list[Column] = [
 ]
 
 COLUMN_NAMES = [c.name for c in COLUMNS]
-_written: list[Path] = []  # every record this process wrote, in order: the CLI names them when a run is canceled
+_recordings: list[list[Path]] = []  # the lists ``recording`` blocks fill, innermost last
 
 # Which way is better, per metric: compare and plot read this, never a special case.
 METRIC_DIRECTION: dict[str, str] = {
@@ -179,13 +181,20 @@ def write_record(record, out_dir: str | Path, run_id: str) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    _written.append(target)
+    for written in _recordings:
+        written.append(target)
     return target
 
 
-def records_written() -> list[Path]:
-    """The records this process has written, oldest first."""
-    return list(_written)
+@contextlib.contextmanager
+def recording() -> Iterator[list[Path]]:
+    """A list of the records written inside the block, filled as they are written (the CLI names them on Ctrl-C)."""
+    written: list[Path] = []
+    _recordings.append(written)
+    try:
+        yield written
+    finally:
+        _recordings.remove(written)
 
 
 def read_results(paths: list[str | Path], on_skip=None):
