@@ -163,3 +163,33 @@ def test_bench_measures_a_case_again_at_half_the_batch(tmp_path: Path, monkeypat
         "failed", 1, 3)
     assert json.loads(rows.loc["rmt", "config"])["reason"] == "out of GPU memory down to batch 1 (from 8)"
     assert "B=2    (out of memory: batch halved 2x)" in result.stdout
+
+
+def test_eval_qa_halves_the_batch_and_records_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of samples that runs out of memory is read in halves: the same records, batch_size as run."""
+    import hmtbench.qa.runner as qa_runner
+
+    def eval_qa(out: Path):
+        return CliRunner().invoke(app, [
+            "eval-qa", "--backbone", "random:llama", "--method", "hmt", "--sensory-tokens", "4",
+            "--recall-hidden-dim", "16", "--segment-length", "64", "--task", "passkey", "--context-length", "600",
+            "--limit", "4", "--batch-size", "4", "--max-new-tokens", "4", "--out", str(out)])
+
+    whole = eval_qa(tmp_path / "whole")
+    assert whole.exit_code == 0, whole.output
+    real = qa_runner.read_answers
+
+    def limited(method, runner, prompts, *args, **kwargs):
+        if len(prompts) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(method, runner, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(qa_runner, "read_answers", limited)
+    split = eval_qa(tmp_path / "split")
+    assert split.exit_code == 0, split.output
+    assert "out of device memory, 2 times: batches of 4 were read 1 at a time" in " ".join(split.output.split())
+    a, b = (pd.read_parquet(next((tmp_path / name).glob("*.parquet"))).iloc[0] for name in ("whole", "split"))
+    assert (a["batch_size"], a["oom_retries"], b["batch_size"], b["oom_retries"]) == (4, 0, 1, 2)
+    for column in ("docs", "tokens_scored", "exact_match", "teacher_forced_exact", "data_sha256"):
+        assert b[column] == a[column], column
+    assert b["answer_ppl"] == pytest.approx(a["answer_ppl"], rel=1e-5)  # rows of 1 and 4 round differently

@@ -21,6 +21,7 @@ from hmtbench.commands.common import (
 from hmtbench.config import EngineOptions, method_field, to_json
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate
+from hmtbench.oom import HalvingBatches
 from hmtbench.progress import TokenProgress, quiet_transformers
 from hmtbench.qa.metrics import require_scorers
 from hmtbench.qa.partial import PartialRun
@@ -132,13 +133,17 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
                     if i not in done)
         started = run_start()
         runner = accelerate(model, config.engine)
+        halving = HalvingBatches(config.batch_size, "lower --context-length")
         with TokenProgress(label, share) as progress, Measure(backbone.device) as measured:
             result = evaluate_qa(model, runner, task, prepared, backbone.tokenizer, max_new, config.batch_size,
-                                 lambda read: progress.advance(1, read), config.decode, partial)
+                                 lambda read: progress.advance(1, read), config.decode, partial, halving)
+        if halving.retries:
+            console.print(f"[yellow]{name}: out of device memory, {halving.retries} times: batches of "
+                          f"{config.batch_size} were read {halving.size} at a time[/]")
         measured.wall_s += earlier_wall_s  # the batches an interrupted run scored count with the time they took
         resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
         row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started,
-                     resumed_samples=len(done))
+                     resumed_samples=len(done), halving=halving)
         partial.remove()
         rows.append(row)
     return rows
@@ -176,8 +181,8 @@ def _check(configs: list[QAConfig]) -> None:
 
 
 def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, measured: Measure,
-           prepared: list[PreparedSample], skipped: int, command_line, started, resumed_samples: int = 0
-           ) -> dict[str, Any]:
+           prepared: list[PreparedSample], skipped: int, command_line, started, resumed_samples: int = 0,
+           halving: HalvingBatches | None = None) -> dict[str, Any]:
     name = model.name
     run_id = new_run_id("eval-qa", name, started)
     out = Path(config.out)
@@ -185,6 +190,8 @@ def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, meas
     row = _record(config, task, model, backbone, result, measured, prepared, command_line, started)
     row.update(qa_columns(result.records, [[*p.prompt_ids.tolist(), *p.answer_ids] for p in prepared]))
     row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions), resumed_samples=resumed_samples)
+    if halving is not None:
+        row.update(batch_size=halving.size, oom_retries=halving.retries)
     if not distributed.is_main():  # every rank holds the same numbers; rank 0 writes them
         return {**row, "path": None}
     out.mkdir(parents=True, exist_ok=True)

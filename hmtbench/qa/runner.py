@@ -17,6 +17,7 @@ forced pass runs, and the answer metrics come from its argmax (exact match and a
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from hmtbench.engine import score_segments
 from hmtbench.errors import HmtbenchError
 from hmtbench.generation import decode
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.oom import HalvingBatches
 from hmtbench.qa.answers import qa_batch, read_answers
 from hmtbench.qa.metrics import METRICS, score_answer
 from hmtbench.qa.partial import PartialRun
@@ -173,14 +175,21 @@ def batches(prepared: list[PreparedSample], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _score_piece(method: SegmentMethod, runner: Any, task: Task, items: list[PreparedSample], tokenizer: Any,
+                 max_new_tokens: int, decode_answers: bool, piece: slice) -> list[dict[str, Any]]:
+    return answer_records(method, runner, task, items[piece], tokenizer, max_new_tokens, decode_answers)
+
+
 def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[PreparedSample], tokenizer: Any,
                 max_new_tokens: int, batch_size: int = 1, on_batch: Callable[[int], None] | None = None,
-                decode_answers: bool = True, partial: PartialRun | None = None) -> QAResult:
+                decode_answers: bool = True, partial: PartialRun | None = None,
+                halving: HalvingBatches | None = None) -> QAResult:
     """Every sample through ``method``, ``batch_size`` at a time (``answer_records``); the records in sample order.
 
     ``on_batch(prompt + answer tokens)`` after each batch. Several processes deal whole batches round-robin
     (``distributed.deal``) and every process gets every record: each batch is scored as one process scores it.
     ``partial`` keeps each scored batch as it goes; the batches it already holds are not scored again (a resumed run).
+    With ``halving``, a batch that runs out of device memory is scored in pieces of fewer samples (``hmtbench.oom``).
     """
     from hmtbench import distributed
 
@@ -192,7 +201,8 @@ def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[P
             continue
         items = [prepared[i] for i in indices]
         started = time.perf_counter()
-        records = answer_records(method, runner, task, items, tokenizer, max_new_tokens, decode_answers)
+        score = functools.partial(_score_piece, method, runner, task, items, tokenizer, max_new_tokens, decode_answers)
+        records = [r for part in (halving.run(score, len(items)) if halving else [score(slice(None))]) for r in part]
         if partial is not None:
             partial.add(indices, records, time.perf_counter() - started)
         scored += zip(indices, records, strict=True)
