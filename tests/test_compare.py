@@ -231,6 +231,17 @@ def test_shared_settings_that_differ_make_separate_rows(tmp_path: Path) -> None:
     assert all(d is None for r in table.rows for d in r.deltas.values())
 
 
+def test_a_baseline_row_no_trained_method_shares_is_kept(tmp_path: Path) -> None:
+    """Joining the untrained plain into the trained rows of one length never drops its runs at another length,
+    where nothing was trained (they were dropped from every table once plain had joined a row anywhere)."""
+    write_run(tmp_path, "plain", ppl=20.0, added_params=0)
+    write_run(tmp_path, "hmt", ppl=15.0, checkpoint="runs/hmt", train_mode="lora", added_params=900)
+    write_run(tmp_path, "plain", ppl=25.0, added_params=0, test_length=1024)
+    rows = {(r.key["test_length"], r.key["train_mode"]): {m: c.mean for m, c in r.cells.items()}
+            for r in table_for(tmp_path).rows}
+    assert rows == {(512, "lora"): {"plain": 20.0, "hmt": 15.0}, (1024, None): {"plain": 25.0}}
+
+
 def test_corrupt_and_foreign_files_are_skipped_with_a_warning_naming_them(results: Path) -> None:
     (results / "broken.parquet").write_bytes(b"PAR1 not really")
     pd.DataFrame({"x": [1, 2]}).to_parquet(results / "other-tool.parquet")

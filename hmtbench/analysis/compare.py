@@ -245,19 +245,19 @@ def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], not
 
     baselines = {others(key): (group, untrained(group)) for key, group in grouped if key["train_mode"] is None}
     shared = {key: group[mask] for key, (group, mask) in baselines.items()}
-    result, joined = [], set()
+    result, joined = [], {}  # joined: the methods of each untrained row that sit in a trained row of the same key
     for key, group in grouped:
         extra = shared.get(others(key))
         if key["train_mode"] is not None and extra is not None and not set(group["method"]) & set(extra["method"]):
-            joined.update(extra["method"])
+            joined.setdefault(others(key), set()).update(extra["method"])
             group = pd.concat([group, extra])
         result.append((key, group))
     if joined:
         result = [(key, group) for key, group in result
                   if not (key["train_mode"] is None and baselines[others(key)][1].all()
-                          and set(group["method"]) <= joined)]
-        notes.append(f"{', '.join(order_methods(joined))}: untrained, nothing to train; shown in the rows of the "
-                     f"trained methods they are compared with")
+                          and set(group["method"]) <= joined.get(others(key), set()))]
+        notes.append(f"{', '.join(order_methods(set().union(*joined.values())))}: untrained, nothing to train; "
+                     "shown in the rows of the trained methods they are compared with")
     return result
 
 
