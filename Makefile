@@ -8,7 +8,7 @@ RUN_STAMP := $(shell date -u +%Y%m%dT%H%M%S)
 RUN_OUT ?= results/make-run/$(RUN_STAMP)
 RUN_ARGS ?= --backbone smollm2-135m --dataset python-stdlib --split test --max-docs 4 --test-length 2000 --out $(RUN_OUT)
 
-.PHONY: install run test lint figures clean
+.PHONY: install run test lint figures report clean
 
 $(BIN)/hmtbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ figures: install
 	$(BIN)/python scripts/training_curves.py results/h200-retrieval-span/curves results/figures/retrieval/training-curves-span.png
 	$(BIN)/python scripts/training_curves.py results/h200-rmt-multifact/curves results/figures/retrieval/training-curves-rmt-multifact.png
 	$(BIN)/python scripts/training_curves.py $(FILL)/curves results/figures/retrieval/training-curves-table-fill.png
+
+# The results document and the README's results block, from the committed records, results/report.yaml and the
+# figures above (a test checks that both are exactly what the records render to).
+report: figures
+	$(BIN)/hmtbench report results --out docs/results.md --readme README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,395 @@
+"""The tables of a results document, from compare's tables: every number linked to the record it comes from.
+
+Three layouts (``report_spec.LAYOUTS``): compare's own (a column per method, the paper's deltas), one by context
+length (a row per series of the accuracy-vs-length figure) and one per record (training and bench runs). Under
+each table a line says where its numbers come from: the records, the split, the seeds, n, how the intervals were
+made, which test marks a difference not significant, the device and the commit of the code that ran.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES, plain
+from hmtbench.analysis.compare import Comparison, Row, VariantTest, build, delta_label, describe
+from hmtbench.analysis.draw import METRIC_LABELS, length_label, titles
+from hmtbench.analysis.formats import bound, delta_text, differing_settings, number, paired_text, shown_keys
+from hmtbench.analysis.load import deep_counts
+from hmtbench.analysis.paired import PAIRED_METRICS
+from hmtbench.analysis.qa import LENGTHS, SAMPLE_COUNTS
+from hmtbench.analysis.series import by_panel, entries, legend, ordered_series, setting_name
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods import BASELINE, method_label
+from hmtbench.results.schema import METRIC_DIRECTION
+
+NO_VALUE = "–"
+TEST_NAMES = {"PairedTest": "exact McNemar test on the samples one gets right and the other wrong",
+              "BootstrapTest": "paired bootstrap over the documents both scored"}
+_CHECKPOINT = re.compile(r"(checkpoint=)[^,;()\[]*\[([0-9a-f]{8})\]")
+
+
+@dataclass
+class Links:
+    """Reference-style links from the document to records, ``[text][run_id]``, each defined once at its end."""
+
+    base: Path  # the document's folder: targets are relative to it
+    files: dict[str, str]  # run_id -> its record's file
+    used: dict[str, None] = field(default_factory=dict)
+
+    def to(self, text: str, run_id: str) -> str:
+        self.used.setdefault(run_id)
+        return f"[{text}][{run_id}]"
+
+    def path(self, target: str | Path) -> str:
+        return Path(os.path.relpath(Path(target).resolve(), self.base.resolve())).as_posix()
+
+    def definitions(self) -> list[str]:
+        return [f"[{run}]: {self.path(self.files[run])}" for run in self.used]
+
+
+@dataclass
+class TableContext:
+    """What rendering one table needs besides its runs: links, checkpoint names, its records' folders."""
+
+    links: Links
+    names: dict[str, str]  # checkpoint sha256 prefix -> name
+    folders: list[Path]
+    variants: str = "checkpoint"  # which tests of one method in two settings are listed (report_spec.VARIANTS)
+
+
+def named(text: str, names: dict[str, str]) -> str:
+    """Checkpoints shown as ``tail [sha8]`` renamed to the report's name for them (the hash kept)."""
+    def rename(found: re.Match) -> str:
+        name = next((n for key, n in names.items() if found.group(2).startswith(key[:8])), None)
+        return f"{found.group(1)}{name} [{found.group(2)}]" if name else found.group(0)
+    return _CHECKPOINT.sub(rename, text)
+
+
+def samples(run: pd.Series, metric: str) -> int | None:
+    """The samples behind a 0/1 score of one record: those at depth < 1 for the *_deep scores, else all it scored."""
+    if metric in DEEP_SCORES:
+        counts = deep_counts(run[BY_DEPTH], DEEP_SCORES[metric])
+        return counts[1] if counts else None
+    return plain(run["docs"])
+
+
+def cell_text(cell: Any, metric: str, runs: pd.DataFrame, links: Links, best: bool = False) -> str:
+    """One cell: a 0/1 score of one record as right/n [Wilson %], else value [interval]; ± std over several runs;
+    the value linked to its record, further runs linked after it."""
+    if cell is None or cell.mean is None:
+        return NO_VALUE
+    first = cell.runs[0]
+    n = samples(runs.loc[first], metric) if metric in PAIRED_METRICS and len(cell.runs) == 1 else None
+    value = f"{round(cell.mean * n)}/{n}" if n else number(cell.mean)
+    text = links.to(value, first) if len(cell.runs) == 1 else value  # several runs: each linked below
+    text = f"**{text}**" if best else text
+    if cell.count > 1 and cell.std is not None:
+        text += f" ± {number(cell.std)}"
+    if cell.low is not None and cell.high is not None:
+        text += f" [{cell.low * 100:.0f}–{cell.high * 100:.0f}%]" if n else f" [{bound(cell.low)}, {bound(cell.high)}]"
+    if len(cell.runs) > 1:
+        text += f" (n={cell.count}; runs " + ", ".join(links.to(str(i), r) for i, r in enumerate(cell.runs, 1)) + ")"
+    return text
+
+
+def markdown_table(header: list[str], rows: list[list[str]], left: int | list[bool] = 1) -> list[str]:
+    """A markdown table; the first ``left`` columns (or those ``left`` marks) are labels, the rest numbers
+    (right-aligned)."""
+    marks = left if isinstance(left, list) else [i < left for i in range(len(header))]
+    align = ["---" if mark else "--:" for mark in marks]
+    return [f"| {' | '.join(header)} |", f"| {' | '.join(align)} |", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
+def render_table(table_spec: Any, frame: pd.DataFrame, context: TableContext) -> list[str]:
+    """The markdown lines of one table (caption, table, notes, tests, provenance)."""
+    ok = frame[frame["status"].eq("success").fillna(False).astype(bool)]
+    tested = None
+    if table_spec.layout == "runs":
+        lines, shown = _runs_table(table_spec, ok, context)
+    else:
+        # the tests pair each trained method with the untrained baselines of its row (compare's table); the lengths
+        # layout shows the runs as the accuracy-vs-length figure draws them, every baseline run in its own line
+        tested = build(ok, table_spec.metric, join_baselines=True)
+        if not tested.rows:
+            raise HmtbenchError(f"no runs with {table_spec.metric} in {', '.join(table_spec.records)}")
+        if table_spec.layout == "methods":
+            lines = _methods_table(tested, ok.set_index("run_id"), context)
+        else:
+            lines = _lengths_table(build(ok, table_spec.metric), tested, ok.set_index("run_id"), context)
+        shown = ok[ok["run_id"].isin({r for row in tested.rows for c in row.cells.values() for r in c.runs})]
+    caption = [table_spec.caption.strip(), ""] if table_spec.caption.strip() else []
+    hidden = int((frame["command"].isin(set(shown["command"])) & ~frame["run_id"].isin(set(ok["run_id"]))).sum())
+    return [*caption, *lines, "", provenance(table_spec.metric, shown, tested, hidden, context, table_spec.layout),
+            ""]
+
+
+def _methods_table(table: Comparison, runs: pd.DataFrame, context: TableContext) -> list[str]:
+    keys, _ = shown_keys(table)
+    footnotes = list(dict.fromkeys(named(row.key["variant"], context.names) for row in table.rows
+                                   if row.key.get("variant")))
+    header = [*keys, *map(method_label, table.methods), *(delta_label(p) for p in table.pairs)]
+    rows = []
+    for row in table.rows:
+        key = [_key_text(k, row.key.get(k), footnotes, context.names) for k in keys]
+        cells = [cell_text(row.cells.get(m), table.metric, runs, context.links, m in row.best) for m in table.methods]
+        rows.append(key + cells + [delta_text(row, pair) for pair in table.pairs])
+    lines = [f"**{METRIC_LABELS.get(table.metric, table.metric)}** ({table.direction} is better)", "",
+             *markdown_table(header, rows, len(keys))]
+    notes = [f"[{i}] {text}" for i, text in enumerate(footnotes, 1)]
+    tests = [(_row_place(row, keys, footnotes, context.names), pair, test)
+             for row in table.rows for pair, test in row.paired.items()]
+    notes += [f"{place}{method_label(a)} vs {method_label(b)}: {paired_text(test)}" for place, (a, b), test in tests]
+    notes += [_variant_test_text(found, context.names) for found in _variant_tests(table, context.variants)]
+    return lines + ([""] + [f"- {note}" for note in notes] if notes else [])
+
+
+def _key_text(name: str, value: Any, footnotes: list[str], names: dict[str, str]) -> str:
+    if value is None:
+        return NO_VALUE
+    if name == "variant":
+        return f"[{footnotes.index(named(value, names)) + 1}]"
+    return _length(value) if name in LENGTHS else str(value)
+
+
+def _row_place(row: Row, keys: list[str], footnotes: list[str], names: dict[str, str]) -> str:
+    parts = [f"{k} {_key_text(k, row.key.get(k), footnotes, names)}" for k in keys if row.key.get(k) is not None]
+    return f"{', '.join(parts)}: " if parts else ""
+
+
+def _variant_tests(table: Comparison, which: str) -> list[VariantTest]:
+    """The table's variant tests, each pair of settings once: ``checkpoint``, those of one trained model (or none)
+    under two evaluation settings; ``all``, any two settings of a method."""
+    kept, seen = [], set()
+    for found in table.variant_tests:
+        if which == "checkpoint" and found.first.get("checkpoint") != found.second.get("checkpoint"):
+            continue
+        pair = frozenset((_settings_key(found.first), _settings_key(found.second), _key_key(found.key)))
+        if pair not in seen:
+            seen.add(pair)
+            kept.append(found)
+    return kept
+
+
+def _settings_key(settings: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in settings.items()))
+
+
+def _key_key(key: dict[str, Any]) -> tuple:
+    return ("key", *sorted((k, str(v)) for k, v in key.items()))
+
+
+def _variant_test_text(found: VariantTest, names: dict[str, str]) -> str:
+    first, second = differing_settings(found)
+    where = "".join(f"{length_label(found.key[k])}, " for k in ("context_length",) if found.key.get(k))
+    checkpoint = found.first.get("checkpoint")
+    model = f" ({named(f'checkpoint={checkpoint}', names)})" if checkpoint else ""
+    return (f"{where}{method_label(found.method)}{model} {_settings(first)} vs {_settings(second)}: "
+            f"{paired_text(found.test)}")
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{setting_name(k)}={v}" for k, v in sorted(settings.items()))
+
+
+def _lengths_table(table: Comparison, tested: Comparison, runs: pd.DataFrame, context: TableContext) -> list[str]:
+    """A row per series (method and the settings that keep its runs apart), a column per context length, rows
+    numbered; under it the paired tests of ``tested`` (the same runs, baselines joined to trained methods' rows)."""
+    panels = by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS)
+    looks = legend(e for panel in panels.values() for e in panel)
+    shown, _ = titles([dict(key) for key in panels], wrap=None)
+    row_of: dict[tuple, int] = {}  # a cell's runs -> the number of its row
+    lines = [f"**{METRIC_LABELS.get(table.metric, table.metric)}** ({table.direction} is better)"]
+    count = 0
+    for panel, title in zip(panels.values(), shown, strict=True):
+        lengths = sorted({int(e.row.key["context_length"]) for e in panel})
+        rows = []
+        for series in ordered_series(panel):
+            count += 1
+            at = {int(e.row.key["context_length"]): e for e in panel if (e.method, e.own) == series}
+            row_of.update({tuple(e.cell.runs): count for e in at.values()})
+            rows.append([str(count), named(looks.labels[series], context.names)]
+                        + [cell_text(at[n].cell, table.metric, runs, context.links) if n in at else NO_VALUE
+                           for n in lengths])
+        heading = [f"*{title}*", ""] if len(panels) > 1 else []
+        lines += ["", *heading, *markdown_table(["#", "", *map(length_label, lengths)], rows, 2)]
+    tests = _length_tests(tested, row_of, context.names, context.variants)
+    return lines + (["", *tests] if tests else [])
+
+
+def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, str], variants: str) -> list[str]:
+    """Paired tests against plain at each length, and of one checkpoint under two settings; pairs that answered
+    every sample alike (+0 / -0) left out. Rows are named by their number (#)."""
+    found: dict[tuple, str] = {}
+    for row in table.rows:
+        for (a, b), test in row.paired.items():
+            runs = (tuple(row.cells[a].runs), tuple(row.cells[b].runs))
+            if b == BASELINE and test.gained + test.lost and runs[0] in row_of and runs[1] in row_of:
+                found.setdefault((row.key["context_length"], row_of[runs[0]]),
+                                 f"- {length_label(row.key['context_length'])}: #{row_of[runs[0]]} vs "
+                                 f"#{row_of[runs[1]]} ({method_label(b)}) {paired_text(test)}")
+    lines = [found[key] for key in sorted(found)]
+    lines += [f"- {_variant_test_text(test, names)}" for test in _variant_tests(table, variants)
+              if test.test.gained + test.test.lost]
+    if not lines:
+        return []
+    which = "any two rows of one method" if variants == "all" else "one checkpoint under two settings"
+    return [f"Tested on the same samples, against plain and {which} (pairs that answered every sample alike left "
+            "out):", "", *lines]
+
+
+def _runs_table(table_spec: Any, runs: pd.DataFrame, context: TableContext) -> tuple[list[str], pd.DataFrame]:
+    """A row per record: its method, where it sits (its training run, else its folder), the spec's columns, each
+    number linked to the record."""
+    if runs.empty:
+        raise HmtbenchError(f"no successful runs in {', '.join(table_spec.records)}")
+    columns = table_spec.columns or [table_spec.metric]
+    missing = [c for c in columns if c not in runs]
+    if missing:
+        raise HmtbenchError(f"no column {', '.join(missing)} in the records of {', '.join(table_spec.records)}")
+    runs = runs.sort_values(["created_at", "run_id"])
+    rows = [[method_label(run["method"]), _run_name(run, context.folders)]
+            + [_run_value(run, column, context.links) for column in columns] for _, run in runs.iterrows()]
+    labels = [True, True, *(not pd.api.types.is_numeric_dtype(runs[c]) or runs[c].dtype == bool for c in columns)]
+    return markdown_table(["method", "run", *map(setting_name, columns)], rows, labels), runs
+
+
+def _run_name(run: pd.Series, folders: list[Path]) -> str:
+    """A training run by its folder's last two parts; any other record by its folder under the table's records."""
+    if plain(run["output_dir"]):
+        return "/".join(Path(run["output_dir"]).parts[-2:])
+    parent = Path(run["source_file"]).resolve().parent
+    for folder in folders:
+        if parent == folder.resolve() or folder.resolve() in parent.parents:
+            return parent.relative_to(folder.resolve()).as_posix() if parent != folder.resolve() else parent.name
+    return parent.name
+
+
+def _run_value(run: pd.Series, column: str, links: Links) -> str:
+    value = plain(run[column])
+    if value is None:
+        return NO_VALUE
+    if column == "git_commit":
+        return str(value)[:7]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if column in LENGTHS:
+        return _length(value)
+    if column not in METRIC_DIRECTION:  # a setting, not a measurement
+        return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+    return links.to(f"{value:,}" if isinstance(value, int) else number(value), run["run_id"])
+
+
+def _length(tokens: float) -> str:
+    """1k, 4k, 1M where the length is a round number of them, else the tokens (1,536)."""
+    return length_label(tokens) if tokens % 1024 == 0 or tokens % 1000 == 0 else f"{int(tokens):,}"
+
+
+def provenance(metric: str, runs: pd.DataFrame, table: Comparison | None, hidden: int, context: TableContext,
+               layout: str = "methods") -> str:
+    """Where a table's numbers come from, as one line: records, split, seeds, n, intervals, tests, device, code."""
+    folders = ", ".join(f"[`{_shown_path(f)}`]({context.links.path(f)})" for f in context.folders)
+    parts = [f"Records: {folders} ({len(runs)} runs{f'; {hidden} unsuccessful not shown' if hidden else ''})"]
+    common = shown_keys(table)[1] if table is not None else {}
+    common = {k: v for k, v in common.items() if k not in ("split", "variant")}
+    if common:
+        parts.append("alike in every row: " + describe({k: _length(v) if k in LENGTHS else v
+                                                         for k, v in common.items()}))
+    deltas = table is not None and any(row.deltas for row in table.rows) and layout == "methods"
+    parts += [_values("split", runs["split"], "split"), _seeds(runs), _sizes(metric, runs),
+              _interval(metric, table), _tests(table, deltas),
+              " · ".join(filter(None, [_values("", runs["device_name"], ""), _values("", runs["dtype"], "")])),
+              _code(runs)]
+    return "*" + " · ".join(p for p in parts if p) + ".*"
+
+
+def _shown_path(folder: Path) -> str:
+    parts = folder.resolve().parts
+    return "/".join(parts[parts.index("results"):]) + "/" if "results" in parts else folder.name + "/"
+
+
+def _values(name: str, values: pd.Series, after: str) -> str:
+    found = sorted({str(v) for v in values.dropna()})
+    if not found:
+        return ""
+    return " ".join(filter(None, [name if not after else "", ", ".join(found), after]))
+
+
+def _seeds(runs: pd.DataFrame) -> str:
+    parts = []
+    for column, name in (("train_seed", "training seed"), ("seed", "seed")):
+        if column in runs:
+            found = sorted({int(v) for v in runs[column].dropna()})
+            if found:
+                parts.append(f"{name}{'s' if len(found) > 1 else ''} {', '.join(map(str, found))}"
+                             + (" (one seed)" if len(found) == 1 else ""))
+    return ", ".join(parts)
+
+
+def _sizes(metric: str, runs: pd.DataFrame) -> str:
+    """n: documents and tokens scored (perplexity), samples (QA), steps (training)."""
+    commands = set(runs["command"].dropna())
+    if commands == {"eval-ppl"}:
+        docs, tokens = _span(runs["docs"]), _span(runs["tokens_scored"])
+        return f"{docs} documents, {tokens} tokens scored per run"
+    if commands == {"eval-qa"}:
+        counts = [samples(run, metric) for _, run in runs.iterrows()] if metric in PAIRED_METRICS else runs["docs"]
+        where = " at depth < 1" if metric in DEEP_SCORES else ""
+        return f"{_span(pd.Series(counts, dtype='Int64'))} samples{where} per cell"
+    if commands == {"bench"}:
+        return "one timed run per cell"
+    return ""
+
+
+def _span(values: pd.Series) -> str:
+    found = sorted({int(v) for v in values.dropna()})
+    if not found:
+        return "?"
+    return f"{found[0]:,}" if len(found) == 1 else f"{found[0]:,}–{found[-1]:,}"
+
+
+def _interval(metric: str, table: Comparison | None) -> str:
+    if table is None:
+        return ""
+    cells = [c for row in table.rows for c in row.cells.values() if c.mean is not None]
+    parts = []
+    if any(c.low is not None for c in cells):
+        how = "bootstrap over documents" if metric == "ppl" else "Wilson, over samples"
+        parts.append(f"[brackets]: 95% interval ({how})")
+    if any(c.count > 1 for c in cells):
+        parts.append("± std over the runs of a cell (n)")
+    return ", ".join(parts) or "no interval recorded"
+
+
+def _tests(table: Comparison | None, deltas: bool) -> str:
+    """The tests behind the table's n.s. marks and listed tests; with ``deltas``, how a delta is signed."""
+    if table is None or not table.pairs:
+        return ""
+    kinds = sorted({type(t).__name__ for row in table.rows for t in row.paired.values()}
+                   | {type(v.test).__name__ for v in table.variant_tests})
+    tested = [TEST_NAMES.get(kind, kind) for kind in kinds]
+    overlap = any(pair not in row.paired for row in table.rows for pair in row.unclear)
+    untested = any(row.deltas.get(pair) is not None and pair not in row.paired
+                   and any(row.cells[m].low is None for m in pair) for row in table.rows for pair in table.pairs)
+    parts = [f"paired tests: {', '.join(tested)}"] if tested else []
+    if overlap:
+        parts.append("n.s. without a paired test: the two 95% intervals overlap")
+    if untested and deltas:
+        parts.append("a delta between cells without an interval is untested")
+    sign = "(B − A) / B" if METRIC_DIRECTION[table.metric] == "lower" else "(A − B) / B"
+    return "; ".join([f"'A vs B, %' = {sign} × 100, positive = A better"] * deltas + parts)
+
+
+def _code(runs: pd.DataFrame) -> str:
+    states = {}
+    for commit, dirty in zip(runs["git_commit"], runs["git_dirty"], strict=True):
+        commit, dirty = plain(commit), plain(dirty)
+        if commit is not None:
+            state = "clean" if dirty is False else "uncommitted changes" if dirty else "tree state not recorded"
+            states.setdefault(str(commit)[:7], set()).add(state)
+    return "code " + ", ".join(f"{c} ({', '.join(sorted(s))})" for c, s in sorted(states.items())) if states else ""

@@ -1,0 +1,155 @@
+"""hmtbench report: the results document from records, every number linked to its record, no number in prose."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hmtbench.analysis.report import README_BEGIN, README_END, build_report, run_report, with_block
+from hmtbench.analysis.report_spec import check_prose
+from hmtbench.cli import app
+from hmtbench.errors import HmtbenchError
+from tests.test_analysis_uncertainty import write_qa_run
+from tests.test_compare import write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"\[([^\]]+)\]\[([^\]]+)\]")  # [text][run_id]
+
+
+def write_spec(folder: Path, **spec) -> None:
+    (folder / "report.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+
+
+def definitions(document: str, base: Path) -> dict[str, Path]:
+    """run_id -> the file its reference link points to, resolved from the document's folder."""
+    found = re.findall(r"^\[([^\]]+)\]: (\S+)$", document, flags=re.M)
+    return {label: (base / target).resolve() for label, target in found}
+
+
+@pytest.fixture
+def lm(tmp_path: Path) -> Path:
+    """plain 6.5 [6.40, 6.60], RMT 6.2 [6.10, 6.30], HMT 6.045 [5.98, 6.11], one run each, seed 7."""
+    results = tmp_path / "results"
+    for method, (ppl, low, high) in {"plain": (6.5, 6.40, 6.60), "rmt": (6.2, 6.10, 6.30),
+                                     "hmt": (6.045, 5.98, 6.11)}.items():
+        write_run(results / "lm", method, ppl=ppl, ppl_ci_low=low, ppl_ci_high=high, seed=7, docs=45,
+                  git_commit="abcdef0123", git_dirty=False)
+    return results
+
+
+def test_prose_holds_no_number_outside_code() -> None:
+    for text in ["SmolLM2-135M on an H200, `45` files, [the folder](../results/h200-x/README.md)",
+                 "checkpoints as `recipes/smollm2-135m-passkey-hmt-span.yaml` trained them; ¼ of the keys"]:
+        check_prose(text, "here")
+    for text, word in [("over 45 files", "45"), ("HMT gains (+14%)", "(+14%)"), ("the 7B shape", "7B")]:
+        with pytest.raises(HmtbenchError, match=re.escape(f"here has a number outside `code`: '{word}'")):
+            check_prose(text, "here")
+
+
+def test_a_spec_with_a_typed_number_is_refused_naming_its_section(lm: Path) -> None:
+    write_spec(lm, sections=[{"title": "LM", "text": "HMT wins by 3%", "tables": [{"records": ["lm"],
+                                                                                  "metric": "ppl"}]}])
+    with pytest.raises(HmtbenchError, match="section 'LM' has a number outside `code`: '3%'"):
+        build_report([lm], lm.parent / "docs" / "results.md", warn=lambda m: None)
+
+
+def test_every_number_of_a_methods_table_links_to_its_record(lm: Path) -> None:
+    write_spec(lm, title="Results", sections=[{"title": "Language modelling", "text": "Trained with `lr 5e-4`.",
+                                               "tables": [{"records": ["lm"], "metric": "ppl"}]}])
+    out = lm.parent / "docs" / "results.md"
+    document, block = build_report([lm], out, warn=lambda m: None)
+    assert block == ""
+    records = pd.concat([pd.read_parquet(f).assign(file=f.resolve()) for f in sorted((lm / "lm").glob("*.parquet"))])
+    targets = definitions(document, out.parent)
+    shown = {run: float(text) for text, run in LINK.findall(document)}
+    assert set(shown) == set(records["run_id"])  # every record of the table is linked, nothing else
+    for _, record in records.iterrows():
+        assert targets[record["run_id"]] == record["file"]
+        assert shown[record["run_id"]] == pytest.approx(record["ppl"], abs=5e-4)
+    row = next(line for line in document.splitlines() if line.startswith("| tiny"))
+    assert f"**[6.045][{records.set_index('method').at['hmt', 'run_id']}]** [5.98, 6.11]" in row
+    assert row.endswith("| +2.50 n.s. | +4.62 | +7.00 |")  # HMT vs RMT overlaps, the rest does not
+    provenance = next(line for line in document.splitlines() if line.startswith("*Records:"))
+    for part in ["(3 runs)", "test split", "seed 7 (one seed)", "45 documents, 1,000 tokens scored per run",
+                 "95% interval (bootstrap over documents)", "the two 95% intervals overlap", "code abcdef0 (clean)"]:
+        assert part in provenance
+    assert "](../results/lm)" in provenance
+
+
+def test_a_lengths_table_counts_answers_and_lists_the_paired_tests(tmp_path: Path) -> None:
+    """60/100 against 75/100 with 15 gains and no loss at 4k: p = 2 * 0.5**15 = 6.1e-05."""
+    results = tmp_path / "results"
+    write_qa_run(results / "qa", "plain", [1] * 60 + [0] * 40, seed=1, docs=100)
+    write_qa_run(results / "qa", "hmt", [1] * 75 + [0] * 25, seed=1, docs=100, checkpoint="runs/hmt",
+                 train_mode="lora")
+    write_spec(results, sections=[{"title": "Passkey", "tables": [
+        {"records": ["qa"], "metric": "exact_match", "layout": "lengths"}]}])
+    document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
+    rows = [line for line in document.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert [LINK.sub(r"\1", row) for row in rows] == ["| 1 | plain | 60/100 [50–69%] |",
+                                                      "| 2 | HMT (train_mode=lora) | 75/100 [66–82%] |"]
+    assert "- 4k: #2 vs #1 (plain) +15 / -0 of 100, p = 6.1e-05" in document.splitlines()
+    assert "100 samples per cell" in document and "seed 1 (one seed)" in document
+
+
+def test_a_runs_table_shows_one_record_per_row(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write_run(results / "train", "hmt", command="train", split="train", steps=300, final_loss=1.25,
+              output_dir="/somewhere/runs/lm-hmt/stage2")
+    write_spec(results, sections=[{"title": "Training", "tables": [
+        {"records": ["train"], "metric": "final_loss", "layout": "runs", "columns": ["steps", "final_loss"]}]}])
+    document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
+    assert re.search(r"^\| HMT \| lm-hmt/stage2 \| 300 \| \[1\.250\]\[run\d+-hmt\] \|$", document, flags=re.M)
+
+
+def test_a_folder_without_a_spec_gets_a_table_of_each_metric(lm: Path) -> None:
+    document, _ = build_report([lm / "lm"], lm / "out.md", warn=lambda m: None)
+    assert document.startswith("<!-- Written by `hmtbench report")
+    assert "# Results: `lm`" in document and "**perplexity** (lower is better)" in document
+    assert len(LINK.findall(document)) == 3
+
+
+def test_the_readme_block_holds_the_headline_table_with_links_from_the_readme(lm: Path) -> None:
+    write_spec(lm, headline="LM", sections=[{"title": "LM", "tables": [{"records": ["lm"], "metric": "ppl"}]}])
+    readme = lm.parent / "README.md"
+    readme.write_text(f"# tool\n\nintro\n{README_BEGIN}\nold table\n{README_END}\n\n## Install\n")
+    written = run_report([lm], lm.parent / "docs" / "results.md", readme, warn=lambda m: None)
+    assert written == [lm.parent / "docs" / "results.md", readme]
+    text = readme.read_text()
+    assert text.startswith("# tool\n\nintro\n<!-- results:begin -->\n**LM**") and "old table" not in text
+    assert text.endswith("<!-- results:end -->\n\n## Install\n")
+    assert all(path.is_file() for path in definitions(text, readme.parent).values())
+    assert "[docs/results.md](docs/results.md)" in text
+    with pytest.raises(HmtbenchError, match="has no results block"):
+        with_block("no markers here", "table", "README.md")
+
+
+def test_cli_report_writes_the_document_and_refuses_bad_specs_in_one_line(lm: Path) -> None:
+    write_spec(lm, sections=[{"title": "LM", "tables": [{"records": ["lm"], "metric": "ppl"}]}])
+    out = lm.parent / "docs" / "results.md"
+    result = CliRunner().invoke(app, ["report", str(lm), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == f"wrote {out}" and out.is_file()
+    for table, message in [({"records": ["lm"], "metric": "pplx"}, "unknown table metric 'pplx'"),
+                           ({"records": ["nowhere"], "metric": "ppl"}, "no records folder or file"),
+                           ({"records": ["lm"], "metric": "ppl", "layout": "lengths"}, "a lengths table shows"),
+                           ({"records": ["lm"], "metric": "ppl", "where": {"method": "hmtt"}}, "did you mean 'hmt'")]:
+        write_spec(lm, sections=[{"title": "LM", "tables": [table]}])
+        result = CliRunner().invoke(app, ["report", str(lm), "--out", str(out)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_the_committed_results_document_is_the_records_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/results.md and the README's results block are exactly what the committed records and
+    results/report.yaml render to: no number in them was typed by hand (regenerate them with `make report`)."""
+    monkeypatch.chdir(ROOT)
+    document, block = build_report(["results"], "docs/results.md", "README.md", warn=lambda m: None)
+    assert (ROOT / "docs" / "results.md").read_text() == document, "docs/results.md is stale: run `make report`"
+    readme = (ROOT / "README.md").read_text()
+    assert with_block(readme, block, "README.md") == readme, "README.md's results block is stale: run `make report`"
