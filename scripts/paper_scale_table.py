@@ -1,4 +1,4 @@
-"""The README's paper-scale performance table from bench records (scripts/gpu/paper-scale.sh writes them).
+"""docs/performance.md's paper-scale tables from bench records (scripts/gpu/paper-scale.sh writes them).
 
     python scripts/paper_scale_table.py results/h200-paper-scale/bench [--profiles results/h200-paper-scale]
 

@@ -1,6 +1,6 @@
 """The one table every command writes and ``compare``/``plot`` read (tidy: one row per run).
 
-Each column is declared once here with its type and meaning; the README's schema section is
+Each column is declared once here with its type and meaning; docs/schema.md's table is
 generated from this list. Commands fill the columns that apply to them; the rest stay null.
 """
 
@@ -228,7 +228,7 @@ def read_results(paths: list[str | Path], on_skip=None):
 
 
 def schema_markdown() -> str:
-    """The README's schema table, generated from COLUMNS (a test keeps the README in sync)."""
+    """docs/schema.md's table, generated from COLUMNS (a test keeps docs/schema.md in sync)."""
     lines = ["| column | type | meaning |", "| --- | --- | --- |"]
     lines += [f"| `{c.name}` | {c.dtype} | {c.doc} |" for c in COLUMNS]
     return "\n".join(lines)

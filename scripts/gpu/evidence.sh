@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU evidence of "What the memory does" (README), in steps that fit the device tool's 10-minute calls.
+# The GPU evidence of "What the memory does" (docs/results.md), in steps that fit the device tool's 10-minute calls.
 # Run from the checkout root on the GPU machine after scripts/gpu/stage.sh; WORK survives between calls while
 # the machine stays warm; `pack` leaves tarballs in OUT (what the device tool brings back).
 #   bash scripts/gpu/evidence.sh train WORK MINUTES   the retrieval trainings (RMT, HMT; each ends with its
