@@ -107,6 +107,22 @@ def test_a_runs_table_shows_one_record_per_row(tmp_path: Path) -> None:
     assert re.search(r"^\| HMT \| lm-hmt/stage2 \| 300 \| \[1\.250\]\[run\d+-hmt\] \|$", document, flags=re.M)
 
 
+def test_where_keeps_the_named_runs_and_names_label_checkpoints(lm: Path) -> None:
+    """HMT from two checkpoints: `names` shows each by its name (hash kept); `where` keeps plain and HMT only; a
+    failed HMT run is counted under the table, not shown."""
+    for sha, ppl in [("aaaa1111", 6.0), ("bbbb2222", 5.5)]:
+        write_run(lm / "lm", "hmt", ppl=ppl, checkpoint=f"/somewhere/{sha}/stage2/final",
+                  checkpoint_sha256=sha * 8, train_mode="lora")
+    write_run(lm / "lm", "hmt", ppl=None, status="failed", checkpoint="/x/stage2/final", train_mode="lora")
+    write_spec(lm, names={"aaaa1111": "short training", "bbbb": "long training"}, sections=[{
+        "title": "LM", "tables": [{"records": ["lm"], "metric": "ppl", "where": {"method": "plain,hmt"}}]}])
+    document, _ = build_report([lm], lm / "out.md", warn=lambda m: None)
+    assert "hmt: checkpoint=short training [aaaa1111]" in document
+    assert "hmt: checkpoint=long training [bbbb2222]" in document
+    assert "| RMT |" not in document and "RMT vs" not in document
+    assert "1 unsuccessful not shown" in document
+
+
 def test_a_folder_without_a_spec_gets_a_table_of_each_metric(lm: Path) -> None:
     document, _ = build_report([lm / "lm"], lm / "out.md", warn=lambda m: None)
     assert document.startswith("<!-- Written by `hmtbench report")
