@@ -362,21 +362,10 @@ def compare(
 def report(
     paths: ResultPaths = None,
     out: Annotated[str, typer.Option(help="The results document to write.")] = "docs/results.md",
-    readme: Annotated[str | None, opt("Also rewrite this README's results block (between <!-- results:begin --> "
-                                      "and <!-- results:end -->) with the headline table and figure.")] = None,
+    readme: Annotated[str | None, opt("Also rewrite this README's results block with the headline.")] = None,
 ) -> None:
-    """The results document from the records: prose, tables whose every number links to its record, figures.
-
-    Each results folder's report.yaml lays out the document (sections, the records and metric of each table,
-    the figures); a folder without one gets a table of each quality metric its records hold. Prose may not hold
-    a measured number: a digit outside `code` is an error.
-
-    Examples:
-
-        hmtbench report results --out docs/results.md --readme README.md
-
-        hmtbench report results/make-run --out make-run.md
-    """
+    """The results document from the records and each folder's report.yaml (docs/cli.md): every number linked to
+    its record, prose without numbers, the figures. Example: hmtbench report results --readme README.md"""
     from hmtbench.analysis.report import run_report
 
     for path in run_report(paths or ["results"], out, readme, warn=_warn):
