@@ -111,7 +111,7 @@ def read_openings(method: SegmentMethod, runner: Any, prompts: Sequence[Tensor |
     ``runner`` steps the context segments (the method itself, or ``fastpath.accelerate``'s); segments that no state
     carries to the open one (plain, overlap: ``state_reach``) are not read.
     """
-    ids, lengths = pad_rows([torch.as_tensor(p).tolist() for p in prompts], method.device)
+    ids, lengths = pad_rows(prompts, method.device)
     size = method.segment_tokens
     layouts = [prompt_layout(method, int(n)) for n in lengths.tolist()]
     batch = segment_batch(ids, lengths, size, prompt_lengths=lengths,
@@ -128,11 +128,12 @@ def read_openings(method: SegmentMethod, runner: Any, prompts: Sequence[Tensor |
     return collect.result()
 
 
-def pad_rows(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+def pad_rows(rows: Sequence[Tensor | list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
     """Right-padded (B, T) ids and their (B,) lengths."""
+    rows = [torch.as_tensor(row, dtype=torch.long).reshape(-1) for row in rows]
     ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        ids[i, : len(row)] = row
     return ids.to(device), torch.tensor([len(r) for r in rows], device=device)
 
 
@@ -271,8 +272,8 @@ def _decode_cohort(method: SegmentMethod, rows: list[int], openings: Sequence[Op
     device = method.device
     chosen = [openings[r] for r in rows]
     summary = None if chosen[0].summary is None else torch.cat([o.summary for o in chosen])
-    text = torch.stack([torch.as_tensor(prompts[r], device=device)[o.layout.start :].long()
-                        for r, o in zip(rows, chosen, strict=True)])
+    text = torch.stack([torch.as_tensor(prompts[r])[o.layout.start :].long()
+                        for r, o in zip(rows, chosen, strict=True)]).to(device)
     segment = OpenSegments(method, concat_rows([o.state for o in chosen]), summary, text)
     active = list(rows)  # the cohort's rows still decoding, in batch order
     logits = segment.logits
