@@ -104,9 +104,9 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
 
 
 def _is_method_config(cls: type) -> bool:
-    if "hmtbench.methods.base" not in sys.modules:  # no method config exists before the methods are imported
+    if "hmtbench.methods.config" not in sys.modules:  # no method config exists before the methods are imported
         return False
-    from hmtbench.methods.base import MethodConfig
+    from hmtbench.methods.config import MethodConfig
 
     return issubclass(cls, MethodConfig)
 

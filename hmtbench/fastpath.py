@@ -4,9 +4,11 @@ Two switches (``EngineOptions``), recorded in every result row:
 
 * ``compile``: each repeated block of the backbone (its decoder layers) goes through
   ``torch.compile``; the blocks share one compilation, so compile time does not grow with depth
-  (regional compilation). The loss (output head + fp32 cross-entropy) is compiled too, which
-  fuses the upcast into the reduction. Fused kernels round differently: numbers agree with the
-  eager engine to rounding, not bit for bit.
+  (regional compilation). What is compiled is each block's ``forward``, not its ``__call__``: module
+  hooks (a per-layer method's, ``hmtbench.methods.hooks``) run eagerly around it, so they never enter a
+  compiled region, and a hook that reads its layer's own tensors adds no recompilation. The loss
+  (output head + fp32 cross-entropy) is compiled too, which fuses the upcast into the reduction.
+  Fused kernels round differently: numbers agree with the eager engine to rounding, not bit for bit.
 * ``cuda_graphs`` (evaluation): each segment step and each batched summary pass is captured once
   per input signature (shapes, dtypes, which state tensors exist) and replayed: one launch per
   segment instead of one per operation, which is what a small backbone is bound by. Between
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from hmtbench.config import EngineOptions
 from hmtbench.methods.backbone import chunk_nll
 from hmtbench.methods.base import MemoryState, SegmentMethod
+from hmtbench.methods.hooks import repeated_blocks
 from hmtbench.methods.state import Layout, flatten, unflatten
 
 WARMUP_CALLS = 2  # eager calls on a side stream before a capture (compilation, autotuning, cuBLAS handles)
@@ -53,23 +56,19 @@ def capture_failures(runner: Any) -> list[str]:
     return list(getattr(runner, "failures", []))
 
 
-def repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
-    """The longest list of same-class modules in the model: its decoder layers, whatever the architecture."""
-    lists = [
-        m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 1 and len({type(b) for b in m}) == 1
-    ]
-    return max(lists, key=len, default=None)
-
-
 def compile_blocks(backbone: nn.Module) -> int:
-    """torch.compile each repeated block of ``backbone`` in place (once); returns how many blocks there are."""
+    """torch.compile each repeated block's ``forward`` in place (once); returns how many blocks there are.
+
+    The blocks' forwards share one compiled frame (the same code, guarded on shapes, not on which block). The
+    block's module hooks stay outside it, which ``nn.Module.compile`` (compiling ``__call__``) would trace.
+    """
     blocks = repeated_blocks(backbone)
     if blocks is None:
         return 0
     _allow_recompiles()
     for block in blocks:
         if block not in _compiled_blocks:
-            block.compile()
+            block.forward = torch.compile(block.forward)
             _compiled_blocks.add(block)
     return len(blocks)
 

@@ -157,6 +157,7 @@ class OpenSegments:
         if self.prefix is not None:
             embeds = torch.cat([self.prefix, embeds], dim=1)
         self.cache = None
+        self.layers: Tensor | None = None  # (G, n_layers, m, d) the last call's block outputs at its write slot
         self.text_states: list[Tensor] | None = [] if method.writes_from_text else None  # last hidden states
         self.logits = self._run(embeds)
         if self.text_states is not None:
@@ -166,10 +167,12 @@ class OpenSegments:
     def length(self) -> int:
         return self.text_ids.shape[1]
 
-    def _run(self, embeds: Tensor, capture: list[Tensor] | None = None) -> Tensor:
-        """Feed embeds (G, n, d) through the cache; the (G, V) logits at the last position.
+    def _run(self, embeds: Tensor, capture: list[Tensor] | None = None, write_at: Tensor | None = None) -> Tensor:
+        """Feed embeds (G, n, d) through the cache, inside the method's ``backbone_hooks``; the (G, V) logits at the
+        last position.
 
-        ``capture`` receives the last hidden states of the n positions (``text_states`` when none is given).
+        ``capture`` receives the last hidden states of the n positions (``text_states`` when none is given);
+        ``write_at`` (G, m): positions of the write slot in ``embeds``, whose every-block outputs ``layers`` keeps.
         """
         if capture is None:
             capture = self.text_states
@@ -181,7 +184,9 @@ class OpenSegments:
             head = self.backbone.get_output_embeddings()
             hook = head.register_forward_pre_hook(lambda module, args: capture.append(args[0]))
         try:
-            out = self.backbone(**kwargs)
+            with self.method.backbone_hooks(self.state, write_at) as layers:
+                out = self.backbone(**kwargs)
+            self.layers = layers.layers
         finally:
             if hook is not None:
                 hook.remove()
@@ -207,14 +212,15 @@ class OpenSegments:
 
     def close(self) -> MemoryState:
         """Write through the memory slot after the text and return the state for the next segment."""
-        read, written = self._laid_out(), None
+        read, written, layers = self._laid_out(), None, None
         if self.memory is not None:
             captured: list[Tensor] = []
-            self._run(self.memory, capture=captured)
-            written = captured[0][:, -self.memory.shape[1] :]  # (G, m, d) last hidden at the write slot
+            rows, m = self.memory.shape[:2]
+            self._run(self.memory, capture=captured, write_at=torch.arange(m, device=self.memory.device).expand(rows, m))
+            written, layers = captured[0][:, -m:], self.layers  # (G, m, d) last hidden at the write slot
             if self.text_states is not None:  # the method reads every text position's state (engine's layout)
                 written = self.method.write_memory(read, torch.cat([*self.text_states, written], dim=1))
-        return self.method.next_state(self.method.after_read(self.state, read), written, self.text_ids)
+        return self.method.next_state(self.method.after_read(self.state, read), written, self.text_ids, layers=layers)
 
     def _laid_out(self) -> SegmentInput:
         """The closed segments laid out as ``forward`` lays them out: [prefix | text | write]."""

@@ -10,13 +10,17 @@ and calls the backbone with ``inputs_embeds``. One backbone step sees at most ``
 
 * plain: m = k = 0, so S = L (the backbone on disjoint segments);
 * RMT:   k = 0, read = write = the memory written by the previous segment;
-* HMT:   m = 1; sensory = the previous segment's last k token ids; read = recall over a cache.
+* HMT:   m = 1; sensory = the previous segment's last k token ids; read = recall over a cache;
+* ARMT:  no read slot (``read_slot = False``): ``[text | write]``; it reads and writes in every layer
+  (``per_layer``): each block's input gains an associative read, each block's output at the write slot
+  updates that layer's associative matrix.
 
 The write slot sits right after each row's last real token, so a shorter (last) segment is
 right-padded *after* everything that is scored or written: in a causal model padding never
 changes a score, and no attention mask or position shift is needed for any architecture.
 The memory a segment writes is the backbone's last hidden state (after the final norm, the
-``hidden_states[-1]`` of HF) at the write slot.
+``hidden_states[-1]`` of HF) at the write slot; a per-layer method also receives every block's
+output there (``next_state``'s ``layers``).
 
 The driver (``hmtbench.engine``) runs every method the same way::
 
@@ -28,27 +32,49 @@ The driver (``hmtbench.engine``) runs every method the same way::
 ``score`` is ``forward`` (which returns the (B, S, V) logits) without the logits: the output head
 runs on chunks of the scored positions only, or not at all where nothing is scored. A step reads
 and writes nothing on the host, so a segment step can be replayed from a CUDA graph
-(``hmtbench.fastpath``); the backbone calls themselves are in ``hmtbench.methods.backbone``.
+(``hmtbench.fastpath``); the backbone calls themselves are in ``hmtbench.methods.backbone``, and every
+one of them (scoring, training, the answer pass, generation, lm-eval) runs inside the method's
+``backbone_hooks`` context.
+
+What a new method must define (``abc`` abstract methods: a class that misses one cannot be built) is
+``initial_state``, ``read_memory`` and ``next_state``, plus ``read_layer`` where it declares ``per_layer``;
+docs/methods.md, "Adding a method", walks through the rest.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import abc
+import contextlib
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.backbone import IGNORE, ChunkNll, causal_attention, head_is_plain, hidden_nll, token_nll
+from hmtbench.methods.backbone import (
+    IGNORE,
+    ChunkNll,
+    causal_attention,
+    head_is_plain,
+    hidden_nll,
+    last_hidden_states,
+    token_nll,
+)
+from hmtbench.methods.config import TRAINED, MethodConfig, setting, trained_field
+from hmtbench.methods.hooks import LayerCapture, layer_hooks, repeated_blocks
 from hmtbench.methods.state import MemoryState, RecallCache
 
+if TYPE_CHECKING:
+    from hmtbench.results.schema import Column
+
 __all__ = [
-    "TRAINED", "MemoryState", "MethodConfig", "RecallCache", "SegmentInput", "SegmentMethod", "SegmentOutput",
-    "max_positions", "trained_field",
+    "TRAINED", "BackboneOutput", "MemoryState", "MethodConfig", "RecallCache", "SegmentInput", "SegmentMethod",
+    "SegmentOutput", "max_positions", "setting", "trained_field",
 ]
 
 
@@ -63,42 +89,21 @@ class SegmentOutput:
 class SegmentInput:
     """One segment laid out for the backbone: what ``forward`` and ``score`` share."""
 
-    embeds: Tensor  # (B, m + k + S + m, d), or (B, S, d) without memory
+    embeds: Tensor  # (B, m + k + S + m, d) ((B, k + S + m, d) without a read slot), or (B, S, d) without memory
     write_at: Tensor | None  # (B, m) positions of the write slots in embeds
-    text_start: int  # position of the first text token (m + k)
-    memory: Tensor | None  # (B, m, d) memory read
+    text_start: int  # position of the first text token (m + k, or k without a read slot)
+    memory: Tensor | None  # (B, m, d) memory read (without a read slot: what fills the write slot)
     weights: Tensor | None  # (B, N) recall weights, if the method recalled
 
 
-TRAINED = "fixed_by_training"  # field metadata key: the trained tensors depend on this setting
-
-
-def trained_field(default: Any, **kwargs: Any) -> Any:
-    """A config field a checkpoint fixes: its tensors were trained with it (a shape, or what they learned)."""
-    return field(default=default, metadata={TRAINED: True}, **kwargs)
-
-
 @dataclass
-class MethodConfig:
-    """A method's own settings (the segment length L is shared by every method and given apart).
+class BackboneOutput:
+    """One causal-LM forward of a segment, from its first text position on (``_call_backbone``)."""
 
-    Each method subclasses this with only its own fields, validated in ``__post_init__`` with
-    errors that name the flag. Fields made with ``trained_field`` are fixed by a checkpoint.
-    """
-
-    name: ClassVar[str]  # the registry name of the method this configures
-
-    def resolved(self, hidden_size: int) -> MethodConfig:
-        """The settings as run on a backbone of width ``hidden_size`` (defaults that depend on it filled in)."""
-        return self
-
-    def settings(self) -> dict[str, Any]:
-        """``{"name": ..., **fields}``: how the settings travel into recipes, records and checkpoints."""
-        return {"name": self.name, **dataclasses.asdict(self)}
-
-    @classmethod
-    def fixed_by_training(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls) if f.metadata.get(TRAINED)}
+    logits: Tensor | None  # (B, tail, V), or None where the caller runs the head itself
+    hidden: Tensor  # (B, tail, d) last hidden states (the output head's input)
+    side: Tensor | None  # (B, d) hidden state of each side row at the position it names (``side_rows``)
+    layers: Tensor | None  # (B, n_layers, m, d) every block's output at the write slots (``per_layer`` methods)
 
 
 def max_positions(config: Any) -> int | None:
@@ -110,16 +115,18 @@ def max_positions(config: Any) -> int | None:
     return None
 
 
-class SegmentMethod(nn.Module):
+class SegmentMethod(nn.Module, metaclass=abc.ABCMeta):
     """Base of every method: the layout above, one backbone step per segment.
 
     Subclasses say how many memory (m) and sensory (k) positions they use, what they read before
-    a segment (``read_memory``, ``read_sensory``) and what they keep after it (``next_state``), in a
-    state class of their own. Capabilities the commands need are class attributes and hooks here,
-    so nothing outside ``hmtbench.methods`` asks which method it holds.
+    a segment (``read_memory``, ``read_sensory``), what they read inside it (``read_layer``, per-layer
+    methods) and what they keep after it (``next_state``), in a state class of their own. Capabilities
+    the commands need are class attributes and hooks here, so nothing outside ``hmtbench.methods`` asks
+    which method it holds. The conformance suite (tests/test_conformance.py) checks the declared
+    capabilities against what the method does.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # the method's one name: the registry key, the config's name, the record's ``method``
     label: ClassVar[str]  # how tables and figures name it
     compared_with: ClassVar[str | None] = None  # the method the paper reports this one against
     config_class: ClassVar[type[MethodConfig]]
@@ -129,6 +136,26 @@ class SegmentMethod(nn.Module):
     state_reach: ClassVar[int | None] = None
     training_stages: ClassVar[tuple[int, ...]] = ()  # stages `train` can run one after another (HMT: 1, 2)
     host_steps: ClassVar[bool] = False  # a step reads back to the host (retrieval ranks there): no CUDA graph holds it
+    # Layout: True puts the memory read at the front of a segment and the write slot after its text (RMT, HMT);
+    # False keeps the write slot only, [sensory | text | write], S = L - m - k (ARMT).
+    read_slot: ClassVar[bool] = True
+    # Per-layer state: every backbone call runs each block on ``read_layer`` of its input, and ``next_state``
+    # receives every block's output at the write slots (``layers``). The method must define ``read_layer``.
+    per_layer: ClassVar[bool] = False
+    # Record columns this method's ``record_columns`` adds beyond the shared schema (hmtbench.results.schema).
+    record_schema: ClassVar[tuple[Column, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A method's name is declared once, on its class: its config takes it from there."""
+        super().__init_subclass__(**kwargs)
+        config = cls.__dict__.get("config_class")
+        if config is not None and "name" in cls.__dict__:
+            bound = config.__dict__.get("name")
+            if bound is not None and bound != cls.name:
+                raise TypeError(f"{config.__name__} already configures method '{bound}', not '{cls.name}'")
+            config.name = cls.name
+        if cls.per_layer and cls.read_layer is SegmentMethod.read_layer:
+            raise TypeError(f"{cls.__name__} declares per_layer but does not define read_layer")
 
     def __init__(self, backbone: nn.Module, config: MethodConfig, segment_length: int) -> None:
         super().__init__()
@@ -149,11 +176,15 @@ class SegmentMethod(nn.Module):
                 f"use --segment-length {limit} or less"
             )
         if self.segment_tokens < 1:
+            memory = self.memory_slots * self.memory_tokens
             raise HmtbenchError(
                 f"--segment-length {segment_length} leaves no room for text after "
-                f"{2 * self.memory_tokens} memory and {self.sensory_tokens} sensory positions; "
-                f"use --segment-length {2 * self.memory_tokens + self.sensory_tokens + 1} or more"
+                f"{memory} memory and {self.sensory_tokens} sensory positions; "
+                f"use --segment-length {memory + self.sensory_tokens + 1} or more"
             )
+        if self.per_layer and repeated_blocks(backbone) is None:
+            raise HmtbenchError(f"--method {self.name} hooks every decoder layer, but this backbone has no list of "
+                                "repeated blocks to hook; use another backbone or method")
         forward_params = inspect.signature(backbone.forward).parameters
         self._keeps_logits = "logits_to_keep" in forward_params
         self._head_is_plain = head_is_plain(backbone)  # score: run the output head ourselves, in chunks
@@ -173,7 +204,7 @@ class SegmentMethod(nn.Module):
     # ----- what subclasses define -------------------------------------------------------------
     @property
     def memory_tokens(self) -> int:
-        """m: memory positions at each end of a segment."""
+        """m: memory positions at each end of a segment (at its end only, without a read slot)."""
         return 0
 
     @property
@@ -181,22 +212,60 @@ class SegmentMethod(nn.Module):
         """k: token ids carried over from the previous segment."""
         return 0
 
+    @abc.abstractmethod
     def initial_state(self, batch_size: int) -> MemoryState:
-        return MemoryState(batch_size)
+        """The state segment 0 reads.
 
+        Args:
+            batch_size: B, the rows the state holds.
+
+        Returns:
+            The method's own ``MemoryState`` subclass (``MemoryState(batch_size)`` for a method that carries
+            nothing). Every tensor in it has the batch as its first dimension (``state.select_rows``).
+        """
+
+    @abc.abstractmethod
     def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-        """The (B, m, d) memory this segment reads (and writes through), plus recall weights if any."""
-        return None, None
+        """What fills this segment's memory slots.
+
+        Args:
+            state: what the previous segment left (``initial_state`` for segment 0).
+            summary: this segment's (B, d) row of ``summarize``, or None.
+
+        Returns:
+            The (B, m, d) memory read (it fills the read slot and the write slot; without a read slot, the write
+            slot only), or None exactly when ``memory_tokens`` is 0; and the (B, N) recall weights, or None.
+        """
 
     def read_sensory(self, state: MemoryState) -> Tensor | None:
-        """The (B, k) token ids this segment sees before its text, or None."""
+        """The (B, k) token ids this segment sees before its text, or None (segment 0; a method with k = 0)."""
         return None
 
+    def read_layer(self, state: MemoryState, layer: int, hidden: Tensor) -> Tensor:
+        """The input block ``layer`` runs on, from its input ``hidden`` (B, T, d) (``per_layer`` methods only).
+
+        Runs at every position of every backbone call made with a state (``backbone_hooks``), outside compiled
+        regions. It must read nothing back to the host (CUDA graphs replay it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not a per-layer method")
+
+    @abc.abstractmethod
     def next_state(
-        self, state: MemoryState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
+        self, state: MemoryState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None,
+        layers: Tensor | None = None,
     ) -> MemoryState:
-        """State after a segment, given the (B, m, d) memory it wrote and what its ``side_rows`` yielded."""
-        return state
+        """The state after a segment.
+
+        Args:
+            state: the state the segment read.
+            written: (B, m) memory the segment wrote (``write_memory``), or None without memory.
+            segment_ids: (B, S) the segment's ids, each row's real tokens moved to its end (``_tail_ids``).
+            side: (B, d) what this step's ``side_rows`` yielded, or None.
+            layers: (B, n_layers, m, d) every block's output at the write slots (``per_layer`` methods), or None.
+
+        Returns:
+            The state the next segment reads. It must not read anything back to the host.
+        """
 
     def after_read(self, state: MemoryState, read: SegmentInput) -> MemoryState:
         """The state as this segment's read leaves it, before ``next_state``: HMT's cache policy notes the recall
@@ -242,11 +311,13 @@ class SegmentMethod(nn.Module):
         """Rows to run in the same backbone call as a segment, from the next segment's (B, S) ids and (B,) lengths.
 
         Returns their (B, P, d) embeddings and the (B,) position of each row's hidden state to keep, or None.
+        Side rows read no state: per-layer hooks leave them as they are.
         """
         return None
 
     def record_columns(self) -> dict[str, Any]:
-        """The result record's segment/memory columns, as this method runs them (a subclass adds its own)."""
+        """The result record's segment/memory columns, as this method runs them. A subclass adds its own: shared
+        schema columns, or columns it declares in ``record_schema``."""
         return {
             "segment_length": self.segment_length,
             "text_tokens": self.segment_tokens,
@@ -256,9 +327,14 @@ class SegmentMethod(nn.Module):
 
     # ----- shared mechanics -----------------------------------------------------------------
     @property
+    def memory_slots(self) -> int:
+        """Memory slots of m positions per segment: read and write (2), or write only (1, no read slot)."""
+        return 2 if self.read_slot else 1
+
+    @property
     def segment_tokens(self) -> int:
-        """S: text tokens per segment (S = L - 2m - k)."""
-        return self.segment_length - 2 * self.memory_tokens - self.sensory_tokens
+        """S: text tokens per segment (S = L - 2m - k; L - m - k without a read slot)."""
+        return self.segment_length - self.memory_slots * self.memory_tokens - self.sensory_tokens
 
     @property
     def device(self) -> torch.device:
@@ -275,6 +351,33 @@ class SegmentMethod(nn.Module):
     def embed(self, token_ids: Tensor) -> Tensor:
         return self.backbone.get_input_embeddings()(token_ids)
 
+    @contextlib.contextmanager
+    def backbone_hooks(self, state: MemoryState | None, write_at: Tensor | None = None) -> Iterator[LayerCapture]:
+        """The one context every call into the backbone runs in: scoring, training, the answer pass, summaries,
+        generation and lm-eval alike (peft's ``_enable_peft_forward_hooks``), so no path runs the backbone
+        without the method's per-layer hooks.
+
+        ``state``: what the hooks read (None: a call that reads no state, such as HMT's summary pass).
+        ``write_at``: (B, m) positions in the call whose every-block output the hooks keep. Yields a
+        ``LayerCapture`` whose ``layers`` hold, once the call is done, what ``next_state`` receives. For a
+        method without ``per_layer`` it hooks nothing and keeps nothing.
+        """
+        if not self.per_layer or state is None:
+            yield LayerCapture()
+            return
+        with layer_hooks(self._blocks, partial(self.read_layer, state), write_at, state.batch_size) as capture:
+            yield capture
+
+    @cached_property
+    def _blocks(self) -> tuple[nn.Module, ...]:
+        """The decoder blocks the per-layer hooks sit on (a tuple, so they are not registered twice as submodules)."""
+        return tuple(repeated_blocks(self.backbone))
+
+    def base_hidden_states(self, embeds: Tensor, state: MemoryState | None = None) -> Tensor:
+        """(R, T, d) last hidden states of the base model for ``embeds`` (R, T, d), inside ``backbone_hooks``."""
+        with self.backbone_hooks(state):
+            return last_hidden_states(self.backbone, embeds)
+
     def forward(
         self,
         state: MemoryState,
@@ -284,10 +387,9 @@ class SegmentMethod(nn.Module):
     ) -> SegmentOutput:
         """Read one segment. segment_ids: (B, S) right-padded; lengths: (B,) real tokens per row."""
         read = self._read(state, segment_ids, lengths, summary)
-        logits, hidden = self._run_backbone(read.embeds, read.text_start, segment_ids.shape[1], read.memory is not None)
-        after = self.next_state(self.after_read(state, read), self._written(read, hidden),
-                                self._tail_ids(segment_ids, lengths))
-        return SegmentOutput(logits, after, read.weights)
+        out = self._call_backbone(state, read, full_logits=True)
+        after = self._next(state, read, out, segment_ids, lengths)
+        return SegmentOutput(out.logits[:, : segment_ids.shape[1]], after, read.weights)
 
     def score(
         self,
@@ -311,18 +413,17 @@ class SegmentMethod(nn.Module):
         if targets is None and read.memory is None and side is None:  # nothing to score, write or summarise
             return None, self.next_state(state, None, self._tail_ids(segment_ids, lengths))
         text_len = segment_ids.shape[1]
-        logits, hidden, side_hidden = self._call_backbone(
-            read.embeds, read.text_start, full_logits=not self._head_is_plain, side=side
-        )
-        written = self._written(read, hidden)
+        out = self._call_backbone(state, read, full_logits=not self._head_is_plain, side=side)
+        written = self._written(read, out.hidden)
+        after = self.next_state(self.after_read(state, read), written, self._tail_ids(segment_ids, lengths), out.side,
+                                out.layers)
         if targets is None:  # in training its 0 stays in the autograd graph, as an all-ignored loss always was
             nll = written.float().sum((1, 2)) * 0 if written is not None and written.requires_grad else None
-        elif logits is not None:
-            nll = token_nll(logits[:, :text_len], targets).sum(-1)
+        elif out.logits is not None:
+            nll = token_nll(out.logits[:, :text_len], targets).sum(-1)
         else:
-            nll = hidden_nll(self.backbone.get_output_embeddings(), hidden[:, :text_len], targets, self.chunk_nll)
-        return nll, self.next_state(self.after_read(state, read), written, self._tail_ids(segment_ids, lengths),
-                                    side_hidden)
+            nll = hidden_nll(self.backbone.get_output_embeddings(), out.hidden[:, :text_len], targets, self.chunk_nll)
+        return nll, after
 
     def predict(
         self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, targets: Tensor, summary: Tensor | None = None
@@ -335,27 +436,40 @@ class SegmentMethod(nn.Module):
         The head runs on the scored positions only.
         """
         read = self._read(state, segment_ids, lengths, summary)
-        logits, hidden, _ = self._call_backbone(read.embeds, read.text_start, full_logits=not self._head_is_plain)
+        out = self._call_backbone(state, read, full_logits=not self._head_is_plain)
         text_len = segment_ids.shape[1]
         wanted = targets != IGNORE
-        if logits is None:
-            rows = self.backbone.get_output_embeddings()(hidden[:, :text_len][wanted])  # (R, V)
+        if out.logits is None:
+            rows = self.backbone.get_output_embeddings()(out.hidden[:, :text_len][wanted])  # (R, V)
         else:
-            rows = logits[:, :text_len][wanted]
+            rows = out.logits[:, :text_len][wanted]
         predicted = torch.full_like(targets, -1)
         predicted[wanted] = rows.argmax(-1)
         per_position = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
         per_position[wanted] = F.cross_entropy(rows.float(), targets[wanted], reduction="none")
-        after = self.next_state(self.after_read(state, read), self._written(read, hidden),
-                                self._tail_ids(segment_ids, lengths))
-        return per_position.sum(-1), predicted, after
+        return per_position.sum(-1), predicted, self._next(state, read, out, segment_ids, lengths)
 
     def _read(self, state: MemoryState, segment_ids: Tensor, lengths: Tensor, summary: Tensor | None) -> SegmentInput:
         memory, weights = self.read_memory(state, summary)
         sensory = self.read_sensory(state)
+        self._check_reads(memory, sensory)
         embeds, write_at = self._layout(memory, sensory, segment_ids, lengths)
-        text_start = (0 if memory is None else memory.shape[1]) + (0 if sensory is None else sensory.shape[1])
+        text_start = embeds.shape[1] - segment_ids.shape[1] - (0 if memory is None else memory.shape[1])
         return SegmentInput(embeds, write_at, text_start, memory, weights)
+
+    def _check_reads(self, memory: Tensor | None, sensory: Tensor | None) -> None:
+        """What ``read_memory`` / ``read_sensory`` return must fit the m and k the method declares (shapes only)."""
+        m, k = self.memory_tokens, self.sensory_tokens
+        if (memory is None) != (m == 0) or (memory is not None and memory.shape[1] != m):
+            shape = None if memory is None else tuple(memory.shape)
+            raise HmtbenchError(f"{self.name}: read_memory returned {shape}, but the method declares m = {m}")
+        if sensory is not None and sensory.shape[1] != k:
+            raise HmtbenchError(f"{self.name}: read_sensory returned {tuple(sensory.shape)}, but k = {k}")
+
+    def _next(self, state: MemoryState, read: SegmentInput, out: BackboneOutput, segment_ids: Tensor,
+              lengths: Tensor) -> MemoryState:
+        return self.next_state(self.after_read(state, read), self._written(read, out.hidden),
+                               self._tail_ids(segment_ids, lengths), out.side, out.layers)
 
     def _tail_ids(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
         """``segment_ids`` with each row's real tokens moved to its end (whole rows unchanged), so ``next_state``'s
@@ -387,29 +501,21 @@ class SegmentMethod(nn.Module):
 
     def _prefix(self, memory: Tensor | None, sensory_ids: Tensor | None) -> list[Tensor]:
         """The [read memory | sensory] embeddings that precede a segment's text, in the backbone's dtype."""
-        parts = [] if memory is None else [memory.to(self.dtype)]
+        parts = [] if memory is None or not self.read_slot else [memory.to(self.dtype)]
         if sensory_ids is not None:
             parts.append(self.embed(sensory_ids))
         return parts
 
-    def _run_backbone(
-        self, embeds: Tensor, text_start: int, text_len: int, want_hidden: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """Logits at the text positions (B, S, V) and, if asked, the last hidden states from text_start on."""
-        logits, hidden, _ = self._call_backbone(embeds, text_start, full_logits=True)
-        return logits[:, :text_len], hidden if want_hidden else None
-
-    def _call_backbone(
-        self, embeds: Tensor, text_start: int, full_logits: bool, side: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor | None, Tensor, Tensor | None]:
-        """One causal-LM forward: (logits, last hidden states), both from text_start on: (B, tail, V), (B, tail, d).
+    def _call_backbone(self, state: MemoryState, read: SegmentInput, full_logits: bool,
+                       side: tuple[Tensor, Tensor] | None = None) -> BackboneOutput:
+        """One causal-LM forward of a laid-out segment, inside ``backbone_hooks``, from its text on.
 
         The hidden states are read as the input of the output head (a pre-hook), which is HF's
         ``hidden_states[-1]`` for every architecture, without storing every layer's states. With
         ``full_logits=False`` the hook hands the head one position only and no logits come back:
         the caller runs the head itself, on the positions it scores (``hidden_nll``).
         ``side`` rows (``side_rows``) are right-padded to the segment's length and run as extra batch
-        rows; the third result is their (B, d) hidden state at the positions they name (else None).
+        rows; ``BackboneOutput.side`` is their (B, d) hidden state at the positions they name.
         """
         captured: list[Tensor] = []
 
@@ -417,7 +523,8 @@ class SegmentMethod(nn.Module):
             captured.append(args[0])
             return None if full_logits else (args[0][:, -1:], *args[1:])
 
-        batch, tail = embeds.shape[0], embeds.shape[1] - text_start  # text and write positions
+        embeds = read.embeds
+        batch, tail = embeds.shape[0], embeds.shape[1] - read.text_start  # text and write positions
         if side is not None:  # causal: right padding changes nothing at the positions kept
             side_embeds = F.pad(side[0].to(embeds.dtype), (0, 0, 0, embeds.shape[1] - side[0].shape[1]))
             embeds = torch.cat([embeds, side_embeds])
@@ -426,17 +533,17 @@ class SegmentMethod(nn.Module):
             kwargs["logits_to_keep"] = tail
         hook = self.backbone.get_output_embeddings().register_forward_pre_hook(capture)
         try:
-            with causal_attention(self.backbone):
+            with self.backbone_hooks(state, read.write_at) as layers, causal_attention(self.backbone):
                 logits = self.backbone(**kwargs).logits
         finally:
             hook.remove()
         states = captured[0]
-        hidden = states[:batch, -tail:]  # (B, tail, d)
         side_hidden = None
         if side is not None:
             at = side[1][:, None, None].expand(-1, 1, states.shape[-1])
             side_hidden = states[batch:].gather(1, at)[:, 0]
-        return (logits[:batch, -tail:] if full_logits else None), hidden, side_hidden
+        return BackboneOutput(logits[:batch, -tail:] if full_logits else None, states[:batch, -tail:], side_hidden,
+                              layers.layers)
 
     # ----- incremental decoding (used by hmtbench.generation; nothing above calls it) -------------
     def segment_prefix(
@@ -444,12 +551,13 @@ class SegmentMethod(nn.Module):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """What precedes a segment's text, for decoding it token by token with a KV cache.
 
-        Returns the (B, m + k, d) ``[read memory | sensory]`` embeddings (None when the method has
-        neither), the (B, m, d) memory read, which also fills the write slot that closes the
+        Returns the (B, m + k, d) ``[read memory | sensory]`` embeddings ((B, k, d) without a read slot; None
+        when there are none), the (B, m, d) memory read, which also fills the write slot that closes the
         segment (None for plain), and the read's recall weights (None where it did not recall).
         ``summary`` is this segment's row of ``summarize``. The same read and sensory memories as
         ``forward``, so the first positions match ``_layout``'s.
         """
         memory, weights = self.read_memory(state, summary)
         parts = self._prefix(memory, self.read_sensory(state))
-        return (torch.cat(parts, dim=1) if parts else None), (None if memory is None else parts[0]), weights
+        memory = None if memory is None else memory.to(self.dtype)
+        return (torch.cat(parts, dim=1) if parts else None), memory, weights

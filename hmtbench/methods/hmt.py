@@ -31,8 +31,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.backbone import last_hidden_states
-from hmtbench.methods.base import MethodConfig, SegmentInput, SegmentMethod, trained_field
+from hmtbench.methods.base import MethodConfig, SegmentInput, SegmentMethod, setting, trained_field
 from hmtbench.methods.cache_policy import check_cache_policy
 from hmtbench.methods.choice import check_choice
 from hmtbench.methods.memory import add_memory, check_write, init_memory, write_label
@@ -49,24 +48,28 @@ INLINE_MAX_WORK = 1e11
 
 @dataclass
 class HMTConfig(MethodConfig):
-    name = "hmt"
-    memory_tokens: int = trained_field(1)  # m: one memory embedding per segment (more only with write: span)
-    write: str = trained_field("state")  # what a segment writes: state (the paper's) | span (input embeddings)
-    span_choice: str = "soft"  # soft (the mixture) | hard (its argmax outside training) | hard-st (also in training)
-    sensory_tokens: int = trained_field(0)  # k: previous segment's last k tokens (paper recipes: 32)
-    recall_context: int = 100  # N: memory embeddings kept for recall
-    recall_hidden_dim: int | None = trained_field(None)  # h: width of the query/key projections (None: the backbone's)
-    recall_choice: str = "soft"  # soft (the mixture) | hard (the heaviest memory outside training) | hard-st (also in
-    # training, straight-through: methods/choice.py)
-    sum_fraction: float = 0.5  # share of the segment the summary prompt reads
-    recall_query: str = "paper"  # what the summary reads: paper (the segment's first j tokens) | question (the last j
-    # tokens known when the segment opens: in QA's answer layout the question's end; docs/methods.md, departure 14)
-    cache_policy: str = "fifo"  # which memory a full cache drops: fifo (the paper's) | recall | distinct
-    # (hmtbench.methods.cache_policy; docs/methods.md, departure 15)
-    stage: int = trained_field(2)  # 1 = memory + sensory only (training stage 1); 2 = full HMT
-    summary_batch_tokens: int = 65536  # at most this many tokens per forward of the batched summary pass
-    summary_segments: int = 8  # segments of every document summarised per forward (bounds its memory)
-    summary_pass: str = "auto"  # ahead | inline | auto: when the summaries are computed (see HMT.summarizes_inline)
+    memory_tokens: int = trained_field(1, "m: one memory embedding per segment (more only with write: span)")
+    write: str = trained_field("state", "What a segment writes: state (the paper's last hidden state) | span (a span "
+                                        "of input embeddings)")
+    span_choice: str = setting("soft", "write: span: soft (the mixture) | hard (its argmax outside training) | "
+                                       "hard-st (also in training)")
+    sensory_tokens: int = trained_field(0, "k: tokens of the previous segment seen again (paper recipes: 32)")
+    recall_context: int = setting(100, "N: memory embeddings kept for recall")
+    recall_hidden_dim: int | None = trained_field(None, "h: width of the recall query/key projections (default: the "
+                                                        "backbone's width)")
+    recall_choice: str = setting("soft", "soft (the mixture) | hard (the heaviest cached memory outside training) | "
+                                         "hard-st (also in training, straight-through: methods/choice.py)")
+    sum_fraction: float = setting(0.5, "Share of a segment the summary prompt reads")
+    recall_query: str = setting("paper", "What the summary reads: paper (the segment's first j tokens) | question (the "
+                                         "last j tokens known when the segment opens: in QA's answer layout the "
+                                         "question's end; docs/methods.md, departure 14)")
+    cache_policy: str = setting("fifo", "Which memory a full cache drops: fifo (the paper's) | recall | distinct "
+                                        "(hmtbench.methods.cache_policy; docs/methods.md, departure 15)")
+    stage: int = trained_field(2, "1 = memory + sensory only (training stage 1); 2 = full HMT")
+    summary_batch_tokens: int = setting(65536, "At most this many tokens per forward of the batched summary pass")
+    summary_segments: int = setting(8, "Segments of every document summarised per forward (bounds its memory)")
+    summary_pass: str = setting("auto", "When evaluation computes the summaries: ahead (batched passes), inline (in "
+                                        "the previous segment's backbone call; pays on a GPU at small batches) or auto")
 
     def __post_init__(self) -> None:
         checks = [
@@ -181,7 +184,7 @@ class HMT(SegmentMethod):
         """(R, d): one forward of [T | head | T] for R segments (R, S) of ``lengths`` (R,) tokens."""
         embeds, at = self._summary_rows(segment_ids, lengths)
         at = at[:, None, None].expand(-1, 1, embeds.shape[-1])
-        return last_hidden_states(self.backbone, embeds).gather(1, at)[:, 0]
+        return self.base_hidden_states(embeds).gather(1, at)[:, 0]
 
     def _summary_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(R, j + 2, d) embeddings [T | j tokens | T] of R segments, and the (R,) positions of the trailing T.
@@ -278,7 +281,8 @@ class HMT(SegmentMethod):
         return replace(state, cache=state.cache.noted(read.weights))
 
     def next_state(
-        self, state: HMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
+        self, state: HMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None,
+        layers: Tensor | None = None,
     ) -> HMTState:
         sensory = segment_ids[:, segment_ids.shape[1] - self.sensory_tokens :] if self.sensory_tokens else None
         if self.recall is None:

@@ -20,8 +20,8 @@ from hmtbench.methods.state import MemoryState
 
 @dataclass
 class OverlapConfig(MethodConfig):
-    name = "overlap"
-    sensory_tokens: int = trained_field(32)  # k: the previous segment's last k tokens, as HMT's recipes use
+    sensory_tokens: int = trained_field(32, "k: tokens of the previous segment seen again before each segment's "
+                                        "text (HMT's recipes use 32)")
 
     def __post_init__(self) -> None:
         if self.sensory_tokens < 1:
@@ -48,10 +48,14 @@ class Overlap(SegmentMethod):
     def initial_state(self, batch_size: int) -> OverlapState:
         return OverlapState(batch_size)
 
+    def read_memory(self, state: OverlapState, summary: Tensor | None) -> tuple[None, None]:
+        return None, None
+
     def read_sensory(self, state: OverlapState) -> Tensor | None:
         return state.sensory_ids
 
     def next_state(
-        self, state: OverlapState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
+        self, state: OverlapState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None,
+        layers: Tensor | None = None,
     ) -> OverlapState:
         return OverlapState(state.batch_size, sensory_ids=segment_ids[:, segment_ids.shape[1] - self.sensory_tokens :])

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hmtbench.methods.base import MethodConfig, SegmentMethod
+from torch import Tensor
+
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod
 
 
 @dataclass
 class PlainConfig(MethodConfig):
-    name = "plain"
+    pass
 
 
 @dataclass
 class FullConfig(MethodConfig):
-    name = "full"
+    pass
 
 
 class Plain(SegmentMethod):
@@ -24,6 +26,18 @@ class Plain(SegmentMethod):
     label = "plain"
     config_class = PlainConfig
     state_reach = 0
+
+    def initial_state(self, batch_size: int) -> MemoryState:
+        return MemoryState(batch_size)
+
+    def read_memory(self, state: MemoryState, summary: Tensor | None) -> tuple[None, None]:
+        return None, None
+
+    def next_state(
+        self, state: MemoryState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None,
+        layers: Tensor | None = None,
+    ) -> MemoryState:
+        return state
 
 
 class FullContext(Plain):

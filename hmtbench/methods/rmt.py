@@ -16,16 +16,17 @@ from typing import Any
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, trained_field
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, setting, trained_field
 from hmtbench.methods.memory import add_memory, check_write, write_label
 
 
 @dataclass
 class RMTConfig(MethodConfig):
-    name = "rmt"
-    memory_tokens: int = trained_field(1)  # m: memory positions at each end of the segment
-    write: str = trained_field("state")  # what a segment writes: state (the paper's) | span (input embeddings)
-    span_choice: str = "soft"  # soft (the mixture) | hard (its argmax outside training) | hard-st (also in training)
+    memory_tokens: int = trained_field(1, "m: memory positions at each end of the segment")
+    write: str = trained_field("state", "What a segment writes: state (the paper's last hidden states) | span (a span "
+                                        "of input embeddings)")
+    span_choice: str = setting("soft", "write: span: soft (the mixture) | hard (its argmax outside training) | "
+                                       "hard-st (also in training)")
 
     def __post_init__(self) -> None:
         if self.memory_tokens < 1:
@@ -64,6 +65,7 @@ class RMT(SegmentMethod):
         return state.memory, None
 
     def next_state(
-        self, state: RMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None
+        self, state: RMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None,
+        layers: Tensor | None = None,
     ) -> RMTState:
         return RMTState(state.batch_size, memory=written)
