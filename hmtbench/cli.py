@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from hmtbench.commands.method_flags import MethodSettingsCommand
 from hmtbench.commands.options import (
     Backbone,
     BatchSize,
@@ -21,24 +22,18 @@ from hmtbench.commands.options import (
     Dtype,
     IncludeFailed,
     MaxDocs,
-    MemoryTokens,
     Methods,
     OnlyBackbones,
     OnlyDatasets,
     OnlyMethods,
     Out,
-    RecallContext,
-    RecallHiddenDim,
     Recipe,
     RecomputeShare,
     ResultPaths,
     Seed,
     SegmentLength,
-    SensoryTokens,
     Sets,
     Split,
-    SumFraction,
-    SummaryPass,
     TestLength,
     given,
     opt,
@@ -90,14 +85,12 @@ def command_line() -> list[str]:
     return ["hmtbench", *sys.argv[1:]]
 
 
-@app.command("eval-ppl")
+@app.command("eval-ppl", cls=MethodSettingsCommand)
 @friendly_errors
 def eval_ppl(
-    recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None, method: Methods = None,
+    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None, method: Methods = None,
     dataset: Dataset = None, split: Split = None, test_length: TestLength = None, max_docs: MaxDocs = None,
-    segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
-    recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
-    summary_pass: SummaryPass = None,
+    segment_length: SegmentLength = None,
     protocol: Annotated[str | None, opt("stream: each token scored once | paper: the reference's windows.")] = None,
     max_windows: Annotated[int | None, opt("paper protocol: windows to score. [default: 200]")] = None,
     batch_size: BatchSize = None, checkpoint: Checkpoint = None, dtype: Dtype = None, device: Device = None,
@@ -129,10 +122,10 @@ def eval_ppl(
         typer.echo(f"wrote {row['path']}")
 
 
-@app.command("eval-qa")
+@app.command("eval-qa", cls=MethodSettingsCommand)
 @friendly_errors
 def eval_qa(
-    recipe: Recipe = None, set_: Sets = None,
+    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None,
     task: Annotated[str | None, opt("passkey | multi-fact | passkey-unseen-a | passkey-unseen-b | babilong-qa1..qa5 | "
                                     "pubmedqa | narrativeqa | qasper | musique | qmsum, or a local .jsonl (context, "
                                     "question, answer). passkey-unseen-a/-b: passkeys in wordings no training task "
@@ -150,9 +143,7 @@ def eval_qa(
                                      "multi-fact hides one fact at each.")] = None,
     filler: Annotated[str | None, opt("passkey/multi-fact: local corpus the facts hide in.")] = None,
     data: Annotated[str | None, opt("Local copy of a hub task's data (LongBench data.zip, BABILong .json).")] = None,
-    segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
-    recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
-    summary_pass: SummaryPass = None, checkpoint: Checkpoint = None,
+    segment_length: SegmentLength = None, checkpoint: Checkpoint = None,
     batch_size: Annotated[int | None, opt("Samples read, scored and decoded together. [default: 16]")] = None,
     decode: Annotated[bool | None, opt("Greedy answers by free decoding (stopped by the end id, a line break for "
                                        "one-line tasks, or --max-new-tokens); --no-decode: the teacher-forced argmax "
@@ -188,20 +179,19 @@ def eval_qa(
         typer.echo(f"wrote {row['path']} and {row['predictions_file']}")
 
 
-@app.command("train")
+@app.command("train", cls=MethodSettingsCommand)
 @friendly_errors
 def train(
-    recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
-    method: Annotated[str | None, opt("rmt | hmt | overlap | plain | full | retrieval (those with no memory need "
-                                      "--train lora/full).")] = None,
+    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
+    method: Annotated[str | None, opt("Any registered method (rmt, hmt, armt, ...); those with nothing of their own "
+                                      "to train need --train lora/full.")] = None,
     dataset: Dataset = None, split: Split = None, max_docs: MaxDocs = None,
     task: Annotated[str | None, opt("Train for answers: passkey | multi-fact | babilong-qa1..5 | a .jsonl; the loss "
                                     "is on the answer tokens only, the context read through the memory.")] = None,
     curriculum: Annotated[str | None, opt("With --task: segments per training context, level by level; the next "
                                           "level once 90% of answers are exact (curriculum.advance_at). "
                                           "[default: 1,2,4,8]")] = None,
-    segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
-    recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
+    segment_length: SegmentLength = None,
     stage: Annotated[int | None, opt("Train only this stage of a staged method (HMT: 1 or 2).")] = None,
     stages: Annotated[str | None, opt("Stages back to back, e.g. 1,2 (HMT's default).")] = None,
     init_from: Annotated[str | None, opt("Checkpoint to start from (its settings fill what you do not give).")] = None,
@@ -275,10 +265,10 @@ def train(
         typer.echo(f"wrote {row['output_dir']}/final and a record in {config.out}")
 
 
-@app.command("bench")
+@app.command("bench", cls=MethodSettingsCommand)
 @friendly_errors
 def bench(
-    recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
+    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
     method: Annotated[str | None, opt("Methods to measure, comma-separated [default: every registered one].",
                                       "--method")] = None,
     lengths: Annotated[str | None, opt("Context lengths in tokens, comma-separated (k = 1024). "
@@ -293,9 +283,7 @@ def bench(
                                                 "--grad-checkpoint")] = None,
     recompute_share: RecomputeShare = None,
     max_batch_tokens: Annotated[int | None, opt("Leave out evaluation cases holding more tokens per batch.")] = None,
-    segment_length: SegmentLength = None, memory_tokens: MemoryTokens = None, sensory_tokens: SensoryTokens = None,
-    recall_context: RecallContext = None, recall_hidden_dim: RecallHiddenDim = None, sum_fraction: SumFraction = None,
-    summary_pass: SummaryPass = None, compile_: Compile = None, cuda_graphs: CudaGraphs = None,
+    segment_length: SegmentLength = None, compile_: Compile = None, cuda_graphs: CudaGraphs = None,
     warmup: Annotated[int | None, opt("Untimed calls per case (compilation, graph capture). [default: 1]")] = None,
     repeat: Annotated[int | None, opt("Timed calls per case at most; the median is recorded. [default: 3]")] = None,
     max_seconds: Annotated[float | None, opt("Stop timing a case after this long. [default: 5]")] = None,

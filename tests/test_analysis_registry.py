@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,10 +13,15 @@ from hmtbench import methods
 from hmtbench.analysis.compare import build
 from hmtbench.analysis.formats import render
 from hmtbench.analysis.load import load_results
-from hmtbench.methods.rmt import RMT
+from hmtbench.methods.rmt import RMT, RMTConfig
 from tests.test_compare import write_run
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "hmtbench" / "analysis"
+
+
+@dataclasses.dataclass
+class NovelConfig(RMTConfig):
+    pass
 
 
 class Novel(RMT):
@@ -24,6 +30,7 @@ class Novel(RMT):
     name = "novel"
     label = "NOV"
     compared_with = "hmt"
+    config_class = NovelConfig
 
 
 def test_a_newly_registered_method_is_a_column_with_its_label_and_deltas(tmp_path: Path, monkeypatch) -> None:

@@ -18,7 +18,7 @@ from hmtbench.commands.bench import BenchConfig, plan_cases
 from hmtbench.config import method_config
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import method_names
-from hmtbench.results.schema import COLUMN_NAMES
+from hmtbench.results.schema import COLUMN_NAMES, record_schema
 
 L, K, H = 32, 4, 16
 COMMON = ["--backbone", "random:llama", "--device", "cpu", "--segment-length", str(L), "--warmup", "0", "--repeat", "1"]
@@ -41,7 +41,9 @@ def test_bench_writes_one_record_per_case(tmp_path: Path) -> None:
     assert len(files) == methods * 2 * 2 + methods * 2  # eval: methods x lengths x batch sizes; train: x batch sizes
     assert result.stdout.strip().splitlines()[-1] == f"wrote {len(files)} records to {out}"
     for f in files:
-        assert list(pd.read_parquet(f).columns) == COLUMN_NAMES
+        record = pd.read_parquet(f)
+        assert list(record.columns) == [c.name for c in record_schema(record["method"][0])]
+        assert list(record.columns)[: len(COLUMN_NAMES)] == COLUMN_NAMES  # the shared columns, then the method's
     assert set(rows["command"]) == {"bench"} and rows["run_id"].is_unique
 
     evals = rows[rows["protocol"] == "bench-eval"]

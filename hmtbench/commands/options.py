@@ -2,7 +2,8 @@
 
 Every flag is a spelling of a settings key (``--sensory-tokens 32`` is ``--set method.sensory_tokens=32``);
 flags default to None, meaning "not given", so a recipe's or a checkpoint's value is never overridden
-by a default the user did not type.
+by a default the user did not type. A method's own settings are not declared here: their flags are
+generated from the methods' config fields (``hmtbench.commands.method_flags``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Annotated, Any
 import typer
 
 from hmtbench.config import gather
+from hmtbench.methods import METHODS
 
-METHOD_KEYS = ("memory_tokens", "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction",
-               "summary_pass", "stage")
+METHOD_KEYS = ("stage",)  # a command's own flags that are also method settings (train --stage)
 DATA_KEYS = ("dataset", "split", "test_length", "max_docs")
-NOT_SETTINGS = ("recipe", "set_")
+NOT_SETTINGS = ("recipe", "set_", "ctx")
 
 
 def given(params: dict[str, Any], command: str, renamed: dict[str, str] | None = None) -> dict[str, Any]:
@@ -27,10 +28,11 @@ def given(params: dict[str, Any], command: str, renamed: dict[str, str] | None =
     data settings under ``method.`` / ``data.``, the rest at the top) does not fit; "" for flags that
     are not settings.
     """
+    from hmtbench.commands.method_flags import given_settings
     from hmtbench.commands.recipe import recipe_settings
 
     renamed = renamed or {}
-    flags = {}
+    flags = given_settings(params.get("ctx"))
     for name, value in params.items():
         key = renamed.get(name, f"method.{name}" if name in METHOD_KEYS else
                           f"data.{name}" if name in DATA_KEYS else name)
@@ -56,22 +58,13 @@ Backbone = Annotated[
     str | None, opt("Alias (smollm2-135m, opt-2.7b, ...), hub id, model folder, .gguf file, random:llama or "
                     "random:llama-7b (a paper shape with random weights). [default: smollm2-135m]")
 ]
-Methods = Annotated[str | None, opt("plain | full | overlap | rmt | hmt | retrieval, or several: plain,rmt,hmt.",
+Methods = Annotated[str | None, opt(f"{' | '.join(METHODS)} (or an installed plugin's), or several: plain,rmt,hmt.",
                                     "--method")]
 Dataset = Annotated[str | None, opt("wikitext-103, pg19, pydoc-topics, python-stdlib, or a .txt/.jsonl/.parquet path.")]
 Split = Annotated[str | None, opt("train | validation | test (ignored for local files).")]
 TestLength = Annotated[int | None, opt("Tokens per document. [default: 2000]")]
 MaxDocs = Annotated[int | None, opt("Evaluate at most this many documents.")]
 SegmentLength = Annotated[int | None, opt("L: positions per backbone step, memory and sensory in it. [default: 256]")]
-MemoryTokens = Annotated[int | None, opt("m: memory tokens at each end of a segment (RMT; HMT uses 1). [default: 1]")]
-SensoryTokens = Annotated[int | None, opt("k: tokens of the previous segment seen again (HMT, overlap). [default: 0]")]
-RecallContext = Annotated[int | None, opt("N: memory embeddings HMT caches for recall. [default: 100]")]
-RecallHiddenDim = Annotated[int | None, opt("h: width of HMT's recall query/key. [default: the backbone's width]")]
-SumFraction = Annotated[float | None, opt("Share of a segment HMT's summary prompt reads. [default: 0.5]")]
-SummaryPass = Annotated[
-    str | None, opt("When HMT evaluation computes its summaries: ahead (batched passes), inline (in the previous "
-                    "segment's backbone call; pays on a GPU at small batches) or auto. [default: auto]")
-]
 Checkpoint = Annotated[
     str | None, opt("Folder written by `hmtbench train`: its tensors, and the settings you do not give.")
 ]

@@ -49,11 +49,12 @@ INLINE_MAX_WORK = 1e11
 @dataclass
 class HMTConfig(MethodConfig):
     memory_tokens: int = trained_field(1, "m: one memory embedding per segment (more only with write: span)")
-    write: str = trained_field("state", "What a segment writes: state (the paper's last hidden state) | span (a span "
+    write: str = trained_field("state", "What a segment writes: state (the paper's last hidden states) | span (a span "
                                         "of input embeddings)")
     span_choice: str = setting("soft", "write: span: soft (the mixture) | hard (its argmax outside training) | "
                                        "hard-st (also in training)")
-    sensory_tokens: int = trained_field(0, "k: tokens of the previous segment seen again (paper recipes: 32)")
+    sensory_tokens: int = trained_field(0, "k: tokens of the previous segment seen again before each segment's text "
+                                           "(HMT's recipes use 32)")
     recall_context: int = setting(100, "N: memory embeddings kept for recall")
     recall_hidden_dim: int | None = trained_field(None, "h: width of the recall query/key projections (default: the "
                                                         "backbone's width)")

@@ -154,15 +154,32 @@ METRIC_DIRECTION: dict[str, str] = {
 }
 
 
+def record_schema(method: str | None) -> list[Column]:
+    """The columns of a record of ``method``: the shared ones, then those the method declares (``record_schema``
+    of its class; none for a name the registry does not know)."""
+    from hmtbench.errors import HmtbenchError
+    from hmtbench.methods import method_class
+
+    try:
+        declared = list(method_class(method).record_schema) if method else []
+    except HmtbenchError:
+        declared = []
+    return [*COLUMNS, *declared]
+
+
 def make_record(values: dict[str, Any]):
-    """A one-row DataFrame with every schema column in order; unknown keys are a bug."""
+    """A one-row DataFrame with every column of ``record_schema(values["method"])`` in order."""
     import pandas as pd
 
-    unknown = set(values) - set(COLUMN_NAMES)
+    from hmtbench.errors import HmtbenchError
+
+    columns = record_schema(values.get("method"))
+    unknown = set(values) - {c.name for c in columns}
     if unknown:
-        raise KeyError(f"not in the result schema: {sorted(unknown)}")
-    frame = pd.DataFrame({c.name: pd.Series([values.get(c.name)], dtype=c.dtype) for c in COLUMNS})
-    return frame
+        raise HmtbenchError(f"record columns {sorted(unknown)} are not in the result schema: a shared column belongs "
+                            f"in hmtbench/results/schema.py, one of method {values.get('method')!r} in its class's "
+                            "record_schema")
+    return pd.DataFrame({c.name: pd.Series([values.get(c.name)], dtype=c.dtype) for c in columns})
 
 
 def write_record(record, out_dir: str | Path, run_id: str) -> Path:
