@@ -80,3 +80,18 @@ def one_error(result, *phrases: str) -> str:
     for phrase in phrases:
         assert phrase in errors[0], errors[0]
     return errors[0]
+
+
+def exercised(method):
+    """``method`` with every added parameter that starts at zero drawn at random (seeded), so its memory acts.
+
+    An untrained ARMT writes nothing (its value projection starts at zero, as the official code's), which would
+    make any test of what its memory carries pass trivially.
+    """
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in method.added_parameters().values():
+            if not param.any():
+                values = torch.randn(param.shape, generator=generator) / param.shape[-1] ** 0.5
+                param.copy_(values.to(param.dtype))
+    return method

@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "overlap": "hmtbench.methods.overlap:Overlap",
     "rmt": "hmtbench.methods.rmt:RMT",
     "hmt": "hmtbench.methods.hmt:HMT",
+    "armt": "hmtbench.methods.armt:ARMT",
     "retrieval": "hmtbench.methods.retrieval:Retrieval",
 }
 BASELINE = "plain"  # the method every other is compared with ("X vs plain, %")
