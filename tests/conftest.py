@@ -14,6 +14,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from hmtbench.backbones.tiny import TINY_CONFIGS, tiny_model  # noqa: E402
 
 ARCHITECTURES = list(TINY_CONFIGS)
+# Small settings for every registered method: each takes the fields it has (build_method), so a suite that loops
+# over hmtbench.methods.method_names() covers a method the moment it is registered.
+METHOD_SETTINGS = {"memory_tokens": 1, "sensory_tokens": 4, "recall_context": 3, "recall_hidden_dim": 16, "key_dim": 8}
 
 # Tiny models gain nothing from intra-op threads, and on a small shared CPU the thread pool's
 # contention makes the suite ~10x slower (measured: 105 s -> 10 s for the RMT/HMT tests).
@@ -54,6 +57,18 @@ def llama() -> torch.nn.Module:
 def random_documents(count: int, length: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (count, length), generator=generator)
+
+
+def registered(*cases: tuple[str, dict, str]) -> list:
+    """pytest params (name, settings) for every registered method with ``METHOD_SETTINGS``, then ``variants``."""
+    from hmtbench.methods import method_names
+
+    return [pytest.param(name, dict(METHOD_SETTINGS), id=name) for name in method_names()] + variants(*cases)
+
+
+def variants(*cases: tuple[str, dict, str]) -> list:
+    """pytest params (name, settings) for (name, settings over ``METHOD_SETTINGS``, id) cases."""
+    return [pytest.param(name, {**METHOD_SETTINGS, **settings}, id=case) for name, settings, case in cases]
 
 
 def build_method(name: str, backbone: torch.nn.Module, settings: dict | None = None):

@@ -1,14 +1,21 @@
 """Every registered method through every command and the engine's invariants: a new method is covered on registration.
 
-Parametrised over ``hmtbench.methods.method_names()``: eval-ppl (stream and paper), eval-qa, train, bench,
-the fast path's CPU-testable plumbing, a checkpoint round trip whose record names the settings the method
-was built with, padding invariance and a batch equal to its documents one at a time.
+Parametrised over ``hmtbench.methods.method_names()``. Each test compares with a reference: a batch with its
+documents one at a time, the eager path with the graph plumbing, a checkpoint with its own bytes, the declared
+capabilities with what the method does (``check_state_reach``, ``check_layout``, ``check_hooks``). A method whose
+declared capabilities lie fails these checks (``test_a_method_whose_capabilities_lie_fails_the_checks``), and a
+method from outside the package, registered through an entry point, passes them touching nothing else
+(``test_methods_from_a_plugin_pass_the_suite``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -16,23 +23,33 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hmtbench import methods
+from hmtbench.backbones import load_backbone
 from hmtbench.backbones.tiny import tiny_model
+from hmtbench.build import build_method as build_for_checkpoint
+from hmtbench.checkpoints import load_tensors, read_meta, save_checkpoint, tensors_sha256
 from hmtbench.cli import app
 from hmtbench.config import EngineOptions, method_config
 from hmtbench.engine import score_segments, segment_batch
+from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate
-from hmtbench.methods import config_class, method_class, method_names
-from tests.conftest import random_documents
+from hmtbench.generation import greedy_generate
+from hmtbench.methods import config_class, method_names
+from hmtbench.methods.base import SegmentMethod
+from hmtbench.methods.overlap import Overlap, OverlapConfig
+from hmtbench.methods.rmt import RMT, RMTConfig
+from hmtbench.results.schema import COLUMNS, record_schema
+from tests.conftest import METHOD_SETTINGS, build_method, exercised, random_documents
 
 METHODS = method_names()
 L = 32
-SETTINGS = {"sensory_tokens": 4, "recall_context": 4, "recall_hidden_dim": 16, "memory_tokens": 1}
 
 
 def own_flags(name: str) -> list[str]:
-    """The flags of SETTINGS that this method has (a setting no asked-for method has is an error)."""
+    """The flags of METHOD_SETTINGS that this method has (a setting no asked-for method has is an error)."""
     own = {f.name for f in dataclasses.fields(config_class(name))}
-    return [x for key, value in SETTINGS.items() if key in own for x in (f"--{key.replace('_', '-')}", str(value))]
+    return [x for key, value in METHOD_SETTINGS.items() if key in own for x in (f"--{key.replace('_', '-')}",
+                                                                                 str(value))]
 
 
 def run(*args: str) -> None:
@@ -53,37 +70,51 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build(name: str, backbone: torch.nn.Module):
-    own = {f.name for f in dataclasses.fields(config_class(name))}
     torch.manual_seed(0)
-    return method_class(name)(backbone, method_config(name, {k: v for k, v in SETTINGS.items() if k in own}), L)
+    return exercised(build_method(name, backbone, {**METHOD_SETTINGS, "segment_length": L})).eval()
 
 
+# ----- the commands --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("protocol", ["stream", "paper"])
 def test_eval_ppl(name: str, protocol: str, corpus: Path, tmp_path: Path) -> None:
-    run("eval-ppl", "--method", name, "--dataset", str(corpus), "--segment-length", str(L), "--test-length", "128",
-        "--protocol", protocol, "--max-windows", "3", "--out", str(tmp_path), *own_flags(name))
-    row = records(tmp_path).iloc[0]
-    assert row["method"] == name and row["status"] == "success" and row["tokens_scored"] > 0
-    assert 100 < row["ppl"] < 600  # a random model over 259 tokens is near uniform
+    """The record's ppl is its own segments' exp(sum NLL / tokens), and the same whatever the batch size."""
+    rows = []
+    for batch_size in (1, 3):
+        out = tmp_path / str(batch_size)
+        run("eval-ppl", "--method", name, "--dataset", str(corpus), "--segment-length", str(L), "--test-length", "128",
+            "--protocol", protocol, "--max-windows", "3", "--batch-size", str(batch_size), "--out", str(out),
+            *own_flags(name))
+        rows.append(records(out).iloc[0])
+    row = rows[0]
+    assert row["method"] == name and row["status"] == "success"
+    assert row["tokens_scored"] == sum(row["segment_tokens"])
+    assert row["ppl"] == pytest.approx(math.exp(sum(row["segment_nll"]) / row["tokens_scored"]), rel=1e-9)
+    assert rows[1]["ppl"] == pytest.approx(row["ppl"], rel=1e-5)  # a batch scores as its documents one at a time
     assert json.loads(row["config"])["method"]["name"] == name
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_eval_qa(name: str, tmp_path: Path) -> None:
-    data = tmp_path / "qa.jsonl"
-    rows = [{"context": "the key is " + "x y z " * (20 + i), "question": "what is the key?", "answer": "abc"}
-            for i in range(2)]
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    run("eval-qa", "--task", str(data), "--method", name, "--segment-length", str(L), "--max-new-tokens", "3",
-        "--out", str(tmp_path / "out"), *own_flags(name))
-    row = records(tmp_path / "out").iloc[0]
-    assert row["method"] == name and row["docs"] == 2 and row["answer_ppl"] > 1
+    """Answer perplexity and greedy answers are the same scored together (teacher-forced, in one batch) and one
+    sample at a time."""
+    found = []
+    for batch_size in (1, 3):
+        out = tmp_path / str(batch_size)
+        run("eval-qa", "--task", "passkey", "--context-length", "300", "--limit", "3", "--method", name,
+            "--segment-length", str(L), "--batch-size", str(batch_size), "--out", str(out), *own_flags(name))
+        row = records(out).iloc[0]
+        answers = [json.loads(line) for line in Path(row["predictions_file"]).read_text().splitlines()]
+        found.append((row, [a["prediction"] for a in answers]))
+    (row, answers), (together, answers_together) = found
+    assert row["method"] == name and row["docs"] == 3
+    assert together["answer_ppl"] == pytest.approx(row["answer_ppl"], rel=1e-5) and answers_together == answers
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_train_then_evaluate_the_checkpoint(name: str, corpus: Path, tmp_path: Path) -> None:
-    """A few LoRA steps; the checkpoint evaluates with the settings it was trained with, and the record says so."""
+    """A few LoRA steps; the checkpoint evaluates with the settings it was trained with, the record says so, and its
+    tensors load and save back bit for bit."""
     run("train", "--method", name, "--train", "lora", "--steps", "2", "--stage1-steps", "1", "--batch-size", "2",
         "--bptt-depth", "2", "--segment-length", str(L), "--dataset", str(corpus), "--output-dir",
         str(tmp_path / "run"), "--out", str(tmp_path / "train"), *own_flags(name))
@@ -93,27 +124,44 @@ def test_train_then_evaluate_the_checkpoint(name: str, corpus: Path, tmp_path: P
     run("eval-ppl", "--method", name, "--checkpoint", str(final), "--dataset", str(corpus), "--test-length", "128",
         "--out", str(tmp_path / "eval"))  # no settings given: all come from the checkpoint
     row = records(tmp_path / "eval").iloc[0]
-    meta = json.loads((final / "checkpoint.json").read_text())
+    meta = read_meta(final)
     config = json.loads(row["config"])
     assert config["method"] == meta["method"]  # the effective settings, as built and trained
-    assert config["segment_length"] == L == meta["segment_length"] and row["checkpoint_sha256"]
+    assert config["segment_length"] == L == meta["segment_length"]
+    assert row["checkpoint_sha256"] == tensors_sha256(final)
+    # the round trip: load the checkpoint into a fresh model, save what it holds, and get the same bytes
+    saved = load_tensors(final)
+    model = build_for_checkpoint(load_backbone("random:llama", device="cpu"), method_config(name, meta["method"]), L,
+                                 seed=1, checkpoint=str(final))
+    state = model.state_dict()
+    assert all(torch.equal(state[key], value) for key, value in saved.items())
+    save_checkpoint(tmp_path / "again", {key: state[key] for key in saved}, meta)
+    assert tensors_sha256(tmp_path / "again") == tensors_sha256(final)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_bench(name: str, tmp_path: Path) -> None:
-    run("bench", "--method", name, "--segment-length", str(L), "--lengths", "96", "--mode", "eval,train",
-        "--bptt-depth", "2", "--warmup", "0", "--repeat", "1", "--out", str(tmp_path), *own_flags(name))
-    rows = records(tmp_path).set_index("protocol")
-    assert rows.loc["bench-eval", "status"] == "success" and rows.loc["bench-eval", "tokens_per_s"] > 0
+    """Every case measured; the eager rows' losses are those the graph plumbing (CPU: the same calls) gives."""
+    found = {}
+    for graphs in ("--no-cuda-graphs", "--cuda-graphs"):
+        out = tmp_path / graphs
+        run("bench", "--method", name, "--segment-length", str(L), "--lengths", "96", "--mode", "eval,train",
+            "--bptt-depth", "2", "--warmup", "0", "--repeat", "1", "--out", str(out), graphs, *own_flags(name))
+        found[graphs] = records(out).set_index("protocol")
+    rows, graphed = found.values()
     # memory training: a method with nothing of its own to train is a skipped row, not a failure
     expect = "success" if build(name, tiny_model("llama")).added_parameters() else "skipped"
-    assert rows.loc["bench-train", "status"] == expect
+    assert rows.loc["bench-eval", "status"] == "success" and rows.loc["bench-train", "status"] == expect
+    assert graphed.loc["bench-eval", "nll_mean"] == rows.loc["bench-eval", "nll_mean"]
+    assert pd.isna(rows.loc["bench-train", "final_loss"]) or (
+        graphed.loc["bench-train", "final_loss"] == rows.loc["bench-train", "final_loss"])
 
 
+# ----- the engine's invariants ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", METHODS)
 def test_padding_batching_and_the_fast_path_keep_every_score(name: str, llama: torch.nn.Module) -> None:
     """A batch of documents of different lengths scores each exactly as alone; graph plumbing changes nothing."""
-    model = build(name, llama).eval()
+    model = build(name, llama)
     lengths = torch.tensor([100, 57, 81])
     ids = random_documents(3, 100)
     with torch.no_grad():
@@ -127,3 +175,313 @@ def test_padding_batching_and_the_fast_path_keep_every_score(name: str, llama: t
             torch.testing.assert_close(one.sum(), nll[row].sum(), rtol=1e-5, atol=1e-4)
             assert int(count.sum()) == int(tokens[row].sum()) == n - 1  # every token but the first, once
     torch.testing.assert_close(graphed, nll, rtol=0, atol=0)
+
+
+# ----- declared capabilities against behaviour -------------------------------------------------------------------
+def observed_reach(model, segments: int = 4) -> int | None:
+    """How many segments back a change still moves the last segment's NLL (None: from the first, as far as seen)."""
+    size = model.segment_tokens
+    ids = random_documents(1, segments * size, seed=7)
+    batch = segment_batch(ids, torch.tensor([ids.shape[1]]), size)
+    with torch.no_grad():
+        base = score_segments(model, batch)[0][0, -1]
+        reach = 0
+        for back in range(1, segments):
+            changed = ids.clone()
+            start = (segments - 1 - back) * size
+            changed[0, start : start + size] = (changed[0, start : start + size] + 101) % 256
+            again = segment_batch(changed, torch.tensor([ids.shape[1]]), size)
+            if (score_segments(model, again)[0][0, -1] - base).abs() > 1e-5:
+                reach = back
+    return None if reach == segments - 1 else reach
+
+
+def check_state_reach(model) -> None:
+    observed = observed_reach(model)
+    assert observed == model.state_reach, (
+        f"{model.name} declares state_reach = {model.state_reach}, but a segment's output depends on segments "
+        f"{observed if observed is not None else 'all the way'} back")
+
+
+def check_layout(model) -> None:
+    """The backbone sees [read m | sensory k | S | write m] (no read slot: [k | S | m]) and next_state gets layers
+    exactly when the method is per-layer."""
+    size, seen, given = model.segment_tokens, [], []
+    hook = model.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    real_next = model.next_state
+    model.next_state = lambda *args, **kwargs: (given.append(kwargs.get("layers", args[4] if len(args) > 4 else None)),
+                                                real_next(*args, **kwargs))[1]
+    try:
+        ids = random_documents(1, 3 * size)
+        with torch.no_grad():
+            score_segments(model, segment_batch(ids, torch.tensor([3 * size]), size))
+    finally:
+        hook.remove()
+        del model.next_state
+    expected = model.memory_slots * model.memory_tokens + model.sensory_tokens + size
+    assert seen[-1] == expected <= model.segment_length, (model.name, seen, expected)
+    assert all((layers is not None) == model.per_layer for layers in given), model.name
+
+
+def check_hooks(model) -> None:
+    """Every call into the backbone (scoring, forward, answers, generation, summaries) runs inside backbone_hooks."""
+    depth, calls, outside = [0], [], []
+    real = model.backbone_hooks
+
+    @contextlib.contextmanager
+    def counted(*args, **kwargs):
+        depth[0] += 1
+        try:
+            with real(*args, **kwargs) as capture:
+                yield capture
+        finally:
+            depth[0] -= 1
+
+    def spy(module, args, kwargs):
+        calls.append(1)
+        if depth[0] == 0:
+            outside.append(module.__class__.__name__)
+
+    model.backbone_hooks = counted
+    hooks = [m.register_forward_pre_hook(spy, with_kwargs=True) for m in (model.backbone, model.backbone.base_model)]
+    try:
+        size = model.segment_tokens
+        ids = random_documents(2, 3 * size)
+        batch = segment_batch(ids, torch.tensor([3 * size, 2 * size + 5]), size)
+        with torch.no_grad():
+            score_segments(model, batch)
+            state = model.initial_state(2)
+            model(state, batch.segments[:, 0], batch.lengths[:, 0])
+            model.predict(state, batch.segments[:, 0], batch.lengths[:, 0], batch.targets[:, 0])
+        greedy_generate(model, ids[0, : 2 * size], size + 3)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        del model.backbone_hooks
+    assert calls and outside == [], f"{model.name}: backbone calls outside backbone_hooks: {outside}"
+    assert not any(block._forward_pre_hooks or block._forward_hooks for block in model._blocks)
+
+
+def check_record_columns(model) -> None:
+    shared = {c.name for c in COLUMNS}
+    declared = {c.name for c in model.record_schema}
+    columns = set(model.record_columns())
+    assert columns <= shared | declared, f"{model.name} records undeclared columns {columns - shared - declared}"
+    assert declared <= columns, f"{model.name} declares columns it never fills: {declared - columns}"
+
+
+CHECKS = [check_state_reach, check_layout, check_hooks, check_record_columns]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])
+@pytest.mark.parametrize("name", METHODS)
+def test_declared_capabilities_are_what_the_method_does(name: str, check, llama: torch.nn.Module) -> None:
+    check(build(name, llama))
+
+
+@dataclasses.dataclass
+class ForgetfulConfig(RMTConfig):
+    pass
+
+
+class Forgetful(RMT):
+    """Says nothing passes between segments (the answer pass would then skip the context), but carries a memory."""
+
+    name = "forgetful"
+    label = "forgetful"
+    config_class = ForgetfulConfig
+    state_reach = 0
+
+
+@dataclasses.dataclass
+class LongSightedConfig(OverlapConfig):
+    pass
+
+
+class LongSighted(Overlap):
+    """Says it carries a memory, but its overlap reaches one segment back only."""
+
+    name = "long-sighted"
+    label = "long-sighted"
+    config_class = LongSightedConfig
+    state_reach = None
+
+
+class Miscounted(RMT):
+    """Says m = 1 but reads two memory rows."""
+
+    name = "miscounted"
+    label = "miscounted"
+    config_class = dataclasses.make_dataclass("MiscountedConfig", [], bases=(RMTConfig,))
+
+    def read_memory(self, state, summary):
+        return torch.cat([state.memory, state.memory], dim=1), None
+
+
+def test_a_method_whose_capabilities_lie_fails_the_checks(llama: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    forgetful = Forgetful(llama, ForgetfulConfig(), L).eval()
+    with pytest.raises(AssertionError, match="state_reach = 0"):
+        check_state_reach(forgetful)
+    long_sighted = LongSighted(llama, LongSightedConfig(sensory_tokens=4), L).eval()
+    with pytest.raises(AssertionError, match="state_reach = None"):
+        check_state_reach(long_sighted)
+    with pytest.raises(HmtbenchError, match="declares m = 1"):
+        check_layout(Miscounted(llama, Miscounted.config_class(), L).eval())
+    with pytest.raises(TypeError, match="per_layer but does not define read_layer"):
+        type("Hookless", (RMT,), {"per_layer": True})
+
+
+def test_the_registry_checks_what_it_registers(monkeypatch) -> None:
+    def register(name: str, target: str) -> None:
+        monkeypatch.setitem(methods.METHODS, name, target)
+
+    register("forgetful", f"{__name__}:Forgetful")
+    assert methods.method_class("forgetful") is Forgetful  # a well-formed method loads
+    register("renamed", f"{__name__}:Forgetful")
+    with pytest.raises(HmtbenchError, match="declares name = 'forgetful'; its class must say 'renamed'"):
+        methods.method_class("renamed")
+    register("not-a-method", f"{__name__}:ForgetfulConfig")
+    with pytest.raises(HmtbenchError, match="not a SegmentMethod subclass"):
+        methods.method_class("not-a-method")
+    register("half", f"{__name__}:Half")
+    with pytest.raises(HmtbenchError, match="does not define next_state"):
+        methods.method_class("half")
+    register("unexplained", f"{__name__}:Unexplained")
+    with pytest.raises(HmtbenchError, match=r"settings \['depth'\] have no help"):
+        methods.method_class("unexplained")
+
+
+class Half(RMT):
+    name = "half"
+    label = "half"
+    config_class = dataclasses.make_dataclass("HalfConfig", [], bases=(RMTConfig,))
+    next_state = SegmentMethod.next_state  # the abstract one: not defined
+
+
+@dataclasses.dataclass
+class UnexplainedConfig(RMTConfig):
+    depth: int = 3
+
+
+class Unexplained(RMT):
+    name = "unexplained"
+    label = "unexplained"
+    config_class = UnexplainedConfig
+
+
+# ----- a method from outside the package ------------------------------------------------------------------------
+PLUGIN = '''
+"""Two methods as a third-party package writes them: per-layer state, with and without a read slot."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, setting, trained_field
+from hmtbench.methods.memory import init_memory
+
+
+@dataclass
+class EchoConfig(MethodConfig):
+    memory_tokens: int = trained_field(1, "m: write slots after the text")
+    echo_scale: float = setting(0.5, "How much of each layer's remembered output every position reads")
+
+
+@dataclass(frozen=True)
+class EchoState(MemoryState):
+    echo: Tensor  # (B, n_layers, d) each block's output at the write slots, averaged over them
+
+
+class Echo(SegmentMethod):
+    """Every block's input gains the block's own output at the previous segment's write slots."""
+
+    name = "echo"
+    label = "Echo"
+    config_class = EchoConfig
+    read_slot = False
+    per_layer = True
+
+    def __init__(self, backbone, config, segment_length):
+        super().__init__(backbone, config, segment_length)
+        self.memory = init_memory(backbone, config.memory_tokens)
+        self.width = (backbone.config.num_hidden_layers, backbone.config.hidden_size)
+
+    @property
+    def memory_tokens(self):
+        return self.config.memory_tokens
+
+    def initial_state(self, batch_size):
+        return EchoState(batch_size, echo=torch.zeros(batch_size, *self.width, device=self.device))
+
+    def read_memory(self, state, summary):
+        return self.memory.expand(state.batch_size, -1, -1), None
+
+    def read_layer(self, state, layer, hidden):
+        return hidden + self.config.echo_scale * state.echo[:, layer, None].to(hidden.dtype)
+
+    def next_state(self, state, written, segment_ids, side=None, layers=None):
+        return EchoState(state.batch_size, echo=layers.float().mean(2))
+
+
+@dataclass
+class EchoSlotConfig(EchoConfig):
+    pass
+
+
+class EchoSlot(Echo):
+    """Echo with RMT's read slot as well: the learned memory is read before the text too."""
+
+    name = "echo-slot"
+    label = "Echo+slot"
+    config_class = EchoSlotConfig
+    read_slot = True
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch) -> list[str]:
+    """The plugin module on the path and registered through the entry-point group, as an installed package's."""
+    from importlib import metadata
+
+    (tmp_path / "echo_methods.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [metadata.EntryPoint(name, f"echo_methods:{cls}", methods.ENTRY_POINTS)
+              for name, cls in (("echo", "Echo"), ("echo-slot", "EchoSlot"))]
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: points if group == methods.ENTRY_POINTS else [])
+    methods._plugins.cache_clear()
+    from hmtbench.commands import method_flags
+
+    method_flags.settings_table.cache_clear()
+    method_flags.method_params.cache_clear()
+    yield ["echo", "echo-slot"]
+    methods._plugins.cache_clear()
+    method_flags.settings_table.cache_clear()
+    method_flags.method_params.cache_clear()
+    sys.modules.pop("echo_methods", None)
+
+
+def test_methods_from_a_plugin_pass_the_suite(plugin: list[str], llama: torch.nn.Module, corpus: Path,
+                                              tmp_path: Path) -> None:
+    """A seventh and eighth method, registered from outside the package: the registry lists them, the checks pass,
+    decoding equals teacher forcing, and the CLI runs them with their own settings as flags (--echo-scale)."""
+    from hmtbench.generation import prompt_layout
+    from tests.test_generation import teacher_forced_logits
+
+    assert method_names()[-2:] == plugin
+    for name in plugin:
+        model = build(name, llama)
+        for check in CHECKS:
+            check(model)
+        prompt = random_documents(1, 40, seed=5)
+        out = greedy_generate(model, prompt[0], 2 * model.segment_tokens, keep_logits=True)
+        ids = torch.cat([prompt, torch.tensor([out.token_ids[:-1]])], dim=1)
+        expected = teacher_forced_logits(model, ids, first=prompt_layout(model, 40).first)[39:]
+        torch.testing.assert_close(torch.stack(out.logits), expected, atol=2e-4, rtol=1e-4)
+        run("eval-ppl", "--method", name, "--dataset", str(corpus), "--segment-length", str(L), "--test-length", "96",
+            "--echo-scale", "0.25", "--out", str(tmp_path / name))
+        row = records(tmp_path / name).iloc[0]
+        assert row["status"] == "success" and json.loads(row["config"])["method"]["echo_scale"] == 0.25
+        assert [c.name for c in record_schema(name)] == [c.name for c in COLUMNS]

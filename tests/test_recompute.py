@@ -8,17 +8,17 @@ import torch
 from hmtbench.errors import HmtbenchError
 from hmtbench.training.config import TrainSettings
 from hmtbench.training.objectives import window_loss
-from tests.conftest import build_method
+from tests.conftest import build_method, exercised, registered
 
 
-@pytest.mark.parametrize("name", ["rmt", "hmt", "overlap"])
-def test_recomputed_segments_give_the_same_loss_and_gradients(name: str, llama: torch.nn.Module) -> None:
+@pytest.mark.parametrize(("name", "own"), registered())
+def test_recomputed_segments_give_the_same_loss_and_gradients(name: str, own: dict, llama: torch.nn.Module) -> None:
     ids = torch.randint(0, 256, (2, 4 * 20), generator=torch.Generator().manual_seed(0))
     grads = []
     for settings in (TrainSettings(), TrainSettings(grad_checkpoint=True),
                      TrainSettings(grad_checkpoint=True, recompute_share=0.5)):
         torch.manual_seed(0)  # the same initial memory every time
-        model = build_method(name, llama, {"segment_length": 24, "sensory_tokens": 4, "recall_hidden_dim": 16})
+        model = exercised(build_method(name, llama, {**own, "segment_length": 24}))
         model.backbone.requires_grad_(True)
         loss, _ = window_loss(model, ids[:, : 4 * model.segment_tokens], settings)
         loss.backward()

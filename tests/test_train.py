@@ -26,6 +26,8 @@ from hmtbench.training.config import TrainConfig, TrainSettings
 from hmtbench.training.objectives import window_loss
 
 TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
+OWN_SETTINGS = {"hmt": {"sensory_tokens": 4, "recall_hidden_dim": 16}, "overlap": {"sensory_tokens": 4},
+                "armt": {"memory_tokens": 2, "key_dim": 8}}
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def config_for(corpus: str, tmp_path: Path, method: str = "rmt", **train: object
         "seed": 0,
         **train,
     }
-    own = {"sensory_tokens": 4, "recall_hidden_dim": 16} if method == "hmt" else {}
+    own = OWN_SETTINGS.get(method, {})
     return TrainConfig(
         backbone="random:llama",
         method=method_config(method, own),
@@ -75,11 +77,13 @@ def test_loss_falls_and_first_losses_are_pinned(corpus: str, tmp_path: Path) -> 
 GOLDEN_FIRST_LOSSES = [5.636179, 5.245346, 4.901227]
 
 
+@pytest.mark.parametrize("method", ["rmt", "armt"])
 @pytest.mark.parametrize(
     ("mode", "expect"), [("memory", {"memory"}), ("lora", {"memory", "lora"}), ("full", {"memory", "all"})]
 )
-def test_gradients_reach_exactly_the_trained_tensors(corpus: str, tmp_path: Path, mode: str, expect: set) -> None:
-    config = config_for(corpus, tmp_path, train=mode)
+def test_gradients_reach_exactly_the_trained_tensors(corpus: str, tmp_path: Path, mode: str, expect: set,
+                                                     method: str) -> None:
+    config = config_for(corpus, tmp_path, method=method, train=mode)
     backbone = load_backbone("random:llama", device="cpu")
     model = build_for_training(backbone, config, None)
     ids = torch.randint(0, 256, (2, 3 * model.segment_tokens))
@@ -138,10 +142,11 @@ def final_tensors(run_dir: Path, stage: str = "train") -> dict[str, torch.Tensor
     return load_tensors(run_dir / stage / "final")
 
 
-def test_resume_after_stop_matches_uninterrupted(corpus: str, tmp_path: Path) -> None:
-    straight = config_for(corpus, tmp_path / "a", steps=6, train="lora")
+@pytest.mark.parametrize(("method", "mode"), [("rmt", "lora"), ("armt", "lora"), ("armt", "full")])
+def test_resume_after_stop_matches_uninterrupted(corpus: str, tmp_path: Path, method: str, mode: str) -> None:
+    straight = config_for(corpus, tmp_path / "a", method=method, steps=6, train=mode)
     run_train(straight)
-    first = config_for(corpus, tmp_path / "b", steps=4, train="lora")
+    first = config_for(corpus, tmp_path / "b", method=method, steps=4, train=mode)
     run_train(first)
     (tmp_path / "b" / "run" / "train" / "final").rename(tmp_path / "b" / "stopped")  # as if stopped at step 4
     config_yaml = tmp_path / "b" / "run" / "config.yaml"
@@ -151,8 +156,10 @@ def test_resume_after_stop_matches_uninterrupted(corpus: str, tmp_path: Path) ->
     run_train(load_run_config(str(tmp_path / "b" / "run")), resume=str(tmp_path / "b" / "run"))
     a, b = final_tensors(tmp_path / "a" / "run"), final_tensors(tmp_path / "b" / "run")
     assert a.keys() == b.keys()
+    if method == "armt":  # every layer's projections trained (the value projection starts at zero)
+        assert {"query", "key", "value", "gate", "gate_bias", "memory"} <= set(a) and a["value"].abs().max() > 0
     for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+        assert torch.equal(a[name], b[name]), name  # bit for bit
 
 
 # `python -m hmtbench` whose steps take 0.5 s more each, so the kill lands between checkpoints: the package holds no

@@ -103,8 +103,9 @@ class ARMT(SegmentMethod):
 
     def __init__(self, backbone: nn.Module, config: ARMTConfig, segment_length: int) -> None:
         super().__init__(backbone, config, segment_length)
-        layers, d, k = len(repeated_blocks(backbone)), self.hidden_size, config.key_dim
-        self.features = 2 * NU * k  # D
+        # d: the blocks' width (the embeddings' may differ: OPT projects them in)
+        layers, d, k = len(repeated_blocks(backbone)), backbone.config.hidden_size, config.key_dim
+        self.features, self.width = 2 * NU * k, d  # D, d
         self.memory = init_memory(backbone, config.memory_tokens)
         # every layer's W_q, W_k (d -> d_key), W_v (d -> d) and gate (d -> 1, with a bias), stacked over layers
         self.query = self._drawn(layers, k, d)
@@ -116,7 +117,7 @@ class ARMT(SegmentMethod):
     def _drawn(self, *shape: int) -> nn.Parameter:
         """Weights as nn.Linear(d, ...) draws its own (uniform in +-1/sqrt(d)), drawn on the CPU in fp32 (the same
         values on every device and dtype)."""
-        bound = 1 / math.sqrt(self.hidden_size)
+        bound = 1 / math.sqrt(self.width)
         values = torch.empty(*shape, dtype=torch.float32).uniform_(-bound, bound)
         return nn.Parameter(values.to(device=self.device, dtype=self.dtype))
 
