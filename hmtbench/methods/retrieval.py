@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.backbone import IGNORE
-from hmtbench.methods.base import MemoryState, MethodConfig, SegmentInput, SegmentMethod
+from hmtbench.methods.base import MemoryState, MethodConfig, SegmentInput, SegmentMethod, setting
 
 PAD = 0  # the id that fills a room left short (fewer or shorter segments retrieved), as the engine pads segments
 EMPTY = -1  # a position of a stored segment (or a query) that holds no token
@@ -37,10 +37,10 @@ EMPTY = -1  # a position of a stored segment (or a query) that holds no token
 
 @dataclass
 class RetrievalConfig(MethodConfig):
-    name = "retrieval"
-    top_k: int = 3  # segments retrieved before each segment that scores: L = (top_k + 1) x S
-    query_tokens: int = 32  # the tokens before a segment's first prediction that query the store
-    store_tokens: int = 2**21  # context tokens one document may hold (the store is allocated once: 8 MiB a row)
+    top_k: int = setting(3, "Segments retrieved before each segment that scores: L = (top_k + 1) x S")
+    query_tokens: int = setting(32, "The tokens before a segment's first prediction that query the store")
+    store_tokens: int = setting(2**21, "Context tokens one document may hold (the store is allocated once: 8 MiB a "
+                                       "row)")
 
     def __post_init__(self) -> None:
         for flag, value in (("top_k", self.top_k), ("query_tokens", self.query_tokens),
@@ -105,6 +105,10 @@ class Retrieval(SegmentMethod):
     def initial_state(self, batch_size: int) -> RetrievalState:
         return RetrievalState(batch_size)
 
+    def read_memory(self, state: RetrievalState, summary: Tensor | None) -> tuple[None, None]:
+        """No memory slots: what a segment reads before its text is the retrieved segments (``_read``)."""
+        return None, None
+
     def summarize(self, segment_ids: Tensor, lengths: Tensor, checkpointed: int = 0) -> Tensor:
         """(B, n, S) each segment's ids known when it opens (``lengths``), ``EMPTY`` after: what may query the store."""
         return known_ids(segment_ids, lengths)
@@ -144,7 +148,7 @@ class Retrieval(SegmentMethod):
         return known_ids(segment_ids, lengths)
 
     def next_state(self, state: RetrievalState, written: Tensor | None, segment_ids: Tensor,
-                   side: Tensor | None = None) -> RetrievalState:
+                   side: Tensor | None = None, layers: Tensor | None = None) -> RetrievalState:
         store = state.store
         if store is None:
             slots = -(-self.config.store_tokens // self.segment_tokens)

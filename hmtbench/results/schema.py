@@ -45,7 +45,7 @@ COLUMNS: list[Column] = [
     Column("backbone", "string", "--backbone as given"),
     Column("backbone_resolved", "string", "where the weights came from (hub id, folder, GGUF file, random:ARCH)"),
     Column("weights", "string", "pretrained or random: whether the backbone's weights are real"),
-    Column("method", "string", "plain | full | overlap | rmt | hmt | retrieval"),
+    Column("method", "string", "the method's registry name (plain, full, overlap, rmt, hmt, armt, retrieval, ...)"),
     Column("checkpoint", "string", "folder of trained method parameters, or null (untrained)"),
     Column("checkpoint_sha256", "string", "sha256 of the checkpoint's trained tensors: the same checkpoint anywhere"),
     Column("backbone_params", "Int64", "parameters of the backbone"),
@@ -57,8 +57,8 @@ COLUMNS: list[Column] = [
     Column("world_size", "Int64", "processes that ran it (torchrun; 1 = a single process)"),
     # --- segment and memory settings (identical across methods of one comparison)
     Column("segment_length", "Int64", "L: positions per backbone step, memory and sensory included"),
-    Column("text_tokens", "Int64", "S = L - 2m - k: document tokens per segment for this method"),
-    Column("memory_tokens", "Int64", "m: memory tokens at each end (0 for plain/full)"),
+    Column("text_tokens", "Int64", "S = L - 2m - k (ARMT: L - m - k): document tokens per segment for this method"),
+    Column("memory_tokens", "Int64", "m: memory tokens at each end (ARMT: after the text only; 0 for plain/full)"),
     Column("sensory_tokens", "Int64", "k: HMT sensory tokens (0 otherwise)"),
     Column("recall_context", "Int64", "N: HMT cached memory embeddings (null otherwise)"),
     Column("recall_hidden_dim", "Int64", "h: HMT query/key width (null otherwise)"),
@@ -245,7 +245,11 @@ def read_results(paths: list[str | Path], on_skip=None):
 
 
 def schema_markdown() -> str:
-    """docs/schema.md's table, generated from COLUMNS (a test keeps docs/schema.md in sync)."""
+    """docs/schema.md's table, generated from COLUMNS and the registered methods' own columns (a test keeps
+    docs/schema.md in sync)."""
+    from hmtbench.methods import method_class, method_names
+
+    declared = {c.name: c for name in method_names() for c in method_class(name).record_schema}
     lines = ["| column | type | meaning |", "| --- | --- | --- |"]
-    lines += [f"| `{c.name}` | {c.dtype} | {c.doc} |" for c in COLUMNS]
+    lines += [f"| `{c.name}` | {c.dtype} | {c.doc} |" for c in [*COLUMNS, *declared.values()]]
     return "\n".join(lines)
