@@ -216,7 +216,8 @@ class OpenSegments:
         if self.memory is not None:
             captured: list[Tensor] = []
             rows, m = self.memory.shape[:2]
-            self._run(self.memory, capture=captured, write_at=torch.arange(m, device=self.memory.device).expand(rows, m))
+            write_at = torch.arange(m, device=self.memory.device).expand(rows, m)  # the m positions of this call
+            self._run(self.memory, capture=captured, write_at=write_at)
             written, layers = captured[0][:, -m:], self.layers  # (G, m, d) last hidden at the write slot
             if self.text_states is not None:  # the method reads every text position's state (engine's layout)
                 written = self.method.write_memory(read, torch.cat([*self.text_states, written], dim=1))
