@@ -179,7 +179,10 @@ def test_padding_batching_and_the_fast_path_keep_every_score(name: str, llama: t
 
 # ----- declared capabilities against behaviour -------------------------------------------------------------------
 def observed_reach(model, segments: int = 4) -> int | None:
-    """How many segments back a change still moves the last segment's NLL (None: from the first, as far as seen)."""
+    """How many segments back a change still moves the last segment's NLL (None: from the first, as far as seen).
+
+    Measured on one document: a method whose reach depends on the data must reach all the way on it (retrieval
+    retrieves top_k = 3 segments here, every earlier one)."""
     size = model.segment_tokens
     ids = random_documents(1, segments * size, seed=7)
     batch = segment_batch(ids, torch.tensor([ids.shape[1]]), size)
@@ -204,7 +207,8 @@ def check_state_reach(model) -> None:
 
 
 def check_layout(model) -> None:
-    """The backbone sees [read m | sensory k | S | write m] (no read slot: [k | S | m]) and next_state gets layers
+    """The backbone sees at most L positions a step: exactly [read m | sensory k | S | write m] (no read slot:
+    [k | S | m]) for a method on the shared layout (retrieval lays out its own room); and next_state gets layers
     exactly when the method is per-layer."""
     size, seen, given = model.segment_tokens, [], []
     hook = model.backbone.register_forward_pre_hook(
@@ -220,7 +224,9 @@ def check_layout(model) -> None:
         hook.remove()
         del model.next_state
     expected = model.memory_slots * model.memory_tokens + model.sensory_tokens + size
-    assert seen[-1] == expected <= model.segment_length, (model.name, seen, expected)
+    assert max(seen) <= model.segment_length, (model.name, seen)
+    shared = model.segment_length == expected  # S = L - slots x m - k
+    assert seen[-1] == expected or not shared, (model.name, seen, expected)
     assert all((layers is not None) == model.per_layer for layers in given), model.name
 
 

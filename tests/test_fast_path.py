@@ -95,7 +95,7 @@ def test_graph_plumbing_gives_the_eager_numbers_exactly(backbone: torch.nn.Modul
         eager = nll_of(method, ids, lengths)
         del method.score
         assert torch.equal(nll_of(graphed, ids, lengths), eager)
-    assert len(graphed._steps.captured) == len(signatures)
+    assert len(graphed._steps.captured) == (0 if method.host_steps else len(signatures))  # host steps run eagerly
     assert graphed.failures == []
 
 
@@ -124,11 +124,12 @@ def test_graphed_method_leaves_training_to_the_method(llama: torch.nn.Module) ->
 @pytest.mark.parametrize("architecture", ["llama", "qwen2", "opt"])
 @pytest.mark.parametrize(("name", "settings"), METHODS)
 def test_a_segment_step_reads_nothing_back_to_the_host(backbone: torch.nn.Module, name: str, settings: dict) -> None:
-    """No .item()/.tolist()/bool(tensor) (``_local_scalar_dense``), no tensor built from host data inside a step."""
+    """No .item()/.tolist()/bool(tensor) (``_local_scalar_dense``), no tensor built from host data inside a step,
+    unless the method declares ``host_steps`` (retrieval ranks on the host): then its scoring steps do read back."""
     method = build(backbone, name, settings)
     s = method.segment_tokens
     batch = segment_batch(random_documents(2, 3 * s), torch.tensor([3 * s, 2 * s + 5]), s)
-    state = method.initial_state(2)
+    state, seen = method.initial_state(2), []
     with torch.inference_mode():
         inline = method.summarizes_inline(2)
         summaries = None if inline else method.summarize(batch.segments, batch.lengths)
@@ -139,7 +140,9 @@ def test_a_segment_step_reads_nothing_back_to_the_host(backbone: torch.nn.Module
                 _, state = method.score(
                     state, batch.segments[:, i], batch.lengths[:, i], batch.targets[:, i], summary, upcoming
                 )
-            assert reads.ops == [], (i, reads.ops)
+            seen += reads.ops
+            assert reads.ops == [] or method.host_steps, (i, reads.ops)
+    assert bool(seen) == method.host_steps, seen  # a method that says its steps read back does
 
 
 class HostReads(TorchDispatchMode):
