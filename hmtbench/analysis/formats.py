@@ -2,60 +2,132 @@
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
-import textwrap
-from collections.abc import Iterator
 from typing import Any
 
+from hmtbench.analysis.cells import Cell, seeds_text
 from hmtbench.analysis.compare import (
     ROW_KEYS,
-    Cell,
     Comparison,
     Row,
     VariantTest,
     delta_label,
     describe,
+    order_methods,
     settings_text,
     sign_rule,
 )
+from hmtbench.analysis.documents import DOCUMENT_METRICS, BootstrapTest
 from hmtbench.analysis.paired import PairedTest
 from hmtbench.errors import unknown_choice
 from hmtbench.methods import method_label
 
 FORMATS = ("table", "markdown", "csv", "json")
 ALWAYS_SHOWN = ("backbone", "dataset", "task")  # shown even when every row has the same value
-
-
-WIDTH = 120  # the terminal table's width: long variant texts become numbered footnotes under it
 NOT_SIGNIFICANT = " n.s."
 
 
-def render(tables: list[Comparison], fmt: str) -> str:
-    """All tables in ``fmt``; the header of each states the direction, the cell format and the delta sign."""
-    writers = {"table": _boxed, "markdown": _markdown, "csv": _csv, "json": _json}
+def render(tables: list[Comparison], fmt: str, per_seed: bool = False) -> str:
+    """All tables in ``fmt``; the header of each states the direction, the cell format and the delta sign.
+    ``per_seed``: the table and markdown list each seed's value under the table (CSV and JSON always hold them)."""
+    from hmtbench.analysis.terminal import boxed
+
+    writers = {"table": boxed, "markdown": _markdown, "csv": _csv, "json": _json}
     if fmt not in writers:
         raise unknown_choice("--format", fmt, FORMATS)
-    return writers[fmt](tables)
+    return writers[fmt](tables, per_seed) if fmt in ("table", "markdown") else writers[fmt](tables)
 
 
 def header(table: Comparison) -> str:
-    single = "; one run: value [95% interval]" if any(c.low is not None for r in table.rows
-                                                         for c in r.cells.values()) else ""
-    return (f"{table.metric} ({table.direction} is better); cells: mean ± std (n runs){single}; * = best in row; "
+    cells = [c for r in table.rows for c in r.cells.values()]
+    parts = ["value [95% interval]" if any(c.low is not None for c in cells) else "value"]
+    if any(c.count > 1 for c in cells):
+        parts.append("several seeds: mean ± std over seeds [95% interval, seeds included] (n seeds)")
+    return (f"{table.metric} ({table.direction} is better); cells: {'; '.join(parts)}; * = best in row; "
             f"{sign_rule(table.direction)}")
 
 
-def notes(table: Comparison, footnotes: list[str]) -> list[str]:
-    """Lines under a table: the variants' footnotes, and what n.s. means where a delta carries it."""
+def notes(table: Comparison, footnotes: list[str], per_seed: bool = False) -> list[str]:
+    """Lines under a table: the variants' footnotes, where the numbers come from (split, seeds, what chose the
+    configuration), what n.s. means, and the paired tests."""
     lines = [f"[{i}] {text}" for i, text in enumerate(footnotes, 1)]
-    paired = any(row.paired for row in table.rows)
+    lines += provenance_lines(table)
     if any(row.unclear for row in table.rows):
-        how = "p >= 0.05 where tested pairwise, else " if paired else ""
+        how = "p >= 0.05 in its paired test (listed below), else " if any(row.paired for row in table.rows) else ""
         lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: {how}the two methods' 95% intervals overlap")
+    untested = [(row, pair) for row in table.rows for pair in table.pairs
+                if row.deltas.get(pair) is not None and pair not in row.paired]
+    if untested and table.metric in DOCUMENT_METRICS:
+        lines.append(f"no paired test for {len(untested)} deltas: their records hold no per-document NLL (doc_nll; "
+                     "eval-ppl records before it) or scored other documents; their intervals are compared instead")
+    repeated = len({tuple(c.runs) for row in table.rows for c in row.cells.values() if c.repeats})
+    if repeated:
+        lines.append(f"identical repeats (same settings, seeds and data; only the run id and time differ) count as "
+                     f"one measurement: {repeated} cells hold them")
+    if any(c.interval == "combined" for row in table.rows for c in row.cells.values()):
+        lines.append("intervals over seeds without per-sample data: each run's interval and the seeds' spread "
+                     "(1.96 std / sqrt(n)) added in quadrature")
     if any(_of_zero(row, pair) for row in table.rows for pair in table.pairs):
         lines.append("– where B's mean is 0: a change in % of 0 is undefined (the cells and paired tests stand)")
-    return lines + paired_lines(table, footnotes) + variant_lines(table)
+    lines += paired_lines(table, footnotes) + variant_lines(table)
+    return lines + (seed_lines(table, footnotes) if per_seed else [])
+
+
+def provenance_lines(table: Comparison) -> list[str]:
+    """Which split the numbers are from, at which seeds, and on which split each configuration was chosen."""
+    splits = sorted({str(row.key.get("split")) for row in table.rows if row.key.get("split") is not None})
+    lines = [f"split: {splits[0]}" if len(splits) == 1 else f"splits: {', '.join(splits)} (a column; rows of "
+             "different splits are never pooled)" if splits else "split: not recorded"]
+    by_method = {m: [row.cells[m] for row in table.rows if m in row.cells] for m in table.methods}
+    seeds = _grouped({m: _seed_values(cells) for m, cells in by_method.items()})
+    lines.append("seeds: " + "; ".join(f"{who}: {what}" for what, who in seeds.items()))
+    chosen = _grouped({m: ", ".join(sorted({s or "not stated" for c in cells for s in c.selected_on}))
+                       for m, cells in by_method.items()})
+    if set(chosen) != {"not stated"}:
+        lines.append("configuration chosen on: " + "; ".join(f"{who}: {what}" for what, who in chosen.items()))
+    return lines
+
+
+def _seed_values(cells: list[Cell]) -> str:
+    """'train seeds 1, 2, 3 · seed 3407' over a method's cells."""
+    values: dict[str, set] = {}
+    for cell in cells:
+        for measurement in cell.measurements:
+            for name, value in measurement.seeds:
+                values.setdefault(name, set()).add(value)
+    parts = []
+    for name, found in values.items():
+        known = sorted(v for v in found if v is not None)
+        if known or name == "seed":
+            label = name.replace("_", " ") + ("s" if len(known) > 1 else "")
+            parts.append(f"{label} {', '.join(map(str, known)) or '?'}")
+    return " · ".join(parts) or "none"
+
+
+def _grouped(texts: dict[str, str]) -> dict[str, str]:
+    """{text: 'plain, RMT'}: methods that share a text named together."""
+    out: dict[str, list[str]] = {}
+    for method, text in texts.items():
+        out.setdefault(text, []).append(method_label(method))
+    return {text: ", ".join(who) for text, who in out.items()}
+
+
+def seed_lines(table: Comparison, footnotes: list[str]) -> list[str]:
+    """--per-seed: each cell of several seeds, its value at each seed (with that run's interval)."""
+    lines = []
+    seen = set()
+    for row in table.rows:
+        for method in order_methods(row.cells):
+            cell = row.cells[method]
+            if cell.count < 2 or tuple(cell.runs) in seen:
+                continue
+            seen.add(tuple(cell.runs))
+            values = "; ".join(f"{seeds_text(m)}: {number(m.value)}" + (f" [{bound(m.low)}, {bound(m.high)}]"
+                                                                         if m.low is not None else "")
+                               for m in cell.measurements)
+            lines.append(f"  {_where(table, row, footnotes)}{method_label(method)}: {values}")
+    return ["per seed:", *lines] if lines else []
 
 
 def _of_zero(row: Row, pair: tuple[str, str]) -> bool:
@@ -65,23 +137,35 @@ def _of_zero(row: Row, pair: tuple[str, str]) -> bool:
         and second.mean == 0
 
 
-PAIRED_LEGEND = "(exact McNemar; +a / -b: samples only the first / only the second gets right):"
+MCNEMAR_LEGEND = "exact McNemar; +a / -b: samples only the first / only the second gets right"
+BOOTSTRAP_LEGEND = ("paired bootstrap: the documents resampled alike for both, each side's seeds within it; the "
+                    "gain in % with its 95% interval, p two-sided")
 
 
 def paired_lines(table: Comparison, footnotes: list[str]) -> list[str]:
-    """One line per delta tested on the same samples (``Row.paired``), with its counts and p; a variant row is
-    named by its footnote's number."""
+    """One line per delta tested on the same samples or documents (``Row.paired``); a variant row is named by its
+    footnote's number."""
     tested = [(row, pair, test) for row in table.rows for pair, test in row.paired.items()]
     if not tested:
         return []
-    varying, _ = shown_keys(table, always=())
-    lines = [f"deltas on the same samples, tested pairwise {PAIRED_LEGEND}"]
+    lines = [f"deltas tested on the same samples or documents ({_legends(t for _, _, t in tested)}):"]
     for row, (first, second), test in tested:
-        where = ", ".join(f"[{footnotes.index(row.key[k]) + 1}]" if k == "variant" and row.key[k] in footnotes
-                          else f"{k}={row.key[k]}" for k in varying if row.key.get(k) is not None)
-        lines.append(f"  {where + ': ' if where else ''}{method_label(first)} vs {method_label(second)}: "
+        lines.append(f"  {_where(table, row, footnotes)}{method_label(first)} vs {method_label(second)}: "
                      f"{paired_text(test)}")
     return lines
+
+
+def _legends(tests) -> str:
+    kinds = {type(t) for t in tests}
+    return "; ".join(legend for kind, legend in ((PairedTest, MCNEMAR_LEGEND), (BootstrapTest, BOOTSTRAP_LEGEND))
+                     if kind in kinds)
+
+
+def _where(table: Comparison, row: Row, footnotes: list[str]) -> str:
+    varying, _ = shown_keys(table, always=())
+    where = ", ".join(f"[{footnotes.index(row.key[k]) + 1}]" if k == "variant" and row.key[k] in footnotes
+                      else f"{k}={row.key[k]}" for k in varying if row.key.get(k) is not None)
+    return f"{where}: " if where else ""
 
 
 def variant_lines(table: Comparison) -> list[str]:
@@ -89,7 +173,7 @@ def variant_lines(table: Comparison) -> list[str]:
     if not table.variant_tests:
         return []
     varying, _ = shown_keys(table, always=())
-    lines = [f"one method in two settings, same samples {PAIRED_LEGEND}"]
+    lines = [f"one method in two settings, same samples ({_legends(v.test for v in table.variant_tests)}):"]
     for found in table.variant_tests:
         where = ", ".join(f"{k}={found.key[k]}" for k in varying if k in found.key)
         first, second = differing_settings(found)
@@ -104,10 +188,20 @@ def differing_settings(found: VariantTest) -> tuple[dict[str, Any], dict[str, An
     return ({k: found.first.get(k) for k in names}, {k: found.second.get(k) for k in names})
 
 
-def paired_text(test: PairedTest) -> str:
-    """``+gained / -lost of samples, p = ...`` (n.s. marked) of one paired test."""
+def paired_text(test: PairedTest | BootstrapTest) -> str:
+    """One paired test: McNemar's counts and p, or the bootstrap's gain, interval and p (n.s. marked)."""
     mark = "" if test.significant else NOT_SIGNIFICANT
+    if isinstance(test, BootstrapTest):
+        seeds = "" if test.seeds == (1, 1) else f" ({test.seeds[0]} vs {test.seeds[1]} seeds)"
+        return (f"{test.gain:+.2f}% [{test.low:+.2f}, {test.high:+.2f}] on {test.documents} documents{seeds}, "
+                f"p = {test.p:.2g}{mark}")
     return f"+{test.gained} / -{test.lost} of {test.samples}, p = {test.p:.2g}{mark}"
+
+
+def test_kind(test: PairedTest | BootstrapTest | None) -> str | None:
+    if test is None:
+        return None
+    return "paired bootstrap" if isinstance(test, BootstrapTest) else "exact McNemar"
 
 
 def shown_keys(table: Comparison, always: tuple[str, ...] = ALWAYS_SHOWN) -> tuple[list[str], dict[str, Any]]:
@@ -130,39 +224,51 @@ def bound(value: float) -> str:
     return number(value) if abs(value) >= 1000 else f"{value:.3g}"
 
 
-def cell_text(cell: Cell | None, then: str = " ") -> str:
-    """mean ± std (n=k), or one run's value [95% interval]; ``then`` goes before the part in brackets."""
+def cell_parts(cell: Cell | None) -> list[str]:
+    """A cell's text in parts that never break: the value (± std over seeds), [95% interval], (n=seeds),
+    [failed]; [] for no cell."""
     if cell is None or (cell.mean is None and not cell.failed):
-        return "–"
-    text = "–" if cell.mean is None else number(cell.mean)
+        return []
+    parts = ["–" if cell.mean is None else number(cell.mean)]
     if cell.count > 1 and cell.std is not None:
-        text += f" ± {number(cell.std)}{then}(n={cell.count})"
-    elif cell.low is not None and cell.high is not None:
-        text += f"{then}[{bound(cell.low)}, {bound(cell.high)}]"
-    return text + (f"{then}[{cell.failed} failed]" if cell.failed else "")
+        parts[0] += f" ± {number(cell.std)}"
+    if cell.low is not None and cell.high is not None:
+        parts.append(f"[{bound(cell.low)}, {bound(cell.high)}]")
+    if cell.count > 1:
+        parts.append(f"(n={cell.count})")
+    return parts + ([f"[{cell.failed} failed]"] if cell.failed else [])
 
 
-def delta_text(row: Row, pair: tuple[str, str]) -> str:
+def cell_text(cell: Cell | None, then: str = " ", best: bool = False, mark: str = "{}*") -> str:
+    """The cell's parts joined by ``then``; ``best`` marks the value with ``mark``."""
+    parts = cell_parts(cell)
+    if not parts:
+        return "–"
+    if best:
+        parts[0] = mark.format(parts[0])
+    return then.join(parts)
+
+
+def delta_text(row: Row, pair: tuple[str, str], then: str = " ") -> str:
     value = row.deltas.get(pair)
     if value is None:
         return "–"
-    return f"{value:+.2f}" + (NOT_SIGNIFICANT if pair in row.unclear else "")
+    return f"{value:+.2f}" + (then + NOT_SIGNIFICANT.strip() if pair in row.unclear else "")
 
 
 def text_rows(table: Comparison, best: str, keys: list[str] | None = None,
               then: str = " ") -> tuple[list[str], list[list[str]], list[str]]:
     """Column names, cell strings and the variants' footnotes (the variant column holds their numbers);
-    ``best`` wraps the best cell of a row (e.g. '{}*'), ``keys`` are the key columns (default: shown_keys)."""
+    ``best`` marks the best cell's value (e.g. '{}*'), ``keys`` are the key columns (default: shown_keys)."""
     keys = shown_keys(table)[0] if keys is None else keys
     names = [*keys, *map(method_label, table.methods), *map(delta_label, table.pairs)]
     footnotes = list(dict.fromkeys(row.key["variant"] for row in table.rows if row.key.get("variant")))
     rows = []
     for row in table.rows:
-        cells = [best.format(cell_text(row.cells.get(m), then)) if m in row.best else cell_text(row.cells.get(m), then)
-                 for m in table.methods]
+        cells = [cell_text(row.cells.get(m), then, m in row.best, best) for m in table.methods]
         variant = row.key.get("variant")
         key = {**row.key, "variant": f"[{footnotes.index(variant) + 1}]" if variant else None}
-        rows.append([_key_text(key.get(k)) for k in keys] + cells + [delta_text(row, p) for p in table.pairs])
+        rows.append([_key_text(key.get(k)) for k in keys] + cells + [delta_text(row, p, then) for p in table.pairs])
     return names, rows, footnotes
 
 
@@ -170,48 +276,7 @@ def _key_text(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def _wrapped(lines: list[str], indent: str = "") -> list[str]:
-    return [part for line in lines for part in textwrap.wrap(line, WIDTH, subsequent_indent=indent) or [""]]
-
-
-def _boxed(tables: list[Comparison]) -> str:
-    """Terminal tables at most WIDTH characters wide, in the first layout that fits; header and footnotes wrapped."""
-    from rich.console import Console
-
-    out = io.StringIO()
-    console = Console(file=out, width=WIDTH, color_system=None)
-    for table in tables:
-        layouts = list(_layouts(table, console))
-        box_, below, _ = next((layout for layout in layouts if layout[2]), layouts[-1])
-        console.print("\n".join(_wrapped([header(table)])))
-        console.print(box_)
-        console.print("\n".join(_wrapped(below, indent="    ")) + "\n")
-    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()).rstrip()
-
-
-def _layouts(table: Comparison, console) -> Iterator[tuple[Any, list[str], bool]]:
-    """Ever more compact layouts: one line per row; then keys that never vary below the table, not as columns; then
-    each cell's bracketed part ((n=k), [interval]) on a second line. Yields (table, lines below, fits WIDTH)."""
-    from rich import box
-    from rich.measure import Measurement
-    from rich.table import Table
-
-    for always, then in ((ALWAYS_SHOWN, " "), ((), " "), ((), "\n")):
-        keys, common = shown_keys(table, always)
-        names, rows, footnotes = text_rows(table, "{}*", keys, then)
-        grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        for name in names:
-            key = name in keys
-            grid.add_column(name.replace("_", "\n") if key else name.replace(" vs ", " vs\n"),
-                            justify="left" if key else "right", overflow="fold")
-        for row in rows:
-            grid.add_row(*row)
-        below = [f"settings: {describe(common)}"] if common else []
-        wide = console.options.update_width(10 * WIDTH)  # measured unbounded: the console clamps to WIDTH
-        yield grid, below + notes(table, footnotes), Measurement.get(console, wide, grid).maximum <= WIDTH
-
-
-def _markdown(tables: list[Comparison]) -> str:
+def _markdown(tables: list[Comparison], per_seed: bool = False) -> str:
     parts = []
     for table in tables:
         names, rows, footnotes = text_rows(table, "**{}**")
@@ -221,15 +286,15 @@ def _markdown(tables: list[Comparison]) -> str:
         if common:
             lines += [f"settings: {describe(common)}", ""]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in [names, align, *rows]]
-        below = notes(table, footnotes)
+        below = notes(table, footnotes, per_seed)
         lines += ["", *(f"- {line}" for line in below)] if below else []
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
 def records(table: Comparison) -> list[dict[str, Any]]:
-    """One flat dict per row: keys, per method mean / std / n / 95% interval, the deltas (and whether each is
-    significant) and the best methods."""
+    """One flat dict per row: keys, per method mean / std / n seeds / 95% interval / repeats / per-seed values, the
+    deltas (whether each is significant, and its paired test) and the best methods."""
     out = []
     for row in table.rows:
         record: dict[str, Any] = {"metric": table.metric, "direction": table.direction, **row.key}
@@ -239,11 +304,18 @@ def records(table: Comparison) -> list[dict[str, Any]]:
             record[f"{method}_std"] = cell.std if cell else None
             record[f"{method}_n"] = cell.count if cell else 0
             record[f"{method}_ci_low"], record[f"{method}_ci_high"] = (cell.low, cell.high) if cell else (None, None)
+            record[f"{method}_repeats"] = cell.repeats if cell else 0
+            record[f"{method}_per_seed"] = "; ".join(f"{seeds_text(m)}: {m.value!r}" for m in cell.measurements) \
+                if cell else None
         for pair in table.pairs:
-            record[delta_label(pair)] = row.deltas.get(pair)
-            record[f"{delta_label(pair)}{NOT_SIGNIFICANT}"] = pair in row.unclear
-            test = row.paired.get(pair)
-            record[f"{delta_label(pair)} paired p"] = test.p if test else None
+            label, test = delta_label(pair), row.paired.get(pair)
+            record[label] = row.deltas.get(pair)
+            record[f"{label}{NOT_SIGNIFICANT}"] = pair in row.unclear
+            record[f"{label} paired test"] = test_kind(test)
+            record[f"{label} paired p"] = test.p if test else None
+            bootstrap = isinstance(test, BootstrapTest)
+            record[f"{label} paired low"] = test.low if bootstrap else None
+            record[f"{label} paired high"] = test.high if bootstrap else None
         record["best"] = ";".join(row.best)
         out.append(record)
     return out
@@ -251,13 +323,13 @@ def records(table: Comparison) -> list[dict[str, Any]]:
 
 def variant_records(table: Comparison) -> list[dict[str, Any]]:
     """One flat dict per variant test (``Comparison.variant_tests``): its key, the method, the settings that differ
-    on each side and the paired test (gained, lost, samples, p, significant)."""
+    on each side and the paired test (its numbers, p, significant)."""
     out = []
     for found in table.variant_tests:
         first, second = differing_settings(found)
         out.append({"metric": table.metric, "direction": table.direction, **found.key, "variant_test": found.method,
                     "variant_first": settings_text(first), "variant_second": settings_text(second),
-                    **vars(found.test), "significant": found.test.significant})
+                    "paired test": test_kind(found.test), **vars(found.test), "significant": found.test.significant})
     return out
 
 
@@ -269,16 +341,21 @@ def _csv(tables: list[Comparison]) -> str:
     return frame.to_csv(index=False).rstrip("\n")
 
 
+def _test_json(test: PairedTest | BootstrapTest) -> dict[str, Any]:
+    return {"test": test_kind(test), **vars(test), "significant": test.significant}
+
+
 def _json(tables: list[Comparison]) -> str:
     payload = []
     for table in tables:
         rows = [{"key": row.key, "best": row.best,
-                 "cells": {m: vars(c) for m, c in row.cells.items()},
+                 "cells": {m: {**dataclasses.asdict(c), "repeats": c.repeats} for m, c in row.cells.items()},
                  "deltas": {delta_label(p): v for p, v in row.deltas.items()},
                  "not_significant": [delta_label(p) for p in row.unclear],
-                 "paired_tests": {delta_label(p): vars(t) for p, t in row.paired.items()}} for row in table.rows]
+                 "paired_tests": {delta_label(p): _test_json(t) for p, t in row.paired.items()}} for row in table.rows]
         variants = [{"key": found.key, "method": found.method, "first": found.first, "second": found.second,
-                     **vars(found.test)} for found in table.variant_tests]
+                     **_test_json(found.test)} for found in table.variant_tests]
         payload.append({"metric": table.metric, "direction": table.direction, "sign": sign_rule(table.direction),
-                        "methods": table.methods, "rows": rows, "notes": table.notes, "variant_tests": variants})
+                        "methods": table.methods, "rows": rows, "notes": table.notes,
+                        "provenance": provenance_lines(table), "variant_tests": variants})
     return json.dumps(payload, indent=2, ensure_ascii=False)

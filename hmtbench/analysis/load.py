@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from hmtbench.analysis.cells import SEED_COLUMNS
 from hmtbench.analysis.columns import (
     BY_DEPTH,
     CONFIG_PREFIX,
@@ -65,6 +66,8 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
         frame[column] = frame[column].where(frame[column].notna(), implied)
     for column in NUMERIC:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")  # a foreign type becomes missing
+    for column in SEED_COLUMNS:  # whole numbers, whatever the files' types (a column some files lack reads float)
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
     _add_deep_scores(frame)
     configs = [normalise_config(_parse(text), plain(method)) for text, method in zip(frame["config"], frame["method"],
                                                                                        strict=True)]
@@ -74,6 +77,7 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame["backbone_resolved"] = frame["backbone_resolved"].map(portable_source, na_action="ignore")
     frame["checkpoint"] = portable_checkpoints([plain(path) for path in frame["checkpoint"]],
                                                [plain(sha) for sha in frame["checkpoint_sha256"]])
+    frame["checkpoint"] = recipe_checkpoints(frame)
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
 
@@ -129,6 +133,22 @@ def portable_checkpoints(paths: list[str | None], sha256s: list[str | None]) -> 
         if sha and name is not None:
             first.setdefault(sha, name)
     return [first.get(sha, name) if sha else name for name, sha in zip(names, sha256s, strict=True)]
+
+
+def recipe_checkpoints(frame: pd.DataFrame) -> list[str | None]:
+    """Each run's checkpoint setting, one for all checkpoints of a training recipe run at several seeds
+    (``train_recipe``): 'recipe 1a2b3c4d (train seeds 1, 2, 3)'. Such runs then share a cell, where their seeds are
+    measurements of one configuration; the per-seed checkpoints stay in ``checkpoint_sha256``."""
+    names = [plain(name) for name in frame["checkpoint"]]
+    recipes = [plain(recipe) for recipe in frame["train_recipe"]]
+    seeds: dict[str, set[int]] = {}
+    for name, recipe, seed in zip(names, recipes, frame["train_seed"], strict=True):
+        if name is not None and recipe is not None:
+            seeds.setdefault(recipe, set()).add(plain(seed))
+    label = {recipe: f"recipe {recipe[:8]} (train seeds {', '.join(str(s) for s in sorted(found, key=str))})"
+             for recipe, found in seeds.items() if len(found) > 1}
+    return [label.get(recipe, name) if name is not None else None for name, recipe in zip(names, recipes,
+                                                                                           strict=True)]
 
 
 def normalise_config(config: dict[str, Any], method: str | None) -> dict[str, Any]:

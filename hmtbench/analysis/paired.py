@@ -1,4 +1,4 @@
-"""Paired tests for QA tables: two methods scored on the same samples, compared sample by sample.
+"""Paired tests: two cells measured on the same samples (QA: McNemar) or documents (perplexity: a bootstrap).
 
 Two overlapping 95% intervals do not show that two methods are alike, and on the same samples a difference is
 better seen where it happens: which samples one method gets right and the other wrong (exact McNemar test,
@@ -6,7 +6,7 @@ better seen where it happens: which samples one method gets right and the other 
 (``<run_id>.predictions.jsonl``); a cell of a single run whose file is there, on the same evaluated documents
 (``data_sha256``) as the other cell's, is tested this way. Anything else falls back to the intervals. The file is
 looked for beside the record, not at the record's ``predictions_file``: that is where it was written, often on
-another machine, and the two travel together.
+another machine, and the two travel together. Perplexity pairs by document (``analysis.documents``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from hmtbench.analysis.cells import Cell
 from hmtbench.analysis.columns import DEEP_BELOW, DEEP_SCORES, plain
+from hmtbench.analysis.documents import SIGNIFICANCE, BootstrapTest, DocumentScores
 from hmtbench.stats import mcnemar_exact
 
 # metric -> the 0/1 score each sample holds (a graded score, F1 or ROUGE, has no McNemar test)
 PAIRED_METRICS = {"exact_match": "exact_match", "accuracy": "accuracy", **DEEP_SCORES}
-SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,21 @@ class PairedTest:
     @property
     def significant(self) -> bool:
         return self.p < SIGNIFICANCE
+
+
+class PairedTests:
+    """Every paired test a table of ``metric`` can make: on documents (ppl), else on samples (QA scores)."""
+
+    def __init__(self, frame: pd.DataFrame, metric: str) -> None:
+        self.documents = DocumentScores(frame, metric)
+        self.samples = SampleOutcomes(frame, metric)
+
+    def test(self, first: Cell, second: Cell) -> PairedTest | BootstrapTest | None:
+        """``first`` against ``second``; McNemar needs one measurement a side (identical repeats count once)."""
+        found = self.documents.test(first, second)
+        if found is None and first.count == 1 and second.count == 1:
+            found = self.samples.test(first.first_runs(), second.first_runs())
+        return found
 
 
 class SampleOutcomes:

@@ -18,6 +18,7 @@ from hmtbench.analysis.compare import compare, inventory, metrics_for
 from hmtbench.analysis.formats import FORMATS, render
 from hmtbench.analysis.load import load_results, select
 from hmtbench.analysis.report_spec import SPEC_NAME, FigureSpec, Section, TableSpec, default_spec, load_spec
+from hmtbench.analysis.terminal import wrapped
 from hmtbench.errors import HmtbenchError, did_you_mean, unknown_choice
 
 if TYPE_CHECKING:  # report_tables draws on the figures' labels (matplotlib): imported where a document is made
@@ -26,8 +27,9 @@ if TYPE_CHECKING:  # report_tables draws on the figures' labels (matplotlib): im
 
 def run_compare(paths: Sequence[str | Path], filters: dict[str, str | None], metric: str | None = None,
                 fmt: str = "table", include_failed: bool = False, output: str | Path | None = None,
-                warn: Callable[[str], None] | None = None) -> str:
-    """Load, filter, table every metric, render (and write ``output``); notes go to ``warn``."""
+                warn: Callable[[str], None] | None = None, per_seed: bool = False) -> str:
+    """Load, filter, table every metric, render (and write ``output``); notes go to ``warn``, wrapped to the
+    table's width. ``per_seed``: list each seed's value under the table."""
     if fmt not in FORMATS:
         raise unknown_choice("--format", fmt, FORMATS)
     warn = warn or print
@@ -36,13 +38,14 @@ def run_compare(paths: Sequence[str | Path], filters: dict[str, str | None], met
         raise HmtbenchError("no runs are left after the filters")
     metrics = metrics_for(frame, metric)
     tables = compare(frame, metrics)
-    text = render(tables, fmt)
+    text = render(tables, fmt, per_seed)
     for note in dict.fromkeys(n for t in tables for n in t.notes):
-        warn(f"note: {note}")
+        warn("\n".join(wrapped([f"note: {note}"], indent="    ")))
     untabled = frame[frame[metrics].isna().all(axis=1) & frame["status"].eq("success").fillna(False).astype(bool)]
     if len(untabled) and not metric:
         what = inventory(untabled).removeprefix("the results hold ")
-        warn(f"note: not tabled, no {' / '.join(metrics)}: {what}; name their metric, e.g. --metric peak_gpu_mem_mb")
+        warn("\n".join(wrapped([f"note: not tabled, no {' / '.join(metrics)}: {what}; name their metric, e.g. "
+                                "--metric peak_gpu_mem_mb"], indent="    ")))
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text + "\n")

@@ -29,7 +29,7 @@ from hmtbench.benchmark import parse_counts
 from hmtbench.benchmark.measure import Timing, eval_workload, time_workload, train_workload
 from hmtbench.benchmark.roofline import roofline_columns
 from hmtbench.build import build_method, make_trainable
-from hmtbench.commands.common import backbone_columns, run_columns
+from hmtbench.commands.common import backbone_columns, names_per_method, run_columns
 from hmtbench.config import EngineOptions, from_dict, method_config, to_dict
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate, capture_failures
@@ -71,6 +71,7 @@ class BenchConfig:
     device: str = "auto"
     seed: int = 3407
     out: str = "results/bench"
+    name: str | None = None  # short names in tables and legends, one per method (comma-separated, in their order)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def bench_config(given: dict[str, Any]) -> BenchConfig:
     names = method_names({"method": method}, default=",".join(all_methods()))
     check_method_keys(names, method)
     values["methods"] = [resolve_method(name, method, None) for name in names]
+    names_per_method(values.get("name"), names)  # a --name that does not fit the methods fails before any work
     for key, flag in (("lengths", "--lengths"), ("batch_size", "--batch-size"), ("train_batch_size",
                                                                                   "--train-batch-size")):
         if isinstance(values.get(key), str):
@@ -272,6 +274,7 @@ def _case_columns(config: BenchConfig, case: Case, method: Any, summaries: str |
         "test_length": case.length if case.mode == "eval" else window,
         "batch_size": case.batch_size,
         "train_mode": config.train if case.mode == "train" else None,
+        "name": names_per_method(config.name, [m.name for m in config.methods]).get(method.name),
         "config": _config_json(config, case, method, summaries),
     }
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hmtbench.backbones import Backbone
 from hmtbench.checkpoints import read_meta, tensors_sha256
+from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import console
+from hmtbench.results.columns import training_columns
+
+C = TypeVar("C")
+SPLITS = ("train", "validation", "test")  # what --selected-on names
 
 
 def read_checkpoint_meta(checkpoint: str | None) -> dict[str, Any] | None:
@@ -59,14 +66,43 @@ def backbone_columns(
 
 
 def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
-    """The record's checkpoint (path and content hash) and how its tensors were trained (null = untrained memory)."""
+    """The record's checkpoint (path and content hash), how its tensors were trained (null = untrained memory), and
+    the seed and recipe of that training."""
     if checkpoint is None:
-        return {"checkpoint": None, "checkpoint_sha256": None, "train_mode": None}
+        return {"checkpoint": None, "checkpoint_sha256": None, "train_mode": None, **training_columns(None)}
+    meta = read_meta(checkpoint)
     return {
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": tensors_sha256(checkpoint),
-        "train_mode": read_meta(checkpoint).get("train_mode"),
+        "train_mode": meta.get("train_mode"),
+        **training_columns(meta.get("config"), meta),
     }
+
+
+def named_runs(configs: Sequence[C]) -> list[C]:
+    """Each config with its own ``name``: --name gives one name per --method, comma-separated in its order (one name
+    for one method); the configs of one method (at several context lengths, say) share its name. A --selected-on
+    that names no split is refused here, before anything loads."""
+    configs = list(configs)
+    chosen = getattr(configs[0], "selected_on", None) if configs else None
+    if chosen is not None and chosen not in SPLITS:
+        raise unknown_choice("--selected-on", chosen, SPLITS)
+    if not configs or configs[0].name is None:
+        return configs
+    own = names_per_method(configs[0].name, [c.method.name for c in configs])
+    return [dataclasses.replace(c, name=own[c.method.name]) for c in configs]
+
+
+def names_per_method(text: str | None, methods: Sequence[str]) -> dict[str, str | None]:
+    """--name as {method: name}: one name per method, comma-separated in the order the methods were asked for."""
+    methods = list(dict.fromkeys(methods))
+    if text is None:
+        return dict.fromkeys(methods)
+    names = [part.strip() for part in str(text).split(",")]
+    if len(names) != len(methods) or not all(names):
+        raise HmtbenchError(f"--name takes one name per --method, comma-separated in its order ({len(methods)}: "
+                            f"{', '.join(methods)}); got '{text}'")
+    return dict(zip(methods, names, strict=True))
 
 
 def parameter_counts(model: SegmentMethod) -> dict[str, int]:

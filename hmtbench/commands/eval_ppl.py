@@ -11,6 +11,7 @@ from hmtbench.build import build_method
 from hmtbench.commands.common import (
     checkpoint_columns,
     console,
+    named_runs,
     read_checkpoint_meta,
     run_columns,
     warn_if_untrained,
@@ -18,7 +19,14 @@ from hmtbench.commands.common import (
 from hmtbench.config import EvalConfig, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
-from hmtbench.evaluation.perplexity import PerplexityResult, evaluate, evaluate_sharded, paper_batches, stream_batches
+from hmtbench.evaluation.perplexity import (
+    PerplexityResult,
+    evaluate,
+    evaluate_sharded,
+    paper_batches,
+    stream_batches,
+    stream_order,
+)
 from hmtbench.fastpath import accelerate
 from hmtbench.oom import HalvingBatches
 from hmtbench.progress import TokenProgress, quiet_transformers
@@ -34,7 +42,7 @@ def eval_configs(given: dict[str, Any]) -> list[EvalConfig]:
     """One typed config per method asked for, the checkpoint's settings filling what was not given."""
     checkpoint = given.get("checkpoint")
     meta = read_checkpoint_meta(checkpoint)
-    return resolve(EvalConfig, given, meta, checkpoint or "")
+    return named_runs(resolve(EvalConfig, given, meta, checkpoint or ""))
 
 
 def run_eval_ppl(configs: list[EvalConfig], command_line: list[str] | None = None) -> list[dict[str, Any]]:
@@ -135,7 +143,8 @@ def _evaluate_method(config: EvalConfig, model, backbone, tokenized, command_lin
                       f"{config.batch_size} were scored {halving.size} at a time, to the same numbers[/]")
     run_id = new_run_id("eval-ppl", name, started)
     row = _record(config, model, backbone, result, measured, total, command_line, started)
-    row.update(ppl_columns(result, tokenized.documents), docs_skipped=tokenized.skipped)
+    order = stream_order(tokenized.documents) if config.protocol == "stream" else None  # paper: windows in order
+    row.update(ppl_columns(result, tokenized.documents, order), docs_skipped=tokenized.skipped)
     row.update(batch_size=halving.size, oom_retries=halving.retries)
     row["run_id"] = run_id
     row["path"] = str(write_record(make_record(row), config.out, run_id)) if distributed.is_main() else None
@@ -149,6 +158,8 @@ def _record(config: EvalConfig, model, backbone, result: PerplexityResult, measu
         **run_columns("eval-ppl", config.seed, backbone, model, command_line, started),
         "status": "success",
         **checkpoint_columns(config.checkpoint),
+        "name": config.name,
+        "selected_on": config.selected_on,
         "dataset": data.dataset,
         "split": data.split,
         "protocol": config.protocol,

@@ -14,6 +14,7 @@ from hmtbench.build import build_method
 from hmtbench.commands.common import (
     checkpoint_columns,
     console,
+    named_runs,
     read_checkpoint_meta,
     run_columns,
     warn_if_untrained,
@@ -56,6 +57,8 @@ class QAConfig:
     device: str = "auto"
     seed: int = 3407
     out: str = "results"
+    name: str | None = None  # the run's short name in tables and legends (one per method: commands.common.named_runs)
+    selected_on: str | None = None  # the split this configuration was chosen on (validation | test)
 
 
 def qa_configs(given: dict[str, Any]) -> list[QAConfig]:
@@ -66,10 +69,10 @@ def qa_configs(given: dict[str, Any]) -> list[QAConfig]:
     checkpoint = given.get("checkpoint")
     lengths = given.get("context_length")
     if not isinstance(lengths, str):
-        return resolve(QAConfig, given, read_checkpoint_meta(checkpoint), checkpoint or "")
-    return [config for length in parse_counts(lengths, "--context-length")
+        return named_runs(resolve(QAConfig, given, read_checkpoint_meta(checkpoint), checkpoint or ""))
+    return named_runs([config for length in parse_counts(lengths, "--context-length")
             for config in resolve(QAConfig, {**given, "context_length": length}, read_checkpoint_meta(checkpoint),
-                                  checkpoint or "")]
+                                  checkpoint or "")])
 
 
 def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None,
@@ -210,6 +213,8 @@ def _record(config: QAConfig, task: Task, model, backbone, result: QAResult, mea
         **run_columns("eval-qa", config.seed, backbone, model, command_line, started),
         "status": "success",
         **checkpoint_columns(config.checkpoint),
+        "name": config.name,
+        "selected_on": config.selected_on,
         "dataset": config.data or config.task,
         "split": config.split,
         "protocol": "qa",

@@ -72,6 +72,10 @@ Dtype = Annotated[str | None, opt("auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
 Device = Annotated[str | None, opt("auto | cpu | cuda | cuda:1 ...")]
 Seed = Annotated[int | None, opt("Random seed (initialisation of untrained memories, sampling). [default: 3407]")]
 Out = Annotated[str | None, opt("Folder for the parquet records. [default: results]")]
+Name = Annotated[str | None, opt("Short name of the run for tables and figure legends (e.g. hmt-span), one per "
+                                 "--method, comma-separated.")]
+SelectedOn = Annotated[str | None, opt("The split this configuration was chosen on: validation | test (recorded; "
+                                       "compare shows it).")]
 BatchSize = Annotated[int | None, opt("Documents (or windows) per batch.")]
 Compile = Annotated[bool | None, opt("torch.compile the backbone blocks and the loss.", "--compile/--no-compile")]
 CudaGraphs = Annotated[

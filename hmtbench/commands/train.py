@@ -23,6 +23,7 @@ from hmtbench.methods import method_class
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import StepProgress, quiet_transformers
 from hmtbench.results import make_record, write_record
+from hmtbench.results.columns import training_columns
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.settings import resolve
 from hmtbench.training.answers import AnswerSampler
@@ -292,6 +293,8 @@ def _record(config, backbone, model, stage, folder, outcome, init_from, command_
     return {
         **run_columns("train", config.train.seed, backbone, model, command_line, started),
         "run_id": new_run_id("train", stage.label.replace(" stage ", ""), started),
+        "name": config.name,
+        **training_columns(to_dict(config)),
         "checkpoint": init_from,
         "dataset": config.curriculum.task or config.data.dataset,
         "split": config.data.split,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +59,19 @@ class PerplexityResult:
         from hmtbench.stats import bootstrap_ppl_interval
 
         return bootstrap_ppl_interval(self.doc_nll, self.doc_tokens, confidence, resamples, seed)
+
+    def per_document(self, order: Sequence[int] | None = None) -> tuple[list[float], list[int]]:
+        """(doc_nll, doc_tokens) in the corpus's order, the order ``tokens_sha256`` hashes the documents in:
+        ``order[j]`` is the corpus index of the j-th unit scored (``stream_order``); None: scored in that order
+        already (paper windows). Two runs on the same documents then pair unit by unit, however each batched."""
+        if order is None:
+            return list(self.doc_nll), list(self.doc_tokens)
+        if sorted(order) != list(range(len(self.doc_nll))):
+            raise ValueError(f"order must be a permutation of the {len(self.doc_nll)} units scored")
+        nll, tokens = [0.0] * len(order), [0] * len(order)
+        for scored, index in enumerate(order):
+            nll[index], tokens[index] = self.doc_nll[scored], self.doc_tokens[scored]
+        return nll, tokens
 
     def add(self, nll: torch.Tensor, tokens: torch.Tensor) -> None:
         """Accumulate one batch's (B, n) per-segment sums: by segment index and by document (row).
@@ -113,9 +126,14 @@ def _pad(rows: list[list[int]], device: torch.device) -> tuple[torch.Tensor, tor
     return ids.to(device), torch.tensor([len(r) for r in rows], device=device)
 
 
+def stream_order(documents: Sequence[Sequence[int]]) -> list[int]:
+    """Corpus indices of the documents, longest first (ties in corpus order): the order ``stream_batches`` scores."""
+    return sorted(range(len(documents)), key=lambda i: -len(documents[i]))
+
+
 def stream_batches(corpus: TokenizedCorpus, batch_size: int, device: torch.device) -> Iterator[tuple[Batch, int]]:
     """Whole documents, longest first, ``batch_size`` at a time; yields (batch, scored bytes)."""
-    order = sorted(range(len(corpus.documents)), key=lambda i: -len(corpus.documents[i]))
+    order = stream_order(corpus.documents)
     for start in range(0, len(order), batch_size):
         chosen = order[start : start + batch_size]
         ids, lengths = _pad([corpus.documents[i] for i in chosen], device)

@@ -5,6 +5,8 @@ Each is computed here once, so every command that fills a column fills it the sa
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,12 +14,44 @@ from hmtbench.results.provenance import tokens_sha256
 from hmtbench.stats import proportion_interval
 
 BINARY_METRICS = ("accuracy", "exact_match")  # 0/1 per sample: Wilson intervals apply
+# Parts of a training configuration that do not change what it trains: its seed (runs of one recipe differ in it),
+# where it writes, what it is called, how often it logs. Paths into the nested configuration.
+NOT_RECIPE = (("train", "seed"), ("train", "init_from"), ("train", "log_every"), ("train", "checkpoint_every"),
+              ("output_dir",), ("out",), ("name",), ("device",))
 
 
-def ppl_columns(result: Any, documents: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """eval-ppl: 95% bootstrap interval of ppl (``PerplexityResult.ppl_interval``) and the token ids' sha256."""
+def training_columns(config: dict[str, Any] | None, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """train_seed and train_recipe of a training configuration (``to_dict(TrainConfig)``, as a train run holds it
+    and its checkpoints keep it in checkpoint.json); both null without one. ``checkpoint``: that checkpoint's meta,
+    whose step and method settings (HMT's stage) join the recipe: two checkpoints of one run (stage 1 and 2, an
+    earlier step) are two recipes, one recipe at several seeds is one. A stage trained from --init-from is told
+    apart by its own settings only, not by the recipe of the checkpoint it started from."""
+    if not isinstance(config, dict):
+        return {"train_seed": None, "train_recipe": None}
+    recipe = json.loads(json.dumps(config))  # a deep copy of plain values
+    if checkpoint is not None:
+        recipe["checkpoint"] = {"step": checkpoint.get("step"), "method": checkpoint.get("method")}
+    for path in NOT_RECIPE:
+        *parents, leaf = path
+        node = recipe
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    seed = (config.get("train") or {}).get("seed")
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    return {"train_seed": seed, "train_recipe": digest}
+
+
+def ppl_columns(result: Any, documents: Sequence[Sequence[int]], order: Sequence[int] | None = None
+                ) -> dict[str, Any]:
+    """eval-ppl: 95% bootstrap interval of ppl (``PerplexityResult.ppl_interval``), the token ids' sha256 and the
+    per-document NLL and token counts in the order that hash reads the documents (``order``: the order they were
+    scored in, see ``PerplexityResult.per_document``), for paired tests between runs."""
     low, high = result.ppl_interval()
-    return {"ppl_ci_low": low, "ppl_ci_high": high, "data_sha256": tokens_sha256(documents)}
+    doc_nll, doc_tokens = result.per_document(order)
+    return {"ppl_ci_low": low, "ppl_ci_high": high, "data_sha256": tokens_sha256(documents), "doc_nll": doc_nll,
+            "doc_tokens": doc_tokens}
 
 
 def qa_columns(records: Sequence[dict[str, Any]], documents: Sequence[Sequence[int]]) -> dict[str, Any]:

@@ -41,6 +41,8 @@ COLUMNS: list[Column] = [
     Column("cuda_alloc_conf", "string", "$PYTORCH_CUDA_ALLOC_CONF of the run (e.g. expandable_segments:True: it "
            "changes peak memory); null if unset"),
     Column("seed", "Int64", "random seed of the run"),
+    Column("name", "string", "short name of the run (--name) that tables and figure legends show; null: named by "
+                             "its method and settings"),
     # --- backbone and method
     Column("backbone", "string", "--backbone as given"),
     Column("backbone_resolved", "string", "where the weights came from (hub id, folder, GGUF file, random:ARCH)"),
@@ -48,6 +50,10 @@ COLUMNS: list[Column] = [
     Column("method", "string", "the method's registry name (plain, full, overlap, rmt, hmt, armt, retrieval, ...)"),
     Column("checkpoint", "string", "folder of trained method parameters, or null (untrained)"),
     Column("checkpoint_sha256", "string", "sha256 of the checkpoint's trained tensors: the same checkpoint anywhere"),
+    Column("train_seed", "Int64", "seed of the training behind the run's tensors (train: its --seed; eval: the "
+                                  "checkpoint's); null untrained"),
+    Column("train_recipe", "string", "sha256 (16 hex) of that training's configuration without its seed, folders "
+                                     "and name: checkpoints of one recipe at several seeds share it"),
     Column("backbone_params", "Int64", "parameters of the backbone"),
     Column("added_params", "Int64", "parameters the method adds (memory, summary prompt, recall projections, LoRA)"),
     Column("trainable_params", "Int64", "parameters that train (or were trained) in this run"),
@@ -73,6 +79,8 @@ COLUMNS: list[Column] = [
     # --- data and protocol
     Column("dataset", "string", "--dataset as given"),
     Column("split", "string", "train | validation | test"),
+    Column("selected_on", "string", "split this configuration was chosen on (--selected-on: validation | test); "
+                                    "null: not stated"),
     Column("protocol", "string", "stream (each token once) | paper (reference windows) | qa"),
     Column("test_length", "Int64", "tokens per document (stream) or history per window (paper)"),
     Column("max_docs", "Int64", "--max-docs, null for all"),
@@ -93,6 +101,9 @@ COLUMNS: list[Column] = [
     Column("paper_ppl", "Float64", "paper protocol: mean over batches of exp(batch CE), as the reference reports"),
     Column("segment_nll", "object", "list: summed NLL per segment index (position in the document)"),
     Column("segment_tokens", "object", "list: scored tokens per segment index"),
+    Column("doc_nll", "object", "list: summed NLL per document (paper: per window), in the order data_sha256 hashes "
+                                "them; compare's paired bootstrap reads it"),
+    Column("doc_tokens", "object", "list: scored tokens per document (paper: per window), in that order"),
     # --- question answering (eval-qa)
     Column("task", "string", "QA task name"),
     Column("context_length", "Int64", "QA context tokens requested"),

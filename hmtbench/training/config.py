@@ -128,6 +128,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU
     device: str = "auto"
     out: str = "results"  # where the run's parquet record goes
+    name: str | None = None  # the run's short name in tables and legends
 
     def __post_init__(self) -> None:
         if self.train.cuda_graphs and self.curriculum.task is not None:

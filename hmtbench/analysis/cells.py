@@ -1,0 +1,135 @@
+"""A table cell: one method's runs in one row, as measurements over seeds.
+
+Runs of one configuration at the same seeds on the same data (only the run id and time differ) are one measurement
+taken twice: averaging them would add nothing, and their standard deviation of ~0 would read as certainty. They
+count once. Runs at different seeds (the training's, ``train_seed``, or the evaluation's, ``seed``) are separate
+measurements: the cell shows their mean, the spread over seeds (± std) and an interval in which that spread adds
+to each run's own uncertainty, never replaces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from hmtbench.analysis.columns import interval_columns, plain
+from hmtbench.stats import seed_spread_interval
+
+SEED_COLUMNS = ("train_seed", "seed")  # what tells a method's measurements apart within one configuration
+SEED_NAMES = {"train_seed": "train seed", "seed": "seed"}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The runs of one cell at one set of seeds on one data: identical repeats, counted once."""
+
+    seeds: tuple[tuple[str, Any], ...]  # (("train_seed", 1), ("seed", 3407)); None where a record lacks one
+    runs: tuple[str, ...]
+    value: float  # the repeats' mean (equal up to a GPU's nondeterminism)
+    low: float | None = None  # the repeats' 95% interval (mean of theirs), None where a record has none
+    high: float | None = None
+
+
+@dataclass
+class Cell:
+    """One method's runs in one row: the mean over measurements (seeds), their spread and a 95% interval."""
+
+    mean: float | None
+    std: float | None  # over seeds; None for a single measurement
+    count: int  # measurements (seeds) behind the mean
+    runs: list[str]  # every successful run id (repeats included)
+    failed: int = 0  # failed / canceled runs shown with --include-failed
+    low: float | None = None  # 95% interval: one measurement's own, or over seeds (see ``interval``)
+    high: float | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the runs' --name values, distinct, in sorted order
+    selected_on: list[str | None] = field(default_factory=list)  # the splits the runs' configurations were chosen on
+    interval: str | None = None  # how an interval over seeds was made: "bootstrap" (documents x seeds) | "combined"
+
+    @property
+    def repeats(self) -> int:
+        """Runs beyond one per measurement: identical repeats that were counted once."""
+        return len(self.runs) - len(self.measurements)
+
+    def first_runs(self) -> list[str]:
+        """One run per measurement (the first of its repeats)."""
+        return [m.runs[0] for m in self.measurements]
+
+
+def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
+    """The cell of ``runs`` (one method, one configuration); ``documents`` (``DocumentScores``) bootstraps the
+    interval over seeds from per-document NLL where every measurement has it on the same documents."""
+    ok = runs[runs["status"].eq("success").fillna(False).astype(bool) & runs[metric].notna()]
+    found = measurements(ok, metric)
+    values = pd.Series([m.value for m in found], dtype=float)
+    cell = Cell(
+        mean=float(values.mean()) if len(values) else None,
+        std=float(values.std(ddof=1)) if len(values) > 1 else None,
+        count=len(found),
+        runs=[str(r) for r in ok["run_id"]],
+        failed=len(runs) - len(ok),
+        measurements=found,
+        names=sorted({str(n) for n in ok["name"].dropna()}) if "name" in ok else [],
+        selected_on=sorted({plain(s) for s in ok["selected_on"]} if "selected_on" in ok else set(),
+                           key=lambda s: (s is None, s or "")),
+    )
+    if len(found) == 1:
+        cell.low, cell.high = found[0].low, found[0].high
+    elif len(found) > 1:
+        booted = documents.interval(found) if documents is not None else None
+        if booted is not None:
+            (cell.low, cell.high), cell.interval = booted, "bootstrap"
+        elif all(m.low is not None and m.high is not None for m in found):
+            cell.low, cell.high = seed_spread_interval([m.value for m in found], [m.low for m in found],
+                                                       [m.high for m in found])
+            cell.interval = "combined"
+    return cell
+
+
+def measurements(runs: pd.DataFrame, metric: str) -> list[Measurement]:
+    """``runs`` grouped into measurements: by seeds, then by data where two of one seed's runs name different data
+    (``data_sha256``); a run without a data hash (older records) joins its seeds' first measurement."""
+    groups: dict[tuple, list[int]] = {}
+    seeds = [column for column in SEED_COLUMNS if column in runs]
+    for position, values in enumerate(runs[seeds].itertuples(index=False, name=None)):
+        groups.setdefault(tuple(zip(seeds, map(plain, values), strict=True)), []).append(position)
+    data = [plain(v) for v in runs["data_sha256"]] if "data_sha256" in runs else [None] * len(runs)
+    found = []
+    for key in sorted(groups, key=lambda k: tuple((v is None, v if v is not None else 0) for _, v in k)):
+        by_data: dict[Any, list[int]] = {}
+        for position in groups[key]:
+            by_data.setdefault(data[position], []).append(position)
+        unknown = by_data.pop(None, [])
+        parts = list(by_data.values()) or [[]]
+        parts[0] = parts[0] + unknown
+        found += [_measurement(key, runs.iloc[sorted(part)], metric) for part in parts]
+    return found
+
+
+def _measurement(seeds: tuple, runs: pd.DataFrame, metric: str) -> Measurement:
+    """One measurement of ``runs``: their mean, and the mean of the intervals of those that recorded one (a repeat
+    recorded before the interval columns existed has none)."""
+    low, high = interval_columns(metric)
+    bounds = runs[[low, high]].astype(float).dropna() if low in runs and high in runs else pd.DataFrame()
+    known = len(bounds) > 0
+    return Measurement(seeds, tuple(str(r) for r in runs["run_id"]), float(runs[metric].astype(float).mean()),
+                       float(bounds[low].mean()) if known else None, float(bounds[high].mean()) if known else None)
+
+
+def seeds_text(measurement: Measurement) -> str:
+    """'train seed 1, seed 3407' ('seed ?' where a record lacks one), naming only the seeds a record has."""
+    parts = [f"{SEED_NAMES[name]} {'?' if value is None else value}" for name, value in measurement.seeds
+             if value is not None or name == "seed"]
+    return ", ".join(parts)
+
+
+def varying_seeds(cells: list[Cell]) -> dict[str, list[Any]]:
+    """The seed columns whose values differ between the measurements of ``cells``, with their values."""
+    values: dict[str, set] = {}
+    for cell in cells:
+        for measurement in cell.measurements:
+            for name, value in measurement.seeds:
+                values.setdefault(name, set()).add(value)
+    return {name: sorted(v, key=lambda x: (x is None, x if x is not None else 0)) for name, v in values.items()}
