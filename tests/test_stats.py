@@ -135,3 +135,99 @@ def test_mcnemar_exact_matches_scipy_binomial_test(gained: int, lost: int) -> No
 def test_mcnemar_exact_refuses_negative_counts() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         mcnemar_exact(-1, 3)
+
+
+# --- the paired bootstrap over documents (and seeds) behind compare's n.s. marks
+
+def test_paired_bootstrap_matches_scipy_on_paired_documents() -> None:
+    """One run a side: scipy's percentile bootstrap resampling the (A, B, tokens) triples together gives the same
+    interval of the gain (both Monte Carlo: 20000 resamples, agreement to 3% of the width)."""
+    stats = pytest.importorskip("scipy.stats")
+    from hmtbench.stats import paired_ppl_bootstrap
+
+    rng = np.random.default_rng(7)
+    tokens = rng.integers(200, 2000, size=40).astype(float)
+    rate = rng.normal(2.0, 0.3, size=40)  # documents differ in difficulty, for both methods alike
+    a, b = tokens * (rate - 0.03 + rng.normal(0, 0.05, 40)), tokens * rate
+
+    def gain(x, y, t, axis=-1):
+        ppl_a, ppl_b = np.exp(x.sum(axis) / t.sum(axis)), np.exp(y.sum(axis) / t.sum(axis))
+        return 100 * (ppl_b - ppl_a) / ppl_b
+
+    reference = stats.bootstrap((a, b, tokens), gain, paired=True, vectorized=True, method="percentile",
+                                n_resamples=20000, random_state=np.random.default_rng(1)).confidence_interval
+    found = paired_ppl_bootstrap(a[None], b[None], tokens, resamples=20000)
+    width = reference.high - reference.low
+    assert found.gain == pytest.approx(gain(a, b, tokens), rel=1e-12)
+    assert found.low == pytest.approx(reference.low, abs=0.03 * width)
+    assert found.high == pytest.approx(reference.high, abs=0.03 * width)
+    assert (found.documents, found.seeds, found.p < 0.05) == (40, (1, 1), reference.low > 0)
+
+
+def exact_paired(a: list[float], b: list[float], tokens: list[float]) -> np.ndarray:
+    """The gain of every one of the n^n equally likely resamples of n documents, enumerated."""
+    import itertools
+
+    a, b, tokens = map(np.asarray, (a, b, tokens))
+    picks = np.array(list(itertools.product(range(len(a)), repeat=len(a))))
+    ppl_a, ppl_b = (np.exp(x[picks].sum(1) / tokens[picks].sum(1)) for x in (a, b))
+    return 100 * (ppl_b - ppl_a) / ppl_b
+
+
+def test_paired_bootstrap_on_three_documents_by_enumeration() -> None:
+    """Three documents: 27 equally likely resamples, each 3.7% > 2.5% likely, so the 95% interval is exactly the
+    smallest and largest gain; p = 2 min(P(gain <= 0), P(gain >= 0)) of the enumeration (19 and 11 of 27 here: 0.815),
+    to Monte Carlo error."""
+    from hmtbench.stats import paired_ppl_bootstrap
+
+    a, b, tokens = [10.0, 30.0, 12.0], [12.0, 26.0, 13.5], [10, 20, 4]
+    gains = exact_paired(a, b, tokens)
+    found = paired_ppl_bootstrap(np.array([a]), np.array([b]), tokens, resamples=100_000)
+    assert (found.low, found.high) == pytest.approx((gains.min(), gains.max()), rel=1e-12)
+    assert ((gains <= 0).sum(), (gains >= 0).sum()) == (19, 11)
+    assert found.p == pytest.approx(2 * 11 / 27, abs=0.01) and not found.p < 0.05
+
+
+def test_paired_bootstrap_of_one_method_better_on_every_document_has_the_smallest_p() -> None:
+    from hmtbench.stats import paired_ppl_bootstrap
+
+    found = paired_ppl_bootstrap(np.array([[9.0, 18.0, 4.0]]), np.array([[10.0, 20.0, 5.0]]), [10, 20, 4],
+                                 resamples=999)
+    assert found.p == pytest.approx(2 / 1000) and found.low > 0  # (1 + 0 resamples against) / (1 + 999), doubled
+    same = paired_ppl_bootstrap(np.array([[9.0, 18.0]]), np.array([[9.0, 18.0]]), [10, 20])
+    assert (same.gain, same.low, same.high, same.p) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_seed_level_of_the_bootstrap_by_enumeration() -> None:
+    """Documents of one difficulty (NLL proportional to tokens) leave only the seeds to resample: two seeds of ppl
+    e^1 and e^2 draw means e^1 (1/4), (e^1 + e^2) / 2 (1/2), e^2 (1/4), so the 95% interval is [e^1, e^2]. Against a
+    method at e^1, the gain is 0 in a quarter of the resamples and negative otherwise: p = 2 x 1/4."""
+    from hmtbench.stats import paired_ppl_bootstrap, seeds_ppl_interval
+
+    tokens = np.array([5.0, 8.0, 3.0])
+    seeds = np.vstack([1.0 * tokens, 2.0 * tokens])
+    assert seeds_ppl_interval(seeds, tokens, resamples=4000) == pytest.approx((math.e, math.exp(2)), rel=1e-12)
+    found = paired_ppl_bootstrap(seeds, tokens[None] * 1.0, tokens, resamples=20_000)
+    assert found.seeds == (2, 1)
+    assert found.gain == pytest.approx(100 * (math.e - (math.e + math.exp(2)) / 2) / math.e)
+    assert found.p == pytest.approx(0.5, abs=0.02)
+
+
+def test_one_seed_repeats_the_single_run_interval_exactly() -> None:
+    from hmtbench.stats import seeds_ppl_interval
+
+    rng = np.random.default_rng(3)
+    nll, tokens = rng.gamma(5, 40, size=300), rng.integers(50, 200, size=300)
+    assert seeds_ppl_interval(nll[None], tokens) == bootstrap_ppl_interval(nll, tokens)
+
+
+def test_seed_spread_adds_to_each_runs_interval_in_quadrature() -> None:
+    """values 6.0, 6.4, 6.2 (std 0.2), intervals 0.1 below and 0.3 above each: the seeds' part is
+    1.959964 x 0.2 / sqrt(3) = 0.226317; below sqrt(0.1^2 + 0.226317^2) = 0.247426, above 0.375791."""
+    from hmtbench.stats import seed_spread_interval
+
+    values = [6.0, 6.4, 6.2]
+    low, high = seed_spread_interval(values, [v - 0.1 for v in values], [v + 0.3 for v in values])
+    assert (low, high) == pytest.approx((6.2 - 0.247426, 6.2 + 0.375791), abs=1e-6)
+    with pytest.raises(ValueError):
+        seed_spread_interval([6.0], [5.9], [6.1])

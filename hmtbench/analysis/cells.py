@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hmtbench.analysis.columns import interval_columns, plain
@@ -63,7 +64,7 @@ def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
     interval over seeds from per-document NLL where every measurement has it on the same documents."""
     ok = runs[runs["status"].eq("success").fillna(False).astype(bool) & runs[metric].notna()]
     found = measurements(ok, metric)
-    values = pd.Series([m.value for m in found], dtype=float)
+    values = np.array([m.value for m in found])
     cell = Cell(
         mean=float(values.mean()) if len(values) else None,
         std=float(values.std(ddof=1)) if len(values) > 1 else None,
@@ -90,39 +91,38 @@ def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
 
 def measurements(runs: pd.DataFrame, metric: str) -> list[Measurement]:
     """``runs`` grouped into measurements: by seeds, then by data where two of one seed's runs name different data
-    (``data_sha256``); a run without a data hash (older records) joins its seeds' first measurement."""
-    groups: dict[tuple, list[int]] = {}
+    (``data_sha256``); a run without a data hash (older records) joins its seeds' first measurement. Each is the
+    mean of its runs, with the mean interval of those that recorded one (a repeat recorded before the interval
+    columns existed has none)."""
     seeds = [column for column in SEED_COLUMNS if column in runs]
-    for position, values in enumerate(runs[seeds].itertuples(index=False, name=None)):
-        groups.setdefault(tuple(zip(seeds, map(plain, values), strict=True)), []).append(position)
+    keys = [tuple(zip(seeds, map(plain, values), strict=True))
+            for values in runs[seeds].itertuples(index=False, name=None)]
     data = [plain(v) for v in runs["data_sha256"]] if "data_sha256" in runs else [None] * len(runs)
+    ids = [str(r) for r in runs["run_id"]]
+    values = runs[metric].to_numpy(dtype=float)
+    low, high = interval_columns(metric)
+    bounds = runs[[low, high]].to_numpy(dtype=float) if low in runs and high in runs else np.full((len(runs), 2),
+                                                                                                   np.nan)
+    groups: dict[tuple, dict[Any, list[int]]] = {}
+    for position, (key, sha) in enumerate(zip(keys, data, strict=True)):
+        groups.setdefault(key, {}).setdefault(sha, []).append(position)
     found = []
     for key in sorted(groups, key=lambda k: tuple((v is None, v if v is not None else 0) for _, v in k)):
-        by_data: dict[Any, list[int]] = {}
-        for position in groups[key]:
-            by_data.setdefault(data[position], []).append(position)
+        by_data = groups[key]
         unknown = by_data.pop(None, [])
         parts = list(by_data.values()) or [[]]
-        parts[0] = parts[0] + unknown
-        found += [_measurement(key, runs.iloc[sorted(part)], metric) for part in parts]
+        parts[0] = sorted(parts[0] + unknown)
+        for part in parts:
+            known = bounds[part][~np.isnan(bounds[part]).any(axis=1)]
+            interval = (float(known[:, 0].mean()), float(known[:, 1].mean())) if len(known) else (None, None)
+            found.append(Measurement(key, tuple(ids[i] for i in part), float(values[part].mean()), *interval))
     return found
 
 
-def _measurement(seeds: tuple, runs: pd.DataFrame, metric: str) -> Measurement:
-    """One measurement of ``runs``: their mean, and the mean of the intervals of those that recorded one (a repeat
-    recorded before the interval columns existed has none)."""
-    low, high = interval_columns(metric)
-    bounds = runs[[low, high]].astype(float).dropna() if low in runs and high in runs else pd.DataFrame()
-    known = len(bounds) > 0
-    return Measurement(seeds, tuple(str(r) for r in runs["run_id"]), float(runs[metric].astype(float).mean()),
-                       float(bounds[low].mean()) if known else None, float(bounds[high].mean()) if known else None)
-
-
 def seeds_text(measurement: Measurement) -> str:
-    """'train seed 1, seed 3407' ('seed ?' where a record lacks one), naming only the seeds a record has."""
-    parts = [f"{SEED_NAMES[name]} {'?' if value is None else value}" for name, value in measurement.seeds
-             if value is not None or name == "seed"]
-    return ", ".join(parts)
+    """'train seed 1, seed 3407': the seeds a record has ('seed ?' where it has none)."""
+    parts = [f"{SEED_NAMES[name]} {value}" for name, value in measurement.seeds if value is not None]
+    return ", ".join(parts) or "seed ?"
 
 
 def varying_seeds(cells: list[Cell]) -> dict[str, list[Any]]:

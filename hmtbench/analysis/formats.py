@@ -99,10 +99,9 @@ def _seed_values(cells: list[Cell]) -> str:
     parts = []
     for name, found in values.items():
         known = sorted(v for v in found if v is not None)
-        if known or name == "seed":
-            label = name.replace("_", " ") + ("s" if len(known) > 1 else "")
-            parts.append(f"{label} {', '.join(map(str, known)) or '?'}")
-    return " · ".join(parts) or "none"
+        if known:
+            parts.append(f"{name.replace('_', ' ')}{'s' if len(known) > 1 else ''} {', '.join(map(str, known))}")
+    return " · ".join(parts) or "seed ?"
 
 
 def _grouped(texts: dict[str, str]) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The comparison as a terminal table at most WIDTH columns wide, whose numbers never break across lines.
 
-Numbers sit in columns that never wrap; a table too wide for one line per cell first moves the keys that never vary
-below it, then puts each cell's parts (value, interval, seeds) on lines of their own, then splits into tables of
-fewer columns (the methods, then the deltas) under one another. Only names (keys, footnotes, notes) wrap, at spaces.
+No column wraps; a table too wide for one line per cell first moves the keys that never vary below it, then puts
+each cell's parts (value, interval, seeds) on lines of their own, then splits into tables of fewer columns (the
+methods, then the deltas) under one another, and last numbers its rows and names each row's keys below the tables.
+Only the text under the tables (footnotes, notes) wraps, at spaces.
 """
 
 from __future__ import annotations
@@ -31,76 +32,90 @@ def boxed(tables: list[Comparison], per_seed: bool = False) -> str:
     out = io.StringIO()
     console = Console(file=out, width=WIDTH, color_system=None)
     for table in tables:
-        grids, below = _layout(table, console, per_seed)
-        console.print("\n".join(wrapped([header(table)])))
+        grids, below = _layout(table, per_seed)
+        console.print("\n".join(wrapped([header(table)])), soft_wrap=True)  # wrapped here, at spaces only
         for grid in grids:
             console.print(grid)
-        console.print("\n".join(wrapped(below, indent="    ")) + "\n")
+        console.print("\n".join(wrapped(below, indent="    ")) + "\n", soft_wrap=True)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()).rstrip()
 
 
-def _layout(table: Comparison, console, per_seed: bool) -> tuple[list, list[str]]:
+def _layout(table: Comparison, per_seed: bool) -> tuple[list, list[str]]:
     """(tables to print, lines below them) of the first layout that fits."""
     last = None
     for grids, below in _layouts(table, per_seed):
         last = grids, below
-        if all(_width(console, grid, "maximum") <= WIDTH for grid in grids):
-            return last
-    return last
+        if all(_table_width(grid) <= WIDTH for grid in grids):
+            break
+    return [_grid(*grid) for grid in last[0]], last[1]
 
 
-def _layouts(table: Comparison, per_seed: bool) -> Iterator[tuple[list, list[str]]]:
+Grid = tuple[list[str], list[list[str]], int]  # column names, rows of cell texts, how many key columns lead
+
+
+def _layouts(table: Comparison, per_seed: bool) -> Iterator[tuple[list[Grid], list[str]]]:
     for always, then in ((ALWAYS_SHOWN, " "), ((), " "), ((), "\n")):
         keys, common = shown_keys(table, always)
         names, rows, footnotes = text_rows(table, "{}*", keys, then)
         below = ([f"settings: {describe(common)}"] if common else []) + notes(table, footnotes, per_seed)
-        if then == "\n":
-            yield _split(names, rows, len(keys)), below
-        else:
-            yield [_grid(names, rows, len(keys))], below
+        yield (_split((names, rows, len(keys))) if then == "\n" else [(names, rows, len(keys))]), below
+    # keys too wide to repeat beside the numbers: a row number, and each row's keys in a line below
+    keys, common = shown_keys(table, ())
+    names, rows, footnotes = text_rows(table, "{}*", keys, "\n")
+    labels = [f"({i})" for i in range(1, len(rows) + 1)]
+    described = [f"{label} " + " · ".join(f"{k}={v}" for k, v in zip(keys, row[:len(keys)], strict=True) if v != "–")
+                 for label, row in zip(labels, rows, strict=True)]
+    below = ([f"settings: {describe(common)}"] if common else []) + described + notes(table, footnotes, per_seed)
+    numbered = (["row", *names[len(keys):]], [[label, *row[len(keys):]] for label, row in zip(labels, rows,
+                                                                                               strict=True)], 1)
+    yield _split(numbered), below
 
 
-def _split(names: list[str], rows: list[list[str]], keys: int) -> list:
+def _split(grid: Grid) -> list[Grid]:
     """Tables of the key columns and as many value columns as fit WIDTH each, in order (one, if all fit)."""
-    from rich.console import Console
-
-    console = Console(file=io.StringIO(), width=WIDTH, color_system=None)
-    grids, columns = [], []
+    names, rows, keys = grid
+    widths = _column_widths(grid)
+    tables, columns = [], []
     for column in range(keys, len(names)):
-        trial = _grid(_take(names, [*range(keys), *columns, column]), [_take(r, [*range(keys), *columns, column])
-                                                                       for r in rows], keys)
-        if columns and _width(console, trial, "maximum") > WIDTH:
-            grids.append(_grid(_take(names, [*range(keys), *columns]),
-                               [_take(r, [*range(keys), *columns]) for r in rows], keys))
+        if columns and _width_of([*widths[:keys], *(widths[c] for c in columns), widths[column]]) > WIDTH:
+            tables.append(columns)
             columns = []
         columns.append(column)
-    grids.append(_grid(_take(names, [*range(keys), *columns]), [_take(r, [*range(keys), *columns]) for r in rows],
-                       keys))
-    return grids
+    tables.append(columns)
+    picks = [[*range(keys), *columns] for columns in tables]
+    return [([names[i] for i in pick], [[row[i] for i in pick] for row in rows], keys) for pick in picks]
 
 
-def _take(values: list[str], positions: list[int]) -> list[str]:
-    return [values[i] for i in positions]
+def _headers(grid: Grid) -> list[str]:
+    names, _, keys = grid
+    return [name.replace("_", "\n") if i < keys else name.replace(" vs ", " vs\n") for i, name in enumerate(names)]
+
+
+def _column_widths(grid: Grid) -> list[int]:
+    """Each column's width on one line per cell line (no wrapping): its longest line, header included."""
+    from rich.cells import cell_len
+
+    _, rows, _ = grid
+    return [max(cell_len(line) for text in (header, *(row[i] for row in rows)) for line in text.split("\n"))
+            for i, header in enumerate(_headers(grid))]
+
+
+def _width_of(widths: list[int]) -> int:
+    return sum(widths) + 2 * len(widths)  # rich's SIMPLE_HEAD box: a leading space and two between columns
+
+
+def _table_width(grid: Grid) -> int:
+    return _width_of(_column_widths(grid))
 
 
 def _grid(names: list[str], rows: list[list[str]], keys: int):
-    """A rich table: key columns may wrap (names), value columns never do (numbers)."""
+    """A rich table whose columns never wrap: keys left, numbers right."""
     from rich import box
     from rich.table import Table
 
     grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for i, name in enumerate(names):
-        if i < keys:
-            grid.add_column(name.replace("_", "\n"), justify="left", overflow="fold")
-        else:
-            grid.add_column(name.replace(" vs ", " vs\n"), justify="right", no_wrap=True)
+    for i, header in enumerate(_headers((names, rows, keys))):
+        grid.add_column(header, justify="left" if i < keys else "right", no_wrap=True)
     for row in rows:
         grid.add_row(*row)
     return grid
-
-
-def _width(console, grid, which: str) -> int:
-    from rich.measure import Measurement
-
-    wide = console.options.update_width(10 * WIDTH)  # measured unbounded: the console clamps to WIDTH
-    return getattr(Measurement.get(console, wide, grid), which)
