@@ -173,7 +173,8 @@ def test_without_the_same_samples_the_intervals_decide(tmp_path: Path, case: str
     (row,) = table.rows
     assert row.paired == {}
     assert row.unclear == [("hmt", "plain")]  # [50, 69]% and [66, 83]% overlap
-    assert "- n.s. = not significant: the two methods' 95% intervals overlap" in render([table], "markdown").splitlines()
+    lines = render([table], "markdown").splitlines()
+    assert "- n.s. = not significant: the two methods' 95% intervals overlap" in lines
 
 
 def test_deep_scores_count_the_samples_before_the_question_with_their_wilson_interval(tmp_path: Path) -> None:

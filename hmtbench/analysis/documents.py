@@ -74,7 +74,7 @@ class DocumentScores:
             read = [self._document(run) for run in measurement.runs]
             if any(r is None for r in read):
                 return None
-            for nll, counts, sha in read:
+            for _, counts, sha in read:
                 if (data is not None and sha != data) or (tokens is not None and not np.array_equal(counts, tokens)):
                     return None
                 tokens, data = counts, sha

@@ -96,8 +96,8 @@ def _column_widths(grid: Grid) -> list[int]:
     from rich.cells import cell_len
 
     _, rows, _ = grid
-    return [max(cell_len(line) for text in (header, *(row[i] for row in rows)) for line in text.split("\n"))
-            for i, header in enumerate(_headers(grid))]
+    return [max(cell_len(line) for text in (title, *(row[i] for row in rows)) for line in text.split("\n"))
+            for i, title in enumerate(_headers(grid))]
 
 
 def _width_of(widths: list[int]) -> int:
@@ -114,8 +114,8 @@ def _grid(names: list[str], rows: list[list[str]], keys: int):
     from rich.table import Table
 
     grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for i, header in enumerate(_headers((names, rows, keys))):
-        grid.add_column(header, justify="left" if i < keys else "right", no_wrap=True)
+    for i, title in enumerate(_headers((names, rows, keys))):
+        grid.add_column(title, justify="left" if i < keys else "right", no_wrap=True)
     for row in rows:
         grid.add_row(*row)
     return grid
