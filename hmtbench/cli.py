@@ -376,7 +376,8 @@ def plot(
     figure: Annotated[str | None, opt("ppl-bars | accuracy-vs-length | depth-heatmap | ppl-vs-position | "
                                       "memory-vs-length | quality-vs-params (comma-separated).")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Every figure the results support.")] = False,
-    out: Annotated[str, typer.Option(help="Folder for the PNG and PDF files.")] = "results/figures",
+    out: Annotated[str, typer.Option(help="Folder for the PNG and PDF files (the committed results/figures only when "
+                                          "named, as `make figures` does).")] = "figures",
     backbone: OnlyBackbones = None, dataset: OnlyDatasets = None, method: OnlyMethods = None,
     metric: Annotated[str | None, opt("Draw this metric instead of the figure's own (e.g. bpb for ppl-bars).")] = None,
     include_failed: IncludeFailed = False,
@@ -387,7 +388,7 @@ def plot(
 
         hmtbench plot results/ --paper
 
-        hmtbench plot results/ --figure ppl-bars --out figures/
+        hmtbench plot results/ --figure ppl-bars --out my-figures/
 
         hmtbench plot results/ --figure memory-vs-length --backbone smollm2-135m
     """

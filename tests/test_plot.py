@@ -78,7 +78,7 @@ def test_runs_kept_apart_are_bars_of_their_own_labelled_by_their_setting(tmp_pat
     fig = plot.figure(frame_of(tmp_path), "ppl-bars")
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny"]
-    assert bars(ax) == {"plain": [20.0], "RMT (memory_tokens=1)": [18.0], "RMT (memory_tokens=2)": [16.0]}
+    assert bars(ax) == {"plain": [20.0], "RMT (1 memory token)": [18.0], "RMT (2 memory tokens)": [16.0]}
     assert [p.get_hatch() for p in ax.patches] == ["", "", "////"]  # the second RMT series hatched
     assert [t.get_text() for t in fig.legends[0].get_texts()] == list(bars(ax))
     assert "(a)" not in fig.texts[-1].get_text()

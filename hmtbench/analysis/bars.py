@@ -10,11 +10,13 @@ from matplotlib.figure import Figure
 
 from hmtbench.analysis import draw
 from hmtbench.analysis.compare import Comparison, delta_label
-from hmtbench.analysis.series import Entry, Legend, entries, grouped, legend, ordered_series, setting_name, spread
+from hmtbench.analysis.labels import phrase
+from hmtbench.analysis.series import Entry, Legend, entries, grouped, legend, ordered_series, spread
 from hmtbench.methods import method_label
 
 LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.9}
-WHISKERS = "whiskers: 95% interval of a single run where recorded, else ± std over runs"
+WHISKERS = ("whiskers: 95% interval (a measurement's own, identical repeats counted once; over seeds, widened by "
+            "their spread) where recorded, else ± std over seeds")
 
 
 def bars_figure(table: Comparison) -> Figure:
@@ -29,8 +31,10 @@ def bars_figure(table: Comparison) -> Figure:
         _bar_panel(ax, table, panel, looks)
         ax.set_title(title)
     footer = " · ".join(f"{k}={v}" for k, v in common.items())
-    notes = "; ".join(["bars: mean over runs", WHISKERS, *([_rule(table)] if table.pairs else [])])
-    return draw.finish(fig, axes, "\n".join([footer, notes]), list(looks.labels.values()))
+    seeded = any(e.cell.count > 1 for e in items)
+    notes = "; ".join(["bars: one measurement, or the mean over seeds", WHISKERS,
+                       *(["dots: each seed's value"] if seeded else []), *([_rule(table)] if table.pairs else [])])
+    return draw.finish(fig, axes, "\n".join([footer, looks.shared, notes]), list(looks.labels.values()))
 
 
 def _bar_panel(ax: Axes, table: Comparison, items: list[Entry], looks: Legend) -> None:
@@ -49,6 +53,7 @@ def _bar_panel(ax: Axes, table: Comparison, items: list[Entry], looks: Legend) -
                       hatch=draw.VARIANT_HATCHES[looks.index[(method, own)] % len(draw.VARIANT_HATCHES)],
                       edgecolor="white", linewidth=0.3, yerr=errors if np.isfinite(errors).any() else None,
                       capsize=2, error_kw={"linewidth": 0.7})
+        _seed_dots(ax, bars, cells)
         if table.pairs and method == table.pairs[0][0]:
             upright = len(series) * len(groups) > 6  # narrow bars: the numbers stand upright, not overlapping
             _annotate(ax, table, bars, cells, np.nan_to_num(heights) + np.nan_to_num(errors[1]), 90 * upright)
@@ -56,6 +61,15 @@ def _bar_panel(ax: Axes, table: Comparison, items: list[Entry], looks: Legend) -
     ax.set_xticks(xs, [_group_label(backbone, alike, chars) for backbone, alike in groups])
     ax.set_ylabel(draw.axis_label(table.metric, table.direction))
     ax.margins(y=0.15)
+
+
+def _seed_dots(ax: Axes, bars, cells: list[Entry | None]) -> None:
+    """Each seed's value as a dot on its bar, where a cell holds several seeds."""
+    for bar, entry in zip(bars, cells, strict=True):
+        if entry is not None and entry.cell.count > 1:
+            values = [m.value for m in entry.cell.measurements]
+            ax.plot([bar.get_x() + bar.get_width() / 2] * len(values), values, linestyle="none", marker="o",
+                    markersize=2.5, markerfacecolor="white", markeredgecolor="black", markeredgewidth=0.5, zorder=4)
 
 
 def _annotate(ax: Axes, table: Comparison, bars, cells: list[Entry | None], tops: np.ndarray, rotation: int) -> None:
@@ -75,7 +89,7 @@ def _annotate(ax: Axes, table: Comparison, bars, cells: list[Entry | None], tops
 
 
 def _group_label(backbone: str | None, alike: tuple, chars: int) -> str:
-    settings = ", ".join(f"{setting_name(k)}={v}" for k, v in alike)
+    settings = ", ".join(phrase(k, v) for k, v in alike)
     return "\n".join(filter(None, [backbone, textwrap.fill(settings, chars)]))
 
 

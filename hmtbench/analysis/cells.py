@@ -47,6 +47,7 @@ class Cell:
     measurements: list[Measurement] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # the runs' --name values, distinct, in sorted order
     selected_on: list[str | None] = field(default_factory=list)  # the splits the runs' configurations were chosen on
+    paths: list[str] = field(default_factory=list)  # the checkpoint folders the runs read, as recorded
     interval: str | None = None  # how an interval over seeds was made: "bootstrap" (documents x seeds) | "combined"
 
     @property
@@ -75,6 +76,7 @@ def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
         names=sorted({str(n) for n in ok["name"].dropna()}) if "name" in ok else [],
         selected_on=sorted({plain(s) for s in ok["selected_on"]} if "selected_on" in ok else set(),
                            key=lambda s: (s is None, s or "")),
+        paths=sorted({str(p) for p in ok["checkpoint_path"].dropna()}) if "checkpoint_path" in ok else [],
     )
     if len(found) == 1:
         cell.low, cell.high = found[0].low, found[0].high

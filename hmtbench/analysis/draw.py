@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
 from hmtbench.analysis.columns import CONFIG_PREFIX
+from hmtbench.analysis.labels import phrase
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import BASELINE, method_names
 
@@ -26,8 +27,11 @@ STYLE: dict[str, Any] = {
 }
 DPI = 300
 PANEL = (3.1, 2.4)  # inches per panel: three side by side stay under 3000 px at DPI
-# The one colour map of every figure: the registry's methods in order take these; others follow (see method_color).
-PALETTE = ("#8c8c8c", "#4c9a2a", "#3a6fb0", "#c8402f", "#e69f00", "#7b3294", "#17becf", "#8c564b", "#d62789")
+# The one colour map of every figure, the registry's methods in order (plain, full, overlap, RMT, HMT, ...): grey for
+# the baseline, then Okabe & Ito's colour-blind-safe colours, HMT blue against RMT's vermillion (the pair every
+# reader of any colour vision tells apart); others follow (see method_color).
+PALETTE = ("#7f7f7f", "#009e73", "#cc79a7", "#d55e00", "#0072b2", "#e69f00", "#56b4e9", "#000000", "#f0e442")
+HEATMAP = "cividis"  # sequential and colour-blind-safe (no red against green)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
 VARIANT_LINES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))  # a method's 1st, 2nd, ... series
 # ... and its shade: the method's colour mixed toward black (< 0) or white (> 0), so that eight series of one method
@@ -100,7 +104,7 @@ def length_label(tokens: float) -> str:
 
 def titles(keys: list[dict[str, Any]], wrap: int | None = 44) -> tuple[list[str], dict[str, Any]]:
     """A title per panel (dataset/task/backbone and the settings that differ) and the settings all share; a key
-    one panel lacks reads 'none' there (train_mode=none: untrained), a config setting is left out.
+    one panel lacks reads in words there ('untrained' for no training mode), a config setting is left out.
 
     With ``wrap`` the settings go on lines of their own of that width; without, everything is one line.
     """
@@ -109,7 +113,7 @@ def titles(keys: list[dict[str, Any]], wrap: int | None = 44) -> tuple[list[str]
     shown = []
     for k in keys:
         alone = dict.fromkeys(_title_part(n, k[n]) for n in varying if n in NAMES_ALONE and k.get(n) is not None)
-        settings = " · ".join(_title_part(n, "none" if k.get(n) is None else k[n]) for n in varying
+        settings = " · ".join(_title_part(n, k.get(n)) for n in varying
                               if n not in NAMES_ALONE and not (k.get(n) is None and n.startswith(CONFIG_PREFIX)))
         parts = [" · ".join(alone), textwrap.fill(settings, wrap) if wrap else settings]  # passkey · passkey: once
         shown.append(("\n" if wrap else " · ").join(filter(None, parts)))
@@ -140,17 +144,38 @@ def finish(fig: Figure, axes: list[Axes], footer: str, order: list[str] | None =
     if order:
         handles = {text: handles[text] for text in dict.fromkeys(order) if text in handles}
     if handles:
-        width_pt = fig.get_figwidth() * 72
-        per_entry = 4.0 * max(map(len, handles)) + 30  # 7 pt text plus the handle
-        ncol = max(1, min(len(handles), int(width_pt // per_entry)))
-        rows = math.ceil(len(handles) / ncol)
-        fig.set_figheight(fig.get_figheight() + 0.14 * rows)  # the legend takes its rows, not the panels' height
-        fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncol=ncol)
+        _legend(fig, handles)
     chars = int(fig.get_figwidth() * 72 / 3.2)  # 5.5 pt small print
     text = "\n".join(textwrap.fill(line, chars) for line in footer.splitlines() if line)
     if text:
         fig.text(0.0, 0.0, text, fontsize=5.5, color="#555555", va="top", ha="left")
     return fig
+
+
+LEGEND_ROW = 0.14  # inches per row of 7 pt legend entries
+
+
+def legend_layout(labels: list[str], width_in: float, data_in: float) -> tuple[int, float, float, float]:
+    """(columns, font size, figure width, panels' height) of the figure's legend, which sits above the panels: as
+    many columns as the figure's width holds (widened to hold the longest label), 7 pt, or 6 pt where 7 would
+    take more than half the panels' height; the panels grow to at least the legend's height. A legend never takes
+    more room than the data it explains."""
+    longest = max(map(len, labels))
+    for size in (7.0, 6.0):
+        entry_in = (size * 0.57 * longest + 30) / 72  # the text at ``size`` plus the handle
+        width = max(width_in, entry_in)
+        ncol = max(1, min(len(labels), int(width // entry_in)))
+        height = math.ceil(len(labels) / ncol) * LEGEND_ROW * size / 7
+        if height <= data_in / 2:
+            break
+    return ncol, size, width, max(data_in, height)
+
+
+def _legend(fig: Figure, handles: dict[str, Any]) -> None:
+    ncol, size, width, data = legend_layout(list(handles), fig.get_figwidth(), fig.get_figheight())
+    rows = math.ceil(len(handles) / ncol)
+    fig.set_size_inches(width, data + LEGEND_ROW * size / 7 * rows)  # the legend takes rows of its own
+    fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncol=ncol, fontsize=size)
 
 
 def save(fig: Figure, out: str | Path, name: str) -> list[Path]:
@@ -167,4 +192,4 @@ def save(fig: Figure, out: str | Path, name: str) -> list[Path]:
 def _title_part(name: str, value: Any) -> str:
     if name == "metric":
         return METRIC_LABELS.get(value, value)
-    return str(value) if name in NAMES_ALONE else f"{name.removeprefix(CONFIG_PREFIX)}={value}"
+    return str(value) if name in NAMES_ALONE else phrase(name, value)

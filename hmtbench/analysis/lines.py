@@ -27,6 +27,7 @@ class Line:
     variant: int = 0  # which of its method's series: its dash style
     texts: list[str] = field(default_factory=list)  # a text beside each point
     level: bool = False  # one value for the whole x range (full context reads the document in one segment)
+    seeds: list[tuple[float, float]] = field(default_factory=list)  # (x, value) of each seed where a point has several
 
 
 @dataclass
@@ -42,7 +43,9 @@ class LinePanel:
     dodge: bool = False  # set the lines a little apart sideways (log x), so that equal values stay visible
 
 
-def line_figure(panels: list[LinePanel], note: str = "", ncols: int = 3) -> Figure:
+def line_figure(panels: list[LinePanel], note: str = "", ncols: int = 3, shared: str = "") -> Figure:
+    """The panels under one legend; ``note`` and ``shared`` (what every series of a method has: ``Legend.shared``)
+    in small print below."""
     fig, axes = draw.grid(len(panels), ncols)
     shown, common = draw.titles([p.key for p in panels])
     for ax, panel, title in zip(axes, panels, shown, strict=True):
@@ -50,7 +53,7 @@ def line_figure(panels: list[LinePanel], note: str = "", ncols: int = 3) -> Figu
         ax.set(title=title, xlabel=panel.xlabel, ylabel=panel.ylabel)
     footer = " · ".join(f"{k}={v}" for k, v in common.items())
     drawn = sorted((line for panel in panels for line in panel.lines), key=lambda x: (draw.slot(x.method), x.variant))
-    return draw.finish(fig, axes, "\n".join([footer, note]), [_label(line) for line in drawn])
+    return draw.finish(fig, axes, "\n".join([footer, shared, note]), [_label(line) for line in drawn])
 
 
 def _label(line: Line) -> str:
@@ -60,6 +63,7 @@ def _label(line: Line) -> str:
 def _line_panel(ax: Axes, panel: LinePanel) -> None:
     for i, line in enumerate(panel.lines):
         style = draw.method_line(line.method, line.variant)
+        original_xs = line.xs
         if panel.dodge:
             line = replace(line, xs=[x * DODGE ** (i - (len(panel.lines) - 1) / 2) for x in line.xs])
         if line.level:  # a level line across the panel, its one point marked at its place
@@ -72,6 +76,10 @@ def _line_panel(ax: Axes, panel: LinePanel) -> None:
                                                        else "none"})
         if line.lows is not None and line.highs is not None:
             ax.fill_between(line.xs, line.lows, line.highs, color=style["color"], alpha=0.15, linewidth=0)
+        if line.seeds:
+            shift = dict(zip(original_xs, line.xs, strict=True))
+            ax.plot([shift[x] for x, _ in line.seeds], [y for _, y in line.seeds], linestyle="none", marker=".",
+                    markersize=2.5, color=style["color"], alpha=0.7, zorder=style["zorder"])
         for x, y, text in zip(line.xs, line.ys, line.texts, strict=False):
             ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=5.5)
     _axes(ax, panel)
@@ -97,11 +105,12 @@ def series_lines(items: list[Entry], x: Callable[[Entry], float], looks: Legend)
     series = ordered_series(items)
     lines = []
     for key in series:
-        points = sorted(((x(e), e.cell.mean, spread(e.cell)) for e in items if (e.method, e.own) == key),
-                        key=lambda p: p[0])
+        mine = [e for e in items if (e.method, e.own) == key]
+        points = sorted(((x(e), e.cell.mean, spread(e.cell)) for e in mine), key=lambda p: p[0])
         around = [p[2] for p in points]
         band = all(around)
+        seeds = [(x(e), m.value) for e in mine if e.cell.count > 1 for m in e.cell.measurements]
         lines.append(Line(key[0], looks.labels[key], [p[0] for p in points], [p[1] for p in points],
                           [a[0] for a in around] if band else None, [a[1] for a in around] if band else None,
-                          looks.index[key]))
+                          looks.index[key], seeds=seeds))
     return lines

@@ -75,6 +75,7 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame["segment_length_run"] = frame["segment_length"]  # full-context runs: the document length
     frame["segment_length"] = asked.fillna(frame["segment_length"])  # --segment-length as given (compare.ROW_KEYS)
     frame["backbone_resolved"] = frame["backbone_resolved"].map(portable_source, na_action="ignore")
+    frame["checkpoint_path"] = frame["checkpoint"]  # as recorded: figure labels name a checkpoint by its folder
     frame["checkpoint"] = portable_checkpoints([plain(path) for path in frame["checkpoint"]],
                                                [plain(sha) for sha in frame["checkpoint_sha256"]])
     frame["checkpoint"] = recipe_checkpoints(frame)

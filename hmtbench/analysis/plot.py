@@ -60,7 +60,7 @@ def ppl_vs_position(frame: pd.DataFrame, metric: str | None = None) -> Figure:
                         "perplexity of the segment") for key, panel in grouped(items, lambda e: e.place()).items()]
     return line_figure(panels, "each point: perplexity of one segment, mean over runs; segments scoring under 10% of a "
                                "full segment's tokens (short tails) left out; dotted level: a method reading the whole "
-                               "document in one segment")
+                               "document in one segment", shared=looks.shared)
 
 
 def _position_lines(items: list[Entry], runs: pd.DataFrame, looks: Legend) -> list[Line]:
@@ -115,7 +115,7 @@ def memory_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure:
                                 f"{table.metric} was measured only at: {_lengths_seen(panels)}; add runs at another "
                                 "--test-length (or --context-length)")
     return line_figure(kept, "each point: mean over runs; the baseline hollow, dashed and on top; lines set a few "
-                             "percent apart sideways so that equal values stay visible")
+                             "percent apart sideways so that equal values stay visible", shared=looks.shared)
 
 
 def _length(entry: Entry) -> float | None:

@@ -15,7 +15,7 @@ from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES, depth_totals
 from hmtbench.analysis.compare import Comparison, build, inventory
 from hmtbench.analysis.draw import FigureUnsupported
 from hmtbench.analysis.lines import LinePanel, line_figure, series_lines
-from hmtbench.analysis.series import Entry, by_panel, entries, legend, ordered_series, series_labels
+from hmtbench.analysis.series import Entry, Legend, by_panel, entries, legend, ordered_series
 from hmtbench.methods import method_names
 
 QA_METRICS = ("answer_ppl", "rouge_l", "f1", "exact_match", "accuracy")
@@ -40,11 +40,15 @@ def accuracy_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure
         raise FigureUnsupported(f"accuracy-vs-length needs eval-qa runs at two or more --context-length values; "
                                 f"{inventory(frame)}")
     banded = any(line.lows is not None for panel in drawn for line in panel.lines)
-    bands = "; bands: 95% interval of a single run (Wilson), or ± std over runs" if banded else ""
+    bands = ("; bands: 95% interval (Wilson; over seeds, widened by their spread), else ± std over seeds"
+             if banded else "")
+    seeded = any(e.cell.count > 1 for panel in panels.values() for e in panel)
+    bands += "; small dots: each seed's value" if seeded else ""
     counts = sorted({e.row.key.get("max_docs") for panel in panels.values() for e in panel} - {None})
     joined = bool(counts) and not any(k == "max_docs" for key in panels for k, _ in key)  # else titles/footer say it
     samples = f"; samples per point: {', '.join(map(str, counts))} (max_docs)" if joined else ""
-    return line_figure(drawn, f"each point: mean over runs, lines set a few percent apart sideways{bands}{samples}")
+    return line_figure(drawn, f"each point: one measurement or the mean over seeds (identical repeats counted once), "
+                              f"lines set a few percent apart sideways{bands}{samples}", shared=looks.shared)
 
 
 def depth_heatmap(frame: pd.DataFrame, metric: str | None = None) -> Figure:
@@ -53,12 +57,14 @@ def depth_heatmap(frame: pd.DataFrame, metric: str | None = None) -> Figure:
     table = _table(frame, metric, "depth-heatmap", DEPTH_SCORES, has, "per needle depth (by_depth, newer records)")
     runs = frame.set_index("run_id")
     maps = []
-    for key, panel in by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS).items():
+    panels = by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS)
+    for key, panel in panels.items():
         for series in ordered_series(panel):
             cells = [e for e in panel if (e.method, e.own) == series]
-            maps.append((dict(key), series, {_length(e): _depth_scores(runs.loc[e.cell.runs], table.metric)
+            maps.append((dict(key), series, {_length(e): _depth_scores(runs.loc[e.cell.first_runs()], table.metric)
                                              for e in cells}))
-    return _heatmaps(table, maps)
+    looks = legend(e for panel in panels.values() for e in panel)  # one panel per series: its label its title
+    return _heatmaps(table, maps, looks)
 
 
 def _table(frame: pd.DataFrame, metric: str | None, figure: str, allowed: tuple[str, ...],
@@ -87,7 +93,8 @@ def _ticks(panel: list[Entry]) -> dict[float, str]:
 
 
 def _depth_scores(runs: pd.DataFrame, metric: str) -> dict[float, tuple[float, int]]:
-    """Per depth: the score over every sample at that depth in ``runs`` (weighted by n), and that n."""
+    """Per depth: the score over every sample at that depth in ``runs`` (one per measurement: identical repeats
+    count once; several seeds pool their samples, weighted by n), and that n."""
     totals: dict[float, tuple[float, int]] = {}
     for depths in runs[BY_DEPTH]:
         for depth, (score, n) in depth_totals(depths, metric).items():
@@ -96,11 +103,10 @@ def _depth_scores(runs: pd.DataFrame, metric: str) -> dict[float, tuple[float, i
     return {depth: (score / n, n) for depth, (score, n) in totals.items()}
 
 
-def _heatmaps(table: Comparison, maps: list[tuple[dict[str, Any], tuple, dict]]) -> Figure:
+def _heatmaps(table: Comparison, maps: list[tuple[dict[str, Any], tuple, dict]], looks: Legend) -> Figure:
     depths = sorted({d for _, _, cells in maps for scores in cells.values() for d in scores})
     lengths = sorted({length for _, _, cells in maps for length in cells})
     fig, axes = draw.grid(len(maps), ncols=4, size=(2.3, 2.2))
-    labels = series_labels([series for _, series, _ in maps])  # one panel per series: no dash styles to share
     keys = [key for key, _, _ in maps]
     common = {k: v for k, v in keys[0].items() if v is not None and all(key.get(k) == v for key in keys)}
     shown, _ = draw.titles([{k: v for k, v in key.items() if k not in common} for key in keys], wrap=None)
@@ -108,12 +114,13 @@ def _heatmaps(table: Comparison, maps: list[tuple[dict[str, Any], tuple, dict]])
         image = _heatmap(ax, cells, depths, lengths)
         counts = sorted({n for scores in cells.values() for _, n in scores.values()})
         n = f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}–{counts[-1]}"
-        label = textwrap.fill(labels[series], width=30)  # long labels wrap instead of running into a neighbour
+        label = textwrap.fill(looks.labels[series], width=30, break_on_hyphens=False)  # wrap, not run into the next
         ax.set_title("\n".join(filter(None, [label, where, f"{n} per cell"])))
     fig.colorbar(image, ax=axes, shrink=0.9, label=draw.axis_label(table.metric, table.direction))
     footer = " · ".join(f"{k}={v}" for k, v in common.items())
-    return draw.finish(fig, [], "\n".join([footer, f"each cell: {table.metric} of the samples whose needle sits at "
-                                                   "that depth (0 = start of the context, 1 = its end), all runs"]))
+    return draw.finish(fig, [], "\n".join([footer, looks.shared, f"each cell: {table.metric} of the samples whose "
+                                                                 "needle sits at that depth (0 = start of the context, "
+                                                                 "1 = its end), one run per seed"]))
 
 
 def _heatmap(ax: Axes, cells: dict[float, dict[float, tuple[float, int]]], depths: list[float],
@@ -124,7 +131,7 @@ def _heatmap(ax: Axes, cells: dict[float, dict[float, tuple[float, int]]], depth
     for (i, j), value in np.ndenumerate(values):
         text = "–" if np.isnan(value) else f"{value:.2f}"
         ax.text(j, i, text, ha="center", va="center", fontsize=6,
-                color="white" if not np.isnan(value) and (value < 0.2 or value > 0.85) else "black")
+                color="white" if not np.isnan(value) and value < 0.55 else "black")  # cividis: dark below 0.55
     ax.set_xticks(range(len(lengths)), [draw.length_label(x) for x in lengths])
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set(xlabel="context length (tokens)", ylabel="needle depth")
@@ -133,7 +140,8 @@ def _heatmap(ax: Axes, cells: dict[float, dict[float, tuple[float, int]]], depth
 
 
 def _colour_map():
-    """Red (0) to green (1), as BABILong's figures; cells without samples light grey."""
+    """Dark blue (0) to yellow (1), colour-blind-safe and even in lightness (draw.HEATMAP), in place of BABILong's
+    red-to-green; cells without samples light grey."""
     from matplotlib import colormaps
 
-    return colormaps["RdYlGn"].with_extremes(bad="#eeeeee")
+    return colormaps[draw.HEATMAP].with_extremes(bad="#eeeeee")

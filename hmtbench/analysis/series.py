@@ -8,13 +8,10 @@ from typing import Any
 
 from hmtbench.analysis.columns import CONFIG_PREFIX
 from hmtbench.analysis.compare import Cell, Comparison, Row, order_methods, split_settings
-from hmtbench.methods import method_label
+from hmtbench.analysis.labels import series_labels, shared_text
 
 ENGINE_PREFIX = f"{CONFIG_PREFIX}engine."  # engine switches: settings of a whole row (compile, CUDA graphs)
 
-LONG_VALUE = 8  # a setting's value longer than this (a checkpoint path) is left out of a label the rest tells apart
-NAMES_A_CHECKPOINT = ("hmt_stage", "steps")  # ... but a checkpoint beside another checkpoint only where one of these
-# tells them apart: two trained models must not read as one model under two settings
 
 
 @dataclass(frozen=True)
@@ -60,39 +57,6 @@ def grouped(items: Iterable[Entry], key) -> dict[Hashable, list[Entry]]:
     return out
 
 
-def setting_name(name: str) -> str:
-    """A setting as a reader knows it: config.engine.compile -> compile, config.method.summary_pass -> summary_pass."""
-    return name.removeprefix(CONFIG_PREFIX).split(".")[-1]
-
-
-def series_labels(series: Sequence[tuple[str, tuple[tuple[str, Any], ...]]]) -> dict[tuple, str]:
-    """A legend label per (method, settings): the method's label, and the settings that tell its series apart; a long
-    value (a checkpoint path) or a missing one is left out where the other settings tell them apart (hmt_stage)."""
-    labels = {}
-    for method, settings in series:
-        others = [dict(s) for m, s in series if m == method and s != settings]
-        kept = dict(settings)
-        for name in sorted(kept, key=lambda n: -len(str(kept[n]))):
-            rest = {n: v for n, v in kept.items() if n != name}
-            if _minor(name, kept, others) and not any(all(o.get(n) == v for n, v in rest.items()) for o in others):
-                kept = rest
-        text = ", ".join(f"{setting_name(n)}={'none' if v is None else v}" for n, v in kept.items())
-        labels[(method, settings)] = method_label(method) + (f" ({text})" if text else "")
-    return labels
-
-
-def _minor(name: str, kept: dict[str, Any], others: list[dict[str, Any]]) -> bool:
-    """Whether a label may leave the setting out where the rest tells the series apart: a missing or long value,
-    except a checkpoint beside another trained one that no NAMES_A_CHECKPOINT setting tells apart."""
-    value = kept[name]
-    if value is None:
-        return True
-    if len(str(value)) <= LONG_VALUE:
-        return False
-    beside_another = name == "checkpoint" and any(o.get(name) not in (None, value) for o in others)
-    return not beside_another or any(n in kept for n in NAMES_A_CHECKPOINT)
-
-
 def variant_index(series: Sequence[tuple[str, tuple]]) -> dict[tuple, int]:
     """Which of its method's series each one is (0, 1, ...): its line style or hatch."""
     return {s: [t for t in series if t[0] == s[0]].index(s) for s in series}
@@ -100,15 +64,25 @@ def variant_index(series: Sequence[tuple[str, tuple]]) -> dict[tuple, int]:
 
 @dataclass
 class Legend:
-    """Label and variant number of each (method, settings) series of a figure: one look in every panel."""
+    """Label and variant number of each (method, settings) series of a figure: one look in every panel; ``shared``:
+    the settings every series of a method has, said once under the figure instead of in each label."""
 
     labels: dict[tuple, str]
     index: dict[tuple, int]
+    shared: str = ""
 
 
 def legend(items: Iterable[Entry]) -> Legend:
+    """Labels from the runs' names where every cell of a series has the same one, else from its settings."""
+    items = list(items)
     series = ordered_series(items)
-    return Legend(series_labels(series), variant_index(series))
+    names, paths = {}, {}
+    for key in series:
+        cells = [e.cell for e in items if (e.method, e.own) == key]
+        found = {name for cell in cells for name in cell.names}
+        names[key] = found.pop() if len(found) == 1 and all(cell.names for cell in cells) else None
+        paths[key] = min((path for cell in cells for path in cell.paths), default=None)
+    return Legend(series_labels(series, names, paths), variant_index(series), shared_text(series))
 
 
 def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_mode",
@@ -156,7 +130,8 @@ def ordered_series(items: Iterable[Entry]) -> list[tuple[str, tuple[tuple[str, A
 
 
 def spread(cell: Cell) -> tuple[float, float] | None:
-    """The (low, high) a figure draws around the mean: one run's 95% interval, else ± std over several runs."""
+    """The (low, high) a figure draws around the mean: the cell's 95% interval (one measurement's, however often
+    repeated; over seeds, widened by their spread), else ± std over seeds."""
     if cell.low is not None and cell.high is not None:
         return cell.low, cell.high
     if cell.std is not None and cell.mean is not None:
