@@ -94,3 +94,51 @@ def test_training_columns_leave_seeds_and_folders_out_of_the_recipe() -> None:
     assert stage1["train_recipe"] != stage2["train_recipe"] != one["train_recipe"]
     assert training_columns(None) == {"train_seed": None, "train_recipe": None}
     assert math.isfinite(one["train_seed"])
+
+
+def test_checkpoints_of_one_recipe_at_two_training_seeds_compare_as_one_cell(tmp_path: Path) -> None:
+    """train at seeds 0 and 1 (one recipe, named), eval-ppl each checkpoint: the records carry the training's seed
+    and one recipe, and compare shows one RMT cell of two training seeds."""
+    import dataclasses
+
+    from hmtbench.analysis.compare import build
+    from hmtbench.analysis.load import load_results
+    from hmtbench.commands.train import run_train
+    from tests.test_train import config_for
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text(400, 3))
+    for seed in (0, 1):
+        config = config_for(str(corpus), tmp_path / f"seed{seed}", seed=seed)
+        config = dataclasses.replace(config, name="rmt-short")
+        (trained,) = run_train(config)
+        assert (trained["name"], trained["train_seed"]) == ("rmt-short", seed)
+        eval_ppl(corpus, tmp_path / "evals", "--method", "rmt", "--checkpoint",
+                 str(tmp_path / f"seed{seed}" / "run" / "train" / "final"), "--test-length", "200")
+    frame = load_results([tmp_path / "evals"], warn=lambda m: None)
+    assert sorted(frame["train_seed"]) == [0, 1] and frame["train_recipe"].nunique() == 1
+    (row,) = build(frame, "ppl").rows
+    cell = row.cells["rmt"]
+    assert cell.count == 2 and cell.mean == pytest.approx(frame["ppl"].mean()) and cell.std > 0
+    assert row.full["rmt"]["checkpoint"].endswith("(train seeds 0, 1)")
+
+
+def test_bench_names_each_method(tmp_path: Path) -> None:
+    from tests.test_bench import bench
+
+    _, _, rows = bench(tmp_path / "bench", "--method", "plain,rmt", "--name", "base,memory", "--lengths", "64",
+                       "--mode", "eval")
+    assert rows.set_index("method")["name"].to_dict() == {"plain": "base", "rmt": "memory"}
+
+
+def test_eval_qa_records_names_per_method_at_every_length_and_the_split_chosen_on(tmp_path: Path) -> None:
+    out = tmp_path / "qa"
+    result = CliRunner().invoke(app, ["eval-qa", "--backbone", "random:llama", "--segment-length", "64", "--task",
+                                      "passkey", "--context-length", "300,600", "--limit", "2", "--method",
+                                      "plain,rmt", "--name", "base,memory", "--selected-on", "validation", "--out",
+                                      str(out), "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    rows = pd.concat([pd.read_parquet(f) for f in sorted(out.glob("*.parquet"))], ignore_index=True)
+    assert sorted(zip(rows["method"], rows["context_length"], rows["name"], strict=True)) == [
+        ("plain", 300, "base"), ("plain", 600, "base"), ("rmt", 300, "memory"), ("rmt", 600, "memory")]
+    assert set(rows["selected_on"]) == {"validation"}

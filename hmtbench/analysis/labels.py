@@ -80,7 +80,8 @@ def series_labels(series: Sequence[Series], names: dict[Series, str | None] | No
     labels = {key: names.get(key) or _with(method_label(key[0]), words[key]) for key in series}
     for keys in _shared(labels):  # one name for series of other settings: the settings say which
         for key in keys:
-            labels[key] = _with(labels[key], words[key])
+            if names.get(key):
+                labels[key] = _with(labels[key], words[key])
     for keys in _shared(labels):
         for i, key in enumerate(keys, 1):
             labels[key] = f"{labels[key]} #{i}"
