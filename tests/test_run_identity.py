@@ -25,8 +25,8 @@ def corpus_dir(tmp_path: Path) -> Path:
     """A short document first and a long one second: stream scoring reads them the other way round."""
     folder = tmp_path / "docs"
     folder.mkdir()
-    (folder / "a.txt").write_text(text(20, 0))
-    (folder / "b.txt").write_text(text(60, 1))
+    for name, words, seed in [("a.txt", 20, 0), ("b.txt", 60, 1)]:
+        (folder / name).write_text(text(words, seed))
     return folder
 
 
