@@ -20,6 +20,7 @@ from hmtbench.commands.options import (
     Dataset,
     Device,
     Dtype,
+    FiguresOut,
     IncludeFailed,
     MaxDocs,
     Methods,
@@ -28,6 +29,7 @@ from hmtbench.commands.options import (
     OnlyDatasets,
     OnlyMethods,
     Out,
+    PerSeed,
     Recipe,
     RecomputeShare,
     ResultPaths,
@@ -290,9 +292,8 @@ def bench(
     warmup: Annotated[int | None, opt("Untimed calls per case (compilation, graph capture). [default: 1]")] = None,
     repeat: Annotated[int | None, opt("Timed calls per case at most; the median is recorded. [default: 3]")] = None,
     max_seconds: Annotated[float | None, opt("Stop timing a case after this long. [default: 5]")] = None,
-    dtype: Dtype = None, device: Device = None, seed: Seed = None,
+    dtype: Dtype = None, device: Device = None, seed: Seed = None, name: Name = None,
     out: Annotated[str | None, opt("Folder for the parquet records. [default: results/bench]")] = None,
-    name: Name = None,
 ) -> None:
     """Speed and memory per method, context length and batch size: tokens/s, ms per segment, peak GPU memory.
 
@@ -326,14 +327,12 @@ def compare(
     fmt: Annotated[str, typer.Option("--format", help="table | markdown | csv | json.")] = "table",
     output: Annotated[str | None, opt("Also write the table to this file.")] = None,
     include_failed: IncludeFailed = False,
-    per_seed: Annotated[bool, typer.Option("--per-seed", help="List each seed's value under the table.")] = False,
+    per_seed: PerSeed = False,
 ) -> None:
     """Methods side by side: a row per backbone x dataset x settings, the paper's deltas, the best marked.
 
-    A cell is one measurement's value [95% interval]; runs at several seeds give mean ± std over seeds [95%
-    interval, seeds included] (n seeds); identical repeats count once. Runs whose settings differ are never
-    averaged: they get rows of their own. n.s. comes from a paired test where one is possible (a bootstrap over
-    the documents both runs scored; McNemar on QA samples), else from overlapping intervals.
+    Cells: one measurement [95% interval], or mean ± std over seeds (n); n.s. from a paired test where possible.
+    Runs whose settings differ are never averaged: they get rows of their own.
     'HMT vs RMT, %' = (RMT - HMT) / RMT x 100 for lower-is-better metrics, (HMT - RMT) / RMT x 100 for
     higher-is-better ones: positive always means the first method is better.
 
@@ -348,8 +347,7 @@ def compare(
     from hmtbench.analysis.report import run_compare
 
     filters = {"backbone": backbone, "dataset": dataset, "method": method}
-    typer.echo(run_compare(paths or ["results"], filters, metric, fmt, include_failed, output, warn=_warn,
-                           per_seed=per_seed))
+    typer.echo(run_compare(paths or ["results"], filters, metric, fmt, include_failed, output, _warn, per_seed))
     if output:
         typer.echo(f"wrote {output}")
 
@@ -376,8 +374,7 @@ def plot(
     figure: Annotated[str | None, opt("ppl-bars | accuracy-vs-length | depth-heatmap | ppl-vs-position | "
                                       "memory-vs-length | quality-vs-params (comma-separated).")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Every figure the results support.")] = False,
-    out: Annotated[str, typer.Option(help="Folder for the PNG and PDF files (the committed results/figures only when "
-                                          "named, as `make figures` does).")] = "figures",
+    out: FiguresOut = "figures",
     backbone: OnlyBackbones = None, dataset: OnlyDatasets = None, method: OnlyMethods = None,
     metric: Annotated[str | None, opt("Draw this metric instead of the figure's own (e.g. bpb for ppl-bars).")] = None,
     include_failed: IncludeFailed = False,

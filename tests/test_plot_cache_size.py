@@ -32,4 +32,4 @@ def test_accuracy_and_peak_memory_against_length_draw_a_line_per_cache_size(tmp_
                       config=json.dumps({"method": {"name": "hmt", "recall_context": n}}))
     (ax,) = plot.figure(load_results([tmp_path], warn=lambda message: None), figure).axes
     drawn = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
-    assert drawn == {f"HMT (recall_context={n})": values[n] for n in values}
+    assert drawn == {f"HMT (recall of {n})": values[n] for n in values}

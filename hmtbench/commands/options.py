@@ -76,6 +76,9 @@ Name = Annotated[str | None, opt("Short name of the run for tables and figure le
                                  "--method, comma-separated.")]
 SelectedOn = Annotated[str | None, opt("The split this configuration was chosen on: validation | test (recorded; "
                                        "compare shows it).")]
+PerSeed = Annotated[bool, typer.Option("--per-seed", help="List each seed's value under the table.")]
+FiguresOut = Annotated[str, typer.Option("--out", help="Folder for the PNG and PDF files (the committed "
+                                                      "results/figures only when named, as `make figures` does).")]
 BatchSize = Annotated[int | None, opt("Documents (or windows) per batch.")]
 Compile = Annotated[bool | None, opt("torch.compile the backbone blocks and the loss.", "--compile/--no-compile")]
 CudaGraphs = Annotated[
