@@ -141,7 +141,8 @@ def test_a_run_alone_in_its_panel_keeps_the_settings_that_name_it(tmp_path: Path
                   accuracy=accuracy, checkpoint=b[0], checkpoint_sha256=b[1], train_mode="lora", max_docs=2)
     fig = plot.figure(frame_of(tmp_path), "accuracy-vs-length")
     assert [ax.get_title() for ax in fig.axes] == ["tiny · passkey\n4 samples", "tiny · passkey\n2 samples"]
-    named_b = "HMT (b, LoRA)"
+    named_b = "HMT (b)"  # LoRA, which both HMT lines share, is said once under the figure
+    assert "every HMT series: LoRA" in " ".join(t.get_text() for t in fig.texts)
     assert [line.get_label() for line in fig.axes[1].get_lines()] == [named_b]
     assert named_b in [line.get_label() for line in fig.axes[0].get_lines()]
 

@@ -135,7 +135,9 @@ def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
     columns = checkpoint_columns(str(folder))
     files = (folder / "trainable.safetensors").read_bytes() + (folder / "adapter_model.safetensors").read_bytes()
     assert columns == {"checkpoint": str(folder.resolve()), "train_mode": "lora",
-                       "checkpoint_sha256": hashlib.sha256(files).hexdigest()}
+                       "checkpoint_sha256": hashlib.sha256(files).hexdigest(),
+                       "train_seed": 0, "train_recipe": columns["train_recipe"]}  # the training's seed and recipe
+    assert len(columns["train_recipe"]) == 16
 
 
 def final_tensors(run_dir: Path, stage: str = "train") -> dict[str, torch.Tensor]:

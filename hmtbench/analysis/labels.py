@@ -19,7 +19,9 @@ WORDS: dict[str, dict[Any, str]] = {  # settings whose values read as words of t
                      "span-hard-st": "hard span write (ST)"},
     "recall_choice": {"soft": "soft recall", "hard": "hard recall", "hard-st": "hard recall (ST)"},
     "span_choice": {"soft": "soft span", "hard": "hard span"},
-    "train_mode": {"memory": "memory trained", "lora": "LoRA", "full": "fully fine-tuned", None: "untrained"},
+    # what of the backbone trained (--train memory | lora | full; these are no method names)
+    "train_mode": {**dict(zip("memory lora full".split(), ("memory trained", "LoRA", "fully fine-tuned"),
+                              strict=True)), None: "untrained"},
     "compile": {True: "compiled", False: "not compiled"},
     "cuda_graphs": {True: "CUDA graphs", False: "no CUDA graphs"},
 }
