@@ -174,6 +174,8 @@ def test_eval_ppl_on_two_processes_equals_one(launch: tuple[Path, str], protocol
         assert b["ppl"] == pytest.approx(a["ppl"], rel=1e-6)
         assert b["bpb"] == pytest.approx(a["bpb"], rel=1e-6)
         assert list(b["segment_nll"]) == pytest.approx(list(a["segment_nll"]), rel=1e-6)
+        assert list(b["doc_tokens"]) == list(a["doc_tokens"])  # per document, in one order however dealt
+        assert list(b["doc_nll"]) == pytest.approx(list(a["doc_nll"]), rel=1e-6)
         if protocol == "paper":
             assert b["paper_ppl"] == pytest.approx(a["paper_ppl"], rel=1e-6)
         assert json.loads(b["config"])["world_size"] == 2 and "world_size" not in json.loads(a["config"])
