@@ -247,3 +247,15 @@ def test_committed_bench_table_keeps_every_number_whole() -> None:
     shown = {number(c.mean) for row in table.rows for c in row.cells.values() if c.mean is not None}
     assert "151,739" in shown and shown <= words
     assert {f"{v:+.2f}" for row in table.rows for v in row.deltas.values() if v is not None} <= words
+
+
+def test_a_repeat_recorded_before_per_document_nll_does_not_stop_the_paired_test(tmp_path: Path) -> None:
+    """An old repeat (no doc_nll) beside a new one of the same measurement: the new one's documents are tested."""
+    plain, hmt = documents(0.0, 0.01, seed=1), documents(0.03, 0.01, seed=2)
+    write_ppl(tmp_path, "plain", *plain)
+    write_ppl(tmp_path, "plain", *plain, per_document=False)
+    write_ppl(tmp_path, "hmt", *hmt)
+    (row,) = table_of(tmp_path).rows
+    assert (row.cells["plain"].count, len(row.cells["plain"].runs)) == (1, 2)
+    reference = paired_ppl_bootstrap(np.array([hmt[0]]), np.array([plain[0]]), plain[1], resamples=RESAMPLES)
+    assert row.paired[("hmt", "plain")].p == reference.p

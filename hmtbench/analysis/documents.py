@@ -66,13 +66,14 @@ class DocumentScores:
         return BootstrapTest(**vars(result))
 
     def _scores(self, measurements: list[Measurement]) -> _Scores | None:
-        """Each measurement's per-document NLL (the mean of its repeats'), on documents all of them share."""
+        """Each measurement's per-document NLL (the mean of its repeats' that recorded it: a repeat made before the
+        columns existed has none), on documents all of them share."""
         if self._runs is None or not measurements:
             return None
         rows, tokens, data = [], None, None
         for measurement in measurements:
-            read = [self._document(run) for run in measurement.runs]
-            if any(r is None for r in read):
+            read = [found for found in map(self._document, measurement.runs) if found is not None]
+            if not read:
                 return None
             for _, counts, sha in read:
                 if (data is not None and sha != data) or (tokens is not None and not np.array_equal(counts, tokens)):
