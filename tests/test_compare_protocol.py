@@ -259,3 +259,14 @@ def test_a_repeat_recorded_before_per_document_nll_does_not_stop_the_paired_test
     assert (row.cells["plain"].count, len(row.cells["plain"].runs)) == (1, 2)
     reference = paired_ppl_bootstrap(np.array([hmt[0]]), np.array([plain[0]]), plain[1], resamples=RESAMPLES)
     assert row.paired[("hmt", "plain")].p == reference.p
+
+
+def test_a_record_made_before_train_seed_existed_is_a_repeat_of_one_that_has_it(tmp_path: Path) -> None:
+    """The same checkpoint evaluated before and after records carried train_seed: one measurement, not two seeds."""
+    sha = "ab" * 32
+    write_run(tmp_path, "hmt", ppl=7.308, ppl_ci_low=5.87, ppl_ci_high=8.8, seed=3407, checkpoint="/c/hmt",
+              checkpoint_sha256=sha)
+    write_run(tmp_path, "hmt", ppl=7.308, ppl_ci_low=5.87, ppl_ci_high=8.8, seed=3407, checkpoint="/c/hmt",
+              checkpoint_sha256=sha, train_seed=3407, train_recipe="c" * 16)
+    (row,) = table_of(tmp_path).rows
+    assert (row.cells["hmt"].count, row.cells["hmt"].std, len(row.cells["hmt"].runs)) == (1, None, 2)

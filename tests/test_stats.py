@@ -189,11 +189,16 @@ def test_paired_bootstrap_on_three_documents_by_enumeration() -> None:
 
 
 def test_paired_bootstrap_of_one_method_better_on_every_document_has_the_smallest_p() -> None:
+    """Twelve documents all better for A: every resample agrees, p = (1 + 0) / (1 + 999) doubled. Three such
+    documents: the bootstrap would say the same, but no exact test of 3 pairs goes below 2 / 2^3 = 0.25."""
     from hmtbench.stats import paired_ppl_bootstrap
 
-    found = paired_ppl_bootstrap(np.array([[9.0, 18.0, 4.0]]), np.array([[10.0, 20.0, 5.0]]), [10, 20, 4],
-                                 resamples=999)
-    assert found.p == pytest.approx(2 / 1000) and found.low > 0  # (1 + 0 resamples against) / (1 + 999), doubled
+    tokens = np.arange(10, 22)
+    found = paired_ppl_bootstrap(np.array([tokens * 1.8]), np.array([tokens * 2.0]), tokens, resamples=999)
+    assert found.p == pytest.approx(2 / 1000) and found.low > 0
+    few = paired_ppl_bootstrap(np.array([[9.0, 18.0, 4.0]]), np.array([[10.0, 20.0, 5.0]]), [10, 20, 4],
+                               resamples=999)
+    assert few.low > 0 and few.p == 0.25 and not few.p < 0.05
     same = paired_ppl_bootstrap(np.array([[9.0, 18.0]]), np.array([[9.0, 18.0]]), [10, 20])
     assert (same.gain, same.low, same.high, same.p) == (0.0, 0.0, 0.0, 1.0)
 

@@ -20,6 +20,7 @@ from hmtbench.stats import seed_spread_interval
 
 SEED_COLUMNS = ("train_seed", "seed")  # what tells a method's measurements apart within one configuration
 SEED_NAMES = {"train_seed": "train seed", "seed": "seed"}
+NEWER_COLUMNS = ("train_seed",)  # seed columns some records predate: their value there is unknown, not another seed
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,18 @@ def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
 
 def measurements(runs: pd.DataFrame, metric: str) -> list[Measurement]:
     """``runs`` grouped into measurements: by seeds, then by data where two of one seed's runs name different data
-    (``data_sha256``); a run without a data hash (older records) joins its seeds' first measurement. Each is the
-    mean of its runs, with the mean interval of those that recorded one (a repeat recorded before the interval
-    columns existed has none)."""
+    (``data_sha256``); a run without a data hash (older records) joins its seeds' first measurement, and one
+    without a ``NEWER_COLUMNS`` value takes the one value the other runs have (a record made before ``train_seed``
+    existed, of the same checkpoint). Each is the mean of its runs, with the mean interval of those that recorded
+    one (a repeat recorded before the interval columns existed has none)."""
     seeds = [column for column in SEED_COLUMNS if column in runs]
-    keys = [tuple(zip(seeds, map(plain, values), strict=True))
-            for values in runs[seeds].itertuples(index=False, name=None)]
+    columns = {column: [plain(v) for v in runs[column]] for column in seeds}
+    for column, values in columns.items():
+        known = {v for v in values if v is not None}
+        if column in NEWER_COLUMNS and len(known) == 1:
+            columns[column] = [known.pop()] * len(values)
+    keys = [tuple(zip(seeds, values, strict=True)) for values in zip(*columns.values(), strict=True)] if seeds \
+        else [()] * len(runs)
     data = [plain(v) for v in runs["data_sha256"]] if "data_sha256" in runs else [None] * len(runs)
     ids = [str(r) for r in runs["run_id"]]
     values = runs[metric].to_numpy(dtype=float)

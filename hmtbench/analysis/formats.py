@@ -138,7 +138,7 @@ def _of_zero(row: Row, pair: tuple[str, str]) -> bool:
 
 MCNEMAR_LEGEND = "exact McNemar; +a / -b: samples only the first / only the second gets right"
 BOOTSTRAP_LEGEND = ("paired bootstrap: the documents resampled alike for both, each side's seeds within it; the "
-                    "gain in % with its 95% interval, p two-sided")
+                    "gain in % with its 95% interval, p two-sided and at least 2/2^n for n documents")
 
 
 def paired_lines(table: Comparison, footnotes: list[str]) -> list[str]:
