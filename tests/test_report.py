@@ -92,7 +92,7 @@ def test_a_lengths_table_counts_answers_and_lists_the_paired_tests(tmp_path: Pat
     document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
     rows = [line for line in document.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
     assert [LINK.sub(r"\1", row) for row in rows] == ["| 1 | plain | 60/100 [50–69%] |",
-                                                      "| 2 | HMT (train_mode=lora) | 75/100 [66–82%] |"]
+                                                      "| 2 | HMT (LoRA) | 75/100 [66–82%] |"]
     assert "- 4k: #2 vs #1 (plain) +15 / -0 of 100, p = 6.1e-05" in document.splitlines()
     assert "100 samples per cell" in document and "seed 1 (one seed)" in document
 

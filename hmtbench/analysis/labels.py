@@ -64,13 +64,19 @@ def checkpoint_words(value: Any) -> str:
 
 
 def series_labels(series: Sequence[Series], names: dict[Series, str | None] | None = None,
-                  paths: dict[Series, str | None] | None = None) -> dict[Series, str]:
+                  paths: dict[Series, str | None] | None = None,
+                  checkpoint_names: dict[str, str] | None = None) -> dict[Series, str]:
     """A legend label per series: its runs' --name (``names``), else the method's label and, in words, the settings
     that tell its series apart. A long value (a checkpoint) or a missing one is left out where the other settings
-    tell them apart; a checkpoint that stays is named by the part of its folder (``paths``: the runs' checkpoint
-    folder) that differs from the other series' checkpoints. Series one label would still name twice are numbered."""
+    tell them apart; a checkpoint that stays is named by ``checkpoint_names`` (sha256 prefix -> name, a report's
+    names for its checkpoints), else by the part of its folder (``paths``: the runs' checkpoint folder) that differs
+    from the other series' checkpoints. Series one label would still name twice are numbered."""
     names, paths = names or {}, paths or {}
     folders = _distinct_folders({key: paths.get(key) for key in series})
+    for key in series:
+        found = _checkpoint_name(dict(key[1]).get("checkpoint"), checkpoint_names or {})
+        if found:
+            folders[key] = found
     shared = shared_settings(series)
     words: dict[Series, list[str]] = {}
     for key in series:
@@ -106,6 +112,12 @@ def shared_text(series: Sequence[Series]) -> str:
     """'every HMT line: LoRA, span write' for the settings ``shared_settings`` takes out of the labels."""
     return "; ".join(f"every {method_label(method)} series: {', '.join(phrase(n, v) for n, v in found.items())}"
                      for method, found in shared_settings(series).items())
+
+
+def _checkpoint_name(value: Any, names: dict[str, str]) -> str | None:
+    """The name ``names`` gives the checkpoint whose portable name ends in '[sha8]'; None if none."""
+    found = re.search(r"\[([0-9a-f]{8})\]$", str(value or ""))
+    return next((n for key, n in names.items() if found and found.group(1).startswith(key[:8])), None)
 
 
 def _with(label: str, words: list[str]) -> str:
@@ -159,9 +171,10 @@ def _distinct_folders(paths: dict[Series, str | None]) -> dict[Series, str]:
 
 
 def _run_folder(parts: tuple[str, ...]) -> tuple[str, ...]:
-    """A checkpoint's folders up to its run's: the stage and checkpoint folders train writes (stage2/final, last)
-    left out."""
+    """A checkpoint's folders up to its run's: the stage and checkpoint folders train writes (stage2/final, last,
+    train/final) left out."""
     end = len(parts)
-    while end > 1 and (parts[end - 1] in ("final", "last") or re.fullmatch(r"stage\d+|step-?\d+", parts[end - 1])):
+    while end > 1 and (parts[end - 1] in ("final", "last", "train")
+                       or re.fullmatch(r"stage\d+|step-?\d+", parts[end - 1])):
         end -= 1
     return parts[:end]

@@ -70,12 +70,12 @@ def named(text: str, names: dict[str, str]) -> str:
 
 
 def cell_text(cell: Any, metric: str, runs: pd.DataFrame, links: Links, best: bool = False) -> str:
-    """One cell: a 0/1 score of one record as right/n [Wilson %], else value [interval]; ± std over several runs;
-    the value linked to its record, further runs linked after it."""
+    """One cell: a 0/1 score of one measurement as right/n [Wilson %], else value [interval]; ± std over several
+    seeds; the value linked to its record, further runs (identical repeats, or seeds) linked after it."""
     if cell is None or cell.mean is None:
         return NO_VALUE
     first = cell.runs[0]
-    n = samples(runs.loc[first], metric) if metric in PAIRED_METRICS and len(cell.runs) == 1 else None
+    n = samples(runs.loc[first], metric) if metric in PAIRED_METRICS and cell.count == 1 else None
     value = f"{round(cell.mean * n)}/{n}" if n else number(cell.mean)
     text = links.to(value, first) if len(cell.runs) == 1 else value  # several runs: each linked below
     text = f"**{text}**" if best else text
@@ -84,7 +84,8 @@ def cell_text(cell: Any, metric: str, runs: pd.DataFrame, links: Links, best: bo
     if cell.low is not None and cell.high is not None:
         text += f" [{cell.low * 100:.0f}–{cell.high * 100:.0f}%]" if n else f" [{bound(cell.low)}, {bound(cell.high)}]"
     if len(cell.runs) > 1:
-        text += f" (n={cell.count}; runs " + ", ".join(links.to(str(i), r) for i, r in enumerate(cell.runs, 1)) + ")"
+        what = f"n={cell.count} seeds" if cell.count > 1 else "one measurement"  # identical repeats count once
+        text += f" ({what}; runs " + ", ".join(links.to(str(i), r) for i, r in enumerate(cell.runs, 1)) + ")"
     return text
 
 
@@ -191,7 +192,7 @@ def _lengths_table(table: Comparison, tested: Comparison, runs: pd.DataFrame, co
     """A row per series (method and the settings that keep its runs apart), a column per context length, rows
     numbered; under it the paired tests of ``tested`` (the same runs, baselines joined to trained methods' rows)."""
     panels = by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS)
-    looks = legend(e for panel in panels.values() for e in panel)
+    looks = legend((e for panel in panels.values() for e in panel), context.names)
     shown, _ = titles([dict(key) for key in panels], wrap=None)
     row_of: dict[tuple, int] = {}  # a cell's runs -> the number of its row
     lines = [f"**{METRIC_LABELS.get(table.metric, table.metric)}** ({table.direction} is better)"]

@@ -9,6 +9,7 @@ from typing import Any
 from hmtbench.analysis.columns import CONFIG_PREFIX
 from hmtbench.analysis.compare import Cell, Comparison, Row, order_methods, split_settings
 from hmtbench.analysis.labels import series_labels, shared_text
+from hmtbench.analysis.labels import setting_name as setting_name  # where report_tables reads it
 
 ENGINE_PREFIX = f"{CONFIG_PREFIX}engine."  # engine switches: settings of a whole row (compile, CUDA graphs)
 
@@ -72,8 +73,9 @@ class Legend:
     shared: str = ""
 
 
-def legend(items: Iterable[Entry]) -> Legend:
-    """Labels from the runs' names where every cell of a series has the same one, else from its settings."""
+def legend(items: Iterable[Entry], checkpoint_names: dict[str, str] | None = None) -> Legend:
+    """Labels from the runs' names where every cell of a series has the same one, else from its settings
+    (``checkpoint_names``: sha256 prefix -> the name a checkpoint goes by, as a report names them)."""
     items = list(items)
     series = ordered_series(items)
     names, paths = {}, {}
@@ -82,7 +84,7 @@ def legend(items: Iterable[Entry]) -> Legend:
         found = {name for cell in cells for name in cell.names}
         names[key] = found.pop() if len(found) == 1 and all(cell.names for cell in cells) else None
         paths[key] = min((path for cell in cells for path in cell.paths), default=None)
-    return Legend(series_labels(series, names, paths), variant_index(series), shared_text(series))
+    return Legend(series_labels(series, names, paths, checkpoint_names), variant_index(series), shared_text(series))
 
 
 def by_panel(items: list[Entry], drop: Sequence[str], into_lines: str = "train_mode",
