@@ -11,11 +11,7 @@ from hmtbench.training.objectives import window_loss
 from tests.conftest import build_method, exercised, registered
 
 
-@pytest.mark.parametrize(("name", "own"), [
-    pytest.param(*case.values, id=case.id, marks=pytest.mark.xfail(
-        strict=True, reason="retrieval's store is written in place, which activation checkpointing refuses "
-                            "(a saved input modified: training retrieval with --grad-checkpoint fails)"))
-    if case.id == "retrieval" else case for case in registered()])
+@pytest.mark.parametrize(("name", "own"), registered())
 def test_recomputed_segments_give_the_same_loss_and_gradients(name: str, own: dict, llama: torch.nn.Module) -> None:
     ids = torch.randint(0, 256, (2, 4 * 20), generator=torch.Generator().manual_seed(0))
     grads = []

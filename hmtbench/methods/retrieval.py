@@ -57,13 +57,16 @@ class SegmentStore:
     count: Tensor  # (B,) int64: segments stored in each row
 
     def add(self, segment_ids: Tensor) -> SegmentStore:
-        """Store (B, s <= S) ids in each row's next slot, in place: a state before holds fewer segments, so it never
-        sees the write (a slot past a row's capacity keeps the last, and ``rows`` refuses to read it)."""
+        """Store (B, s <= S) ids in each row's next slot (a slot past a row's capacity keeps the last, and ``rows``
+        refuses to read it). Evaluating, in place: a state before holds fewer segments, so it never sees the write.
+        Training, on a copy: activation checkpointing (``--grad-checkpoint``) recomputes a segment from the state it
+        saved, which an in-place write would have changed."""
         width = self.ids.shape[-1]
         ids = F.pad(segment_ids, (0, width - segment_ids.shape[1]), value=EMPTY).to(self.ids.dtype)
         slot = self.count.clamp(max=self.ids.shape[1] - 1)
-        self.ids[torch.arange(ids.shape[0], device=ids.device), slot] = ids
-        return SegmentStore(self.ids, self.count + 1)
+        stored = self.ids.clone() if torch.is_grad_enabled() else self.ids
+        stored[torch.arange(ids.shape[0], device=ids.device), slot] = ids
+        return SegmentStore(stored, self.count + 1)
 
     def rows(self) -> list[list[np.ndarray]]:
         """Each row's stored segments as arrays of their tokens, oldest first (one read-back from the device)."""
