@@ -9,6 +9,8 @@ LoRA's tensors in ``trainable.safetensors`` under the method module's names and 
 load unchanged, checked for the files their train mode needs. It works for GGUF-loaded backbones, which
 cannot ``save_pretrained``. Folders are written to a temporary name and renamed, so a crash never leaves a
 half-written checkpoint that looks complete; a file missing or changed since is refused before it is used.
+With a file limit (``train.max_file_mb``) a tensor file that would exceed it is written in parts with an index
+(``hmtbench.tensorfiles``); every reader here takes either form, peft only the single file.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hmtbench import tensorfiles
 from hmtbench.errors import HmtbenchError
-from hmtbench.files import load_safetensors, read_json, safetensors_keys, save_safetensors, sha256_file
+from hmtbench.files import read_json, safetensors_keys, sha256_file
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -39,8 +42,10 @@ FIX = "copy the checkpoint folder again, whole, or train it again"
 _verified: dict[str, tuple[tuple, dict[str, Any]]] = {}  # folder: (its files' stats, meta) once checked
 
 
-def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write tensors + meta atomically to ``directory``; LoRA as a peft adapter; meta records each file's sha256."""
+def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                    max_file_bytes: int | None = None) -> Path:
+    """Write tensors + meta atomically to ``directory``; LoRA as a peft adapter; meta records each file's sha256.
+    ``max_file_bytes``: a tensor file larger than this is written in parts (``hmtbench.tensorfiles``)."""
     from hmtbench.training.lora import is_lora
 
     target = Path(directory)
@@ -49,9 +54,9 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
     tmp.mkdir(parents=True)
     # LoRA without its settings in meta (--train full over a LoRA checkpoint) stays with the rest, as before
     lora = {k: v for k, v in tensors.items() if is_lora(k)} if meta.get("lora") else {}
-    save_safetensors({k: v for k, v in tensors.items() if k not in lora}, tmp / TENSORS)
+    tensorfiles.save_tensor_file({k: v for k, v in tensors.items() if k not in lora}, tmp / TENSORS, max_file_bytes)
     if lora:
-        save_adapter(tmp, lora, meta)
+        save_adapter(tmp, lora, meta, max_file_bytes)
     files = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
     (tmp / META).write_text(json.dumps({**meta, FILES: files}, indent=2, sort_keys=True))
     if target.exists():
@@ -65,16 +70,17 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
     return target
 
 
-def save_adapter(folder: Path, lora: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_adapter(folder: Path, lora: dict[str, torch.Tensor], meta: dict[str, Any],
+                 max_file_bytes: int | None = None) -> None:
     """LoRA's tensors (method-module names) and ``meta["lora"]`` as a peft adapter folder: the files and keys
-    ``PeftModel.save_pretrained`` writes."""
+    ``PeftModel.save_pretrained`` writes (in parts where ``max_file_bytes`` asks, which peft cannot read)."""
     from hmtbench.training.lora import adapted_modules, lora_config, to_peft_names
 
     settings = meta["lora"]
     # the targets as given, else the modules LoRA sits on (peft's per-architecture default, resolved)
     targets = settings.get("targets") or adapted_modules(list(lora))
     lora_config(settings, targets, adapter_base_model(meta)).save_pretrained(str(folder))
-    save_safetensors(to_peft_names(lora), folder / ADAPTER_TENSORS, {"format": "pt"})
+    tensorfiles.save_tensor_file(to_peft_names(lora), folder / ADAPTER_TENSORS, max_file_bytes, {"format": "pt"})
 
 
 def adapter_base_model(meta: dict[str, Any]) -> str | None:
@@ -113,7 +119,7 @@ def verify(folder: Path) -> dict[str, Any]:
         if sha256_file(path) != digest:
             raise HmtbenchError(f"{path} does not match the sha256 {META} records for it: truncated, corrupt or "
                                 f"changed; {FIX}")
-    if TENSORS not in declared:
+    if not tensorfiles.listed(TENSORS, declared):
         raise HmtbenchError(f"'{folder}' is not an hmtbench checkpoint (needs {META} and {TENSORS})")
     return meta
 
@@ -139,7 +145,7 @@ def _stats(folder: Path) -> tuple:
 def _has(folder: Path, name: str, meta: dict[str, Any]) -> bool:
     """Whether the checkpoint holds ``name``: as ``checkpoint.json`` lists it, or as found (earlier versions)."""
     declared = meta.get(FILES)
-    return name in declared if declared is not None else (folder / name).is_file()
+    return tensorfiles.listed(name, declared) if declared is not None else tensorfiles.exists(folder / name)
 
 
 def read_adapter_config(directory: str | Path) -> LoraConfig | None:
@@ -156,13 +162,12 @@ def read_adapter_config(directory: str | Path) -> LoraConfig | None:
 
 
 def tensors_sha256(directory: str | Path) -> str:
-    """sha256 of a checkpoint's tensor files (method tensors, then adapter): names the same trained tensors on any
-    machine, under any path. A folder without an adapter hashes as its one file always did, so the records of
-    earlier checkpoints keep their identity (compare groups rows by it)."""
+    """sha256 of a checkpoint's tensor files (method tensors, then adapter; a file in parts: its index, then its
+    parts): names the same trained tensors on any machine, under any path. A folder without an adapter hashes as
+    its one file always did, so the records of earlier checkpoints keep their identity (compare groups rows by it)."""
     digest = hashlib.sha256()
     for name in TENSOR_FILES:
-        path = Path(directory) / name
-        if path.is_file():
+        for path in tensorfiles.files(Path(directory) / name):
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     digest.update(block)
@@ -175,9 +180,9 @@ def load_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
 
     folder = Path(directory)
     meta = read_meta(folder)
-    tensors = load_safetensors(folder / TENSORS, FIX)
+    tensors = tensorfiles.load_tensor_file(folder / TENSORS, FIX)
     if _has(folder, ADAPTER_TENSORS, meta):
-        tensors.update(from_peft_names(load_safetensors(folder / ADAPTER_TENSORS, FIX)))
+        tensors.update(from_peft_names(tensorfiles.load_tensor_file(folder / ADAPTER_TENSORS, FIX)))
     return tensors
 
 
