@@ -94,6 +94,7 @@ class SegmentInput:
     text_start: int  # position of the first text token (m + k, or k without a read slot)
     memory: Tensor | None  # (B, m, d) memory read (without a read slot: what fills the write slot)
     weights: Tensor | None  # (B, N) recall weights, if the method recalled
+    positions: Tensor | None = None  # (B, T) position ids, where a method places a slot elsewhere than 0..T-1
 
 
 @dataclass
@@ -307,6 +308,14 @@ class SegmentMethod(nn.Module, metaclass=abc.ABCMeta):
         """Backbone positions one row's segment step runs, summaries included: what S text tokens cost."""
         return self.segment_length
 
+    def layout_positions(self, size: int, write_at: Tensor | None, lengths: Tensor) -> Tensor | None:
+        """(B, size) position ids of a segment's layout, or None for 0..size-1 (HF's own; every paper method).
+
+        RMT's ``write_after: padding`` gives its write slots the positions the official wrapper's take in a
+        right-padded batch (``hmtbench.methods.rmt``).
+        """
+        return None
+
     def side_rows(self, segment_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
         """Rows to run in the same backbone call as a segment, from the next segment's (B, S) ids and (B,) lengths.
 
@@ -455,7 +464,8 @@ class SegmentMethod(nn.Module, metaclass=abc.ABCMeta):
         self._check_reads(memory, sensory)
         embeds, write_at = self._layout(memory, sensory, segment_ids, lengths)
         text_start = embeds.shape[1] - segment_ids.shape[1] - (0 if memory is None else memory.shape[1])
-        return SegmentInput(embeds, write_at, text_start, memory, weights)
+        positions = self.layout_positions(embeds.shape[1], write_at, lengths)
+        return SegmentInput(embeds, write_at, text_start, memory, weights, positions)
 
     def _check_reads(self, memory: Tensor | None, sensory: Tensor | None) -> None:
         """What ``read_memory`` / ``read_sensory`` return must fit the m and k the method declares (shapes only)."""
@@ -516,6 +526,7 @@ class SegmentMethod(nn.Module, metaclass=abc.ABCMeta):
         the caller runs the head itself, on the positions it scores (``hidden_nll``).
         ``side`` rows (``side_rows``) are right-padded to the segment's length and run as extra batch
         rows; ``BackboneOutput.side`` is their (B, d) hidden state at the positions they name.
+        ``read.positions``: the layout's (B, T) position ids (``layout_positions``), which side rows cannot share.
         """
         captured: list[Tensor] = []
 
@@ -529,6 +540,11 @@ class SegmentMethod(nn.Module, metaclass=abc.ABCMeta):
             side_embeds = F.pad(side[0].to(embeds.dtype), (0, 0, 0, embeds.shape[1] - side[0].shape[1]))
             embeds = torch.cat([embeds, side_embeds])
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "use_cache": False}
+        positions = read.positions
+        if positions is not None:  # with a mask of ones: without one, HF reads a jump in the ids as a packed sequence
+            if side is not None:
+                raise ValueError("side rows run with the layout's own positions: give no position ids with them")
+            kwargs.update(position_ids=positions, attention_mask=torch.ones_like(positions))
         if self._keeps_logits and side is None:  # side rows keep positions before the tail: the head sees them all
             kwargs["logits_to_keep"] = tail
         hook = self.backbone.get_output_embeddings().register_forward_pre_hook(capture)
