@@ -325,3 +325,22 @@ def test_settings_are_named_in_one_order_whatever_order_the_records_found_them_i
 
     assert settings_text({"recall_choice": "hard", "memory_write": "span"}) == settings_text(
         {"memory_write": "span", "recall_choice": "hard"}) == "memory_write=span, recall_choice=hard"
+
+
+def test_rows_name_each_methods_training_tokens_and_a_note_flags_unequal_budgets(tmp_path: Path) -> None:
+    """The tokens a checkpoint's tensors read are named in their row; a row whose methods read different numbers of
+    them gets a note (the untrained baseline, with none, is not a budget)."""
+    write_run(tmp_path, "plain", accuracy=0.0, dataset="passkey")
+    write_run(tmp_path, "rmt", accuracy=0.1, dataset="passkey", checkpoint="runs/rmt/final", train_tokens=1_000)
+    write_run(tmp_path, "hmt", accuracy=0.9, dataset="passkey", checkpoint="runs/hmt/final", train_tokens=4_000)
+    table = table_for(tmp_path, "accuracy")
+    (row,) = table.rows
+    assert row.settings["rmt"]["train_tokens"] == 1_000 and row.settings["hmt"]["train_tokens"] == 4_000
+    assert "train_tokens" not in row.settings.get("plain", {})
+    assert row.key["variant"] == "rmt: train_tokens=1000; hmt: train_tokens=4000"
+    assert table.notes == ["unequal training budgets in command=eval-ppl · backbone=tiny · dataset=passkey · "
+                           "split=test · protocol=stream · segment_length=64 · test_length=512 · dtype=float32 · "
+                           "batch_size=2: rmt 1,000, hmt 4,000 tokens trained (docs/methods.md, 'Equal budgets')"]
+    write_run(tmp_path / "equal", "rmt", accuracy=0.1, checkpoint="a", train_tokens=4_000)
+    write_run(tmp_path / "equal", "hmt", accuracy=0.9, checkpoint="b", train_tokens=4_000)
+    assert table_for(tmp_path / "equal", "accuracy").notes == []

@@ -28,12 +28,13 @@ ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "cont
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_tokens", "memory_tokens",
                 "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "memory_write",
-                "recall_choice", "steps", "tokens_scored")
+                "recall_choice", "steps", "tokens_scored", "train_tokens")
 # Named in a method's row (and so in figure legends) whenever its runs depart from the paper's value, even when they
-# all agree: a reader of a table of HMT alone must still see that it wrote spans, not the paper's states.
+# all agree: a reader of a table of HMT alone must still see that it wrote spans, not the paper's states. And the
+# tokens a trained method's tensors read, in every row that has them: the budget behind the number.
 NAMED_DEPARTURES = {"memory_write": ("state", None), "recall_choice": ("soft", None),
                     f"{CONFIG_PREFIX}method.recall_query": ("paper", None),
-                    f"{CONFIG_PREFIX}method.cache_policy": ("fifo", None)}
+                    f"{CONFIG_PREFIX}method.cache_policy": ("fifo", None), "train_tokens": (None,)}
 # The row keys that change along one experiment's series (the lengths it was evaluated at, and with how many samples).
 SERIES_KEYS = ("context_length", "test_length", "max_docs", "batch_size", "variant")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart
@@ -134,6 +135,7 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
             cells = {method: make_cell(runs, metric, tests.documents) for method, runs in per_method.items()}
             rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings, full))
     _name_checkpoints_across_rows(rows)
+    notes += budget_notes(rows)
     methods = order_methods({m for row in rows for m in row.cells})
     pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
@@ -182,6 +184,20 @@ def _name_checkpoints_across_rows(rows: list[Row]) -> None:
                 if "checkpoint" not in own:
                     row.settings[method] = {**own, "checkpoint": row.full[method]["checkpoint"]}
                     row.key["variant"] = variant_text(row.settings)
+
+
+def budget_notes(rows: list[Row]) -> list[str]:
+    """A note for each row whose trained methods read different numbers of training tokens (``train_tokens``): the
+    rule for equal budgets (docs/methods.md) wants them equal, so such a row compares budgets as well as methods."""
+    notes = []
+    for row in rows:
+        tokens = {m: full.get("train_tokens") for m, full in row.full.items() if full.get("train_tokens") is not None}
+        if len(set(tokens.values())) > 1:
+            trained = ", ".join(f"{m} {tokens[m]:,}" for m in order_methods(tokens))
+            where = describe(row.key, skip=("variant",))
+            notes.append(f"unequal training budgets in {where}: {trained} tokens trained (docs/methods.md, "
+                         "'Equal budgets')")
+    return notes
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
