@@ -202,8 +202,9 @@ def train(
     init_from: Annotated[str | None, opt("Checkpoint to start from (its settings fill what you do not give).")] = None,
     steps: Annotated[int | None, opt("Optimizer steps of the last (or only) stage. [default: 500]")] = None,
     stage1_steps: Annotated[int | None, opt("Steps of the earlier stages. [default: 200]")] = None,
-    max_minutes: Annotated[float | None, opt("End a stage early, with its final checkpoint, after this many "
-                                             "minutes (a budgeted GPU run); the record says the steps run.")] = None,
+    max_minutes: Annotated[float | None, opt("End the run early, at a logged step with its checkpoints, after this "
+                                             "many minutes of training (a budgeted GPU call); --resume continues "
+                                             "it (and takes --max-minutes for the next chunk).")] = None,
     train_mode: Annotated[str | None, opt("What trains: memory (backbone frozen) | lora | full.", "--train")] = None,
     lora_r: Annotated[int | None, opt("LoRA rank. [default: 8]")] = None,
     lora_alpha: Annotated[int | None, opt("LoRA alpha. [default: 32]")] = None,
@@ -213,7 +214,10 @@ def train(
     grad_accum: Annotated[int | None, opt("Micro-batches per optimizer step.")] = None,
     bptt_depth: Annotated[int | None, opt("D: segments per training window. [default: 2]")] = None,
     bptt_truncate: Annotated[int | None, opt("K: gradients reach only the last K segments.")] = None,
-    loss_on: Annotated[str | None, opt("last (the window's last segment, reference) | all.")] = None,
+    k2: Annotated[int | None, opt("The official RMT rule instead: the state leaves the graph after every segment "
+                                  "i >= 1 with i + k2 <= n (docs/methods.md).")] = None,
+    loss_on: Annotated[str | None, opt("last (the window's last segment, HMT reference) | all (RMT's LM script).")
+                       ] = None,
     grad_checkpoint: Annotated[bool | None, opt("Recompute each segment in the backward pass: memory flat in the "
                                                 "BPTT depth, for ~1/3 more time.", "--grad-checkpoint")] = None,
     recompute_share: RecomputeShare = None,
@@ -223,15 +227,20 @@ def train(
                                             "launch instead of thousands (language modelling; a GPU).",
                                             "--cuda-graphs")] = None,
     lr: Annotated[float | None, opt("Peak learning rate. [default: 1e-4]")] = None,
+    lr_schedule: Annotated[str | None, opt("step (x --lr-decay every --decay-every steps, HMT's) | linear (warm-up, "
+                                           "then down to 0: RMT's).")] = None,
     warmup_steps: Annotated[int | None, opt("Linear warm-up steps.")] = None,
     lr_decay: Annotated[float | None, opt("LR factor every --decay-every steps. [default: 0.9]")] = None,
     decay_every: Annotated[int | None, opt("Steps between LR decays. [default: 100]")] = None,
     grad_clip: Annotated[float | None, opt("Gradient-norm clip. [default: 1.0]")] = None,
     checkpoint_every: Annotated[int | None, opt("Save the resumable checkpoint every N steps. [default: 100]")] = None,
+    max_file_mb: Annotated[float | None, opt("Write checkpoint tensor files over this many MiB in parts (16: what a "
+                                             "GPU machine hands back and a commit holds).")] = None,
     log_every: Annotated[int | None, opt("Write a JSON log line every N steps. [default: 10]")] = None,
     seed: Seed = None,
     output_dir: Annotated[str | None, opt("Run folder [default: runs/<backbone>-<method>-<time>].")] = None,
-    resume: Annotated[str | None, opt("Continue the run in this folder exactly where it stopped.")] = None,
+    resume: Annotated[str | None, opt("Continue the run in this folder exactly where it stopped (only "
+                                      "--max-minutes may be given with it).")] = None,
     dtype: Annotated[str | None, opt("auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU.")] = None,
     device: Device = None, out: Out = None, name: Name = None,
 ) -> None:
@@ -253,7 +262,7 @@ def train(
 
         hmtbench train --backbone llama2-7b --method hmt --train lora --bptt-depth 6 --compile --cuda-graphs
 
-        hmtbench train --resume runs/rmt
+        hmtbench train --resume runs/rmt --max-minutes 9
     """
     params = dict(locals())
     from hmtbench.commands.train import TRAIN_KEYS, describe_stage, load_run_config, run_train, train_config
@@ -262,7 +271,7 @@ def train(
                   lora_targets=lora_targets.split(",") if lora_targets else None,
                   curriculum=[int(s) for s in curriculum.split(",")] if curriculum else None)
     settings = given(params, "train", TRAIN_KEYS)
-    config = load_run_config(resume) if resume else train_config(settings)
+    config = load_run_config(resume, settings) if resume else train_config(settings, recipe)
     rows = run_train(config, command_line=command_line(), resume=resume)
     for row in rows:
         typer.echo(describe_stage(row))

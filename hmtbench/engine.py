@@ -23,8 +23,8 @@ from hmtbench.methods.backbone import IGNORE, token_nll
 from hmtbench.methods.base import SegmentMethod
 
 __all__ = [
-    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments", "end_aligned_first",
-    "first_read_segment", "score_segments", "segment_batch", "token_nll",
+    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments", "detached_before",
+    "end_aligned_first", "first_read_segment", "score_segments", "segment_batch", "token_nll",
 ]
 
 
@@ -150,14 +150,27 @@ def _segment_batch_from(
     )
 
 
+def detached_before(segment: int, segments: int, grad_segments: int | None = None, k2: int | None = None) -> bool:
+    """Whether the state a window of ``segments`` segments hands to ``segment`` leaves the autograd graph.
+
+    ``grad_segments=K``: once, before the last K segments. ``k2`` (the official RMT code's rule, in booydar's
+    babilong branches; docs/methods.md): after every segment i with i >= 1 and i + k2 <= n, so the state entering
+    segment i + 1 is cut; the memory segment 0 writes always keeps its gradient.
+    """
+    if grad_segments is not None and segment == segments - grad_segments and segment > 0:
+        return True
+    return k2 is not None and segment >= 2 and segment - 1 + k2 <= segments
+
+
 def score_segments(
     method: SegmentMethod, batch: SegmentedBatch, *, grad_segments: int | None = None, recompute: float = 0.0,
-    scored_segments: list[bool] | None = None,
+    scored_segments: list[bool] | None = None, k2: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the method over every segment; return (nll, tokens), both (B, n), summed per segment.
 
     ``grad_segments=K`` cuts the memory from the autograd graph before the last K segments, so
-    gradients reach at most K segments back (truncated BPTT); None keeps the whole window.
+    gradients reach at most K segments back (truncated BPTT); ``k2`` cuts it by the official RMT rule
+    (``detached_before``); None for both keeps the whole window.
     ``recompute`` (training): the share of the segments, earliest first, that keep only their inputs and state
     for the backward pass and run again there (activation checkpointing per segment; True: all of them), so
     memory grows with the state, not with the activations, over a deep BPTT window; the other segments keep
@@ -166,8 +179,8 @@ def score_segments(
     (a training window); otherwise it is read back from the device once, before the loop.
     ``method`` may also be a ``hmtbench.fastpath.GraphedMethod`` (the same calls, replayed).
     """
-    if grad_segments is not None and grad_segments < 1:  # 0 would otherwise silently mean full BPTT
-        raise ValueError(f"grad_segments must be at least 1, or None for full BPTT, got {grad_segments}")
+    if (grad_segments is not None and grad_segments < 1) or (k2 is not None and k2 < 1):  # 0 is not full BPTT
+        raise ValueError(f"grad_segments and k2 must be at least 1, or None for full BPTT, got {grad_segments}, {k2}")
     batch_size, n = batch.segments.shape[:2]
     scored = batch.targets != IGNORE
     any_scored = scored_segments
@@ -180,7 +193,7 @@ def score_segments(
     nothing = torch.zeros(batch_size, device=batch.segments.device)
     nll = []
     for i in range(n):
-        if grad_segments is not None and i == n - grad_segments and i > 0:
+        if detached_before(i, n, grad_segments, k2):
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
         targets = batch.targets[:, i] if any_scored[i] else None

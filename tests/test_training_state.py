@@ -70,7 +70,7 @@ def test_round_trip_is_bit_exact_and_training_continues_identically(tmp_path: Pa
     rng = {"cpu": torch.get_rng_state()}
     save_trainer_state(tmp_path, optimizer, scheduler, 3, rng)
     copies, restored, restored_scheduler = fresh_like(params)
-    step, rng_back, _ = load_trainer_state(tmp_path, restored, restored_scheduler)
+    step, rng_back, _, _ = load_trainer_state(tmp_path, restored, restored_scheduler)
     assert step == 3 and torch.equal(rng_back["cpu"], rng["cpu"])
     assert_same_optimizer_state(optimizer.state_dict(), restored.state_dict())
     assert isinstance(restored.param_groups[0]["betas"], tuple)  # JSON's list turned back into the tuple
@@ -79,6 +79,20 @@ def test_round_trip_is_bit_exact_and_training_continues_identically(tmp_path: Pa
     step_once(copies, restored, restored_scheduler)
     for p, q in zip(params, copies, strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_state_in_parts_and_what_the_stage_spent_round_trip_exactly(tmp_path: Path) -> None:
+    """Over a file limit the optimizer's tensors go to parts (hmtbench.tensorfiles); the stage's tokens and seconds
+    come back as saved."""
+    params, optimizer, scheduler = trained_optimizer()
+    spent = {"tokens": 123_456, "seconds": 61.25}
+    save_trainer_state(tmp_path, optimizer, scheduler, 3, {"cpu": torch.get_rng_state()}, spent=spent,
+                       max_file_bytes=8 * 1024)
+    assert (tmp_path / "trainer_state.safetensors.index.json").is_file()
+    assert all(p.stat().st_size <= 8 * 1024 for p in tmp_path.glob("trainer_state-*.safetensors"))
+    _, restored, restored_scheduler = fresh_like(params)
+    assert load_trainer_state(tmp_path, restored, restored_scheduler)[3] == spent
+    assert_same_optimizer_state(optimizer.state_dict(), restored.state_dict())
 
 
 def test_loading_unpickles_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,16 +66,18 @@ def backbone_columns(
 
 
 def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
-    """The record's checkpoint (path and content hash), how its tensors were trained (null = untrained memory), and
-    the seed and recipe of that training."""
+    """The record's checkpoint (path and content hash), how its tensors were trained (null = untrained memory), the
+    seed and recipe of that training, and on how many tokens (``train_tokens``)."""
     if checkpoint is None:
-        return {"checkpoint": None, "checkpoint_sha256": None, "train_mode": None, **training_columns(None)}
+        return {"checkpoint": None, "checkpoint_sha256": None, "train_mode": None, "train_tokens": None,
+                **training_columns(None)}
     meta = read_meta(checkpoint)
     return {
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": tensors_sha256(checkpoint),
         "train_mode": meta.get("train_mode"),
         **training_columns(meta.get("config"), meta),
+        "train_tokens": meta.get("train_tokens"),
     }
 
 

@@ -1,9 +1,16 @@
-"""`hmtbench train`: RMT, HMT (stage 1, stage 2 or both) or plain + LoRA, with checkpoints and resume."""
+"""`hmtbench train`: RMT, HMT (stage 1, stage 2 or both) or plain + LoRA, with checkpoints and resume.
+
+A run is a list of stages (HMT's training stages; with ``curriculum.restart_per_level``, one per curriculum
+level), each in a folder of its own, each starting from the previous one's final tensors. ``--max-minutes``
+ends the run at a logged step once that much time has passed since its first stage began; ``--resume``
+continues it exactly, so a long training runs in chunks. Each chunk appends a row to ``<out>/ledger.csv``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import shlex
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import StepProgress, quiet_transformers
 from hmtbench.results import make_record, write_record
 from hmtbench.results.columns import training_columns
+from hmtbench.results.ledger import append_ledger
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.settings import resolve
 from hmtbench.training.answers import AnswerSampler
@@ -42,13 +50,16 @@ TRAIN_KEYS = {
     **{name: f"train.{name}" for name in (
         "stages", "init_from", "steps", "stage1_steps", "max_minutes", "batch_size", "grad_accum", "bptt_depth",
         "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay", "decay_every", "grad_clip", "checkpoint_every",
-        "log_every", "seed", "grad_checkpoint", "recompute_share")},
+        "log_every", "seed", "grad_checkpoint", "recompute_share", "k2", "lr_schedule", "max_file_mb")},
     "compile_": "train.compile", "cuda_graphs": "train.cuda_graphs",
 }
 
 
-def train_config(given: dict[str, Any]) -> TrainConfig:
-    """The typed config: what was given, then (for a run started from a checkpoint) the checkpoint's settings."""
+def train_config(given: dict[str, Any], recipe: str | None = None) -> TrainConfig:
+    """The typed config: what was given, then (for a run started from a checkpoint) the checkpoint's settings;
+    ``recipe``: the recipe file it came from, named in the run's records."""
+    if recipe is not None:
+        given = {**given, "recipe": recipe}
     init_from = (given.get("train") or {}).get("init_from")
     configs = resolve(TrainConfig, given, read_checkpoint_meta(init_from), init_from or "", default_method="hmt")
     if len(configs) > 1:
@@ -58,35 +69,62 @@ def train_config(given: dict[str, Any]) -> TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    folder: str  # under the run folder: train, or stage1, stage2, ...
+    folder: str  # under the run folder: train, or stage1, stage2, ..., or level1, level2, ... (stage2-level1, ...)
     label: str  # in the progress bar and the record's run id
     method: Any  # the method's settings for this stage
     steps: int
+    level: int | None = None  # the one curriculum level (index) this stage trains (curriculum.restart_per_level)
 
 
 def plan_stages(config: TrainConfig) -> list[Stage]:
     """Each stage this run trains, in order."""
     cls = method_class(config.method.name)
+    curriculum = config.curriculum
+    levels = curriculum.level_steps if curriculum.task is not None else None
+    last = sum(levels) if levels else config.train.steps  # fixed steps per level: the steps of the last stage
     if not cls.training_stages:
-        return [Stage("train", cls.name, config.method, config.train.steps)]
-    stages = sorted(set(config.train.stages))
-    unknown = [s for s in stages if s not in cls.training_stages]
-    if unknown:
-        raise HmtbenchError(f"--stages {unknown} are not stages of {cls.name}; its stages are "
-                            f"{', '.join(map(str, cls.training_stages))}")
-    return [Stage(f"stage{s}", f"{cls.name} stage {s}", cls.config_for_stage(config.method, s),
-                  config.train.steps if s == stages[-1] else config.train.stage1_steps) for s in stages]
+        stages = [Stage("train", cls.name, config.method, last)]
+    else:
+        chosen = sorted(set(config.train.stages))
+        unknown = [s for s in chosen if s not in cls.training_stages]
+        if unknown:
+            raise HmtbenchError(f"--stages {unknown} are not stages of {cls.name}; its stages are "
+                                f"{', '.join(map(str, cls.training_stages))}")
+        stages = [Stage(f"stage{s}", f"{cls.name} stage {s}", cls.config_for_stage(config.method, s),
+                        last if s == chosen[-1] else config.train.stage1_steps) for s in chosen]
+    if not (levels and curriculum.restart_per_level):
+        return stages
+    if len(stages) > 1:
+        raise HmtbenchError(f"curriculum.restart_per_level trains each level as a stage of its own: train one stage "
+                            f"of {cls.name} at a time (--stage N)")
+    only = stages[0]
+    prefix = "" if only.folder == "train" else f"{only.folder}-"
+    return [Stage(f"{prefix}level{j + 1}", f"{only.label} level {j + 1}", only.method, steps, j)
+            for j, steps in enumerate(levels)]
 
 
-def load_run_config(resume: str) -> TrainConfig:
-    """The run's settings from its ``config.yaml``, to go on with."""
+def load_run_config(resume: str, given: dict[str, Any] | None = None) -> TrainConfig:
+    """The run's settings from its ``config.yaml``, to go on with, in the folder named (wherever the run was
+    started: a moved or copied run goes on where it now is). Of the settings ``given`` with --resume only the
+    chunk's own apply, ``train.max_minutes``, ``out`` (where its records and ledger line go) and ``device``;
+    anything else would make the run another one."""
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
         raise HmtbenchError(
             f"--resume {resume}: no {CONFIG_FILE} there; point it at a run folder made by hmtbench train"
         )
-    # the folder named, wherever the run was started: a moved or copied run goes on where it now is
-    return dataclasses.replace(from_dict(TrainConfig, load_yaml(path)), output_dir=resume)
+    config = dataclasses.replace(from_dict(TrainConfig, load_yaml(path)), output_dir=resume)
+    given = dict(given or {})
+    chunk = dict(given.pop("train", None) or {})
+    max_minutes = chunk.pop("max_minutes", None)
+    own = {key: given.pop(key) for key in ("out", "device") if key in given}
+    others = sorted([*given, *(f"train.{key}" for key in chunk)])
+    if others:
+        raise HmtbenchError(f"--resume continues {resume} with its own settings ({CONFIG_FILE}); of the others only "
+                            f"--max-minutes, --out and --device apply, got {', '.join(others)}")
+    if max_minutes is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_minutes=max_minutes))
+    return dataclasses.replace(config, **own)
 
 
 def run_train(config: TrainConfig, command_line: list[str] | None = None, resume: str | None = None) -> list[dict]:
@@ -124,14 +162,24 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     if distributed.is_main():
         (output / CONFIG_FILE).write_text(dump_yaml(config))
     init_from, rows = config.train.init_from, []
+    minutes = config.train.max_minutes
+    deadline = None if minutes is None else time.perf_counter() + 60 * minutes  # the run's, over its stages
     try:
         for stage in plan:
+            folder = output / stage.folder
             if stage not in pending:
                 console.print(f"{stage.folder}: already complete, skipped")
+            elif rows and deadline is not None and time.perf_counter() > deadline:  # no second stage past it
+                console.print(f"{stage.folder}: not started (--max-minutes spent); continue with --resume {output}")
+                break
             else:
                 prepared = first if stage is pending[0] else _prepare(config, backbone, documents, stage, init_from)
-                rows.append(_train_one(prepared, backbone, stage, output / stage.folder, init_from, command_line))
-            init_from = str(output / stage.folder / "final")
+                rows.append(_train_one(prepared, backbone, stage, folder, init_from, command_line, deadline))
+                if not _complete(folder / "final", stage.steps):  # ended by --max-minutes: the next stage waits
+                    console.print(f"{stage.folder}: stopped at step {rows[-1]['end_step']} of {stage.steps} "
+                                  f"(--max-minutes); continue with --resume {output}")
+                    break
+            init_from = str(folder / "final")
     except KeyboardInterrupt:
         raise Canceled(f"continue with: hmtbench train --resume {shlex.quote(str(output))}") from None
     return rows
@@ -166,24 +214,25 @@ def _prepare(config: TrainConfig, backbone, documents, stage: Stage, init_from: 
     config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
     if config.train.compile:  # after LoRA is in place: the compiled blocks trace its layers with theirs
         accelerate(model, EngineOptions(compile=True))
-    return Prepared(config, model, make_objective(config, model, backbone, documents), started)
+    return Prepared(config, model, make_objective(config, model, backbone, documents, stage.level), started)
 
 
-def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_from, command_line) -> dict[str, Any]:
+def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_from, command_line,
+               deadline: float | None = None) -> dict[str, Any]:
     config, model, objective = prepared.config, prepared.model, prepared.objective
     settings = config.train
-    meta = checkpoint_meta(config, backbone)
+    meta = {**checkpoint_meta(config, backbone), "tokens_before": tokens_trained(init_from)}
     label, steps = stage.label, stage.steps
     counts = parameter_counts(model)
-    console.print(
-        f"{label}: {counts['trainable_params']:,} trainable parameters ({settings.train}), {objective.describe()}"
-    )
+    recipe = f" (recipe {config.recipe})" if config.recipe else ""
+    console.print(f"{label}{recipe}: {counts['trainable_params']:,} trainable parameters ({settings.train}), "
+                  f"{objective.describe()}; {meta['tokens_before']:,} tokens trained before")
     row = {"status": "failed", "steps": 0}
     outcome: StageOutcome | None = None
     steps_run = None  # a stage out of memory: the steps it finished (and saved) before it
     try:
         with StepProgress(label, steps) as progress:
-            outcome = train_stage(model, objective, settings, steps, folder, meta, progress.update)
+            outcome = train_stage(model, objective, settings, steps, folder, meta, progress.update, deadline)
         row["status"] = "success"
     except KeyboardInterrupt:
         row["status"] = "canceled"
@@ -198,7 +247,11 @@ def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_fr
             row["steps"] = steps_run
         if distributed.is_main():
             write_record(make_record(row), config.out, row["run_id"])
-    return {**row, "stage": label, "first_step": outcome.start}  # console only: the record holds the steps run
+            if outcome is not None:
+                append_ledger(config.out, row, stage.label, outcome)
+    console.print(f"{label}: {outcome.stage_tokens:,} tokens in this stage, {row['train_tokens']:,} trained in all")
+    # console only: the record holds the steps run
+    return {**row, "stage": label, "first_step": outcome.start, "end_step": outcome.end_step}
 
 
 def describe_stage(row: dict[str, Any]) -> str:
@@ -226,13 +279,21 @@ def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception,
     return f"out of memory with {size}; {lower}; {kept}"
 
 
-def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Backbone, documents: list[list[int]] | None):
-    """Answers to a task's questions with a curriculum (``curriculum.task``), else language-modelling windows."""
+def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Backbone, documents: list[list[int]] | None,
+                   level: int | None = None):
+    """Answers to a task's questions with a curriculum (``curriculum.task``), else language-modelling windows.
+    ``level``: the curriculum level a stage trains alone, on the samples one stage over every level would read."""
     settings = config.train
     if config.curriculum.task is not None:
-        sampler = AnswerSampler(config.curriculum, backbone.tokenizer, model.segment_tokens, settings.seed,
+        curriculum, first = config.curriculum, 0
+        if level is not None:
+            steps = curriculum.level_steps
+            curriculum = dataclasses.replace(curriculum, segments=[curriculum.segments[level]],
+                                             level_steps=[steps[level]], restart_per_level=False)
+            first = sum(steps[:level]) * settings.grad_accum
+        sampler = AnswerSampler(curriculum, backbone.tokenizer, model.segment_tokens, settings.seed,
                                 model.sensory_tokens)
-        return AnswerTraining(sampler, config.curriculum, settings)
+        return AnswerTraining(sampler, curriculum, settings, first)
     source = f"dataset '{config.data.dataset}' ({config.data.split})"
     window = settings.bptt_depth * model.segment_tokens
     return LanguageModelling(WindowSampler(documents, window, model.segment_tokens, settings.seed, source), settings)
@@ -261,6 +322,12 @@ def _check_init_from(init_from: str, config: TrainConfig) -> None:
         raise HmtbenchError(f"--init-from {init_from} holds a {name} checkpoint, not {config.method.name}")
 
 
+def tokens_trained(checkpoint: str | None) -> int:
+    """The tokens a checkpoint's tensors were trained on, over every stage and chunk (0: none, or not recorded)."""
+    meta = read_checkpoint_meta(checkpoint) or {}
+    return int(meta.get("train_tokens") or 0)
+
+
 def checkpoint_meta(config: TrainConfig, backbone: Backbone) -> dict:
     """What a checkpoint says about itself: the method's settings as trained, the backbone, LoRA, the run's config."""
     return {
@@ -271,6 +338,7 @@ def checkpoint_meta(config: TrainConfig, backbone: Backbone) -> dict:
         "backbone_identity": backbone.resolved.identity,
         "train_mode": config.train.train,
         "lora": dataclasses.asdict(config.lora) if config.train.train == "lora" else None,
+        "recipe": config.recipe,
         "config": to_dict(config),
     }
 
@@ -292,7 +360,7 @@ def default_output_dir(config: TrainConfig) -> str:
 def _record(config, backbone, model, stage, folder, outcome, init_from, command_line, started) -> dict[str, Any]:
     return {
         **run_columns("train", config.train.seed, backbone, model, command_line, started),
-        "run_id": new_run_id("train", stage.label.replace(" stage ", ""), started),
+        "run_id": new_run_id("train", stage.label.replace(" stage ", "").replace(" level ", "-level"), started),
         "name": config.name,
         **training_columns(to_dict(config)),
         "checkpoint": init_from,
@@ -308,14 +376,17 @@ def _record(config, backbone, model, stage, folder, outcome, init_from, command_
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": outcome.wall_s if outcome else None,
         "tokens_per_s": outcome.tokens / outcome.wall_s if outcome and outcome.wall_s else None,
+        "train_tokens": tokens_trained(init_from) + outcome.stage_tokens if outcome else None,
+        "recipe": config.recipe,
         "task": config.curriculum.task,
-        "curriculum_segments": _reached(config, outcome),
+        "curriculum_segments": _reached(config, stage, outcome),
         "config": distributed.with_world_size(to_json(config)),
     }
 
 
-def _reached(config: TrainConfig, outcome: StageOutcome | None) -> int | None:
+def _reached(config: TrainConfig, stage: Stage, outcome: StageOutcome | None) -> int | None:
     """Answer training: the segments per context of the curriculum level the stage ended at."""
     if config.curriculum.task is None or outcome is None:
         return None
-    return config.curriculum.segments[outcome.objective.get("level", 0)]
+    level = stage.level if stage.level is not None else outcome.objective.get("level", 0)
+    return config.curriculum.segments[level]

@@ -22,6 +22,7 @@ from hmtbench.engine import (
     IGNORE,
     SegmentedBatch,
     answer_first_segments,
+    detached_before,
     first_read_segment,
     recomputed_segments,
     segment_batch,
@@ -67,9 +68,13 @@ def qa_batch(prompts: list[Tensor], answers: list[list[int]], segment_tokens: in
 
 
 def answer_segments(ids: Tensor, lengths: Tensor, scored: Tensor, prompt_lengths: Tensor, segment_tokens: int,
-                    sensory_tokens: int = 0) -> SegmentedBatch:
+                    sensory_tokens: int = 0, layout: str = "answer") -> SegmentedBatch:
     """Right-padded prompt + answer rows (``qa_rows``) cut in the answer layout (``engine.answer_first_segments``):
-    what eval-qa scores, greedy decoding reads, answer training learns from and lm-eval continuations use."""
+    what eval-qa scores, greedy decoding reads, answer training learns from and lm-eval continuations use.
+    ``layout="start"``: cut from each row's start instead, as the official RMT wrapper cuts (answer training's
+    ``curriculum.layout``)."""
+    if layout == "start":
+        return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths)
     first = answer_first_segments(prompt_lengths, segment_tokens, sensory_tokens)
     return segment_batch(ids, lengths, segment_tokens, scored, prompt_lengths, first)
 
@@ -81,15 +86,17 @@ def first_answer_segment(batch: SegmentedBatch) -> int:
 
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
                 recompute: float = 0.0, first_answer: int | None = None,
-                on_segment: Callable[[int, MemoryState, Tensor | None], None] | None = None) -> tuple[Tensor, Tensor]:
+                on_segment: Callable[[int, MemoryState, Tensor | None], None] | None = None, k2: int | None = None
+                ) -> tuple[Tensor, Tensor]:
     """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
 
     ``runner`` reads the context segments (nothing scored there: the output head is skipped), ``method``
     the segments holding answer tokens (``predict``). ``grad_segments=K`` (training) cuts the state
-    from the autograd graph before the last K segments, and ``recompute`` checkpoints that share of the
-    segments' activations (the earliest context segments), as ``score_segments`` does. ``first_answer``: the
-    batch's ``first_answer_segment`` where the caller has it (else it is read back here). ``on_segment(i, state,
-    summaries)`` is called before each segment read, with the state that segment reads (``OpeningCollector``).
+    from the autograd graph before the last K segments, ``k2`` by the official RMT rule (``engine.detached_before``),
+    and ``recompute`` checkpoints that share of the segments' activations (the earliest context segments), as
+    ``score_segments`` does. ``first_answer``: the batch's ``first_answer_segment`` where the caller has it (else it
+    is read back here). ``on_segment(i, state, summaries)`` is called before each segment read, with the state that
+    segment reads (``OpeningCollector``).
     """
     rows, n = batch.segments.shape[:2]
     first = first_answer_segment(batch) if first_answer is None else first_answer
@@ -99,7 +106,7 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
     nll = torch.zeros(rows, device=batch.segments.device)
     predicted = torch.full_like(batch.targets, -1)
     for i in range(first_read_segment(method, first), n):
-        if grad_segments is not None and i == n - grad_segments and i > 0:
+        if detached_before(i, n, grad_segments, k2):
             state = state.detach()
         summary = None if summaries is None else summaries[:, i]
         if on_segment is not None:

@@ -15,9 +15,11 @@ from hmtbench.stats import proportion_interval
 
 BINARY_METRICS = ("accuracy", "exact_match")  # 0/1 per sample: Wilson intervals apply
 # Parts of a training configuration that do not change what it trains: its seed (runs of one recipe differ in it),
-# where it writes, what it is called, how often it logs. Paths into the nested configuration.
+# where it writes, what it is called, how often it logs, the chunks it runs in, the file it came from. Paths into the
+# nested configuration.
 NOT_RECIPE = (("train", "seed"), ("train", "init_from"), ("train", "log_every"), ("train", "checkpoint_every"),
-              ("output_dir",), ("out",), ("name",), ("device",))
+              ("train", "max_minutes"), ("train", "max_file_mb"), ("output_dir",), ("out",), ("name",), ("device",),
+              ("recipe",))
 
 
 def training_columns(config: dict[str, Any] | None, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -132,6 +132,10 @@ COLUMNS: list[Column] = [
     Column("steps", "Int64", "optimizer steps run"),
     Column("final_loss", "Float64", "training loss at the last step"),
     Column("curriculum_segments", "Int64", "answer training: segments per training context the curriculum reached"),
+    Column("train_tokens", "Int64", "tokens the trained tensors read, over every stage and chunk of their training "
+                                    "(train: up to this run's end; eval: the checkpoint's); null = untrained or "
+                                    "not recorded"),
+    Column("recipe", "string", "train: the --recipe the run was started from"),
     Column("output_dir", "string", "run folder with checkpoints and logs"),
     # --- cost
     Column("peak_gpu_mem_mb", "Float64", "torch.cuda.max_memory_allocated over the measured work (MiB)"),

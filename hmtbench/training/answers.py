@@ -10,6 +10,7 @@ Tasks ``held_out`` from training (the unseen passkey wordings) are refused.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -33,6 +34,7 @@ class AnswerSampler:
                  least: int = 0) -> None:
         self.segment_tokens, self.seed, self.tokenizer, self.curriculum = segment_tokens, seed, tokenizer, curriculum
         self.least = max(least, 1)  # the method's sensory tokens: the answer layout's smallest first segment
+        self.layout = curriculum.layout  # answer: prompts end ANSWER_ROOM before a segment ends | start (see sample)
         options = TaskOptions(tokenizer=tokenizer, seed=seed, filler=curriculum.filler, data=curriculum.data,
                               split="train")
         self.task = task_factory(curriculum.task)(options)
@@ -61,7 +63,8 @@ class AnswerSampler:
         for item in prepared:
             answer = self.task.answer_ids(item.sample, self.tokenizer)
             total = len(item.prompt_ids) + len(answer)
-            spans = answer_layout_segments(len(item.prompt_ids), total, self.segment_tokens, self.least)
+            spans = (math.ceil(total / self.segment_tokens) if self.layout == "start" else
+                     answer_layout_segments(len(item.prompt_ids), total, self.segment_tokens, self.least))
             self.by_segments.setdefault(spans, []).append((item.prompt_ids, answer))
         missing = [n for n in levels if not self.by_segments.get(n)]
         if missing:
@@ -83,18 +86,25 @@ class AnswerSampler:
         sample = self.sample(k, segments)
         answer = self.task.answer_ids(sample, self.tokenizer)
         last = max(sample.meta["needle_ends"]) - 1  # the last token of the latest fact
-        return sample.prompt_ids, answer, segments_back(len(sample.prompt_ids), last, self.segment_tokens) > 0
+        back = segments_back(len(sample.prompt_ids), last, self.segment_tokens, self.layout)
+        return sample.prompt_ids, answer, back > 0
 
     def sample(self, k: int, segments: int) -> Any:
         """Generated sample ``k`` of a level: its prompt spans ``segments`` segments of the answer layout (eval-qa's:
         the prompt ends ``ANSWER_ROOM`` positions before the last segment ends), its facts' depths are uniform over
         the context, or (``needles: earlier``, from 2 segments on) over the segments before the question's, except
         for a ``question_segment_share`` of the samples, whose facts sit in the question's own segment; ``needles:
-        apart`` as earlier, each fact in a segment of its own."""
+        apart`` as earlier, each fact in a segment of its own. ``layout: start``: the prompt ends anywhere in the
+        last of ``segments`` segments cut from its start (at least ``ANSWER_ROOM`` positions before its end, room
+        for the answer), and the question's segment is the one the prompt ends in."""
         rng = random.Random(f"curriculum-{self.seed}-{k}")
         size = self.segment_tokens
         high = segments * size - ANSWER_ROOM
-        low = self.shortest if segments == 1 else max(self.shortest, (segments - 1) * size + self.least - ANSWER_ROOM)
+        if self.layout == "start":
+            low = max(self.shortest, (segments - 1) * size + 1)
+        else:
+            low = self.shortest if segments == 1 else max(self.shortest,
+                                                          (segments - 1) * size + self.least - ANSWER_ROOM)
         earlier = self.curriculum.needles in ("earlier", "apart") and segments > 1
         share = self.curriculum.question_segment_share
         near = earlier and share > 0 and rng.random() < share  # no draw at share 0: earlier samples stay as they were
@@ -104,7 +114,7 @@ class AnswerSampler:
         reach = 1.0
         if earlier:  # the facts end before the question's segment starts; depth is a share of the filler, and
             # instructions, facts and question take at most `shortest` tokens
-            boundary = length + ANSWER_ROOM - size
+            boundary = (length - 1) // size * size if self.layout == "start" else length + ANSWER_ROOM - size
             reach = max(0.0, (boundary - self.shortest) / max(1, length - self.shortest))  # the shortest: depth 0
         facts = self.task.facts_per_sample
         if near:  # every fact starts at or after the question segment's first token (the filler outnumbers
@@ -124,20 +134,27 @@ class AnswerSampler:
         facts = self.task.facts_per_sample
         for _ in range(APART_DRAWS):
             sample = self.task.sample(k, length, [reach * (i + rng.random()) / facts for i in range(facts)])
-            if facts_apart(sample, self.segment_tokens):
+            if facts_apart(sample, self.segment_tokens, self.layout):
                 break
         return sample
 
 
-def segments_back(prompt_length: int, position: int, segment_tokens: int) -> int:
+def segments_back(prompt_length: int, position: int, segment_tokens: int, layout: str = "answer") -> int:
     """How many segments before the question's (0: the question's own) prompt token ``position`` lies, in the answer
-    layout: segments end ``ANSWER_ROOM`` positions after the prompt, every ``segment_tokens`` back."""
+    layout: segments end ``ANSWER_ROOM`` positions after the prompt, every ``segment_tokens`` back; ``layout="start"``:
+    segments cut from the prompt's start, the question's the one its last token falls in."""
+    if layout == "start":
+        return (prompt_length - 1) // segment_tokens - position // segment_tokens
     return (prompt_length + ANSWER_ROOM - 1 - position) // segment_tokens
 
 
-def facts_apart(sample: Any, segment_tokens: int) -> bool:
-    """Whether each fact of a generated sample lies whole in one segment of the answer layout, and no two in one."""
+def facts_apart(sample: Any, segment_tokens: int, layout: str = "answer") -> bool:
+    """Whether each fact of a generated sample lies whole in one segment of the layout, and no two in one."""
     length = len(sample.prompt_ids)
-    spans = [{segments_back(length, first, segment_tokens), segments_back(length, end - 1, segment_tokens)}
+
+    def back(position: int) -> int:
+        return segments_back(length, position, segment_tokens, layout)
+
+    spans = [{back(first), back(end - 1)}
              for first, end in zip(sample.meta["needle_starts"], sample.meta["needle_ends"], strict=True)]
     return all(len(span) == 1 for span in spans) and len(set().union(*spans)) == len(spans)

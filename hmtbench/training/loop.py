@@ -29,24 +29,42 @@ from hmtbench.training.state import has_trainer_state, load_trainer_state, repla
 
 @dataclass
 class StageOutcome:
-    steps: int
+    steps: int  # run by this process (a resumed stage: since it resumed)
     final_loss: float
-    tokens: int
+    tokens: int  # read by those steps
     wall_s: float
     peak_gpu_mb: float | None
     objective: dict[str, Any]  # where the objective ended (the curriculum's level)
     start: int = 0  # the step the stage resumed from (0: it started here); ``steps`` were run after it
+    stage_tokens: int = 0  # read by the stage from its first step, over every chunk it was trained in
+    stage_s: float = 0.0  # wall seconds of the stage, over every chunk
+
+    @property
+    def end_step(self) -> int:
+        """The stage's step count when this process stopped (below its steps: ended by --max-minutes)."""
+        return self.start + self.steps
 
 
-def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings):
-    """AdamW with linear warm-up, then the reference's step decay (x lr_decay every decay_every steps)."""
+def make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings, steps: int):
+    """AdamW and the lr schedule of a stage of ``steps`` steps: linear warm-up, then the reference's step decay (x
+    lr_decay every decay_every steps), or (``lr_schedule: linear``) transformers' linear schedule: from 0 up to the
+    lr over the warm-up, then down to 0 at ``decay_horizon`` x ``steps`` (get_linear_schedule_with_warmup's
+    factors, which RMT's trainer uses)."""
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    warmup = settings.warmup_for(steps)
+    horizon = int(settings.decay_horizon * steps)
 
-    def factor(step: int) -> float:
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
+    def step_decay(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
         return settings.lr_decay ** (step // settings.decay_every)
 
+    def linear(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (horizon - step) / max(1, horizon - warmup))
+
+    factor = linear if settings.lr_schedule == "linear" else step_decay
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -84,14 +102,21 @@ def train_stage(
     folder: Path,
     meta: dict[str, Any],
     on_step: Callable[[int, dict[str, Any] | None], None] | None = None,
+    deadline: float | None = None,
 ) -> StageOutcome:
     """Train ``model``'s trainable parameters on ``objective`` for ``steps`` optimizer steps, resuming from
-    ``folder/last`` (``training/objectives.py``: language-modelling windows or answers with a curriculum)."""
+    ``folder/last`` (``training/objectives.py``: language-modelling windows or answers with a curriculum).
+
+    Checkpoints' meta gain ``stage_tokens`` (tokens this stage read, over every chunk) and ``train_tokens``
+    (those plus ``meta["tokens_before"]``, what the tensors it started from had read): the run's training budget.
+    ``deadline`` (``time.perf_counter()``): end the stage at the first logged step past it (``--max-minutes``
+    counts from the first stage of a run; default: ``settings.max_minutes`` from this stage's start).
+    """
     device = model.device
     torch.set_flush_denormal(True)  # CPU: denormal optimizer states otherwise slow each step by 30x
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = make_optimizer(params, settings)
-    start = _resume(model, optimizer, scheduler, objective, folder / "last")
+    optimizer, scheduler = make_optimizer(params, settings, steps)
+    start, spent = _resume(model, optimizer, scheduler, objective, folder / "last")
     folder.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         _keep_log_until(folder / "log.jsonl", start)
@@ -106,6 +131,20 @@ def train_stage(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     began, tokens, loss_value = time.perf_counter(), 0, float("nan")
+    if deadline is None and settings.max_minutes is not None:
+        deadline = began + 60 * settings.max_minutes
+    tokens_before, seconds_before = int(spent.get("tokens", 0)), float(spent.get("seconds", 0.0))
+
+    def budget(done: int) -> dict[str, Any]:
+        """The meta of a checkpoint at step ``done``: the step and the tokens read up to it."""
+        stage_tokens = tokens_before + tokens
+        return {**meta, "step": done, "stage_tokens": stage_tokens,
+                "train_tokens": int(meta.get("tokens_before", 0)) + stage_tokens}
+
+    def spent_now() -> dict[str, float]:
+        return {"tokens": tokens_before + tokens, "seconds": seconds_before + time.perf_counter() - began}
+
+    limit = settings.max_file_bytes
     model.train()
     log_file = (folder / "log.jsonl").open("a") if distributed.is_main() else contextlib.nullcontext()
     with log_file as log:  # None on other ranks
@@ -114,7 +153,8 @@ def train_stage(
                 total, step_tokens, exact, grad_norm = _optimizer_step(micro, objective, settings, step, params,
                                                                        optimizer, scheduler, ddp, graphed, device)
             except torch.OutOfMemoryError as error:
-                raise _saved_on_oom(error, model, optimizer, scheduler, objective, folder, meta, start, step) from None
+                raise _saved_on_oom(error, model, optimizer, scheduler, objective, folder, budget(step), start,
+                                    spent_now(), limit) from None
             tokens += step_tokens
             done = step + 1
             # The host reads the device only for a number it needs: the curriculum's exact share (answer training,
@@ -122,7 +162,7 @@ def train_stage(
             exact_share = distributed.mean(torch.cat(exact).float().mean().item()) if exact else None
             position = objective.end_step(exact_share)
             entry = None
-            if _out_of_time(settings, began, done):
+            if _out_of_time(settings, deadline, done):
                 steps = done  # this step is the stage's last: logged, and its final checkpoint saved
             if done % settings.log_every == 0 or done == steps or "advanced_to" in position:
                 loss_value = distributed.mean(total.item())  # each rank's mean loss over its equal share of the windows
@@ -139,17 +179,18 @@ def train_stage(
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
             if distributed.is_main() and (done % settings.checkpoint_every == 0 or done == steps):
-                _save(model, optimizer, scheduler, objective, folder / "last", {**meta, "step": done})
+                _save(model, optimizer, scheduler, objective, folder / "last", budget(done), spent_now(), limit)
             if on_step is not None:
                 on_step(done, entry)  # None between logged steps: the bar advances, its numbers stay
             if done == steps:
                 break
     model.eval()
     if distributed.is_main():
-        _save(model, optimizer, scheduler, objective, folder / "final", {**meta, "step": steps}, with_state=False)
+        _save(model, optimizer, scheduler, objective, folder / "final", budget(steps), limit=limit)
     distributed.barrier()  # the next stage starts from this checkpoint on every rank
     wall = time.perf_counter() - began
-    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict(), start)
+    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict(), start,
+                        tokens_before + tokens, seconds_before + wall)
 
 
 def _keep_log_until(path: Path, step: int) -> None:
@@ -208,26 +249,26 @@ class TrainingOutOfMemory(torch.OutOfMemoryError):
 
 
 def _saved_on_oom(error: torch.OutOfMemoryError, model: SegmentMethod, optimizer, scheduler, objective: Any,
-                  folder: Path, meta: dict[str, Any], start: int, done: int) -> TrainingOutOfMemory:
+                  folder: Path, meta: dict[str, Any], start: int, spent: dict[str, float],
+                  limit: int | None) -> TrainingOutOfMemory:
     """The steps finished before the failing one are not lost: their weights, optimizer and curriculum state go to
     ``folder/last`` (the step that failed changed no weight: it fails in its forward or backward pass), so the run
     resumes from there with a smaller micro-batch. A 64-segment level once lost 20 steps this way."""
     optimizer.zero_grad(set_to_none=True)  # the failed step's partial gradients
     if model.device.type == "cuda":
         torch.cuda.empty_cache()
-    saved = None
+    saved, done = None, meta["step"]
     if done > start and distributed.is_main():
         saved = folder / "last"
-        _save(model, optimizer, scheduler, objective, saved, {**meta, "step": done})
+        _save(model, optimizer, scheduler, objective, saved, meta, spent, limit)
     return TrainingOutOfMemory(str(error), done, done - start, saved)
 
 
-def _out_of_time(settings: TrainSettings, began: float, done: int) -> bool:
-    """``--max-minutes`` spent? Checked every ``log_every`` steps (a read every rank agrees on)."""
-    if settings.max_minutes is None or done % settings.log_every:
+def _out_of_time(settings: TrainSettings, deadline: float | None, done: int) -> bool:
+    """Past the ``--max-minutes`` deadline? Checked every ``log_every`` steps (a read every rank agrees on)."""
+    if deadline is None or done % settings.log_every:
         return False
-    spent = time.perf_counter() - began > 60 * settings.max_minutes
-    return distributed.mean(float(spent)) > 0
+    return distributed.mean(float(time.perf_counter() > deadline)) > 0
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -246,15 +287,18 @@ def trainable_tensors(model: SegmentMethod) -> dict[str, torch.Tensor]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _save(model, optimizer, scheduler, objective, folder: Path, meta: dict[str, Any], with_state: bool = True) -> None:
-    """Tensors and meta, plus (``with_state``) the trainer state: assembled in a staging folder, then swapped in."""
+def _save(model, optimizer, scheduler, objective, folder: Path, meta: dict[str, Any],
+          spent: dict[str, float] | None = None, limit: int | None = None) -> None:
+    """Tensors and meta, plus (given what the stage has ``spent``) the trainer state: assembled in a staging folder,
+    then swapped in. ``limit``: tensor files over it are written in parts (``hmtbench.tensorfiles``)."""
     tensors = trainable_tensors(model)
-    if not with_state:
-        save_checkpoint(folder, tensors, meta)
+    if spent is None:
+        save_checkpoint(folder, tensors, meta, max_file_bytes=limit)
         return
     staging = folder.with_name(f".{folder.name}.staging")
-    save_checkpoint(staging, tensors, meta)
-    save_trainer_state(staging, optimizer, scheduler, meta["step"], _rng_states(), objective.state_dict())
+    save_checkpoint(staging, tensors, meta, max_file_bytes=limit)
+    save_trainer_state(staging, optimizer, scheduler, meta["step"], _rng_states(), objective.state_dict(), spent,
+                       limit)
     replace_folder(staging, folder)
 
 
@@ -270,19 +314,19 @@ def _rng_states() -> dict[str, torch.Tensor]:
     return states
 
 
-def _resume(model, optimizer, scheduler, objective, folder: Path) -> int:
+def _resume(model, optimizer, scheduler, objective, folder: Path) -> tuple[int, dict[str, float]]:
     """Restore tensors, optimizer, scheduler, RNG and the objective's position from ``folder``; return the step
-    to continue from."""
+    to continue from and what the stage had spent up to it (tokens, seconds)."""
     if not has_trainer_state(folder):
-        return 0
-    step, rng, position = load_trainer_state(folder, optimizer, scheduler)  # refuses pickled states of old versions
+        return 0, {}
+    step, rng, position, spent = load_trainer_state(folder, optimizer, scheduler)  # refuses old pickled states
     objective.load_state_dict(position)
     apply_tensors(model, load_tensors(folder), str(folder))
     torch.set_rng_state(rng["cpu"])
     cuda = [rng[f"cuda.{i}"] for i in range(sum(name.startswith("cuda.") for name in rng))]
     if cuda and torch.cuda.is_available() and not distributed.is_distributed():
         torch.cuda.set_rng_state_all(cuda)
-    return step
+    return step, spent
 
 
 def _peak_mb(device: torch.device) -> float | None:

@@ -66,7 +66,8 @@ def window_loss(model: SegmentMethod, ids: Tensor, settings: TrainSettings) -> t
         scored[:, -segment:] = True
     batch = segment_batch(ids, lengths, size, scored)
     nll, tokens = score_segments(model, batch, grad_segments=settings.bptt_truncate, recompute=settings.recompute,
-                                 scored_segments=window_scored_segments(ids.shape[1], size, settings.loss_on))
+                                 scored_segments=window_scored_segments(ids.shape[1], size, settings.loss_on),
+                                 k2=settings.k2)
     return nll.sum() / tokens.sum(), int(ids.numel())
 
 
@@ -97,12 +98,18 @@ class AnswerTraining:
     A curriculum over the number of segments a sample's context spans (``curriculum.segments``):
     samples start at the first level and move to the next once the share of training answers that
     greedy decoding reproduces exactly, over the last ``curriculum.window`` steps, reaches
-    ``curriculum.advance_at`` (the RMT papers train this way, then generalise beyond the training length).
+    ``curriculum.advance_at`` (the RMT papers train this way, then generalise beyond the training length),
+    or, with ``curriculum.level_steps``, after that many steps at each level. ``first_index``: the micro-batch
+    index of this objective's first step (a level trained as a stage of its own reads the samples it would read
+    in one stage over every level).
     """
 
-    def __init__(self, sampler: Any, curriculum: CurriculumSettings, settings: TrainSettings) -> None:
+    def __init__(self, sampler: Any, curriculum: CurriculumSettings, settings: TrainSettings,
+                 first_index: int = 0) -> None:
         self.sampler, self.curriculum, self.settings = sampler, curriculum, settings
+        self.first_index = first_index
         self.level = 0
+        self.level_step = 0  # steps done at this level
         self.recent: deque[float] = deque(maxlen=curriculum.window)
         self.earlier = torch.zeros(2)  # this step's (exact, all) answers of rows whose facts precede the question
 
@@ -112,19 +119,23 @@ class AnswerTraining:
 
     def describe(self) -> str:
         levels = ", ".join(map(str, self.curriculum.segments))
+        if self.curriculum.level_steps is not None:
+            steps = ", ".join(map(str, self.curriculum.level_steps))
+            return f"{self.sampler.name} answers, contexts of {levels} segments ({steps} steps)"
         return (f"{self.sampler.name} answers, contexts of {levels} segments "
                 f"(next level at {self.curriculum.advance_at:.0%} exact over {self.curriculum.window} steps)")
 
     def batch(self, index: int, batch_size: int) -> tuple[Tensor, ...]:
-        return self.sampler.batch(index, batch_size, self.segments)
+        return self.sampler.batch(self.first_index + index, batch_size, self.segments)
 
     def loss(self, model: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor, prompts: Tensor,
              facts_before: Tensor) -> StepLoss:
         from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
 
         size = read_size(model, ids.shape[1] + ANSWER_ROOM)  # whole rows: every prompt leaves the answer's room
-        batch = answer_segments(ids, lengths, scored, prompts, size, model.sensory_tokens)
-        nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.recompute)
+        batch = answer_segments(ids, lengths, scored, prompts, size, model.sensory_tokens, self.curriculum.layout)
+        nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.recompute,
+                                     k2=self.settings.k2)
         exact = exact_rows(batch, predicted)
         self.earlier = self.earlier.to(exact.device) + torch.stack([(exact & facts_before).sum(), facts_before.sum()])
         return StepLoss(nll.sum() / scored.sum(), int(lengths.sum()), exact)
@@ -132,8 +143,9 @@ class AnswerTraining:
     def end_step(self, exact: float | None) -> dict[str, Any]:
         """Log the level, the exact share and (``exact_earlier``) the share over the rows whose facts all precede
         the question's segment, which a ``question_segment_share`` of near rows would otherwise hide; move to the
-        next level once the recent exact share is high enough."""
+        next level once the recent exact share is high enough (or the level's steps are done)."""
         entry = {"segments": self.segments, "exact": exact}
+        self.level_step += 1
         if exact is None:
             return entry
         hits, rows = (distributed.mean(value) for value in self.earlier.tolist())  # a sum over ranks, / world
@@ -141,16 +153,21 @@ class AnswerTraining:
         if rows:
             entry["exact_earlier"] = hits / rows
         self.recent.append(exact)
-        full = len(self.recent) == self.recent.maxlen
-        if full and sum(self.recent) / len(self.recent) >= self.curriculum.advance_at:
-            if self.level + 1 < len(self.curriculum.segments):
-                self.level += 1
-                self.recent.clear()
-                entry["advanced_to"] = self.segments
+        if self._level_done() and self.level + 1 < len(self.curriculum.segments):
+            self.level += 1
+            self.level_step = 0
+            self.recent.clear()
+            entry["advanced_to"] = self.segments
         return entry
 
+    def _level_done(self) -> bool:
+        if self.curriculum.level_steps is not None:
+            return self.level_step >= self.curriculum.level_steps[self.level]
+        full = len(self.recent) == self.recent.maxlen
+        return full and sum(self.recent) / len(self.recent) >= self.curriculum.advance_at
+
     def state_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "recent": list(self.recent)}
+        return {"level": self.level, "recent": list(self.recent), "level_step": self.level_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -158,4 +175,5 @@ class AnswerTraining:
         if state["level"] >= len(self.curriculum.segments):
             raise HmtbenchError("the run's curriculum has fewer levels than its trainer state; resume with its config")
         self.level = state["level"]
+        self.level_step = state.get("level_step", 0)
         self.recent = deque(state["recent"], maxlen=self.curriculum.window)

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from hmtbench import tensorfiles
 from hmtbench.errors import HmtbenchError
-from hmtbench.files import load_safetensors, read_json, save_safetensors, sha256_file
+from hmtbench.files import read_json, sha256_file
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -36,13 +37,15 @@ def has_trainer_state(folder: Path) -> bool:
 
 
 def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
-                       rng: dict[str, torch.Tensor], objective: dict[str, Any] | None = None) -> None:
-    """Write the optimizer's tensors and ``rng`` to safetensors, the rest to JSON (written last: it marks the state,
-    and records the tensor file's sha256)."""
+                       rng: dict[str, torch.Tensor], objective: dict[str, Any] | None = None,
+                       spent: dict[str, float] | None = None, max_file_bytes: int | None = None) -> None:
+    """Write the optimizer's tensors and ``rng`` to safetensors (in parts over ``max_file_bytes``), the rest to JSON
+    (written last: it marks the state, and records the sha256 of the tensor files). ``spent``: what the stage has
+    used so far (tokens, seconds), so a resumed run adds to it."""
     state = optimizer.state_dict()
     tensors, values = _split_optimizer_state(state["state"])
     tensors.update({RNG + name: value for name, value in rng.items()})
-    save_safetensors(tensors, folder / STATE_TENSORS)
+    written = tensorfiles.save_tensor_file(tensors, folder / STATE_TENSORS, max_file_bytes)
     document = {
         "format": FORMAT,
         "step": step,
@@ -50,43 +53,54 @@ def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler
         "optimizer_values": values,
         "scheduler": scheduler.state_dict(),
         "objective": objective or {},  # where the objective stands: the curriculum's level (plain JSON values)
-        "tensors_sha256": sha256_file(folder / STATE_TENSORS),
+        **_tensor_hashes(written),
+        "spent": spent or {},  # the stage's tokens and seconds up to this step, over every process that ran it
     }
     (folder / STATE_JSON).write_text(json.dumps(document, indent=1))
 
 
 def load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer,
-                       scheduler: Any) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore ``optimizer`` and ``scheduler`` from ``folder``; return the step, the saved RNG states by name and
-    the objective's position.
+                       scheduler: Any) -> tuple[int, dict[str, torch.Tensor], dict[str, Any], dict[str, float]]:
+    """Restore ``optimizer`` and ``scheduler`` from ``folder``; return the step, the saved RNG states by name, the
+    objective's position and what the stage had spent (tokens, seconds; empty for states saved before it was kept).
 
     The caller sets the RNG states, since only it knows which devices this process owns.
     """
     refuse_legacy(folder)
     document = read_trainer_state(folder)
-    tensors = load_safetensors(folder / STATE_TENSORS, CORRUPT)  # on the CPU: not every rank owns GPU 0
+    tensors = tensorfiles.load_tensor_file(folder / STATE_TENSORS, CORRUPT)  # on the CPU: not every rank owns GPU 0
     live = optimizer.param_groups
     groups = [_like(saved, live[i] if i < len(live) else {}) for i, saved in enumerate(document["param_groups"])]
     state = _join_optimizer_state(tensors, document["optimizer_values"])
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict(document["scheduler"])
     rng = {name[len(RNG):]: value for name, value in tensors.items() if name.startswith(RNG)}
-    return int(document["step"]), rng, document.get("objective", {})
+    return int(document["step"]), rng, document.get("objective", {}), document.get("spent", {})
 
 
 def read_trainer_state(folder: Path) -> dict[str, Any]:
-    """``trainer_state.json`` of this format, once the tensor file beside it matches the sha256 it records."""
+    """``trainer_state.json`` of this format, once the tensor files beside it match the sha256 it records."""
     document = read_json(folder / STATE_JSON, CORRUPT)
     if document.get("format") != FORMAT:
         raise HmtbenchError(f"{folder / STATE_JSON} has format {document.get('format')!r}; this hmtbench reads "
                             f"format {FORMAT}: resume it with the hmtbench version that wrote it")
-    tensors, digest = folder / STATE_TENSORS, document.get("tensors_sha256")
-    if not tensors.is_file():
-        raise HmtbenchError(f"{tensors} is missing; {CORRUPT}")
-    if digest is not None and sha256_file(tensors) != digest:
-        raise HmtbenchError(f"{tensors} does not match the sha256 {STATE_JSON} records for it: truncated, corrupt or "
-                            f"changed; {CORRUPT}")
+    digests = document.get("tensor_files") or {STATE_TENSORS: document.get("tensors_sha256")}  # parts: each one's
+    for name, value in digests.items():
+        path = folder / name
+        if not path.is_file():
+            raise HmtbenchError(f"{path} is missing; {CORRUPT}")
+        if value is not None and sha256_file(path) != value:
+            raise HmtbenchError(f"{path} does not match the sha256 {STATE_JSON} records for it: truncated, corrupt or "
+                                f"changed; {CORRUPT}")
     return document
+
+
+def _tensor_hashes(written: list[Path]) -> dict[str, Any]:
+    """What ``trainer_state.json`` records of the tensor files: the one file's sha256, or each part's (and the
+    index's) by name."""
+    if len(written) == 1:
+        return {"tensors_sha256": sha256_file(written[0])}
+    return {"tensor_files": {path.name: sha256_file(path) for path in written}}
 
 
 def refuse_legacy(folder: Path) -> None:

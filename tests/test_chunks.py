@@ -1,0 +1,159 @@
+"""Training in chunks: --max-minutes then --resume is bit-exact, the budget (tokens) survives every stage and chunk,
+fixed-step curriculum levels as stages of their own, and the ledger of what each chunk cost."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hmtbench.checkpoints import load_tensors
+from hmtbench.commands.train import load_run_config, plan_stages, run_train
+from hmtbench.config import DataSettings, method_config
+from hmtbench.errors import HmtbenchError
+from hmtbench.results.ledger import read_ledger
+from hmtbench.training.config import CurriculumSettings, TrainConfig, TrainSettings
+
+TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> str:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return str(path)
+
+
+def config_for(corpus: str, folder: Path, **train: object) -> TrainConfig:
+    settings = {"steps": 6, "bptt_depth": 3, "batch_size": 2, "lr": 1e-2, "log_every": 2, "checkpoint_every": 100,
+                "seed": 0, "train": "lora", **train}
+    return TrainConfig(backbone="random:llama", method=method_config("rmt", {"memory_tokens": 2}),
+                       segment_length=24, data=DataSettings(dataset=corpus), train=TrainSettings(**settings),
+                       output_dir=str(folder / "run"), out=str(folder / "results"))
+
+
+def records(folder: Path) -> pd.DataFrame:
+    frame = pd.concat(pd.read_parquet(p) for p in (folder / "results").glob("*.parquet"))
+    return frame.sort_values("created_at")
+
+
+def test_chunks_of_max_minutes_resume_bit_for_bit_and_keep_the_token_count(corpus: str, tmp_path: Path) -> None:
+    """Three chunks of one step pair each (every --max-minutes spent at once: each chunk ends at its first logged
+    step) end with the tensors, optimizer state, losses and token count of the uninterrupted run, exactly; each chunk
+    leaves a ledger line, and their tokens add up to the run's."""
+    run_train(config_for(corpus, tmp_path / "a"))
+    chunked = config_for(corpus, tmp_path / "b", max_minutes=1e-9, max_file_mb=1.0)
+    run_train(chunked)
+    for _ in range(2):
+        run_train(load_run_config(chunked.output_dir, {"train": {"max_minutes": 1e-9}}), resume=chunked.output_dir)
+    a, b = (tmp_path / x / "run" / "train" for x in "ab")
+    straight, resumed = load_tensors(a / "final"), load_tensors(b / "final")
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert (b / "last" / "trainer_state.json").is_file()  # resumable at the end too
+    logged = [[json.loads(line)["loss"] for line in (x / "log.jsonl").read_text().splitlines()] for x in (a, b)]
+    assert logged[0] == logged[1]  # steps 2, 4, 6: each chunk logs the step it stops at
+    tokens = 6 * 2 * 3 * 20  # steps x windows x D segments x S text tokens
+    meta = [json.loads((x / "final" / "checkpoint.json").read_text()) for x in (a, b)]
+    assert meta[0]["train_tokens"] == meta[1]["train_tokens"] == tokens
+    ledger = read_ledger(tmp_path / "b" / "results")
+    assert [(r["steps_from"], r["steps_to"], r["tokens"]) for r in ledger] == [("0", "2", "240"), ("2", "4", "240"),
+                                                                              ("4", "6", "240")]
+    assert [int(r["train_tokens"]) for r in ledger] == [240, 480, tokens]
+    assert records(tmp_path / "b")["train_tokens"].tolist() == [240, 480, tokens]
+
+
+def test_a_run_stops_at_its_deadline_instead_of_starting_the_next_stage(corpus: str, tmp_path: Path) -> None:
+    """--max-minutes is the run's: a stage it ends leaves the next one to --resume (which starts from the first
+    stage's complete final tensors, never from an unfinished stage)."""
+    config = dataclasses.replace(
+        config_for(corpus, tmp_path, max_minutes=1e-9, stages=[1, 2], stage1_steps=4),
+        method=method_config("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16}))
+    rows = run_train(config)
+    assert [row["end_step"] for row in rows] == [2] and not (tmp_path / "run" / "stage2").exists()
+    again = load_run_config(config.output_dir)
+    rows = run_train(dataclasses.replace(again, train=dataclasses.replace(again.train, max_minutes=None)),
+                     resume=config.output_dir)
+    assert [row["end_step"] for row in rows] == [4, 6]
+    stage1 = json.loads((tmp_path / "run" / "stage1" / "final" / "checkpoint.json").read_text())
+    stage2 = json.loads((tmp_path / "run" / "stage2" / "final" / "checkpoint.json").read_text())
+    assert stage2["tokens_before"] == stage1["train_tokens"] == 4 * 2 * 3 * 18
+    assert stage2["train_tokens"] == stage1["train_tokens"] + 6 * 2 * 3 * 18
+
+
+def test_resume_takes_a_new_time_budget_and_nothing_else(corpus: str, tmp_path: Path) -> None:
+    config = config_for(corpus, tmp_path, max_minutes=5.0)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(__import__("hmtbench.config").config.dump_yaml(config))
+    assert load_run_config(str(tmp_path / "run")).train.max_minutes == 5.0
+    assert load_run_config(str(tmp_path / "run"), {"train": {"max_minutes": 9}}).train.max_minutes == 9
+    with pytest.raises(HmtbenchError, match="only --max-minutes applies, got segment_length, train.lr"):
+        load_run_config(str(tmp_path / "run"), {"train": {"lr": 1.0}, "segment_length": 32})
+
+
+def passkey_config(tmp_path: Path, **curriculum: object) -> TrainConfig:
+    return TrainConfig(
+        backbone="random:llama", method=method_config("rmt", {"memory_tokens": 2}), segment_length=304,
+        curriculum=CurriculumSettings(task="passkey", segments=[2, 3], needles="earlier", **curriculum),
+        train=TrainSettings(batch_size=2, lr=1e-3, log_every=1, checkpoint_every=100, seed=0, train="lora",
+                            lr_schedule="linear", warmup_share=0.5, decay_horizon=2.0),
+        output_dir=str(tmp_path / "run"), out=str(tmp_path / "results"), recipe="recipes/x.yaml")
+
+
+def test_levels_with_fixed_steps_restart_as_stages_of_their_own(tmp_path: Path) -> None:
+    """curriculum.restart_per_level (the RMT BABILong script's levels): one stage per level, each from the last
+    level's final tensors with a fresh optimizer and schedule, on the samples one stage over both levels reads."""
+    config = passkey_config(tmp_path, level_steps=[2, 3], restart_per_level=True)
+    assert [(s.folder, s.steps, s.level) for s in plan_stages(config)] == [("level1", 2, 0), ("level2", 3, 1)]
+    rows = run_train(config)
+    assert [r["curriculum_segments"] for r in rows] == [2, 3] and [r["steps"] for r in rows] == [2, 3]
+    logs = [[json.loads(line) for line in (tmp_path / "run" / f"level{j}" / "log.jsonl").read_text().splitlines()]
+            for j in (1, 2)]
+    # the lr logged after step t is step t + 1's: warm-up of int(0.5 x steps) = 1 step, then down to 0 at 2 x steps
+    assert [e["lr"] for e in logs[0]] == pytest.approx([1e-3 * 3 / 3, 1e-3 * 2 / 3])
+    assert [e["lr"] for e in logs[1]] == pytest.approx([1e-3 * 5 / 5, 1e-3 * 4 / 5, 1e-3 * 3 / 5])  # its own
+    assert {e["segments"] for e in logs[1]} == {3}
+    level1 = json.loads((tmp_path / "run" / "level1" / "final" / "checkpoint.json").read_text())
+    level2 = json.loads((tmp_path / "run" / "level2" / "final" / "checkpoint.json").read_text())
+    assert level2["tokens_before"] == level1["train_tokens"] > 0
+    frame = records(tmp_path)
+    assert frame["recipe"].tolist() == ["recipes/x.yaml"] * 2
+    assert frame["train_tokens"].tolist() == [level1["train_tokens"], level2["train_tokens"]]
+    assert [r["stage"] for r in read_ledger(tmp_path / "results")] == ["rmt level 1", "rmt level 2"]
+
+
+def test_a_level_stage_reads_the_samples_of_its_place_in_one_stage(tmp_path: Path) -> None:
+    from hmtbench.backbones import load_backbone
+    from hmtbench.commands.train import build_for_training, make_objective
+
+    config = passkey_config(tmp_path, level_steps=[2, 3], restart_per_level=True)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, grad_accum=2))
+    backbone = load_backbone("random:llama", device="cpu")
+    model = build_for_training(backbone, config, None)
+    whole = make_objective(dataclasses.replace(config, curriculum=dataclasses.replace(
+        config.curriculum, restart_per_level=False)), model, backbone, None)
+    second = make_objective(config, model, backbone, None, level=1)
+    assert second.segments == 3 and second.first_index == 2 * 2
+    whole.level = 1
+    assert all(torch.equal(a, b) for a, b in zip(second.batch(0, 2), whole.batch(4, 2), strict=True))
+
+
+def test_fixed_level_steps_advance_the_curriculum_in_one_stage(tmp_path: Path) -> None:
+    """Without restart (the HMT reference's curriculum): one optimizer, the level moves on after its steps."""
+    config = passkey_config(tmp_path, level_steps=[2, 1])
+    assert [(s.folder, s.steps) for s in plan_stages(config)] == [("train", 3)]
+    run_train(config)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "train" / "log.jsonl").read_text().splitlines()]
+    assert [e["segments"] for e in logged] == [2, 2, 3] and logged[1]["advanced_to"] == 3
+
+
+def test_level_settings_are_checked() -> None:
+    with pytest.raises(HmtbenchError, match="a positive step count per level"):
+        CurriculumSettings(task="passkey", segments=[2, 3], level_steps=[5])
+    with pytest.raises(HmtbenchError, match="needs curriculum.level_steps"):
+        CurriculumSettings(task="passkey", restart_per_level=True)
+    with pytest.raises(HmtbenchError, match="two truncation rules"):
+        TrainSettings(bptt_truncate=2, k2=2)
