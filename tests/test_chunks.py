@@ -38,7 +38,7 @@ def config_for(corpus: str, folder: Path, **train: object) -> TrainConfig:
 
 def records(folder: Path) -> pd.DataFrame:
     frame = pd.concat(pd.read_parquet(p) for p in (folder / "results").glob("*.parquet"))
-    return frame.sort_values("created_at")
+    return frame.sort_values(["created_at", "train_tokens"])  # one second apart or less: the budget orders them
 
 
 def test_chunks_of_max_minutes_resume_bit_for_bit_and_keep_the_token_count(corpus: str, tmp_path: Path) -> None:
@@ -78,20 +78,27 @@ def test_a_run_stops_at_its_deadline_instead_of_starting_the_next_stage(corpus: 
     rows = run_train(dataclasses.replace(again, train=dataclasses.replace(again.train, max_minutes=None)),
                      resume=config.output_dir)
     assert [row["end_step"] for row in rows] == [4, 6]
+    config = dataclasses.replace(config, output_dir=str(tmp_path / "other"))
+    rows = run_train(dataclasses.replace(config, train=dataclasses.replace(config.train, stage1_steps=2)))
+    assert [row["end_step"] for row in rows] == [2] and not (tmp_path / "other" / "stage2").exists()  # no new stage
+    assert (tmp_path / "other" / "stage1" / "final").is_dir()  # the first one complete
     stage1 = json.loads((tmp_path / "run" / "stage1" / "final" / "checkpoint.json").read_text())
     stage2 = json.loads((tmp_path / "run" / "stage2" / "final" / "checkpoint.json").read_text())
     assert stage2["tokens_before"] == stage1["train_tokens"] == 4 * 2 * 3 * 18
     assert stage2["train_tokens"] == stage1["train_tokens"] + 6 * 2 * 3 * 18
 
 
-def test_resume_takes_a_new_time_budget_and_nothing_else(corpus: str, tmp_path: Path) -> None:
+def test_resume_takes_a_new_time_budget_and_results_folder_and_nothing_else(corpus: str, tmp_path: Path) -> None:
     config = config_for(corpus, tmp_path, max_minutes=5.0)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text(__import__("hmtbench.config").config.dump_yaml(config))
     assert load_run_config(str(tmp_path / "run")).train.max_minutes == 5.0
     assert load_run_config(str(tmp_path / "run"), {"train": {"max_minutes": 9}}).train.max_minutes == 9
-    with pytest.raises(HmtbenchError, match="only --max-minutes applies, got segment_length, train.lr"):
+    assert load_run_config(str(tmp_path / "run"), {"out": "elsewhere"}).out == "elsewhere"
+    with pytest.raises(HmtbenchError, match="only --max-minutes and --out apply, got segment_length, train.lr"):
         load_run_config(str(tmp_path / "run"), {"train": {"lr": 1.0}, "segment_length": 32})
+    (tmp_path / "run").rename(tmp_path / "moved")  # carried to another machine between chunks
+    assert load_run_config(str(tmp_path / "moved")).output_dir == str(tmp_path / "moved")
 
 
 def passkey_config(tmp_path: Path, **curriculum: object) -> TrainConfig:
@@ -115,7 +122,8 @@ def test_levels_with_fixed_steps_restart_as_stages_of_their_own(tmp_path: Path) 
     # the lr logged after step t is step t + 1's: warm-up of int(0.5 x steps) = 1 step, then down to 0 at 2 x steps
     assert [e["lr"] for e in logs[0]] == pytest.approx([1e-3 * 3 / 3, 1e-3 * 2 / 3])
     assert [e["lr"] for e in logs[1]] == pytest.approx([1e-3 * 5 / 5, 1e-3 * 4 / 5, 1e-3 * 3 / 5])  # its own
-    assert {e["segments"] for e in logs[1]} == {3}
+    assert {e["segments"] for e in logs[1]} == {3} and {e["recipe"] for e in logs[0] + logs[1]} == {"recipes/x.yaml"}
+    assert logs[1][-1]["train_tokens"] > logs[1][0]["train_tokens"] > logs[0][-1]["train_tokens"]
     level1 = json.loads((tmp_path / "run" / "level1" / "final" / "checkpoint.json").read_text())
     level2 = json.loads((tmp_path / "run" / "level2" / "final" / "checkpoint.json").read_text())
     assert level2["tokens_before"] == level1["train_tokens"] > 0
@@ -123,6 +131,7 @@ def test_levels_with_fixed_steps_restart_as_stages_of_their_own(tmp_path: Path) 
     assert frame["recipe"].tolist() == ["recipes/x.yaml"] * 2
     assert frame["train_tokens"].tolist() == [level1["train_tokens"], level2["train_tokens"]]
     assert [r["stage"] for r in read_ledger(tmp_path / "results")] == ["rmt level 1", "rmt level 2"]
+    assert all(" " not in r for r in frame["run_id"]) and "-train-rmt-level2-" in frame["run_id"].iloc[1]
 
 
 def test_a_level_stage_reads_the_samples_of_its_place_in_one_stage(tmp_path: Path) -> None:

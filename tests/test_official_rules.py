@@ -207,3 +207,23 @@ def test_the_linear_schedule_is_transformers_linear_schedule(steps: int, share: 
         scheduler.step()
         reference_optimizer.step()
         reference.step()
+
+
+def test_full_length_samples_fill_their_level_and_both_layouts_cut_them_alike() -> None:
+    """sample_length: full (the BABILong script's fixed sample_size): every prompt ends ANSWER_ROOM before its last
+    segment's end, where the official cut from the start and the answer layout coincide."""
+    from hmtbench.backbones.tiny import byte_tokenizer
+    from hmtbench.engine import ANSWER_ROOM
+    from hmtbench.training.answers import AnswerSampler
+    from hmtbench.training.config import CurriculumSettings
+
+    S = 300
+    curriculum = CurriculumSettings(task="passkey", segments=[2, 3], needles="earlier", layout="start",
+                                    sample_length="full")
+    sampler = AnswerSampler(curriculum, byte_tokenizer(), S, 3407)
+    ids, lengths, scored, prompts = sampler.batch(0, 4, 3)[:4]
+    assert prompts.tolist() == [3 * S - ANSWER_ROOM] * 4
+    start = answer_segments(ids, lengths, scored, prompts, S, layout="start")
+    answer = answer_segments(ids, lengths, scored, prompts, S)
+    for field in ("segments", "lengths", "targets", "known"):
+        assert torch.equal(getattr(start, field), getattr(answer, field)), field

@@ -109,3 +109,32 @@ def test_a_recipe_setting_no_command_has_is_an_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval-ppl", "--recipe", str(recipe)])
     assert result.exit_code == 2
     assert f"recipe '{recipe}': unknown setting 'segmnet_length' (did you mean 'segment_length'?)" in result.stderr
+
+
+RESUMABLE_BYTES_PER_PARAMETER = 12  # fp32 tensor + AdamW's two fp32 moments
+CALL_BYTES = 60 * 2**20  # what a resumable checkpoint may take of a GPU call's 64 MiB (the tree travels too)
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-passkey-rmt-official", "smollm2-135m-passkey-hmt-official"])
+def test_official_recipes_resume_from_a_checkpoint_one_gpu_call_carries(name: str) -> None:
+    """A chunk's resumable checkpoint must travel to the next call and back (scripts/gpu/README.md): its trainable
+    parameters (LoRA at SmolLM2-135M's full shape, counted on the meta device, plus the method's own) x 12 bytes."""
+    import dataclasses
+
+    import torch
+
+    from hmtbench.backbones.random_shapes import build_shape_model
+    from hmtbench.methods import method_class
+    from hmtbench.training.lora import add_lora
+
+    config = from_dict(TrainConfig, load_yaml(Path(__file__).parent.parent / "recipes" / f"{name}.yaml"))
+    assert config.train.train == "lora" and config.train.max_file_mb == 16
+    full = build_shape_model("smollm2-135m", device="meta", dtype=torch.float32)
+    add_lora(full, dataclasses.asdict(config.lora))
+    lora = sum(p.numel() for n, p in full.named_parameters() if "lora_" in n)
+    assert lora == config.lora.r * 30 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))  # q, o; k, v; MLP
+    small = build_shape_model("smollm2-135m", device="cpu", dtype=torch.float32,
+                              overrides={"num_hidden_layers": 1, "vocab_size": 259})
+    method = method_class(config.method.name)(small, config.method.resolved(576), config.segment_length)
+    own = sum(p.numel() for p in method.added_parameters().values())
+    assert RESUMABLE_BYTES_PER_PARAMETER * (lora + own) <= CALL_BYTES, (lora, own)

@@ -96,7 +96,8 @@ class AnswerSampler:
         for a ``question_segment_share`` of the samples, whose facts sit in the question's own segment; ``needles:
         apart`` as earlier, each fact in a segment of its own. ``layout: start``: the prompt ends anywhere in the
         last of ``segments`` segments cut from its start (at least ``ANSWER_ROOM`` positions before its end, room
-        for the answer), and the question's segment is the one the prompt ends in."""
+        for the answer), and the question's segment is the one the prompt ends in. ``sample_length: full``: every
+        prompt as long as the level allows (both layouts then cut it alike)."""
         rng = random.Random(f"curriculum-{self.seed}-{k}")
         size = self.segment_tokens
         high = segments * size - ANSWER_ROOM
@@ -110,7 +111,7 @@ class AnswerSampler:
         near = earlier and share > 0 and rng.random() < share  # no draw at share 0: earlier samples stay as they were
         if earlier:  # room before the question's segment for the instructions and facts (`shortest` bounds them)
             low = min(high, max(low, size - ANSWER_ROOM + self.shortest))
-        length = rng.randint(low, high)
+        length = high if self.curriculum.sample_length == "full" else rng.randint(low, high)
         reach = 1.0
         if earlier:  # the facts end before the question's segment starts; depth is a share of the filler, and
             # instructions, facts and question take at most `shortest` tokens

@@ -126,6 +126,8 @@ class CurriculumSettings:
     # tensors with a fresh optimizer and lr schedule (the RMT BABILong script runs each level as a new run)
     layout: str = "answer"  # answer: each prompt ends ANSWER_ROOM positions before a segment ends | start: segments
     # cut from the sample's start (the official RMT wrapper); where the question and answer fall then varies
+    sample_length: str = "uniform"  # generated tasks: uniform: each prompt's length drawn over its level | full:
+    # every prompt fills its level up to ANSWER_ROOM (the BABILong script's fixed sample_size)
     needles: str = "anywhere"  # generated tasks: anywhere in the context | earlier: in a segment before the
     # question's from level 2 on, so every sample's answer needs the memory (none is answerable from the last segment)
     # | apart: as earlier, and each fact of a multi-fact sample in a segment of its own (a span write holds one)
@@ -156,6 +158,8 @@ class CurriculumSettings:
             raise HmtbenchError("curriculum.restart_per_level needs curriculum.level_steps (the steps of each level)")
         if self.layout not in ANSWER_LAYOUTS:
             raise HmtbenchError(f"curriculum.layout must be answer or start, got '{self.layout}'")
+        if self.sample_length not in ("uniform", "full"):
+            raise HmtbenchError(f"curriculum.sample_length must be uniform or full, got '{self.sample_length}'")
 
 
 @dataclass

@@ -174,6 +174,8 @@ def train_stage(
                     **position,
                     "tokens_per_s": tokens / (time.perf_counter() - began),
                     "peak_mem_mb": _peak_mb(device),
+                    "train_tokens": budget(done)["train_tokens"],  # the budget so far, over every stage and chunk
+                    **({"recipe": meta["recipe"]} if meta.get("recipe") else {}),
                 }
                 if log is not None:
                     log.write(json.dumps(entry) + "\n")

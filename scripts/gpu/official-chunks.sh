@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The official-budget trainings of issue 34 (recipes/smollm2-135m-passkey-{rmt,hmt}-official.yaml) in chunks that fit
+# device calls, and the speed measurement they rest on. In the foreground of one device call, from the checkout root
+# on the GPU machine, after scripts/gpu/stage.sh, with HMTBENCH_GIT_COMMIT / HMTBENCH_GIT_DIRTY exported:
+#   bash scripts/gpu/official-chunks.sh speed-bench WORK    the full fine-tune's training step on SmolLM2 at batch 32
+#                                                           of 2 x 512 positions (RMT, m 10): eager, --compile,
+#                                                           --compile --cuda-graphs (~4 minutes)
+#   bash scripts/gpu/official-chunks.sh speed-train WORK    the same in the training loop (60 optimizer steps of
+#                                                           language modelling, --compile --cuda-graphs), then 90 s
+#                                                           of each official recipe's answer training (--compile; and
+#                                                           RMT's as a full fine-tune) (~6 minutes)
+#   bash scripts/gpu/official-chunks.sh train WORK METHOD MINUTES   one chunk of METHOD's (rmt | hmt) recipe: starts
+#                                                           WORK/runs/METHOD-official (with --compile) or resumes it
+#   bash scripts/gpu/official-chunks.sh pack WORK METHOD OUT        what the next chunk resumes from (the unfinished
+#                                                           stage's last checkpoint, else the last stage's final), the
+#                                                           logs, records and ledger: one tarball in parts of 15 MiB
+#   bash scripts/gpu/official-chunks.sh pack-final WORK METHOD STAGE OUT   one finished stage's final (e.g. level1)
+#   bash scripts/gpu/official-chunks.sh unpack PARTS WORK   the carried parts of a pack, back under WORK
+#   bash scripts/gpu/official-chunks.sh eval WORK METHOD STAGE LENGTHS   passkey at LENGTHS from STAGE's final
+# A resumable RMT checkpoint is 59 MB (HMT 58 MB): it comes back as 4 parts and travels in a call of its own (not with
+# the model's staging parts). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
+set -euo pipefail
+step=$1
+export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+SHAPE=(--backbone smollm2-135m --method rmt --memory-tokens 10 --segment-length 512)
+
+case $step in
+speed-bench)
+  work=$2; mkdir -p "$work/logs"
+  for fast in "" "--compile" "--compile --cuda-graphs"; do
+    name=$(echo "eager ${fast}" | tr -d '-' | tr ' ' '_')
+    # shellcheck disable=SC2086
+    timeout -k 5 110 python3 -m hmtbench bench "${SHAPE[@]}" --mode train --train full --bptt-depth 2 \
+      --batch-size 32 --warmup 2 --repeat 10 --max-seconds 30 $fast --out "$work/results/speed-bench" \
+      > "$work/logs/bench-$name.log" 2>&1 || true
+    grep -h "tok/s\|Error\|error" "$work/logs/bench-$name.log" | tail -2
+  done ;;
+speed-train)
+  work=$2; mkdir -p "$work/logs"
+  timeout -k 5 200 python3 -m hmtbench train "${SHAPE[@]}" --train full --bptt-depth 2 --batch-size 32 \
+    --loss-on all --lr 1e-4 --steps 60 --log-every 10 --compile --cuda-graphs --dataset python-stdlib \
+    --split train --output-dir "$work/runs/speed-lm" --out "$work/results/speed-train" \
+    > "$work/logs/speed-lm.log" 2>&1 || true
+  cut -c1-200 "$work/runs/speed-lm/train/log.jsonl" | tail -2
+  for variant in rmt hmt rmt-full; do
+    method=${variant%-full} extra=()
+    [ "$variant" = rmt-full ] && extra=(--train full)
+    timeout -k 5 200 python3 -m hmtbench train --recipe "recipes/smollm2-135m-passkey-$method-official.yaml" \
+      "${extra[@]}" --compile --max-minutes 1.5 --output-dir "$work/runs/speed-$variant" \
+      --out "$work/results/speed-train" > "$work/logs/speed-$variant.log" 2>&1 || true
+    cut -c1-200 "$work/runs/speed-$variant"/*/log.jsonl | tail -1
+  done ;;
+train)
+  work=$2 method=$3 minutes=$4
+  run=$work/runs/$method-official
+  mkdir -p "$work/logs"
+  if [ -f "$run/config.yaml" ]; then
+    flags=(--resume "$run")
+  else
+    flags=(--recipe "recipes/smollm2-135m-passkey-$method-official.yaml" --compile --output-dir "$run"
+           --out "$work/results/train")
+  fi
+  # loading, compiling and the final saves: up to ~2 minutes beyond --max-minutes
+  timeout -k 5 "$(python3 -c "print(int($minutes * 60 + 120))")" python3 -m hmtbench train "${flags[@]}" \
+    --max-minutes "$minutes" >> "$work/logs/train-$method.log" 2>&1 || true
+  grep -v "^\s*$" "$work/logs/train-$method.log" | tail -4
+  tail -3 "$work/results/train/ledger.csv" ;;
+pack | pack-final)
+  work=$2 method=$3
+  run=runs/$method-official
+  cd "$work"
+  if [ "$step" = pack-final ]; then
+    stage=$4 out=$5 name=$method-$4-final
+    keep=("$run/$stage/final")
+  else
+    out=$4 name=$method-state
+    keep=("$(python3 - "$run" <<'PY'
+import json, sys
+from pathlib import Path
+from hmtbench.commands.train import load_run_config, plan_stages
+run, previous = Path(sys.argv[1]), None
+for stage in plan_stages(load_run_config(str(run))):  # the first stage without a complete final resumes
+    folder = run / stage.folder
+    final = folder / "final" / "checkpoint.json"
+    if not final.is_file() or json.loads(final.read_text())["step"] < stage.steps:
+        print(folder / "last" if (folder / "last").is_dir() else previous)  # not begun: it starts from the last final
+        break
+    previous = folder / "final"
+else:
+    print(previous)
+PY
+)" "$run/config.yaml" "$run"/*/log.jsonl logs results)
+  fi
+  mkdir -p "$out"
+  tar czf "/tmp/$name.tgz" "${keep[@]}"
+  split -b 15M -d -a 1 "/tmp/$name.tgz" "$out/$name.tgz."
+  ls -la "$out" ;;
+unpack)
+  parts=$2 work=$3
+  mkdir -p "$work"
+  for name in $(ls "$parts" | sed -n 's/\.tgz\.[0-9]$//p' | sort -u); do
+    cat "$parts/$name".tgz.* | tar xzf - -C "$work"
+  done
+  find "$work/runs" -maxdepth 4 -name checkpoint.json | sort ;;
+eval)
+  work=$2 method=$3 stage=$4 lengths=$5
+  mkdir -p "$work/logs"
+  timeout -k 5 "${EVAL_SECONDS:-400}" python3 -m hmtbench eval-qa --task passkey --backbone smollm2-135m \
+    --method "$method" --segment-length 512 --limit "${LIMIT:-125}" --batch-size "${LIMIT:-125}" \
+    --depth "${DEPTHS:-0,0.25,0.5,0.75,1}" --context-length "$lengths" \
+    --checkpoint "$work/runs/$method-official/$stage/final" --out "$work/results/passkey-$method-official-$stage" \
+    > "$work/logs/eval-$method-$stage.log" 2>&1 || true
+  grep -h "accuracy\|Error" "$work/logs/eval-$method-$stage.log" ;;
+*)
+  echo "usage: bash scripts/gpu/official-chunks.sh speed-bench|speed-train|train|pack|pack-final|unpack|eval ..." >&2
+  exit 2 ;;
+esac
