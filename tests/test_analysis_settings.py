@@ -55,7 +55,8 @@ def test_normalised_settings_of_both_layouts_are_equal() -> None:
     old = {"backbone": "b", "method": "hmt", "memory": OLD_MEMORY, "data": {"test_length": 2000}}
     assert normalise_config(old, "hmt") == normalise_config(new_layout(old), "hmt")
     rmt = normalise_config({"method": "rmt", "memory": {**OLD_MEMORY, "summary_pass": "inline"}}, "rmt")
-    assert rmt == {"segment_length": 256, "method": {"memory_tokens": 1, "write": "state", "span_choice": "soft"},
+    assert rmt == {"segment_length": 256, "method": {"memory_tokens": 1, "write": "state", "span_choice": "soft",
+                                                     "write_after": "text", "memory_dtype": "backbone"},
                    "engine": {"compile": False, "cuda_graphs": False}}
     assert normalise_config({"memory": {"summary_pass": "x", "segment_length": 64}}, "zeta")["method"] == {
         "summary_pass": "x"}  # an unregistered method keeps what it recorded
