@@ -240,7 +240,7 @@ def train(
     seed: Seed = None,
     output_dir: Annotated[str | None, opt("Run folder [default: runs/<backbone>-<method>-<time>].")] = None,
     resume: Annotated[str | None, opt("Continue the run in this folder exactly where it stopped (only "
-                                      "--max-minutes and --out may be given with it).")] = None,
+                                      "--max-minutes, --out and --device may be given with it).")] = None,
     dtype: Annotated[str | None, opt("auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU.")] = None,
     device: Device = None, out: Out = None, name: Name = None,
 ) -> None:

@@ -95,7 +95,8 @@ def test_resume_takes_a_new_time_budget_and_results_folder_and_nothing_else(corp
     assert load_run_config(str(tmp_path / "run")).train.max_minutes == 5.0
     assert load_run_config(str(tmp_path / "run"), {"train": {"max_minutes": 9}}).train.max_minutes == 9
     assert load_run_config(str(tmp_path / "run"), {"out": "elsewhere"}).out == "elsewhere"
-    with pytest.raises(HmtbenchError, match="only --max-minutes and --out apply, got segment_length, train.lr"):
+    assert load_run_config(str(tmp_path / "run"), {"device": "cpu"}).device == "cpu"
+    with pytest.raises(HmtbenchError, match="only --max-minutes, --out and --device apply, got segment_length, tr"):
         load_run_config(str(tmp_path / "run"), {"train": {"lr": 1.0}, "segment_length": 32})
     (tmp_path / "run").rename(tmp_path / "moved")  # carried to another machine between chunks
     assert load_run_config(str(tmp_path / "moved")).output_dir == str(tmp_path / "moved")
