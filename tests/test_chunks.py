@@ -17,15 +17,13 @@ from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
 from hmtbench.results.ledger import read_ledger
 from hmtbench.training.config import CurriculumSettings, TrainConfig, TrainSettings
-
-TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
+from tests.test_train import TEXT
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> str:
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT)
-    return str(path)
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    return str(tmp_path / "corpus.txt")
 
 
 def config_for(corpus: str, folder: Path, **train: object) -> TrainConfig:
