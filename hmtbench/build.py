@@ -39,6 +39,7 @@ def build_method(
         check_backbone(meta, checkpoint, backbone)
         lora = meta.get("lora") or lora
     if not has_lora(backbone.model):
+        torch.manual_seed(seed)  # LoRA's A matrices are drawn here: from the run's seed, not the process's state
         inject_lora_for(backbone.model, checkpoint, lora)
     torch.manual_seed(seed)
     model = cls(backbone.model, config, segment_length)

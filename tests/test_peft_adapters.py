@@ -203,3 +203,18 @@ def test_committed_old_checkpoint_loads_its_lora_in_both_formats(tmp_path: Path)
     again = load(resaved)
     assert again.keys() == state.keys()
     assert all(torch.equal(again[name], state[name]) for name in state)
+
+
+def test_lora_is_drawn_from_the_runs_seed_whatever_state_the_process_is_in() -> None:
+    """LoRA's A matrices are initialised from --seed: a GGUF backbone leaves the global generator in a state that
+    differs between processes, and two runs of one seed once started from different adapters."""
+    from hmtbench.config import method_config
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": None}
+    drawn = []
+    for state in (1, 2):
+        backbone = load_backbone("random:llama", device="cpu")
+        torch.manual_seed(state)  # what loading left the process's generator in
+        model = build_method(backbone, method_config("rmt"), 24, seed=0, lora=lora)
+        drawn.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n})
+    assert drawn[0] and all(torch.equal(drawn[0][n], drawn[1][n]) for n in drawn[0])
