@@ -7,6 +7,7 @@ commit of the code that ran (with the state of its tree).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,11 +137,19 @@ def _tests(table: Comparison | None, deltas: bool) -> str:
     return "; ".join([f"'A vs B, %' = {sign} × 100, positive = A better"] * deltas + parts)
 
 
+def _runs(count: int, state: str) -> str:
+    return f"{count} run{'s' if count > 1 else ''} {state}"
+
+
 def _code(runs: pd.DataFrame) -> str:
-    states = {}
+    """'code abc1234 (clean)', or with the runs counted where one commit ran in several tree states."""
+    states: dict[str, Counter] = {}
     for commit, dirty in zip(runs["git_commit"], runs["git_dirty"], strict=True):
         commit, dirty = plain(commit), plain(dirty)
         if commit is not None:
-            state = "clean" if dirty is False else "uncommitted changes" if dirty else "tree state not recorded"
-            states.setdefault(str(commit)[:7], set()).add(state)
-    return "code " + ", ".join(f"{c} ({', '.join(sorted(s))})" for c, s in sorted(states.items())) if states else ""
+            state = "clean" if dirty is False else "with uncommitted changes" if dirty else "tree state not recorded"
+            states.setdefault(str(commit)[:7], Counter())[state] += 1
+    described = [f"{c} ({next(iter(s))})" if len(s) == 1 else
+                 f"{c} ({', '.join(_runs(n, state) for state, n in sorted(s.items()))})"
+                 for c, s in sorted(states.items())]
+    return "code " + ", ".join(described) if described else ""
