@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from hmtbench.backbones import Backbone
+from hmtbench.checkpoints import apply_tensors, load_tensors, read_adapter_config, read_meta
 from hmtbench.errors import HmtbenchError
+from hmtbench.lora import add_lora, inject_lora
+from hmtbench.methods import method_class
 from hmtbench.methods.base import MethodConfig, SegmentMethod
 
 
@@ -26,11 +31,6 @@ def build_method(
     if it has one, is injected instead: from its peft adapter config, or for checkpoints of earlier
     versions from its meta). The backbone is modified in place only by LoRA.
     """
-    import torch
-
-    from hmtbench.checkpoints import apply_tensors, load_tensors, read_meta
-    from hmtbench.methods import method_class
-
     cls = method_class(config.name)
     if document_length is not None:
         segment_length = cls.segment_length_for(segment_length, document_length)
@@ -50,9 +50,6 @@ def build_method(
 
 def inject_lora_for(model: Any, checkpoint: str | None, lora: dict[str, Any] | None) -> None:
     """The checkpoint's adapter exactly as peft saved it (targets included), else LoRA from ``lora`` settings."""
-    from hmtbench.checkpoints import read_adapter_config
-    from hmtbench.training.lora import add_lora, inject_lora
-
     adapter = read_adapter_config(checkpoint) if checkpoint is not None else None
     if adapter is not None:
         inject_lora(model, adapter)

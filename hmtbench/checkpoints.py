@@ -28,6 +28,7 @@ import torch
 from hmtbench import tensorfiles
 from hmtbench.errors import HmtbenchError
 from hmtbench.files import read_json, safetensors_keys, sha256_file
+from hmtbench.lora import adapted_modules, from_peft_names, is_lora, lora_config, to_peft_names
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -46,8 +47,6 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
                     max_file_bytes: int | None = None) -> Path:
     """Write tensors + meta atomically to ``directory``; LoRA as a peft adapter; meta records each file's sha256.
     ``max_file_bytes``: a tensor file larger than this is written in parts (``hmtbench.tensorfiles``)."""
-    from hmtbench.training.lora import is_lora
-
     target = Path(directory)
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -74,8 +73,6 @@ def save_adapter(folder: Path, lora: dict[str, torch.Tensor], meta: dict[str, An
                  max_file_bytes: int | None = None) -> None:
     """LoRA's tensors (method-module names) and ``meta["lora"]`` as a peft adapter folder: the files and keys
     ``PeftModel.save_pretrained`` writes (in parts where ``max_file_bytes`` asks, which peft cannot read)."""
-    from hmtbench.training.lora import adapted_modules, lora_config, to_peft_names
-
     settings = meta["lora"]
     # the targets as given, else the modules LoRA sits on (peft's per-architecture default, resolved)
     targets = settings.get("targets") or adapted_modules(list(lora))
@@ -176,8 +173,6 @@ def tensors_sha256(directory: str | Path) -> str:
 
 def load_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     """Every trained tensor by the method module's names: the method's own, then the adapter's (if any)."""
-    from hmtbench.training.lora import from_peft_names
-
     folder = Path(directory)
     meta = read_meta(folder)
     tensors = tensorfiles.load_tensor_file(folder / TENSORS, FIX)

@@ -124,8 +124,8 @@ def test_official_recipes_resume_from_a_checkpoint_one_gpu_call_carries(name: st
     import torch
 
     from hmtbench.backbones.random_shapes import build_shape_model
+    from hmtbench.lora import add_lora
     from hmtbench.methods import method_class
-    from hmtbench.training.lora import add_lora
 
     config = from_dict(TrainConfig, load_yaml(Path(__file__).parent.parent / "recipes" / f"{name}.yaml"))
     assert config.train.train == "lora" and config.train.max_file_mb == 16
