@@ -16,9 +16,10 @@ import inspect
 from typing import TYPE_CHECKING
 
 from hmtbench.errors import HmtbenchError, unknown_choice
+from hmtbench.methods.config import MethodConfig
 
 if TYPE_CHECKING:
-    from hmtbench.methods.base import MethodConfig, SegmentMethod
+    from hmtbench.methods.base import SegmentMethod
 
 METHODS: dict[str, str] = {
     "plain": "hmtbench.methods.plain:Plain",
@@ -72,9 +73,7 @@ def _load(name: str, target: str) -> type[SegmentMethod]:
 
 def check_method(name: str, cls: type) -> None:
     """What the registry requires of a class it registers under ``name``; a one-line error naming the fix."""
-    from hmtbench.methods.base import SegmentMethod
-    from hmtbench.methods.config import MethodConfig
-    from hmtbench.results.schema import COLUMNS
+    from hmtbench.methods.base import SegmentMethod  # torch: loaded with the first method class
 
     where = f"method '{name}' ({getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)})"
     if not (isinstance(cls, type) and issubclass(cls, SegmentMethod)):
@@ -91,10 +90,6 @@ def check_method(name: str, cls: type) -> None:
     if unexplained:
         raise HmtbenchError(f"{where}: settings {unexplained} have no help; make them with setting(default, help) or "
                             "trained_field(default, help)")
-    shared = {c.name for c in COLUMNS}
-    taken = [c.name for c in cls.record_schema if c.name in shared]
-    if taken:
-        raise HmtbenchError(f"{where} declares record columns {taken} the shared schema already has")
 
 
 def config_class(name: str) -> type[MethodConfig]:

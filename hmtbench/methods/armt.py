@@ -32,7 +32,7 @@ from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import MemoryState, MethodConfig, SegmentMethod, trained_field
 from hmtbench.methods.hooks import repeated_blocks
 from hmtbench.methods.memory import init_memory
-from hmtbench.results.schema import Column
+from hmtbench.methods.record import Column
 
 NU = 3  # DPFP's nu: D = 2 nu d_key features per key (the official code's fixed value)
 EPS = 1e-5  # added to every normaliser, absolute (the official code's)

@@ -49,7 +49,7 @@ import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -67,10 +67,8 @@ from hmtbench.methods.backbone import (
 )
 from hmtbench.methods.config import TRAINED, MethodConfig, setting, trained_field
 from hmtbench.methods.hooks import LayerCapture, layer_hooks, repeated_blocks
+from hmtbench.methods.record import Column
 from hmtbench.methods.state import MemoryState, RecallCache
-
-if TYPE_CHECKING:
-    from hmtbench.results.schema import Column
 
 __all__ = [
     "TRAINED", "BackboneOutput", "MemoryState", "MethodConfig", "RecallCache", "SegmentInput", "SegmentMethod",

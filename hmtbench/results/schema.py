@@ -10,18 +10,16 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hmtbench.errors import HmtbenchError
 from hmtbench.files import make_readable
+from hmtbench.methods import method_class, method_names
+from hmtbench.methods.record import Column
 
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    dtype: str  # pandas dtype: string, Int64, Float64, boolean, object (lists / JSON)
-    doc: str
+__all__ = ["COLUMNS", "COLUMN_NAMES", "METRIC_DIRECTION", "Column", "make_record", "read_results", "record_schema",
+           "recording", "schema_markdown", "write_record"]
 
 
 COLUMNS: list[Column] = [
@@ -171,22 +169,21 @@ METRIC_DIRECTION: dict[str, str] = {
 
 def record_schema(method: str | None) -> list[Column]:
     """The columns of a record of ``method``: the shared ones, then those the method declares (``record_schema``
-    of its class; none for a name the registry does not know)."""
-    from hmtbench.errors import HmtbenchError
-    from hmtbench.methods import method_class
-
+    of its class; none for a name the registry does not know). A method may not redeclare a shared column."""
     try:
         declared = list(method_class(method).record_schema) if method else []
     except HmtbenchError:
         declared = []
+    taken = [c.name for c in declared if c.name in COLUMN_NAMES]
+    if taken:
+        raise HmtbenchError(f"method {method!r} declares record columns {taken} the shared schema already has; "
+                            "rename them in its record_schema")
     return [*COLUMNS, *declared]
 
 
 def make_record(values: dict[str, Any]):
     """A one-row DataFrame with every column of ``record_schema(values["method"])`` in order."""
     import pandas as pd
-
-    from hmtbench.errors import HmtbenchError
 
     columns = record_schema(values.get("method"))
     unknown = set(values) - {c.name for c in columns}
@@ -262,8 +259,6 @@ def read_results(paths: list[str | Path], on_skip=None):
 def schema_markdown() -> str:
     """docs/schema.md's table, generated from COLUMNS and the registered methods' own columns (a test keeps
     docs/schema.md in sync)."""
-    from hmtbench.methods import method_class, method_names
-
     declared = {c.name: c for name in method_names() for c in method_class(name).record_schema}
     lines = ["| column | type | meaning |", "| --- | --- | --- |"]
     lines += [f"| `{c.name}` | {c.dtype} | {c.doc} |" for c in [*COLUMNS, *declared.values()]]
