@@ -4,7 +4,7 @@ A configuration holds a method's own settings as that method's config dataclass 
 written ``{name: hmt, sensory_tokens: 32, ...}`` in YAML) beside the settings every method shares
 (``segment_length``, data, dtype, ...). What the user gives (recipe, then flags, then ``--set``)
 is gathered into nested dicts first (``gather``), then resolved into typed configs, one per
-method (``hmtbench.settings``).
+method (``hmtbench.resolve``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from hmtbench.errors import HmtbenchError, did_you_mean
+from hmtbench.methods import config_class
+from hmtbench.methods.config import MethodConfig
 
 T = TypeVar("T")
 METHOD_FIELD = {"method": True}  # metadata of a field holding a method's config dataclass
@@ -30,8 +31,6 @@ def method_field(name: str = "plain") -> Any:
 
 def method_config(name: str, values: dict[str, Any] | None = None, where: str = "method.") -> Any:
     """Method ``name``'s config dataclass from ``values`` (its own fields only; unknown keys are an error)."""
-    from hmtbench.methods import config_class
-
     return from_dict(config_class(name), values or {}, where)
 
 
@@ -106,10 +105,6 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
 
 
 def _is_method_config(cls: type) -> bool:
-    if "hmtbench.methods.config" not in sys.modules:  # no method config exists before the methods are imported
-        return False
-    from hmtbench.methods.config import MethodConfig
-
     return issubclass(cls, MethodConfig)
 
 
