@@ -27,7 +27,7 @@ from hmtbench.checkpoints import (
 )
 from hmtbench.cli import app
 from hmtbench.methods.base import SegmentMethod
-from hmtbench.settings import checkpoint_settings, resolve_method
+from hmtbench.resolve import checkpoint_settings, resolve_method
 
 TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "checkpoints"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from hmtbench.cli import app
 from hmtbench.config import gather
 from hmtbench.errors import HmtbenchError
-from hmtbench.settings import check_method_keys, checkpoint_settings
+from hmtbench.resolve import check_method_keys, checkpoint_settings
 
 TINY = ["--backbone", "random:llama", "--device", "cpu"]
 

@@ -84,7 +84,7 @@ class Case:
 
 def bench_config(given: dict[str, Any]) -> BenchConfig:
     """The typed config from the settings given: count lists parsed, one method config per method asked for."""
-    from hmtbench.settings import check_method_keys, method_names, resolve_method
+    from hmtbench.resolve import check_method_keys, method_names, resolve_method
 
     values = dict(given)
     method = values.pop("method", None) or {}

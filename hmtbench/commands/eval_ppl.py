@@ -30,10 +30,10 @@ from hmtbench.evaluation.perplexity import (
 from hmtbench.fastpath import accelerate
 from hmtbench.oom import HalvingBatches
 from hmtbench.progress import TokenProgress, quiet_transformers
+from hmtbench.resolve import resolve
 from hmtbench.results import make_record, write_record
 from hmtbench.results.columns import ppl_columns
 from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start
-from hmtbench.settings import resolve
 
 PROTOCOLS = ("stream", "paper")
 

@@ -28,10 +28,10 @@ from hmtbench.qa.metrics import require_scorers
 from hmtbench.qa.partial import PartialRun
 from hmtbench.qa.runner import PreparedSample, QAResult, batches, evaluate_qa, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, check_split, task_factory
+from hmtbench.resolve import resolve
 from hmtbench.results import make_record, write_record
 from hmtbench.results.columns import qa_columns
 from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start
-from hmtbench.settings import resolve
 
 EVAL_SPLITS = ("validation", "test")  # choices are made on validation, the table is run once on test
 

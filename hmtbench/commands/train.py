@@ -29,11 +29,11 @@ from hmtbench.fastpath import accelerate
 from hmtbench.methods import method_class
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import StepProgress, quiet_transformers
+from hmtbench.resolve import resolve
 from hmtbench.results import make_record, write_record
 from hmtbench.results.columns import training_columns
 from hmtbench.results.ledger import append_ledger
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
-from hmtbench.settings import resolve
 from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage

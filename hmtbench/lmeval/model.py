@@ -50,7 +50,7 @@ class LMEvalConfig:
 def lmeval_config(settings: dict[str, Any]) -> LMEvalConfig:
     """The typed config from ``--model_args``: a checkpoint's settings (its method too) fill what is not given."""
     from hmtbench.commands.common import read_checkpoint_meta
-    from hmtbench.settings import checkpoint_settings, resolve
+    from hmtbench.resolve import checkpoint_settings, resolve
 
     shared = {f.name for f in dataclasses.fields(LMEvalConfig)} - {"method"}
     given: dict[str, Any] = {k: v for k, v in settings.items() if k in shared and v is not None}

@@ -14,14 +14,14 @@ from typing import Any, TypeVar
 
 from hmtbench.config import from_dict, method_config
 from hmtbench.errors import HmtbenchError, did_you_mean
+from hmtbench.methods import config_class, method_class
+from hmtbench.methods import method_names as registered_methods
 
 T = TypeVar("T")
 
 
 def method_names(given: dict[str, Any], default: str = "plain") -> list[str]:
     """The methods asked for: ``method.name``, possibly a comma list (``plain,rmt,hmt``)."""
-    from hmtbench.methods import method_class
-
     method = given.get("method") or {}
     text = method.get("name", default) if isinstance(method, dict) else method
     names = [part.strip() for part in str(text).split(",") if part.strip()]
@@ -44,8 +44,6 @@ def checkpoint_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], int | Non
 
 def resolve_method(name: str, given: dict[str, Any], trained: dict[str, Any] | None, source: str = "") -> Any:
     """Method ``name``'s config: given settings over the checkpoint's (``trained``) over the defaults."""
-    from hmtbench.methods import config_class
-
     cls = config_class(name)
     own = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in (trained or {}).items() if k in own}
@@ -64,23 +62,15 @@ def resolve_method(name: str, given: dict[str, Any], trained: dict[str, Any] | N
 
 def check_method_keys(names: list[str], given: dict[str, Any]) -> None:
     """Every method setting given must belong to at least one of the methods asked for."""
-    from hmtbench.methods import config_class
-
     owned = {f.name for name in names for f in dataclasses.fields(config_class(name))}
     for key in given:
         if key != "name" and key not in owned:
-            everyone = {f.name for name in _all_names() for f in dataclasses.fields(config_class(name))}
+            everyone = {f.name for name in registered_methods() for f in dataclasses.fields(config_class(name))}
             hint = did_you_mean(key, everyone) if key not in everyone else ""
             raise HmtbenchError(
                 f"setting 'method.{key}' does not apply to --method {','.join(names)}{hint}; "
                 f"drop it or pick a method that has it"
             )
-
-
-def _all_names() -> list[str]:
-    from hmtbench.methods import method_names as registered
-
-    return registered()
 
 
 def resolve(cls: type[T], given: dict[str, Any], meta: dict[str, Any] | None = None, source: str = "",
