@@ -14,9 +14,10 @@ import pytest
 
 from hmtbench.analysis.compare import build
 from hmtbench.analysis.documents import RESAMPLES
-from hmtbench.analysis.formats import bound, number, render
+from hmtbench.analysis.formats import render
 from hmtbench.analysis.load import load_results
 from hmtbench.analysis.report import run_compare
+from hmtbench.analysis.table_text import bound, number
 from hmtbench.analysis.terminal import WIDTH
 from hmtbench.stats import bootstrap_ppl_interval, paired_ppl_bootstrap, seeds_ppl_interval
 from tests.test_compare import write_run

@@ -16,10 +16,10 @@ import pandas as pd
 from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES, plain
 from hmtbench.analysis.compare import Comparison, describe
 from hmtbench.analysis.draw import length_label
-from hmtbench.analysis.formats import shown_keys
 from hmtbench.analysis.load import deep_counts
 from hmtbench.analysis.paired import PAIRED_METRICS
 from hmtbench.analysis.qa import LENGTHS
+from hmtbench.analysis.table_text import shown_keys
 from hmtbench.results.schema import METRIC_DIRECTION
 
 if TYPE_CHECKING:

@@ -19,11 +19,11 @@ import pandas as pd
 from hmtbench.analysis.columns import plain
 from hmtbench.analysis.compare import Comparison, Row, VariantTest, build, delta_label
 from hmtbench.analysis.draw import METRIC_LABELS, length_label, titles
-from hmtbench.analysis.formats import bound, delta_text, differing_settings, number, paired_text, shown_keys
 from hmtbench.analysis.paired import PAIRED_METRICS
 from hmtbench.analysis.qa import LENGTHS, SAMPLE_COUNTS
 from hmtbench.analysis.report_provenance import length_text, provenance, samples
 from hmtbench.analysis.series import by_panel, entries, legend, ordered_series, setting_name
+from hmtbench.analysis.table_text import bound, delta_text, differing_settings, number, paired_text, shown_keys
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import BASELINE, method_label
 from hmtbench.results.schema import METRIC_DIRECTION

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Iterator
 
 from hmtbench.analysis.compare import Comparison, describe
-from hmtbench.analysis.formats import ALWAYS_SHOWN, header, notes, shown_keys, text_rows
+from hmtbench.analysis.table_text import ALWAYS_SHOWN, header, notes, shown_keys, text_rows
 
 WIDTH = 120  # the terminal table's width: long variant texts become numbered footnotes under it
 
