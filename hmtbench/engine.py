@@ -21,6 +21,7 @@ from torch import Tensor
 
 from hmtbench.methods.backbone import IGNORE, token_nll
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.methods.state import flatten, unflatten
 
 __all__ = [
     "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments", "detached_before",
@@ -222,8 +223,6 @@ def call_score(method: SegmentMethod, state, *args):
 def recomputed_score(method: SegmentMethod, state, *args):
     """``method.score`` under activation checkpointing: the state passes in and out as tensors (its layout aside)."""
     from torch.utils.checkpoint import checkpoint
-
-    from hmtbench.methods.state import flatten, unflatten
 
     layout, tensors = flatten(state)
     after_layout: list = []

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hmtbench.backbones.hub import load_from_hub, pretrained
+from hmtbench.backbones.shapes import SHAPES, shape_for_hub_id
 from hmtbench.errors import HmtbenchError, did_you_mean
 
 
@@ -110,8 +112,7 @@ def resolve_backbone(spec: str, *, shape_overrides: Mapping[str, Any] | None = N
 
 
 def _resolve_random(spec: str, overrides: Mapping[str, Any] | None) -> ResolvedBackbone:
-    from hmtbench.backbones.shapes import SHAPES
-    from hmtbench.backbones.tiny import TINY_CONFIGS
+    from hmtbench.backbones.tiny import TINY_CONFIGS  # torch: only a random backbone needs it
 
     name = spec.split(":", 1)[1].lower()
     if name in SHAPES:
@@ -182,11 +183,11 @@ def load_backbone(
     target = pick_device(device)
     torch_dtype = pick_dtype(dtype, target)
     if resolved.kind == "random":
-        from hmtbench.backbones.tiny import byte_tokenizer, tiny_model
+        from hmtbench.backbones.tiny import byte_tokenizer, tiny_model  # torch, transformers: loaded with a model
 
         model, tokenizer = tiny_model(resolved.source).to(torch_dtype), byte_tokenizer()
     elif resolved.kind == "shape":
-        from hmtbench.backbones.random_shapes import build_shape_model
+        from hmtbench.backbones.random_shapes import build_shape_model  # torch, transformers: loaded with a model
         from hmtbench.backbones.tiny import byte_tokenizer
 
         # Only token ids reach the model, so a byte-level tokenizer serves every shape: bench feeds random ids
@@ -201,11 +202,7 @@ def load_backbone(
 
 
 def _from_pretrained(resolved: ResolvedBackbone, torch_dtype: Any) -> tuple[Any, Any]:
-    from hmtbench.backbones.hub import load_from_hub, pretrained
-
     if resolved.kind == "hub":
-        from hmtbench.backbones.shapes import SHAPES, shape_for_hub_id
-
         shape = resolved.given if resolved.given in SHAPES else shape_for_hub_id(resolved.source)
         return load_from_hub(resolved.source, torch_dtype, shape=shape)
     try:

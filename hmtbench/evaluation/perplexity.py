@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hmtbench import distributed
 from hmtbench.data.tokenize import TokenizedCorpus
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.oom import HalvingBatches
+from hmtbench.stats import bootstrap_ppl_interval
 
 OnBatch = Callable[[int, int], None]  # (segments done, tokens done) in the batch just finished
 
@@ -56,8 +58,6 @@ class PerplexityResult:
 
     def ppl_interval(self, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
         """Bootstrap interval of ``ppl`` over the scored documents (windows for paper); see ``stats``."""
-        from hmtbench.stats import bootstrap_ppl_interval
-
         return bootstrap_ppl_interval(self.doc_nll, self.doc_tokens, confidence, resamples, seed)
 
     def per_document(self, order: Sequence[int] | None = None) -> tuple[list[float], list[int]]:
@@ -208,8 +208,6 @@ def evaluate_sharded(
     process scores it, and merging the one-batch results in batch order repeats its float64 sums:
     the counts, ppl and the paper's per-batch exp(CE) come out equal.
     """
-    from hmtbench import distributed
-
     scored = [(k, evaluate(method, iter([batch]), on_batch, halving)) for k, batch in mine]
     result = PerplexityResult()
     for _, piece in sorted((p for pieces in distributed.gather_objects(scored) for p in pieces), key=lambda p: p[0]):

@@ -13,6 +13,9 @@ from typing import Any
 
 import yaml
 
+from hmtbench.backbones import resolve_backbone
+from hmtbench.qa.tasks import TaskOptions, load_task
+
 FIRST_NUMBER = r"(\d+)"
 
 
@@ -26,11 +29,9 @@ _Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
 
 def load_tokenizer(spec: str) -> Any:
     """The tokenizer of backbone ``spec`` alone (a random: backbone's is the byte tokenizer), without its weights."""
-    from hmtbench.backbones import resolve_backbone
-
     resolved = resolve_backbone(spec)
     if resolved.random_weights:
-        from hmtbench.backbones.tiny import byte_tokenizer
+        from hmtbench.backbones.tiny import byte_tokenizer  # torch: only a random backbone's tokenizer needs it
 
         return byte_tokenizer()
     from transformers import AutoTokenizer
@@ -46,8 +47,6 @@ def write_needle_task(out: str | Path, backbone: str, context_length: int, *, ta
                       seed: int = 3407, depths: list[float] | None = None, filler: str = "pydoc-topics",
                       tokenizer: Any = None) -> tuple[str, Path]:
     """Write ``<name>.jsonl`` and ``<name>.yaml`` into ``out``; return the lm-eval task name and the YAML."""
-    from hmtbench.qa.tasks import TaskOptions, load_task
-
     tokenizer = tokenizer or load_tokenizer(backbone)
     options = TaskOptions(tokenizer=tokenizer, context_length=context_length, seed=seed, limit=samples,
                           depths=depths, filler=filler)

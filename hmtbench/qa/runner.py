@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from hmtbench import distributed
 from hmtbench.engine import score_segments
 from hmtbench.errors import HmtbenchError
 from hmtbench.generation import decode
@@ -191,8 +192,6 @@ def evaluate_qa(method: SegmentMethod, runner: Any, task: Task, prepared: list[P
     ``partial`` keeps each scored batch as it goes; the batches it already holds are not scored again (a resumed run).
     With ``halving``, a batch that runs out of device memory is scored in pieces of fewer samples (``hmtbench.oom``).
     """
-    from hmtbench import distributed
-
     done, _ = partial.load() if partial is not None else ({}, 0.0)
     scored: list[tuple[int, dict[str, Any]]] = []
     for _, indices in distributed.deal(batches(prepared, batch_size)):

@@ -18,6 +18,7 @@ from hmtbench import distributed
 from hmtbench.engine import ANSWER_ROOM, score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod, max_positions
+from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
 from hmtbench.training.config import CurriculumSettings, TrainSettings
 from hmtbench.training.windows import WindowSampler
 
@@ -130,8 +131,6 @@ class AnswerTraining:
 
     def loss(self, model: SegmentMethod, ids: Tensor, lengths: Tensor, scored: Tensor, prompts: Tensor,
              facts_before: Tensor) -> StepLoss:
-        from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
-
         size = read_size(model, ids.shape[1] + ANSWER_ROOM)  # whole rows: every prompt leaves the answer's room
         batch = answer_segments(ids, lengths, scored, prompts, size, model.sensory_tokens, self.curriculum.layout)
         nll, predicted = answer_pass(model, model, batch, self.settings.bptt_truncate, self.settings.recompute,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hmtbench.errors import HmtbenchError, did_you_mean
 from hmtbench.qa.tasks.base import Sample, Task, TaskOptions
+from hmtbench.qa.tasks.local import LocalJsonl
 
 TASKS: dict[str, tuple[str, dict]] = {
     "pubmedqa": ("hmtbench.qa.tasks.pubmedqa:PubMedQA", {}),
@@ -26,8 +27,6 @@ TASKS: dict[str, tuple[str, dict]] = {
 def task_factory(name: str):
     """The constructor of task ``name`` (a registered name or a local ``.jsonl`` path), taking TaskOptions."""
     if name.endswith(".jsonl"):
-        from hmtbench.qa.tasks.local import LocalJsonl
-
         return partial(LocalJsonl, path=name)
     if name not in TASKS:
         suggestion = " (a local task file must end in .jsonl)" if Path(name).exists() else did_you_mean(name, TASKS)
