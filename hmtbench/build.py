@@ -12,6 +12,7 @@ from hmtbench.errors import HmtbenchError
 from hmtbench.lora import add_lora, inject_lora
 from hmtbench.methods import method_class
 from hmtbench.methods.base import MethodConfig, SegmentMethod
+from hmtbench.progress import console
 
 
 def build_method(
@@ -66,6 +67,14 @@ def make_trainable(model: SegmentMethod, mode: str) -> None:
     for param in model.added_parameters().values():
         param.data = param.data.float()
         param.requires_grad_(True)
+
+
+def warn_if_untrained(model: SegmentMethod, checkpoint: str | None) -> None:
+    if checkpoint is None and model.added_parameters():
+        console.print(
+            f"[yellow]warning:[/] {model.name} has untrained memory parameters (no --checkpoint): its scores measure "
+            "a random memory, not the method; train one with `hmtbench train`"
+        )
 
 
 def has_lora(model: Any) -> bool:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from hmtbench.benchmark.config import bench_config
 from hmtbench.commands.method_flags import MethodSettingsCommand
 from hmtbench.commands.options import (
     Backbone,
@@ -43,6 +44,8 @@ from hmtbench.commands.options import (
     opt,
 )
 from hmtbench.errors import HmtbenchError, canceled_message
+from hmtbench.evaluation.config import eval_configs
+from hmtbench.qa.config import qa_configs
 from hmtbench.results.schema import recording
 
 app = typer.Typer(
@@ -118,7 +121,7 @@ def eval_ppl(
         hmtbench eval-ppl --backbone random:llama --dataset notes.txt --segment-length 64 --test-length 512
     """
     settings = given(dict(locals()), "eval-ppl", ENGINE_KEYS)
-    from hmtbench.commands.eval_ppl import eval_configs, run_eval_ppl
+    from hmtbench.commands.eval_ppl import run_eval_ppl
     from hmtbench.commands.summary import print_method_table
 
     rows = run_eval_ppl(eval_configs(settings), command_line())
@@ -174,7 +177,7 @@ def eval_qa(
         hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
     """
     settings = given(dict(locals()), "eval-qa", {"depth": "", "resume": "", "split": "split", **ENGINE_KEYS})
-    from hmtbench.commands.eval_qa import parse_depths, print_qa_table, qa_configs, run_eval_qa
+    from hmtbench.commands.eval_qa import parse_depths, print_qa_table, run_eval_qa
 
     if depth is not None:
         settings["depths"] = parse_depths(depth)
@@ -319,7 +322,7 @@ def bench(
         hmtbench bench --backbone random:llama --segment-length 64 --lengths 256,1k --device cpu
     """
     settings = given(dict(locals()), "bench", {**ENGINE_KEYS, "train_mode": "train"})
-    from hmtbench.commands.bench import bench_config, describe_row, run_bench
+    from hmtbench.commands.bench import describe_row, run_bench
 
     config = bench_config(settings)
     rows = run_bench(config, command_line(), on_row=lambda row: typer.echo(describe_row(row)))

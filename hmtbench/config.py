@@ -48,25 +48,6 @@ class EngineOptions:
     cuda_graphs: bool = False  # replay evaluation steps (bench: training steps too) from CUDA graphs
 
 
-@dataclass
-class EvalConfig:
-    backbone: str = "smollm2-135m"
-    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
-    segment_length: int = 256  # L: positions per backbone step, memory and sensory included (every method)
-    data: DataSettings = field(default_factory=DataSettings)
-    protocol: str = "stream"  # stream | paper
-    batch_size: int = 4
-    max_windows: int | None = 200  # paper protocol: the reference's 100 batches x 2
-    checkpoint: str | None = None
-    engine: EngineOptions = field(default_factory=EngineOptions)
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 3407  # the reference's seed
-    out: str = "results"
-    name: str | None = None  # the run's short name in tables and legends (one per method: commands.common.named_runs)
-    selected_on: str | None = None  # the split this configuration was chosen on (validation | test)
-
-
 def to_dict(config: Any) -> dict[str, Any]:
     """Nested plain values; a method's config carries its name (``method.settings()``)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -130,6 +111,20 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
         return number(value)
     except (TypeError, ValueError):
         raise HmtbenchError(f"setting '{name}' must be a number, got {value!r}") from None
+
+
+def parse_counts(text: str, flag: str) -> list[int]:
+    """'2k,4k,64k,1m' -> [2048, 4096, 65536, 1048576] (k = 1024, m = 1024 k); every count positive."""
+    counts = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        scale = {"k": 1024, "m": 1024**2}.get(part[-1:], 1)
+        try:
+            counts.append(int(part.rstrip("km")) * scale)
+        except ValueError:
+            raise HmtbenchError(f"{flag} takes comma-separated counts such as 2k,4k or 1,8; got '{part}'") from None
+    if not counts or min(counts) < 1:
+        raise HmtbenchError(f"{flag} needs positive counts, got '{text}'")
+    return counts
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

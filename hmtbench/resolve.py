@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from hmtbench.config import from_dict, method_config
-from hmtbench.errors import HmtbenchError, did_you_mean
+from hmtbench.errors import HmtbenchError, did_you_mean, unknown_choice
 from hmtbench.methods import config_class, method_class
 from hmtbench.methods import method_names as registered_methods
 
 T = TypeVar("T")
+SPLITS = ("train", "validation", "test")  # what --selected-on names
 
 
 def method_names(given: dict[str, Any], default: str = "plain") -> list[str]:
@@ -73,12 +75,16 @@ def check_method_keys(names: list[str], given: dict[str, Any]) -> None:
             )
 
 
-def resolve(cls: type[T], given: dict[str, Any], meta: dict[str, Any] | None = None, source: str = "",
-            default_method: str = "plain") -> list[T]:
-    """Typed ``cls`` configs, one per method asked for, from what the user gave and a checkpoint's meta.
+def resolve(cls: type[T], given: dict[str, Any], checkpoint: str | None = None, default_method: str = "plain"
+            ) -> list[T]:
+    """Typed ``cls`` configs, one per method asked for, from what the user gave and ``checkpoint``'s settings.
 
     A checkpoint supplies what the user did not give: the method, its settings, the segment length and the
     backbone it was trained on."""
+    from hmtbench.checkpoints import read_meta  # torch: only where a checkpoint is named
+
+    meta = None if checkpoint is None else read_meta(checkpoint)
+    source = checkpoint or ""
     trained, trained_length = checkpoint_settings(meta) if meta else (None, None)
     names = method_names(given, (trained or {}).get("name") or default_method)
     method_given = given.get("method") if isinstance(given.get("method"), dict) else {}
@@ -98,3 +104,29 @@ def resolve(cls: type[T], given: dict[str, Any], meta: dict[str, Any] | None = N
             values["backbone"] = meta["backbone"]
         configs.append(from_dict(cls, values))
     return configs
+
+
+def named_runs(configs: Sequence[T]) -> list[T]:
+    """Each config with its own ``name``: --name gives one name per --method, comma-separated in its order (one name
+    for one method); the configs of one method (at several context lengths, say) share its name. A --selected-on
+    that names no split is refused here, before anything loads."""
+    configs = list(configs)
+    chosen = getattr(configs[0], "selected_on", None) if configs else None
+    if chosen is not None and chosen not in SPLITS:
+        raise unknown_choice("--selected-on", chosen, SPLITS)
+    if not configs or configs[0].name is None:
+        return configs
+    own = names_per_method(configs[0].name, [c.method.name for c in configs])
+    return [dataclasses.replace(c, name=own[c.method.name]) for c in configs]
+
+
+def names_per_method(text: str | None, methods: Sequence[str]) -> dict[str, str | None]:
+    """--name as {method: name}: one name per method, comma-separated in the order the methods were asked for."""
+    methods = list(dict.fromkeys(methods))
+    if text is None:
+        return dict.fromkeys(methods)
+    names = [part.strip() for part in str(text).split(",")]
+    if len(names) != len(methods) or not all(names):
+        raise HmtbenchError(f"--name takes one name per --method, comma-separated in its order ({len(methods)}: "
+                            f"{', '.join(methods)}); got '{text}'")
+    return dict(zip(methods, names, strict=True))

@@ -43,11 +43,11 @@ import torch
 from torch import Tensor
 
 from hmtbench.backbones import load_backbone
-from hmtbench.benchmark import parse_counts
 from hmtbench.build import build_method
-from hmtbench.commands.eval_qa import QAConfig, qa_configs
+from hmtbench.config import parse_counts
 from hmtbench.engine import IGNORE
 from hmtbench.qa.answers import answer_pass, exact_rows, qa_batch
+from hmtbench.qa.config import QAConfig, qa_configs
 from hmtbench.qa.runner import batches, prepare_samples
 from hmtbench.qa.tasks import TaskOptions, task_factory
 from hmtbench.results.provenance import provenance, run_start

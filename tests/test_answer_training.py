@@ -131,10 +131,10 @@ def test_the_log_keeps_apart_the_exact_share_of_rows_whose_facts_precede_the_que
     """With half the keys in the question's segment, ``exact`` mixes rows the segment answers with rows only the
     memory can; ``exact_earlier`` is the share over the latter, summed over the step's micro-batches (the greedy
     answers of a random model are all wrong: here every third row is made exact)."""
-    import hmtbench.qa.answers
+    import hmtbench.training.objectives
     from hmtbench.training.answers import AnswerSampler
 
-    monkeypatch.setattr(hmtbench.qa.answers, "exact_rows",
+    monkeypatch.setattr(hmtbench.training.objectives, "exact_rows",
                         lambda batch, predicted: torch.arange(predicted.shape[0]) % 3 == 0)
     model = build_method("rmt", llama, {"segment_length": 316, "memory_tokens": 8})  # 300 text tokens
     curriculum = CurriculumSettings(task="passkey", segments=[2], needles="earlier", question_segment_share=0.5)

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hmtbench.benchmark import parse_counts
+from hmtbench.benchmark.cases import plan_cases
+from hmtbench.benchmark.config import BenchConfig
 from hmtbench.build import build_method
 from hmtbench.cli import app
-from hmtbench.commands.bench import BenchConfig, plan_cases
-from hmtbench.config import method_config
+from hmtbench.config import method_config, parse_counts
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods import method_names
 from hmtbench.results.schema import COLUMN_NAMES, record_schema
@@ -108,7 +108,7 @@ def test_graphed_steps_record_the_eager_numbers(tmp_path: Path) -> None:
 
 def test_each_case_is_freed_before_the_next_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A later case's peak memory must not hold an earlier case's method (nor its graphs and their pools)."""
-    import hmtbench.commands.bench as bench_run
+    import hmtbench.benchmark.cases as bench_run
 
     built: list[weakref.ref] = []
 

@@ -21,9 +21,10 @@ from typer.testing import CliRunner
 
 from hmtbench import distributed
 from hmtbench.checkpoints import load_tensors
-from hmtbench.commands.eval_ppl import eval_configs, run_eval_ppl
+from hmtbench.commands.eval_ppl import run_eval_ppl
 from hmtbench.commands.train import load_run_config, run_train
 from hmtbench.config import DataSettings, method_config
+from hmtbench.evaluation.config import eval_configs
 from hmtbench.training.config import LoraSettings, TrainConfig, TrainSettings
 
 WORDS = "memory segment recall token summary sensory cache window stream paper".split()

@@ -15,8 +15,8 @@ from hmtbench.backbones.tiny import byte_tokenizer
 from hmtbench.data import Corpus, tokenize_corpus
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.evaluation.perplexity import PerplexityResult, evaluate, paper_batches, stream_batches
-from hmtbench.results.columns import depth_breakdown, ppl_columns, qa_columns
 from hmtbench.results.provenance import tokens_sha256
+from hmtbench.results.record_columns import depth_breakdown, ppl_columns, qa_columns
 from hmtbench.results.schema import COLUMNS, METRIC_DIRECTION, make_record, read_results, write_record
 from hmtbench.stats import bootstrap_ppl_interval
 from tests.conftest import build_method

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hmtbench.cli import app
-from hmtbench.commands.common import names_per_method
 from hmtbench.errors import HmtbenchError
 from hmtbench.evaluation.perplexity import stream_order
-from hmtbench.results.columns import training_columns
+from hmtbench.resolve import names_per_method
+from hmtbench.results.record_columns import training_columns
 from tests.test_cli_eval_ppl import text
 
 L, TEST_LENGTH = 32, 400

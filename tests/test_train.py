@@ -18,10 +18,10 @@ import torch
 
 from hmtbench.backbones import load_backbone
 from hmtbench.checkpoints import load_tensors
-from hmtbench.commands.common import checkpoint_columns
 from hmtbench.commands.train import build_for_training, run_train
 from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
+from hmtbench.results.record_columns import checkpoint_columns
 from hmtbench.training.config import TrainConfig, TrainSettings
 from hmtbench.training.objectives import window_loss
 

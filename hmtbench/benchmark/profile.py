@@ -24,12 +24,11 @@ import torch
 from torch import Tensor
 
 from hmtbench.backbones import load_backbone
-from hmtbench.benchmark import parse_counts
 from hmtbench.build import build_method
-from hmtbench.config import EngineOptions, method_config
+from hmtbench.config import EngineOptions, method_config, parse_counts
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.fastpath import accelerate
-from hmtbench.methods import BASELINE
+from hmtbench.methods import BASELINE, config_class
 from hmtbench.progress import quiet_transformers
 
 VARIANTS = {  # name: method settings beyond the defaults
@@ -161,8 +160,6 @@ def profile_variant(backbone: Any, variant: str, length: int, batch_size: int, s
 
 
 def _fields(name: str) -> set[str]:
-    from hmtbench.methods import config_class
-
     return {f.name for f in dataclasses.fields(config_class(name))}
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 
 from hmtbench.backbones import load_backbone
+from hmtbench.benchmark.cases import Case, build_case, case_workload
+from hmtbench.benchmark.config import BenchConfig
 from hmtbench.benchmark.roofline import device_peaks, flops_per_token, linear_weights
-from hmtbench.commands.bench import BenchConfig, Case, build_case, case_workload
 from hmtbench.config import EngineOptions, method_config
 from hmtbench.fastpath import accelerate, capture_failures
 from hmtbench.progress import quiet_transformers

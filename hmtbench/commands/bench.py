@@ -16,111 +16,31 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import torch
 
 from hmtbench.backbones import Backbone, load_backbone
-from hmtbench.benchmark import parse_counts
-from hmtbench.benchmark.measure import Timing, eval_workload, time_workload, train_workload
+from hmtbench.benchmark.cases import Case, build_case, case_workload, plan_cases
+from hmtbench.benchmark.config import MODES, BenchConfig
+from hmtbench.benchmark.measure import Timing, time_workload
 from hmtbench.benchmark.roofline import roofline_columns
-from hmtbench.build import build_method, make_trainable
-from hmtbench.commands.common import backbone_columns, names_per_method, run_columns
-from hmtbench.config import EngineOptions, from_dict, method_config, to_dict
+from hmtbench.config import to_dict
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate, capture_failures
-from hmtbench.methods import method_names as all_methods
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.oom import HalvingBatches, OutOfMemoryAtOne
 from hmtbench.progress import quiet_transformers
+from hmtbench.resolve import names_per_method
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
-from hmtbench.training.config import LoraSettings, TrainSettings, check_recompute_share, checkpointed_share
+from hmtbench.results.record_columns import backbone_columns, run_columns
+from hmtbench.training.config import check_recompute_share, checkpointed_share
 
-MODES = ("eval", "train")
 DATASET = "random-tokens"  # synthetic token ids: speed and memory do not depend on the text
 CONSOLE_ONLY = ("path", "warmup_s", "timed_calls")  # row keys printed, not recorded
-# BenchConfig's list fields by the settings key (and flag) that fills them
-SETTINGS_NAMES = {"methods": "method", "batch_sizes": "batch_size", "train_batch_sizes": "train_batch_size",
-                  "modes": "mode"}
-
-
-@dataclass
-class BenchConfig:
-    backbone: str = "smollm2-135m"
-    methods: list[Any] = field(default_factory=lambda: [method_config(name) for name in all_methods()])
-    lengths: list[int] = field(default_factory=lambda: [2**k for k in range(11, 17)])  # 2k ... 64k tokens
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    train_batch_sizes: list[int] | None = None  # of the training step (None: batch_sizes)
-    modes: list[str] = field(default_factory=lambda: list(MODES))
-    segment_length: int = 256  # L: positions per backbone step
-    bptt_depth: int = 6  # D: segments per training window
-    train: str = "memory"  # the training step: memory (backbone frozen) | lora (r 8, peft's targets) | full
-    grad_checkpoint: bool = False  # the training step recomputes each segment in its backward pass
-    recompute_share: float = 1.0  # with grad_checkpoint: the share of the window's segments recomputed
-    engine: EngineOptions = field(default_factory=EngineOptions)
-    warmup: int = 1  # untimed calls per case (compilation and graph capture happen here)
-    repeat: int = 3  # timed calls per case, at most
-    max_seconds: float = 5.0  # stop timing a case once this much is spent (one call at least)
-    max_batch_tokens: int | None = None  # leave out evaluation cases whose batch holds more tokens
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 3407
-    out: str = "results/bench"
-    name: str | None = None  # short names in tables and legends, one per method (comma-separated, in their order)
-
-
-@dataclass(frozen=True)
-class Case:
-    mode: str  # eval | train
-    method: Any  # the method's settings
-    batch_size: int
-    length: int  # eval: tokens per document; train: segments per window (D)
-
-
-def bench_config(given: dict[str, Any]) -> BenchConfig:
-    """The typed config from the settings given: count lists parsed, one method config per method asked for."""
-    from hmtbench.resolve import check_method_keys, method_names, resolve_method
-
-    values = dict(given)
-    method = values.pop("method", None) or {}
-    names = method_names({"method": method}, default=",".join(all_methods()))
-    check_method_keys(names, method)
-    values["methods"] = [resolve_method(name, method, None) for name in names]
-    names_per_method(values.get("name"), names)  # a --name that does not fit the methods fails before any work
-    for key, flag in (("lengths", "--lengths"), ("batch_size", "--batch-size"), ("train_batch_size",
-                                                                                  "--train-batch-size")):
-        if isinstance(values.get(key), str):
-            values[key] = parse_counts(values[key], flag)
-        elif isinstance(values.get(key), int):  # one count, as a recipe may write it
-            values[key] = [values[key]]
-    if isinstance(values.get("mode"), str):
-        values["mode"] = [m.strip() for m in values["mode"].split(",") if m.strip()]
-    fields = {settings: field for field, settings in SETTINGS_NAMES.items()}
-    values = {fields.get(key, key): value for key, value in values.items()}
-    return from_dict(BenchConfig, values)
-
-
-def plan_cases(config: BenchConfig) -> list[Case]:
-    """Every case to measure, mode by mode, batch size by batch size, method by method, length by length."""
-    cases = []
-    for mode in config.modes:
-        batches = config.batch_sizes if mode == "eval" else (config.train_batch_sizes or config.batch_sizes)
-        for batch in batches:
-            for method in config.methods:
-                if mode == "train":
-                    cases.append(Case(mode, method, batch, config.bptt_depth))
-                    continue
-                cases += [
-                    Case(mode, method, batch, t)
-                    for t in config.lengths
-                    if config.max_batch_tokens is None or batch * t <= config.max_batch_tokens
-                ]
-    return cases
 
 
 def run_bench(
@@ -195,38 +115,6 @@ def _measure_at(config: BenchConfig, backbone: Backbone, case: Case, command_lin
     row.update(roofline_columns(backbone.model, row.get("device_name"), case.mode, config.train, recompute,
                                 row["tokens_per_s"], case.batch_size, model.segment_tokens, positions))
     return row
-
-
-def build_case(backbone: Backbone, case: Case, config: BenchConfig) -> SegmentMethod:
-    """The case's method around ``backbone``, its tensors set to train for a training case."""
-    length = case.length * config.segment_length if case.mode == "train" else case.length
-    lora = dataclasses.asdict(LoraSettings()) if case.mode == "train" and config.train == "lora" else None
-    model = build_method(backbone, case.method, config.segment_length, seed=config.seed, document_length=length,
-                         lora=lora)
-    if case.mode == "train":
-        make_trainable(model, config.train)
-    return model
-
-
-def case_workload(config: BenchConfig, backbone: Backbone, case: Case, model: SegmentMethod, runner):
-    """(workload, segment steps per call, text tokens per call, the ``GraphedSteps`` replaying a training step from
-    CUDA graphs or None) of one case."""
-    generator = torch.Generator().manual_seed(config.seed)
-    vocab = backbone.model.get_input_embeddings().weight.shape[0]
-    batch = case.batch_size
-    if case.mode == "eval":
-        ids = torch.randint(0, vocab, (batch, case.length), generator=generator).to(backbone.device)
-        lengths = torch.full((batch,), case.length, device=backbone.device)
-        return eval_workload(runner, ids, lengths), math.ceil(case.length / model.segment_tokens), ids.numel(), None
-    segments = math.ceil(case.length * config.segment_length / model.segment_length)  # D, or 1 for a whole window
-    window = segments * model.segment_tokens
-    ids = torch.randint(0, vocab, (batch, window), generator=generator).to(backbone.device)
-    settings = TrainSettings(bptt_depth=segments, batch_size=batch, loss_on="last",
-                             grad_checkpoint=config.grad_checkpoint, recompute_share=config.recompute_share,
-                             cuda_graphs=config.engine.cuda_graphs)
-    model.train()
-    workload, graphed = train_workload(model, ids, settings)
-    return workload, segments, ids.numel(), graphed
 
 
 def _release(device: torch.device) -> None:

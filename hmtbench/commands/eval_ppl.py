@@ -7,18 +7,11 @@ from typing import Any
 
 from hmtbench import distributed
 from hmtbench.backbones import load_backbone
-from hmtbench.build import build_method
-from hmtbench.commands.common import (
-    checkpoint_columns,
-    console,
-    named_runs,
-    read_checkpoint_meta,
-    run_columns,
-    warn_if_untrained,
-)
-from hmtbench.config import EvalConfig, to_json
+from hmtbench.build import build_method, warn_if_untrained
+from hmtbench.config import to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import HmtbenchError
+from hmtbench.evaluation.config import EvalConfig
 from hmtbench.evaluation.perplexity import (
     PerplexityResult,
     evaluate,
@@ -29,20 +22,12 @@ from hmtbench.evaluation.perplexity import (
 )
 from hmtbench.fastpath import accelerate
 from hmtbench.oom import HalvingBatches
-from hmtbench.progress import TokenProgress, quiet_transformers
-from hmtbench.resolve import resolve
+from hmtbench.progress import TokenProgress, console, quiet_transformers
 from hmtbench.results import make_record, write_record
-from hmtbench.results.columns import ppl_columns
 from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start
+from hmtbench.results.record_columns import checkpoint_columns, ppl_columns, run_columns
 
 PROTOCOLS = ("stream", "paper")
-
-
-def eval_configs(given: dict[str, Any]) -> list[EvalConfig]:
-    """One typed config per method asked for, the checkpoint's settings filling what was not given."""
-    checkpoint = given.get("checkpoint")
-    meta = read_checkpoint_meta(checkpoint)
-    return named_runs(resolve(EvalConfig, given, meta, checkpoint or ""))
 
 
 def run_eval_ppl(configs: list[EvalConfig], command_line: list[str] | None = None) -> list[dict[str, Any]]:

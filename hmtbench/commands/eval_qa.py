@@ -4,75 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hmtbench import distributed
 from hmtbench.backbones import load_backbone
-from hmtbench.build import build_method
-from hmtbench.commands.common import (
-    checkpoint_columns,
-    console,
-    named_runs,
-    read_checkpoint_meta,
-    run_columns,
-    warn_if_untrained,
-)
-from hmtbench.config import EngineOptions, method_field, to_json
+from hmtbench.build import build_method, warn_if_untrained
+from hmtbench.config import to_json
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate
+from hmtbench.methods import method_class
 from hmtbench.oom import HalvingBatches
-from hmtbench.progress import TokenProgress, quiet_transformers
+from hmtbench.progress import TokenProgress, console, quiet_transformers
+from hmtbench.qa.config import EVAL_SPLITS, QAConfig
 from hmtbench.qa.metrics import require_scorers
 from hmtbench.qa.partial import PartialRun
 from hmtbench.qa.runner import PreparedSample, QAResult, batches, evaluate_qa, prepare_samples
 from hmtbench.qa.tasks import Task, TaskOptions, check_split, task_factory
-from hmtbench.resolve import resolve
 from hmtbench.results import make_record, write_record
-from hmtbench.results.columns import qa_columns
-from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start
-
-EVAL_SPLITS = ("validation", "test")  # choices are made on validation, the table is run once on test
-
-
-@dataclass
-class QAConfig:
-    backbone: str = "smollm2-135m"
-    task: str = "passkey"  # a registered task or a local .jsonl file
-    split: str = "test"  # validation | test: generated tasks draw each from seeds of its own
-    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
-    segment_length: int = 256  # L: positions per backbone step (every method)
-    context_length: int | None = None  # prompt tokens: built (needle, BABILong bin) or fitted by truncation
-    limit: int | None = None
-    max_new_tokens: int | None = None  # None: the task's own default
-    depths: list[float] | None = None  # needle tasks
-    filler: str = "pydoc-topics"  # needle tasks
-    data: str | None = None  # a local copy of a hub task's data
-    batch_size: int = 16  # samples read, scored and decoded together
-    decode: bool = True  # greedy answers by free decoding (else the teacher-forced argmax alone)
-    engine: EngineOptions = field(default_factory=EngineOptions)
-    checkpoint: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 3407
-    out: str = "results"
-    name: str | None = None  # the run's short name in tables and legends (one per method: commands.common.named_runs)
-    selected_on: str | None = None  # the split this configuration was chosen on (validation | test)
-
-
-def qa_configs(given: dict[str, Any]) -> list[QAConfig]:
-    """One typed config per method and context length asked for (``context_length`` may be a list such as
-    "1k,4k,1m"), the checkpoint's settings filling what was not given."""
-    from hmtbench.benchmark import parse_counts
-
-    checkpoint = given.get("checkpoint")
-    lengths = given.get("context_length")
-    if not isinstance(lengths, str):
-        return named_runs(resolve(QAConfig, given, read_checkpoint_meta(checkpoint), checkpoint or ""))
-    return named_runs([config for length in parse_counts(lengths, "--context-length")
-            for config in resolve(QAConfig, {**given, "context_length": length}, read_checkpoint_meta(checkpoint),
-                                  checkpoint or "")])
+from hmtbench.results.provenance import Measure, new_run_id, peak_host_mem_mb, run_start, tokens_sha256
+from hmtbench.results.record_columns import checkpoint_columns, qa_columns, run_columns
 
 
 def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None,
@@ -99,8 +50,6 @@ def run_eval_qa(configs: list[QAConfig], command_line: list[str] | None = None,
 def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line, sweep: bool,
                      resume: bool = False) -> list[dict[str, Any]]:
     """Every method of ``configs`` (one context length) on the same samples."""
-    from hmtbench.methods import method_class
-
     config = configs[0]
     options = TaskOptions(tokenizer=backbone.tokenizer, context_length=config.context_length, seed=config.seed,
                           limit=config.limit, data=config.data, depths=config.depths, filler=config.filler,
@@ -155,8 +104,6 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
 def _partial_run(config: QAConfig, prepared: list[PreparedSample], resume: bool) -> PartialRun:
     """Where this evaluation keeps its scored batches: named by its settings (``out`` aside), its samples' tokens and
     the processes dealing them. Without ``resume`` an earlier, interrupted run's batches are dropped."""
-    from hmtbench.results.provenance import tokens_sha256
-
     samples = tokens_sha256([[*p.prompt_ids.tolist(), *p.answer_ids] for p in prepared])
     identity = {"config": to_json(dataclasses.replace(config, out="")), "samples": samples,
                 "world_size": distributed.world_size()}

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from hmtbench.methods import config_class, method_names
+
 PANEL = "Method settings"
 GIVEN = "hmtbench.method_settings"  # ctx.meta key: the method settings a command was given, by field name
 
@@ -67,8 +69,6 @@ def method_params() -> tuple[Any, ...]:
 def settings_table() -> dict[str, tuple[type, str]]:
     """``{field: (type, help)}`` over every registered method's config; a field several methods share lists each
     method's help and default (``rmt (1), hmt (1): m: ...``)."""
-    from hmtbench.methods import config_class, method_names
-
     kinds: dict[str, type] = {}
     texts: dict[str, dict[str, list[str]]] = {}
     for method in method_names():

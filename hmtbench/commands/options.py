@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hmtbench.commands.method_flags import given_settings
+from hmtbench.commands.recipe import recipe_settings
 from hmtbench.config import gather
 from hmtbench.methods import METHODS
 
@@ -28,9 +30,6 @@ def given(params: dict[str, Any], command: str, renamed: dict[str, str] | None =
     data settings under ``method.`` / ``data.``, the rest at the top) does not fit; "" for flags that
     are not settings.
     """
-    from hmtbench.commands.method_flags import given_settings
-    from hmtbench.commands.recipe import recipe_settings
-
     renamed = renamed or {}
     flags = given_settings(params.get("ctx"))
     for name, value in params.items():

@@ -11,10 +11,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, get_type_hints
 
+from hmtbench.benchmark.config import SETTINGS_NAMES, BenchConfig
 from hmtbench.config import load_yaml
 from hmtbench.errors import HmtbenchError, did_you_mean
+from hmtbench.evaluation.config import EvalConfig
+from hmtbench.qa.config import QAConfig
+from hmtbench.training.config import TrainConfig
 
-READERS = ("eval-ppl", "eval-qa", "train", "bench")
+CONFIGS = {"eval-ppl": EvalConfig, "eval-qa": QAConfig, "train": TrainConfig, "bench": BenchConfig}
+READERS = tuple(CONFIGS)
 TRAINING_ONLY = {"eval-ppl": ("data.split",)}  # settings of a section a command reads that mean training there
 GROUP, VALUE, METHOD = "group", "value", "method"  # a setting's shape: a section, one value, a method (either)
 
@@ -43,20 +48,11 @@ def recipe_settings(path: str, command: str) -> tuple[dict[str, Any], list[str]]
 
 def settings_shapes(command: str) -> dict[str, str]:
     """The top-level settings ``command`` reads, each with its shape."""
-    if command == "eval-ppl":
-        from hmtbench.config import EvalConfig as config
-    elif command == "eval-qa":
-        from hmtbench.commands.eval_qa import QAConfig as config
-    elif command == "train":
-        from hmtbench.training.config import TrainConfig as config
-    elif command == "bench":
-        from hmtbench.commands.bench import SETTINGS_NAMES
-        from hmtbench.commands.bench import BenchConfig as config
-
-        return {SETTINGS_NAMES.get(name, name): shape for name, shape in _shapes(config).items()}
-    else:
+    if command not in CONFIGS:
         raise ValueError(f"{command} reads no recipe")
-    return _shapes(config)
+    config = CONFIGS[command]
+    renamed = SETTINGS_NAMES if config is BenchConfig else {}
+    return {renamed.get(name, name): shape for name, shape in _shapes(config).items()}
 
 
 def _shapes(config: type) -> dict[str, str]:

@@ -21,19 +21,18 @@ from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
 from hmtbench.build import build_method, make_trainable
 from hmtbench.checkpoints import META, read_meta
-from hmtbench.commands.common import console, parameter_counts, read_checkpoint_meta, run_columns
 from hmtbench.config import EngineOptions, dump_yaml, from_dict, load_yaml, to_dict, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import Canceled, HmtbenchError
 from hmtbench.fastpath import accelerate
 from hmtbench.methods import method_class
 from hmtbench.methods.base import SegmentMethod
-from hmtbench.progress import StepProgress, quiet_transformers
+from hmtbench.progress import StepProgress, console, quiet_transformers
 from hmtbench.resolve import resolve
 from hmtbench.results import make_record, write_record
-from hmtbench.results.columns import training_columns
 from hmtbench.results.ledger import append_ledger
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
+from hmtbench.results.record_columns import parameter_counts, run_columns, training_columns
 from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
@@ -61,7 +60,7 @@ def train_config(given: dict[str, Any], recipe: str | None = None) -> TrainConfi
     if recipe is not None:
         given = {**given, "recipe": recipe}
     init_from = (given.get("train") or {}).get("init_from")
-    configs = resolve(TrainConfig, given, read_checkpoint_meta(init_from), init_from or "", default_method="hmt")
+    configs = resolve(TrainConfig, given, init_from, default_method="hmt")
     if len(configs) > 1:
         raise HmtbenchError("train takes one --method at a time")
     return configs[0]
@@ -137,7 +136,7 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     if resume is None and (output / CONFIG_FILE).exists():
         raise HmtbenchError(f"{output} already holds a run; continue it with --resume {output} or pick --output-dir")
     if config.train.init_from:
-        read_checkpoint_meta(config.train.init_from)  # missing or corrupt files: refused before the backbone loads
+        read_meta(config.train.init_from)  # missing or corrupt files: refused before the backbone loads
     pending = [stage for stage in plan if not _complete(output / stage.folder / "final", stage.steps)]
     if pending:
         check_resumable(output / pending[0].folder / "last")
@@ -316,7 +315,7 @@ def build_for_training(backbone: Backbone, config: TrainConfig, init_from: str |
 
 
 def _check_init_from(init_from: str, config: TrainConfig) -> None:
-    trained_for = read_checkpoint_meta(init_from).get("method")
+    trained_for = read_meta(init_from).get("method")
     name = trained_for.get("name") if isinstance(trained_for, dict) else trained_for
     if name != config.method.name:
         raise HmtbenchError(f"--init-from {init_from} holds a {name} checkpoint, not {config.method.name}")
@@ -324,7 +323,7 @@ def _check_init_from(init_from: str, config: TrainConfig) -> None:
 
 def tokens_trained(checkpoint: str | None) -> int:
     """The tokens a checkpoint's tensors were trained on, over every stage and chunk (0: none, or not recorded)."""
-    meta = read_checkpoint_meta(checkpoint) or {}
+    meta = read_meta(checkpoint) if checkpoint else {}
     return int(meta.get("train_tokens") or 0)
 
 

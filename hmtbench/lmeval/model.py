@@ -24,8 +24,11 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import normalize_gen_kwargs, postprocess_generated_text
 from tqdm import tqdm
 
+from hmtbench.backbones import load_backbone
 from hmtbench.config import method_field
 from hmtbench.errors import HmtbenchError
+from hmtbench.progress import quiet_transformers
+from hmtbench.resolve import resolve
 
 logger = logging.getLogger(__name__)
 DEFAULT_LENGTH = 2048  # max_length for a backbone whose position scheme has no limit
@@ -49,17 +52,11 @@ class LMEvalConfig:
 
 def lmeval_config(settings: dict[str, Any]) -> LMEvalConfig:
     """The typed config from ``--model_args``: a checkpoint's settings (its method too) fill what is not given."""
-    from hmtbench.commands.common import read_checkpoint_meta
-    from hmtbench.resolve import checkpoint_settings, resolve
-
     shared = {f.name for f in dataclasses.fields(LMEvalConfig)} - {"method"}
     given: dict[str, Any] = {k: v for k, v in settings.items() if k in shared and v is not None}
     method = {k: v for k, v in settings.items() if k not in shared and k != "method"}
     given["method"] = {**({"name": settings["method"]} if settings.get("method") else {}), **method}
-    checkpoint = given.get("checkpoint")
-    meta = read_checkpoint_meta(checkpoint)
-    trained = checkpoint_settings(meta)[0].get("name") if meta else None
-    configs = resolve(LMEvalConfig, given, meta, checkpoint or "", default_method=trained or "plain")
+    configs = resolve(LMEvalConfig, given, given.get("checkpoint"))
     if len(configs) > 1:
         raise HmtbenchError("model_args method= takes one method; run lm_eval once per method")
     return configs[0]
@@ -81,11 +78,8 @@ class HmtbenchLM(TemplateLM):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
-        from hmtbench.backbones import load_backbone
-        from hmtbench.build import build_method
-        from hmtbench.commands.common import warn_if_untrained
+        from hmtbench.build import build_method, warn_if_untrained  # torch: loaded with the model
         from hmtbench.methods.base import max_positions
-        from hmtbench.progress import quiet_transformers
 
         quiet_transformers()
         settings.pop("max_batch_size", None)  # lm-eval's limit for batch_size=auto, which hmtbench does not do

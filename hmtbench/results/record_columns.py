@@ -1,4 +1,6 @@
-"""Record columns computed from what a run measured: intervals, per-depth scores, the data's hash.
+"""The record columns every command fills the same way: provenance, backbone, method and parameters; the checkpoint
+and the training behind it; and those computed from what a run measured (intervals, per-depth scores, the data's
+hash).
 
 Each is computed here once, so every command that fills a column fills it the same way.
 """
@@ -8,9 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from hmtbench.results.provenance import tokens_sha256
+from hmtbench import distributed
+from hmtbench.backbones import Backbone
+from hmtbench.checkpoints import read_meta, tensors_sha256
+from hmtbench.methods.base import SegmentMethod
+from hmtbench.results.provenance import device_name, provenance, tokens_sha256
 from hmtbench.stats import proportion_interval
 
 BINARY_METRICS = ("accuracy", "exact_match")  # 0/1 per sample: Wilson intervals apply
@@ -20,6 +28,61 @@ BINARY_METRICS = ("accuracy", "exact_match")  # 0/1 per sample: Wilson intervals
 NOT_RECIPE = (("train", "seed"), ("train", "init_from"), ("train", "log_every"), ("train", "checkpoint_every"),
               ("train", "max_minutes"), ("train", "max_file_mb"), ("output_dir",), ("out",), ("name",), ("device",),
               ("recipe",))
+
+
+def run_columns(
+    command: str, seed: int, backbone: Backbone, model: SegmentMethod, command_line: list[str] | None,
+    started_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The record columns every command fills the same way: provenance, backbone, method, parameters, device."""
+    return {
+        **backbone_columns(command, seed, backbone, command_line, started_at),
+        "method": model.name,
+        **parameter_counts(model),
+        **model.record_columns(),
+    }
+
+
+def backbone_columns(
+    command: str, seed: int, backbone: Backbone, command_line: list[str] | None, started_at: datetime | None = None
+) -> dict[str, Any]:
+    """Provenance, the backbone and the device: the columns of a run whether or not a method could be built."""
+    return {
+        **provenance(command_line, started_at),
+        "command": command,
+        "seed": seed,
+        "backbone": backbone.resolved.given,
+        "backbone_resolved": backbone.resolved.description,
+        "weights": "random" if backbone.resolved.random_weights else "pretrained",
+        "device": backbone.device.type,
+        "device_name": device_name(backbone.device),
+        "dtype": str(backbone.dtype).removeprefix("torch."),
+        "world_size": distributed.world_size(),
+    }
+
+
+def parameter_counts(model: SegmentMethod) -> dict[str, int]:
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    lora = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" in n)
+    added = sum(p.numel() for p in model.added_parameters().values()) + lora
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"backbone_params": backbone - lora, "added_params": added, "trainable_params": trainable}
+
+
+def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
+    """The record's checkpoint (path and content hash), how its tensors were trained (null = untrained memory), the
+    seed and recipe of that training, and on how many tokens (``train_tokens``)."""
+    if checkpoint is None:
+        return {"checkpoint": None, "checkpoint_sha256": None, "train_mode": None, "train_tokens": None,
+                **training_columns(None)}
+    meta = read_meta(checkpoint)
+    return {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": tensors_sha256(checkpoint),
+        "train_mode": meta.get("train_mode"),
+        **training_columns(meta.get("config"), meta),
+        "train_tokens": meta.get("train_tokens"),
+    }
 
 
 def training_columns(config: dict[str, Any] | None, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
