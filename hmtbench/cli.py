@@ -1,4 +1,8 @@
-"""The `hmtbench` command line: wiring only. Each command turns its flags into settings and calls hmtbench.commands."""
+"""The `hmtbench` command line: wiring only. Each command turns its flags into settings and calls hmtbench.commands.
+
+Each command imports what it runs inside its function (hmtbench.commands brings torch, hmtbench.analysis pandas and
+matplotlib), so `hmtbench --help` imports none of them.
+"""
 
 from __future__ import annotations
 

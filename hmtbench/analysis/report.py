@@ -72,7 +72,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, readme: str | Pat
                  warn: Callable[[str], None] | None = None) -> tuple[str, str]:
     """The results document for ``out`` and, for ``readme``, its results block (else ""), from each folder's
     report.yaml (a folder without one: a table of each quality metric its records hold)."""
-    from hmtbench.analysis.report_tables import Links, TableContext
+    from hmtbench.analysis.report_tables import Links, TableContext  # matplotlib (see above)
 
     warn = warn or print
     if not paths:

@@ -9,6 +9,8 @@
 * ``generate_until``: the prompts of a batch read through the memory together, then greedy decoding by
   ``hmtbench.generation.decode`` (the decoding of ``eval-qa``), each request until its own stop string,
   the end-of-sequence id or its ``max_gen_toks``.
+
+lm-eval imports this module to list its models: torch comes with the model (the imports inside the methods below).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class HmtbenchLM(TemplateLM):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
-        from hmtbench.build import build_method, warn_if_untrained  # torch: loaded with the model
+        from hmtbench.build import build_method, warn_if_untrained
         from hmtbench.methods.base import max_positions
 
         quiet_transformers()
