@@ -4,9 +4,9 @@ A folder: ``checkpoint.json`` (method, backbone, memory settings, what of the ba
 settings, and the sha256 of every other file in the folder) and ``trainable.safetensors`` (the method's
 own tensors: memory, summary prompt, recall; the backbone's for --train full). LoRA, when trained, is a
 peft adapter in the same folder (``adapter_config.json`` + ``adapter_model.safetensors``, peft's names),
-so ``PeftModel.from_pretrained(backbone, folder)`` reads it as is. Checkpoints of earlier versions kept
-LoRA's tensors in ``trainable.safetensors`` under the method module's names and recorded no hashes; they
-load unchanged, checked for the files their train mode needs. It works for GGUF-loaded backbones, which
+so ``PeftModel.from_pretrained(backbone, folder)`` reads it as is. A checkpoint without recorded hashes (the
+layout that keeps LoRA's tensors in ``trainable.safetensors`` under the method module's names) loads unchanged,
+checked for the files its train mode needs. It works for GGUF-loaded backbones, which
 cannot ``save_pretrained``. Folders are written to a temporary name and renamed, so a crash never leaves a
 half-written checkpoint that looks complete; a file missing or changed since is refused before it is used.
 With a file limit (``train.max_file_mb``) a tensor file that would exceed it is written in parts with an index
@@ -51,7 +51,8 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], met
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    # LoRA without its settings in meta (--train full over a LoRA checkpoint) stays with the rest, as before
+    # LoRA without its settings in meta (--train full over a LoRA checkpoint) stays with the rest: no adapter config
+    # can be written for it
     lora = {k: v for k, v in tensors.items() if is_lora(k)} if meta.get("lora") else {}
     tensorfiles.save_tensor_file({k: v for k, v in tensors.items() if k not in lora}, tmp / TENSORS, max_file_bytes)
     if lora:
@@ -103,7 +104,7 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 
 def verify(folder: Path) -> dict[str, Any]:
     """The checkpoint's meta after checking its files: each one ``checkpoint.json`` lists is there with the sha256
-    recorded; a checkpoint of an earlier version (no hashes) has the files its train mode needs, each readable."""
+    recorded; a checkpoint without hashes has the files its train mode needs, each readable."""
     meta = read_json(folder / META, FIX)
     declared = meta.get(FILES)
     if declared is None:
@@ -122,8 +123,8 @@ def verify(folder: Path) -> dict[str, Any]:
 
 
 def _verify_unhashed(folder: Path, meta: dict[str, Any]) -> None:
-    """An earlier version's checkpoint: its tensor files readable, and LoRA's tensors somewhere if it trained LoRA
-    (the adapter, or older still, ``trainable.safetensors`` under the method's names)."""
+    """A checkpoint without hashes: its tensor files readable, and LoRA's tensors somewhere if it trained LoRA
+    (the adapter, or ``trainable.safetensors`` under the method's names)."""
     if not (folder / TENSORS).is_file():
         raise HmtbenchError(f"'{folder}' is not an hmtbench checkpoint (needs {META} and {TENSORS})")
     names = safetensors_keys(folder / TENSORS, FIX)
@@ -140,13 +141,13 @@ def _stats(folder: Path) -> tuple:
 
 
 def _has(folder: Path, name: str, meta: dict[str, Any]) -> bool:
-    """Whether the checkpoint holds ``name``: as ``checkpoint.json`` lists it, or as found (earlier versions)."""
+    """Whether the checkpoint holds ``name``: as ``checkpoint.json`` lists it, or as found (no hashes recorded)."""
     declared = meta.get(FILES)
     return tensorfiles.listed(name, declared) if declared is not None else tensorfiles.exists(folder / name)
 
 
 def read_adapter_config(directory: str | Path) -> LoraConfig | None:
-    """The checkpoint's peft adapter config (None without an adapter, as in every checkpoint of earlier versions)."""
+    """The checkpoint's peft adapter config (None without one: no LoRA, or LoRA kept in ``trainable.safetensors``)."""
     folder = Path(directory)
     if not _has(folder, ADAPTER_CONFIG, read_meta(folder)):
         return None
@@ -160,8 +161,9 @@ def read_adapter_config(directory: str | Path) -> LoraConfig | None:
 
 def tensors_sha256(directory: str | Path) -> str:
     """sha256 of a checkpoint's tensor files (method tensors, then adapter; a file in parts: its index, then its
-    parts): names the same trained tensors on any machine, under any path. A folder without an adapter hashes as
-    its one file always did, so the records of earlier checkpoints keep their identity (compare groups rows by it)."""
+    parts): names the same trained tensors on any machine, under any path. A folder without an adapter hashes its
+    one tensor file alone, whichever layout wrote it, so records keep matching the checkpoints they name (compare
+    groups rows by this hash)."""
     digest = hashlib.sha256()
     for name in TENSOR_FILES:
         for path in tensorfiles.files(Path(directory) / name):

@@ -35,11 +35,12 @@ def method_names(given: dict[str, Any], default: str = "plain") -> list[str]:
 
 
 def checkpoint_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """(method settings with their name, segment length) a checkpoint was trained with; old layouts too."""
+    """(method settings with their name, segment length) a checkpoint was trained with, in either layout of its
+    meta: ``method: {name, ...settings}``, or ``method: name`` beside a flat ``memory: {...}``."""
     method = meta.get("method")
     if isinstance(method, dict):
         return dict(method), meta.get("segment_length")
-    memory = dict(meta.get("memory") or {})  # before the method owned its settings: one flat dict
+    memory = dict(meta.get("memory") or {})  # the flat layout: every setting and the segment length in one dict
     segment_length = memory.pop("segment_length", None)
     return {"name": method, **memory}, segment_length
 

@@ -161,7 +161,7 @@ def test_one_method_in_two_settings_on_the_same_samples_is_tested_pairwise(tmp_p
     assert (test["variant_test"], test["variant_first"], test["variant_second"]) == (
         "hmt", "recall_choice=hard", "recall_choice=soft")
     assert (test["gained"], test["lost"], test["samples"], test["significant"]) == (32, 2, 100, True)
-    assert frame["variant_test"].isna().sum() == len(table.rows)  # the table's rows come first, as before
+    assert frame["variant_test"].isna().sum() == len(table.rows)  # the table's rows come first
 
 
 @pytest.mark.parametrize("case", ["other documents", "no predictions file"])

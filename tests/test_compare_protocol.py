@@ -238,8 +238,8 @@ def test_the_layouts_width_is_what_rich_draws(grid) -> None:
 
 
 def test_committed_bench_table_keeps_every_number_whole() -> None:
-    """results/h100-bench's tokens/s table (ten key columns vary): the cells' numbers, e.g. 151,739, used to fold
-    into '151,7' over '39*'; now each stands whole on one line, and the table keeps to its width."""
+    """results/h100-bench's tokens/s table (ten key columns vary): each cell's number (e.g. 151,739) stands whole on
+    one line, never folded into '151,7' over '39*', and the table keeps to its width."""
     folder = RESULTS / "h100-bench"
     text = run_compare([folder], {}, metric="tokens_per_s", warn=lambda m: None)
     assert max(map(len, text.splitlines())) <= WIDTH

@@ -1,4 +1,5 @@
-"""LoRA in checkpoints as real peft adapter folders: peft reads ours, old checkpoints load and hash as before."""
+"""LoRA in checkpoints as real peft adapter folders: peft reads ours; checkpoints without an adapter load and hash
+as their one tensor file."""
 
 from __future__ import annotations
 
@@ -166,7 +167,7 @@ def test_given_targets_are_the_adapters_targets(tmp_path: Path) -> None:
 
 
 def test_lora_without_its_settings_stays_with_the_method_tensors(tmp_path: Path) -> None:
-    """--train full over a LoRA checkpoint: meta has no LoRA settings, so no adapter can be written (as before)."""
+    """--train full over a LoRA checkpoint: meta has no LoRA settings, so no adapter can be written."""
     from safetensors.torch import load_file
 
     model, folder = lora_checkpoint(tmp_path / "ckpt", {"r": 4, "alpha": 8, "dropout": 0.0}, with_settings=False)

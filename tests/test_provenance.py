@@ -152,7 +152,7 @@ def test_created_at_is_the_start_of_the_run_and_the_label_is_separate(monkeypatc
     assert new_run_id("eval-ppl", "hmt", started).startswith("20240506T050809-eval-ppl-hmt-")
     monkeypatch.delenv("HMTBENCH_RUN_LABEL")
     before = datetime.now(timezone.utc).replace(microsecond=0)
-    unstarted = provenance([])  # callers that pass no start: now, as before
+    unstarted = provenance([])  # callers that pass no start: the time of the call
     assert before <= datetime.fromisoformat(unstarted["created_at"]) <= datetime.now(timezone.utc)
     assert unstarted["run_label"] is None
 

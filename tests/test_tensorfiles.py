@@ -1,4 +1,4 @@
-"""Tensor files of bounded size: each file under the limit, each tensor back bit for bit, one file as before."""
+"""Tensor files of bounded size: each file under the limit, each tensor back bit for bit, one file under the limit."""
 
 from __future__ import annotations
 

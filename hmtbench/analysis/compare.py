@@ -201,7 +201,7 @@ def budget_notes(rows: list[Row]) -> list[str]:
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
-    """The registry's order (table columns, legends), then methods no longer registered, alphabetically."""
+    """The registry's order (table columns, legends), then methods the registry does not know, alphabetically."""
     known = [m for m in method_names() if m in set(methods)]
     return known + sorted(set(methods) - set(known))
 

@@ -55,7 +55,7 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
         raise HmtbenchError(f"no hmtbench results in {', '.join(map(str, paths))} ({len(skipped)} files skipped); "
                             "make some with `hmtbench eval-ppl --method plain,rmt,hmt`")
     declared = [c for c in frame.columns if c not in READ_COLUMNS and c != "source_file"]  # a method's own columns
-    frame = frame.reindex(columns=[*READ_COLUMNS, *declared, "source_file"])  # older schemas lack new columns
+    frame = frame.reindex(columns=[*READ_COLUMNS, *declared, "source_file"])  # records of a smaller schema lack some
     copies = frame["run_id"].duplicated()
     for run_id in dict.fromkeys(frame.loc[copies, "run_id"]):
         files = ", ".join(frame.loc[frame["run_id"] == run_id, "source_file"])

@@ -424,7 +424,7 @@ class SegmentMethod(nn.Module, metaclass=abc.ABCMeta):
         written = self._written(read, out.hidden)
         after = self.next_state(self.after_read(state, read), written, self._tail_ids(segment_ids, lengths), out.side,
                                 out.layers)
-        if targets is None:  # in training its 0 stays in the autograd graph, as an all-ignored loss always was
+        if targets is None:  # training: a 0 in the autograd graph, as an all-ignored cross-entropy gives
             nll = written.float().sum((1, 2)) * 0 if written is not None and written.requires_grad else None
         elif out.logits is not None:
             nll = token_nll(out.logits[:, :text_len], targets).sum(-1)

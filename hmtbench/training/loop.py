@@ -255,7 +255,7 @@ def _saved_on_oom(error: torch.OutOfMemoryError, model: SegmentMethod, optimizer
                   limit: int | None) -> TrainingOutOfMemory:
     """The steps finished before the failing one are not lost: their weights, optimizer and curriculum state go to
     ``folder/last`` (the step that failed changed no weight: it fails in its forward or backward pass), so the run
-    resumes from there with a smaller micro-batch. A 64-segment level once lost 20 steps this way."""
+    resumes from there with a smaller micro-batch instead of from the last periodic checkpoint."""
     optimizer.zero_grad(set_to_none=True)  # the failed step's partial gradients
     if model.device.type == "cuda":
         torch.cuda.empty_cache()

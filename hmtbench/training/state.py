@@ -1,7 +1,7 @@
 """The trainer's position (optimizer, scheduler, step, RNG) in files that run no code when read.
 
-Earlier versions pickled it (``trainer_state.pt``), and ``torch.load(weights_only=False)`` on a run
-folder from elsewhere ran whatever that pickle held. Now every tensor (Adam's moments and step
+A pickle (``trainer_state.pt``) would run whatever it holds under ``torch.load(weights_only=False)``, so one
+found in a run folder is refused, never read. Every tensor (Adam's moments and step
 counts, the RNG states) goes to ``trainer_state.safetensors`` and everything else (param groups,
 scheduler state, step) to ``trainer_state.json``: neither format can hold code, so resuming a
 folder of unknown origin is safe. safetensors keeps each tensor's dtype and bytes, and JSON writes
@@ -24,7 +24,7 @@ from hmtbench.files import read_json, sha256_file
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
-LEGACY_STATE = "trainer_state.pt"  # the pickle of earlier versions: refused, never read
+LEGACY_STATE = "trainer_state.pt"  # a pickled trainer state: refused, never read
 FORMAT = 1
 OPTIMIZER, RNG = "optimizer.", "rng."
 CORRUPT = ("the resumable checkpoint cannot be read: delete that 'last' folder to restart its stage, or start a new "
