@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hmtbench.methods.backbone import IGNORE, token_nll
 from hmtbench.methods.base import SegmentMethod
+from hmtbench.methods.loss import IGNORE, token_nll
 from hmtbench.methods.state import flatten, unflatten
 
 __all__ = [

@@ -14,7 +14,7 @@ Two switches (``EngineOptions``), recorded in every result row:
   segment instead of one per operation, which is what a small backbone is bound by. Between
   segments the memory state stays in the graph's own buffers. Same kernels as eager, same numbers.
 
-A segment step reads nothing back to the host (``hmtbench.methods.backbone``), which is what
+A segment step reads nothing back to the host (``hmtbench.methods.hf_calls``), which is what
 makes it capturable; the two switches combine (the captured step runs the compiled blocks).
 """
 
@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from hmtbench.config import EngineOptions
-from hmtbench.methods.backbone import chunk_nll
 from hmtbench.methods.base import MemoryState, SegmentMethod
 from hmtbench.methods.hooks import repeated_blocks
+from hmtbench.methods.loss import chunk_nll
 from hmtbench.methods.state import Layout, flatten, unflatten
 
 WARMUP_CALLS = 2  # eager calls on a side stream before a capture (compilation, autotuning, cuBLAS handles)

@@ -25,7 +25,7 @@ from hmtbench.backbones import load_backbone
 from hmtbench.build import build_method
 from hmtbench.config import method_config
 from hmtbench.engine import IGNORE, segment_batch
-from hmtbench.methods.backbone import causal_attention, last_hidden_states
+from hmtbench.methods.hf_calls import causal_attention, last_hidden_states
 from hmtbench.methods.rmt import RMTState
 from hmtbench.stats import wilson_interval
 from hmtbench.training.answers import AnswerSampler

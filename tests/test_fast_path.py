@@ -14,7 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from hmtbench.config import EngineOptions
 from hmtbench.engine import IGNORE, score_segments, segment_batch, token_nll
 from hmtbench.fastpath import GraphedMethod, accelerate, repeated_blocks
-from hmtbench.methods import backbone as calls
+from hmtbench.methods import hf_calls as calls
+from hmtbench.methods import loss
 from hmtbench.methods.state import flatten
 from tests.conftest import build_method, exercised, random_documents, registered, variants
 
@@ -227,10 +228,10 @@ def test_chunked_losses_equal_the_whole_ones(llama: torch.nn.Module, monkeypatch
     whole = torch.nn.functional.cross_entropy(
         head(hidden).flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
     ).view(3, 20)
-    monkeypatch.setattr(calls, "CE_CHUNK_ELEMENTS", 259 * 7)  # 7 positions per chunk
+    monkeypatch.setattr(loss, "CE_CHUNK_ELEMENTS", 259 * 7)  # 7 positions per chunk
     with torch.no_grad():
         assert torch.equal(token_nll(head(hidden), targets), whole)
-        torch.testing.assert_close(calls.hidden_nll(head, hidden, targets), whole.sum(-1))
+        torch.testing.assert_close(loss.hidden_nll(head, hidden, targets), whole.sum(-1))
 
 
 def test_summaries_run_in_passes_of_summary_segments_per_document(llama: torch.nn.Module) -> None:

@@ -33,7 +33,7 @@ The driver (``hmtbench.engine``) runs every method the same way::
 runs on chunks of the scored positions only, or not at all where nothing is scored. Both are one segment
 step (``hmtbench.methods.segment_step``, the base class's mechanics). A step reads and writes nothing on the
 host, so it can be replayed from a CUDA graph (``hmtbench.fastpath``); the backbone calls themselves are in
-``hmtbench.methods.backbone``, and every one of them (scoring, training, the answer pass, generation, lm-eval)
+``hmtbench.methods.hf_calls``, and every one of them (scoring, training, the answer pass, generation, lm-eval)
 runs inside the method's ``backbone_hooks`` context.
 
 What a new method must define (``abc`` abstract methods: a class that misses one cannot be built) is
@@ -54,13 +54,10 @@ import torch
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.backbone import (
-    ChunkNll,
-    head_is_plain,
-    last_hidden_states,
-)
 from hmtbench.methods.config import TRAINED, MethodConfig, setting, trained_field
+from hmtbench.methods.hf_calls import head_is_plain, last_hidden_states
 from hmtbench.methods.hooks import LayerCapture, layer_hooks, repeated_blocks
+from hmtbench.methods.loss import ChunkNll
 from hmtbench.methods.record import Column
 from hmtbench.methods.segment_step import BackboneOutput, SegmentInput, SegmentOutput, SegmentSteps
 from hmtbench.methods.state import MemoryState, RecallCache

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.backbone import IGNORE
 from hmtbench.methods.base import MemoryState, MethodConfig, SegmentInput, SegmentMethod, setting
+from hmtbench.methods.loss import IGNORE
 
 PAD = 0  # the id that fills a room left short (fewer or shorter segments retrieved), as the engine pads segments
 EMPTY = -1  # a position of a stored segment (or a query) that holds no token

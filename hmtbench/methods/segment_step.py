@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods.backbone import IGNORE, causal_attention, hidden_nll, token_nll
+from hmtbench.methods.hf_calls import causal_attention
+from hmtbench.methods.loss import IGNORE, hidden_nll, token_nll
 from hmtbench.methods.state import MemoryState
 
 

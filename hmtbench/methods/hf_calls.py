@@ -1,4 +1,4 @@
-"""How the methods call an unmodified Hugging Face causal LM: exactly, without host syncs, without (B, S, V) logits.
+"""How the methods call an unmodified Hugging Face causal LM: exactly, without host syncs.
 
 * ``last_hidden_states``: the base model's last hidden states (HF's ``hidden_states[-1]``, the
   output head's input). Our forwards never pad inside a sequence and never use a KV cache, so
@@ -10,27 +10,19 @@
   capture on the same code path as the eager warm-up before it.
 * ``head_is_plain``: whether the logits are just the output head on its input (no soft-capping
   or scaling after the head), checked once per backbone; if so, scoring runs the head itself, in
-  chunks of the positions it scores, and skips it where nothing is scored.
-* ``hidden_nll`` / ``token_nll``: cross-entropy with the fp32 upcast done a chunk of positions at
-  a time, so no (B, S, V) fp32 copy of the logits is ever made (per-position results are those of
-  ``F.cross_entropy`` on fp32 logits).
+  chunks of the positions it scores (``hmtbench.methods.loss``), and skips it where nothing is scored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE = -100
-CE_CHUNK_ELEMENTS = 2**26  # logits upcast to fp32 at most this many at a time (256 MiB)
 CAUSAL_SDPA = "hmtbench_causal_sdpa"
-
-ChunkNll = Callable[[nn.Module, Tensor, Tensor], Tensor]  # (head, rows (R, d), targets (R,)) -> (R,) NLL
 
 _plain_heads: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
@@ -108,33 +100,3 @@ def head_is_plain(backbone: nn.Module) -> bool:
                 backbone.train(was_training)
         _plain_heads[backbone] = plain
     return _plain_heads[backbone]
-
-
-def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
-    """(B, S) negative log-likelihood in fp32, 0 where the target is IGNORE; logits (B, S, V) in any dtype."""
-    rows, wanted = logits.flatten(0, 1), targets.flatten()
-    size = max(1, CE_CHUNK_ELEMENTS // logits.shape[-1])
-    parts = [_nll(rows[i : i + size], wanted[i : i + size]) for i in range(0, rows.shape[0], size)]
-    return torch.cat(parts).view(targets.shape)
-
-
-def hidden_nll(head: nn.Module, hidden: Tensor, targets: Tensor, chunk: ChunkNll | None = None) -> Tensor:
-    """(B,) summed NLL of ``targets`` (B, S) given the last hidden states (B, S, d) at those positions.
-
-    The output head runs a chunk of positions at a time (``chunk_nll``, or a compiled one), so neither
-    the (B, S, V) logits nor their fp32 copy is ever held whole.
-    """
-    rows, wanted = hidden.flatten(0, 1), targets.flatten()
-    vocab = getattr(head, "out_features", None) or head.weight.shape[0]
-    size, chunk = max(1, CE_CHUNK_ELEMENTS // vocab), chunk or chunk_nll
-    parts = [chunk(head, rows[i : i + size], wanted[i : i + size]) for i in range(0, rows.shape[0], size)]
-    return torch.cat(parts).view(targets.shape).sum(-1)
-
-
-def chunk_nll(head: nn.Module, rows: Tensor, targets: Tensor) -> Tensor:
-    """(R,) NLL of targets (R,) from hidden states (R, d): the head, then cross-entropy in fp32."""
-    return _nll(head(rows), targets)
-
-
-def _nll(logits: Tensor, targets: Tensor) -> Tensor:
-    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="none")
