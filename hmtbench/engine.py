@@ -23,10 +23,7 @@ from hmtbench.methods.base import SegmentMethod
 from hmtbench.methods.loss import IGNORE, token_nll
 from hmtbench.methods.state import flatten, unflatten
 
-__all__ = [
-    "ANSWER_ROOM", "IGNORE", "SegmentedBatch", "answer_first_segments", "answer_layout_segments", "detached_before",
-    "end_aligned_first", "first_read_segment", "score_segments", "segment_batch", "token_nll",
-]
+__all__ = ["IGNORE", "SegmentedBatch", "detached_before", "score_segments", "segment_batch", "token_nll"]
 
 
 @dataclass
@@ -49,7 +46,7 @@ def segment_batch(
     in it, or the one new token for a segment opened while decoding, so a segment's summary
     (HMT) reads those alone (``known``): teacher-forced scores then equal greedy decoding's.
     Default: the whole document is given. ``first_lengths`` (B,): tokens in each row's first segment (1 to S;
-    ``end_aligned_first``), the rest of the row in whole segments after it.
+    ``hmtbench.answer_layout``), the rest of the row in whole segments after it.
     """
     if first_lengths is not None:
         return _segment_batch_from(input_ids, lengths, segment_tokens, scored, prompt_lengths, first_lengths)
@@ -76,47 +73,6 @@ def segment_batch(
         targets=targets.view(batch, n, segment_tokens),
         known=known,
     )
-
-
-ANSWER_ROOM = 12  # positions left after a prompt, in its segment, for the answer (QA, lm-eval, answer training)
-
-
-def answer_first_segments(prompt_lengths: Tensor, segment_tokens: int, least: int = 1) -> Tensor:
-    """(B,) first-segment sizes that end every prompt ``ANSWER_ROOM`` positions before a segment ends.
-
-    Teacher-forced answers, greedy decoding and lm-eval continuations all use this layout, so the answer
-    shares its segment with the question and the context's end at every prompt length. A prompt that leaves
-    the room inside one segment keeps a whole first segment (its layout is the start-aligned one).
-    """
-    room = prompt_lengths + ANSWER_ROOM
-    return torch.where(room <= segment_tokens, segment_tokens, end_aligned_first(room, segment_tokens, least))
-
-
-def answer_layout_segments(prompt_length: int, total_length: int, segment_tokens: int, least: int = 1) -> int:
-    """Segments a row of ``total_length`` tokens (prompt first) spans in the answer layout."""
-    first = int(answer_first_segments(torch.tensor([prompt_length]), segment_tokens, least)[0])
-    return max(1, math.ceil((total_length + segment_tokens - first) / segment_tokens))
-
-
-def first_read_segment(method: SegmentMethod, first_needed: int) -> int:
-    """The first segment whose tokens can reach segment ``first_needed``'s outputs: 0 for a memory, ``first_needed``
-    less the method's ``state_reach`` for plain (0 back) and overlap (1 back). Skipping the segments before it changes
-    no score (they could only change a state that nothing later reads), so plain and overlap answer at 1M tokens
-    for the price of 1k."""
-    return 0 if method.state_reach is None else max(0, first_needed - method.state_reach)
-
-
-def end_aligned_first(lengths: Tensor, segment_tokens: int, least: int = 1) -> Tensor:
-    """(B,) first-segment sizes that make each row end exactly where a segment ends.
-
-    A QA row (prompt + answer) cut from its start puts the answer alone in a fresh segment whenever the prompt
-    fills its last segment (a 1,024-token prompt in 256-token segments), leaving the question to the memory;
-    cut from its end, the last segment holds the answer, the question and the context just before them, at
-    every context length. ``least``: the smallest first segment (a method's sensory tokens, which the next
-    segment reads from it); a row then ends ``least - size`` tokens before its last segment does.
-    """
-    natural = (lengths - 1) % segment_tokens + 1
-    return natural.clamp(min=min(max(least, 1), segment_tokens))
 
 
 def _segment_batch_from(

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import answer_first_segments, first_read_segment, segment_batch
+from hmtbench.answer_layout import answer_first_segments, first_read_segment
+from hmtbench.engine import segment_batch
 from hmtbench.methods.base import MemoryState, SegmentInput, SegmentMethod
 from hmtbench.methods.state import concat_rows, flatten, select_rows
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hmtbench.engine import ANSWER_ROOM, IGNORE, answer_first_segments, segment_batch
+from hmtbench.answer_layout import ANSWER_ROOM, answer_first_segments
+from hmtbench.engine import IGNORE, segment_batch
 from hmtbench.qa.answers import qa_batch
 from tests.conftest import build_method
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hmtbench.answer_layout import ANSWER_ROOM, answer_layout_segments
 from hmtbench.backbones.tiny import byte_tokenizer
 from hmtbench.cli import app
 from hmtbench.config import method_config
-from hmtbench.engine import ANSWER_ROOM, IGNORE, answer_layout_segments
+from hmtbench.engine import IGNORE
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.answers import answer_pass, qa_rows
 from hmtbench.training.config import CurriculumSettings, TrainSettings

@@ -44,7 +44,7 @@ def test_batched_teacher_forcing_is_greedy_decoding(name: str, llama: torch.nn.M
 
 def test_a_summary_reads_only_the_tokens_known_when_its_segment_opens(llama: torch.nn.Module) -> None:
     """HMT: the batch's summary of the segment decoding opens in equals the one generation computes."""
-    from hmtbench.engine import ANSWER_ROOM
+    from hmtbench.answer_layout import ANSWER_ROOM
     from hmtbench.generation import prompt_layout, window_summaries
     from hmtbench.qa.answers import qa_batch
 
@@ -84,7 +84,7 @@ def test_segments_no_state_carries_to_the_answer_are_skipped_exactly(name: str, 
         assert fast.predicted == full.predicted and fast.nll == pytest.approx(full.nll, rel=1e-5)
         assert full.tokens_skipped == 0
     # each row skips its tokens before the first segment that can reach the batch's first answer segment
-    from hmtbench.engine import first_read_segment
+    from hmtbench.answer_layout import first_read_segment
     from hmtbench.qa.answers import first_answer_segment, qa_batch
 
     model.state_reach = reach

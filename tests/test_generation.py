@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
+from hmtbench.answer_layout import ANSWER_ROOM
 from hmtbench.backbones.tiny import EOS, byte_tokenizer
 from hmtbench.config import EngineOptions
-from hmtbench.engine import ANSWER_ROOM, segment_batch
+from hmtbench.engine import segment_batch
 from hmtbench.fastpath import accelerate
 from hmtbench.generation import decode, greedy_generate, prompt_layout, read_openings
 from hmtbench.methods import method_class, method_names

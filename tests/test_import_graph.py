@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hmtbench", "errors", "files", "tensorfiles", "stats", "progress", "distributed", "oom"),  # foundation
     ("methods", "backbones", "data", "lora"),  # the models and the text
     ("config", "resolve", "checkpoints", "build", "results"),  # run configuration, checkpoints, records
-    ("engine", "fastpath", "generation"),  # the segment loop and decoding
+    ("engine", "answer_layout", "fastpath", "generation"),  # the segment loop, answers' layout, decoding
     ("evaluation", "qa", "training", "benchmark"),  # the workloads
     ("analysis",),  # reading records: compare, plot, report
     ("commands", "lmeval"),  # what a command (or lm-eval) runs

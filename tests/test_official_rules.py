@@ -100,8 +100,8 @@ def test_the_start_layout_cuts_segments_as_the_official_wrapper_does() -> None:
 
 
 def test_training_samples_in_the_start_layout_span_their_level_with_keys_before_the_questions_segment() -> None:
+    from hmtbench.answer_layout import ANSWER_ROOM
     from hmtbench.backbones.tiny import byte_tokenizer
-    from hmtbench.engine import ANSWER_ROOM
     from hmtbench.training.answers import AnswerSampler
     from hmtbench.training.config import CurriculumSettings
 
@@ -212,8 +212,8 @@ def test_the_linear_schedule_is_transformers_linear_schedule(steps: int, share: 
 def test_full_length_samples_fill_their_level_and_both_layouts_cut_them_alike() -> None:
     """sample_length: full (the BABILong script's fixed sample_size): every prompt ends ANSWER_ROOM before its last
     segment's end, where the official cut from the start and the answer layout coincide."""
+    from hmtbench.answer_layout import ANSWER_ROOM
     from hmtbench.backbones.tiny import byte_tokenizer
-    from hmtbench.engine import ANSWER_ROOM
     from hmtbench.training.answers import AnswerSampler
     from hmtbench.training.config import CurriculumSettings
 

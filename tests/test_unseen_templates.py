@@ -63,7 +63,7 @@ def test_unseen_samples_build_at_every_length_like_passkey(name: str, length: in
 
 
 def test_the_second_wording_answers_a_word_and_digits_that_fit_the_answer_room() -> None:
-    from hmtbench.engine import ANSWER_ROOM
+    from hmtbench.answer_layout import ANSWER_ROOM
 
     tokenizer = byte_tokenizer()
     task = load_task("passkey-unseen-b", TaskOptions(tokenizer=tokenizer, context_length=1000, limit=20))

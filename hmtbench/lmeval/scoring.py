@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hmtbench.engine import SegmentedBatch, answer_first_segments, score_segments, segment_batch
+from hmtbench.answer_layout import answer_first_segments
+from hmtbench.engine import SegmentedBatch, score_segments, segment_batch
 from hmtbench.generation import pad_rows
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.qa.answers import answer_pass, exact_rows

@@ -163,7 +163,7 @@ class SegmentSteps:
 
     def _tail_ids(self, segment_ids: Tensor, lengths: Tensor) -> Tensor:
         """``segment_ids`` with each row's real tokens moved to its end (whole rows unchanged), so ``next_state``'s
-        last k ids are the row's last k tokens also after a short segment (``engine.end_aligned_first``)."""
+        last k ids are the row's last k tokens also after a short segment (``answer_layout.end_aligned_first``)."""
         if not self.sensory_tokens:
             return segment_ids
         size = segment_ids.shape[1]

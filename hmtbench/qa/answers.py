@@ -18,16 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import (
-    IGNORE,
-    SegmentedBatch,
-    answer_first_segments,
-    detached_before,
-    first_read_segment,
-    recomputed_segments,
-    segment_batch,
-    segment_step,
-)
+from hmtbench.answer_layout import answer_first_segments, first_read_segment
+from hmtbench.engine import IGNORE, SegmentedBatch, detached_before, recomputed_segments, segment_batch, segment_step
 from hmtbench.generation import Opening, OpeningCollector, prompt_layout
 from hmtbench.methods.base import MemoryState, SegmentMethod
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmtbench.engine import ANSWER_ROOM, answer_layout_segments
+from hmtbench.answer_layout import ANSWER_ROOM, answer_layout_segments
 from hmtbench.errors import HmtbenchError
 from hmtbench.qa.answers import qa_rows
 from hmtbench.qa.runner import prepare_samples

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from hmtbench import distributed
-from hmtbench.engine import ANSWER_ROOM, score_segments, segment_batch
+from hmtbench.answer_layout import ANSWER_ROOM
+from hmtbench.engine import score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod, max_positions
 from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
