@@ -48,55 +48,29 @@ def segment_batch(
     Default: the whole document is given. ``first_lengths`` (B,): tokens in each row's first segment (1 to S;
     ``hmtbench.answer_layout``), the rest of the row in whole segments after it.
     """
-    if first_lengths is not None:
-        return _segment_batch_from(input_ids, lengths, segment_tokens, scored, prompt_lengths, first_lengths)
-    batch, length = input_ids.shape
-    n = max(1, math.ceil(length / segment_tokens))
-    padded = F.pad(input_ids, (0, n * segment_tokens - length))
-    positions = torch.arange(n * segment_tokens, device=input_ids.device)
-    real = positions[None] < lengths[:, None]  # (B, n*S)
-    if scored is None:
-        wanted = real
-    else:
-        wanted = F.pad(scored, (0, n * segment_tokens - length)) & real
-    next_ids = F.pad(padded[:, 1:], (0, 1))
-    next_wanted = F.pad(wanted[:, 1:], (0, 1), value=False)
-    targets = torch.where(next_wanted, next_ids, torch.full_like(next_ids, IGNORE))
-    starts = torch.arange(n, device=input_ids.device) * segment_tokens
-    seg_lengths = (lengths[:, None] - starts[None]).clamp(0, segment_tokens)
-    known = seg_lengths
-    if prompt_lengths is not None:
-        known = torch.minimum((prompt_lengths[:, None] - starts[None]).clamp(min=1), seg_lengths)
-    return SegmentedBatch(
-        segments=padded.view(batch, n, segment_tokens),
-        lengths=seg_lengths,
-        targets=targets.view(batch, n, segment_tokens),
-        known=known,
-    )
-
-
-def _segment_batch_from(
-    input_ids: Tensor, lengths: Tensor, segment_tokens: int, scored: Tensor | None, prompt_lengths: Tensor | None,
-    first_lengths: Tensor,
-) -> SegmentedBatch:
-    """``segment_batch`` with each row's first segment ``first_lengths`` tokens long (right-padded to S)."""
     batch, length = input_ids.shape
     size = segment_tokens
-    gap = (size - first_lengths).clamp(min=0)  # padding after each row's first segment
-    positions = torch.arange(length, device=input_ids.device)[None]
-    real = positions < lengths[:, None]
-    n = max(1, math.ceil(int((lengths + gap).max()) / size))
-    moved = positions + gap[:, None] * (positions >= first_lengths[:, None])  # (B, T) place in the new layout
-    moved = torch.where(real, moved, n * size)  # padding goes to one spare column, dropped below
+    positions = torch.arange(length, device=input_ids.device)[None]  # (1, T)
+    real = positions < lengths[:, None]  # (B, T)
     wanted = real if scored is None else scored & real
     next_ids = F.pad(input_ids[:, 1:], (0, 1))
     next_wanted = F.pad(wanted[:, 1:], (0, 1), value=False)
-    targets = torch.where(next_wanted, next_ids, torch.full_like(next_ids, IGNORE))
+    targets = torch.where(next_wanted, next_ids, torch.full_like(next_ids, IGNORE))  # (B, T)
     known = real if prompt_lengths is None else real & (positions < prompt_lengths[:, None])
+    if first_lengths is None:  # whole segments from each row's start: the (B, T) values padded, then cut
+        n = max(1, math.ceil(length / size))
 
-    def place(values: Tensor, fill: int) -> Tensor:
-        out = torch.full((batch, n * size + 1), fill, dtype=values.dtype, device=values.device)
-        return out.scatter(1, moved, values)[:, :-1].view(batch, n, size)
+        def place(values: Tensor, fill: int) -> Tensor:
+            return F.pad(values, (0, n * size - length), value=fill).view(batch, n, size)
+    else:  # each row's first segment first_lengths long: its later tokens move right by the gap after it
+        gap = (size - first_lengths).clamp(min=0)
+        n = max(1, math.ceil(int((lengths + gap).max()) / size))
+        moved = positions + gap[:, None] * (positions >= first_lengths[:, None])  # (B, T) place in the new layout
+        moved = torch.where(real, moved, n * size)  # padding goes to one spare column, dropped below
+
+        def place(values: Tensor, fill: int) -> Tensor:
+            out = torch.full((batch, n * size + 1), fill, dtype=values.dtype, device=values.device)
+            return out.scatter(1, moved, values)[:, :-1].view(batch, n, size)
 
     seg_lengths = place(real.long(), 0).sum(-1)
     return SegmentedBatch(

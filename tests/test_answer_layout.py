@@ -61,3 +61,17 @@ def test_sensory_tokens_after_a_short_segment_are_its_last_tokens(name: str, lla
     with torch.no_grad():
         state = model(model.initial_state(1), segment, torch.tensor([9])).state
     assert state.sensory_ids.tolist() == [[36, 37, 38, 39]]  # not the padding after them
+
+
+def test_whole_first_segments_cut_rows_as_the_plain_cut_does() -> None:
+    """``segment_batch`` has one cut: first segments of S tokens (``first_lengths``) give what no ``first_lengths``
+    gives, targets, known tokens and the zeros after each row included."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([70, 5, 64, 33])
+    ids = torch.randint(1, 250, (4, 70), generator=generator) * (torch.arange(70)[None] < lengths[:, None])
+    scored = torch.rand(4, 70, generator=generator) < 0.7
+    prompts = torch.tensor([40, 3, 64, 1])
+    plain = segment_batch(ids, lengths, S, scored, prompts)
+    whole = segment_batch(ids, lengths, S, scored, prompts, first_lengths=torch.full((4,), S))
+    for name in ("segments", "lengths", "targets", "known"):
+        assert torch.equal(getattr(plain, name), getattr(whole, name)), name
