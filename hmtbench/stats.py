@@ -234,13 +234,13 @@ def proportion_interval(outcomes: Sequence[float], confidence: float = 0.95) -> 
     return wilson_interval(int(sum(outcomes)), len(outcomes), confidence)
 
 
-def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether two closed intervals share a point; False if either bound is nan (nothing to compare).
+def intervals_overlap(a: tuple[float | None, float | None], b: tuple[float | None, float | None]) -> bool:
+    """Whether two closed intervals share a point; False if a bound is missing (None or nan: nothing to compare).
 
     Overlap is a conservative reading: two 95% intervals that do not overlap mark a clear
     difference, while overlapping ones do not prove there is none.
     """
-    if any(math.isnan(x) for x in (*a, *b)):
+    if any(x is None or math.isnan(x) for x in (*a, *b)):
         return False
     return a[0] <= b[1] and b[0] <= a[1]
 

@@ -214,3 +214,23 @@ def test_a_deep_score_is_tested_pairwise_over_the_deep_samples_only(tmp_path: Pa
     assert deep.paired[("hmt", "plain")].p == pytest.approx(2 * 0.5**10)
     (every,) = build(frame, "exact_match").rows
     assert (every.paired[("hmt", "plain")].gained, every.paired[("hmt", "plain")].lost) == (10, 5)
+
+
+def test_an_interval_with_a_nan_bound_never_makes_a_delta_not_significant() -> None:
+    """compare reads overlap as stats.intervals_overlap does: a missing bound (None or nan) compares with nothing,
+    whichever side of the pair holds it."""
+    from hmtbench.analysis.cells import Cell
+    from hmtbench.analysis.compare import Row, _score
+
+    class NoPairedTest:
+        @staticmethod
+        def test(first: Cell, second: Cell) -> None:
+            return None
+
+    for nan_side in ("hmt", "rmt"):
+        cells = {"hmt": Cell(6.0, None, 1, ["a"], low=5.9, high=6.1), "rmt": Cell(6.5, None, 1, ["b"], low=6.4,
+                                                                              high=6.6)}
+        cells[nan_side].low = cells[nan_side].high = float("nan")
+        row = Row({}, cells)
+        _score(row, [("hmt", "rmt")], "lower", NoPairedTest())
+        assert row.unclear == [], nan_side

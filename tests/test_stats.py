@@ -113,6 +113,7 @@ def test_intervals_overlap() -> None:
     assert intervals_overlap((1.0, 2.0), (2.0, 3.0)) and intervals_overlap((1.0, 5.0), (2.0, 3.0))
     assert not intervals_overlap((1.0, 2.0), (2.5, 3.0)) and not intervals_overlap((2.5, 3.0), (1.0, 2.0))
     assert not intervals_overlap((math.nan, math.nan), (1.0, 2.0))
+    assert not intervals_overlap((1.0, 2.0), (math.nan, math.nan)) and not intervals_overlap((1.0, 2.0), (None, None))
 
 
 @pytest.mark.parametrize("gained, lost, expected", [

@@ -17,6 +17,7 @@ from hmtbench.analysis.paired import PairedTest, PairedTests
 from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
+from hmtbench.stats import intervals_overlap
 
 # Settings all methods of one row share: runs that differ here are another experiment, so another row.
 # train_mode (how the evaluated tensors were trained: null = untrained, memory, lora, full) keeps experiments apart.
@@ -374,21 +375,15 @@ def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any],
     return clusters
 
 
-def overlap(a: Cell, b: Cell) -> bool:
-    """Whether both cells have a 95% interval and the two overlap: their difference is then not significant."""
-    if None in (a.low, a.high, b.low, b.high):
-        return False
-    return max(a.low, b.low) <= min(a.high, b.high)
-
-
 def _score(row: Row, pairs: list[tuple[str, str]], direction: str, tests: PairedTests) -> None:
     means = {m: c.mean for m, c in row.cells.items() if c.mean is not None}
     scored = [(a, b) for a, b in pairs if a in means and b in means]
     row.deltas = {(a, b): gain(means[b], means[a], direction) if (a, b) in scored else None for a, b in pairs}
     found = {pair: tests.test(row.cells[pair[0]], row.cells[pair[1]]) for pair in scored}
     row.paired = {pair: test for pair, test in found.items() if test is not None}
+    intervals = {m: (c.low, c.high) for m, c in row.cells.items()}  # overlapping 95% intervals: not significant
     row.unclear = [pair for pair in scored if (not row.paired[pair].significant if pair in row.paired
-                                               else overlap(row.cells[pair[0]], row.cells[pair[1]]))]
+                                               else intervals_overlap(intervals[pair[0]], intervals[pair[1]]))]
     if len(means) > 1:
         best = (min if direction == "lower" else max)(means.values())
         row.best = [m for m in order_methods(means) if math.isclose(means[m], best, rel_tol=1e-12)]
