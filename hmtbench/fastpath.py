@@ -170,9 +170,9 @@ def capture_graph(fn: Callable[..., Any], inputs: list[Tensor | None]) -> tuple[
 class GraphedMethod:
     """A method whose summary passes and segment steps (evaluation) replay from CUDA graphs.
 
-    It answers the calls ``score_segments`` makes (``summarize``, ``initial_state``, ``score``).
-    With gradients enabled it simply calls the method: a training step is captured whole, forward and
-    backward, by ``hmtbench.training.graphed``.
+    ``summarize`` and ``score`` replay; every other attribute is the method's own (``__getattr__``), so the
+    loops that take a method take this in its place. With gradients enabled it simply calls the method: a
+    training step is captured whole, forward and backward, by ``hmtbench.training.graphed``.
     """
 
     def __init__(self, method: SegmentMethod) -> None:
@@ -180,23 +180,14 @@ class GraphedMethod:
         self._summaries = CapturedCalls(functools.partial(_summarize, method))
         self._steps = CapturedCalls(functools.partial(_step, method))
 
-    @property
-    def segment_tokens(self) -> int:
-        return self.method.segment_tokens
-
-    @property
-    def device(self) -> torch.device:
-        return self.method.device
+    def __getattr__(self, name: str) -> Any:
+        if name == "method":  # not set yet: no method to ask
+            raise AttributeError(name)
+        return getattr(self.method, name)
 
     @property
     def failures(self) -> list[str]:
         return self._summaries.failures + self._steps.failures
-
-    def initial_state(self, batch_size: int) -> MemoryState:
-        return self.method.initial_state(batch_size)
-
-    def summarizes_inline(self, batch_size: int) -> bool:
-        return self.method.summarizes_inline(batch_size)
 
     def summarize(self, segment_ids: Tensor, lengths: Tensor, checkpointed: int = 0) -> Tensor | None:
         if torch.is_grad_enabled():
