@@ -43,3 +43,46 @@ def test_relative_links_point_at_files_that_exist(name: str) -> None:
     missing = [t for t in targets if not re.match(r"https?:|#|mailto:", t)
                and not (file.parent / t.split("#")[0]).exists()]
     assert not missing, f"{name} links to missing files: {missing[:5]}"
+
+
+def readme_layout() -> tuple[set[str], list[set[str]]]:
+    """(every file the README's layout names under hmtbench/, relative to it; the layers' units in their order)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("```\nhmtbench/\n") + 4:]
+    block = block[: block.index("\n```")]
+    named: set[str] = set()
+    layers: list[set[str]] = []
+    packages: list[tuple[int, str]] = []  # (indent, path) of the packages the current line sits in
+    for line in block.splitlines()[1:]:
+        if not line.startswith("  "):
+            break  # docs/..., outside the package
+        indent = len(line) - len(line.lstrip())
+        body = line.strip()
+        if body.startswith("# "):
+            layers.append(set())
+            continue
+        first = body.split()[0]
+        entry = indent < 20 and re.fullmatch(r"\w+(\.py|/)", first) is not None  # descriptions start further in
+        if entry:
+            packages = [(i, path) for i, path in packages if i < indent]
+            if indent == 2:
+                layers[-1].add("hmtbench" if first == "__init__.py" else first.removesuffix("/").removesuffix(".py"))
+            if first.endswith("/"):  # a package: its entry names its __init__.py
+                packages.append((indent, (packages[-1][1] if packages else "") + first))
+                named.add(packages[-1][1] + "__init__.py")
+        where = packages[-1][1] if packages else ""
+        named |= {where + name for name in re.findall(r"\b\w+\.py\b", body)}
+    return named, layers
+
+
+def test_the_readme_layout_names_every_file_and_the_layers() -> None:
+    """The layout cannot go stale: a file added, moved or removed, or a layer changed, fails here until the README
+    says so."""
+    from tests.test_import_graph import LAYERS
+
+    named, layers = readme_layout()
+    package = ROOT / "hmtbench"
+    files = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    assert sorted(files - named) == [], "files the README's layout does not name"
+    assert sorted(named - files) == [], "files the README's layout names that do not exist"
+    assert layers == [set(units) for units in LAYERS]
