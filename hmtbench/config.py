@@ -1,5 +1,10 @@
 """Typed run configurations (dataclasses) that round-trip to YAML recipes and into the result record.
 
+Every command's configuration is built on one shared part: ``ModelSettings`` (the backbone, the method, the segment
+length, dtype and device: what a command builds) and, for a run that writes records, ``RunSettings`` (its seed,
+where the records go, its short name). Each command adds its own fields (``hmtbench.evaluation.config``,
+``hmtbench.qa.config``, ``hmtbench.training.config``, ``hmtbench.benchmark.config``, ``hmtbench.lmeval.model``).
+
 A configuration holds a method's own settings as that method's config dataclass (``method``,
 written ``{name: hmt, sensory_tokens: 32, ...}`` in YAML) beside the settings every method shares
 (``segment_length``, data, dtype, ...). What the user gives (recipe, then flags, then ``--set``)
@@ -21,6 +26,7 @@ from hmtbench.methods import config_class
 from hmtbench.methods.config import MethodConfig
 
 T = TypeVar("T")
+SEED = 3407  # the reference's seed: every run's default
 METHOD_FIELD = {"method": True}  # metadata of a field holding a method's config dataclass
 
 
@@ -32,6 +38,26 @@ def method_field(name: str = "plain") -> Any:
 def method_config(name: str, values: dict[str, Any] | None = None, where: str = "method.") -> Any:
     """Method ``name``'s config dataclass from ``values`` (its own fields only; unknown keys are an error)."""
     return from_dict(config_class(name), values or {}, where)
+
+
+@dataclass
+class ModelSettings:
+    """What every command builds: a method around a backbone, one backbone step of ``segment_length`` positions."""
+
+    backbone: str = "smollm2-135m"
+    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
+    segment_length: int = 256  # L: positions per backbone step, memory and sensory included (every method)
+    dtype: str = "auto"
+    device: str = "auto"
+
+
+@dataclass
+class RunSettings(ModelSettings):
+    """A run that writes records: its seed, where the records go, its short name."""
+
+    seed: int = SEED
+    out: str = "results"
+    name: str | None = None  # the run's short name in tables and legends (one per method: resolve.named_runs)
 
 
 @dataclass

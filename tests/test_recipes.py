@@ -84,7 +84,7 @@ def test_every_recipe_serves_every_command(recipe: Path, command: str, monkeypat
     configs = result.exception.args[0]
     settings = load_yaml(recipe)
     for config in configs if isinstance(configs, list) else [configs]:
-        methods = config.methods if command == "bench" else [config.method]
+        methods = config.method if command == "bench" else [config.method]
         assert [m.name for m in methods] == [settings["method"]["name"]]
         assert {k: getattr(methods[0], k) for k in settings["method"] if k != "name"} == {
             k: v for k, v in settings["method"].items() if k != "name"}

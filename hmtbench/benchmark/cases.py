@@ -32,7 +32,7 @@ def plan_cases(config: BenchConfig) -> list[Case]:
     for mode in config.modes:
         batches = config.batch_sizes if mode == "eval" else (config.train_batch_sizes or config.batch_sizes)
         for batch in batches:
-            for method in config.methods:
+            for method in config.method:
                 if mode == "train":
                     cases.append(Case(mode, method, batch, config.bptt_depth))
                     continue

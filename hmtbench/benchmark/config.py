@@ -5,25 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hmtbench.config import EngineOptions, from_dict, method_config, parse_counts
+from hmtbench.config import EngineOptions, RunSettings, from_dict, method_config, parse_counts
 from hmtbench.methods import method_names as all_methods
 from hmtbench.resolve import check_method_keys, method_names, names_per_method, resolve_method
 
 MODES = ("eval", "train")
 # BenchConfig's list fields by the settings key (and flag) that fills them
-SETTINGS_NAMES = {"methods": "method", "batch_sizes": "batch_size", "train_batch_sizes": "train_batch_size",
-                  "modes": "mode"}
+SETTINGS_NAMES = {"batch_sizes": "batch_size", "train_batch_sizes": "train_batch_size", "modes": "mode"}
 
 
 @dataclass
-class BenchConfig:
-    backbone: str = "smollm2-135m"
-    methods: list[Any] = field(default_factory=lambda: [method_config(name) for name in all_methods()])
+class BenchConfig(RunSettings):
+    # one config per method to measure (default: every registered method)
+    method: list[Any] = field(default_factory=lambda: [method_config(name) for name in all_methods()])
     lengths: list[int] = field(default_factory=lambda: [2**k for k in range(11, 17)])  # 2k ... 64k tokens
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     train_batch_sizes: list[int] | None = None  # of the training step (None: batch_sizes)
     modes: list[str] = field(default_factory=lambda: list(MODES))
-    segment_length: int = 256  # L: positions per backbone step
     bptt_depth: int = 6  # D: segments per training window
     train: str = "memory"  # the training step: memory (backbone frozen) | lora (r 8, peft's targets) | full
     grad_checkpoint: bool = False  # the training step recomputes each segment in its backward pass
@@ -33,11 +31,7 @@ class BenchConfig:
     repeat: int = 3  # timed calls per case, at most
     max_seconds: float = 5.0  # stop timing a case once this much is spent (one call at least)
     max_batch_tokens: int | None = None  # leave out evaluation cases whose batch holds more tokens
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 3407
     out: str = "results/bench"
-    name: str | None = None  # short names in tables and legends, one per method (comma-separated, in their order)
 
 
 def bench_config(given: dict[str, Any]) -> BenchConfig:
@@ -46,7 +40,7 @@ def bench_config(given: dict[str, Any]) -> BenchConfig:
     method = values.pop("method", None) or {}
     names = method_names({"method": method}, default=",".join(all_methods()))
     check_method_keys(names, method)
-    values["methods"] = [resolve_method(name, method, None) for name in names]
+    values["method"] = [resolve_method(name, method, None) for name in names]
     names_per_method(values.get("name"), names)  # a --name that does not fit the methods fails before any work
     for key, flag in (("lengths", "--lengths"), ("batch_size", "--batch-size"), ("train_batch_size",
                                                                                   "--train-batch-size")):

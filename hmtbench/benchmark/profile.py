@@ -25,7 +25,7 @@ from torch import Tensor
 
 from hmtbench.backbones import load_backbone
 from hmtbench.build import build_method
-from hmtbench.config import EngineOptions, method_config, parse_counts
+from hmtbench.config import SEED, EngineOptions, method_config, parse_counts
 from hmtbench.engine import score_segments, segment_batch
 from hmtbench.fastpath import accelerate
 from hmtbench.methods import BASELINE, config_class
@@ -113,7 +113,7 @@ def _kernels(device: torch.device, call: Callable[[], Any]) -> tuple[int, float]
 
 
 def profile_variant(backbone: Any, variant: str, length: int, batch_size: int, segment_length: int,
-                    settings: dict[str, Any], engine: EngineOptions, seed: int = 3407, repeat: int = 5) -> Profile:
+                    settings: dict[str, Any], engine: EngineOptions, seed: int = SEED, repeat: int = 5) -> Profile:
     """Time one document batch of ``length`` random tokens through ``variant`` (see ``VARIANTS``).
 
     ``settings``: method settings (sensory_tokens, recall_hidden_dim, ...) for the variants that have them.

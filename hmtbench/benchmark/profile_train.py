@@ -24,7 +24,7 @@ from hmtbench.backbones import load_backbone
 from hmtbench.benchmark.cases import Case, build_case, case_workload
 from hmtbench.benchmark.config import BenchConfig
 from hmtbench.benchmark.roofline import device_peaks, flops_per_token, linear_weights
-from hmtbench.config import EngineOptions, method_config
+from hmtbench.config import SEED, EngineOptions, method_config
 from hmtbench.fastpath import accelerate, capture_failures
 from hmtbench.progress import quiet_transformers
 from hmtbench.results.provenance import device_name, provenance
@@ -44,7 +44,7 @@ def profile_step(args: argparse.Namespace) -> dict[str, Any]:
     """The training step ``hmtbench bench --mode train`` times for the same settings, under the profiler."""
     own = {"sensory_tokens": args.sensory_tokens, "recall_hidden_dim": args.recall_hidden_dim}
     method = method_config(args.method, own if args.method == "hmt" else {})
-    config = BenchConfig(backbone=args.backbone, methods=[method], segment_length=args.segment_length,
+    config = BenchConfig(backbone=args.backbone, method=[method], segment_length=args.segment_length,
                          bptt_depth=args.bptt_depth, train=args.train, grad_checkpoint=args.grad_checkpoint,
                          recompute_share=args.recompute_share,
                          dtype=args.dtype, seed=args.seed,
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the blocks and the loss")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay the step from a CUDA graph")
     parser.add_argument("--dtype", default="bf16")
-    parser.add_argument("--seed", type=int, default=3407)
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)

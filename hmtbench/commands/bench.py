@@ -162,7 +162,7 @@ def _case_columns(config: BenchConfig, case: Case, method: Any, summaries: str |
         "test_length": case.length if case.mode == "eval" else window,
         "batch_size": case.batch_size,
         "train_mode": config.train if case.mode == "train" else None,
-        "name": names_per_method(config.name, [m.name for m in config.methods]).get(method.name),
+        "name": names_per_method(config.name, [m.name for m in config.method]).get(method.name),
         "config": _config_json(config, case, method, summaries),
     }
 

@@ -14,7 +14,7 @@ import typer
 
 from hmtbench.commands.method_flags import given_settings
 from hmtbench.commands.recipe import recipe_settings
-from hmtbench.config import gather
+from hmtbench.config import SEED, gather
 from hmtbench.methods import METHODS
 
 METHOD_KEYS = ("stage",)  # a command's own flags that are also method settings (train --stage)
@@ -69,7 +69,7 @@ Checkpoint = Annotated[
 ]
 Dtype = Annotated[str | None, opt("auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16.")]
 Device = Annotated[str | None, opt("auto | cpu | cuda | cuda:1 ...")]
-Seed = Annotated[int | None, opt("Random seed (initialisation of untrained memories, sampling). [default: 3407]")]
+Seed = Annotated[int | None, opt(f"Random seed (initialisation of untrained memories, sampling). [default: {SEED}]")]
 Out = Annotated[str | None, opt("Folder for the parquet records. [default: results]")]
 Name = Annotated[str | None, opt("Short name of the run for tables and figure legends (e.g. hmt-span), one per "
                                  "--method, comma-separated.")]

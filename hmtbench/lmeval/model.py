@@ -27,7 +27,7 @@ from lm_eval.models.utils import normalize_gen_kwargs, postprocess_generated_tex
 from tqdm import tqdm
 
 from hmtbench.backbones import load_backbone
-from hmtbench.config import method_field
+from hmtbench.config import SEED, ModelSettings
 from hmtbench.errors import HmtbenchError
 from hmtbench.progress import quiet_transformers
 from hmtbench.resolve import resolve
@@ -37,16 +37,11 @@ DEFAULT_LENGTH = 2048  # max_length for a backbone whose position scheme has no 
 
 
 @dataclass
-class LMEvalConfig:
+class LMEvalConfig(ModelSettings):
     """What ``--model_args`` sets; any other key is a setting of the method (``sensory_tokens=32``)."""
 
-    backbone: str = "smollm2-135m"
-    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
-    segment_length: int = 256  # L: positions per backbone step (every method)
     checkpoint: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 3407
+    seed: int = SEED
     batch_size: int = 1  # requests per batch (every request type)
     max_length: int | None = None  # positions of one backbone call for `full` (default: the backbone's maximum)
     max_gen_toks: int = 256  # generation limit when a task gives none

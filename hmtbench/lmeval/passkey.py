@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from hmtbench.backbones import resolve_backbone
+from hmtbench.config import SEED
 from hmtbench.qa.tasks import TaskOptions, load_task
 
 FIRST_NUMBER = r"(\d+)"
@@ -44,7 +45,7 @@ def task_name(task: str, context_length: int) -> str:
 
 
 def write_needle_task(out: str | Path, backbone: str, context_length: int, *, task: str = "passkey", samples: int = 20,
-                      seed: int = 3407, depths: list[float] | None = None, filler: str = "pydoc-topics",
+                      seed: int = SEED, depths: list[float] | None = None, filler: str = "pydoc-topics",
                       tokenizer: Any = None) -> tuple[str, Path]:
     """Write ``<name>.jsonl`` and ``<name>.yaml`` into ``out``; return the lm-eval task name and the YAML."""
     tokenizer = tokenizer or load_tokenizer(backbone)

@@ -5,19 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hmtbench.config import EngineOptions, method_field, parse_counts
+from hmtbench.config import EngineOptions, RunSettings, parse_counts
 from hmtbench.resolve import named_runs, resolve
 
 EVAL_SPLITS = ("validation", "test")  # choices are made on validation, the table is run once on test
 
 
 @dataclass
-class QAConfig:
-    backbone: str = "smollm2-135m"
+class QAConfig(RunSettings):
     task: str = "passkey"  # a registered task or a local .jsonl file
     split: str = "test"  # validation | test: generated tasks draw each from seeds of its own
-    method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
-    segment_length: int = 256  # L: positions per backbone step (every method)
     context_length: int | None = None  # prompt tokens: built (needle, BABILong bin) or fitted by truncation
     limit: int | None = None
     max_new_tokens: int | None = None  # None: the task's own default
@@ -28,11 +25,6 @@ class QAConfig:
     decode: bool = True  # greedy answers by free decoding (else the teacher-forced argmax alone)
     engine: EngineOptions = field(default_factory=EngineOptions)
     checkpoint: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 3407
-    out: str = "results"
-    name: str | None = None  # the run's short name in tables and legends (one per method: resolve.named_runs)
     selected_on: str | None = None  # the split this configuration was chosen on (validation | test)
 
 

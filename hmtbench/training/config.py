@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hmtbench.config import DataSettings, method_field
+from hmtbench.config import SEED, DataSettings, ModelSettings, method_field
 from hmtbench.errors import HmtbenchError
 
 TRAIN_MODES = ("memory", "lora", "full")
@@ -59,7 +59,7 @@ class TrainSettings:
     # GPU machine hands back and a commit holds); None: one file each
     checkpoint_every: int = 100
     log_every: int = 10
-    seed: int = 3407
+    seed: int = SEED
 
     def __post_init__(self) -> None:
         rules = [
@@ -163,18 +163,16 @@ class CurriculumSettings:
 
 
 @dataclass
-class TrainConfig:
-    backbone: str = "smollm2-135m"
+class TrainConfig(ModelSettings):
+    """The run's seed is ``train.seed``, a training setting beside the others (recipes and records hold it there)."""
+
     method: Any = method_field("hmt")  # the method's config dataclass (hmtbench.methods)
-    segment_length: int = 256  # L: positions per backbone step
     data: DataSettings = field(default_factory=lambda: DataSettings(split="train"))
     train: TrainSettings = field(default_factory=TrainSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     curriculum: CurriculumSettings = field(default_factory=CurriculumSettings)  # answer training (--task)
     output_dir: str | None = None  # default: runs/<backbone>-<method>-<time>
     recipe: str | None = None  # the recipe the run was started from (--recipe), named in its records, log and ledger
-    dtype: str = "auto"  # auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU
-    device: str = "auto"
     out: str = "results"  # where the run's parquet record goes
     name: str | None = None  # the run's short name in tables and legends
 

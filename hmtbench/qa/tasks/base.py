@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from hmtbench.config import SEED
 from hmtbench.errors import HmtbenchError
 
 
@@ -24,7 +25,7 @@ class TaskOptions:
 
     tokenizer: Any = None
     context_length: int | None = None  # prompt tokens asked for (generated tasks build exactly this)
-    seed: int = 3407
+    seed: int = SEED
     limit: int | None = None
     data: str | None = None  # a local copy of a hub task's data
     depths: list[float] | None = None  # needle tasks: where facts go, as a fraction of the context
