@@ -14,43 +14,26 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from hmtbench.benchmark.config import bench_config
-from hmtbench.commands.method_flags import MethodSettingsCommand
+from hmtbench.benchmark.config import BenchConfig, bench_config
+from hmtbench.commands.flags import settings_command
 from hmtbench.commands.options import (
-    Backbone,
-    BatchSize,
-    Checkpoint,
-    Compile,
-    CudaGraphs,
-    Dataset,
-    Device,
-    Dtype,
     FiguresOut,
     IncludeFailed,
-    MaxDocs,
-    Methods,
-    Name,
     OnlyBackbones,
     OnlyDatasets,
     OnlyMethods,
-    Out,
     PerSeed,
     Recipe,
-    RecomputeShare,
     ResultPaths,
-    Seed,
-    SegmentLength,
-    SelectedOn,
     Sets,
-    Split,
-    TestLength,
     given,
     opt,
 )
 from hmtbench.errors import HmtbenchError, canceled_message
-from hmtbench.evaluation.config import eval_configs
-from hmtbench.qa.config import qa_configs
+from hmtbench.evaluation.config import EvalConfig, eval_configs
+from hmtbench.qa.config import QAConfig, qa_configs
 from hmtbench.results.schema import recording
+from hmtbench.training.config import TrainConfig
 
 app = typer.Typer(
     name="hmtbench",
@@ -61,7 +44,8 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-ENGINE_KEYS = {"compile_": "engine.compile", "cuda_graphs": "engine.cuda_graphs"}
+RUN = ("backbone", "method", "segment_length", "dtype", "device", "seed", "out", "name")  # RunSettings: every run's
+ENGINE = ("engine.compile", "engine.cuda_graphs")
 
 
 @app.callback()
@@ -96,18 +80,11 @@ def command_line() -> list[str]:
     return ["hmtbench", *sys.argv[1:]]
 
 
-@app.command("eval-ppl", cls=MethodSettingsCommand)
+@app.command("eval-ppl", cls=settings_command(
+    EvalConfig, *RUN, "data.dataset", "data.split", "data.test_length", "data.max_docs", "protocol", "max_windows",
+    "batch_size", "checkpoint", *ENGINE, "selected_on"))
 @friendly_errors
-def eval_ppl(
-    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None, method: Methods = None,
-    dataset: Dataset = None, split: Split = None, test_length: TestLength = None, max_docs: MaxDocs = None,
-    segment_length: SegmentLength = None,
-    protocol: Annotated[str | None, opt("stream: each token scored once | paper: the reference's windows.")] = None,
-    max_windows: Annotated[int | None, opt("paper protocol: windows to score. [default: 200]")] = None,
-    batch_size: BatchSize = None, checkpoint: Checkpoint = None, dtype: Dtype = None, device: Device = None,
-    seed: Seed = None, out: Out = None, compile_: Compile = None, cuda_graphs: CudaGraphs = None,
-    name: Name = None, selected_on: SelectedOn = None,
-) -> None:
+def eval_ppl(ctx: typer.Context, recipe: Recipe = None, set_: Sets = None) -> None:
     """Perplexity of each method on long documents, under identical segment settings.
 
     Each method writes one parquet record into --out; a comparison table closes the run. Every flag is
@@ -124,7 +101,7 @@ def eval_ppl(
 
         hmtbench eval-ppl --backbone random:llama --dataset notes.txt --segment-length 64 --test-length 512
     """
-    settings = given(dict(locals()), "eval-ppl", ENGINE_KEYS)
+    settings = given(ctx, "eval-ppl", recipe, set_)
     from hmtbench.commands.eval_ppl import run_eval_ppl
     from hmtbench.commands.summary import print_method_table
 
@@ -134,36 +111,16 @@ def eval_ppl(
         typer.echo(f"wrote {row['path']}")
 
 
-@app.command("eval-qa", cls=MethodSettingsCommand)
+@app.command("eval-qa", cls=settings_command(
+    QAConfig, "task", "split", *RUN, ("context_length", None, str), "limit", "max_new_tokens", "filler", "data",
+    "checkpoint", "batch_size", "decode", *ENGINE, "selected_on"))
 @friendly_errors
 def eval_qa(
     ctx: typer.Context, recipe: Recipe = None, set_: Sets = None,
-    task: Annotated[str | None, opt("passkey | multi-fact | passkey-unseen-a | passkey-unseen-b | babilong-qa1..qa5 | "
-                                    "pubmedqa | narrativeqa | qasper | musique | qmsum, or a local .jsonl (context, "
-                                    "question, answer). passkey-unseen-a/-b: passkeys in wordings no training task "
-                                    "uses (b: answers such as ember-4821).")] = None,
-    split: Annotated[str | None, opt("validation | test: make choices on validation, run the table once on test. "
-                                     "Generated tasks draw each split from seeds of its own; a .jsonl needs rows "
-                                     "marked \"split\"; hub tasks have test only. [default: test]")] = None,
-    backbone: Backbone = None, method: Methods = None,
-    context_length: Annotated[str | None, opt("Prompt tokens, or several: 1k,4k,1m (one record per length). "
-                                              "passkey/multi-fact: built at this length (1k-1M); babilong: this "
-                                              "bin; others: samples cut in the middle to it.")] = None,
-    limit: Annotated[int | None, opt("At most this many samples (passkey/multi-fact: how many to make).")] = None,
-    max_new_tokens: Annotated[int | None, opt("Longest generated answer [default: the task's own].")] = None,
     depth: Annotated[str | None, opt("Needle depths in [0, 1], comma-separated: passkey cycles through them, "
                                      "multi-fact hides one fact at each.")] = None,
-    filler: Annotated[str | None, opt("passkey/multi-fact: local corpus the facts hide in.")] = None,
-    data: Annotated[str | None, opt("Local copy of a hub task's data (LongBench data.zip, BABILong .json).")] = None,
-    segment_length: SegmentLength = None, checkpoint: Checkpoint = None,
-    batch_size: Annotated[int | None, opt("Samples read, scored and decoded together. [default: 16]")] = None,
-    decode: Annotated[bool | None, opt("Greedy answers by free decoding (stopped by the end id, a line break for "
-                                       "one-line tasks, or --max-new-tokens); --no-decode: the teacher-forced argmax "
-                                       "alone. [default: decode]", "--decode/--no-decode")] = None,
     resume: Annotated[bool, opt("Continue an interrupted evaluation with the same settings in --out: the batches it "
                                 "scored are kept, the rest run.")] = False,
-    dtype: Dtype = None, device: Device = None, seed: Seed = None, out: Out = None,
-    compile_: Compile = None, cuda_graphs: CudaGraphs = None, name: Name = None, selected_on: SelectedOn = None,
 ) -> None:
     """Long-context QA through the memory: answer perplexity and greedy answers (ROUGE-L, F1, EM, accuracy).
 
@@ -180,82 +137,38 @@ def eval_qa(
 
         hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
     """
-    settings = given(dict(locals()), "eval-qa", {"depth": "", "resume": "", "split": "split", **ENGINE_KEYS})
     from hmtbench.commands.eval_qa import parse_depths, print_qa_table, run_eval_qa
 
-    if depth is not None:
-        settings["depths"] = parse_depths(depth)
+    settings = given(ctx, "eval-qa", recipe, set_, {"depths": parse_depths(depth)} if depth is not None else None)
     rows = run_eval_qa(qa_configs(settings), command_line(), resume=resume)
     print_qa_table(rows)
     for row in rows:
         typer.echo(f"wrote {row['path']} and {row['predictions_file']}")
 
 
-@app.command("train", cls=MethodSettingsCommand)
+@app.command("train", cls=settings_command(
+    TrainConfig, "backbone", "method", "segment_length", "data.dataset", "curriculum.task",
+    ("curriculum.segments", "--curriculum", None), ("train.stages", "--stage", int), "train.stage1_steps",
+    "train.init_from", "train.steps", "train.max_minutes", "train.train", "train.batch_size", "train.grad_accum",
+    "train.bptt_depth", "train.bptt_truncate", "train.grad_checkpoint", "train.compile", "train.cuda_graphs",
+    "train.lr", "train.seed", "output_dir", "dtype", "device", "out", "name"))
 @friendly_errors
 def train(
-    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
-    method: Annotated[str | None, opt("Any registered method (rmt, hmt, armt, ...); those with nothing of their own "
-                                      "to train need --train lora/full.")] = None,
-    dataset: Dataset = None, split: Split = None, max_docs: MaxDocs = None,
-    task: Annotated[str | None, opt("Train for answers: passkey | multi-fact | babilong-qa1..5 | a .jsonl; the loss "
-                                    "is on the answer tokens only, the context read through the memory.")] = None,
-    curriculum: Annotated[str | None, opt("With --task: segments per training context, level by level; the next "
-                                          "level once 90% of answers are exact (curriculum.advance_at). "
-                                          "[default: 1,2,4,8]")] = None,
-    segment_length: SegmentLength = None,
-    stage: Annotated[int | None, opt("Train only this stage of a staged method (HMT: 1 or 2).")] = None,
-    stages: Annotated[str | None, opt("Stages back to back, e.g. 1,2 (HMT's default).")] = None,
-    init_from: Annotated[str | None, opt("Checkpoint to start from (its settings fill what you do not give).")] = None,
-    steps: Annotated[int | None, opt("Optimizer steps of the last (or only) stage. [default: 500]")] = None,
-    stage1_steps: Annotated[int | None, opt("Steps of the earlier stages. [default: 200]")] = None,
-    max_minutes: Annotated[float | None, opt("End the run early, at a logged step with its checkpoints, after this "
-                                             "many minutes of training (a budgeted GPU call); --resume continues "
-                                             "it (and takes --max-minutes for the next chunk).")] = None,
-    train_mode: Annotated[str | None, opt("What trains: memory (backbone frozen) | lora | full.", "--train")] = None,
-    lora_r: Annotated[int | None, opt("LoRA rank. [default: 8]")] = None,
-    lora_alpha: Annotated[int | None, opt("LoRA alpha. [default: 32]")] = None,
-    lora_dropout: Annotated[float | None, opt("LoRA dropout. [default: 0.1]")] = None,
-    lora_targets: Annotated[str | None, opt("Comma list of module names [default: peft's per architecture].")] = None,
-    batch_size: Annotated[int | None, opt("Windows per micro-batch. [default: 2]")] = None,
-    grad_accum: Annotated[int | None, opt("Micro-batches per optimizer step.")] = None,
-    bptt_depth: Annotated[int | None, opt("D: segments per training window. [default: 2]")] = None,
-    bptt_truncate: Annotated[int | None, opt("K: gradients reach only the last K segments.")] = None,
-    k2: Annotated[int | None, opt("The official RMT rule instead: the state leaves the graph after every segment "
-                                  "i >= 1 with i + k2 <= n (docs/methods.md).")] = None,
-    loss_on: Annotated[str | None, opt("last (the window's last segment, HMT reference) | all (RMT's LM script).")
-                       ] = None,
-    grad_checkpoint: Annotated[bool | None, opt("Recompute each segment in the backward pass: memory flat in the "
-                                                "BPTT depth, for ~1/3 more time.", "--grad-checkpoint")] = None,
-    recompute_share: RecomputeShare = None,
-    compile_: Annotated[bool | None, opt("torch.compile the backbone's blocks and the loss: fewer, fused kernels "
-                                         "for a host-bound step (first steps compile).", "--compile")] = None,
-    cuda_graphs: Annotated[bool | None, opt("Replay each micro-batch's forward and backward from a CUDA graph: one "
-                                            "launch instead of thousands (language modelling; a GPU).",
-                                            "--cuda-graphs")] = None,
-    lr: Annotated[float | None, opt("Peak learning rate. [default: 1e-4]")] = None,
-    lr_schedule: Annotated[str | None, opt("step (x --lr-decay every --decay-every steps, HMT's) | linear (warm-up, "
-                                           "then down to 0: RMT's).")] = None,
-    warmup_steps: Annotated[int | None, opt("Linear warm-up steps.")] = None,
-    lr_decay: Annotated[float | None, opt("LR factor every --decay-every steps. [default: 0.9]")] = None,
-    decay_every: Annotated[int | None, opt("Steps between LR decays. [default: 100]")] = None,
-    grad_clip: Annotated[float | None, opt("Gradient-norm clip. [default: 1.0]")] = None,
-    checkpoint_every: Annotated[int | None, opt("Save the resumable checkpoint every N steps. [default: 100]")] = None,
-    max_file_mb: Annotated[float | None, opt("Write checkpoint tensor files over this many MiB in parts (16: what a "
-                                             "GPU machine hands back and a commit holds).")] = None,
-    log_every: Annotated[int | None, opt("Write a JSON log line every N steps. [default: 10]")] = None,
-    seed: Seed = None,
-    output_dir: Annotated[str | None, opt("Run folder [default: runs/<backbone>-<method>-<time>].")] = None,
+    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None,
     resume: Annotated[str | None, opt("Continue the run in this folder exactly where it stopped (only "
                                       "--max-minutes, --out and --device may be given with it).")] = None,
-    dtype: Annotated[str | None, opt("auto: bf16 weights on GPU (fp32 for --train full), fp32 on CPU.")] = None,
-    device: Device = None, out: Out = None, name: Name = None,
 ) -> None:
     """Train a method (HMT: stage 1, stage 2, or both back to back), or LoRA on a plain backbone.
 
     Windows of D segments (stride one segment) from the training split; loss on the last
     segment (reference) or all; full BPTT over the window unless --bptt-truncate.
     Checkpoints hold only the trained tensors (safetensors) and resume exactly.
+
+    The flags are the settings people type. The rest live in recipes and --set: the lr schedule (train.lr_schedule,
+    train.lr_decay, train.decay_every, train.warmup_steps), train.grad_clip, train.checkpoint_every,
+    train.log_every, train.max_file_mb, train.loss_on, train.k2, train.recompute_share, LoRA (lora.r, lora.alpha,
+    lora.dropout, lora.targets), the curriculum's details (curriculum.advance_at, curriculum.needles, ...),
+    data.split and data.max_docs; every key with its help: docs/cli.md.
 
     Examples:
 
@@ -271,13 +184,9 @@ def train(
 
         hmtbench train --resume runs/rmt --max-minutes 9
     """
-    params = dict(locals())
-    from hmtbench.commands.train import TRAIN_KEYS, describe_stage, load_run_config, run_train, train_config
+    from hmtbench.commands.train import describe_stage, load_run_config, run_train, train_config
 
-    params.update(stages=[stage] if stage else [int(s) for s in stages.split(",")] if stages else None,
-                  lora_targets=lora_targets.split(",") if lora_targets else None,
-                  curriculum=[int(s) for s in curriculum.split(",")] if curriculum else None)
-    settings = given(params, "train", TRAIN_KEYS)
+    settings = given(ctx, "train", recipe, set_)
     config = load_run_config(resume, settings) if resume else train_config(settings, recipe)
     rows = run_train(config, command_line=command_line(), resume=resume)
     for row in rows:
@@ -286,31 +195,11 @@ def train(
         typer.echo(f"wrote {row['output_dir']}/final and a record in {config.out}")
 
 
-@app.command("bench", cls=MethodSettingsCommand)
+@app.command("bench", cls=settings_command(
+    BenchConfig, *RUN, "lengths", "batch_size", "train_batch_size", "mode", "bptt_depth", "train", "grad_checkpoint",
+    "recompute_share", "max_batch_tokens", *ENGINE, "warmup", "repeat", "max_seconds"))
 @friendly_errors
-def bench(
-    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None, backbone: Backbone = None,
-    method: Annotated[str | None, opt("Methods to measure, comma-separated [default: every registered one].",
-                                      "--method")] = None,
-    lengths: Annotated[str | None, opt("Context lengths in tokens, comma-separated (k = 1024). "
-                                       "[default: 2k,4k,8k,16k,32k,64k]")] = None,
-    batch_size: Annotated[str | None, opt("Batch sizes, comma-separated. [default: 1]")] = None,
-    train_batch_size: Annotated[str | None, opt("Batch sizes of the training step [default: --batch-size].")] = None,
-    mode: Annotated[str | None, opt("eval (the segment loop) | train (one step) | eval,train.")] = None,
-    bptt_depth: Annotated[int | None, opt("D: segments per window of the training step. [default: 6]")] = None,
-    train_mode: Annotated[str | None, opt("What the training step trains: memory | lora | full. [default: memory]",
-                                          "--train")] = None,
-    grad_checkpoint: Annotated[bool | None, opt("The training step recomputes each segment in its backward pass.",
-                                                "--grad-checkpoint")] = None,
-    recompute_share: RecomputeShare = None,
-    max_batch_tokens: Annotated[int | None, opt("Leave out evaluation cases holding more tokens per batch.")] = None,
-    segment_length: SegmentLength = None, compile_: Compile = None, cuda_graphs: CudaGraphs = None,
-    warmup: Annotated[int | None, opt("Untimed calls per case (compilation, graph capture). [default: 1]")] = None,
-    repeat: Annotated[int | None, opt("Timed calls per case at most; the median is recorded. [default: 3]")] = None,
-    max_seconds: Annotated[float | None, opt("Stop timing a case after this long. [default: 5]")] = None,
-    dtype: Dtype = None, device: Device = None, seed: Seed = None, name: Name = None,
-    out: Annotated[str | None, opt("Folder for the parquet records. [default: results/bench]")] = None,
-) -> None:
+def bench(ctx: typer.Context, recipe: Recipe = None, set_: Sets = None) -> None:
     """Speed and memory per method, context length and batch size: tokens/s, ms per segment, peak GPU memory.
 
     eval reads a batch of random-token documents with the real segment loop; train times one forward and
@@ -325,7 +214,7 @@ def bench(
 
         hmtbench bench --backbone random:llama --segment-length 64 --lengths 256,1k --device cpu
     """
-    settings = given(dict(locals()), "bench", {**ENGINE_KEYS, "train_mode": "train"})
+    settings = given(ctx, "bench", recipe, set_)
     from hmtbench.commands.bench import describe_row, run_bench
 
     config = bench_config(settings)

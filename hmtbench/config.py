@@ -19,20 +19,22 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from hmtbench.errors import HmtbenchError, did_you_mean
 from hmtbench.methods import config_class
-from hmtbench.methods.config import MethodConfig
+from hmtbench.methods.config import HELP, MethodConfig, setting
 
 T = TypeVar("T")
 SEED = 3407  # the reference's seed: every run's default
-METHOD_FIELD = {"method": True}  # metadata of a field holding a method's config dataclass
+METHOD_FIELD = "method"  # metadata key of a field holding a method's config dataclass: the default method's name
+METHOD_HELP = ("plain | full | overlap | rmt | hmt | armt | retrieval (or an installed plugin's), or several: "
+               "plain,rmt,hmt; the method's own settings are flags of their own.")
 
 
-def method_field(name: str = "plain") -> Any:
+def method_field(name: str = "plain", help: str = METHOD_HELP) -> Any:
     """A field holding a method's settings (its config dataclass), ``name``'s defaults unless given."""
-    return field(default_factory=lambda: method_config(name), metadata=METHOD_FIELD)
+    return field(default_factory=lambda: method_config(name), metadata={METHOD_FIELD: name, HELP: help})
 
 
 def method_config(name: str, values: dict[str, Any] | None = None, where: str = "method.") -> Any:
@@ -44,34 +46,39 @@ def method_config(name: str, values: dict[str, Any] | None = None, where: str = 
 class ModelSettings:
     """What every command builds: a method around a backbone, one backbone step of ``segment_length`` positions."""
 
-    backbone: str = "smollm2-135m"
+    backbone: str = setting("smollm2-135m", "Alias (smollm2-135m, opt-2.7b, ...), hub id, model folder, .gguf file, "
+                                            "random:llama or random:llama-7b (a paper shape with random weights).")
     method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
-    segment_length: int = 256  # L: positions per backbone step, memory and sensory included (every method)
-    dtype: str = "auto"
-    device: str = "auto"
+    segment_length: int = setting(256, "L: positions per backbone step, memory and sensory included (every method).")
+    dtype: str = setting("auto", "auto (bf16 on a GPU, fp32 on CPU; train --train full: fp32 weights under bf16 "
+                                 "autocast) | fp32 | bf16 | fp16.")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:1 ...")
 
 
 @dataclass
 class RunSettings(ModelSettings):
     """A run that writes records: its seed, where the records go, its short name."""
 
-    seed: int = SEED
-    out: str = "results"
-    name: str | None = None  # the run's short name in tables and legends (one per method: resolve.named_runs)
+    seed: int = setting(SEED, "Random seed (initialisation of untrained memories, sampling).")
+    out: str = setting("results", "Folder for the parquet records.")
+    name: str | None = setting(None, "Short name of the run for tables and figure legends (e.g. hmt-span), one per "
+                                     "--method, comma-separated (resolve.named_runs).")
 
 
 @dataclass
 class DataSettings:
-    dataset: str = "python-stdlib"  # corpus name, local .txt/.jsonl/.parquet path or folder
-    split: str = "test"
-    test_length: int = 2000  # tokens per document (paper default)
-    max_docs: int | None = None
+    dataset: str = setting("python-stdlib", "wikitext-103, pg19, pydoc-topics, python-stdlib, or a local "
+                                            ".txt/.jsonl/.parquet path or folder.")
+    split: str = setting("test", "train | validation | test (ignored for local files).")
+    test_length: int = setting(2000, "Tokens per document (the paper's).")
+    max_docs: int | None = setting(None, "At most this many documents.")
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    compile: bool = False  # torch.compile the backbone's blocks and the loss
-    cuda_graphs: bool = False  # replay evaluation steps (bench: training steps too) from CUDA graphs
+    compile: bool = setting(False, "torch.compile the backbone's blocks and the loss: fewer, fused kernels.")
+    cuda_graphs: bool = setting(False, "Replay each segment step (bench's training step: its whole forward and "
+                                       "backward) from a CUDA graph: one launch instead of thousands.")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -116,12 +123,11 @@ def _is_method_config(cls: type) -> bool:
 
 
 def _field_value(cls: type, spec: dataclasses.Field, value: Any, name: str) -> Any:
-    if spec.metadata.get("method"):
+    if METHOD_FIELD in spec.metadata:
         if dataclasses.is_dataclass(value):
             return value
         values = {"name": value} if isinstance(value, str) else dict(value or {})
-        default = spec.default_factory().name  # the field's own default method (train: hmt)
-        return method_config(values.pop("name", default), values, f"{name}.")
+        return method_config(values.pop("name", spec.metadata[METHOD_FIELD]), values, f"{name}.")
     kind = get_type_hints(cls)[spec.name]
     if dataclasses.is_dataclass(kind) and isinstance(value, dict):
         return from_dict(kind, value, f"{name}.")
@@ -129,7 +135,12 @@ def _field_value(cls: type, spec: dataclasses.Field, value: Any, name: str) -> A
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
-    """Numbers written as YAML strings (``5e-5`` is a string in YAML 1.1) become the field's type."""
+    """Numbers written as YAML strings (``5e-5`` is a string in YAML 1.1) become the field's type; a list setting
+    takes one value or a comma-separated text (a flag's ``--curriculum 1,2,4``, ``--stage 2``) as well as a list."""
+    item = list_item(kind)
+    if item is not None and value is not None and not isinstance(value, list):
+        parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else [value]
+        return [_coerce(part, item, name) for part in parts]
     number = float if kind in (float, float | None) else int if kind in (int, int | None) else None
     if number is None or value is None or isinstance(value, bool) or isinstance(value, number):
         return value
@@ -137,6 +148,14 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
         return number(value)
     except (TypeError, ValueError):
         raise HmtbenchError(f"setting '{name}' must be a number, got {value!r}") from None
+
+
+def list_item(kind: Any) -> Any:
+    """``int`` for ``list[int]`` or ``list[int] | None``; None for a type that is no list."""
+    for hint in (kind, *(a for a in get_args(kind) if a is not type(None))):
+        if get_origin(hint) is list:
+            return get_args(hint)[0]
+    return None
 
 
 def parse_counts(text: str, flag: str) -> list[int]:

@@ -273,7 +273,8 @@ def train(tmp_path: Path, method: str, data: Path) -> Path:
     result = CliRunner().invoke(app, [
         "train", "--backbone", "random:llama", "--device", "cpu", "--method", method, "--task", str(data),
         "--curriculum", "2", "--train", "full", "--steps", "600", "--batch-size", "32", "--segment-length", "32",
-        "--lr", "1e-3", "--warmup-steps", "20", "--set", "train.decay_every=10000", "--log-every", "50",
+        "--lr", "1e-3", "--set", "train.warmup_steps=20", "--set", "train.decay_every=10000",
+        "--set", "train.log_every=50",
         "--output-dir", str(tmp_path / method), "--out", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     return tmp_path / method / "train" / "final"

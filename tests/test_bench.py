@@ -130,7 +130,7 @@ def test_counts_and_the_plan() -> None:
         with pytest.raises(HmtbenchError, match="--lengths"):
             parse_counts(bad, "--lengths")
     config = BenchConfig(
-        method=[method_config("plain"), method_config("hmt")], lengths=[2048, 65536], batch_sizes=[1, 64],
+        method=[method_config("plain"), method_config("hmt")], lengths=[2048, 65536], batch_size=[1, 64],
         max_batch_tokens=2**17, bptt_depth=6,
     )
     cases = [(c.mode, c.method.name, c.batch_size, c.length) for c in plan_cases(config)]

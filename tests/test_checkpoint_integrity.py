@@ -30,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-step RMT + LoRA run on the tiny Llama: ``train/final`` and the resumable ``train/last`` (step 4)."""
     root = tmp_path_factory.mktemp("integrity")
     (root / "corpus.txt").write_text(TEXT)
-    result = CliRunner().invoke(app, ["train", *TRAIN, "--steps", "4", "--checkpoint-every", "2", "--dataset",
+    result = CliRunner().invoke(app, ["train", *TRAIN, "--steps", "4", "--set", "train.checkpoint_every=2", "--dataset",
                                       str(root / "corpus.txt"), "--output-dir", str(root / "run"),
                                       "--out", str(root / "results")])
     assert result.exit_code == 0, result.output

@@ -458,7 +458,7 @@ def plugin(tmp_path: Path, monkeypatch) -> list[str]:
               for name, cls in (("echo", "Echo"), ("echo-slot", "EchoSlot"))]
     monkeypatch.setattr(metadata, "entry_points", lambda group=None: points if group == methods.ENTRY_POINTS else [])
     methods._plugins.cache_clear()
-    from hmtbench.commands import method_flags
+    from hmtbench.commands import flags as method_flags
 
     method_flags.settings_table.cache_clear()
     method_flags.method_params.cache_clear()

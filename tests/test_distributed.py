@@ -122,8 +122,8 @@ def train_config(corpus: str, folder: Path, steps: int) -> TrainConfig:
 
 def train_flags(corpus: str, steps: int, folder: Path) -> list[str]:
     """The CLI twin of ``train_config``."""
-    settings = "--method hmt --stage 2 --train lora --lora-dropout 0 --batch-size 4 --grad-accum 2 --bptt-depth 3"
-    settings += f" --lr 0.01 --log-every 1 --checkpoint-every 2 --seed 0 --steps {steps}"
+    settings = "--method hmt --stage 2 --train lora --set lora.dropout=0 --batch-size 4 --grad-accum 2 --bptt-depth 3"
+    settings += f" --lr 0.01 --set train.log_every=1 --set train.checkpoint_every=2 --seed 0 --steps {steps}"
     paths = ["--dataset", corpus, "--output-dir", str(folder / "run"), "--out", str(folder / "results")]
     return ["train", *TINY.split(), *settings.split(), *paths]
 

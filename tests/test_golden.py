@@ -42,10 +42,11 @@ def train(tmp_path: Path, method: str, mode: str, steps: int, *extra: str) -> Pa
     run = tmp_path / "run"
     args = [
         "train", "--backbone", "random:llama", "--method", method, "--train", mode, "--dataset", str(corpus),
-        "--segment-length", "24", "--bptt-depth", "3", "--batch-size", "2", "--grad-accum", "1", "--loss-on", "last",
-        "--lr", "0.01", "--warmup-steps", "0", "--lr-decay", "0.9", "--decay-every", "100", "--grad-clip", "1.0",
-        "--lora-r", "8", "--lora-alpha", "32", "--lora-dropout", "0.1", "--seed", "0", "--steps", str(steps),
-        "--log-every", "1", "--checkpoint-every", str(steps), "--device", "cpu",
+        "--segment-length", "24", "--bptt-depth", "3", "--batch-size", "2", "--grad-accum", "1",
+        "--set", "train.loss_on=last", "--lr", "0.01", "--set", "train.warmup_steps=0", "--set", "train.lr_decay=0.9",
+        "--set", "train.decay_every=100", "--set", "train.grad_clip=1.0", "--set", "lora.r=8", "--set", "lora.alpha=32",
+        "--set", "lora.dropout=0.1", "--seed", "0", "--steps", str(steps),
+        "--set", "train.log_every=1", "--set", f"train.checkpoint_every={steps}", "--device", "cpu",
         "--output-dir", str(run), "--out", str(tmp_path / "results"), *extra,
     ]
     result = CliRunner().invoke(app, args)
@@ -67,7 +68,7 @@ def test_first_loss_of_an_untrained_model_is_ln_vocab(tmp_path: Path, method: st
 
 @pytest.mark.parametrize("mode", ["lora", "memory"])
 def test_hmt_two_stage_losses_are_pinned(tmp_path: Path, mode: str) -> None:
-    run = train(tmp_path, "hmt", mode, 4, "--stages", "1,2", "--stage1-steps", "2", "--sensory-tokens", "4",
+    run = train(tmp_path, "hmt", mode, 4, "--set", "train.stages=1,2", "--stage1-steps", "2", "--sensory-tokens", "4",
                 "--recall-context", "5", "--recall-hidden-dim", "16")
     for stage, expected in GOLDEN_HMT[mode].items():
         assert logged_losses(run / stage) == pytest.approx(expected, abs=1e-4), stage

@@ -86,3 +86,13 @@ def test_the_readme_layout_names_every_file_and_the_layers() -> None:
     assert sorted(files - named) == [], "files the README's layout does not name"
     assert sorted(named - files) == [], "files the README's layout names that do not exist"
     assert layers == [set(units) for units in LAYERS]
+
+
+def test_settings_table_is_generated_from_the_settings() -> None:
+    """docs/cli.md's table of settings keys is what their fields say (help, defaults), so it cannot drift."""
+    from hmtbench.commands.flags import settings_markdown
+    from hmtbench.commands.recipe import CONFIGS
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    begin, end = text.index("<!-- settings:begin -->"), text.index("<!-- settings:end -->")
+    assert text[begin:end].split("\n", 1)[1].strip() == settings_markdown(CONFIGS)

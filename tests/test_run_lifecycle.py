@@ -16,7 +16,7 @@ from hmtbench.cli import app
 
 TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
 TRAIN = ["--backbone", "random:llama", "--method", "rmt", "--batch-size", "2", "--bptt-depth", "2", "--lr", "0.01",
-         "--seed", "0", "--device", "cpu", "--log-every", "1"]
+         "--seed", "0", "--device", "cpu", "--set", "train.log_every=1"]
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_ctrl_c_names_the_record_and_the_resume_command_and_the_resumed_log_has_
         corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hmtbench.training.objectives as objectives
 
-    args = ("--steps", "8", "--checkpoint-every", "4", "--segment-length", "24")
+    args = ("--steps", "8", "--set", "train.checkpoint_every=4", "--segment-length", "24")
     straight = train(corpus, tmp_path / "a" / "run", *args)
     assert straight.exit_code == 0, straight.output
     assert "rmt success: final loss" in straight.stdout and "at step 8\n" in straight.stdout
@@ -136,7 +136,8 @@ def test_ctrl_c_names_the_record_and_the_resume_command_and_the_resumed_log_has_
 
 
 def test_a_resumed_run_moved_elsewhere_goes_on_where_it_is(corpus: Path, tmp_path: Path) -> None:
-    first = train(corpus, tmp_path / "old", "--steps", "4", "--checkpoint-every", "2", "--segment-length", "24")
+    first = train(corpus, tmp_path / "old", "--steps", "4", "--set", "train.checkpoint_every=2",
+                  "--segment-length", "24")
     assert first.exit_code == 0, first.output
     shutil.rmtree(tmp_path / "old" / "train" / "final")  # stopped after step 4
     moved = shutil.move(tmp_path / "old", tmp_path / "new")

@@ -127,7 +127,7 @@ def test_resume_of_an_old_run_folder_is_one_line_error(tmp_path: Path) -> None:
     corpus.write_text("the cat sat on the mat. " * 200)
     run = tmp_path / "run"
     args = ["train", "--backbone", "random:llama", "--method", "rmt", "--train", "memory", "--dataset", str(corpus),
-            "--segment-length", "16", "--bptt-depth", "2", "--steps", "2", "--checkpoint-every", "1",
+            "--segment-length", "16", "--bptt-depth", "2", "--steps", "2", "--set", "train.checkpoint_every=1",
             "--device", "cpu", "--output-dir", str(run), "--out", str(tmp_path / "results")]
     assert CliRunner().invoke(app, args).exit_code == 0
     last = run / "train" / "last"

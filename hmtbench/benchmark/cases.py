@@ -29,8 +29,8 @@ class Case:
 def plan_cases(config: BenchConfig) -> list[Case]:
     """Every case to measure, mode by mode, batch size by batch size, method by method, length by length."""
     cases = []
-    for mode in config.modes:
-        batches = config.batch_sizes if mode == "eval" else (config.train_batch_sizes or config.batch_sizes)
+    for mode in config.mode:
+        batches = config.batch_size if mode == "eval" else (config.train_batch_size or config.batch_size)
         for batch in batches:
             for method in config.method:
                 if mode == "train":

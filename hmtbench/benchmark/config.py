@@ -7,31 +7,35 @@ from typing import Any
 
 from hmtbench.config import EngineOptions, RunSettings, from_dict, method_config, parse_counts
 from hmtbench.methods import method_names as all_methods
+from hmtbench.methods.config import setting
 from hmtbench.resolve import check_method_keys, method_names, names_per_method, resolve_method
 
 MODES = ("eval", "train")
-# BenchConfig's list fields by the settings key (and flag) that fills them
-SETTINGS_NAMES = {"batch_sizes": "batch_size", "train_batch_sizes": "train_batch_size", "modes": "mode"}
 
 
 @dataclass
 class BenchConfig(RunSettings):
-    # one config per method to measure (default: every registered method)
-    method: list[Any] = field(default_factory=lambda: [method_config(name) for name in all_methods()])
-    lengths: list[int] = field(default_factory=lambda: [2**k for k in range(11, 17)])  # 2k ... 64k tokens
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    train_batch_sizes: list[int] | None = None  # of the training step (None: batch_sizes)
-    modes: list[str] = field(default_factory=lambda: list(MODES))
-    bptt_depth: int = 6  # D: segments per training window
-    train: str = "memory"  # the training step: memory (backbone frozen) | lora (r 8, peft's targets) | full
-    grad_checkpoint: bool = False  # the training step recomputes each segment in its backward pass
-    recompute_share: float = 1.0  # with grad_checkpoint: the share of the window's segments recomputed
+    """The cases (``benchmark.cases``): every mode x batch size x method x length; lists hold what the user swept."""
+
+    method: list[Any] = setting(help="Methods to measure, comma-separated [default: every registered one].",
+                                default_factory=lambda: [method_config(name) for name in all_methods()])
+    lengths: list[int] = setting(help="Context lengths in tokens, comma-separated (k = 1024).",
+                                 default_factory=lambda: [2**k for k in range(11, 17)])
+    batch_size: list[int] = setting(help="Batch sizes, comma-separated.", default_factory=lambda: [1])
+    train_batch_size: list[int] | None = setting(None, "Batch sizes of the training step [default: --batch-size].")
+    mode: list[str] = setting(help="eval (the segment loop) | train (one step) | eval,train.",
+                              default_factory=lambda: list(MODES))
+    bptt_depth: int = setting(6, "D: segments per window of the training step.")
+    train: str = setting("memory", "What the training step trains: memory (backbone frozen) | lora (r 8, peft's "
+                                   "targets) | full.")
+    grad_checkpoint: bool = setting(False, "The training step recomputes each segment in its backward pass.")
+    recompute_share: float = setting(1.0, "With --grad-checkpoint: the share of the window's segments recomputed.")
     engine: EngineOptions = field(default_factory=EngineOptions)
-    warmup: int = 1  # untimed calls per case (compilation and graph capture happen here)
-    repeat: int = 3  # timed calls per case, at most
-    max_seconds: float = 5.0  # stop timing a case once this much is spent (one call at least)
-    max_batch_tokens: int | None = None  # leave out evaluation cases whose batch holds more tokens
-    out: str = "results/bench"
+    warmup: int = setting(1, "Untimed calls per case (compilation, graph capture).")
+    repeat: int = setting(3, "Timed calls per case at most; the median is recorded.")
+    max_seconds: float = setting(5.0, "Stop timing a case after this long (one call at least).")
+    max_batch_tokens: int | None = setting(None, "Leave out evaluation cases holding more tokens per batch.")
+    out: str = setting("results/bench", "Folder for the parquet records.")
 
 
 def bench_config(given: dict[str, Any]) -> BenchConfig:
@@ -50,8 +54,6 @@ def bench_config(given: dict[str, Any]) -> BenchConfig:
             values[key] = [values[key]]
     if isinstance(values.get("mode"), str):
         values["mode"] = [m.strip() for m in values["mode"].split(",") if m.strip()]
-    fields = {settings: field for field, settings in SETTINGS_NAMES.items()}
-    values = {fields.get(key, key): value for key, value in values.items()}
     return from_dict(BenchConfig, values)
 
 

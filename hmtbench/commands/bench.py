@@ -47,7 +47,7 @@ def run_bench(
     config: BenchConfig, command_line: list[str] | None = None, on_row: Callable[[dict[str, Any]], None] | None = None
 ) -> list[dict[str, Any]]:
     """Measure every planned case on one loaded backbone; write a parquet record per case into ``config.out``."""
-    for mode in config.modes:
+    for mode in config.mode:
         if mode not in MODES:
             raise HmtbenchError(f"unknown --mode '{mode}'; use eval, train or eval,train")
     if config.bptt_depth < 1 or config.warmup < 0 or config.repeat < 1:

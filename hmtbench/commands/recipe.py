@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, get_type_hints
 
-from hmtbench.benchmark.config import SETTINGS_NAMES, BenchConfig
+from hmtbench.benchmark.config import BenchConfig
 from hmtbench.config import load_yaml
 from hmtbench.errors import HmtbenchError, did_you_mean
 from hmtbench.evaluation.config import EvalConfig
@@ -50,9 +50,7 @@ def settings_shapes(command: str) -> dict[str, str]:
     """The top-level settings ``command`` reads, each with its shape."""
     if command not in CONFIGS:
         raise ValueError(f"{command} reads no recipe")
-    config = CONFIGS[command]
-    renamed = SETTINGS_NAMES if config is BenchConfig else {}
-    return {renamed.get(name, name): shape for name, shape in _shapes(config).items()}
+    return _shapes(CONFIGS[command])
 
 
 def _shapes(config: type) -> dict[str, str]:

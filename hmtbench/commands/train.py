@@ -41,17 +41,6 @@ from hmtbench.training.state import has_trainer_state, read_trainer_state, refus
 from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"
-# train's flags whose settings key is not the default one (commands.options.given); "" = not a setting
-TRAIN_KEYS = {
-    "resume": "", "stage": "", "train_mode": "train.train",
-    "task": "curriculum.task", "curriculum": "curriculum.segments",
-    **{f"lora_{name}": f"lora.{name}" for name in ("r", "alpha", "dropout", "targets")},
-    **{name: f"train.{name}" for name in (
-        "stages", "init_from", "steps", "stage1_steps", "max_minutes", "batch_size", "grad_accum", "bptt_depth",
-        "bptt_truncate", "loss_on", "lr", "warmup_steps", "lr_decay", "decay_every", "grad_clip", "checkpoint_every",
-        "log_every", "seed", "grad_checkpoint", "recompute_share", "k2", "lr_schedule", "max_file_mb")},
-    "compile_": "train.compile", "cuda_graphs": "train.cuda_graphs",
-}
 
 
 def train_config(given: dict[str, Any], recipe: str | None = None) -> TrainConfig:
@@ -87,7 +76,7 @@ def plan_stages(config: TrainConfig) -> list[Stage]:
         chosen = sorted(set(config.train.stages))
         unknown = [s for s in chosen if s not in cls.training_stages]
         if unknown:
-            raise HmtbenchError(f"--stages {unknown} are not stages of {cls.name}; its stages are "
+            raise HmtbenchError(f"train.stages {unknown} are not stages of {cls.name}; its stages are "
                                 f"{', '.join(map(str, cls.training_stages))}")
         stages = [Stage(f"stage{s}", f"{cls.name} stage {s}", cls.config_for_stage(config.method, s),
                         last if s == chosen[-1] else config.train.stage1_steps) for s in chosen]

@@ -6,18 +6,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hmtbench.config import DataSettings, EngineOptions, RunSettings
+from hmtbench.methods.config import setting
 from hmtbench.resolve import named_runs, resolve
 
 
 @dataclass
 class EvalConfig(RunSettings):
     data: DataSettings = field(default_factory=DataSettings)
-    protocol: str = "stream"  # stream | paper
-    batch_size: int = 4
-    max_windows: int | None = 200  # paper protocol: the reference's 100 batches x 2
-    checkpoint: str | None = None
+    protocol: str = setting("stream", "stream: each token scored once | paper: the reference's windows.")
+    batch_size: int = setting(4, "Documents (paper: windows) per batch.")
+    max_windows: int | None = setting(200, "Paper protocol: windows to score (the reference's 100 batches x 2).")
+    checkpoint: str | None = setting(None, "Folder written by `hmtbench train`: its tensors, and the settings you "
+                                           "do not give (backbone too).")
     engine: EngineOptions = field(default_factory=EngineOptions)
-    selected_on: str | None = None  # the split this configuration was chosen on (validation | test)
+    selected_on: str | None = setting(None, "The split this configuration was chosen on: validation | test "
+                                            "(recorded; compare shows it).")
 
 
 def eval_configs(given: dict[str, Any]) -> list[EvalConfig]:

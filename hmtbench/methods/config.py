@@ -2,7 +2,8 @@
 
 Every field is made with ``setting`` or ``trained_field``: its ``help`` (field metadata, as peft's configs
 write it) is what ``--help`` shows for its flag, which the CLI generates from the fields
-(``hmtbench.commands.method_flags``), and the registry refuses a method config with a field without help.
+(``hmtbench.commands.flags``), and the registry refuses a method config with a field without help. The run
+configurations (``hmtbench.config``) make their fields with ``setting`` too.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ TRAINED = "fixed_by_training"  # field metadata key: the trained tensors depend 
 HELP = "help"  # field metadata key: what the setting does, for --help
 
 
-def setting(default: Any, help: str, **kwargs: Any) -> Any:
-    """A config field with its ``--help`` text."""
+def setting(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A config field with its ``--help`` text (``default_factory=`` in ``kwargs`` for a mutable default)."""
     return field(default=default, metadata={HELP: help}, **kwargs)
 
 

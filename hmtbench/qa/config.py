@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hmtbench.config import EngineOptions, RunSettings, parse_counts
+from hmtbench.methods.config import setting
 from hmtbench.resolve import named_runs, resolve
 
 EVAL_SPLITS = ("validation", "test")  # choices are made on validation, the table is run once on test
@@ -13,19 +14,30 @@ EVAL_SPLITS = ("validation", "test")  # choices are made on validation, the tabl
 
 @dataclass
 class QAConfig(RunSettings):
-    task: str = "passkey"  # a registered task or a local .jsonl file
-    split: str = "test"  # validation | test: generated tasks draw each from seeds of its own
-    context_length: int | None = None  # prompt tokens: built (needle, BABILong bin) or fitted by truncation
-    limit: int | None = None
-    max_new_tokens: int | None = None  # None: the task's own default
-    depths: list[float] | None = None  # needle tasks
-    filler: str = "pydoc-topics"  # needle tasks
-    data: str | None = None  # a local copy of a hub task's data
-    batch_size: int = 16  # samples read, scored and decoded together
-    decode: bool = True  # greedy answers by free decoding (else the teacher-forced argmax alone)
+    task: str = setting("passkey", "passkey | multi-fact | passkey-unseen-a | passkey-unseen-b | babilong-qa1..qa5 | "
+                                   "pubmedqa | narrativeqa | qasper | musique | qmsum, or a local .jsonl (context, "
+                                   "question, answer). passkey-unseen-a/-b: passkeys in wordings no training task uses "
+                                   "(b: answers such as ember-4821).")
+    split: str = setting("test", "validation | test: make choices on validation, run the table once on test. "
+                                 "Generated tasks draw each split from seeds of its own; a .jsonl needs rows marked "
+                                 "\"split\"; hub tasks have test only.")
+    context_length: int | None = setting(None, "Prompt tokens, or several: 1k,4k,1m (one record per length). "
+                                               "passkey/multi-fact: built at this length (1k-1M); babilong: this bin; "
+                                               "others: samples cut in the middle to it.")
+    limit: int | None = setting(None, "At most this many samples (passkey/multi-fact: how many to make).")
+    max_new_tokens: int | None = setting(None, "Longest generated answer [default: the task's own].")
+    depths: list[float] | None = setting(None, "Needle depths in [0, 1]: passkey cycles through them, multi-fact "
+                                               "hides one fact at each.")
+    filler: str = setting("pydoc-topics", "passkey/multi-fact: the local corpus the facts hide in.")
+    data: str | None = setting(None, "Local copy of a hub task's data (LongBench data.zip, BABILong .json).")
+    batch_size: int = setting(16, "Samples read, scored and decoded together.")
+    decode: bool = setting(True, "Greedy answers by free decoding (stopped by the end id, a line break for one-line "
+                                 "tasks, or --max-new-tokens); --no-decode: the teacher-forced argmax alone.")
     engine: EngineOptions = field(default_factory=EngineOptions)
-    checkpoint: str | None = None
-    selected_on: str | None = None  # the split this configuration was chosen on (validation | test)
+    checkpoint: str | None = setting(None, "Folder written by `hmtbench train`: its tensors, and the settings you "
+                                           "do not give (backbone too).")
+    selected_on: str | None = setting(None, "The split this configuration was chosen on: validation | test "
+                                            "(recorded; compare shows it).")
 
 
 def qa_configs(given: dict[str, Any]) -> list[QAConfig]:

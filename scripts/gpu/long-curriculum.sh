@@ -28,8 +28,8 @@ train)
     flags=(--recipe "$4")
   else  # the first runs' settings (results/h200-long-curriculum/)
     flags=(--recipe recipes/smollm2-135m-passkey-hmt-span.yaml --init-from
-           results/h200-retrieval-span/runs/hmt-span-lora/stage2/final --curriculum 8,16,32 --lr 5e-4 --warmup-steps 5
-           --checkpoint-every 1000)
+           results/h200-retrieval-span/runs/hmt-span-lora/stage2/final --curriculum 8,16,32 --lr 5e-4 --set train.warmup_steps=5
+           --set train.checkpoint_every=1000)
   fi
   timeout -k 5 "$(python3 -c "print(int($3 * 60 + 90))")" python3 -m hmtbench train "${flags[@]}" \
     --max-minutes "$3" --output-dir "$run" --out "$work/results/train" > "$work/logs/train-long.log" 2>&1 || true

@@ -40,8 +40,8 @@ speed-bench)
 speed-train)
   work=$2; mkdir -p "$work/logs"
   timeout -k 5 200 python3 -m hmtbench train "${SHAPE[@]}" --train full --bptt-depth 2 --batch-size 32 \
-    --loss-on all --lr 1e-4 --steps 60 --log-every 10 --compile --cuda-graphs --dataset python-stdlib \
-    --split train --output-dir "$work/runs/speed-lm" --out "$work/results/speed-train" \
+    --set train.loss_on=all --lr 1e-4 --steps 60 --set train.log_every=10 --compile --cuda-graphs \
+    --dataset python-stdlib --output-dir "$work/runs/speed-lm" --out "$work/results/speed-train" \
     > "$work/logs/speed-lm.log" 2>&1 || true
   cut -c1-200 "$work/runs/speed-lm/train/log.jsonl" | tail -2
   timeout -k 5 200 python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-rmt-official.yaml --train full \

@@ -63,7 +63,7 @@ launch)
     method=${recipe%%-*}
     # shellcheck disable=SC2086  # flags are words
     bash -c "python3 -m hmtbench train --recipe recipes/smollm2-135m-passkey-$recipe.yaml $flags \
-        --max-minutes $3 --checkpoint-every 100 --output-dir $work/runs/$name --out $work/results/train \
+        --max-minutes $3 --set train.checkpoint_every=100 --output-dir $work/runs/$name --out $work/results/train \
       && python3 -m hmtbench eval-qa ${EVAL[*]} --context-length 1k,4k,16k,64k --method $method \
         --checkpoint \$(ls -d $work/runs/$name/*/final | tail -1) --out $work/results/passkey-$name \
       && { [ -z '$HARD' ] || python3 -m hmtbench eval-qa ${EVAL[*]} --context-length 1k,4k,16k,64k --method $method \
