@@ -46,6 +46,8 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 RUN = ("backbone", "method", "segment_length", "dtype", "device", "seed", "out", "name")  # RunSettings: every run's
 ENGINE = ("engine.compile", "engine.cuda_graphs")
+BENCH = ("lengths", "batch_size", "train_batch_size", "mode", "bptt_depth", "train", "grad_checkpoint",
+         "recompute_share", "max_batch_tokens", *ENGINE, "warmup", "repeat")  # bench's cases, which profile reads too
 
 
 @app.callback()
@@ -195,9 +197,7 @@ def train(
         typer.echo(f"wrote {row['output_dir']}/final and a record in {config.out}")
 
 
-@app.command("bench", cls=settings_command(
-    BenchConfig, *RUN, "lengths", "batch_size", "train_batch_size", "mode", "bptt_depth", "train", "grad_checkpoint",
-    "recompute_share", "max_batch_tokens", *ENGINE, "warmup", "repeat", "max_seconds"))
+@app.command("bench", cls=settings_command(BenchConfig, *RUN, *BENCH, "max_seconds"))
 @friendly_errors
 def bench(ctx: typer.Context, recipe: Recipe = None, set_: Sets = None) -> None:
     """Speed and memory per method, context length and batch size: tokens/s, ms per segment, peak GPU memory.
@@ -220,6 +220,36 @@ def bench(ctx: typer.Context, recipe: Recipe = None, set_: Sets = None) -> None:
     config = bench_config(settings)
     rows = run_bench(config, command_line(), on_row=lambda row: typer.echo(describe_row(row)))
     typer.echo(f"wrote {len(rows)} records to {config.out}")
+
+
+@app.command("profile", cls=settings_command(BenchConfig, *(key for key in RUN if key != "out"), *BENCH))
+@friendly_errors
+def profile(
+    ctx: typer.Context, recipe: Recipe = None, set_: Sets = None,
+    json_out: Annotated[str | None, opt("Also write the profiles here, as JSON (with the run's provenance).",
+                                        "--json")] = None,
+    top: Annotated[int, typer.Option(help="Kernels listed per training step.")] = 25,
+) -> None:
+    """Where the time of bench's cases goes: the same settings, recipe and --set as `hmtbench bench`.
+
+    eval: each method's summary passes and segment steps, device-timed, then one eager step and summary pass under
+    torch.profiler: kernels per step and their busy time, and each method's time against plain's. train (a CUDA
+    device): one training step under the profiler, its kernels by kind (matmul, attention, other) and the time the
+    device waits on the host.
+
+    Examples:
+
+        hmtbench profile --mode eval --lengths 64k --method plain,rmt,hmt --summary-pass inline --compile --cuda-graphs
+
+        hmtbench profile --mode train --backbone random:llama-7b --method hmt --train lora --batch-size 4
+        --sensory-tokens 32 --recall-hidden-dim 1536 --json profile.json
+    """
+    settings = given(ctx, "bench", recipe, set_)
+    from hmtbench.commands.profile import run_profile
+
+    run_profile(bench_config(settings), command_line(), top, json_out, echo=typer.echo)
+    if json_out:
+        typer.echo(f"wrote {json_out}")
 
 
 @app.command("compare")

@@ -69,7 +69,8 @@ summary)  # HMT evaluation, summaries ahead (batched before the recurrence) or i
     done
   done ;;
 profile)
-  step profile-7b-b8 120 python3 -m hmtbench.benchmark.profile_train --backbone $B7 --method hmt --train lora \
-    --batch-size 8 --bptt-depth 6 --compile --cuda-graphs --out "$work/profile-7b-hmt-lora-b8-graphs.json" ;;
+  step profile-7b-b8 120 python3 -m hmtbench profile --mode train --backbone $B7 --method hmt --train lora \
+    --batch-size 8 --bptt-depth 6 --sensory-tokens 32 --recall-hidden-dim 1536 --warmup 2 --compile --cuda-graphs \
+    --json "$work/profile-7b-hmt-lora-b8-graphs.json" ;;
 esac
 ls -la "$out"

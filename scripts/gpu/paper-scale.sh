@@ -29,10 +29,12 @@ step ckpt-7b-d24 hb bench --backbone $B7 --method hmt --mode train --train lora 
   --batch-size 4,16 "${HMT[@]}" --repeat 2 --out "$work/bench/ckpt-7b"
 step ckpt-7b-d6 hb bench --backbone $B7 --method hmt --mode train --train lora --bptt-depth 6 --grad-checkpoint \
   --batch-size 16 "${HMT[@]}" --repeat 2 --out "$work/bench/ckpt-7b"
-step profile-7b-b4 python3 -m hmtbench.benchmark.profile_train --backbone $B7 --method hmt --train lora \
-  --batch-size 4 --bptt-depth 6 --out "$work/profile-7b-hmt-lora-b4.json"
-step profile-7b-b1 python3 -m hmtbench.benchmark.profile_train --backbone $B7 --method hmt --train lora \
-  --batch-size 1 --bptt-depth 6 --out "$work/profile-7b-hmt-lora-b1.json"
+step profile-7b-b4 python3 -m hmtbench profile --mode train --backbone $B7 --method hmt --train lora \
+  --batch-size 4 --bptt-depth 6 --sensory-tokens 32 --recall-hidden-dim 1536 --warmup 2 \
+  --json "$work/profile-7b-hmt-lora-b4.json"
+step profile-7b-b1 python3 -m hmtbench profile --mode train --backbone $B7 --method hmt --train lora \
+  --batch-size 1 --bptt-depth 6 --sensory-tokens 32 --recall-hidden-dim 1536 --warmup 2 \
+  --json "$work/profile-7b-hmt-lora-b1.json"
 # 7B evaluation at batch 1 (graphed steps) from 4k to 1M tokens, and at large batches
 step eval-7b-b1 hb bench --backbone $B7 --method plain,hmt --mode eval --batch-size 1 --lengths 4k,1m \
   --cuda-graphs --no-compile "${HMT[@]}" --repeat 1 --out "$work/bench/eval-7b-b1"
