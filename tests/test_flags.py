@@ -12,7 +12,7 @@ from hmtbench.cli import app
 from hmtbench.commands.flags import PANEL, SettingsCommand, command_flag
 from hmtbench.training.config import TrainConfig
 
-COMMANDS = ("eval-ppl", "eval-qa", "train", "bench")
+COMMANDS = ("eval-ppl", "eval-qa", "train", "bench", "profile")
 
 
 def command(name: str) -> click.Command:
