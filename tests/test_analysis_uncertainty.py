@@ -77,17 +77,20 @@ def test_the_committed_results_table_fits_120_columns_with_variants_as_footnotes
     text = run_compare([RESULTS], {}, fmt="table", warn=lambda m: None)
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 120
-    footnote = "[1] hmt: checkpoint=smollm2-135m-stdlib-hmt-lora/stage1 [01e7f2ed], hmt_stage=1"
-    assert footnote in lines
+    stage1, stage2 = (next(line for line in lines if line.startswith("[") and line.endswith(variant))
+                      for variant in ("hmt: checkpoint=smollm2-135m-stdlib-hmt-lora/stage1 [01e7f2ed], hmt_stage=1",
+                                      "hmt: checkpoint=smollm2-135m-stdlib-hmt-lora/stage2 [7dd424fa], hmt_stage=2"))
+    labels = [stage1.split()[0], stage2.split()[0]]
     assert sum(line.startswith("ppl (lower is better)") for line in lines) == 1
     # too wide for one table of one-line cells: the methods' columns first, HMT and the deltas in a table below
-    lora = [line.split() for line in lines[: lines.index(footnote)] if " lora " in line and " [" in line]
-    cells = [row[row.index("lora") + 1:] for row in lora]  # variant, then the value columns of its table
-    assert [c[:5] for c in cells if c[0] in ("[1]", "[2]")] == [
-        ["[1]", "6.772", "–", "–", "7.160"], ["[2]", "6.772", "–", "–", "7.160"],  # plain, full, overlap, RMT
-        ["[1]", "6.425*", "+10.27", "–", "–"], ["[2]", "6.045*", "+15.58", "–", "–"]]  # HMT, HMT vs RMT, ...
+    bf16_lora = [line.split() for line in lines[: lines.index(stage1)]
+                 if " lora " in line and " bfloat16 " in line and " [" in line]
+    cells = [row[row.index("lora") + 1:] for row in bf16_lora]  # variant, then the value columns of its table
+    assert [c[1:5] for label in labels for c in cells if c[0] == label] == [
+        ["6.772", "–", "–", "7.160"], ["6.425*", "+10.27", "–", "–"],  # stage 1: plain, full, overlap, RMT; HMT, deltas
+        ["6.772", "–", "–", "7.160"], ["6.045*", "+15.58", "–", "–"]]  # stage 2
     markdown = run_compare([RESULTS], {}, fmt="markdown", warn=lambda m: None)
-    assert "| lora | [1] |" in markdown and f"- {footnote}" in markdown
+    assert f"| lora | {labels[0]} |" in markdown and f"- {stage1}" in markdown
 
 
 def write_qa_run(folder: Path, method: str, outcomes: list[int], data: str = "docs-a",
