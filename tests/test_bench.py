@@ -159,3 +159,19 @@ def test_a_recompute_share_is_recorded_and_keeps_the_loss(tmp_path: Path) -> Non
     assert shared["final_loss"].iloc[0] == pytest.approx(plain["final_loss"].iloc[0], rel=1e-6)
     assert shared["model_tflops"].iloc[0] / shared["tokens_per_s"].iloc[0] == pytest.approx(
         5 / 4 * plain["model_tflops"].iloc[0] / plain["tokens_per_s"].iloc[0])  # 5W per token against 4W
+
+
+def test_every_timed_call_is_recorded_and_the_median_gives_the_speed(tmp_path: Path) -> None:
+    args = ["bench", "--backbone", "random:llama", "--device", "cpu", "--segment-length", str(L), "--warmup", "1",
+            "--repeat", "3", "--max-seconds", "600", "--method", "rmt", "--mode", "eval", "--lengths", "96",
+            "--batch-size", "2", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    row = pd.read_parquet(next(tmp_path.glob("*.parquet"))).iloc[0]
+    seconds = list(row["call_seconds"])
+    assert row["timed_calls"] == 3 == len(seconds) and all(s > 0 for s in seconds) and row["warmup_s"] > 0
+    assert row["wall_s"] == pytest.approx(sum(seconds))
+    median = sorted(seconds)[1]
+    assert row["tokens_per_s"] == pytest.approx(2 * 96 / median)
+    assert row["ms_per_segment"] == pytest.approx(1000 * median / math.ceil(96 / row["text_tokens"]))
+    assert "(warm-up" in result.stdout and "3 timed)" in result.stdout

@@ -143,6 +143,10 @@ COLUMNS: list[Column] = [
     Column("tokens_skipped", "Int64", "eval-qa: prompt tokens never run, since no state carries them to an answer "
                                       "(plain: all but the answer's segments; overlap: one segment more)"),
     Column("ms_per_segment", "Float64", "milliseconds per segment step (bench)"),
+    Column("timed_calls", "Int64", "bench: timed calls of the case (tokens_per_s and ms_per_segment are their "
+                                   "median; a case stops after --max-seconds, one call at least)"),
+    Column("call_seconds", "object", "bench: list: seconds of each timed call, in order (their spread)"),
+    Column("warmup_s", "Float64", "bench: seconds of the untimed warm-up calls (compilation and graph capture)"),
     Column("model_tflops", "Float64", "bench: linear-layer TFLOP/s achieved on text tokens (benchmark/roofline.py)"),
     Column("peak_flops_pct", "Float64", "bench: model_tflops as % of the GPU's dense bf16 peak"),
     Column("backbone_flops_pct", "Float64", "bench: peak_flops_pct counting every position the backbone runs "
