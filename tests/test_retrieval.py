@@ -86,7 +86,8 @@ def test_the_answer_reads_the_segments_most_like_the_question_then_its_own(llama
     needle_segment = 0 if at + 4 <= first else 1 + (at + 3 - first) // 16
     with torch.no_grad():
         picked = top_segments([s.numpy() for s in stored], query_ids([s.numpy() for s in stored],
-                                                                     batch.segments[0, -1, :4].numpy(), 32), 3)
+                                                                     batch.segments[0, -1, :4].numpy(),
+                                                                     model.config.query_tokens), 3)
         room = torch.cat([stored[i] for i in picked])
         room = F.pad(room, (48 - len(room), 0), value=retrieval.PAD)
         assert needle_segment in picked and picked == sorted(picked)
