@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -133,3 +134,12 @@ def test_passkey_through_eval_qa_records_its_settings(tmp_path: Path) -> None:
     assert row["method"] == "retrieval" and row["status"] == "success" and row["docs"] == 3
     assert row["retrieved_segments"] == 2 and row["text_tokens"] == 21 and row["segment_length"] == 64
     assert row["tokens_skipped"] == 0 and row["answer_ppl"] > 1
+
+
+def test_ranking_writes_no_debug_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """bm25s sets its logger to DEBUG; once anything gives the root logger a handler (as absl does for rouge), each
+    index built printed a line in eval-qa's output."""
+    segments = [np.array([1, 2, 3]), np.array([4, 5, 6])]
+    with caplog.at_level(logging.NOTSET):
+        assert top_segments(segments, np.array([5]), 1) == [1]
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")]

@@ -19,6 +19,7 @@ The ranking runs on the host, so a step that scores reads the store back from th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +219,7 @@ def bm25_scores(segments: list[np.ndarray], query: np.ndarray) -> np.ndarray:
     """BM25 (``bm25s``' Lucene variant, k1 1.5, b 0.75) of each segment for a query, all as token ids."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG: a line per index built, on any handler
     scores = np.zeros(len(segments), dtype=np.float32)
     tokens = np.concatenate(segments) if segments else np.empty(0, dtype=np.int64)
     vocabulary, inverse = np.unique(tokens, return_inverse=True)
