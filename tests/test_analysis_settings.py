@@ -98,3 +98,16 @@ def test_a_departure_from_the_paper_is_named_even_when_every_run_agrees(tmp_path
     (span,) = table_of(tmp_path / "plain", tmp_path / "span").rows
     assert span.key["variant"] == "hmt: memory_write=span" and span.cells["hmt"].mean == pytest.approx(8.5)
     assert table_of(tmp_path / "span").notes == []  # named, not split: no note of runs kept apart
+
+
+def test_a_whole_number_setting_some_records_lack_stays_whole(tmp_path: Path) -> None:
+    """A plain row beside BM25 rows of 8 and 32 query tokens (plain has no such setting): 8, not 8.0."""
+    write_run(tmp_path, "plain", ppl=20.0)
+    for tokens, ppl in [(8, 15.0), (32, 14.0)]:
+        write_run(tmp_path, "retrieval", ppl=ppl,
+                  config=json.dumps({"method": {"name": "retrieval", "query_tokens": tokens}}))
+    frame = load_results([tmp_path], warn=lambda m: None)
+    values = frame.loc[frame["method"] == "retrieval", "config.method.query_tokens"].tolist()
+    assert sorted(values) == [8, 32] and all(isinstance(v, int) for v in values)
+    assert [r.key["variant"] for r in table_of(tmp_path).rows] == ["retrieval: config.method.query_tokens=8",
+                                                                   "retrieval: config.method.query_tokens=32"]

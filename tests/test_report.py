@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -169,3 +170,19 @@ def test_the_committed_results_document_is_the_records_rendered(monkeypatch: pyt
     assert (ROOT / "docs" / "results.md").read_text() == document, "docs/results.md is stale: run `make report`"
     readme = (ROOT / "README.md").read_text()
     assert with_block(readme, block, "README.md") == readme, "README.md's results block is stale: run `make report`"
+
+
+def test_a_runs_table_right_aligns_a_setting_only_some_records_have(tmp_path: Path) -> None:
+    """A config setting reads as objects (so 8 stays 8 beside records without it): still a column of numbers."""
+    results = tmp_path / "results"
+    write_run(results / "bench", "plain", command="bench", tokens_per_s=100.0)
+    write_run(results / "bench", "hmt", command="bench", tokens_per_s=90.0,
+              config=json.dumps({"bench": {"recompute_share": 0.5}, "method": {"summary_segments": 8}}))
+    write_spec(results, sections=[{"title": "Bench", "tables": [
+        {"records": ["bench"], "metric": "tokens_per_s", "layout": "runs",
+         "columns": ["config.bench.recompute_share", "config.method.summary_segments", "tokens_per_s"]}]}])
+    document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
+    lines = document.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| method | run | recompute_share"))
+    assert lines[header + 1] == "| --- | --- | --: | --: | --: |"
+    assert re.search(r"^\| HMT \| bench \| 0\.5 \| 8 \| ", document, flags=re.M)

@@ -79,7 +79,8 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame["checkpoint"] = portable_checkpoints([plain(path) for path in frame["checkpoint"]],
                                                [plain(sha) for sha in frame["checkpoint_sha256"]])
     frame["checkpoint"] = recipe_checkpoints(frame)
-    settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index)
+    # object columns: a setting some records lack stays 8, not 8.0 beside their missing values
+    settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index, dtype=object)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
 
 

@@ -246,8 +246,18 @@ def _runs_table(table_spec: Any, runs: pd.DataFrame, context: TableContext) -> t
     runs = runs.sort_values(["created_at", "run_id"])
     rows = [[method_label(run["method"]), _run_name(run, context.folders)]
             + [_run_value(run, column, context.links) for column in columns] for _, run in runs.iterrows()]
-    labels = [True, True, *(not pd.api.types.is_numeric_dtype(runs[c]) or runs[c].dtype == bool for c in columns)]
+    labels = [True, True, *(not _numbers(runs[c]) for c in columns)]
     return markdown_table(["method", "run", *map(setting_name, columns)], rows, labels), runs
+
+
+def _numbers(values: pd.Series) -> bool:
+    """Whether a column holds numbers (right-aligned): by dtype, or by value for settings read as objects."""
+    if values.dtype == bool:
+        return False
+    if pd.api.types.is_numeric_dtype(values):
+        return True
+    present = values.dropna()
+    return not present.empty and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
 
 
 def _run_name(run: pd.Series, folders: list[Path]) -> str:
