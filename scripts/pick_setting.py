@@ -15,16 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from hmtbench.analysis.load import deep_counts
 
-def deep_counts(folder: Path, metric: str) -> dict[str, tuple[int, int]]:
-    """{run name: (right answers, samples)} over the needle depths below one of every record in ``folder``."""
+
+def right_per_name(folder: Path, metric: str) -> dict[str, tuple[int, int]]:
+    """{run name: (right answers, samples)} at needle depths below one, summed over the records in ``folder``."""
     counts: dict[str, tuple[int, int]] = {}
     for path in sorted(folder.glob("*.parquet")):
         record = pd.read_parquet(path).iloc[0]
-        deep = [d for d in record["by_depth"] if d["depth"] < 1]
-        right, total = counts.get(record["name"], (0, 0))
-        counts[record["name"]] = (right + round(sum(d[metric] * d["n"] for d in deep)),
-                                  total + sum(int(d["n"]) for d in deep))
+        right, total = deep_counts(record["by_depth"], metric) or (0, 0)
+        before = counts.get(record["name"], (0, 0))
+        counts[record["name"]] = (before[0] + right, before[1] + total)
     return counts
 
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default", required=True, help="the run name that wins a tie")
     parser.add_argument("--metric", default="exact_match", choices=["exact_match", "accuracy"])
     args = parser.parse_args(argv)
-    counts = deep_counts(args.folder, args.metric)
+    counts = right_per_name(args.folder, args.metric)
     if not counts:
         sys.exit(f"no records in {args.folder}")
     for name, (right, total) in sorted(counts.items()):

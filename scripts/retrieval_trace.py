@@ -26,7 +26,7 @@ import torch
 from hmtbench.answer_layout import answer_first_segments
 from hmtbench.backbones import load_backbone
 from hmtbench.config import parse_counts
-from hmtbench.methods.retrieval import bm25_scores, query_ids
+from hmtbench.methods.retrieval import bm25_scores, query_ids, ranking
 from hmtbench.qa.tasks import TaskOptions, task_factory
 from hmtbench.results.provenance import provenance, run_start
 from hmtbench.stats import wilson_interval
@@ -40,11 +40,10 @@ def cut(prompt: np.ndarray, segment_tokens: int) -> tuple[list[np.ndarray], np.n
     return pieces[:-1], pieces[-1], starts[:-1]
 
 
-def needle_rank(scores: np.ndarray, touched: list[int]) -> int:
-    """The best 1-based rank of the touched segments, ordered as ``top_segments`` orders them (ties: the newest)."""
-    order = np.lexsort((-np.arange(len(scores)), -scores))
-    ranks = np.empty(len(scores), dtype=np.int64)
-    ranks[order] = np.arange(1, len(scores) + 1)
+def needle_rank(order: np.ndarray, touched: list[int]) -> int:
+    """The best 1-based rank of the touched segments in ``order`` (``ranking``'s, best first)."""
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(1, len(order) + 1)
     return int(ranks[touched].min())
 
 
@@ -52,15 +51,15 @@ def trace_sample(prompt: np.ndarray, meta: dict, segment_tokens: int, query_size
                  top_k: int) -> list[dict]:
     stored, known, starts = cut(prompt, segment_tokens)
     begin, end = meta["needle_starts"][0], meta["needle_ends"][0]
-    ends = [*starts[1:], starts[-1] + len(stored[-1])] if stored else []
-    touched = [i for i, (s, e) in enumerate(zip(starts, ends, strict=True)) if s < end and begin < e]
+    touched = [i for i, (start, segment) in enumerate(zip(starts, stored, strict=True))
+               if start < end and begin < start + len(segment)]
     rows = []
     for size in query_sizes:
         scores = bm25_scores(stored, query_ids(stored, known, size))
-        order = np.lexsort((-np.arange(len(stored)), -scores))
+        order = ranking(scores)
         retrieved = set(order[:top_k].tolist())
         rows.append({"query_tokens": size, "segments": len(stored), "needle_segments": touched,
-                     "rank": needle_rank(scores, touched), "read": all(i in retrieved for i in touched),
+                     "rank": needle_rank(order, touched), "read": all(i in retrieved for i in touched),
                      "needle_score": float(scores[touched].max()), "top_score": float(scores[order[0]])})
     return rows
 

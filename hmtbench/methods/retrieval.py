@@ -19,6 +19,7 @@ The ranking runs on the host, so a step that scores reads the store back from th
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -208,18 +209,28 @@ def query_ids(segments: list[np.ndarray], known: np.ndarray, size: int) -> np.nd
 
 
 def top_segments(segments: list[np.ndarray], query: np.ndarray, top_k: int) -> list[int]:
-    """Indices of the ``top_k`` segments BM25 ranks highest for ``query``, the newest first among equal scores,
-    returned in document order."""
-    scores = bm25_scores(segments, query)
-    order = np.lexsort((-np.arange(len(segments)), -scores))  # by score, then the newest
-    return sorted(order[:top_k].tolist())
+    """Indices of the ``top_k`` segments BM25 ranks highest for ``query``, returned in document order."""
+    return sorted(ranking(bm25_scores(segments, query))[:top_k].tolist())
+
+
+def ranking(scores: np.ndarray) -> np.ndarray:
+    """Segment indices, best first: by BM25 score, the newest first among equal scores."""
+    return np.lexsort((-np.arange(len(scores)), -scores))
+
+
+@functools.cache
+def _bm25s() -> Any:
+    """``bm25s`` (an optional dependency, imported when first used), its logger at WARNING: bm25s sets DEBUG, which
+    prints a line per index built once anything gives the root logger a handler."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 def bm25_scores(segments: list[np.ndarray], query: np.ndarray) -> np.ndarray:
     """BM25 (``bm25s``' Lucene variant, k1 1.5, b 0.75) of each segment for a query, all as token ids."""
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG: a line per index built, on any handler
+    bm25s = _bm25s()
     scores = np.zeros(len(segments), dtype=np.float32)
     tokens = np.concatenate(segments) if segments else np.empty(0, dtype=np.int64)
     vocabulary, inverse = np.unique(tokens, return_inverse=True)
@@ -234,4 +245,4 @@ def bm25_scores(segments: list[np.ndarray], query: np.ndarray) -> np.ndarray:
     return retriever.get_scores(asked.tolist())
 
 
-__all__ = ["Retrieval", "RetrievalConfig", "RetrievalState", "SegmentStore", "bm25_scores", "top_segments"]
+__all__ = ["Retrieval", "RetrievalConfig", "RetrievalState", "SegmentStore", "bm25_scores", "ranking", "top_segments"]
