@@ -3,7 +3,7 @@
 # shape with random weights (speed does not depend on the weights; no staging), HMT with k 32 at L 256, 100 samples
 # read as one batch, --compile --cuda-graphs. Each command evaluates 8k first (compilation and graph capture happen
 # there: the same step shapes as 32k) and then the 32k record that counts. Run from the checkout root:
-#   bash scripts/gpu/freeform-bench.sh OUT [WORK]
+#   bash scripts/gpu/freeform-bench.sh OUT [WORK]      (STEPS=passkey-free,freeform-free: only those steps)
 # Needs rouge_score (eval-qa refuses to start without it): carry .carry/rouge and install it first.
 # Smaller settings (a CPU): BACKBONE=smollm2-135m LENGTHS=1k,4k LIMIT=16 FAST= DEVICE=cpu bash ... OUT WORK
 set -uo pipefail  # one failing step must not lose the others
@@ -11,8 +11,9 @@ out=$1 work=${2:-/root/work/freeform}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
 mkdir -p "$work/results" "$work/logs"
 pack() { tar czf "$out/freeform-bench.tgz" -C "$work" results logs; }
-step() {  # name seconds command...: each Python process under its own timeout
+step() {  # name seconds command...: each Python process under its own timeout; STEPS=a,b runs only those
   local name=$1 seconds=$2; shift 2
+  [[ -z "${STEPS:-}" || ",$STEPS," == *",$name,"* ]] || return 0
   echo "== $name: $*"
   timeout -k 5 "$seconds" "$@" > "$work/logs/$name.log" 2>&1; echo "   exit $?"
   grep -E "samples in|rror|Traceback" "$work/logs/$name.log" | cut -c1-200 | tail -n 6
