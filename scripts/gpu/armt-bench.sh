@@ -10,14 +10,8 @@ out=$1 work=${2:-/root/work/armt-bench}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
 mkdir -p "$work/bench" "$work/logs" "$out"
 pack() { tar czf "$out/armt-bench.tgz" -C "$work" bench logs; }
-step() {  # name seconds command...: each Python process under its own timeout; STEPS=a,b runs only those
-  local name=$1 seconds=$2; shift 2
-  [[ -z "${STEPS:-}" || ",$STEPS," == *",$name,"* ]] || return 0
-  echo "== $name: $*"
-  timeout -k 5 "$seconds" "$@" > "$work/logs/$name.log" 2>&1; echo "   exit $?"
-  grep -E "tok/s|skipped|rror|Traceback" "$work/logs/$name.log" | cut -c1-200 | tail -n 16
-  pack
-}
+SHOW="tok/s|skipped" SHOW_LINES=16
+source scripts/gpu/step.sh
 hb=(${PYTHON:-python3} -m hmtbench bench --backbone "${BACKBONE:-random:smollm2-135m}" --segment-length 256
     --sensory-tokens 32 --device "${DEVICE:-auto}" ${FAST---compile --cuda-graphs})
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null

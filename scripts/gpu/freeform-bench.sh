@@ -9,16 +9,10 @@
 set -uo pipefail  # one failing step must not lose the others
 out=$1 work=${2:-/root/work/freeform}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
-mkdir -p "$work/results" "$work/logs"
+mkdir -p "$work/results" "$work/logs" "$out"
 pack() { tar czf "$out/freeform-bench.tgz" -C "$work" results logs; }
-step() {  # name seconds command...: each Python process under its own timeout; STEPS=a,b runs only those
-  local name=$1 seconds=$2; shift 2
-  [[ -z "${STEPS:-}" || ",$STEPS," == *",$name,"* ]] || return 0
-  echo "== $name: $*"
-  timeout -k 5 "$seconds" "$@" > "$work/logs/$name.log" 2>&1; echo "   exit $?"
-  grep -E "samples in|rror|Traceback" "$work/logs/$name.log" | cut -c1-200 | tail -n 6
-  pack
-}
+SHOW="samples in" SHOW_LINES=6
+source scripts/gpu/step.sh
 # 100 free-form samples: contexts of ~40k characters of the Python docs (the byte tokenizer: one token per byte), a
 # question, an answer of several words; eval-qa cuts each context in the middle to --context-length.
 python3 - "$work/freeform.jsonl" <<'PY'
