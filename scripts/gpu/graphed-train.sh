@@ -6,19 +6,13 @@
 set -uo pipefail  # one failing step must not lose the others
 out=$1 work=${2:-/root/work/graphed-train} part=${3:-train}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1
-mkdir -p "$work/bench" "$work/logs"
+mkdir -p "$work/bench" "$work/logs" "$out"
 HMT=(--sensory-tokens 32 --recall-hidden-dim 1536)  # the paper's k; the reference scripts' h
 FAST=(--compile --cuda-graphs)
 B7=random:llama-7b
 pack() { tar czf "$out/graphed-train-$part.tgz" -C "$work" bench logs $(cd "$work" && ls profile-*.json 2>/dev/null); }
-step() {  # name seconds command...: each Python process under its own timeout
-  local name=$1 seconds=$2; shift 2
-  echo "== $name: $*"
-  timeout -k 5 "$seconds" "$@" > "$work/logs/$name.log" 2>&1; echo "   exit $?"
-  grep -E "tok/s|skipped|failed|passed|rror|ms,|% of the step|idle|capture" "$work/logs/$name.log" | cut -c1-220 \
-    | tail -n 24
-  pack
-}
+SHOW="tok/s|skipped|failed|passed|ms,|% of the step|idle|capture" SHOW_LINES=24
+source scripts/gpu/step.sh
 hb=(python3 -m hmtbench)
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
