@@ -82,13 +82,16 @@ def test_the_committed_results_table_fits_120_columns_with_variants_as_footnotes
                                       "hmt: checkpoint=smollm2-135m-stdlib-hmt-lora/stage2 [7dd424fa], hmt_stage=2"))
     labels = [stage1.split()[0], stage2.split()[0]]
     assert sum(line.startswith("ppl (lower is better)") for line in lines) == 1
-    # too wide for one table of one-line cells: the methods' columns first, HMT and the deltas in a table below
+    # too wide for one table of one-line cells: the methods' columns first, then HMT, ARMT (no bf16 LoRA run: a dash)
+    # and the deltas, then the rest of the deltas
     bf16_lora = [line.split() for line in lines[: lines.index(stage1)]
                  if " lora " in line and " bfloat16 " in line and " [" in line]
     cells = [row[row.index("lora") + 1:] for row in bf16_lora]  # variant, then the value columns of its table
     assert [c[1:5] for label in labels for c in cells if c[0] == label] == [
-        ["6.772", "–", "–", "7.160"], ["6.425*", "+10.27", "–", "–"],  # stage 1: plain, full, overlap, RMT; HMT, deltas
-        ["6.772", "–", "–", "7.160"], ["6.045*", "+15.58", "–", "–"]]  # stage 2
+        ["6.772", "–", "–", "7.160"],  # stage 1: plain, full, overlap, RMT
+        ["6.425*", "–", "+10.27", "–"],  # HMT, ARMT, HMT vs RMT, ARMT vs RMT
+        ["–", "-5.74", "+5.12", "–"],  # overlap vs plain, RMT vs plain, HMT vs plain, ARMT vs plain
+        ["6.772", "–", "–", "7.160"], ["6.045*", "–", "+15.58", "–"], ["–", "-5.74", "+10.73", "–"]]  # stage 2
     markdown = run_compare([RESULTS], {}, fmt="markdown", warn=lambda m: None)
     assert f"| lora | {labels[0]} |" in markdown and f"- {stage1}" in markdown
 
