@@ -30,7 +30,7 @@ def boxed(tables: list[Comparison], per_seed: bool = False) -> str:
     from rich.console import Console
 
     out = io.StringIO()
-    console = Console(file=out, width=WIDTH, color_system=None)
+    console = Console(file=out, width=WIDTH, color_system=None, markup=False)  # "[ab12cd34]" is a hash, not a style
     for table in tables:
         grids, below = _layout(table, per_seed)
         console.print("\n".join(wrapped([header(table)])), soft_wrap=True)  # wrapped here, at spaces only
