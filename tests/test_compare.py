@@ -171,7 +171,7 @@ def test_one_checkpoint_evaluated_from_two_clones_is_one_setting(tmp_path: Path)
 
 
 def test_the_terminal_table_prints_bracketed_text_as_is(tmp_path: Path) -> None:
-    """A checkpoint's hash in brackets is text, not rich markup: '[ffee0011]' (a letter first) was dropped whole."""
+    """A checkpoint's hash in brackets is text, not rich markup: '[ab12cd34]' (a letter first) was dropped whole."""
     write_run(tmp_path, "hmt", ppl=15.0, checkpoint="/a/train/final", checkpoint_sha256="ab12cd34" + "0" * 56)
     write_run(tmp_path, "hmt", ppl=9.0, checkpoint="/b/train/final", checkpoint_sha256="12ab34cd" + "0" * 56)
     text = run_compare([tmp_path], {}, fmt="table", warn=lambda m: None)

@@ -42,10 +42,11 @@ train() {  # name recipe minutes flags...
 }
 qa() {  # task name checkpoint lengths flags...
   local task=$1 name=$2 checkpoint=$3 lengths=$4; shift 4
+  local log=$work/logs/eval-$name-${lengths//,/-}.log
   timeout -k 5 "${EVAL_SECONDS:-300}" ${PYTHON:-python3} -m hmtbench eval-qa --task "$task" --method armt \
     --backbone smollm2-135m --segment-length 256 --checkpoint "$checkpoint" --context-length "$lengths" "$@" \
-    --out "$work/results/$name" > "$work/logs/eval-$name-$(echo "$lengths" | tr , -).log" 2>&1; echo "eval exit $?"
-  grep -h "accuracy\|exact\|rror" "$work/logs/eval-$name-$(echo "$lengths" | tr , -).log" | cut -c1-200 | tail -n 12
+    --out "$work/results/$name" > "$log" 2>&1; echo "eval exit $?"
+  grep -h "accuracy\|exact\|rror" "$log" | cut -c1-200 | tail -n 12
 }
 case $step in
 passkey) train "${RUN:-armt-passkey}" recipes/smollm2-135m-passkey-armt.yaml "${@:3}" ;;
