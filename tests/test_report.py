@@ -98,6 +98,24 @@ def test_a_lengths_table_counts_answers_and_lists_the_paired_tests(tmp_path: Pat
     assert "100 samples per cell" in document and "seed 1 (one seed)" in document
 
 
+def test_two_checkpoints_of_a_method_are_tested_by_their_row_numbers(tmp_path: Path) -> None:
+    """Two trained HMT checkpoints on the same samples (variants: all): 70/100 and 80/100 with 10 gains and no
+    loss, p = 2 * 0.5**10; the test names the rows it compares, as the tests against plain do."""
+    results = tmp_path / "results"
+    write_qa_run(results / "qa", "plain", [0] * 100, seed=1)
+    for sha, correct in [("aaaa1111", 70), ("bbbb2222", 80)]:
+        write_qa_run(results / "qa", "hmt", [1] * correct + [0] * (100 - correct), seed=1, train_mode="lora",
+                     checkpoint=f"/runs/{sha}/final", checkpoint_sha256=sha * 8)
+    write_spec(results, names={"aaaa1111": "short", "bbbb2222": "long"}, sections=[{"title": "Passkey", "tables": [
+        {"records": ["qa"], "metric": "exact_match", "layout": "lengths", "variants": "all"}]}])
+    document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
+    lines = document.splitlines()
+    rows = {LINK.sub(r"\1", line).split(" | ")[1]: line.split(" | ")[0].lstrip("| ") for line in lines
+            if re.match(r"^\| \d ", line)}
+    short, long = (rows[f"HMT ({name})"] for name in ("short", "long"))
+    assert f"- 4k: #{short} vs #{long} (HMT) +0 / -10 of 100, p = 0.002" in lines
+
+
 def test_a_runs_table_shows_one_record_per_row(tmp_path: Path) -> None:
     results = tmp_path / "results"
     write_run(results / "train", "hmt", command="train", split="train", steps=300, final_loss=1.25,

@@ -64,6 +64,7 @@ class VariantTest:
     first: dict[str, Any]  # the method's settings in each row
     second: dict[str, Any]
     test: PairedTest | BootstrapTest
+    runs: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # each cell's run ids (a report names its table row)
 
 
 @dataclass
@@ -164,7 +165,7 @@ def _variant_tests(rows: list[Row], tests: PairedTests) -> list[VariantTest]:
                     seen.add(runs)
                     test = tests.test(a, b)
                     if test is not None:
-                        found.append(VariantTest(dict(key), method, first, second, test))
+                        found.append(VariantTest(dict(key), method, first, second, test, runs))
     return found
 
 

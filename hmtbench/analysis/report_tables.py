@@ -175,6 +175,15 @@ def _key_key(key: dict[str, Any]) -> tuple:
     return ("key", *sorted((k, str(v)) for k, v in key.items()))
 
 
+def _variant_test_line(found: VariantTest, row_of: dict[tuple, int], names: dict[str, str]) -> str:
+    """A variant test by its rows' numbers where both cells are rows of the table, else by its settings."""
+    first, second = (row_of.get(runs) for runs in found.runs)
+    if first is None or second is None:
+        return _variant_test_text(found, names)
+    where = length_label(found.key["context_length"]) if found.key.get("context_length") else ""
+    return f"{where}: #{first} vs #{second} ({method_label(found.method)}) {paired_text(found.test)}"
+
+
 def _variant_test_text(found: VariantTest, names: dict[str, str]) -> str:
     first, second = differing_settings(found)
     where = "".join(f"{length_label(found.key[k])}, " for k in ("context_length",) if found.key.get(k))
@@ -225,7 +234,7 @@ def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, 
                                  f"- {length_label(row.key['context_length'])}: #{row_of[runs[0]]} vs "
                                  f"#{row_of[runs[1]]} ({method_label(b)}) {paired_text(test)}")
     lines = [found[key] for key in sorted(found)]
-    lines += [f"- {_variant_test_text(test, names)}" for test in _variant_tests(table, variants)
+    lines += [f"- {_variant_test_line(test, row_of, names)}" for test in _variant_tests(table, variants)
               if test.test.gained + test.test.lost]
     if not lines:
         return []
