@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Issue 29's protocol on the GPU: the passkey rows' trainings at three seeds with their steps fixed, in chunks that
+# fit device calls, then evaluations on the validation split (for the choices) and, once, on the test split. In the
+# foreground of a device call, from the checkout root, after SmolLM2 is staged (scripts/gpu/README.md), with
+# HMTBENCH_GIT_COMMIT / HMTBENCH_GIT_DIRTY exported:
+#   bash scripts/gpu/protocol.sh train WORK CHAIN SEEDS MINUTES  CHAIN (hmt | rmt | full) at each of SEEDS (1,2,3)
+#                                                   side by side, each seed's levels in order within MINUTES: a level
+#                                                   at its steps is skipped, one stopped short resumed (--resume)
+#   bash scripts/gpu/protocol.sh eval WORK SPLIT LENGTHS RUN METHOD [FLAGS...]  eval-qa of RUN's last level (none:
+#                                                   untrained) on SPLIT, 125 passkeys a length (25 at each depth
+#                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/RUN-METHOD
+#   bash scripts/gpu/protocol.sh pack WORK OUT      records, logs and training logs in OUT/protocol.tgz; the last
+#                                                   finished final of each run matching PACK_RUN (a glob) in parts
+#   bash scripts/gpu/protocol.sh unpack WORK DIR    the parts of an earlier pack (carried in DIR) back under WORK
+# The chains (RUN = CHAIN-sSEED, its levels in WORK/runs/RUN-LEVEL) repeat the committed checkpoints' budgets:
+#   hmt   span (recipes/smollm2-135m-passkey-hmt-span.yaml, 70 steps: results/h200-retrieval-span/), long (8, 16 and
+#         32 segments at lr 5e-4, 35 steps: results/h200-long-curriculum/), long64 (32 and 64 segments, 15 steps:
+#         recipes/smollm2-135m-passkey-hmt-span-long.yaml)
+#   rmt   truncated (recipes/smollm2-135m-passkey-rmt-span-truncated.yaml, 490 steps: results/h200-rmt-multifact/)
+#   full  lora (recipes/smollm2-135m-passkey-full-lora.yaml, 120 steps: the hmt chain's)
+# Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
+# smoke's 0.05), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS (added to
+# every training started / evaluation). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
+set -uo pipefail
+step=$1 work=$2
+export HMTBENCH_MODEL_DIR=${MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+mkdir -p "$work/logs" "$work/results" "$work/runs"
+backbone=${BACKBONE:-smollm2-135m}
+
+levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the previous level's final
+  case $1 in
+  hmt) echo "span|70|--recipe recipes/smollm2-135m-passkey-hmt-span.yaml"
+       echo "long|35|--recipe recipes/smollm2-135m-passkey-hmt-span.yaml --init-from {prev} --curriculum 8,16,32 \
+--lr 5e-4 --set train.warmup_steps=5"
+       echo "long64|15|--recipe recipes/smollm2-135m-passkey-hmt-span-long.yaml --init-from {prev}" ;;
+  rmt) echo "truncated|490|--recipe recipes/smollm2-135m-passkey-rmt-span-truncated.yaml" ;;
+  full) echo "lora|120|--recipe recipes/smollm2-135m-passkey-full-lora.yaml" ;;
+  *) echo "unknown chain '$1': hmt | rmt | full" >&2; return 2 ;;
+  esac
+}
+
+final_of() {  # a level's run folder -> its final checkpoint folder, if any
+  find "$1" -path '*/final/checkpoint.json' 2>/dev/null | sort | tail -1 | xargs -r dirname
+}
+
+final_step() {  # a final checkpoint folder -> the step it holds (0 when none)
+  [ -n "$1" ] && python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$1/checkpoint.json" \
+    || echo 0
+}
+
+chain() {  # chain seed deadline: the seed's levels in order, each within the time left
+  local name=$1 seed=$2 deadline=$3 prev="" level steps flags run final left
+  while IFS='|' read -r level steps flags; do
+    steps=$(python3 -c "print(max(1, round($steps * ${STEPS_SCALE:-1})))")
+    run=$work/runs/$name-s$seed-$level
+    final=$(final_of "$run")
+    if [ "$(final_step "$final")" -ge "$steps" ]; then
+      echo "$name-s$seed-$level: done (step $steps)"; prev=$final; continue
+    fi
+    left=$((deadline - $(date +%s)))
+    if [ "$left" -lt 150 ]; then echo "$name-s$seed-$level: no time left (${left}s)"; return 0; fi
+    if [ -f "$run/config.yaml" ]; then
+      args=(--resume "$run")
+    else
+      # shellcheck disable=SC2206
+      args=(${flags//\{prev\}/$prev} --backbone "$backbone" --seed "$seed" --set "train.steps=$steps"
+            --output-dir "$run" --out "$work/results/train" ${TRAIN_FLAGS:-})  # a resumed run keeps its own
+    fi
+    timeout -k 5 $((left - 10)) ${PYTHON:-python3} -m hmtbench train "${args[@]}" \
+      --max-minutes "$(python3 -c "print(round(($left - 100) / 60, 2))")" >> "$work/logs/train-$name-s$seed.log" 2>&1
+    echo "$name-s$seed-$level: train exit $?"
+    final=$(final_of "$run")
+    if [ "$(final_step "$final")" -lt "$steps" ]; then
+      echo "$name-s$seed-$level: stopped at step $(final_step "$final") of $steps; the next chunk resumes it"; return 0
+    fi
+    prev=$final
+  done < <(levels "$name")
+}
+
+last_final() {  # RUN (CHAIN-sSEED) -> its last level's final, when that level reached its steps
+  local name=${1%-s*} level
+  level=$(levels "$name" | tail -1 | cut -d'|' -f1)
+  final_of "$work/runs/$1-$level"
+}
+
+case $step in
+train)
+  name=$3 seeds=$4 minutes=$5
+  levels "$name" > /dev/null || exit 2
+  deadline=$(( $(date +%s) + $(python3 -c "print(int($minutes * 60))") ))
+  for seed in ${seeds//,/ }; do
+    chain "$name" "$seed" "$deadline" > "$work/logs/chain-$name-s$seed.out" 2>&1 &
+  done
+  wait
+  for seed in ${seeds//,/ }; do cat "$work/logs/chain-$name-s$seed.out"; done
+  ledger=$work/results/train/ledger.csv  # absent where every level was carried in, done
+  [ ! -f "$ledger" ] || tail -n "$(( $(echo "${seeds//,/ }" | wc -w) + 1 ))" "$ledger" | cut -d, -f2-9 ;;
+eval)
+  split=$3 lengths=$4 run=$5 method=$6
+  checkpoint=()
+  if [ "$run" != none ]; then
+    final=$(last_final "$run")
+    [ -n "$final" ] || { echo "$run: no final checkpoint under $work/runs" >&2; exit 1; }
+    checkpoint=(--checkpoint "$final")
+  fi
+  task=${TASK:-passkey} limit=${LIMIT:-125} depth=()
+  [ "$task" = multi-fact ] || depth=(--depth "${DEPTHS:-0,0.25,0.5,0.75,1}")
+  log=$work/logs/eval-$split-$run-$method-${lengths//,/-}.log
+  # shellcheck disable=SC2086
+  timeout -k 5 "${EVAL_SECONDS:-400}" ${PYTHON:-python3} -m hmtbench eval-qa --task "$task" --split "$split" \
+    --backbone "$backbone" --method "$method" --segment-length 256 --limit "$limit" --batch-size "$limit" \
+    "${depth[@]}" --context-length "$lengths" "${checkpoint[@]}" "${@:7}" ${EVAL_FLAGS:-} \
+    --out "$work/results/$split/$task-$run-$method" > "$log" 2>&1; echo "eval exit $?"
+  grep -h "accuracy\|rror" "$log" | cut -c1-200 | tail -n 12 ;;
+pack)
+  out=$3
+  tar czf "$out/protocol.tgz" -C "$work" results logs $(cd "$work" && ls runs/*/*/log.jsonl 2>/dev/null)
+  for run in "$work"/runs/${PACK_RUN:-*}; do
+    final=$(final_of "$run")
+    [ -n "$final" ] || continue
+    tar czf - -C "$work" "${final#"$work"/}" | split -b 15M -d -a 1 - "$out/$(basename "$run")-final.tgz."
+  done
+  ls -la "$out" ;;
+unpack)
+  parts=$3
+  for name in $(ls "$parts" | sed -n 's/\.tgz\.[0-9]$//p' | sort -u); do
+    cat "$parts/$name".tgz.* | tar xzf - -C "$work"
+  done
+  find "$work/runs" -path '*/final/checkpoint.json' | sort ;;
+*)
+  echo "usage: bash scripts/gpu/protocol.sh train|eval|pack|unpack WORK ..." >&2
+  exit 2 ;;
+esac

@@ -1,0 +1,49 @@
+"""scripts/gpu/protocol.sh on a CPU with a random Llama: a chain level trains to its fixed steps, a second chunk
+skips it, its final travels through pack and unpack, and the evaluation reads it on the split it is given."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu" / "protocol.sh"
+
+
+def protocol(*args: str, **env: str) -> str:
+    settings = {**os.environ, "BACKBONE": "random:llama", "PYTHON": sys.executable, "STEPS_SCALE": "0.01",
+                "TRAIN_FLAGS": "--set train.batch_size=2", **env}
+    done = subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=settings, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_a_chain_trains_once_travels_and_is_evaluated(tmp_path: Path) -> None:
+    work, out, carried = tmp_path / "work", tmp_path / "out", tmp_path / "carried"
+    out.mkdir()
+    assert "rmt-s1-truncated: train exit 0" in protocol("train", str(work), "rmt", "1", "5")
+    final = work / "runs" / "rmt-s1-truncated" / "train" / "final"
+    assert json.loads((final / "checkpoint.json").read_text())["step"] == 5  # 490 steps x 0.01
+    assert "rmt-s1-truncated: done (step 5)" in protocol("train", str(work), "rmt", "1", "5")
+
+    protocol("pack", str(work), str(out), PACK_RUN="rmt-s1-*")
+    with tarfile.open(out / "protocol.tgz") as packed:
+        assert any(name.endswith(".parquet") for name in packed.getnames())  # the training record came back
+    assert "rmt-s1-truncated/train/final/checkpoint.json" in protocol("unpack", str(carried), str(out))
+    assert "rmt-s1-truncated: done (step 5)" in protocol("train", str(carried), "rmt", "1", "5")
+
+    assert "eval exit 0" in protocol("eval", str(carried), "validation", "1k", "rmt-s1", "rmt", LIMIT="2",
+                                     DEPTHS="0.5")
+    (record,) = (carried / "results" / "validation" / "passkey-rmt-s1-rmt").glob("*.parquet")
+    row = pd.read_parquet(record).iloc[0]
+    assert (row["split"], row["train_seed"], row["checkpoint"]) == ("validation", 1, str(final).replace(
+        str(work), str(carried)))
