@@ -8,7 +8,9 @@
 #                                                   at its steps is skipped, one stopped short resumed (--resume)
 #   bash scripts/gpu/protocol.sh eval WORK SPLIT LENGTHS RUN METHOD [FLAGS...]  eval-qa of RUN's last level (none:
 #                                                   untrained) on SPLIT, 125 passkeys a length (25 at each depth
-#                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/RUN-METHOD
+#                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/TASK-RUN-METHOD
+#                                                   (TASK-NAME with NAME set: one folder for a grid of choices, each
+#                                                   setting named by --name for scripts/pick_setting.py)
 #   bash scripts/gpu/protocol.sh pack WORK OUT      records, logs and training logs in OUT/protocol.tgz; the last
 #                                                   finished final of each run matching PACK_RUN (a glob) in parts
 #   bash scripts/gpu/protocol.sh unpack WORK DIR    the parts of an earlier pack (carried in DIR) back under WORK
@@ -110,7 +112,7 @@ eval)
   timeout -k 5 "${EVAL_SECONDS:-400}" ${PYTHON:-python3} -m hmtbench eval-qa --task "$task" --split "$split" \
     --backbone "$backbone" --method "$method" --segment-length 256 --limit "$limit" --batch-size "$limit" \
     "${depth[@]}" --context-length "$lengths" "${checkpoint[@]}" "${@:7}" ${EVAL_FLAGS:-} \
-    --out "$work/results/$split/$task-$run-$method" > "$log" 2>&1; echo "eval exit $?"
+    --out "$work/results/$split/$task-${NAME:-$run-$method}" > "$log" 2>&1; echo "eval exit $?"
   grep -h "accuracy\|rror" "$log" | cut -c1-200 | tail -n 12 ;;
 pack)
   out=$3
