@@ -64,7 +64,7 @@ class VariantTest:
     first: dict[str, Any]  # the method's settings in each row
     second: dict[str, Any]
     test: PairedTest | BootstrapTest
-    runs: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # each cell's run ids (a report names its table row)
+    runs: tuple[tuple[str, ...], tuple[str, ...]]  # each cell's run ids (a report names its table rows by them)
 
 
 @dataclass
