@@ -40,6 +40,7 @@ WARMUP_CALLS = 2  # eager calls on a side stream before a capture (compilation, 
 
 _compiled_blocks: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _compiled_nll: list[Callable[..., Tensor]] = []
+_compiled_parts: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def accelerate(method: SegmentMethod, options: EngineOptions) -> SegmentMethod | GraphedMethod:
@@ -47,6 +48,8 @@ def accelerate(method: SegmentMethod, options: EngineOptions) -> SegmentMethod |
     if options.compile:
         compile_blocks(method.backbone)
         method.chunk_nll = compiled_chunk_nll()
+        for part in method.compiled_parts:
+            setattr(method, part, compiled_part(getattr(type(method), part)))
     return GraphedMethod(method) if options.cuda_graphs else method
 
 
@@ -82,6 +85,15 @@ def compiled_chunk_nll() -> Callable[..., Tensor]:
         _allow_recompiles()
         _compiled_nll.append(torch.compile(chunk_nll))
     return _compiled_nll[0]
+
+
+def compiled_part(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a method's ``compiled_parts`` function) through torch.compile, once per function: every layer and
+    every instance share its compilation, guarded on shapes only."""
+    if fn not in _compiled_parts:
+        _allow_recompiles()
+        _compiled_parts[fn] = torch.compile(fn)
+    return _compiled_parts[fn]
 
 
 def _allow_recompiles(limit: int = 64) -> None:

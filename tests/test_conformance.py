@@ -333,3 +333,5 @@ def test_a_method_whose_capabilities_lie_fails_the_checks(llama: torch.nn.Module
         check_layout(Miscounted(llama, Miscounted.config_class(), L).eval())
     with pytest.raises(TypeError, match="per_layer but does not define read_layer"):
         type("Hookless", (RMT,), {"per_layer": True})
+    with pytest.raises(TypeError, match="names 'next_state', which is not a static method"):
+        type("Uncompilable", (RMT,), {"compiled_parts": ("next_state",)})  # it reads self: no shared compilation

@@ -100,6 +100,7 @@ class ARMT(SegmentMethod):
     config_class = ARMTConfig
     read_slot = False
     per_layer = True
+    compiled_parts = ("layer_read", "memory_write")
     record_schema = (Column("key_dim", "Int64", "ARMT: d_key, width of the associative keys before DPFP "
                                                 "(D = 6 d_key features per layer; null otherwise)"),)
 
@@ -144,19 +145,32 @@ class ARMT(SegmentMethod):
 
     def read_layer(self, state: ARMTState, layer: int, hidden: Tensor) -> Tensor:
         """Block ``layer``'s input plus its associative read, at every position (B, T, d)."""
-        weight, exact = self.query[layer], state.matrices.dtype  # the state's fp32
-        features = dpfp(F.linear(hidden.to(weight.dtype), weight).to(exact))  # (B, T, D)
-        read = associative_read(state.matrices[:, layer], state.normalizers[:, layer], features)
-        return hidden + read.to(hidden.dtype)
+        return self.layer_read(hidden, self.query[layer], state.matrices[:, layer], state.normalizers[:, layer])
+
+    @staticmethod
+    def layer_read(hidden: Tensor, query: Tensor, matrix: Tensor, normalizer: Tensor) -> Tensor:
+        """``hidden`` (B, T, d) plus its read of one layer's matrix (B, D, d) and normaliser (B, D), through that
+        layer's W_q (d_key, d); the features and the read in the state's fp32."""
+        exact = matrix.dtype
+        features = dpfp(F.linear(hidden.to(query.dtype), query).to(exact))  # (B, T, D)
+        return hidden + associative_read(matrix, normalizer, features).to(hidden.dtype)
 
     def next_state(
         self, state: ARMTState, written: Tensor | None, segment_ids: Tensor, side: Tensor | None = None,
         layers: Tensor | None = None,
     ) -> ARMTState:
         """Every layer's matrix after the delta-rule write of its block's output at the m memory positions."""
-        outputs, exact = layers.to(self.key.dtype), state.matrices.dtype  # (B, n_layers, m, d); the state's fp32
-        keys = dpfp(torch.einsum("blmd,lkd->blmk", outputs, self.key).to(exact))
-        values = torch.einsum("blmd,led->blme", outputs, self.value).to(exact)
-        gates = torch.sigmoid(torch.einsum("blmd,ld->blm", outputs, self.gate) + self.gate_bias[:, None]).to(exact)
-        matrices, normalizers = associative_write(state.matrices, state.normalizers, keys, values, gates)
+        matrices, normalizers = self.memory_write(state.matrices, state.normalizers, layers, self.key, self.value,
+                                                  self.gate, self.gate_bias)
         return ARMTState(state.batch_size, matrices=matrices, normalizers=normalizers)
+
+    @staticmethod
+    def memory_write(matrices: Tensor, normalizers: Tensor, layers: Tensor, key: Tensor, value: Tensor, gate: Tensor,
+                     gate_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """Every layer's (matrix, normaliser) after writing ``layers`` (B, n_layers, m, d), the blocks' outputs at
+        the memory positions, through the stacked W_k, W_v and gates; keys, values and gates in the state's fp32."""
+        outputs, exact = layers.to(key.dtype), matrices.dtype
+        keys = dpfp(torch.einsum("blmd,lkd->blmk", outputs, key).to(exact))
+        values = torch.einsum("blmd,led->blme", outputs, value).to(exact)
+        gates = torch.sigmoid(torch.einsum("blmd,ld->blm", outputs, gate) + gate_bias[:, None]).to(exact)
+        return associative_write(matrices, normalizers, keys, values, gates)

@@ -106,6 +106,9 @@ class SegmentMethod(SegmentSteps, nn.Module, metaclass=abc.ABCMeta):
     per_layer: ClassVar[bool] = False
     # Record columns this method's ``record_columns`` adds beyond the shared schema (hmtbench.results.schema).
     record_schema: ClassVar[tuple[Column, ...]] = ()
+    # Static methods of tensors only (no layer index, no self) that --compile compiles, once for every layer and
+    # every instance (hmtbench.fastpath): a method's own arithmetic outside the backbone's compiled blocks.
+    compiled_parts: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A method's name is declared once, on its class: its config takes it from there."""
@@ -118,6 +121,9 @@ class SegmentMethod(SegmentSteps, nn.Module, metaclass=abc.ABCMeta):
             config.name = cls.name
         if cls.per_layer and cls.read_layer is SegmentMethod.read_layer:
             raise TypeError(f"{cls.__name__} declares per_layer but does not define read_layer")
+        for part in cls.compiled_parts:
+            if not isinstance(inspect.getattr_static(cls, part, None), staticmethod):
+                raise TypeError(f"{cls.__name__}.compiled_parts names '{part}', which is not a static method of it")
 
     def __init__(self, backbone: nn.Module, config: MethodConfig, segment_length: int) -> None:
         super().__init__()
