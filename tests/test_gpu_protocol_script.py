@@ -17,13 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu" / "protocol.sh"
 
 
-def protocol(*args: str, **env: str) -> str:
+def protocol(*args: str, code: int = 0, **env: str) -> str:
     settings = {**os.environ, "BACKBONE": "random:llama", "PYTHON": sys.executable, "STEPS_SCALE": "0.01",
                 "TRAIN_FLAGS": "--set train.batch_size=2", **env}
     done = subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=settings, capture_output=True, text=True,
                           timeout=600)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    assert done.returncode == code, done.stderr
+    return done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -41,6 +41,8 @@ def test_a_chain_trains_once_travels_and_is_evaluated(tmp_path: Path) -> None:
     assert "rmt-s1-truncated/train/final/checkpoint.json" in protocol("unpack", str(carried), str(out))
     assert "rmt-s1-truncated: done (step 5)" in protocol("train", str(carried), "rmt", "1", "5")
 
+    assert "has not reached its steps" in protocol("eval", str(carried), "validation", "1k", "rmt-s1", "rmt",
+                                                   code=1, STEPS_SCALE="0.02")  # 10 steps asked, 5 trained
     assert "eval exit 0" in protocol("eval", str(carried), "validation", "1k", "rmt-s1", "rmt", LIMIT="2",
                                      DEPTHS="0.5")
     (record,) = (carried / "results" / "validation" / "passkey-rmt-s1-rmt").glob("*.parquet")

@@ -53,7 +53,7 @@ final_step() {  # a final checkpoint folder -> the step it holds (0 when none)
 chain() {  # chain seed deadline: the seed's levels in order, each within the time left
   local name=$1 seed=$2 deadline=$3 prev="" level steps flags run final left
   while IFS='|' read -r level steps flags; do
-    steps=$(python3 -c "print(max(1, round($steps * ${STEPS_SCALE:-1})))")
+    steps=$(scaled "$steps")
     run=$work/runs/$name-s$seed-$level
     final=$(final_of "$run")
     if [ "$(final_step "$final")" -ge "$steps" ]; then
@@ -79,10 +79,15 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
   done < <(levels "$name")
 }
 
+scaled() {  # a level's steps under STEPS_SCALE
+  python3 -c "print(max(1, round($1 * ${STEPS_SCALE:-1})))"
+}
+
 last_final() {  # RUN (CHAIN-sSEED) -> its last level's final, when that level reached its steps
-  local name=${1%-s*} level
-  level=$(levels "$name" | tail -1 | cut -d'|' -f1)
-  final_of "$work/runs/$1-$level"
+  local name=${1%-s*} level steps final
+  IFS='|' read -r level steps _ < <(levels "$name" | tail -1)
+  final=$(final_of "$work/runs/$1-$level")
+  [ "$(final_step "$final")" -ge "$(scaled "$steps")" ] && echo "$final"
 }
 
 case $step in
@@ -102,7 +107,7 @@ eval)
   checkpoint=()
   if [ "$run" != none ]; then
     final=$(last_final "$run")
-    [ -n "$final" ] || { echo "$run: no final checkpoint under $work/runs" >&2; exit 1; }
+    [ -n "$final" ] || { echo "$run: its last level has not reached its steps under $work/runs" >&2; exit 1; }
     checkpoint=(--checkpoint "$final")
   fi
   task=${TASK:-passkey} limit=${LIMIT:-125} depth=()
