@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -110,3 +113,12 @@ def exercised(method):
                 values = torch.randn(param.shape, generator=generator) / param.shape[-1] ** 0.5
                 param.copy_(values.to(param.dtype))
     return method
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

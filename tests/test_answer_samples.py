@@ -13,6 +13,7 @@ from hmtbench.answer_layout import ANSWER_ROOM, answer_layout_segments
 from hmtbench.backbones.tiny import byte_tokenizer
 from hmtbench.errors import HmtbenchError
 from hmtbench.training.config import CurriculumSettings
+from tests.conftest import load_script
 
 
 def test_generated_training_samples_span_the_level_and_never_repeat_evaluation(tmp_path: Path) -> None:
@@ -146,12 +147,7 @@ def test_needles_earlier_with_segments_shorter_than_the_shortest_prompt_still_dr
 
 def test_the_memory_oracle_takes_the_positions_that_hold_the_key() -> None:
     """scripts/memory_oracle.py fills the read slot from these positions: the key's digits must sit in them."""
-    import importlib.util
-
-    script = Path(__file__).parents[1] / "scripts" / "memory_oracle.py"
-    spec = importlib.util.spec_from_file_location("memory_oracle", script)
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
+    oracle = load_script("memory_oracle")
     from hmtbench.training.answers import AnswerSampler
 
     tokenizer, size, m = byte_tokenizer(), 200, 16

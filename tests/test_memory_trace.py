@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from hmtbench.backbones.tiny import byte_tokenizer
 from hmtbench.engine import segment_batch
-from tests.conftest import build_method, random_documents
+from tests.conftest import build_method, load_script, random_documents
 from tests.test_rmt import run_segments
 from tests.test_span_write import one_hot_weights
 
 
 def load_trace():
-    script = Path(__file__).parents[1] / "scripts" / "memory_trace.py"
-    spec = importlib.util.spec_from_file_location("memory_trace", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("memory_trace")
 
 
 def test_the_trace_names_the_span_each_write_embedded_and_the_cache_holds_it(llama: torch.nn.Module) -> None:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-
-def load_script():
-    script = Path(__file__).parents[1] / "scripts" / "needle_position.py"
-    spec = importlib.util.spec_from_file_location("needle_position", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def write_predictions(folder: Path, samples: list[dict]) -> None:
@@ -28,7 +21,7 @@ def test_keys_are_counted_in_segments_before_and_after_them(tmp_path: Path) -> N
     10 back (1 segment before it); an older record's key starting at 95 is 1 back (10 before it)."""
     write_predictions(tmp_path / "seed1", [(0.0, 1.0, {"needle_ends": [6]}), (1.0, 0.0, {"needle_starts": [95]})])
     write_predictions(tmp_path / "seed2", [(0.0, 0.0, {"needle_ends": [6]}), (1.0, 1.0, {"needle_starts": [95]})])
-    rows = load_script().needle_rows([tmp_path / "seed1", tmp_path / "seed2"], text_tokens=10)
+    rows = load_script("needle_position").needle_rows([tmp_path / "seed1", tmp_path / "seed2"], text_tokens=10)
     assert rows == [
         {"context": 100, "depth": 0.0, "before": (1, 1), "after": (10, 10), "exact": 1, "samples": 2},
         {"context": 100, "depth": 1.0, "before": (10, 10), "after": (1, 1), "exact": 1, "samples": 2}]
