@@ -352,3 +352,19 @@ def test_rows_name_each_methods_training_tokens_and_a_note_flags_unequal_budgets
     write_run(tmp_path / "equal", "rmt", accuracy=0.1, checkpoint="a", train_tokens=4_000)
     write_run(tmp_path / "equal", "hmt", accuracy=0.9, checkpoint="b", train_tokens=4_000)
     assert table_for(tmp_path / "equal", "accuracy").notes == []
+
+
+def test_checkpoints_kept_apart_name_their_training_seeds(tmp_path: Path) -> None:
+    """Three HMT checkpoints of unequal budgets (so not one recipe at three seeds): the rows they split into name
+    each training seed beside the checkpoint; two checkpoints of one seed leave the seed out."""
+    for seed, sha, steps in [(1, "aaaa", 100), (2, "bbbb", 90), (3, "cccc", 100)]:
+        write_run(tmp_path / "seeds", "hmt", ppl=10.0 + seed, checkpoint=f"/runs/{sha}/final", train_mode="lora",
+                  checkpoint_sha256=sha * 16, train_seed=seed, train_recipe=f"recipe-{steps}-{seed}")
+    for sha in ("dddd", "eeee"):
+        write_run(tmp_path / "one-seed", "hmt", ppl=12.0, checkpoint=f"/runs/{sha}/final", train_mode="lora",
+                  checkpoint_sha256=sha * 16, train_seed=7, train_recipe=f"recipe-{sha}")
+    variants = [row.key["variant"] for row in build(load_results([tmp_path / "seeds"], warn=lambda m: None),
+                                                   "ppl").rows]
+    assert [v.split("train_seed=")[1] for v in variants] == ["1", "2", "3"]
+    single = build(load_results([tmp_path / "one-seed"], warn=lambda m: None), "ppl").rows
+    assert len(single) == 2 and all("train_seed" not in row.key["variant"] for row in single)

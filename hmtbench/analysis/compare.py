@@ -312,6 +312,8 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
                    and any(settings[s] not in NAMED_DEPARTURES[s] for settings, _ in clusters)]
         options[method] = [_Variant({s: settings[s] for s in differ + departs}, cluster, settings)
                            for settings, cluster in clusters]
+        if "checkpoint" in differ:
+            _name_training_seeds(options[method])
         if differ:
             notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
                          "not averaged")
@@ -322,6 +324,16 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
         rows.append(({n: v.differs for n, v in picked.items()}, {n: v.full for n, v in picked.items()},
                      {n: v.runs for n, v in picked.items()}))
     return rows
+
+
+def _name_training_seeds(variants: list[_Variant]) -> None:
+    """Checkpoints kept apart (their recipes differ: another step count, say) that were trained at different seeds
+    name their seed beside what else keeps them apart, so a reader can tell which training run each row is."""
+    seeds = [{plain(v) for v in variant.runs["train_seed"]} - {None} if "train_seed" in variant.runs else set()
+             for variant in variants]
+    if all(len(found) == 1 for found in seeds) and len(set().union(*seeds)) > 1:
+        for variant, (seed,) in zip(variants, seeds, strict=True):
+            variant.differs["train_seed"] = seed
 
 
 def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tuple[int, ...]]:
