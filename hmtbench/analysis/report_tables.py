@@ -175,13 +175,18 @@ def _key_key(key: dict[str, Any]) -> tuple:
     return ("key", *sorted((k, str(v)) for k, v in key.items()))
 
 
+def _numbered_test(length: Any, first: int, second: int, method: str, test: Any) -> str:
+    """'4k: #2 vs #1 (plain) +15 / -0 of 100, p = ...': a paired test between two numbered rows of a table."""
+    where = length_label(length) if length else ""
+    return f"{where}: #{first} vs #{second} ({method_label(method)}) {paired_text(test)}"
+
+
 def _variant_test_line(found: VariantTest, row_of: dict[tuple, int], names: dict[str, str]) -> str:
     """A variant test by its rows' numbers where both cells are rows of the table, else by its settings."""
     first, second = (row_of.get(runs) for runs in found.runs)
     if first is None or second is None:
         return _variant_test_text(found, names)
-    where = length_label(found.key["context_length"]) if found.key.get("context_length") else ""
-    return f"{where}: #{first} vs #{second} ({method_label(found.method)}) {paired_text(found.test)}"
+    return _numbered_test(found.key.get("context_length"), first, second, found.method, found.test)
 
 
 def _variant_test_text(found: VariantTest, names: dict[str, str]) -> str:
@@ -231,8 +236,8 @@ def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, 
             runs = (tuple(row.cells[a].runs), tuple(row.cells[b].runs))
             if b == BASELINE and test.gained + test.lost and runs[0] in row_of and runs[1] in row_of:
                 found.setdefault((row.key["context_length"], row_of[runs[0]]),
-                                 f"- {length_label(row.key['context_length'])}: #{row_of[runs[0]]} vs "
-                                 f"#{row_of[runs[1]]} ({method_label(b)}) {paired_text(test)}")
+                                 "- " + _numbered_test(row.key["context_length"], row_of[runs[0]], row_of[runs[1]],
+                                                       b, test))
     lines = [found[key] for key in sorted(found)]
     lines += [f"- {_variant_test_line(test, row_of, names)}" for test in _variant_tests(table, variants)
               if test.test.gained + test.test.lost]
