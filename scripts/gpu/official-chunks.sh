@@ -24,6 +24,7 @@
 set -euo pipefail
 step=$1
 export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+source scripts/gpu/parts.sh
 SHAPE=(--backbone smollm2-135m --method rmt --memory-tokens 10 --segment-length 512)
 
 case $step in
@@ -90,15 +91,11 @@ PY
 )" "$run/config.yaml" "$run"/*/log.jsonl logs results)
   fi
   mkdir -p "$out"
-  tar czf "/tmp/$name.tgz" "${keep[@]}"
-  split -b 15M -d -a 1 "/tmp/$name.tgz" "$out/$name.tgz."
+  pack_parts "$out" "$name" "${keep[@]}"
   ls -la "$out" ;;
 unpack)
   parts=$2 work=$3
-  mkdir -p "$work"
-  for name in $(ls "$parts" | sed -n 's/\.tgz\.[0-9]$//p' | sort -u); do
-    cat "$parts/$name".tgz.* | tar xzf - -C "$work"
-  done
+  unpack_parts "$parts" "$work"
   find "$work/runs" -maxdepth 4 -name checkpoint.json | sort ;;
 eval)
   work=$2 method=$3 stage=$4 lengths=$5

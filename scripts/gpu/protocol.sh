@@ -28,6 +28,7 @@ step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 mkdir -p "$work/logs" "$work/results" "$work/runs"
 backbone=${BACKBONE:-smollm2-135m}
+source scripts/gpu/parts.sh
 
 levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the previous level's final
   case $1 in
@@ -120,19 +121,16 @@ eval)
     --out "$work/results/$split/$task-${NAME:-$run-$method}" > "$log" 2>&1; echo "eval exit $?"
   grep -h "accuracy\|rror" "$log" | cut -c1-200 | tail -n 12 ;;
 pack)
-  out=$3
+  out=$(cd "$3" && pwd)  # absolute: the parts are written from inside WORK
   tar czf "$out/protocol.tgz" -C "$work" results logs $(cd "$work" && ls runs/*/*/log.jsonl 2>/dev/null)
   for run in "$work"/runs/${PACK_RUN:-*}; do
     final=$(final_of "$run")
     [ -n "$final" ] || continue
-    tar czf - -C "$work" "${final#"$work"/}" | split -b 15M -d -a 1 - "$out/$(basename "$run")-final.tgz."
+    (cd "$work" && pack_parts "$out" "$(basename "$run")-final" "${final#"$work"/}")
   done
   ls -la "$out" ;;
 unpack)
-  parts=$3
-  for name in $(ls "$parts" | sed -n 's/\.tgz\.[0-9]$//p' | sort -u); do
-    cat "$parts/$name".tgz.* | tar xzf - -C "$work"
-  done
+  unpack_parts "$3" "$work"
   find "$work/runs" -path '*/final/checkpoint.json' | sort ;;
 *)
   echo "usage: bash scripts/gpu/protocol.sh train|eval|pack|unpack WORK ..." >&2
