@@ -21,8 +21,9 @@
 #   rmt   truncated (recipes/smollm2-135m-passkey-rmt-span-truncated.yaml, 490 steps: results/h200-rmt-multifact/)
 #   full  lora (recipes/smollm2-135m-passkey-full-lora.yaml, 120 steps: the hmt chain's)
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
-# smoke's 0.05), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS (added to
-# every training started / evaluation). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
+# smoke's 0.05), STOP_AFTER (the level a chunk ends its chains with: finals travel between sessions, a level's
+# resumable state does not), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
+# (added to every training started / evaluation). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
 set -uo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -58,7 +59,9 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
     run=$work/runs/$name-s$seed-$level
     final=$(final_of "$run")
     if [ "$(final_step "$final")" -ge "$steps" ]; then
-      echo "$name-s$seed-$level: done (step $steps)"; prev=$final; continue
+      echo "$name-s$seed-$level: done (step $steps)"; prev=$final
+      if [ "$level" = "${STOP_AFTER:-}" ]; then return 0; fi
+      continue
     fi
     left=$((deadline - $(date +%s)))
     if [ "$left" -lt 150 ]; then echo "$name-s$seed-$level: no time left (${left}s)"; return 0; fi
@@ -77,6 +80,7 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
       echo "$name-s$seed-$level: stopped at step $(final_step "$final") of $steps; the next chunk resumes it"; return 0
     fi
     prev=$final
+    if [ "$level" = "${STOP_AFTER:-}" ]; then echo "$name-s$seed: stops after $level (STOP_AFTER)"; return 0; fi
   done < <(levels "$name")
 }
 
