@@ -69,4 +69,6 @@ def main(folder: str, out: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: python scripts/training_curves.py LOG_FOLDER OUT.png\n{__doc__}")
     main(*sys.argv[1:3])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -49,3 +50,16 @@ def test_a_chain_trains_once_travels_and_is_evaluated(tmp_path: Path) -> None:
     row = pd.read_parquet(record).iloc[0]
     assert (row["split"], row["train_seed"], row["checkpoint"]) == ("validation", 1, str(final).replace(
         str(work), str(carried)))
+
+
+@pytest.mark.slow
+def test_a_chunk_stops_after_a_level_and_a_carried_level_skips_those_before_it(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    log = protocol("train", str(work), "hmt", "1", "5", STOP_AFTER="long")
+    assert "hmt-s1-long: train exit 0" in log and "hmt-s1: stops after long (STOP_AFTER)" in log
+    assert not (work / "runs" / "hmt-s1-long64").exists()
+
+    shutil.rmtree(work / "runs" / "hmt-s1-span")  # a carried chain brings the last level's final only
+    log = protocol("train", str(work), "hmt", "1", "5", STOP_AFTER="long")
+    assert "hmt-s1-span: done" in log and "hmt-s1-long: done" in log and "train exit" not in log
+    assert not (work / "runs" / "hmt-s1-span").exists()

@@ -52,13 +52,24 @@ final_step() {  # a final checkpoint folder -> the step it holds (0 when none)
     || echo 0
 }
 
+done_from() {  # chain seed -> the index of its last level whose final holds its steps (-1: none); the levels
+  local i=0 last=-1 level steps  # before it need not be there (a carried chain brings its last final only)
+  while IFS='|' read -r level steps _; do
+    [ "$(final_step "$(final_of "$work/runs/$1-s$2-$level")")" -lt "$(scaled "$steps")" ] || last=$i
+    i=$((i + 1))
+  done < <(levels "$1")
+  echo "$last"
+}
+
 chain() {  # chain seed deadline: the seed's levels in order, each within the time left
-  local name=$1 seed=$2 deadline=$3 prev="" level steps flags run final left
+  local name=$1 seed=$2 deadline=$3 prev="" level steps flags run final left i=-1 last
+  last=$(done_from "$name" "$seed")
   while IFS='|' read -r level steps flags; do
+    i=$((i + 1))
     steps=$(scaled "$steps")
     run=$work/runs/$name-s$seed-$level
     final=$(final_of "$run")
-    if [ "$(final_step "$final")" -ge "$steps" ]; then
+    if [ "$i" -le "$last" ]; then
       echo "$name-s$seed-$level: done (step $steps)"; prev=$final
       if [ "$level" = "${STOP_AFTER:-}" ]; then return 0; fi
       continue
@@ -117,7 +128,7 @@ eval)
   fi
   task=${TASK:-passkey} limit=${LIMIT:-125} depth=()
   [ "$task" = multi-fact ] || depth=(--depth "${DEPTHS:-0,0.25,0.5,0.75,1}")
-  log=$work/logs/eval-$split-$run-$method-${lengths//,/-}.log
+  log=$work/logs/eval-$split-$run-$method-${lengths//,/-}-$(date +%H%M%S).log  # one per evaluation of a grid
   # shellcheck disable=SC2086
   timeout -k 5 "${EVAL_SECONDS:-400}" ${PYTHON:-python3} -m hmtbench eval-qa --task "$task" --split "$split" \
     --backbone "$backbone" --method "$method" --segment-length 256 --limit "$limit" --batch-size "$limit" \
