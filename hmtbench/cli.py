@@ -18,6 +18,7 @@ from hmtbench.benchmark.config import BenchConfig, bench_config
 from hmtbench.commands.flags import settings_command
 from hmtbench.commands.options import (
     FiguresOut,
+    Grid,
     IncludeFailed,
     OnlyBackbones,
     OnlyDatasets,
@@ -86,7 +87,7 @@ def command_line() -> list[str]:
     EvalConfig, *RUN, "data.dataset", "data.split", "data.test_length", "data.max_docs", "protocol", "max_windows",
     "batch_size", "checkpoint", *ENGINE, "selected_on"))
 @friendly_errors
-def eval_ppl(ctx: typer.Context, recipe: Recipe = None, set_: Sets = None) -> None:
+def eval_ppl(ctx: typer.Context, recipe: Recipe = None, set_: Sets = None, grid: Grid = None) -> None:
     """Perplexity of each method on long documents, under identical segment settings.
 
     Each method writes one parquet record into --out; a comparison table closes the run. Every flag is
@@ -101,13 +102,15 @@ def eval_ppl(ctx: typer.Context, recipe: Recipe = None, set_: Sets = None) -> No
 
         hmtbench eval-ppl --recipe recipes/smollm2-135m-stdlib-hmt.yaml --set method.sensory_tokens=16
 
+        hmtbench eval-ppl --method hmt --checkpoint C --split validation --grid method.recall_context=100,400
+
         hmtbench eval-ppl --backbone random:llama --dataset notes.txt --segment-length 64 --test-length 512
     """
     settings = given(ctx, "eval-ppl", recipe, set_)
     from hmtbench.commands.eval_ppl import run_eval_ppl
     from hmtbench.commands.summary import print_method_table
 
-    rows = run_eval_ppl(eval_configs(settings), command_line())
+    rows = run_eval_ppl(eval_configs(settings, grid), command_line())
     print_method_table(rows)
     for row in rows:
         typer.echo(f"wrote {row['path']}")
@@ -123,6 +126,7 @@ def eval_qa(
                                      "multi-fact hides one fact at each.")] = None,
     resume: Annotated[bool, opt("Continue an interrupted evaluation with the same settings in --out: the batches it "
                                 "scored are kept, the rest run.")] = False,
+    grid: Grid = None,
 ) -> None:
     """Long-context QA through the memory: answer perplexity and greedy answers (ROUGE-L, F1, EM, accuracy).
 
@@ -138,11 +142,14 @@ def eval_qa(
         hmtbench eval-qa --task passkey-unseen-b --split validation --context-length 1k,4k --method hmt --checkpoint C
 
         hmtbench eval-qa --task narrativeqa --data LongBench/data.zip --context-length 8000 --limit 50
+
+        hmtbench eval-qa --split validation --context-length 64k --checkpoint C --grid method.recall_choice=soft,hard
+        --grid method.recall_context=100,1000,6000
     """
     from hmtbench.commands.eval_qa import parse_depths, print_qa_table, run_eval_qa
 
     settings = given(ctx, "eval-qa", recipe, set_, {"depths": parse_depths(depth)} if depth is not None else None)
-    rows = run_eval_qa(qa_configs(settings), command_line(), resume=resume)
+    rows = run_eval_qa(qa_configs(settings, grid), command_line(), resume=resume)
     print_qa_table(rows)
     for row in rows:
         typer.echo(f"wrote {row['path']} and {row['predictions_file']}")

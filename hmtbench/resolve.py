@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from hmtbench.config import from_dict, method_config
+from hmtbench.config import apply_override, from_dict, method_config
 from hmtbench.errors import HmtbenchError, did_you_mean, unknown_choice
 from hmtbench.methods import config_class, method_class
 from hmtbench.methods import method_names as registered_methods
@@ -131,3 +132,48 @@ def names_per_method(text: str | None, methods: Sequence[str]) -> dict[str, str 
         raise HmtbenchError(f"--name takes one name per --method, comma-separated in its order ({len(methods)}: "
                             f"{', '.join(methods)}); got '{text}'")
     return dict(zip(methods, names, strict=True))
+
+
+
+
+def grid_points(given: dict[str, Any], grid: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``--grid KEY=V1,V2`` (repeatable) as (name, settings) per combination, in the order the axes were given: the
+    name joins the values (``--grid method.recall_choice=soft,hard --grid method.recall_context=100,6000``: soft-100,
+    soft-6000, hard-100, hard-6000), the name ``scripts/pick_setting.py`` reports back."""
+    axes: dict[str, list[str]] = {}
+    for assignment in grid:
+        key, _, raw = assignment.partition("=")
+        key = key.strip()
+        values = [part.strip() for part in raw.split(",") if part.strip()]
+        if not values:
+            raise HmtbenchError(f"--grid expects KEY=VALUE,VALUE..., got '{assignment}'")
+        if not key.startswith("method.") or key == "method.name":
+            raise HmtbenchError(f"--grid varies a method's settings (method.KEY), not '{key}': every other setting "
+                                "is shared by the runs of one process (samples, documents, checkpoint); run apart")
+        if key in axes:
+            raise HmtbenchError(f"--grid names {key} twice: give its values in one --grid {key}=V1,V2")
+        axes[key] = values
+    points = []
+    for combination in itertools.product(*axes.values()):
+        settings = copy.deepcopy(given)
+        for key, value in zip(axes, combination, strict=True):
+            apply_override(settings, f"{key}={value}")
+        points.append(("-".join(combination), settings))
+    return points
+
+
+def gridded(given: dict[str, Any], grid: Sequence[str] | None, configs_for: Callable[[dict[str, Any]], list[T]]
+            ) -> list[T]:
+    """``configs_for(given)``, named (``named_runs``); with ``grid``, that for every grid point, each named by its
+    values, all of one method."""
+    if not grid:
+        return named_runs(configs_for(given))
+    if given.get("name") is not None:
+        raise HmtbenchError("--grid names each run by its values (soft-100, ...): drop --name")
+    configs: list[T] = []
+    for name, settings in grid_points(given, grid):
+        point = named_runs(configs_for(settings))
+        if len({c.method.name for c in point}) > 1:
+            raise HmtbenchError("--grid varies one method's settings: give one --method")
+        configs += [dataclasses.replace(c, name=name) for c in point]
+    return configs

@@ -1,6 +1,10 @@
 """Pick one setting from validation records by a rule fixed before they are read: the run name with the most right
-answers at depth below one, summed over every record (length) of that name; a tie goes to the default, else to the
-first name in sorted order.
+answers at depth below one, summed over every record (length, training seed) of that name; a tie goes to the
+default, else to the first name in sorted order.
+
+Every name must have been run on the same cells (checkpoint and samples): a name missing one would be judged on
+fewer seeds or lengths, so an incomplete grid is refused with the cells it lacks. A record repeated on the same cell
+(the same evaluation run again) counts once: the first written.
 
     python scripts/pick_setting.py results/cpu-bm25-passkey/validation --default bm25-k3-q32 --metric exact_match
 
@@ -19,14 +23,20 @@ from hmtbench.analysis.load import deep_counts
 
 
 def right_per_name(folder: Path, metric: str) -> dict[str, tuple[int, int]]:
-    """{run name: (right answers, samples)} at needle depths below one, summed over the records in ``folder``."""
-    counts: dict[str, tuple[int, int]] = {}
-    for path in sorted(folder.glob("*.parquet")):
+    """{run name: (right answers, samples)} at needle depths below one, summed over the cells of ``folder``'s
+    records; refused (SystemExit) when the names were not all run on the same cells."""
+    cells: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
+    for path in sorted(folder.glob("*.parquet")):  # run ids start with their time: the first written first
         record = pd.read_parquet(path).iloc[0]
-        right, total = deep_counts(record["by_depth"], metric) or (0, 0)
-        before = counts.get(record["name"], (0, 0))
-        counts[record["name"]] = (before[0] + right, before[1] + total)
-    return counts
+        cell = (str(record.get("checkpoint_sha256")), str(record["data_sha256"]))
+        cells.setdefault(record["name"], {}).setdefault(cell, deep_counts(record["by_depth"], metric) or (0, 0))
+    everywhere = set().union(*(set(own) for own in cells.values())) if cells else set()
+    lacking = {name: len(everywhere - set(own)) for name, own in cells.items() if set(own) != everywhere}
+    if lacking:
+        sys.exit(f"the grid in {folder} is incomplete: " + ", ".join(
+            f"{name} lacks {n} of the {len(everywhere)} cells (checkpoint, samples)" for name, n in
+            sorted(lacking.items())) + "; run every setting on every cell before picking")
+    return {name: (sum(r for r, _ in own.values()), sum(t for _, t in own.values())) for name, own in cells.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

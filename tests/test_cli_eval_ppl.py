@@ -267,3 +267,16 @@ def test_eval_ppl_paper_protocol_on_the_cli(corpus_dir: Path, tmp_path: Path) ->
         assert row["tokens_scored"] == 6 * s == sum(row["segment_tokens"])
         assert row["ppl"] == pytest.approx(math.exp(row["nll_mean"]), rel=1e-12)
         assert not pd.isna(row["paper_ppl"]) and row["paper_ppl"] >= row["ppl"] * (1 - 1e-9)
+
+
+def test_a_grid_on_eval_ppl_gives_each_run_its_numbers_alone(corpus_dir: Path, tmp_path: Path) -> None:
+    """--grid on eval-ppl: one record per value, named by it, each the perplexity of the same run made alone."""
+    grid = tmp_path / "grid"
+    result = invoke(*eval_args(corpus_dir, grid, "--method", "hmt", "--grid", "method.recall_choice=soft,hard"))
+    assert result.exit_code == 0, result.output
+    frame = records(grid).set_index("name")
+    assert sorted(frame.index) == ["hard", "soft"] and frame["ppl"].nunique() == 2
+    alone = tmp_path / "alone"
+    assert invoke(*eval_args(corpus_dir, alone, "--method", "hmt", "--set", "method.recall_choice=hard")
+                  ).exit_code == 0
+    assert records(alone)["ppl"].iloc[0] == frame.loc["hard", "ppl"]

@@ -252,3 +252,37 @@ def test_a_local_file_is_read_by_its_rows_split(tmp_path: Path) -> None:
     unmarked = write_jsonl(tmp_path / "plain.jsonl", [{k: v for k, v in r.items() if k != "split"} for r in rows])
     result = run("--task", str(unmarked), "--split", "validation", "--out", str(tmp_path / "none"))
     assert result.exit_code == 2 and "plain.jsonl has no validation split" in result.output
+
+
+def test_a_grid_runs_each_combination_once_loaded_as_separate_runs_would(tmp_path: Path) -> None:
+    """--grid makes one named run per combination on the same samples; each equals the run made alone with its
+    settings (no state passes from one grid run to the next), and the settings do change the answers."""
+    common = ["--task", "passkey", "--context-length", "600", "--limit", "2", "--method", "hmt", "--max-new-tokens",
+              "2", "--split", "validation"]
+    grid = tmp_path / "grid"
+    result = run(*common, "--grid", "method.recall_choice=soft,hard", "--grid", "method.recall_context=1,8",
+                 "--out", str(grid))
+    assert result.exit_code == 0, result.output
+    frame = records(grid).set_index("name")
+    assert sorted(frame.index) == ["hard-1", "hard-8", "soft-1", "soft-8"]
+    assert frame.loc["hard-8", "recall_choice"] == "hard" and frame.loc["hard-8", "recall_context"] == 8
+    assert frame["data_sha256"].nunique() == 1 and frame["answer_ppl"].nunique() > 1
+    alone = tmp_path / "alone"
+    assert run(*common, "--set", "method.recall_choice=hard", "--recall-context", "8", "--out",
+               str(alone)).exit_code == 0
+    assert records(alone)["answer_ppl"].iloc[0] == frame.loc["hard-8", "answer_ppl"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--grid", "checkpoint=a,b"], "--grid varies a method's settings"),
+    (["--grid", "segment_length=64,128"], "--grid varies a method's settings"),
+    (["--grid", "method.recall_choice="], "--grid expects KEY=VALUE,VALUE"),
+    (["--grid", "method.recall_choice=soft", "--grid", "method.recall_choice=hard"], "recall_choice twice"),
+    (["--grid", "method.recall_choice=soft,hard", "--name", "x"], "drop --name"),
+    (["--grid", "method.sensory_tokens=2,4", "--method", "plain,hmt"], "give one --method"),
+])
+def test_bad_grids_are_one_line_errors(tmp_path: Path, extra: list[str], message: str) -> None:
+    result = run("--task", "passkey", "--context-length", "600", "--limit", "1", "--out", str(tmp_path),
+                 *(["--method", "hmt"] if "--method" not in extra else []), *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output

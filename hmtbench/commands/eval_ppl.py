@@ -59,7 +59,7 @@ def _check(configs: list[EvalConfig]) -> None:
         raise HmtbenchError(f"unknown --protocol '{config.protocol}'; use stream or paper")
     if config.batch_size < 1 or config.data.test_length < 1:
         raise HmtbenchError("--batch-size and --test-length must be positive")
-    if config.checkpoint and len(configs) > 1:
+    if config.checkpoint and len({c.method.name for c in configs}) > 1:
         raise HmtbenchError("--checkpoint belongs to one method: evaluate one --method at a time with it")
     if config.protocol == "stream" and config.data.test_length < config.segment_length:  # all would be skipped
         raise HmtbenchError(

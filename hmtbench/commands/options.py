@@ -40,6 +40,9 @@ Recipe = Annotated[str | None, opt("YAML recipe (recipes/): its settings, then t
 Sets = Annotated[list[str] | None, opt("Any settings key, dotted: --set method.sensory_tokens=16 --set "
                                        "train.lr_decay=0.8 (repeatable). Settings without a flag of their own are "
                                        "set here or in a recipe (docs/cli.md lists them).", "--set")]
+Grid = Annotated[list[str] | None, opt("method.KEY=V1,V2 (repeatable): one run per combination of the values, all "
+                                      "on the same data after one load, each named by its values (soft-100).",
+                                      "--grid")]
 PerSeed = Annotated[bool, typer.Option("--per-seed", help="List each seed's value under the table.")]
 FiguresOut = Annotated[str, typer.Option("--out", help="Folder for the PNG and PDF files (the committed "
                                                       "results/figures only when named, as `make figures` does).")]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hmtbench.config import DataSettings, EngineOptions, RunSettings
 from hmtbench.methods.config import setting
-from hmtbench.resolve import named_runs, resolve
+from hmtbench.resolve import gridded, resolve
 
 
 @dataclass
@@ -23,6 +24,7 @@ class EvalConfig(RunSettings):
                                             "(recorded; compare shows it).")
 
 
-def eval_configs(given: dict[str, Any]) -> list[EvalConfig]:
-    """One typed config per method asked for, the checkpoint's settings filling what was not given."""
-    return named_runs(resolve(EvalConfig, given, given.get("checkpoint")))
+def eval_configs(given: dict[str, Any], grid: Sequence[str] | None = None) -> list[EvalConfig]:
+    """One typed config per method asked for, the checkpoint's settings filling what was not given; with ``grid``,
+    one per combination of its values (``resolve.gridded``)."""
+    return gridded(given, grid, lambda settings: resolve(EvalConfig, settings, settings.get("checkpoint")))

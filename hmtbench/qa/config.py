@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hmtbench.config import EngineOptions, RunSettings, parse_counts
 from hmtbench.methods.config import setting
-from hmtbench.resolve import named_runs, resolve
+from hmtbench.resolve import gridded, resolve
 
 EVAL_SPLITS = ("validation", "test")  # choices are made on validation, the table is run once on test
 
@@ -40,12 +41,17 @@ class QAConfig(RunSettings):
                                             "(recorded; compare shows it).")
 
 
-def qa_configs(given: dict[str, Any]) -> list[QAConfig]:
+def qa_configs(given: dict[str, Any], grid: Sequence[str] | None = None) -> list[QAConfig]:
     """One typed config per method and context length asked for (``context_length`` may be a list such as
-    "1k,4k,1m"), the checkpoint's settings filling what was not given."""
+    "1k,4k,1m"), the checkpoint's settings filling what was not given; with ``grid`` (``--grid KEY=V1,V2``), one per
+    combination of its values too, each named by them (``resolve.gridded``)."""
+    return gridded(given, grid, _per_length)
+
+
+def _per_length(given: dict[str, Any]) -> list[QAConfig]:
     checkpoint = given.get("checkpoint")
     lengths = given.get("context_length")
     if not isinstance(lengths, str):
-        return named_runs(resolve(QAConfig, given, checkpoint))
-    return named_runs([config for length in parse_counts(lengths, "--context-length")
-                       for config in resolve(QAConfig, {**given, "context_length": length}, checkpoint)])
+        return resolve(QAConfig, given, checkpoint)
+    return [config for length in parse_counts(lengths, "--context-length")
+            for config in resolve(QAConfig, {**given, "context_length": length}, checkpoint)]

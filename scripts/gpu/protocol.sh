@@ -10,7 +10,7 @@
 #                                                   untrained) on SPLIT, 125 passkeys a length (25 at each depth
 #                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/TASK-RUN-METHOD
 #                                                   (TASK-NAME with NAME set: one folder for a grid of choices, each
-#                                                   setting named by --name for scripts/pick_setting.py)
+#                                                   setting named by eval-qa --grid for scripts/pick_setting.py)
 #   bash scripts/gpu/protocol.sh pack WORK OUT      records, logs and training logs in OUT/protocol.tgz; the last
 #                                                   finished final of each run matching PACK_RUN (a glob) in parts
 #   bash scripts/gpu/protocol.sh unpack WORK DIR    the parts of an earlier pack (carried in DIR) back under WORK
