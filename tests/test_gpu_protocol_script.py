@@ -63,3 +63,18 @@ def test_a_chunk_stops_after_a_level_and_a_carried_level_skips_those_before_it(t
     log = protocol("train", str(work), "hmt", "1", "5", STOP_AFTER="long")
     assert "hmt-s1-span: done" in log and "hmt-s1-long: done" in log and "train exit" not in log
     assert not (work / "runs" / "hmt-s1-span").exists()
+
+
+@pytest.mark.slow
+def test_a_validation_grid_lands_in_one_folder_that_pick_setting_reads(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    log = protocol("eval", str(work), "validation", "1k", "none", "hmt", "--grid", "method.recall_choice=soft,hard",
+                   "--recall-context", "4", NAME="hmt-choices", LIMIT="2", DEPTHS="0.5")
+    assert "eval exit 0" in log, log
+    folder = work / "results" / "validation" / "passkey-hmt-choices"
+    names = sorted(pd.read_parquet(path).iloc[0]["name"] for path in folder.glob("*.parquet"))
+    assert names == ["hard", "soft"]
+    picked = subprocess.run([sys.executable, str(ROOT / "scripts" / "pick_setting.py"), str(folder), "--default",
+                             "soft"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert picked.returncode == 0 and picked.stdout.strip() in names, picked.stderr
