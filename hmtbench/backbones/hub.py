@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+from hmtbench.backbones import gguf_cache
 from hmtbench.errors import HmtbenchError
 
 PROBE_SECONDS = 3.0
@@ -130,11 +131,15 @@ def offline_mode() -> Iterator[None]:
 def pretrained(
     source: str, torch_dtype: Any, *, local_files_only: bool, gguf_file: str | None = None
 ) -> tuple[Any, Any]:
-    """``from_pretrained`` for the tokenizer and the causal LM (a folder, a GGUF file's folder or a hub id)."""
+    """``from_pretrained`` for the tokenizer and the causal LM (a folder, a GGUF file's folder or a hub id); a GGUF
+    file through its converted copy (``gguf_cache``) where one can be kept."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
     if gguf_file:
+        folder = gguf_cache.converted(source, gguf_file, local_files_only)
+        if folder is not None:
+            return gguf_cache.load(folder, torch_dtype)
         kwargs["gguf_file"] = gguf_file
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from hmtbench.backbones import resolve_backbone
+from hmtbench.backbones import gguf_cache, resolve_backbone
 from hmtbench.config import SEED
 from hmtbench.qa.tasks import TaskOptions, load_task
 
@@ -37,6 +37,9 @@ def load_tokenizer(spec: str) -> Any:
         return byte_tokenizer()
     from transformers import AutoTokenizer
 
+    converted = gguf_cache.existing(resolved.source, resolved.gguf_file) if resolved.gguf_file else None
+    if converted is not None:  # a backbone loaded before on this machine: its tokenizer without reading the GGUF
+        return AutoTokenizer.from_pretrained(converted, local_files_only=True)
     return AutoTokenizer.from_pretrained(resolved.source, gguf_file=resolved.gguf_file)
 
 
