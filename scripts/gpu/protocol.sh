@@ -14,6 +14,8 @@
 #   bash scripts/gpu/protocol.sh pack WORK OUT      records, logs and training logs in OUT/protocol.tgz; the last
 #                                                   finished final of each run matching PACK_RUN (a glob) in parts
 #   bash scripts/gpu/protocol.sh unpack WORK DIR    the parts of an earlier pack (carried in DIR) back under WORK
+#   bash scripts/gpu/protocol.sh adopt WORK DIR     a committed protocol folder (carried: results/h100-protocol) into
+#                                                   WORK: its runs' finals and its validation records, none replaced
 # The chains (RUN = CHAIN-sSEED, its levels in WORK/runs/RUN-LEVEL) repeat the committed checkpoints' budgets:
 #   hmt   span (recipes/smollm2-135m-passkey-hmt-span.yaml, 70 steps: results/h200-retrieval-span/), long (8, 16 and
 #         32 segments at lr 5e-4, 35 steps: results/h200-long-curriculum/), long64 (32 and 64 segments, 15 steps:
@@ -147,7 +149,13 @@ pack)
 unpack)
   unpack_parts "$3" "$work"
   find "$work/runs" -path '*/final/checkpoint.json' | sort ;;
+adopt)
+  for part in runs results/validation; do
+    [ ! -d "$3/$part" ] || { mkdir -p "$work/$part" && cp -rn "$3/$part/." "$work/$part/"; }
+  done
+  find "$work/runs" -path '*/final/checkpoint.json' | sort
+  find "$work/results/validation" -name '*.parquet' 2>/dev/null | wc -l | sed 's/$/ validation records/' ;;
 *)
-  echo "usage: bash scripts/gpu/protocol.sh train|eval|pack|unpack WORK ..." >&2
+  echo "usage: bash scripts/gpu/protocol.sh train|eval|pack|unpack|adopt WORK ..." >&2
   exit 2 ;;
 esac
