@@ -134,8 +134,6 @@ def names_per_method(text: str | None, methods: Sequence[str]) -> dict[str, str 
     return dict(zip(methods, names, strict=True))
 
 
-
-
 def grid_points(given: dict[str, Any], grid: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """``--grid KEY=V1,V2`` (repeatable) as (name, settings) per combination, in the order the axes were given: the
     name joins the values (``--grid method.recall_choice=soft,hard --grid method.recall_context=100,6000``: soft-100,
