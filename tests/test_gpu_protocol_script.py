@@ -90,3 +90,25 @@ def test_the_committed_chunk_is_adopted_where_the_chains_go_on(tmp_path: Path) -
     assert "hmt-s2-long64: done (step 15)" in log
     assert "hmt-s1-long: done (step 35)" in log and "hmt-s1-long64: no time left" in log
     assert "hmt-s3-long: done (step 35)" in log and "train exit" not in log
+
+
+@pytest.mark.slow
+def test_a_level_out_of_memory_beside_the_others_runs_again_alone(tmp_path: Path) -> None:
+    """Seed 2's first start fails as a training out of device memory does (before its first step); after the seeds
+    side by side end, the chain runs seed 2 again alone, and its level reaches its steps."""
+    marker, python = tmp_path / "failed-once", tmp_path / "python"
+    python.write_text(f"""#!/usr/bin/env bash
+if [[ " $* " == *" --seed 2 "* ]] && [ ! -e {marker} ]; then
+  touch {marker}; echo "error: out of memory with 2-segment contexts at --batch-size 2; lower --batch-size"; exit 2
+fi
+exec {sys.executable} "$@"
+""")
+    python.chmod(0o755)
+    work = tmp_path / "work"
+    log = protocol("train", str(work), "rmt", "1,2", "5", PYTHON=str(python))
+    assert "rmt-s2-truncated: stopped at step 0 of 5" in log
+    assert "rmt-s2: out of device memory beside the other seeds; again, alone" in log
+    assert log.count("train exit 0") == 2, log
+    for seed in (1, 2):
+        final = work / "runs" / f"rmt-s{seed}-truncated" / "train" / "final"
+        assert json.loads((final / "checkpoint.json").read_text())["step"] == 5

@@ -5,7 +5,8 @@
 # HMTBENCH_GIT_COMMIT / HMTBENCH_GIT_DIRTY exported:
 #   bash scripts/gpu/protocol.sh train WORK CHAIN SEEDS MINUTES  CHAIN (hmt | rmt | full) at each of SEEDS (1,2,3)
 #                                                   side by side, each seed's levels in order within MINUTES: a level
-#                                                   at its steps is skipped, one stopped short resumed (--resume)
+#                                                   at its steps is skipped, one stopped short resumed (--resume), one
+#                                                   out of memory before its first step run again alone afterwards
 #   bash scripts/gpu/protocol.sh eval WORK SPLIT LENGTHS RUN METHOD [FLAGS...]  eval-qa of RUN's last level (none:
 #                                                   untrained) on SPLIT, 125 passkeys a length (25 at each depth
 #                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/TASK-RUN-METHOD
@@ -117,6 +118,13 @@ train)
     chain "$name" "$seed" "$deadline" > "$work/logs/chain-$name-s$seed.out" 2>&1 &
   done
   wait
+  for seed in ${seeds//,/ }; do  # a level that ran out of memory beside the others, before its first step: alone
+    if grep -q "stopped at step 0 of" "$work/logs/chain-$name-s$seed.out" \
+        && tail -n 5 "$work/logs/train-$name-s$seed.log" | grep -q "out of memory"; then
+      echo "$name-s$seed: out of device memory beside the other seeds; again, alone" >> "$work/logs/chain-$name-s$seed.out"
+      chain "$name" "$seed" "$deadline" >> "$work/logs/chain-$name-s$seed.out" 2>&1
+    fi
+  done
   for seed in ${seeds//,/ }; do cat "$work/logs/chain-$name-s$seed.out"; done
   ledger=$work/results/train/ledger.csv  # absent where every level was carried in, done
   [ ! -f "$ledger" ] || tail -n "$(( $(echo "${seeds//,/ }" | wc -w) + 1 ))" "$ledger" | cut -d, -f2-9 ;;
