@@ -20,7 +20,7 @@
 #                                                                   multi-fact samples per length (the task's depths)
 #   bash scripts/gpu/armt-train.sh pack WORK OUT                    records, logs and training logs in OUT/armt.tgz;
 #                                                                   each run's final checkpoint under 100 MB (LoRA)
-#                                                                   in OUT/RUN-final.tgz.part-* (15 MiB each: larger
+#                                                                   in OUT/RUN-final.tgz.0, .1, ... (15 MiB each: larger
 #                                                                   files do not come back, nor more than ~64 MB a
 #                                                                   call); a full fine-tune's (560 MB) stays on the
 #                                                                   machine
@@ -31,6 +31,7 @@
 set -uo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+source scripts/gpu/parts.sh
 mkdir -p "$work/logs" "$work/results"
 train() {  # name recipe minutes flags...
   local name=$1 recipe=$2 minutes=$3; shift 3
@@ -62,10 +63,11 @@ eval-multifact)
   qa multi-fact "${NAME:-multi-fact-armt}" "${CKPT:-$work/runs/armt-multifact/train/final}" "$3" --limit "$limit" \
     --batch-size "$limit" "${@:4}" ;;
 pack)
-  tar czf "$3/armt.tgz" -C "$work" results logs $(cd "$work" && ls runs/*/*/log.jsonl 2>/dev/null)
+  out=$(cd "$3" && pwd)  # absolute: the parts are written from inside WORK
+  tar czf "$out/armt.tgz" -C "$work" results logs $(cd "$work" && ls runs/*/*/log.jsonl 2>/dev/null)
   for final in "$work"/runs/${PACK_RUN:-*}/train/final; do  # PACK_RUN: one run's final only
     [ -d "$final" ] && [ "$(du -sm "$final" | cut -f1)" -lt 100 ] || continue
     name=$(basename "$(dirname "$(dirname "$final")")")
-    tar czf - -C "$work" "runs/$name/train/final" | split -b 15M - "$3/$name-final.tgz.part-"
+    (cd "$work" && pack_parts "$out" "$name-final" "runs/$name/train/final")
   done ;;
 esac
