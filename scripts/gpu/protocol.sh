@@ -26,7 +26,8 @@
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
 # smoke's 0.05), STOP_AFTER (the level a chunk ends its chains with: finals travel between sessions, a level's
 # resumable state does not), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
-# (added to every training started / evaluation). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
+# (added to every training started / evaluation). Each Python process runs under its own `timeout`
+# (scripts/gpu/README.md, Rules).
 set -uo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -73,25 +74,25 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
     run=$work/runs/$name-s$seed-$level
     final=$(final_of "$run")
     if [ "$i" -le "$last" ]; then
-      echo "$name-s$seed-$level: done (step $steps)"; prev=$final
-      if [ "$level" = "${STOP_AFTER:-}" ]; then return 0; fi
-      continue
-    fi
-    left=$((deadline - $(date +%s)))
-    if [ "$left" -lt 150 ]; then echo "$name-s$seed-$level: no time left (${left}s)"; return 0; fi
-    if [ -f "$run/config.yaml" ]; then
-      args=(--resume "$run")
+      echo "$name-s$seed-$level: done (step $steps)"
     else
-      # shellcheck disable=SC2206
-      args=(${flags//\{prev\}/$prev} --backbone "$backbone" --seed "$seed" --set "train.steps=$steps"
-            --output-dir "$run" --out "$work/results/train" ${TRAIN_FLAGS:-})  # a resumed run keeps its own
-    fi
-    timeout -k 5 $((left - 10)) ${PYTHON:-python3} -m hmtbench train "${args[@]}" \
-      --max-minutes "$(python3 -c "print(round(($left - 100) / 60, 2))")" >> "$work/logs/train-$name-s$seed.log" 2>&1
-    echo "$name-s$seed-$level: train exit $?"
-    final=$(final_of "$run")
-    if [ "$(final_step "$final")" -lt "$steps" ]; then
-      echo "$name-s$seed-$level: stopped at step $(final_step "$final") of $steps; the next chunk resumes it"; return 0
+      left=$((deadline - $(date +%s)))
+      if [ "$left" -lt 150 ]; then echo "$name-s$seed-$level: no time left (${left}s)"; return 0; fi
+      if [ -f "$run/config.yaml" ]; then
+        args=(--resume "$run")
+      else
+        # shellcheck disable=SC2206
+        args=(${flags//\{prev\}/$prev} --backbone "$backbone" --seed "$seed" --set "train.steps=$steps"
+              --output-dir "$run" --out "$work/results/train" ${TRAIN_FLAGS:-})  # a resumed run keeps its own
+      fi
+      timeout -k 5 $((left - 10)) ${PYTHON:-python3} -m hmtbench train "${args[@]}" \
+        --max-minutes "$(python3 -c "print(round(($left - 100) / 60, 2))")" >> "$work/logs/train-$name-s$seed.log" 2>&1
+      echo "$name-s$seed-$level: train exit $?"
+      final=$(final_of "$run")
+      if [ "$(final_step "$final")" -lt "$steps" ]; then
+        echo "$name-s$seed-$level: stopped at step $(final_step "$final") of $steps; the next chunk resumes it"
+        return 0
+      fi
     fi
     prev=$final
     if [ "$level" = "${STOP_AFTER:-}" ]; then echo "$name-s$seed: stops after $level (STOP_AFTER)"; return 0; fi
@@ -119,10 +120,11 @@ train)
   done
   wait
   for seed in ${seeds//,/ }; do  # a level that ran out of memory beside the others, before its first step: alone
-    if grep -q "stopped at step 0 of" "$work/logs/chain-$name-s$seed.out" \
-        && tail -n 5 "$work/logs/train-$name-s$seed.log" | grep -q "out of memory"; then
-      echo "$name-s$seed: out of device memory beside the other seeds; again, alone" >> "$work/logs/chain-$name-s$seed.out"
-      chain "$name" "$seed" "$deadline" >> "$work/logs/chain-$name-s$seed.out" 2>&1
+    chain_log=$work/logs/chain-$name-s$seed.out
+    if grep -q "stopped at step 0 of" "$chain_log" && tail -n 5 "$work/logs/train-$name-s$seed.log" | grep -q "out of memory"
+    then
+      echo "$name-s$seed: out of device memory beside the other seeds; again, alone" >> "$chain_log"
+      chain "$name" "$seed" "$deadline" >> "$chain_log" 2>&1
     fi
   done
   for seed in ${seeds//,/ }; do cat "$work/logs/chain-$name-s$seed.out"; done
