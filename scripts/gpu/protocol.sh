@@ -120,9 +120,8 @@ train)
   done
   wait
   for seed in ${seeds//,/ }; do  # a level that ran out of memory beside the others, before its first step: alone
-    chain_log=$work/logs/chain-$name-s$seed.out
-    if grep -q "stopped at step 0 of" "$chain_log" && tail -n 5 "$work/logs/train-$name-s$seed.log" | grep -q "out of memory"
-    then
+    chain_log=$work/logs/chain-$name-s$seed.out train_log=$work/logs/train-$name-s$seed.log
+    if grep -q "stopped at step 0 of" "$chain_log" && tail -n 5 "$train_log" | grep -q "out of memory"; then
       echo "$name-s$seed: out of device memory beside the other seeds; again, alone" >> "$chain_log"
       chain "$name" "$seed" "$deadline" >> "$chain_log" 2>&1
     fi
