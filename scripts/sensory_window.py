@@ -12,11 +12,11 @@ train); the key's digits are the tokens of its fact that hold a digit (passkey a
 from __future__ import annotations
 
 import argparse
+import functools
 
-from hmtbench.answer_layout import ANSWER_ROOM
 from hmtbench.config import from_dict, load_yaml
 from hmtbench.lmeval.passkey import load_tokenizer
-from hmtbench.training.answers import AnswerSampler
+from hmtbench.training.answers import AnswerSampler, segments_back
 from hmtbench.training.config import CurriculumSettings
 
 
@@ -29,8 +29,10 @@ def window_share(sampler: AnswerSampler, tokenizer, segments: int, samples: int,
         start, end = sample.meta["needle_starts"][0], sample.meta["needle_ends"][0]
         digits = [start + i for i, token in enumerate(sample.prompt_ids[start:end])
                   if any(c.isdigit() for c in tokenizer.decode([token]))]
-        boundary = len(sample.prompt_ids) + ANSWER_ROOM - sampler.segment_tokens  # the question segment's start
-        inside += bool(digits) and digits[0] >= boundary - window and digits[-1] < boundary
+        back = functools.partial(segments_back, len(sample.prompt_ids), segment_tokens=sampler.segment_tokens,
+                                 layout=sampler.layout)  # segments before the question's, as training cut them
+        # in the previous segment, and within `window` positions of the question's segment
+        inside += bool(digits) and back(digits[-1]) == 1 and back(digits[0]) == 1 and back(digits[0] + window) == 0
     return inside / samples
 
 
