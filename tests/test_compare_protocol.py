@@ -19,7 +19,13 @@ from hmtbench.analysis.load import load_results
 from hmtbench.analysis.report import run_compare
 from hmtbench.analysis.table_text import bound, number
 from hmtbench.analysis.terminal import WIDTH
-from hmtbench.stats import bootstrap_ppl_interval, paired_ppl_bootstrap, seeds_ppl_interval
+from hmtbench.stats import (
+    bootstrap_ppl_interval,
+    paired_ppl_bootstrap,
+    seed_spread_interval,
+    seeds_ppl_interval,
+    wilson_interval,
+)
 from tests.test_compare import write_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -271,3 +277,22 @@ def test_a_record_made_before_train_seed_existed_is_a_repeat_of_one_that_has_it(
               checkpoint_sha256=sha, train_seed=3407, train_recipe="c" * 16)
     (row,) = table_of(tmp_path).rows
     assert (row.cells["hmt"].count, row.cells["hmt"].std, len(row.cells["hmt"].runs)) == (1, None, 2)
+
+
+def test_a_curriculum_recipe_at_several_seeds_is_one_cell_whatever_tokens_each_seed_read(tmp_path: Path) -> None:
+    """The protocol's headline chain at seeds 1, 2, 3: fixed steps, but a seed whose curriculum advances reads longer
+    contexts, so its training tokens differ. The seeds stay one cell (tokens named as their range), and the interval
+    of a share over seeds that learned (0.992) and did not (0.2) stays within [0, 1]."""
+    for seed, exact, tokens in [(1, 0.2, 5_233_844), (2, 0.992, 9_853_364), (3, 0.2, 5_246_563)]:
+        low, high = wilson_interval(round(exact * 125), 125)
+        write_run(tmp_path, "hmt", command="eval-qa", exact_match=exact, exact_match_ci_low=low,
+                  exact_match_ci_high=high, checkpoint=f"/runs/hmt-s{seed}-long64/stage2/final",
+                  checkpoint_sha256=f"{seed:08d}" + "0" * 56, train_seed=seed, train_recipe="cd" * 8,
+                  train_mode="lora", train_tokens=tokens)
+    (row,) = table_of(tmp_path, metric="exact_match").rows
+    cell = row.cells["hmt"]
+    assert (cell.count, cell.mean) == (3, pytest.approx((0.2 + 0.992 + 0.2) / 3))
+    assert seed_spread_interval([0.2, 0.992, 0.2], [0.139] * 3, [0.98] * 3)[0] < 0  # what the bound guards against
+    assert cell.low == 0.0 and 0.9 < cell.high <= 1.0
+    assert row.full["hmt"]["train_tokens"] == "5233844-9853364 over seeds"
+    assert "train_tokens=5233844-9853364 over seeds" in render([table_of(tmp_path, metric="exact_match")], "table")

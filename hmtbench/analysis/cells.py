@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hmtbench.analysis.columns import interval_columns, plain
+from hmtbench.results.schema import SHARE_METRICS
 from hmtbench.stats import seed_spread_interval
 
 SEED_COLUMNS = ("train_seed", "seed")  # what tells a method's measurements apart within one configuration
@@ -88,6 +89,8 @@ def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
         elif all(m.low is not None and m.high is not None for m in found):
             cell.low, cell.high = seed_spread_interval([m.value for m in found], [m.low for m in found],
                                                        [m.high for m in found])
+            if metric in SHARE_METRICS:  # the normal part of the interval can pass a share's bounds
+                cell.low, cell.high = max(cell.low, 0.0), min(cell.high, 1.0)
             cell.interval = "combined"
     return cell
 

@@ -13,6 +13,7 @@ import pandas as pd
 from hmtbench.analysis.cells import Cell, make_cell
 from hmtbench.analysis.columns import CONFIG_PREFIX, plain
 from hmtbench.analysis.documents import BootstrapTest
+from hmtbench.analysis.load import is_recipe_checkpoint
 from hmtbench.analysis.paired import PairedTest, PairedTests
 from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
@@ -306,7 +307,7 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
     for method_key, runs in groups(group, ("method",)):
         method = str(method_key["method"])
         keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
-        clusters = _clusters(runs, keys)
+        clusters = _clusters(_seed_budgets(runs), keys)
         differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
         departs = [s for s in NAMED_DEPARTURES if s not in differ and s in keys
                    and any(settings[s] not in NAMED_DEPARTURES[s] for settings, _ in clusters)]
@@ -324,6 +325,22 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
         rows.append(({n: v.differs for n, v in picked.items()}, {n: v.full for n, v in picked.items()},
                      {n: v.runs for n, v in picked.items()}))
     return rows
+
+
+def _seed_budgets(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one recipe at several training seeds (one checkpoint setting, ``load.recipe_checkpoints``) with their
+    training tokens as the range over those seeds: a curriculum advances at each seed's own pace, so the tokens a
+    fixed number of steps reads is an outcome of the training, not a setting that keeps the seeds apart."""
+    seeded = runs["checkpoint"].map(is_recipe_checkpoint).astype(bool)
+    if not seeded.any() or "train_tokens" not in runs:
+        return runs
+    runs = runs.assign(train_tokens=runs["train_tokens"].astype(object))
+    for name in runs.loc[seeded, "checkpoint"].unique():
+        mine = runs["checkpoint"].eq(name)
+        found = sorted({int(v) for v in runs.loc[mine, "train_tokens"] if plain(v) is not None})
+        if len(found) > 1:
+            runs.loc[mine, "train_tokens"] = f"{found[0]}-{found[-1]} over seeds"
+    return runs
 
 
 def _name_training_seeds(variants: list[_Variant]) -> None:

@@ -137,6 +137,14 @@ def portable_checkpoints(paths: list[str | None], sha256s: list[str | None]) -> 
     return [first.get(sha, name) if sha else name for name, sha in zip(names, sha256s, strict=True)]
 
 
+RECIPE_LABEL = "recipe "  # how recipe_checkpoints names the checkpoints of one recipe at several training seeds
+
+
+def is_recipe_checkpoint(name: Any) -> bool:
+    """Whether a checkpoint setting names a recipe's checkpoints at several training seeds (``recipe_checkpoints``)."""
+    return isinstance(name, str) and name.startswith(RECIPE_LABEL)
+
+
 def recipe_checkpoints(frame: pd.DataFrame) -> list[str | None]:
     """Each run's checkpoint setting, one for all checkpoints of a training recipe run at several seeds
     (``train_recipe``): 'recipe 1a2b3c4d (train seeds 1, 2, 3)'. Such runs then share a cell, where their seeds are
@@ -147,7 +155,7 @@ def recipe_checkpoints(frame: pd.DataFrame) -> list[str | None]:
     for name, recipe, seed in zip(names, recipes, frame["train_seed"], strict=True):
         if name is not None and recipe is not None:
             seeds.setdefault(recipe, set()).add(plain(seed))
-    label = {recipe: f"recipe {recipe[:8]} (train seeds {', '.join(str(s) for s in sorted(found, key=str))})"
+    label = {recipe: f"{RECIPE_LABEL}{recipe[:8]} (train seeds {', '.join(str(s) for s in sorted(found, key=str))})"
              for recipe, found in seeds.items() if len(found) > 1}
     return [label.get(recipe, name) if name is not None else None for name, recipe in zip(names, recipes,
                                                                                            strict=True)]

@@ -18,8 +18,8 @@ from hmtbench.files import make_readable
 from hmtbench.methods import method_class, method_names
 from hmtbench.methods.record import Column
 
-__all__ = ["COLUMNS", "COLUMN_NAMES", "METRIC_DIRECTION", "Column", "make_record", "read_results", "record_schema",
-           "recording", "schema_markdown", "write_record"]
+__all__ = ["COLUMNS", "COLUMN_NAMES", "METRIC_DIRECTION", "SHARE_METRICS", "Column", "make_record", "read_results",
+           "record_schema", "recording", "schema_markdown", "write_record"]
 
 
 COLUMNS: list[Column] = [
@@ -169,6 +169,9 @@ METRIC_DIRECTION: dict[str, str] = {
     # not written by a run: derived from by_depth when records are read (hmtbench.analysis.columns.DEEP_SCORES)
     "accuracy_deep": "higher", "exact_match_deep": "higher",
 }
+# Metrics that are shares of samples, so any interval of theirs lies within [0, 1].
+SHARE_METRICS = frozenset({"rouge_l", "f1", "exact_match", "accuracy", "teacher_forced_exact", "decoding_agreement",
+                           "accuracy_deep", "exact_match_deep"})
 
 
 def record_schema(method: str | None) -> list[Column]:
