@@ -17,6 +17,7 @@ from hmtbench.analysis.documents import RESAMPLES
 from hmtbench.analysis.formats import render
 from hmtbench.analysis.load import load_results
 from hmtbench.analysis.report import run_compare
+from hmtbench.analysis.report_tables import run_labels
 from hmtbench.analysis.table_text import bound, number
 from hmtbench.analysis.terminal import WIDTH
 from hmtbench.stats import (
@@ -296,3 +297,7 @@ def test_a_curriculum_recipe_at_several_seeds_is_one_cell_whatever_tokens_each_s
     assert cell.low == 0.0 and 0.9 < cell.high <= 1.0
     assert row.full["hmt"]["train_tokens"] == "5233844-9853364 over seeds"
     assert "train_tokens=5233844-9853364 over seeds" in render([table_of(tmp_path, metric="exact_match")], "table")
+    by_seed = {label: cell.runs.index(run) for label, run in run_labels(cell)}  # a report links each seed's record
+    assert sorted(by_seed) == ["train seed 1", "train seed 2", "train seed 3"]
+    assert [row.cells["hmt"].runs[by_seed[f"train seed {s}"]].split("-")[0] for s in (1, 2, 3)] == sorted(
+        run.split("-")[0] for run in cell.runs)  # written in seed order

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from hmtbench.analysis.cells import SEED_NAMES
 from hmtbench.analysis.columns import plain
 from hmtbench.analysis.compare import Comparison, Row, VariantTest, build, delta_label
 from hmtbench.analysis.draw import METRIC_LABELS, length_label, titles
@@ -85,8 +86,22 @@ def cell_text(cell: Any, metric: str, runs: pd.DataFrame, links: Links, best: bo
         text += f" [{cell.low * 100:.0f}–{cell.high * 100:.0f}%]" if n else f" [{bound(cell.low)}, {bound(cell.high)}]"
     if len(cell.runs) > 1:
         what = f"n={cell.count} seeds" if cell.count > 1 else "one measurement"  # identical repeats count once
-        text += f" ({what}; runs " + ", ".join(links.to(str(i), r) for i, r in enumerate(cell.runs, 1)) + ")"
+        text += f" ({what}; runs " + ", ".join(links.to(label, r) for label, r in run_labels(cell)) + ")"
     return text
+
+
+def run_labels(cell: Any) -> list[tuple[str, str]]:
+    """(label, run id) for each run of a cell: the seeds that tell its measurements apart ('train seed 2'), else
+    its position; an identical repeat is numbered after its measurement's first run."""
+    varying = [i for i, (column, _) in enumerate(cell.measurements[0].seeds)
+               if len({m.seeds[i][1] for m in cell.measurements}) > 1] if cell.count > 1 else []
+    if not varying:
+        return [(str(i), run) for i, run in enumerate(cell.runs, 1)]
+    labels = []
+    for measurement in cell.measurements:
+        name = ", ".join(f"{SEED_NAMES[measurement.seeds[i][0]]} {measurement.seeds[i][1]}" for i in varying)
+        labels += [(name if k == 0 else f"{name} ({k + 1})", run) for k, run in enumerate(measurement.runs)]
+    return labels
 
 
 def markdown_table(header: list[str], rows: list[list[str]], left: int | list[bool] = 1) -> list[str]:
