@@ -47,6 +47,15 @@ def depth_totals(depths: Any, score: str) -> dict[float, tuple[float, int]]:
     return totals
 
 
+RECIPE_LABEL = "recipe "  # how analysis.load names the checkpoints of one recipe at several training seeds
+
+
+def is_recipe_checkpoint(name: Any) -> bool:
+    """Whether a checkpoint setting names one recipe's checkpoints at several training seeds
+    (``analysis.load.recipe_checkpoints``)."""
+    return isinstance(name, str) and name.startswith(RECIPE_LABEL)
+
+
 def plain(value: Any) -> Any:
     """A pandas/numpy scalar as a plain Python value; missing values as None."""
     if isinstance(value, (list, tuple, np.ndarray)):

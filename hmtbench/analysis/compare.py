@@ -11,9 +11,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from hmtbench.analysis.cells import Cell, make_cell
-from hmtbench.analysis.columns import CONFIG_PREFIX, plain
+from hmtbench.analysis.columns import CONFIG_PREFIX, is_recipe_checkpoint, plain
 from hmtbench.analysis.documents import BootstrapTest
-from hmtbench.analysis.load import is_recipe_checkpoint
 from hmtbench.analysis.paired import PairedTest, PairedTests
 from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
@@ -196,7 +195,8 @@ def budget_notes(rows: list[Row]) -> list[str]:
     for row in rows:
         tokens = {m: full.get("train_tokens") for m, full in row.full.items() if full.get("train_tokens") is not None}
         if len(set(tokens.values())) > 1:
-            trained = ", ".join(f"{m} {tokens[m]:,}" for m in order_methods(tokens))
+            trained = ", ".join(f"{m} {tokens[m] if isinstance(tokens[m], str) else f'{tokens[m]:,}'}"
+                                for m in order_methods(tokens))  # a string: the range over a recipe's seeds
             where = describe(row.key, skip=("variant",))
             notes.append(f"unequal training budgets in {where}: {trained} tokens trained (docs/methods.md, "
                          "'Equal budgets')")

@@ -18,6 +18,7 @@ from hmtbench.analysis.columns import (
     DEEP_SCORES,
     INTERVAL_METRICS,
     READ_COLUMNS,
+    RECIPE_LABEL,
     depth_totals,
     interval_columns,
     plain,
@@ -135,14 +136,6 @@ def portable_checkpoints(paths: list[str | None], sha256s: list[str | None]) -> 
         if sha and name is not None:
             first.setdefault(sha, name)
     return [first.get(sha, name) if sha else name for name, sha in zip(names, sha256s, strict=True)]
-
-
-RECIPE_LABEL = "recipe "  # how recipe_checkpoints names the checkpoints of one recipe at several training seeds
-
-
-def is_recipe_checkpoint(name: Any) -> bool:
-    """Whether a checkpoint setting names a recipe's checkpoints at several training seeds (``recipe_checkpoints``)."""
-    return isinstance(name, str) and name.startswith(RECIPE_LABEL)
 
 
 def recipe_checkpoints(frame: pd.DataFrame) -> list[str | None]:
