@@ -173,7 +173,7 @@ def test_two_recipes_stay_apart_and_one_seed_alone_keeps_its_checkpoint(tmp_path
     write_seeds(tmp_path, "hmt", [(1, *documents(0.05, 0.01, 13))], recipe="b" * 16, recall_choice="hard")
     rows = table_of(tmp_path).rows
     assert sorted((r.cells["hmt"].count, r.key["variant"]) for r in rows) == [
-        (1, "hmt: checkpoint=stage2/final [00000001], recall_choice=hard"),
+        (1, "hmt: checkpoint=stage2/final [00000001], recall_choice=hard, train_seed=1"),
         (2, "hmt: checkpoint=recipe aaaaaaaa (train seeds 1, 2), recall_choice=soft")]
 
 

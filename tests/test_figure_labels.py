@@ -145,3 +145,21 @@ def test_plot_writes_to_figures_unless_told_and_never_to_the_committed_folder(tm
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["ppl-bars.pdf", "ppl-bars.png"]
     assert list((tmp_path / "results" / "figures").iterdir()) == []
+
+
+def test_a_recipe_at_several_seeds_is_named_by_its_seeds_never_by_a_missing_seed_or_one_folder() -> None:
+    """One recipe evaluated at seed 2 alone (one table row) and at seeds 1-3 (another, where the seed is missing):
+    the three-seed series reads 'train seeds 1, 2, 3' with the range that tells it apart, not 'train seed none' nor
+    the first seed's checkpoint folder."""
+    recipe = "recipe 4be5bc58 (train seeds 1, 2, 3)"
+    alone = ("hmt", (("checkpoint", recipe), ("train_tokens", 9853364), ("train_seed", 2)))
+    seeds = ("hmt", (("checkpoint", recipe), ("train_tokens", "5233844-9853364 over seeds"), ("train_seed", None)))
+    labels = series_labels([alone, seeds], paths={alone: "/w/runs/hmt-s2/stage2/final",
+                                                  seeds: "/w/runs/hmt-s1/stage2/final"})
+    assert labels[seeds] == "HMT (train tokens 5233844-9853364 over seeds)"  # the shared checkpoint is said once
+    assert labels[alone] == "HMT (train tokens 9853364, train seed 2)"
+    headline = ("hmt", (("checkpoint", "stage2/final [2b6b7ba8]"), ("train_tokens", None), ("train_seed", 3407)))
+    labels = series_labels([seeds, headline], paths={seeds: "/w/runs/hmt-s1/stage2/final",
+                                                     headline: "/w/runs/hmt-span-lora-64/stage2/final"})
+    assert labels[seeds] == "HMT (train seeds 1, 2, 3)"
+    assert labels[headline] == "HMT (hmt-span-lora-64, train seed 3407)"

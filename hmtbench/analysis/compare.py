@@ -345,12 +345,14 @@ def _seed_budgets(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _name_training_seeds(variants: list[_Variant]) -> None:
     """Checkpoints kept apart (their recipes differ: another step count, say) that were trained at different seeds
-    name their seed beside what else keeps them apart, so a reader can tell which training run each row is."""
+    name their seed beside what else keeps them apart, so a reader can tell which training run each row is; a
+    recipe's several seeds in one variant are named by its checkpoint label instead."""
     seeds = [{plain(v) for v in variant.runs["train_seed"]} - {None} if "train_seed" in variant.runs else set()
              for variant in variants]
-    if all(len(found) == 1 for found in seeds) and len(set().union(*seeds)) > 1:
-        for variant, (seed,) in zip(variants, seeds, strict=True):
-            variant.differs["train_seed"] = seed
+    if len(set().union(*seeds)) > 1:
+        for variant, found in zip(variants, seeds, strict=True):
+            if len(found) == 1:  # several seeds: the checkpoint's recipe label names them
+                variant.differs["train_seed"] = next(iter(found))
 
 
 def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tuple[int, ...]]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from hmtbench.analysis.columns import CONFIG_PREFIX
+from hmtbench.analysis.columns import CONFIG_PREFIX, is_recipe_checkpoint
 from hmtbench.methods import method_label
 
 LONG_VALUE = 8  # a setting's value longer than this (a checkpoint path) is left out of a label the rest tells apart
@@ -74,9 +74,12 @@ def series_labels(series: Sequence[Series], names: dict[Series, str | None] | No
     names, paths = names or {}, paths or {}
     folders = _distinct_folders({key: paths.get(key) for key in series})
     for key in series:
-        found = _checkpoint_name(dict(key[1]).get("checkpoint"), checkpoint_names or {})
+        checkpoint = dict(key[1]).get("checkpoint")
+        found = _checkpoint_name(checkpoint, checkpoint_names or {})
         if found:
             folders[key] = found
+        elif is_recipe_checkpoint(checkpoint):  # several checkpoints: named by their seeds, not one's folder
+            folders.pop(key, None)
     shared = shared_settings(series)
     words: dict[Series, list[str]] = {}
     for key in series:
@@ -134,7 +137,7 @@ def _shared(labels: dict[Series, str]) -> list[list[Series]]:
 def _kept(settings: tuple[tuple[str, Any], ...], others: list[dict[str, Any]]) -> dict[str, Any]:
     """The settings a label keeps: all, less the minor ones (missing or long values) the rest tells apart."""
     kept = dict(settings)
-    for name in sorted(kept, key=lambda n: -len(str(kept[n]))):
+    for name in sorted(kept, key=lambda n: (kept[n] is not None, -len(str(kept[n])))):  # missing ones first
         rest = {n: v for n, v in kept.items() if n != name}
         if _minor(name, kept, others) and not any(all(o.get(n) == v for n, v in rest.items()) for o in others):
             kept = rest
