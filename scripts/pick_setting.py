@@ -8,7 +8,8 @@ fewer seeds or lengths, so an incomplete grid is refused with the cells it lacks
 
     python scripts/pick_setting.py results/cpu-bm25-passkey/validation --default bm25-k3-q32 --metric exact_match
 
-Prints each name's count to stderr and the chosen name to stdout (for a script to pass on to the test run).
+Prints each name's count, any tie and how it was broken, and the context lengths the records were read at to
+stderr, and the chosen name to stdout (for a script to pass on to the test run).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from hmtbench.analysis.load import deep_counts
+
+
+def lengths_judged(folder: Path) -> list[int]:
+    """The context lengths the records of ``folder`` were read at: the only ones the pick has seen."""
+    found = {pd.read_parquet(path).iloc[0].get("context_length") for path in folder.glob("*.parquet")}
+    return sorted(int(n) for n in found if n is not None and not pd.isna(n))
 
 
 def right_per_name(folder: Path, metric: str) -> dict[str, tuple[int, int]]:
@@ -52,7 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {right}/{total}", file=sys.stderr)
     best = max(right / total for right, total in counts.values())
     winners = sorted(name for name, (right, total) in counts.items() if right / total == best)
-    print(args.default if args.default in winners else winners[0])
+    chosen = args.default if args.default in winners else winners[0]
+    if len(winners) > 1:  # a reader of the choice must know it was a tie, and broken how
+        broken = ("the default" if chosen == args.default
+                  else "the first in sorted order (the default is not among them)")
+        print(f"tie: {', '.join(winners)} answer alike; {chosen} is {broken}", file=sys.stderr)
+    lengths = lengths_judged(args.folder)
+    if lengths:
+        print(f"judged at context lengths {', '.join(map(str, lengths))} only: settings that differ only at other "
+              "lengths (a cache that holds every segment here, say) look alike", file=sys.stderr)
+    print(chosen)
     return 0
 
 

@@ -41,8 +41,22 @@ def test_the_most_deep_answers_over_seeds_win_and_depth_one_does_not_count(tmp_p
 def test_a_tie_goes_to_the_default_else_to_the_first_name(tmp_path: Path, capsys) -> None:
     for name in ("soft-6000", "hard-6000", "soft-100"):
         write(tmp_path, name, name, "s1", "64k", [25, 25, 25, 25] if name != "soft-100" else [0, 0, 0, 25])
-    assert choose(tmp_path, capsys)[0] == "hard-6000"
-    assert choose(tmp_path, capsys, default="soft-6000")[0] == "soft-6000"
+    chosen, said = choose(tmp_path, capsys)
+    assert chosen == "hard-6000"
+    assert "tie: hard-6000, soft-6000 answer alike; hard-6000 is the first in sorted order (the default is not " \
+           "among them)" in said
+    chosen, said = choose(tmp_path, capsys, default="soft-6000")
+    assert chosen == "soft-6000" and "soft-6000 is the default" in said
+
+
+def test_the_lengths_the_pick_has_seen_are_said(tmp_path: Path, capsys) -> None:
+    write(tmp_path, "1", "soft-100", "s1", "64k", [0, 0, 0, 25])
+    write(tmp_path, "2", "hard-1000", "s1", "64k", [25, 25, 25, 25])
+    for path in tmp_path.glob("*.parquet"):
+        pd.read_parquet(path).assign(context_length=65536).to_parquet(path)
+    chosen, said = choose(tmp_path, capsys)
+    assert chosen == "hard-1000" and "tie" not in said
+    assert "judged at context lengths 65536 only" in said
 
 
 def test_a_repeat_counts_once_and_an_incomplete_grid_is_refused(tmp_path: Path, capsys) -> None:
