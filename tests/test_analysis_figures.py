@@ -187,6 +187,18 @@ def test_full_context_is_a_level_line_across_the_position_panel(tmp_path: Path) 
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["plain", "full (whole document)"]
 
 
+def test_a_deep_score_says_how_many_of_its_samples_it_counts(tmp_path: Path) -> None:
+    """exact_match_deep counts only the keys before the last segment's depth: 100 of 125 samples (25 a depth)."""
+    by_depth = [{"depth": d, "n": 25, "exact_match": 1.0, "accuracy": 1.0} for d in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    for length in (1024, 4096):
+        write_run(tmp_path, "hmt", command="eval-qa", dataset=None, protocol="qa", task="passkey",
+                  context_length=length, test_length=length, max_docs=125, batch_size=125, exact_match=1.0,
+                  by_depth=by_depth)
+    fig = plot.figure(frame_of(tmp_path), "accuracy-vs-length", metric="exact_match_deep")
+    note = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    assert "samples per point: 125 (max_docs), 100 of them at depth < 1" in note
+
+
 def test_one_series_at_other_sample_counts_stays_one_line_unless_two_points_would_share_a_length(
         tmp_path: Path) -> None:
     """HMT at 1k and 4k with 125 samples and at 16k with 100: one line of three points, the counts in the note;

@@ -47,6 +47,13 @@ def depth_totals(depths: Any, score: str) -> dict[float, tuple[float, int]]:
     return totals
 
 
+def deep_counts(depths: Any, score: str) -> tuple[int, int] | None:
+    """(samples right, samples) at depths below 1 in one record's by_depth; None when it holds none."""
+    deep = [(right, n) for depth, (right, n) in depth_totals(depths, score).items() if depth < DEEP_BELOW]
+    total = sum(n for _, n in deep)
+    return (round(sum(right for right, _ in deep)), total) if total else None  # shares of 0/1 outcomes: whole
+
+
 RECIPE_LABEL = "recipe "  # how analysis.load names the checkpoints of one recipe at several training seeds
 
 

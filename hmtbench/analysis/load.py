@@ -14,12 +14,11 @@ from hmtbench.analysis.cells import SEED_COLUMNS
 from hmtbench.analysis.columns import (
     BY_DEPTH,
     CONFIG_PREFIX,
-    DEEP_BELOW,
     DEEP_SCORES,
     INTERVAL_METRICS,
     READ_COLUMNS,
     RECIPE_LABEL,
-    depth_totals,
+    deep_counts,
     interval_columns,
     plain,
 )
@@ -93,13 +92,6 @@ def _add_deep_scores(frame: pd.DataFrame) -> None:
         frame[deep] = pd.array([c[0] / c[1] if c else None for c in counts], dtype="Float64")
         for column, values in zip(interval_columns(deep), zip(*intervals, strict=True), strict=True):
             frame[column] = pd.array(values, dtype="Float64")
-
-
-def deep_counts(depths: Any, score: str) -> tuple[int, int] | None:
-    """(samples right, samples) at depths below 1 in one record's by_depth; None when it holds none."""
-    deep = [(right, n) for depth, (right, n) in depth_totals(depths, score).items() if depth < DEEP_BELOW]
-    total = sum(n for _, n in deep)
-    return (round(sum(right for right, _ in deep)), total) if total else None  # shares of 0/1 outcomes: whole
 
 
 def default_setting(method: str | None, name: str) -> Any:

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from hmtbench.analysis import draw
-from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES, depth_totals
+from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES, deep_counts, depth_totals
 from hmtbench.analysis.compare import Comparison, build, inventory
 from hmtbench.analysis.draw import FigureUnsupported
 from hmtbench.analysis.lines import LinePanel, line_figure, series_lines
@@ -47,6 +47,11 @@ def accuracy_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure
     counts = sorted({e.row.key.get("max_docs") for panel in panels.values() for e in panel} - {None})
     joined = bool(counts) and not any(k == "max_docs" for key in panels for k, _ in key)  # else titles/footer say it
     samples = f"; samples per point: {', '.join(map(str, counts))} (max_docs)" if joined else ""
+    if samples and table.metric in DEEP_SCORES:  # the score counts only those before the last segment's depth
+        runs = frame.set_index("run_id")[BY_DEPTH]
+        deep = sorted({found[1] for panel in panels.values() for e in panel for run in e.cell.runs
+                       if (found := deep_counts(runs.loc[run], DEEP_SCORES[table.metric]))})
+        samples += f", {', '.join(map(str, deep))} of them at depth < 1" if deep else ""
     return line_figure(drawn, f"each point: one measurement or the mean over seeds (identical repeats counted once), "
                               f"lines set a few percent apart sideways{bands}{samples}", shared=looks.shared)
 
