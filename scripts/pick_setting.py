@@ -20,21 +20,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from hmtbench.analysis.load import deep_counts
+from hmtbench.analysis.columns import deep_counts
 
 
-def lengths_judged(folder: Path) -> list[int]:
-    """The context lengths the records of ``folder`` were read at: the only ones the pick has seen."""
-    found = {pd.read_parquet(path).iloc[0].get("context_length") for path in folder.glob("*.parquet")}
+def read_records(folder: Path) -> list[pd.Series]:
+    """Each record of ``folder``, the first written first (run ids start with their time)."""
+    return [pd.read_parquet(path).iloc[0] for path in sorted(folder.glob("*.parquet"))]
+
+
+def lengths_judged(records: list[pd.Series]) -> list[int]:
+    """The context lengths the records were read at: the only ones the pick has seen."""
+    found = {record.get("context_length") for record in records}
     return sorted(int(n) for n in found if n is not None and not pd.isna(n))
 
 
-def right_per_name(folder: Path, metric: str) -> dict[str, tuple[int, int]]:
+def right_per_name(records: list[pd.Series], folder: Path, metric: str) -> dict[str, tuple[int, int]]:
     """{run name: (right answers, samples)} at needle depths below one, summed over the cells of ``folder``'s
     records; refused (SystemExit) when the names were not all run on the same cells."""
     cells: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
-    for path in sorted(folder.glob("*.parquet")):  # run ids start with their time: the first written first
-        record = pd.read_parquet(path).iloc[0]
+    for record in records:
         cell = (str(record.get("checkpoint_sha256")), str(record["data_sha256"]))
         cells.setdefault(record["name"], {}).setdefault(cell, deep_counts(record["by_depth"], metric) or (0, 0))
     everywhere = set().union(*(set(own) for own in cells.values())) if cells else set()
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default", required=True, help="the run name that wins a tie")
     parser.add_argument("--metric", default="exact_match", choices=["exact_match", "accuracy"])
     args = parser.parse_args(argv)
-    counts = right_per_name(args.folder, args.metric)
+    records = read_records(args.folder)
+    counts = right_per_name(records, args.folder, args.metric)
     if not counts:
         sys.exit(f"no records in {args.folder}")
     for name, (right, total) in sorted(counts.items()):
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         broken = ("the default" if chosen == args.default
                   else "the first in sorted order (the default is not among them)")
         print(f"tie: {', '.join(winners)} answer alike; {chosen} is {broken}", file=sys.stderr)
-    lengths = lengths_judged(args.folder)
+    lengths = lengths_judged(records)
     if lengths:
         print(f"judged at context lengths {', '.join(map(str, lengths))} only: settings that differ only at other "
               "lengths (a cache that holds every segment here, say) look alike", file=sys.stderr)
