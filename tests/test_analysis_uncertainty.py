@@ -149,6 +149,37 @@ def test_deltas_on_the_same_samples_are_tested_pairwise(tmp_path: Path) -> None:
         assert (row.unclear == []) is significant
 
 
+def test_a_method_at_three_seeds_is_tested_seed_by_seed_against_a_baseline(tmp_path: Path) -> None:
+    """HMT at training seeds 1-3 against one plain run on the same 20 samples: one McNemar test per seed (20 / 0,
+    p = 2 * 0.5**20; 0 / 0, p = 1; 12 / 0), never pooled into one test of 60 samples. Two seeds alike and one that
+    learned nothing: not significant across seeds, whose p is the largest seed's; all three alike: significant."""
+    plain = [0] * 20
+    write_qa_run(tmp_path / "split", "plain", plain)
+    for seed, right in ((1, 20), (2, 0), (3, 12)):
+        write_qa_run(tmp_path / "split", "hmt", [1] * right + [0] * (20 - right), train_seed=seed)
+    (row,) = build(load_results([tmp_path / "split"], warn=lambda m: None), "exact_match").rows
+    test = row.paired[("hmt", "plain")]
+    assert [(seed, t.gained, t.lost) for seed, t in test.tests] == [
+        ("train seed 1", 20, 0), ("train seed 2", 0, 0), ("train seed 3", 12, 0)]
+    assert test.tests[0][1].p == pytest.approx(2 * 0.5**20) and test.p == 1.0
+    assert not test.significant and row.unclear == [("hmt", "plain")]
+    text = render([build(load_results([tmp_path / "split"], warn=lambda m: None), "exact_match")], "table")
+    assert ("HMT vs plain: train seed 1 +20 / -0 of 20, p = 1.9e-06; train seed 2 +0 / -0 of 20, p = 1 n.s.; "
+            "train seed 3 +12 / -0 of 20, p = 0.00049 · across seeds n.s.") in " ".join(text.split())
+    (payload,) = json.loads(render([build(load_results([tmp_path / "split"], warn=lambda m: None), "exact_match")],
+                                   "json"))
+    found = payload["rows"][0]["paired_tests"]["HMT vs plain, %"]
+    assert (found["test"], found["gained"], found["p"], found["significant"]) == (
+        "exact McNemar per seed", 32, 1.0, False)
+
+    write_qa_run(tmp_path / "alike", "plain", plain)
+    for seed in (1, 2, 3):
+        write_qa_run(tmp_path / "alike", "hmt", [1] * 20, train_seed=seed)
+    (row,) = build(load_results([tmp_path / "alike"], warn=lambda m: None), "exact_match").rows
+    assert row.paired[("hmt", "plain")].significant and row.unclear == []
+    assert row.paired[("hmt", "plain")].p == pytest.approx(2 * 0.5**20)
+
+
 def test_one_method_in_two_settings_on_the_same_samples_is_tested_pairwise(tmp_path: Path) -> None:
     """HMT with hard and with soft recall on the same 100 samples (70 and 40 right: 32 gained, 2 lost) are two
     variant rows, never one delta column: compare tests them against each other all the same, once; a third run on

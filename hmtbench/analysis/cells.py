@@ -137,6 +137,14 @@ def seeds_text(measurement: Measurement) -> str:
     return ", ".join(parts) or "seed ?"
 
 
+def seed_labels(found: list[Measurement]) -> list[str]:
+    """Each measurement by the seeds that tell it from the others ('train seed 2'), else by all of its seeds."""
+    seeds = [dict(m.seeds) for m in found]
+    names = [name for name, _ in found[0].seeds if len({s.get(name) for s in seeds}) > 1] if found else []
+    return [", ".join(f"{SEED_NAMES[name]} {s.get(name)}" for name in names) or seeds_text(m)
+            for m, s in zip(found, seeds, strict=True)]
+
+
 def varying_seeds(cells: list[Cell]) -> dict[str, list[Any]]:
     """The seed columns whose values differ between the measurements of ``cells``, with their values."""
     values: dict[str, set] = {}

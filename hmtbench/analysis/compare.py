@@ -13,7 +13,7 @@ import pandas as pd
 from hmtbench.analysis.cells import Cell, make_cell
 from hmtbench.analysis.columns import CONFIG_PREFIX, is_recipe_checkpoint, plain
 from hmtbench.analysis.documents import BootstrapTest
-from hmtbench.analysis.paired import PairedTest, PairedTests
+from hmtbench.analysis.paired import PairedTest, PairedTests, SeedTests
 from hmtbench.errors import HmtbenchError, unknown_choice
 from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
@@ -52,7 +52,8 @@ class Row:
     deltas: dict[tuple[str, str], float | None] = field(default_factory=dict)  # (method, reference) -> %
     best: list[str] = field(default_factory=list)
     unclear: list[tuple[str, str]] = field(default_factory=list)  # deltas not significant (paired test, else overlap)
-    paired: dict[tuple[str, str], PairedTest | BootstrapTest] = field(default_factory=dict)  # deltas tested paired
+    # deltas tested paired
+    paired: dict[tuple[str, str], PairedTest | SeedTests | BootstrapTest] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class VariantTest:
     method: str
     first: dict[str, Any]  # the method's settings in each row
     second: dict[str, Any]
-    test: PairedTest | BootstrapTest
+    test: PairedTest | SeedTests | BootstrapTest
     runs: tuple[tuple[str, ...], tuple[str, ...]]  # each cell's run ids (a report names its table rows by them)
 
 

@@ -16,7 +16,7 @@ from hmtbench.analysis.compare import (
     sign_rule,
 )
 from hmtbench.analysis.documents import BootstrapTest
-from hmtbench.analysis.paired import PairedTest
+from hmtbench.analysis.paired import PairedTest, SeedTests
 from hmtbench.analysis.table_text import (
     NOT_SIGNIFICANT,
     differing_settings,
@@ -93,7 +93,7 @@ def variant_records(table: Comparison) -> list[dict[str, Any]]:
         first, second = differing_settings(found)
         out.append({"metric": table.metric, "direction": table.direction, **found.key, "variant_test": found.method,
                     "variant_first": settings_text(first), "variant_second": settings_text(second),
-                    "paired test": test_kind(found.test), **vars(found.test), "significant": found.test.significant})
+                    **_test_fields(found.test)})
     return out
 
 
@@ -105,8 +105,18 @@ def _csv(tables: list[Comparison]) -> str:
     return frame.to_csv(index=False).rstrip("\n")
 
 
-def _test_json(test: PairedTest | BootstrapTest) -> dict[str, Any]:
-    return {"test": test_kind(test), **vars(test), "significant": test.significant}
+def _test_fields(test: PairedTest | SeedTests | BootstrapTest) -> dict[str, Any]:
+    """A paired test's numbers, flat (a per-seed test: its sums, largest p and each seed's counts as text)."""
+    numbers = dict(vars(test))
+    if isinstance(test, SeedTests):
+        numbers = {"gained": test.gained, "lost": test.lost, "samples": test.samples, "p": test.p,
+                   "per_seed": "; ".join(f"{seed}: +{t.gained} / -{t.lost}, p = {t.p:.3g}" for seed, t in test.tests)}
+    return {"paired test": test_kind(test), **numbers, "significant": test.significant}
+
+
+def _test_json(test: PairedTest | SeedTests | BootstrapTest) -> dict[str, Any]:
+    fields = _test_fields(test)
+    return {"test": fields.pop("paired test"), **fields}
 
 
 def _json(tables: list[Comparison]) -> str:

@@ -7,6 +7,11 @@ better seen where it happens: which samples one method gets right and the other 
 (``data_sha256``) as the other cell's, is tested this way. Anything else falls back to the intervals. The file is
 looked for beside the record, not at the record's ``predictions_file``: that is where it was written, often on
 another machine, and the two travel together. Perplexity pairs by document (``analysis.documents``).
+
+A cell of several training seeds against a cell of one run (a trained method against an untrained baseline) is
+tested seed by seed (``SeedTests``): each seed's run against the baseline's on the same samples. Pooling the seeds
+into one McNemar test would count each sample several times as if independent; averaging them hides that seeds of
+one recipe can disagree entirely.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hmtbench.analysis.cells import Cell
+from hmtbench.analysis.cells import Cell, seed_labels
 from hmtbench.analysis.columns import DEEP_BELOW, DEEP_SCORES, plain
 from hmtbench.analysis.documents import SIGNIFICANCE, BootstrapTest, DocumentScores
 from hmtbench.stats import mcnemar_exact
@@ -40,6 +45,38 @@ class PairedTest:
         return self.p < SIGNIFICANCE
 
 
+@dataclass(frozen=True)
+class SeedTests:
+    """A cell of several seeds against a cell of one run, on the same samples: one McNemar test per seed.
+
+    Significant only where every seed's test is, in one direction: seeds that disagree do not show the method
+    better, whatever one of them does (an intersection-union test, whose p is the largest of the seeds').
+    """
+
+    tests: tuple[tuple[str, PairedTest], ...]  # (the seed, as 'train seed 2'; its test), in seed order
+
+    @property
+    def gained(self) -> int:
+        return sum(test.gained for _, test in self.tests)
+
+    @property
+    def lost(self) -> int:
+        return sum(test.lost for _, test in self.tests)
+
+    @property
+    def samples(self) -> int:
+        return max(test.samples for _, test in self.tests)
+
+    @property
+    def p(self) -> float:
+        return max(test.p for _, test in self.tests)
+
+    @property
+    def significant(self) -> bool:
+        signs = {test.gained > test.lost for _, test in self.tests}
+        return len(signs) == 1 and all(test.significant for _, test in self.tests)
+
+
 class PairedTests:
     """Every paired test a table of ``metric`` can make: on documents (ppl), else on samples (QA scores)."""
 
@@ -47,12 +84,19 @@ class PairedTests:
         self.documents = DocumentScores(frame, metric)
         self.samples = SampleOutcomes(frame, metric)
 
-    def test(self, first: Cell, second: Cell) -> PairedTest | BootstrapTest | None:
-        """``first`` against ``second``; McNemar needs one measurement a side (identical repeats count once)."""
+    def test(self, first: Cell, second: Cell) -> PairedTest | SeedTests | BootstrapTest | None:
+        """``first`` against ``second``; McNemar needs one measurement a side (identical repeats count once), or
+        several on one side against one on the other (``SeedTests``)."""
         found = self.documents.test(first, second)
-        if found is None and first.count == 1 and second.count == 1:
-            found = self.samples.test(first.first_runs(), second.first_runs())
-        return found
+        if found is not None or min(first.count, second.count) != 1:
+            return found
+        if first.count == second.count:
+            return self.samples.test(first.first_runs(), second.first_runs())
+        seeded = first if first.count > 1 else second
+        tests = [(label, self.samples.test(*([m.runs[0]], second.first_runs()) if seeded is first
+                                             else (first.first_runs(), [m.runs[0]])))
+                 for label, m in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True)]
+        return None if any(test is None for _, test in tests) else SeedTests(tuple(tests))
 
 
 class SampleOutcomes:

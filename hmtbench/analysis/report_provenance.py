@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from hmtbench.analysis.report_tables import TableContext
 
 TEST_NAMES = {"PairedTest": "exact McNemar test on the samples one gets right and the other wrong",
+              "SeedTests": ("exact McNemar test per training seed against the other row's one run, significant only "
+                            "where every seed's test is, in one direction"),
               "BootstrapTest": "paired bootstrap over the documents both scored"}
 
 
@@ -119,7 +121,7 @@ def _interval(metric: str, table: Comparison | None) -> str:
 
 def _tests(table: Comparison | None, deltas: bool) -> str:
     """The tests behind the table's n.s. marks and listed tests; with ``deltas``, how a delta is signed."""
-    if table is None or not table.pairs:
+    if table is None or not (table.pairs or table.variant_tests):
         return ""
     kinds = sorted({type(t).__name__ for row in table.rows for t in row.paired.values()}
                    | {type(v.test).__name__ for v in table.variant_tests})

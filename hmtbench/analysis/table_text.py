@@ -17,7 +17,7 @@ from hmtbench.analysis.compare import (
     sign_rule,
 )
 from hmtbench.analysis.documents import DOCUMENT_METRICS, BootstrapTest
-from hmtbench.analysis.paired import PairedTest
+from hmtbench.analysis.paired import PairedTest, SeedTests
 from hmtbench.methods import method_label
 
 ALWAYS_SHOWN = ("backbone", "dataset", "task")  # shown even when every row has the same value
@@ -122,6 +122,8 @@ def _of_zero(row: Row, pair: tuple[str, str]) -> bool:
 
 
 MCNEMAR_LEGEND = "exact McNemar; +a / -b: samples only the first / only the second gets right"
+SEED_LEGEND = ("exact McNemar per seed, against each seed's run; significant only where every seed's test is, in one "
+               "direction")
 BOOTSTRAP_LEGEND = ("paired bootstrap: the documents resampled alike for both, each side's seeds within it; the "
                     "gain in % with its 95% interval, p two-sided and at least 2/2^n for n documents")
 
@@ -141,8 +143,8 @@ def paired_lines(table: Comparison, footnotes: list[str]) -> list[str]:
 
 def _legends(tests) -> str:
     kinds = {type(t) for t in tests}
-    return "; ".join(legend for kind, legend in ((PairedTest, MCNEMAR_LEGEND), (BootstrapTest, BOOTSTRAP_LEGEND))
-                     if kind in kinds)
+    return "; ".join(legend for kind, legend in ((PairedTest, MCNEMAR_LEGEND), (SeedTests, SEED_LEGEND),
+                                                 (BootstrapTest, BOOTSTRAP_LEGEND)) if kind in kinds)
 
 
 def _where(table: Comparison, row: Row, footnotes: list[str]) -> str:
@@ -172,9 +174,13 @@ def differing_settings(found: VariantTest) -> tuple[dict[str, Any], dict[str, An
     return ({k: found.first.get(k) for k in names}, {k: found.second.get(k) for k in names})
 
 
-def paired_text(test: PairedTest | BootstrapTest) -> str:
-    """One paired test: McNemar's counts and p, or the bootstrap's gain, interval and p (n.s. marked)."""
+def paired_text(test: PairedTest | SeedTests | BootstrapTest) -> str:
+    """One paired test: McNemar's counts and p (each seed's), or the bootstrap's gain, interval and p (n.s.
+    marked)."""
     mark = "" if test.significant else NOT_SIGNIFICANT
+    if isinstance(test, SeedTests):
+        each = "; ".join(f"{seed} {paired_text(one)}" for seed, one in test.tests)
+        return f"{each}{' · across seeds' + mark if mark else ''}"
     if isinstance(test, BootstrapTest):
         seeds = "" if test.seeds == (1, 1) else f" ({test.seeds[0]} vs {test.seeds[1]} seeds)"
         return (f"{test.gain:+.2f}% [{test.low:+.2f}, {test.high:+.2f}] on {test.documents} documents{seeds}, "
@@ -182,9 +188,11 @@ def paired_text(test: PairedTest | BootstrapTest) -> str:
     return f"+{test.gained} / -{test.lost} of {test.samples}, p = {test.p:.2g}{mark}"
 
 
-def test_kind(test: PairedTest | BootstrapTest | None) -> str | None:
+def test_kind(test: PairedTest | SeedTests | BootstrapTest | None) -> str | None:
     if test is None:
         return None
+    if isinstance(test, SeedTests):
+        return "exact McNemar per seed"
     return "paired bootstrap" if isinstance(test, BootstrapTest) else "exact McNemar"
 
 
