@@ -98,6 +98,26 @@ def test_a_lengths_table_counts_answers_and_lists_the_paired_tests(tmp_path: Pat
     assert "100 samples per cell" in document and "seed 1 (one seed)" in document
 
 
+def test_cells_of_one_length_on_other_samples_are_named_and_never_paired(tmp_path: Path) -> None:
+    """plain and HMT at 4k on two sample sets (another filler text: another Python's pydoc topics): no paired test,
+    and the provenance line says where the samples differ; on one sample set it says nothing of the kind."""
+    results = tmp_path / "results"
+    write_qa_run(results / "qa", "plain", [0] * 100, seed=1, data="python-3.11")
+    write_qa_run(results / "qa", "hmt", [1] * 100, seed=1, data="python-3.12", checkpoint="runs/hmt", train_mode="lora")
+    write_spec(results, sections=[{"title": "Passkey", "tables": [
+        {"records": ["qa"], "metric": "exact_match", "layout": "lengths"}]}])
+    document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
+    assert "cells side by side on different samples at 4k (other data_sha256)" in document
+    assert "#2 vs #1" not in document and "+100 / -0" not in document
+    same = tmp_path / "same" / "results"
+    write_qa_run(same / "qa", "plain", [0] * 100, seed=1, data="python-3.12")
+    write_qa_run(same / "qa", "hmt", [1] * 100, seed=1, data="python-3.12", checkpoint="runs/hmt", train_mode="lora")
+    write_spec(same, sections=[{"title": "Passkey", "tables": [
+        {"records": ["qa"], "metric": "exact_match", "layout": "lengths"}]}])
+    document, _ = build_report([same], tmp_path / "same" / "results.md", warn=lambda m: None)
+    assert "different samples" not in document and "- 4k: #2 vs #1 (plain) +100 / -0 of 100" in document
+
+
 def test_two_checkpoints_of_a_method_are_tested_by_their_row_numbers(tmp_path: Path) -> None:
     """Two trained HMT checkpoints on the same samples (variants: all): 70/100 and 80/100 with 10 gains and no
     loss, p = 2 * 0.5**10; the test names the rows it compares, as the tests against plain do."""

@@ -54,7 +54,7 @@ def provenance(metric: str, runs: pd.DataFrame, table: Comparison | None, hidden
         parts.append("alike in every row: " + describe({k: length_text(v) if k in LENGTHS else v
                                                          for k, v in common.items()}))
     deltas = table is not None and any(row.deltas for row in table.rows) and layout == "methods"
-    parts += [_values("split", runs["split"], "split"), _seeds(runs), _sizes(metric, runs),
+    parts += [_values("split", runs["split"], "split"), _seeds(runs), _sizes(metric, runs), _sample_sets(runs, table),
               _interval(metric, table), _tests(table, deltas),
               " · ".join(filter(None, [_values("", runs["device_name"], ""), _values("", runs["dtype"], "")])),
               _code(runs)]
@@ -97,6 +97,26 @@ def _sizes(metric: str, runs: pd.DataFrame) -> str:
     if commands == {"bench"}:
         return "one timed run per cell"
     return ""
+
+
+def _sample_sets(runs: pd.DataFrame, table: Comparison | None) -> str:
+    """Where the cells shown side by side (one row key, every variant) read different samples or documents
+    (``data_sha256``: another filler text, say, from another Python): named, since no paired test can join them."""
+    if table is None or "data_sha256" not in runs:
+        return ""
+    data = {str(run): plain(sha) for run, sha in zip(runs["run_id"], runs["data_sha256"], strict=True)}
+    found: dict[tuple, set[str]] = {}
+    for row in table.rows:
+        key = tuple((k, v) for k, v in row.key.items() if k != "variant")
+        found.setdefault(key, set()).update(data[run] for cell in row.cells.values() for run in cell.runs
+                                            if data.get(run) is not None)
+    split = [dict(key) for key, hashes in found.items() if len(hashes) > 1]
+    if not split:
+        return ""
+    where = ", ".join(length_text(key["context_length"]) if key.get("context_length") is not None
+                      else describe(key) for key in split)
+    return f"cells side by side on different samples at {where} (other data_sha256): compared by their intervals, " \
+           "never paired"
 
 
 def _span(values: pd.Series) -> str:
