@@ -167,3 +167,19 @@ def test_a_split_a_task_does_not_have_is_a_one_line_error() -> None:
             check_split(name, "validation")
     with pytest.raises(HmtbenchError, match="task babilong-qa2 has no validation split"):
         load_task("babilong-qa2", TaskOptions(split="validation"))
+
+
+def test_the_dumped_pydoc_topics_give_the_built_in_fillers_samples(tmp_path) -> None:
+    """scripts/dump_pydoc_topics.py writes this Python's topics as JSONL; as --filler the file draws the very samples
+    the built-in corpus does (how another machine reproduces samples made on another Python)."""
+    from tests.conftest import load_script
+
+    dumped = tmp_path / "topics.jsonl"
+    assert load_script("dump_pydoc_topics").dump(dumped) == len(dumped.read_text().splitlines()) > 50
+    built_in = passkey(4000, limit=4, seed=11).load()
+    from_file = passkey(4000, limit=4, seed=11, filler=str(dumped)).load()
+    assert [s.prompt_ids.tolist() for s in from_file] == [s.prompt_ids.tolist() for s in built_in]
+    other = tmp_path / "shuffled.jsonl"
+    other.write_text("\n".join(reversed(dumped.read_text().splitlines())) + "\n")  # another order: other samples
+    assert passkey(4000, limit=4, seed=11, filler=str(other)).load()[0].prompt_ids.tolist() != \
+        built_in[0].prompt_ids.tolist()
