@@ -24,13 +24,15 @@ def build_method(
     document_length: int | None = None,
     checkpoint: str | None = None,
     lora: dict[str, Any] | None = None,
+    most_tokens: int | None = None,
 ) -> SegmentMethod:
     """Method ``config.name`` around ``backbone`` with a seeded initialisation, then ``checkpoint``'s tensors.
 
     ``document_length``: the tokens one backbone call must hold for a method that reads whole
     documents. ``lora``: LoRA settings to inject into the backbone first (a checkpoint's own LoRA,
     if it has one, is injected instead: from its peft adapter config, or for checkpoints of earlier
-    versions from its meta). The backbone is modified in place only by LoRA.
+    versions from its meta). The backbone is modified in place only by LoRA. ``most_tokens``: the longest document
+    (prompt and answer) the run will read, where the command knows it (``SegmentMethod.most_tokens``).
     """
     cls = method_class(config.name)
     if document_length is not None:
@@ -44,6 +46,7 @@ def build_method(
         inject_lora_for(backbone.model, checkpoint, lora)
     torch.manual_seed(seed)
     model = cls(backbone.model, config, segment_length)
+    model.most_tokens = most_tokens
     if checkpoint is not None:
         apply_tensors(model, load_tensors(checkpoint), checkpoint)
     return model

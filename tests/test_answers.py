@@ -96,3 +96,29 @@ def test_segments_no_state_carries_to_the_answer_are_skipped_exactly(name: str, 
         model.state_reach = 0
         too_few = score_answers(model, model, prompts, answers)
         assert any(t.nll != pytest.approx(f.nll, rel=1e-5) for t, f in zip(too_few, skipping, strict=True))
+
+
+@pytest.mark.parametrize("policy", ["fifo", "recall", "distinct"])
+def test_a_recall_cache_sized_to_the_longest_document_answers_as_one_of_n_slots(llama: torch.nn.Module,
+                                                                              policy: str) -> None:
+    """eval-qa tells HMT the longest prompt and answer it will read (``most_tokens``): the recall cache then gets as
+    many slots as such a document has segments (plus two), not N = 64, and every teacher-forced prediction, NLL and
+    greedy answer equals the 64-slot cache's (nothing is dropped before a cache fills, under any policy)."""
+    model = build_method("hmt", llama, {**SETTINGS, "recall_context": 64, "cache_policy": policy}).eval()
+    s = model.segment_tokens
+    generator = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, 256, (n,), generator=generator, dtype=torch.int32) for n in (5 * s + 2, 3 * s, 40)]
+    slots = []
+    empty_cache = model.recall.empty_cache
+    model.recall.empty_cache = lambda rows, capacity, like: slots.append(capacity) or empty_cache(rows, capacity, like)
+
+    def answers() -> tuple[list, list]:
+        greedy = [greedy_generate(model, p, 2 * s).token_ids for p in prompts]  # decoding opens two more segments
+        return greedy, [(a.predicted, round(a.nll, 4)) for a in score_answers(model, model, prompts, greedy)]
+
+    unbounded = answers()
+    assert set(slots) == {64}
+    slots.clear()
+    model.most_tokens = max(len(p) for p in prompts) + 2 * s
+    assert model.cache_slots == 8 + 2 < 64  # ceil((5s + 2 + 2s) / s) + 2
+    assert answers() == unbounded and set(slots) == {model.cache_slots}

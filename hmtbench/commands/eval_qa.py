@@ -68,7 +68,7 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
     for c in configs:
         try:
             built.append((c, build_method(backbone, c.method, c.segment_length, seed=c.seed, document_length=longest,
-                                          checkpoint=c.checkpoint)))
+                                          checkpoint=c.checkpoint, most_tokens=longest)))
         except HmtbenchError as err:  # a sweep goes on where one method cannot read the whole context (full)
             if not (sweep and method_class(c.method.name).reads_whole_document):
                 raise

@@ -158,6 +158,9 @@ class SegmentMethod(SegmentSteps, nn.Module, metaclass=abc.ABCMeta):
         self._head_is_plain = head_is_plain(backbone)  # score: run the output head ourselves, in chunks
         self.chunk_nll: ChunkNll | None = None  # the loss of a chunk of positions; hmtbench.fastpath compiles one
         self.span_write: nn.Module | None = None  # set by methods that write spans (``add_memory``)
+        # The most tokens (prompt and answer) one document of this instance's run holds, where the command knows it
+        # before reading (eval-qa); a method may size per-document buffers to it. None: unknown, no bound.
+        self.most_tokens: int | None = None
 
     @classmethod
     def segment_length_for(cls, segment_length: int, document_length: int) -> int:

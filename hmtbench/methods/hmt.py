@@ -22,6 +22,7 @@ summary prompt as extra batch rows (``summarizes_inline``): no backbone call of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from typing import Any
@@ -255,6 +256,15 @@ class HMT(SegmentMethod):
     def config_for_stage(cls, config: HMTConfig, stage: int) -> HMTConfig:
         return replace(config, stage=stage)
 
+    @property
+    def cache_slots(self) -> int:
+        """The recall cache's slots: N, or as many as the longest document can write where ``most_tokens`` bounds
+        it. A cache that never fills keeps every memory either way (no policy drops one before the cache is full),
+        and a smaller one costs less to allocate, copy and score (docs/performance.md, "The recall cache")."""
+        if self.most_tokens is None:
+            return self.config.recall_context
+        return min(self.config.recall_context, math.ceil(self.most_tokens / self.segment_tokens) + 2)
+
     def initial_state(self, batch_size: int) -> HMTState:
         """Segment 0 reads the learned memory: in the state from the start, as RMT's."""
         return HMTState(batch_size, memory=self.memory.expand(batch_size, -1, -1))
@@ -290,6 +300,6 @@ class HMT(SegmentMethod):
             return HMTState(state.batch_size, memory=written, sensory_ids=sensory)
         cache = state.cache
         if cache is None:
-            cache = self.recall.empty_cache(state.batch_size, self.config.recall_context, written)
+            cache = self.recall.empty_cache(state.batch_size, self.cache_slots, written)
         return HMTState(state.batch_size, sensory_ids=sensory, cache=self.recall.remember(cache, written),
                         summary=side)
