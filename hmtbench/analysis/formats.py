@@ -107,10 +107,11 @@ def _csv(tables: list[Comparison]) -> str:
 
 def _test_fields(test: PairedTest | SeedTests | BootstrapTest) -> dict[str, Any]:
     """A paired test's numbers, flat (a per-seed test: its sums, largest p and each seed's counts as text)."""
-    numbers = dict(vars(test))
     if isinstance(test, SeedTests):
         numbers = {"gained": test.gained, "lost": test.lost, "samples": test.samples, "p": test.p,
                    "per_seed": "; ".join(f"{seed}: +{t.gained} / -{t.lost}, p = {t.p:.3g}" for seed, t in test.tests)}
+    else:
+        numbers = vars(test)
     return {"paired test": test_kind(test), **numbers, "significant": test.significant}
 
 

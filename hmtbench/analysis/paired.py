@@ -92,10 +92,11 @@ class PairedTests:
             return found
         if first.count == second.count:
             return self.samples.test(first.first_runs(), second.first_runs())
-        seeded = first if first.count > 1 else second
-        tests = [(label, self.samples.test(*([m.runs[0]], second.first_runs()) if seeded is first
-                                             else (first.first_runs(), [m.runs[0]])))
-                 for label, m in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True)]
+        seeded, single = (first, second) if first.count > 1 else (second, first)
+        tests = []
+        for label, measurement in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True):
+            runs = ([measurement.runs[0]], single.first_runs())
+            tests.append((label, self.samples.test(*(runs if seeded is first else runs[::-1]))))
         return None if any(test is None for _, test in tests) else SeedTests(tuple(tests))
 
 

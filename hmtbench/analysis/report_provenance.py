@@ -101,7 +101,8 @@ def _sizes(metric: str, runs: pd.DataFrame) -> str:
 
 def _sample_sets(runs: pd.DataFrame, table: Comparison | None) -> str:
     """Where the cells shown side by side (one row key, every variant) read different samples or documents
-    (``data_sha256``: another filler text, say, from another Python): named, since no paired test can join them."""
+    (``data_sha256``: another filler text, say, from another Python): named, since no paired test can join two cells
+    of other samples (those that share theirs are still tested)."""
     if table is None or "data_sha256" not in runs:
         return ""
     data = {str(run): plain(sha) for run, sha in zip(runs["run_id"], runs["data_sha256"], strict=True)}
@@ -115,8 +116,8 @@ def _sample_sets(runs: pd.DataFrame, table: Comparison | None) -> str:
         return ""
     where = ", ".join(length_text(key["context_length"]) if key.get("context_length") is not None
                       else describe(key) for key in split)
-    return f"cells side by side on different samples at {where} (other data_sha256): compared by their intervals, " \
-           "never paired"
+    return f"cells side by side on different samples at {where} (other data_sha256): a pair of those is compared " \
+           "by its intervals, never paired"
 
 
 def _span(values: pd.Series) -> str:
