@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 import hmtbench
+import hmtbench.commands.eval_ppl
 from hmtbench.backbones.tiny import byte_tokenizer, tiny_model
 from hmtbench.cli import app
 from hmtbench.data import Corpus, tokenize_corpus
@@ -64,8 +65,13 @@ def test_eval_ppl_end_to_end_writes_every_column(corpus_dir: Path, tmp_path: Pat
     out = tmp_path / "results"
     args = eval_args(corpus_dir, out, "--method", "plain,full,rmt,hmt")
     monkeypatch.setattr(sys, "argv", ["hmtbench", "eval-ppl", *args])  # as typed in a shell
+    built = []
+    build = hmtbench.commands.eval_ppl.build_method
+    monkeypatch.setattr(hmtbench.commands.eval_ppl, "build_method", lambda *a, **k: built.append(build(*a, **k))
+                        or built[-1])
     result = invoke(*args)
     assert result.exit_code == 0, result.output
+    assert [m.most_tokens for m in built] == [TEST_LENGTH] * 4  # documents are cut there: HMT sizes its cache to it
     files = sorted(out.glob("*.parquet"))
     assert len(files) == 4
     for f in files:

@@ -291,3 +291,18 @@ def test_inline_summaries_are_chosen_for_small_gpu_batches_and_never_in_training
 def test_invalid_settings_name_the_flag(llama: torch.nn.Module, overrides: dict, flag: str) -> None:
     with pytest.raises(HmtbenchError, match=flag):
         build_method("hmt", llama, {**SETTINGS, **overrides})
+
+
+def test_scores_with_the_cache_sized_to_the_longest_document_equal_the_n_slot_caches(backbone: torch.nn.Module) -> None:
+    """eval-ppl tells HMT its documents' length (``most_tokens``): a cache of as many slots as a document has
+    segments (plus two) scores every token as the N-slot cache does, where N is larger than that."""
+    model = hmt(backbone, recall_context=64).eval()
+    s = model.segment_tokens
+    lengths = torch.tensor([6 * s, 4 * s + 5, 2 * s])
+    batch = segment_batch(random_documents(3, 6 * s), lengths, s)
+    with torch.inference_mode():
+        unbounded, _ = score_segments(model, batch)
+        model.most_tokens = 6 * s
+        assert model.cache_slots == 8 < 64
+        sized, _ = score_segments(model, batch)
+    torch.testing.assert_close(sized, unbounded, rtol=0, atol=0)

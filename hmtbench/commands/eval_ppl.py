@@ -40,7 +40,8 @@ def run_eval_ppl(configs: list[EvalConfig], command_line: list[str] | None = Non
         backbone = load_backbone(config.backbone, dtype=config.dtype, device=device)
     data = config.data
     models = [build_method(backbone, c.method, c.segment_length, seed=c.seed, document_length=data.test_length,
-                           checkpoint=c.checkpoint) for c in configs]  # bad settings fail before the corpus loads
+                           checkpoint=c.checkpoint, most_tokens=data.test_length)
+              for c in configs]  # bad settings fail before the corpus loads; documents are cut at test_length
     for model in models:
         warn_if_untrained(model, config.checkpoint)
     tokenized = _tokenize(config, backbone)

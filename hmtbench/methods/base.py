@@ -159,7 +159,7 @@ class SegmentMethod(SegmentSteps, nn.Module, metaclass=abc.ABCMeta):
         self.chunk_nll: ChunkNll | None = None  # the loss of a chunk of positions; hmtbench.fastpath compiles one
         self.span_write: nn.Module | None = None  # set by methods that write spans (``add_memory``)
         # The most tokens (prompt and answer) one document of this instance's run holds, where the command knows it
-        # before reading (eval-qa); a method may size per-document buffers to it. None: unknown, no bound.
+        # before reading (eval-qa, eval-ppl); a method may size per-document buffers to it. None: unknown, no bound.
         self.most_tokens: int | None = None
 
     @classmethod
