@@ -32,6 +32,7 @@ from hmtbench.commands.options import (
 )
 from hmtbench.errors import HmtbenchError, canceled_message
 from hmtbench.evaluation.config import EvalConfig, eval_configs
+from hmtbench.hostmemory import watch_host_memory
 from hmtbench.qa.config import QAConfig, qa_configs
 from hmtbench.results.schema import recording
 from hmtbench.training.config import TrainConfig
@@ -65,7 +66,7 @@ def friendly_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with recording() as written:  # the records this command writes
+            with recording() as written, watch_host_memory():  # the records this command writes
                 return command(*args, **kwargs)
         except HmtbenchError as err:
             if os.environ.get("HMTBENCH_DEBUG"):

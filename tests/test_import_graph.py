@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).parent.parent / "hmtbench"
 
 # Lowest first. A unit imports units of its own layer or of layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("hmtbench", "errors", "files", "tensorfiles", "stats", "progress", "distributed", "oom"),  # foundation
+    ("hmtbench", "errors", "files", "tensorfiles", "stats", "progress", "distributed", "oom",
+     "hostmemory"),  # foundation
     ("methods", "backbones", "data", "lora"),  # the models and the text
     ("config", "resolve", "checkpoints", "build", "results"),  # run configuration, checkpoints, records
     ("engine", "answer_layout", "fastpath", "generation"),  # the segment loop, answers' layout, decoding
