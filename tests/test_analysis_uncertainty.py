@@ -180,6 +180,27 @@ def test_a_method_at_three_seeds_is_tested_seed_by_seed_against_a_baseline(tmp_p
     assert row.paired[("hmt", "plain")].p == pytest.approx(2 * 0.5**20)
 
 
+def test_two_methods_trained_at_the_same_seeds_are_tested_seed_against_seed(tmp_path: Path) -> None:
+    """HMT and RMT each at training seeds 1-3 on the same 20 samples: seed s of one against seed s of the other
+    (HMT 20, 0, 20 right; RMT 20, 0, 8: +0/-0, +0/-0, +12/-0), not pooled; one seed apart, the others alike: not
+    significant across seeds. RMT at seeds 4-6 instead: no seed of HMT's has a counterpart, no paired test."""
+    for seed, hmt, rmt in ((1, 20, 20), (2, 0, 0), (3, 20, 8)):
+        write_qa_run(tmp_path / "same", "hmt", [1] * hmt + [0] * (20 - hmt), train_seed=seed)
+        write_qa_run(tmp_path / "same", "rmt", [1] * rmt + [0] * (20 - rmt), train_seed=seed)
+        write_qa_run(tmp_path / "other", "hmt", [1] * hmt + [0] * (20 - hmt), train_seed=seed)
+        write_qa_run(tmp_path / "other", "rmt", [1] * rmt + [0] * (20 - rmt), train_seed=seed + 3)
+    (row,) = build(load_results([tmp_path / "same"], warn=lambda m: None), "exact_match").rows
+    test = row.paired[("hmt", "rmt")]
+    assert [(seed, t.gained, t.lost) for seed, t in test.tests] == [
+        ("train seed 1", 0, 0), ("train seed 2", 0, 0), ("train seed 3", 12, 0)]
+    assert test.p == 1.0 and not test.significant and ("hmt", "rmt") in row.unclear
+    text = " ".join(render([build(load_results([tmp_path / "same"], warn=lambda m: None), "exact_match")],
+                           "table").split())
+    assert "train seed 3 +12 / -0 of 20, p = 0.00049 · across seeds n.s." in text
+    (row,) = build(load_results([tmp_path / "other"], warn=lambda m: None), "exact_match").rows
+    assert ("hmt", "rmt") not in row.paired
+
+
 def test_one_method_in_two_settings_on_the_same_samples_is_tested_pairwise(tmp_path: Path) -> None:
     """HMT with hard and with soft recall on the same 100 samples (70 and 40 right: 32 gained, 2 lost) are two
     variant rows, never one delta column: compare tests them against each other all the same, once; a third run on

@@ -11,7 +11,9 @@ another machine, and the two travel together. Perplexity pairs by document (``an
 A cell of several training seeds against a cell of one run (a trained method against an untrained baseline) is
 tested seed by seed (``SeedTests``): each seed's run against the baseline's on the same samples. Pooling the seeds
 into one McNemar test would count each sample several times as if independent; averaging them hides that seeds of
-one recipe can disagree entirely.
+one recipe can disagree entirely. Two cells trained at the same seeds (HMT and RMT at training seeds 1, 2, 3) are
+tested seed against seed: the seed fixes what the two trainings share (the order of the samples, the LoRA
+initialisation), so seed s of one is the other's nearest counterpart. Cells at different seeds are not paired.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class PairedTest:
 
 @dataclass(frozen=True)
 class SeedTests:
-    """A cell of several seeds against a cell of one run, on the same samples: one McNemar test per seed.
+    """A cell of several seeds against a cell of one run, or against a cell of the same seeds, on the same samples:
+    one McNemar test per seed.
 
     Significant only where every seed's test is, in one direction: seeds that disagree do not show the method
     better, whatever one of them does (an intersection-union test, whose p is the largest of the seeds').
@@ -88,8 +91,10 @@ class PairedTests:
         """``first`` against ``second``; McNemar needs one measurement a side (identical repeats count once), or
         several on one side against one on the other (``SeedTests``)."""
         found = self.documents.test(first, second)
-        if found is not None or min(first.count, second.count) != 1:
+        if found is not None:
             return found
+        if min(first.count, second.count) > 1:
+            return self._seed_against_seed(first, second)
         if first.count == second.count:
             return self.samples.test(first.first_runs(), second.first_runs())
         seeded, single = (first, second) if first.count > 1 else (second, first)
@@ -97,6 +102,17 @@ class PairedTests:
         for label, measurement in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True):
             runs = ([measurement.runs[0]], single.first_runs())
             tests.append((label, self.samples.test(*(runs if seeded is first else runs[::-1]))))
+        return None if any(test is None for _, test in tests) else SeedTests(tuple(tests))
+
+    def _seed_against_seed(self, first: Cell, second: Cell) -> SeedTests | None:
+        """Two cells of several seeds each: seed s of ``first`` against seed s of ``second``; None unless both hold
+        exactly the same seeds."""
+        theirs = {m.seeds: m for m in second.measurements}
+        ours = [m.seeds for m in first.measurements]
+        if len(theirs) != second.count or sorted(ours, key=repr) != sorted(theirs, key=repr):
+            return None
+        tests = [(label, self.samples.test([m.runs[0]], [theirs[m.seeds].runs[0]]))
+                 for label, m in zip(seed_labels(first.measurements), first.measurements, strict=True)]
         return None if any(test is None for _, test in tests) else SeedTests(tuple(tests))
 
 

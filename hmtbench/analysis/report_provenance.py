@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from hmtbench.analysis.report_tables import TableContext
 
 TEST_NAMES = {"PairedTest": "exact McNemar test on the samples one gets right and the other wrong",
-              "SeedTests": ("exact McNemar test per training seed against the other row's one run, significant only "
-                            "where every seed's test is, in one direction"),
+              "SeedTests": ("exact McNemar test per training seed, against the other row's one run or its run at the "
+                            "same seed, significant only where every seed's test is, in one direction"),
               "BootstrapTest": "paired bootstrap over the documents both scored"}
 
 

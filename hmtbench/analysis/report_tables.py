@@ -26,7 +26,7 @@ from hmtbench.analysis.report_provenance import length_text, provenance, samples
 from hmtbench.analysis.series import by_panel, entries, legend, ordered_series, setting_name
 from hmtbench.analysis.table_text import bound, delta_text, differing_settings, number, paired_text, shown_keys
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods import BASELINE, method_label
+from hmtbench.methods import method_label
 from hmtbench.results.schema import METRIC_DIRECTION
 
 NO_VALUE = "–"
@@ -243,14 +243,15 @@ def _lengths_table(table: Comparison, tested: Comparison, runs: pd.DataFrame, co
 
 
 def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, str], variants: str) -> list[str]:
-    """Paired tests against plain at each length, and of one checkpoint under two settings; pairs that answered
-    every sample alike (+0 / -0) left out. Rows are named by their number (#)."""
+    """Paired tests at each length against plain and of the paper's pairs (HMT vs RMT), and of one checkpoint
+    under two settings; pairs that answered every sample alike (+0 / -0) left out. Rows are named by their number
+    (#)."""
     found: dict[tuple, str] = {}
     for row in table.rows:
         for (a, b), test in row.paired.items():
             runs = (tuple(row.cells[a].runs), tuple(row.cells[b].runs))
-            if b == BASELINE and test.gained + test.lost and runs[0] in row_of and runs[1] in row_of:
-                found.setdefault((row.key["context_length"], row_of[runs[0]]),
+            if test.gained + test.lost and runs[0] in row_of and runs[1] in row_of:
+                found.setdefault((row.key["context_length"], row_of[runs[0]], row_of[runs[1]]),
                                  "- " + _numbered_test(row.key["context_length"], row_of[runs[0]], row_of[runs[1]],
                                                        b, test))
     lines = [found[key] for key in sorted(found)]
@@ -259,8 +260,8 @@ def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, 
     if not lines:
         return []
     which = "any two rows of one method" if variants == "all" else "one checkpoint under two settings"
-    return [f"Tested on the same samples, against plain and {which} (pairs that answered every sample alike left "
-            "out):", "", *lines]
+    return [f"Tested on the same samples, against plain, in the paper's pairs (HMT vs RMT) and as {which} (pairs "
+            "that answered every sample alike left out):", "", *lines]
 
 
 def _runs_table(table_spec: Any, runs: pd.DataFrame, context: TableContext) -> tuple[list[str], pd.DataFrame]:

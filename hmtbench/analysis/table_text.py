@@ -122,8 +122,8 @@ def _of_zero(row: Row, pair: tuple[str, str]) -> bool:
 
 
 MCNEMAR_LEGEND = "exact McNemar; +a / -b: samples only the first / only the second gets right"
-SEED_LEGEND = ("exact McNemar per seed, against each seed's run; significant only where every seed's test is, in one "
-               "direction")
+SEED_LEGEND = ("exact McNemar per seed, against the other cell's one run or its run at the same seed; significant only "
+               "where every seed's test is, in one direction")
 BOOTSTRAP_LEGEND = ("paired bootstrap: the documents resampled alike for both, each side's seeds within it; the "
                     "gain in % with its 95% interval, p two-sided and at least 2/2^n for n documents")
 
