@@ -65,10 +65,13 @@ def test_eval_ppl_end_to_end_writes_every_column(corpus_dir: Path, tmp_path: Pat
     out = tmp_path / "results"
     args = eval_args(corpus_dir, out, "--method", "plain,full,rmt,hmt")
     monkeypatch.setattr(sys, "argv", ["hmtbench", "eval-ppl", *args])  # as typed in a shell
-    built = []
-    build = hmtbench.commands.eval_ppl.build_method
-    monkeypatch.setattr(hmtbench.commands.eval_ppl, "build_method", lambda *a, **k: built.append(build(*a, **k))
-                        or built[-1])
+    built, build = [], hmtbench.commands.eval_ppl.build_method
+
+    def build_and_keep(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(hmtbench.commands.eval_ppl, "build_method", build_and_keep)
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert [m.most_tokens for m in built] == [TEST_LENGTH] * 4  # documents are cut there: HMT sizes its cache to it

@@ -19,12 +19,13 @@ initialisation), so seed s of one is the other's nearest counterpart. Cells at d
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from hmtbench.analysis.cells import Cell, seed_labels
+from hmtbench.analysis.cells import Cell, Measurement, seed_labels
 from hmtbench.analysis.columns import DEEP_BELOW, DEEP_SCORES, plain
 from hmtbench.analysis.documents import SIGNIFICANCE, BootstrapTest, DocumentScores
 from hmtbench.stats import mcnemar_exact
@@ -89,30 +90,28 @@ class PairedTests:
 
     def test(self, first: Cell, second: Cell) -> PairedTest | SeedTests | BootstrapTest | None:
         """``first`` against ``second``; McNemar needs one measurement a side (identical repeats count once), or
-        several on one side against one on the other (``SeedTests``)."""
+        several on one side tested seed by seed (``SeedTests``): against one on the other side, or against the other
+        side's measurement at the same seeds."""
         found = self.documents.test(first, second)
         if found is not None:
             return found
-        if min(first.count, second.count) > 1:
-            return self._seed_against_seed(first, second)
-        if first.count == second.count:
+        if first.count == second.count == 1:
             return self.samples.test(first.first_runs(), second.first_runs())
+        if min(first.count, second.count) > 1:
+            theirs = {m.seeds: m for m in second.measurements}
+            if {m.seeds for m in first.measurements} != theirs.keys() or {first.count, second.count} != {len(theirs)}:
+                return None  # other seeds, or one seed twice (on other data): no seed has one counterpart
+            return self._seed_by_seed(first, lambda m: [theirs[m.seeds].runs[0]], seeded_first=True)
         seeded, single = (first, second) if first.count > 1 else (second, first)
+        return self._seed_by_seed(seeded, lambda m: single.first_runs(), seeded_first=seeded is first)
+
+    def _seed_by_seed(self, seeded: Cell, counterpart: Callable[[Measurement], list[str]],
+                      seeded_first: bool) -> SeedTests | None:
+        """Each seed's run of ``seeded`` against its ``counterpart`` runs, in the order the caller asked."""
         tests = []
         for label, measurement in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True):
-            runs = ([measurement.runs[0]], single.first_runs())
-            tests.append((label, self.samples.test(*(runs if seeded is first else runs[::-1]))))
-        return None if any(test is None for _, test in tests) else SeedTests(tuple(tests))
-
-    def _seed_against_seed(self, first: Cell, second: Cell) -> SeedTests | None:
-        """Two cells of several seeds each: seed s of ``first`` against seed s of ``second``; None unless both hold
-        exactly the same seeds."""
-        theirs = {m.seeds: m for m in second.measurements}
-        ours = [m.seeds for m in first.measurements]
-        if len(theirs) != second.count or sorted(ours, key=repr) != sorted(theirs, key=repr):
-            return None
-        tests = [(label, self.samples.test([m.runs[0]], [theirs[m.seeds].runs[0]]))
-                 for label, m in zip(seed_labels(first.measurements), first.measurements, strict=True)]
+            runs = ([measurement.runs[0]], counterpart(measurement))
+            tests.append((label, self.samples.test(*(runs if seeded_first else runs[::-1]))))
         return None if any(test is None for _, test in tests) else SeedTests(tuple(tests))
 
 
