@@ -44,7 +44,7 @@ figures: install
 	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt $(FILL)/passkey-rmt-1m $(FILL)/passkey-hmt-hard-recall-short $(ARMT_PASSKEY) --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/span
 	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt $(FILL)/passkey-rmt-1m $(FILL)/passkey-hmt-hard-recall-short --figure depth-heatmap --out results/figures/retrieval/span
 	$(BIN)/hmtbench plot results/h100-protocol/results/test --figure accuracy-vs-length --metric exact_match_deep --out results/h100-protocol/test-figure
-	$(BIN)/hmtbench plot results/h100-protocol/results/test results/cpu-protocol-baselines/passkey-plain results/cpu-protocol-baselines/passkey-overlap results/cpu-protocol-baselines/passkey-retrieval --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/protocol
+	$(BIN)/hmtbench plot results/h100-protocol/results/test --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/protocol
 	$(BIN)/hmtbench plot $(addprefix results/h200-rmt-multifact/multi-fact-,hmt-hard-recall hmt-soft-recall baselines full) $(addprefix $(FILL)/multi-fact-,baselines-long rmt) --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval/multi-fact
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-before --figure memory-vs-length --out results/figures/bench-eager
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-after --figure memory-vs-length --out results/figures/bench-graphs

@@ -11,8 +11,12 @@ import pytest
 
 from hmtbench.analysis.compare import build
 from hmtbench.analysis.formats import render
+from hmtbench.analysis.lines import series_lines
 from hmtbench.analysis.load import load_results
+from hmtbench.analysis.qa import LENGTHS, SAMPLE_COUNTS
 from hmtbench.analysis.report import run_compare
+from hmtbench.analysis.report_tables import Links, cell_text
+from hmtbench.analysis.series import by_panel, entries, legend
 from hmtbench.stats import wilson_interval
 from tests.test_compare import write_run
 
@@ -96,8 +100,9 @@ def test_a_table_too_wide_for_120_columns_is_split_with_variants_as_footnotes() 
     cells = [row[row.index("lora") + 1:] for row in bf16_lora]  # variant, then the value columns of its table
     assert [c[1:] for label in labels for c in cells if c[0] == label] == [
         ["6.772", "–", "–", "7.160", "6.425*", "–", "+10.27"],  # stage 1: the methods, HMT vs RMT
-        ["–", "–", "–", "-5.74", "+5.12", "–"],  # ARMT vs RMT, then full, overlap, RMT, HMT, ARMT vs plain
-        ["6.772", "–", "–", "7.160", "6.045*", "–", "+15.58"], ["–", "–", "–", "-5.74", "+10.73", "–"]]  # stage 2
+        # ARMT vs RMT; full, overlap, RMT, HMT, ARMT vs plain; RMT, HMT, ARMT vs full (no full in this row)
+        ["–", "–", "–", "-5.74", "+5.12", "–", "–", "–", "–"],
+        ["6.772", "–", "–", "7.160", "6.045*", "–", "+15.58"], ["–", "–", "–", "-5.74", "+10.73", "–", "–", "–", "–"]]
     markdown = run_compare(folders, {}, fmt="markdown", warn=lambda m: None)
     assert f"| lora | {labels[0]} |" in markdown and f"- {stage1}" in markdown
 
@@ -298,3 +303,63 @@ def test_an_interval_with_a_nan_bound_never_makes_a_delta_not_significant() -> N
         row = Row({}, cells)
         _score(row, [("hmt", "rmt")], "lower", NoPairedTest())
         assert row.unclear == [], nan_side
+
+
+def write_seeded_qa(folder: Path, method: str, seed: int, outcomes: list[int], recipe: str, **settings) -> None:
+    """``write_qa_run`` of one LoRA checkpoint of ``recipe`` trained at ``seed``."""
+    write_qa_run(folder, method, outcomes, checkpoint=f"/runs/{method}-s{seed}/final", train_mode="lora",
+                 checkpoint_sha256=f"{seed:08d}" + recipe[:8] + "0" * 48, train_seed=seed, train_recipe=recipe,
+                 **settings)
+
+
+def test_memory_methods_are_tested_against_the_strong_baselines_beside_a_fine_tuned_full(tmp_path: Path) -> None:
+    """The protocol's table: HMT and full context each fine-tuned with LoRA at seeds 1-3, and untrained plain, full
+    and BM25, on the same 20 samples. Untrained plain and BM25 join the trained row (it trained no plain); the
+    untrained full keeps a row of its own, since the trained row's full is the fine-tuned one. HMT is tested seed
+    against seed against the fine-tuned full and, per seed, against BM25's one run; baselines never against each
+    other."""
+    for seed, hmt in ((1, 20), (2, 0), (3, 20)):
+        write_seeded_qa(tmp_path, "hmt", seed, [1] * hmt + [0] * (20 - hmt), recipe="ab" * 8)
+        write_seeded_qa(tmp_path, "full", seed, [1] * 20, recipe="cd" * 8)
+    write_qa_run(tmp_path, "plain", [0] * 20)
+    write_qa_run(tmp_path, "full", [1] * 12 + [0] * 8)
+    write_qa_run(tmp_path, "retrieval", [1] * 10 + [0] * 10)
+    table = build(load_results([tmp_path], warn=lambda m: None), "exact_match", join_baselines=True)
+    rows = {row.key["train_mode"]: row for row in table.rows}
+    assert set(rows) == {"lora", None}
+    assert set(rows["lora"].cells) == {"hmt", "full", "plain", "retrieval"} and rows["lora"].cells["full"].count == 3
+    assert set(rows[None].cells) == {"plain", "full", "retrieval"} and rows[None].cells["full"].mean == 0.6
+    against_full = rows["lora"].paired[("hmt", "full")]
+    assert [(seed, t.gained, t.lost) for seed, t in against_full.tests] == [
+        ("train seed 1", 0, 0), ("train seed 2", 0, 20), ("train seed 3", 0, 0)]
+    against_bm25 = rows["lora"].paired[("hmt", "retrieval")]
+    assert [(seed, t.gained, t.lost) for seed, t in against_bm25.tests] == [
+        ("train seed 1", 10, 0), ("train seed 2", 0, 10), ("train seed 3", 10, 0)]
+    assert not against_bm25.significant  # significant per seed, in both directions
+    assert {("hmt", "full"), ("hmt", "retrieval")} <= set(table.pairs)
+    assert not {("full", "retrieval"), ("retrieval", "full"), ("plain", "full")} & set(table.pairs)
+
+
+def test_a_length_read_at_one_seed_of_three_stays_in_its_recipes_row_and_says_so(tmp_path: Path) -> None:
+    """RMT's recipe at seeds 1-3 at 4k and at seed 2 alone at 16k, each seed with its own training tokens: one
+    series (the budget is the range over every run of the recipe), whose 16k point the report names as seed 2's
+    and the figure draws apart from the line that joins means over three seeds."""
+    for seed, tokens in ((1, 5_000), (2, 19_000), (3, 5_500)):
+        write_seeded_qa(tmp_path, "rmt", seed, [1] * 20 if seed == 2 else [0] * 20, recipe="ef" * 8,
+                        train_tokens=tokens)
+    write_run(tmp_path, "rmt", command="eval-qa", dataset="passkey", task="passkey", protocol="qa",
+              context_length=16384, test_length=16384, exact_match=0.95, exact_match_ci_low=0.76,
+              exact_match_ci_high=0.99, data_sha256="docs-16k", checkpoint="/runs/rmt-s2/final", train_mode="lora",
+              checkpoint_sha256="00000002efefefef" + "0" * 48, train_seed=2, train_recipe="ef" * 8,
+              train_tokens=19_000)
+    frame = load_results([tmp_path], warn=lambda m: None)
+    table = build(frame, "exact_match")
+    assert [row.full["rmt"]["train_tokens"] for row in table.rows] == ["5000-19000 over seeds"] * 2
+    assert len({row.key["variant"] for row in table.rows}) == 1  # one series: the same row at both lengths
+    panels = by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS)
+    (panel,) = panels.values()
+    (line,) = series_lines(panel, lambda e: float(e.row.key["context_length"]), legend(panel))
+    assert (line.xs, line.apart, line.texts) == ([4096.0, 16384.0], [False, True], ["", "train seed 2 only"])
+    single = next(row.cells["rmt"] for row in table.rows if row.key["context_length"] == 16384)
+    text = cell_text(single, "exact_match", frame.set_index("run_id"), Links(tmp_path, {}))
+    assert text.endswith("(train seed 2 only)")

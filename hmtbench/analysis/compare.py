@@ -15,7 +15,7 @@ from hmtbench.analysis.columns import CONFIG_PREFIX, is_recipe_checkpoint, plain
 from hmtbench.analysis.documents import BootstrapTest
 from hmtbench.analysis.paired import PairedTest, PairedTests, SeedTests
 from hmtbench.errors import HmtbenchError, unknown_choice
-from hmtbench.methods import BASELINE, method_label, method_names, paper_pairs
+from hmtbench.methods import BASELINE, baseline_pairs, method_label, method_names, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
 from hmtbench.stats import intervals_overlap
 
@@ -132,7 +132,7 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
     rows: list[Row] = []
     notes: list[str] = []
     tests = PairedTests(frame, metric)
-    grouped = groups(_runs_with(frame, metric), ROW_KEYS)
+    grouped = groups(_seed_budgets(_runs_with(frame, metric)), ROW_KEYS)
     for key, group in _share_parameterless(grouped, notes) if join_baselines else grouped:
         for settings, full, per_method in _variants(group, key, notes):
             cells = {method: make_cell(runs, metric, tests.documents) for method, runs in per_method.items()}
@@ -142,6 +142,7 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
     methods = order_methods({m for row in rows for m in row.cells})
     pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
+    pairs += [p for p in baseline_pairs() if set(p) <= set(methods)]
     for row in rows:
         _score(row, pairs, direction, tests)
     return Comparison(metric, direction, methods, pairs, rows, notes, _variant_tests(rows, tests))
@@ -241,10 +242,11 @@ def groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, Any
 
 def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], notes: list[str]
                          ) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """Untrained runs of a method with nothing to train (plain, overlap, full: no added parameters, no checkpoint)
-    also join the rows of each train_mode where no such method was trained (a LoRA-trained plain makes its row an
-    experiment that trains the baselines too), so trained memory methods meet the baselines they are measured
-    against and are tested against them on the same samples; a row made of such runs alone is then dropped."""
+    """Untrained runs of a method with nothing to train (plain, overlap, full, BM25: no added parameters, no
+    checkpoint) also join the rows of each train_mode that did not train plain (a LoRA-trained plain makes its row
+    an experiment that trains the baselines too), each method where that row has none of its own (a LoRA-trained
+    full keeps its row's full), so trained memory methods meet the baselines they are measured against and are
+    tested against them on the same samples; a row made of joined runs alone is then dropped."""
     def untrained(runs: pd.DataFrame) -> pd.Series:
         added = pd.to_numeric(runs["added_params"], errors="coerce").fillna(0)
         return runs["train_mode"].isna() & runs["checkpoint"].isna() & added.eq(0)
@@ -257,9 +259,11 @@ def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], not
     result, joined = [], {}  # joined: the methods of each untrained row that sit in a trained row of the same key
     for key, group in grouped:
         extra = shared.get(others(key))
-        if key["train_mode"] is not None and extra is not None and not set(group["method"]) & set(extra["method"]):
-            joined.setdefault(others(key), set()).update(extra["method"])
-            group = pd.concat([group, extra])
+        if key["train_mode"] is not None and extra is not None and BASELINE not in set(group["method"]):
+            extra = extra[~extra["method"].isin(set(group["method"]))]
+            if not extra.empty:
+                joined.setdefault(others(key), set()).update(extra["method"])
+                group = pd.concat([group, extra])
         result.append((key, group))
     if joined:
         result = [(key, group) for key, group in result
@@ -308,7 +312,7 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
     for method_key, runs in groups(group, ("method",)):
         method = str(method_key["method"])
         keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
-        clusters = _clusters(_seed_budgets(runs), keys)
+        clusters = _clusters(runs, keys)
         differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
         departs = [s for s in NAMED_DEPARTURES if s not in differ and s in keys
                    and any(settings[s] not in NAMED_DEPARTURES[s] for settings, _ in clusters)]
@@ -331,7 +335,8 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
 def _seed_budgets(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs of one recipe at several training seeds (one checkpoint setting, ``load.recipe_checkpoints``) with their
     training tokens as the range over those seeds: a curriculum advances at each seed's own pace, so the tokens a
-    fixed number of steps reads is an outcome of the training, not a setting that keeps the seeds apart."""
+    fixed number of steps reads is an outcome of the training, not a setting that keeps the seeds apart. The range
+    is taken over every run of the recipe, at every length, so a length read at fewer seeds stays in its row."""
     seeded = runs["checkpoint"].map(is_recipe_checkpoint).astype(bool)
     if not seeded.any() or "train_tokens" not in runs:
         return runs

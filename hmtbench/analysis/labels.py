@@ -22,6 +22,7 @@ WORDS: dict[str, dict[Any, str]] = {  # settings whose values read as words of t
     # what of the backbone trained (--train memory | lora | full; these are no method names)
     "train_mode": {**dict(zip("memory lora full".split(), ("memory trained", "LoRA", "fully fine-tuned"),
                               strict=True)), None: "untrained"},
+    "train_tokens": {None: "untrained"},  # a trained row names its budget; an untrained one, that it has none
     "compile": {True: "compiled", False: "not compiled"},
     "cuda_graphs": {True: "CUDA graphs", False: "no CUDA graphs"},
 }
@@ -86,6 +87,8 @@ def series_labels(series: Sequence[Series], names: dict[Series, str | None] | No
         method, settings = key
         own = tuple((n, v) for n, v in settings if n not in shared.get(method, {}))
         kept = _kept(own, [dict(s) for m, s in series if m == method and s != settings])
+        if is_recipe_checkpoint(kept.get("checkpoint")) and kept.get("train_seed", 0) is None:
+            del kept["train_seed"]  # several seeds, which the recipe's checkpoint label names
         words[key] = [folders[key] if n == "checkpoint" and folders.get(key) else phrase(n, v)
                       for n, v in kept.items()]
     labels = {key: names.get(key) or _with(method_label(key[0]), words[key]) for key in series}

@@ -28,6 +28,9 @@ class Line:
     texts: list[str] = field(default_factory=list)  # a text beside each point
     level: bool = False  # one value for the whole x range (full context reads the document in one segment)
     seeds: list[tuple[float, float]] = field(default_factory=list)  # (x, value) of each seed where a point has several
+    # Points measured at fewer seeds than the rest of the line (a length read at one seed of three): drawn hollow,
+    # apart from the line and its band, so that a mean over seeds is never joined to one seed's value.
+    apart: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -72,10 +75,17 @@ def _line_panel(ax: Axes, panel: LinePanel) -> None:
             continue
         if len(line.xs) > 40:  # long documents: a line, not a string of beads
             style["marker"] = None
-        ax.plot(line.xs, line.ys, label=line.label, **{**style, "linestyle": style["linestyle"] if panel.joined
-                                                       else "none"})
+        apart = line.apart or [False] * len(line.xs)
+        joined = [i for i, a in enumerate(apart) if not a]
+        ax.plot([line.xs[i] for i in joined], [line.ys[i] for i in joined], label=line.label,
+                **{**style, "linestyle": style["linestyle"] if panel.joined else "none"})
         if line.lows is not None and line.highs is not None:
-            ax.fill_between(line.xs, line.lows, line.highs, color=style["color"], alpha=0.15, linewidth=0)
+            ax.fill_between([line.xs[i] for i in joined], [line.lows[i] for i in joined],
+                            [line.highs[i] for i in joined], color=style["color"], alpha=0.15, linewidth=0)
+        for i in (i for i, a in enumerate(apart) if a):
+            ax.plot([line.xs[i]], [line.ys[i]], **{**style, "linestyle": "none", "markerfacecolor": "none"})
+            if line.lows is not None and line.highs is not None:
+                ax.vlines(line.xs[i], line.lows[i], line.highs[i], color=style["color"], alpha=0.5, linewidth=1)
         if line.seeds:
             shift = dict(zip(original_xs, line.xs, strict=True))
             ax.plot([shift[x] for x, _ in line.seeds], [y for _, y in line.seeds], linestyle="none", marker=".",
@@ -110,7 +120,16 @@ def series_lines(items: list[Entry], x: Callable[[Entry], float], looks: Legend)
         around = [p[2] for p in points]
         band = all(around)
         seeds = [(x(e), m.value) for e in mine if e.cell.count > 1 for m in e.cell.measurements]
+        most = max(e.cell.count for e in mine)
+        fewer = {x(e): e for e in mine if e.cell.count < most}
         lines.append(Line(key[0], looks.labels[key], [p[0] for p in points], [p[1] for p in points],
                           [a[0] for a in around] if band else None, [a[1] for a in around] if band else None,
-                          looks.index[key], seeds=seeds))
+                          looks.index[key], texts=[_seeds_text(fewer[p[0]]) if p[0] in fewer else "" for p in points],
+                          seeds=seeds, apart=[p[0] in fewer for p in points]))
     return lines
+
+
+def _seeds_text(entry: Entry) -> str:
+    """'train seed 2 only': the training seeds of a point read at fewer seeds than its line's other points."""
+    seeds = sorted({dict(m.seeds).get("train_seed") for m in entry.cell.measurements} - {None}, key=str)
+    return f"train seed {', '.join(map(str, seeds))} only" if seeds else f"{entry.cell.count} seed(s) only"

@@ -44,6 +44,8 @@ def accuracy_vs_length(frame: pd.DataFrame, metric: str | None = None) -> Figure
              if banded else "")
     seeded = any(e.cell.count > 1 for panel in panels.values() for e in panel)
     bands += "; small dots: each seed's value" if seeded else ""
+    if any(any(line.apart) for panel in drawn for line in panel.lines):
+        bands += "; a hollow mark off its line: read at fewer seeds than the line (named beside it)"
     counts = sorted({e.row.key.get("max_docs") for panel in panels.values() for e in panel} - {None})
     joined = bool(counts) and not any(k == "max_docs" for key in panels for k, _ in key)  # else titles/footer say it
     samples = f"; samples per point: {', '.join(map(str, counts))} (max_docs)" if joined else ""

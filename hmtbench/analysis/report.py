@@ -122,7 +122,7 @@ def table_lines(table: TableSpec, folder: Path, frame: pd.DataFrame, context: Ta
             raise HmtbenchError(f"table of {table.metric}: no records folder or file '{path}'")
     under = frame["source_file"].map(lambda file: any(_within(Path(file), path) for path in folders))
     runs = _where(frame[under], table.where)
-    context = TableContext(context.links, context.names, folders, table.variants)
+    context = TableContext(context.links, context.names, folders, table.variants, context.tests_in)
     context.links.files.update(zip(runs["run_id"], runs["source_file"], strict=True))
     return render_table(table, runs, context)
 
@@ -141,7 +141,7 @@ def headline_block(section: Section, folder: Path, frame: pd.DataFrame, names: d
     from hmtbench.analysis.report_tables import Links, TableContext
 
     links = Links(readme.parent, {})
-    context = TableContext(links, names, [])
+    context = TableContext(links, names, [], tests_in=links.path(document))  # the front door stays short
     lines = [f"**{section.title}**", ""]
     lines += table_lines(section.tables[0], folder, frame, context) if section.tables else []
     lines += figure_lines(section.figures[0], folder, links) if section.figures else []

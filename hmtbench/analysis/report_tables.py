@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from hmtbench.analysis.cells import SEED_NAMES
-from hmtbench.analysis.columns import plain
+from hmtbench.analysis.columns import is_recipe_checkpoint, plain
 from hmtbench.analysis.compare import Comparison, Row, VariantTest, build, delta_label
 from hmtbench.analysis.draw import METRIC_LABELS, length_label, titles
 from hmtbench.analysis.paired import PAIRED_METRICS
@@ -60,6 +60,7 @@ class TableContext:
     names: dict[str, str]  # checkpoint sha256 prefix -> name
     folders: list[Path]
     variants: str = "checkpoint"  # which tests of one method in two settings are listed (report_spec.VARIANTS)
+    tests_in: str | None = None  # a lengths table's paired tests listed there instead (the README's block points on)
 
 
 def named(text: str, names: dict[str, str]) -> str:
@@ -87,6 +88,9 @@ def cell_text(cell: Any, metric: str, runs: pd.DataFrame, links: Links, best: bo
     if len(cell.runs) > 1:
         what = f"n={cell.count} seeds" if cell.count > 1 else "one measurement"  # identical repeats count once
         text += f" ({what}; runs " + ", ".join(links.to(label, r) for label, r in run_labels(cell)) + ")"
+    seed = plain(runs.loc[first].get("train_seed"))
+    if cell.count == 1 and seed is not None and is_recipe_checkpoint(runs.loc[first].get("checkpoint")):
+        text += f" (train seed {seed} only)"  # a row of several seeds, read at one of them here
     return text
 
 
@@ -239,13 +243,16 @@ def _lengths_table(table: Comparison, tested: Comparison, runs: pd.DataFrame, co
         heading = [f"*{title}*", ""] if len(panels) > 1 else []
         lines += ["", *heading, *markdown_table(["#", "", *map(length_label, lengths)], rows, 2)]
     tests = _length_tests(tested, row_of, context.names, context.variants)
+    if tests and context.tests_in:
+        tests = [f"Paired tests of these rows on the same samples, seed by seed: [{context.tests_in}]"
+                 f"({context.tests_in})."]
     return lines + (["", *tests] if tests else [])
 
 
 def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, str], variants: str) -> list[str]:
-    """Paired tests at each length against plain and of the paper's pairs (HMT vs RMT), and of one checkpoint
-    under two settings; pairs that answered every sample alike (+0 / -0) left out. Rows are named by their number
-    (#)."""
+    """Paired tests at each length against plain, of the paper's pairs (HMT vs RMT) and of each memory against the
+    strong baselines (``methods.baseline_pairs``), and of one checkpoint under two settings; pairs that answered
+    every sample alike (+0 / -0) left out. Rows are named by their number (#)."""
     found: dict[tuple, str] = {}
     for row in table.rows:
         for (a, b), test in row.paired.items():
@@ -260,8 +267,9 @@ def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, 
     if not lines:
         return []
     which = "any two rows of one method" if variants == "all" else "one checkpoint under two settings"
-    return [f"Tested on the same samples, against plain, in the paper's pairs (HMT vs RMT) and as {which} (pairs "
-            "that answered every sample alike left out):", "", *lines]
+    return [f"Tested on the same samples, against plain, in the paper's pairs (HMT vs RMT), each memory against the "
+            f"strong baselines (full context, BM25) and as {which} (pairs that answered every sample alike left out):",
+            "", *lines]
 
 
 def _runs_table(table_spec: Any, runs: pd.DataFrame, context: TableContext) -> tuple[list[str], pd.DataFrame]:

@@ -105,3 +105,12 @@ def method_label(name: str) -> str:
 def paper_pairs() -> list[tuple[str, str]]:
     """(method, reference) pairs the paper reports deltas for, e.g. ("hmt", "rmt"): HMT vs RMT, %."""
     return [(name, method_class(name).compared_with) for name in _registry() if method_class(name).compared_with]
+
+
+def baseline_pairs() -> list[tuple[str, str]]:
+    """(memory method, strong baseline) pairs every table tests, e.g. ("hmt", "full"), ("rmt", "retrieval"): each
+    method whose state reaches back without bound, against each baseline that sees the whole context another way."""
+    classes = {name: method_class(name) for name in _registry()}
+    strong = [name for name, cls in classes.items() if cls.strong_baseline]
+    memory = [name for name, cls in classes.items() if cls.state_reach is None and name not in strong]
+    return [(m, s) for m in memory for s in strong]

@@ -91,6 +91,9 @@ class SegmentMethod(SegmentSteps, nn.Module, metaclass=abc.ABCMeta):
     name: ClassVar[str]  # the method's one name: the registry key, the config's name, the record's ``method``
     label: ClassVar[str]  # how tables and figures name it
     compared_with: ClassVar[str | None] = None  # the method the paper reports this one against
+    # A baseline that sees the whole context without a learned memory (full context, retrieval): every memory
+    # method is tested against it (``methods.baseline_pairs``).
+    strong_baseline: ClassVar[bool] = False
     config_class: ClassVar[type[MethodConfig]]
     reads_whole_document: ClassVar[bool] = False  # one backbone call per document (segment length = its length)
     # How many segments back a segment's tokens can still reach an output through the state: plain 0 (nothing

@@ -47,6 +47,7 @@ class FullContext(Plain):
     label = "full"
     config_class = FullConfig
     reads_whole_document = True
+    strong_baseline = True
 
 
 __all__ = ["FullConfig", "FullContext", "Plain", "PlainConfig"]

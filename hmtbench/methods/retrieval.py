@@ -94,6 +94,7 @@ class Retrieval(SegmentMethod):
     label = "BM25"
     config_class = RetrievalConfig
     host_steps = True
+    strong_baseline = True
 
     def __init__(self, backbone: nn.Module, config: RetrievalConfig, segment_length: int) -> None:
         if segment_length // (config.top_k + 1) < 1:
