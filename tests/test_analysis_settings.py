@@ -111,3 +111,17 @@ def test_a_whole_number_setting_some_records_lack_stays_whole(tmp_path: Path) ->
     assert sorted(values) == [8, 32] and all(isinstance(v, int) for v in values)
     assert [r.key["variant"] for r in table_of(tmp_path).rows] == ["retrieval: config.method.query_tokens=8",
                                                                    "retrieval: config.method.query_tokens=32"]
+
+
+def test_a_run_that_halved_its_batch_sits_in_the_row_of_the_batch_asked_for(tmp_path: Path) -> None:
+    """plain asked for 125 samples a batch, ran out of device memory once and read them 63 at a time: its record
+    says batch_size 63 (as run), its config 125 (as asked). It shares HMT's row (batch 125), so the two are compared
+    there; the size it ran at stays in batch_size_run."""
+    asked = json.dumps({"batch_size": 125})
+    write_run(tmp_path, "plain", ppl=20.0, config=asked, batch_size=63, oom_retries=1)
+    write_run(tmp_path, "hmt", ppl=15.0, config=asked, batch_size=125)
+    frame = load_results([tmp_path], warn=lambda m: None)
+    assert frame.set_index("method")[["batch_size", "batch_size_run"]].loc["plain"].tolist() == [125, 63]
+    (row,) = build(frame, "ppl").rows
+    assert set(row.cells) == {"plain", "hmt"} and row.key["batch_size"] == 125
+

@@ -74,6 +74,10 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     asked = pd.Series([c.get("segment_length") for c in configs], index=frame.index, dtype="Int64")
     frame["segment_length_run"] = frame["segment_length"]  # full-context runs: the document length
     frame["segment_length"] = asked.fillna(frame["segment_length"])  # --segment-length as given (compare.ROW_KEYS)
+    asked = pd.to_numeric(pd.Series([c.get("batch_size") for c in configs], index=frame.index), errors="coerce")
+    frame["batch_size_run"] = frame["batch_size"]  # halved after running out of device memory (oom_retries)
+    frame["batch_size"] = asked.round().astype("Int64").fillna(frame["batch_size"])  # --batch-size as given: the
+    # same samples read in halves are the same experiment, in the row of the batch asked for
     frame["backbone_resolved"] = frame["backbone_resolved"].map(portable_source, na_action="ignore")
     frame["checkpoint_path"] = frame["checkpoint"]  # as recorded: figure labels name a checkpoint by its folder
     frame["checkpoint"] = portable_checkpoints([plain(path) for path in frame["checkpoint"]],
