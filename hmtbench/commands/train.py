@@ -279,12 +279,13 @@ def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Backbone
             curriculum = dataclasses.replace(curriculum, segments=[curriculum.segments[level]],
                                              level_steps=[steps[level]], restart_per_level=False)
             first = sum(steps[:level]) * settings.grad_accum
-        sampler = AnswerSampler(curriculum, backbone.tokenizer, model.segment_tokens, settings.seed,
+        sampler = AnswerSampler(curriculum, backbone.tokenizer, model.segment_tokens, settings.sample_seed,
                                 model.sensory_tokens)
         return AnswerTraining(sampler, curriculum, settings, first)
     source = f"dataset '{config.data.dataset}' ({config.data.split})"
     window = settings.bptt_depth * model.segment_tokens
-    return LanguageModelling(WindowSampler(documents, window, model.segment_tokens, settings.seed, source), settings)
+    return LanguageModelling(WindowSampler(documents, window, model.segment_tokens, settings.sample_seed, source),
+                             settings)
 
 
 def build_for_training(backbone: Backbone, config: TrainConfig, init_from: str | None) -> SegmentMethod:

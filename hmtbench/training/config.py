@@ -71,6 +71,14 @@ class TrainSettings:
     checkpoint_every: int = setting(100, "Save the resumable checkpoint every N steps.")
     log_every: int = setting(10, "Write a JSON log line every N steps.")
     seed: int = setting(SEED, "Random seed (windows, samples, initialisation of the method's tensors, LoRA).")
+    data_seed: int | None = setting(None, "Seed of the training data alone (windows and their order, answer "
+                                          "samples); None: seed. Vary seed with it fixed to vary only the "
+                                          "initialisation, or the other way round.")
+
+    @property
+    def sample_seed(self) -> int:
+        """The seed the training data is drawn from: data_seed, else the run's seed."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def __post_init__(self) -> None:
         rules = [
