@@ -111,3 +111,16 @@ exec {sys.executable} "$@"
     for seed in (1, 2):
         final = work / "runs" / f"rmt-s{seed}-truncated" / "train" / "final"
         assert json.loads((final / "checkpoint.json").read_text())["step"] == 5
+
+
+@pytest.mark.slow
+def test_the_armt_chain_trains_with_lora_at_its_fixed_steps(tmp_path: Path) -> None:
+    """ARMT under the protocol: the passkey recipe with --train lora, 305 steps (3 at the smoke's scale), read by
+    eval like every other chain."""
+    work = tmp_path / "work"
+    assert "armt-s1-lora: train exit 0" in protocol("train", str(work), "armt", "1", "5")
+    final = work / "runs" / "armt-s1-lora" / "train" / "final"
+    meta = json.loads((final / "checkpoint.json").read_text())
+    assert meta["step"] == 3 and (final / "adapter_model.safetensors").is_file()
+    assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "armt-s1", "armt", LIMIT="2",
+                                     DEPTHS="0.5")
