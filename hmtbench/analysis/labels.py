@@ -87,7 +87,7 @@ def series_labels(series: Sequence[Series], names: dict[Series, str | None] | No
         method, settings = key
         own = tuple((n, v) for n, v in settings if n not in shared.get(method, {}))
         kept = _kept(own, [dict(s) for m, s in series if m == method and s != settings])
-        if is_recipe_checkpoint(kept.get("checkpoint")) and kept.get("train_seed", 0) is None:
+        if is_recipe_checkpoint(kept.get("checkpoint")) and "train_seed" in kept and kept["train_seed"] is None:
             del kept["train_seed"]  # several seeds, which the recipe's checkpoint label names
         words[key] = [folders[key] if n == "checkpoint" and folders.get(key) else phrase(n, v)
                       for n, v in kept.items()]

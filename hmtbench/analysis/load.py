@@ -71,13 +71,10 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     _add_deep_scores(frame)
     configs = [normalise_config(_parse(text), plain(method)) for text, method in zip(frame["config"], frame["method"],
                                                                                        strict=True)]
-    asked = pd.Series([c.get("segment_length") for c in configs], index=frame.index, dtype="Int64")
-    frame["segment_length_run"] = frame["segment_length"]  # full-context runs: the document length
-    frame["segment_length"] = asked.fillna(frame["segment_length"])  # --segment-length as given (compare.ROW_KEYS)
-    asked = pd.to_numeric(pd.Series([c.get("batch_size") for c in configs], index=frame.index), errors="coerce")
-    frame["batch_size_run"] = frame["batch_size"]  # halved after running out of device memory (oom_retries)
-    frame["batch_size"] = asked.round().astype("Int64").fillna(frame["batch_size"])  # --batch-size as given: the
-    # same samples read in halves are the same experiment, in the row of the batch asked for
+    # --segment-length and --batch-size as given (compare.ROW_KEYS); as run: a full-context run's segment is the
+    # document, and a batch halved after running out of device memory reads the same samples, the same experiment
+    for setting in ("segment_length", "batch_size"):
+        _as_asked(frame, configs, setting)
     frame["backbone_resolved"] = frame["backbone_resolved"].map(portable_source, na_action="ignore")
     frame["checkpoint_path"] = frame["checkpoint"]  # as recorded: figure labels name a checkpoint by its folder
     frame["checkpoint"] = portable_checkpoints([plain(path) for path in frame["checkpoint"]],
@@ -86,6 +83,14 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     # object columns: a setting some records lack stays 8, not 8.0 beside their missing values
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index, dtype=object)
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
+
+
+def _as_asked(frame: pd.DataFrame, configs: list[dict[str, Any]], setting: str) -> None:
+    """``setting`` as the command was asked for it (its configuration), the value it ran at kept in ``setting_run``;
+    records whose configuration lacks it keep the value they ran at."""
+    asked = pd.to_numeric(pd.Series([c.get(setting) for c in configs], index=frame.index), errors="coerce")
+    frame[f"{setting}_run"] = frame[setting]
+    frame[setting] = asked.round().astype("Int64").fillna(frame[setting])
 
 
 def _add_deep_scores(frame: pd.DataFrame) -> None:

@@ -7,6 +7,7 @@ tables whose every number links to its record, and the figures `hmtbench plot` d
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,7 +115,7 @@ def render_section(section: Section, folder: Path, frame: pd.DataFrame, context:
 
 def table_lines(table: TableSpec, folder: Path, frame: pd.DataFrame, context: TableContext) -> list[str]:
     """One table of the section, from the records under its folders that pass its ``where``."""
-    from hmtbench.analysis.report_tables import TableContext, render_table
+    from hmtbench.analysis.report_tables import render_table
 
     folders = [folder / record for record in table.records]
     for path in folders:
@@ -122,7 +123,7 @@ def table_lines(table: TableSpec, folder: Path, frame: pd.DataFrame, context: Ta
             raise HmtbenchError(f"table of {table.metric}: no records folder or file '{path}'")
     under = frame["source_file"].map(lambda file: any(_within(Path(file), path) for path in folders))
     runs = _where(frame[under], table.where)
-    context = TableContext(context.links, context.names, folders, table.variants, context.tests_in)
+    context = dataclasses.replace(context, folders=folders, variants=table.variants)
     context.links.files.update(zip(runs["run_id"], runs["source_file"], strict=True))
     return render_table(table, runs, context)
 

@@ -70,7 +70,8 @@ class TrainSettings:
                                               "GPU machine hands back and a commit holds); None: one file each.")
     checkpoint_every: int = setting(100, "Save the resumable checkpoint every N steps.")
     log_every: int = setting(10, "Write a JSON log line every N steps.")
-    seed: int = setting(SEED, "Random seed (windows, samples, initialisation of the method's tensors, LoRA).")
+    seed: int = setting(SEED, "Random seed (initialisation of the method's tensors, LoRA; and the training data: "
+                              "windows, samples, unless data_seed).")
     data_seed: int | None = setting(None, "Seed of the training data alone (windows and their order, answer "
                                           "samples); None: seed. Vary seed with it fixed to vary only the "
                                           "initialisation, or the other way round.")
