@@ -17,6 +17,7 @@ from hmtbench.analysis.qa import LENGTHS, SAMPLE_COUNTS
 from hmtbench.analysis.report import run_compare
 from hmtbench.analysis.report_tables import Links, cell_text
 from hmtbench.analysis.series import by_panel, entries, legend
+from hmtbench.analysis.table_text import cell_parts
 from hmtbench.stats import wilson_interval
 from tests.test_compare import write_run
 
@@ -363,3 +364,5 @@ def test_a_length_read_at_one_seed_of_three_stays_in_its_recipes_row_and_says_so
     single = next(row.cells["rmt"] for row in table.rows if row.key["context_length"] == 16384)
     text = cell_text(single, "exact_match", frame.set_index("run_id"), Links(tmp_path, {}))
     assert text.endswith("(train seed 2 only)")
+    assert single.lone_seed == 2 and cell_parts(single)[-1] == "(train seed 2 only)"  # the terminal table's cell
+    assert all(row.cells["rmt"].lone_seed is None for row in table.rows if row.key["context_length"] == 4096)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hmtbench.analysis.columns import interval_columns, plain
+from hmtbench.analysis.columns import interval_columns, is_recipe_checkpoint, plain
 from hmtbench.results.schema import SHARE_METRICS
 from hmtbench.stats import seed_spread_interval
 
@@ -51,6 +51,7 @@ class Cell:
     selected_on: list[str | None] = field(default_factory=list)  # the splits the runs' configurations were chosen on
     paths: list[str] = field(default_factory=list)  # the checkpoint folders the runs read, as recorded
     interval: str | None = None  # how an interval over seeds was made: "bootstrap" (documents x seeds) | "combined"
+    lone_seed: Any = None  # the train seed of a cell read at one seed of a recipe's several (a seeded row's gap)
 
     @property
     def repeats(self) -> int:
@@ -60,6 +61,11 @@ class Cell:
     def first_runs(self) -> list[str]:
         """One run per measurement (the first of its repeats)."""
         return [m.runs[0] for m in self.measurements]
+
+
+def lone_seed_text(seed: Any) -> str:
+    """The note on a cell read at one seed of a recipe's several (the row's other cells average over seeds)."""
+    return f"train seed {seed} only"
 
 
 def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
@@ -82,6 +88,8 @@ def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
     )
     if len(found) == 1:
         cell.low, cell.high = found[0].low, found[0].high
+        if "checkpoint" in ok and is_recipe_checkpoint(ok["checkpoint"].iloc[0]):
+            cell.lone_seed = dict(found[0].seeds).get("train_seed")
     elif len(found) > 1:
         booted = documents.interval(found) if documents is not None else None
         if booted is not None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from hmtbench.analysis.cells import SEED_NAMES
-from hmtbench.analysis.columns import is_recipe_checkpoint, plain
+from hmtbench.analysis.cells import SEED_NAMES, lone_seed_text
+from hmtbench.analysis.columns import plain
 from hmtbench.analysis.compare import Comparison, Row, VariantTest, build, delta_label
 from hmtbench.analysis.draw import METRIC_LABELS, length_label, titles
 from hmtbench.analysis.paired import PAIRED_METRICS
@@ -88,9 +88,8 @@ def cell_text(cell: Any, metric: str, runs: pd.DataFrame, links: Links, best: bo
     if len(cell.runs) > 1:
         what = f"n={cell.count} seeds" if cell.count > 1 else "one measurement"  # identical repeats count once
         text += f" ({what}; runs " + ", ".join(links.to(label, r) for label, r in run_labels(cell)) + ")"
-    seed = plain(runs.loc[first].get("train_seed"))
-    if cell.count == 1 and seed is not None and is_recipe_checkpoint(runs.loc[first].get("checkpoint")):
-        text += f" (train seed {seed} only)"  # a row of several seeds, read at one of them here
+    if cell.lone_seed is not None:
+        text += f" ({lone_seed_text(cell.lone_seed)})"
     return text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hmtbench.analysis.cells import Cell, seeds_text
+from hmtbench.analysis.cells import Cell, lone_seed_text, seeds_text
 from hmtbench.analysis.compare import (
     ROW_KEYS,
     Comparison,
@@ -228,6 +228,8 @@ def cell_parts(cell: Cell | None) -> list[str]:
         parts.append(f"[{bound(cell.low)}, {bound(cell.high)}]")
     if cell.count > 1:
         parts.append(f"(n={cell.count})")
+    if cell.lone_seed is not None:
+        parts.append(f"({lone_seed_text(cell.lone_seed)})")
     return parts + ([f"[{cell.failed} failed]"] if cell.failed else [])
 
 
