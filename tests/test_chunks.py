@@ -86,6 +86,34 @@ def test_a_run_stops_at_its_deadline_instead_of_starting_the_next_stage(corpus: 
     assert stage2["train_tokens"] == stage1["train_tokens"] + 6 * 2 * 3 * 18
 
 
+def test_a_token_budget_ends_the_run_complete_at_the_first_step_that_reaches_it(corpus: str, tmp_path: Path) -> None:
+    """train.max_tokens (the rule for equal budgets): HMT reads 108 tokens a step, so a budget of 300 ends stage 1 at
+    step 3 of 6 with the tensors of a run of 3 steps, bit for bit; stage 2 never starts, --resume finds the run
+    complete, and the record names the budget. A budget of 700 ends stage 2 at its first step (648 + 108)."""
+    hmt = method_config("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16})
+    budgeted = dataclasses.replace(config_for(corpus, tmp_path / "a", max_tokens=300, stages=[1, 2], stage1_steps=6),
+                                   method=hmt)
+    rows = run_train(budgeted)
+    assert [(row["end_step"], row["train_tokens"], row["train_budget"]) for row in rows] == [(3, 324, 300)]
+    assert not (tmp_path / "a" / "run" / "stage2").exists()
+    assert run_train(load_run_config(budgeted.output_dir), resume=budgeted.output_dir) == []  # nothing left
+    short = dataclasses.replace(config_for(corpus, tmp_path / "b", stages=[1], steps=3), method=hmt)
+    run_train(short)
+    cut, stepped = (load_tensors(tmp_path / x / "run" / "stage1" / "final") for x in "ab")
+    assert cut.keys() == stepped.keys() and all(torch.equal(cut[k], stepped[k]) for k in cut)
+    later = dataclasses.replace(budgeted, output_dir=str(tmp_path / "c" / "run"), out=str(tmp_path / "c" / "results"),
+                                train=dataclasses.replace(budgeted.train, max_tokens=700))
+    assert [(row["end_step"], row["train_tokens"]) for row in run_train(later)] == [(6, 648), (1, 756)]
+    assert records(tmp_path / "c")["train_budget"].tolist() == [700, 700]
+    with pytest.raises(HmtbenchError, match="train.max_tokens must be positive"):
+        TrainSettings(max_tokens=0)
+    spent = dataclasses.replace(short, output_dir=str(tmp_path / "d" / "run"),
+                                train=dataclasses.replace(short.train, max_tokens=324,
+                                                          init_from=str(tmp_path / "a" / "run" / "stage1" / "final")))
+    with pytest.raises(HmtbenchError, match="has read 324 tokens, the whole train.max_tokens .324.: nothing to train"):
+        run_train(spent)
+
+
 def test_resume_takes_a_new_time_budget_and_results_folder_and_nothing_else(corpus: str, tmp_path: Path) -> None:
     config = config_for(corpus, tmp_path, max_minutes=5.0)
     (tmp_path / "run").mkdir()

@@ -352,6 +352,12 @@ def test_rows_name_each_methods_training_tokens_and_a_note_flags_unequal_budgets
     write_run(tmp_path / "equal", "rmt", accuracy=0.1, checkpoint="a", train_tokens=4_000)
     write_run(tmp_path / "equal", "hmt", accuracy=0.9, checkpoint="b", train_tokens=4_000)
     assert table_for(tmp_path / "equal", "accuracy").notes == []
+    for method, tokens in (("rmt", 4_020), ("hmt", 4_100)):  # one token budget (train.max_tokens), each past it
+        write_run(tmp_path / "budget", method, accuracy=0.5, checkpoint=method, train_tokens=tokens, train_budget=4_000)
+    assert table_for(tmp_path / "budget", "accuracy").notes == []
+    write_run(tmp_path / "budget", "armt", accuracy=0.5, checkpoint="armt", train_tokens=3_900, train_budget=4_000)
+    assert table_for(tmp_path / "budget", "accuracy").notes[0].endswith(  # its steps ended it short of the budget
+        "rmt 4,020, hmt 4,100, armt 3,900 tokens trained (docs/methods.md, 'Equal budgets')")
 
 
 def test_checkpoints_kept_apart_name_their_training_seeds(tmp_path: Path) -> None:

@@ -124,3 +124,22 @@ def test_the_armt_chain_trains_with_lora_at_its_fixed_steps(tmp_path: Path) -> N
     assert meta["step"] == 3 and (final / "adapter_model.safetensors").is_file()
     assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "armt-s1", "armt", LIMIT="2",
                                      DEPTHS="0.5")
+
+
+@pytest.mark.slow
+def test_a_token_budget_ends_a_chain_at_the_level_that_spends_it(tmp_path: Path) -> None:
+    """BUDGET (the rule for equal budgets): every training started gets train.max_tokens, so a budget of one token
+    ends the hmt chain at its first level's first step; the chain is then done, and eval reads that level's final."""
+    work = tmp_path / "work"
+    log = protocol("train", str(work), "hmt", "1", "5", BUDGET="1", STEPS_SCALE="0.1")
+    assert "hmt-s1-span: train exit 0" in log and "hmt-s1: BUDGET (1 tokens) spent at span, step 1" in log
+    assert not (work / "runs" / "hmt-s1-long").exists()
+    final = work / "runs" / "hmt-s1-span" / "stage2" / "final"
+    meta = json.loads((final / "checkpoint.json").read_text())
+    assert meta["step"] == 1 and meta["config"]["train"]["max_tokens"] == 1
+    again = protocol("train", str(work), "hmt", "1", "5", BUDGET="1", STEPS_SCALE="0.1")
+    assert "hmt-s1-span: done" in again and "train exit" not in again
+    assert "has not reached its steps" in protocol("eval", str(work), "validation", "1k", "hmt-s1", "hmt", code=1,
+                                                   STEPS_SCALE="0.1")  # without the budget the chain is unfinished
+    assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "hmt-s1", "hmt", LIMIT="2", DEPTHS="0.5",
+                                     BUDGET="1", STEPS_SCALE="0.1")

@@ -196,13 +196,28 @@ def budget_notes(rows: list[Row]) -> list[str]:
     notes = []
     for row in rows:
         tokens = {m: full.get("train_tokens") for m, full in row.full.items() if full.get("train_tokens") is not None}
-        if len(set(tokens.values())) > 1:
+        if len(set(tokens.values())) > 1 and not _one_budget_met(row, tokens):
             trained = ", ".join(f"{m} {tokens[m] if isinstance(tokens[m], str) else f'{tokens[m]:,}'}"
                                 for m in order_methods(tokens))  # a string: the range over a recipe's seeds
             where = describe(row.key, skip=("variant",))
             notes.append(f"unequal training budgets in {where}: {trained} tokens trained (docs/methods.md, "
                          "'Equal budgets')")
     return notes
+
+
+def _one_budget_met(row: Row, tokens: dict[str, Any]) -> bool:
+    """Whether every trained method of ``row`` trained to one token budget (``train_budget``, train.max_tokens) and
+    reached it: their tokens then differ by less than a step's, which is the rule for equal budgets kept."""
+    budgets = {plain(row.full[m].get("train_budget")) for m in tokens}
+    if len(budgets) != 1 or None in budgets:
+        return False
+    (budget,) = budgets
+    return all(_fewest_tokens(value) >= budget for value in tokens.values())
+
+
+def _fewest_tokens(value: Any) -> int:
+    """A cell's training tokens: one run's, or the least of a recipe's seeds (``_seed_budgets``' range)."""
+    return int(value.split("-")[0]) if isinstance(value, str) else int(value)
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
@@ -345,7 +360,7 @@ def _seed_budgets(runs: pd.DataFrame) -> pd.DataFrame:
         mine = runs["checkpoint"].eq(name)
         found = sorted({int(v) for v in runs.loc[mine, "train_tokens"] if plain(v) is not None})
         if len(found) > 1:
-            runs.loc[mine, "train_tokens"] = f"{found[0]}-{found[-1]} over seeds"
+            runs.loc[mine, "train_tokens"] = f"{found[0]}-{found[-1]} over seeds"  # read back by _fewest_tokens
     return runs
 
 

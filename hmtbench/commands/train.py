@@ -124,9 +124,14 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     output = Path(config.output_dir or default_output_dir(config))
     if resume is None and (output / CONFIG_FILE).exists():
         raise HmtbenchError(f"{output} already holds a run; continue it with --resume {output} or pick --output-dir")
+    budget = config.train.max_tokens
     if config.train.init_from:
         read_meta(config.train.init_from)  # missing or corrupt files: refused before the backbone loads
-    pending = [stage for stage in plan if not _complete(output / stage.folder / "final", stage.steps)]
+        read = tokens_trained(config.train.init_from)
+        if budget is not None and read >= budget:
+            raise HmtbenchError(f"--init-from {config.train.init_from} has read {read:,} tokens, the whole "
+                                f"train.max_tokens ({budget:,}): nothing to train")
+    pending = _pending(plan, output, budget)
     if pending:
         check_resumable(output / pending[0].folder / "last")
     quiet_transformers()
@@ -156,6 +161,9 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
         for stage in plan:
             folder = output / stage.folder
             if stage not in pending:
+                if not _complete(folder / "final", stage.steps, budget):
+                    console.print(f"{stage.folder}: not started (the run's train.max_tokens, {budget:,}, is spent)")
+                    break
                 console.print(f"{stage.folder}: already complete, skipped")
             elif rows and deadline is not None and time.perf_counter() > deadline:  # no second stage past it
                 console.print(f"{stage.folder}: not started (--max-minutes spent); continue with --resume {output}")
@@ -163,6 +171,10 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
             else:
                 prepared = first if stage is pending[0] else _prepare(config, backbone, documents, stage, init_from)
                 rows.append(_train_one(prepared, backbone, stage, folder, init_from, command_line, deadline))
+                if _spent(folder / "final", budget):
+                    console.print(f"{stage.folder}: the run's train.max_tokens ({budget:,}) reached at step "
+                                  f"{rows[-1]['end_step']} of {stage.steps}; the run is complete")
+                    break
                 if not _complete(folder / "final", stage.steps):  # ended by --max-minutes: the next stage waits
                     console.print(f"{stage.folder}: stopped at step {rows[-1]['end_step']} of {stage.steps} "
                                   f"(--max-minutes); continue with --resume {output}")
@@ -173,9 +185,28 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     return rows
 
 
-def _complete(final: Path, steps: int) -> bool:
-    """A stage's final checkpoint at its full step count (one ended early by --max-minutes resumes from ``last``)."""
-    return (final / META).is_file() and read_meta(final).get("step", steps) >= steps
+def _complete(final: Path, steps: int, max_tokens: int | None = None) -> bool:
+    """A stage's final checkpoint at its full step count or at the run's token budget (one ended early by
+    --max-minutes resumes from ``last``)."""
+    return (final / META).is_file() and (read_meta(final).get("step", steps) >= steps or _spent(final, max_tokens))
+
+
+def _spent(final: Path, max_tokens: int | None) -> bool:
+    """Has the run read its token budget (``train.max_tokens``) by this final checkpoint?"""
+    return (max_tokens is not None and (final / META).is_file()
+            and int(read_meta(final).get("train_tokens") or 0) >= max_tokens)
+
+
+def _pending(plan: list[Stage], output: Path, max_tokens: int | None) -> list[Stage]:
+    """The stages left to train: those not complete, up to the first whose final spent the run's token budget."""
+    pending = []
+    for stage in plan:
+        final = output / stage.folder / "final"
+        if _spent(final, max_tokens):
+            break
+        if not _complete(final, stage.steps):
+            pending.append(stage)
+    return pending
 
 
 def check_resumable(last: Path) -> None:

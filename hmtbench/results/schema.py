@@ -130,6 +130,8 @@ COLUMNS: list[Column] = [
     Column("steps", "Int64", "optimizer steps run"),
     Column("final_loss", "Float64", "training loss at the last step"),
     Column("curriculum_segments", "Int64", "answer training: segments per training context the curriculum reached"),
+    Column("train_budget", "Int64", "the token budget its training had (train.max_tokens: the rule for equal "
+                                    "budgets); null = its steps alone"),
     Column("train_tokens", "Int64", "tokens the trained tensors read, over every stage and chunk of their training "
                                     "(train: up to this run's end; eval: the checkpoint's); null = untrained or "
                                     "not recorded"),

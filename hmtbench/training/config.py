@@ -33,6 +33,10 @@ class TrainSettings:
     max_minutes: float | None = setting(None, "End the run early, at a logged step with its checkpoints, after this "
                                               "many minutes of training (a budgeted GPU call); --resume continues it "
                                               "(and takes --max-minutes for the next chunk).")
+    max_tokens: int | None = setting(None, "The run's training budget in tokens (train_tokens: every stage and chunk "
+                                           "since the first tensors): a stage ends at the first step that reaches it "
+                                           "and no later stage starts. Give every method of a comparison the same "
+                                           "one (docs/methods.md, 'Equal budgets'); None: the steps alone.")
     stages: list[int] = setting(help="Stages of a staged method to train, back to back (HMT: 1, then 2); --stage N "
                                      "trains one.", default_factory=lambda: [1, 2])
     init_from: str | None = setting(None, "Checkpoint the first stage starts from (its settings fill what you do "
@@ -85,6 +89,7 @@ class TrainSettings:
         rules = [
             (self.steps > 0 and self.stage1_steps > 0, "--steps must be positive"),
             (self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be positive: {self.max_minutes}"),
+            (self.max_tokens is None or self.max_tokens > 0, f"train.max_tokens must be positive: {self.max_tokens}"),
             (self.bptt_depth >= 1, f"--bptt-depth must be at least 1, got {self.bptt_depth}"),
             (self.bptt_truncate is None or 1 <= self.bptt_truncate, "--bptt-truncate must be at least 1"),
             (self.k2 is None or self.k2 >= 1, f"train.k2 must be at least 1 (leave it unset for full BPTT), got "

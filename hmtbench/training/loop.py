@@ -111,6 +111,7 @@ def train_stage(
     (those plus ``meta["tokens_before"]``, what the tensors it started from had read): the run's training budget.
     ``deadline`` (``time.perf_counter()``): end the stage at the first logged step past it (``--max-minutes``
     counts from the first stage of a run; default: ``settings.max_minutes`` from this stage's start).
+    ``settings.max_tokens``: end it, complete, at the first step whose ``train_tokens`` reaches that budget.
     """
     device = model.device
     torch.set_flush_denormal(True)  # CPU: denormal optimizer states otherwise slow each step by 30x
@@ -162,7 +163,7 @@ def train_stage(
             exact_share = distributed.mean(torch.cat(exact).float().mean().item()) if exact else None
             position = objective.end_step(exact_share)
             entry = None
-            if _out_of_time(settings, deadline, done):
+            if _out_of_time(settings, deadline, done) or _budget_spent(settings, budget(done)["train_tokens"]):
                 steps = done  # this step is the stage's last: logged, and its final checkpoint saved
             if done % settings.log_every == 0 or done == steps or "advanced_to" in position:
                 loss_value = distributed.mean(total.item())  # each rank's mean loss over its equal share of the windows
@@ -264,6 +265,13 @@ def _saved_on_oom(error: torch.OutOfMemoryError, model: SegmentMethod, optimizer
         saved = folder / "last"
         _save(model, optimizer, scheduler, objective, saved, meta, spent, limit)
     return TrainingOutOfMemory(str(error), done, done - start, saved)
+
+
+def _budget_spent(settings: TrainSettings, train_tokens: int) -> bool:
+    """Has the run read its ``train.max_tokens``? Every rank agrees (each counts its own micro-batches' tokens)."""
+    if settings.max_tokens is None:
+        return False
+    return distributed.mean(float(train_tokens >= settings.max_tokens)) > 0
 
 
 def _out_of_time(settings: TrainSettings, deadline: float | None, done: int) -> bool:

@@ -27,8 +27,10 @@
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
 # smoke's 0.05), STOP_AFTER (the level a chunk ends its chains with: finals travel between sessions, a level's
 # resumable state does not), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
-# (added to every training started / evaluation). Each Python process runs under its own `timeout`
-# (scripts/gpu/README.md, Rules).
+# (added to every training started / evaluation), BUDGET (tokens: every training started gets train.max_tokens, the
+# rule for equal budgets; a level is done at its steps or at the budget, and a chain ends with the level that spends
+# it; give such chains a WORK of their own). Each Python process runs under its own `timeout` (scripts/gpu/README.md,
+# Rules).
 set -uo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -58,10 +60,21 @@ final_step() {  # a final checkpoint folder -> the step it holds (0 when none)
     || echo 0
 }
 
-done_from() {  # chain seed -> the index of its last level whose final holds its steps (-1: none); the levels
-  local i=0 last=-1 level steps  # before it need not be there (a carried chain brings its last final only)
+spent() {  # a final checkpoint folder -> true when BUDGET is set and its tensors have read that many tokens
+  [ -n "${BUDGET:-}" ] && [ -n "$1" ] && python3 -c "import json,sys; m=json.load(open(sys.argv[1])); \
+sys.exit(0 if int(m.get('train_tokens') or 0) >= int(sys.argv[2]) else 1)" "$1/checkpoint.json" "$BUDGET"
+}
+
+finished() {  # a final checkpoint folder, its level's steps -> true when it holds them or spent BUDGET
+  [ -n "$1" ] && { [ "$(final_step "$1")" -ge "$2" ] || spent "$1"; }
+}
+
+done_from() {  # chain seed -> the index of its last level that is finished (-1: none); the levels before it need
+  local i=0 last=-1 level steps final  # not be there (a carried chain brings its last final only)
   while IFS='|' read -r level steps _; do
-    [ "$(final_step "$(final_of "$work/runs/$1-s$2-$level")")" -lt "$(scaled "$steps")" ] || last=$i
+    final=$(final_of "$work/runs/$1-s$2-$level")
+    if finished "$final" "$(scaled "$steps")"; then last=$i; fi
+    if spent "$final"; then break; fi
     i=$((i + 1))
   done < <(levels "$1")
   echo "$last"
@@ -85,18 +98,21 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
       else
         # shellcheck disable=SC2206
         args=(${flags//\{prev\}/$prev} --backbone "$backbone" --seed "$seed" --set "train.steps=$steps"
-              --output-dir "$run" --out "$work/results/train" ${TRAIN_FLAGS:-})  # a resumed run keeps its own
+              --output-dir "$run" --out "$work/results/train" ${BUDGET:+--set train.max_tokens=$BUDGET}
+              ${TRAIN_FLAGS:-})  # a resumed run keeps its own
       fi
       timeout -k 5 $((left - 10)) ${PYTHON:-python3} -m hmtbench train "${args[@]}" \
         --max-minutes "$(python3 -c "print(round(($left - 100) / 60, 2))")" >> "$work/logs/train-$name-s$seed.log" 2>&1
       echo "$name-s$seed-$level: train exit $?"
       final=$(final_of "$run")
-      if [ "$(final_step "$final")" -lt "$steps" ]; then
+      if ! finished "$final" "$steps"; then
         echo "$name-s$seed-$level: stopped at step $(final_step "$final") of $steps; the next chunk resumes it"
         return 0
       fi
     fi
     prev=$final
+    if spent "$final"; then echo "$name-s$seed: BUDGET ($BUDGET tokens) spent at $level, step $(final_step "$final")"
+      return 0; fi
     if [ "$level" = "${STOP_AFTER:-}" ]; then echo "$name-s$seed: stops after $level (STOP_AFTER)"; return 0; fi
   done < <(levels "$name")
 }
@@ -105,8 +121,12 @@ scaled() {  # a level's steps under STEPS_SCALE
   python3 -c "print(max(1, round($1 * ${STEPS_SCALE:-1})))"
 }
 
-last_final() {  # RUN (CHAIN-sSEED) -> its last level's final, when that level reached its steps
-  local name=${1%-s*} level steps final
+last_final() {  # RUN (CHAIN-sSEED) -> the final its chain ends with: its last level's at its steps, or the one
+  local name=${1%-s*} level steps final  # that spent BUDGET
+  while IFS='|' read -r level steps _; do
+    final=$(final_of "$work/runs/$1-$level")
+    if spent "$final"; then echo "$final"; return 0; fi
+  done < <(levels "$name")
   IFS='|' read -r level steps _ < <(levels "$name" | tail -1)
   final=$(final_of "$work/runs/$1-$level")
   [ "$(final_step "$final")" -ge "$(scaled "$steps")" ] && echo "$final"
