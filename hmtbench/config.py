@@ -32,6 +32,12 @@ METHOD_HELP = ("plain | full | overlap | rmt | hmt | armt | retrieval (or an ins
                "plain,rmt,hmt; the method's own settings are flags of their own.")
 
 
+def selected_on_field() -> Any:
+    """An evaluation's ``selected_on``: where its configuration was chosen (``resolve.SELECTED_ON``), recorded."""
+    return setting(None, "Where this configuration was chosen: the split its choice was made on (train | validation | "
+                         "test), or fixed (set before any evaluation: nothing chosen); recorded, compare shows it.")
+
+
 def method_field(name: str = "plain", help: str = METHOD_HELP) -> Any:
     """A field holding a method's settings (its config dataclass), ``name``'s defaults unless given."""
     return field(default_factory=lambda: method_config(name), metadata={METHOD_FIELD: name, HELP: help})

@@ -20,7 +20,7 @@ from hmtbench.methods import config_class, method_class
 from hmtbench.methods import method_names as registered_methods
 
 T = TypeVar("T")
-SPLITS = ("train", "validation", "test")  # what --selected-on names
+SELECTED_ON = ("train", "validation", "test", "fixed")  # what --selected-on names: a split, or nothing chosen
 
 
 def method_names(given: dict[str, Any], default: str = "plain") -> list[str]:
@@ -114,8 +114,8 @@ def named_runs(configs: Sequence[T]) -> list[T]:
     that names no split is refused here, before anything loads."""
     configs = list(configs)
     chosen = getattr(configs[0], "selected_on", None) if configs else None
-    if chosen is not None and chosen not in SPLITS:
-        raise unknown_choice("--selected-on", chosen, SPLITS)
+    if chosen is not None and chosen not in SELECTED_ON:
+        raise unknown_choice("--selected-on", chosen, SELECTED_ON)
     if not configs or configs[0].name is None:
         return configs
     own = names_per_method(configs[0].name, [c.method.name for c in configs])

@@ -235,6 +235,10 @@ def test_a_split_the_task_lacks_is_a_one_line_error_before_the_backbone_loads(tm
         result = run("--task", task, "--split", split, "--out", str(tmp_path))
         assert result.exit_code == 2 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
+    result = run("--task", "passkey", "--selected-on", "valid", "--out", str(tmp_path))  # a typo is not recorded
+    assert result.exit_code == 2 and result.output.strip() == (
+        "error: unknown --selected-on 'valid' (did you mean 'validation'?); choose one of: fixed, test, train, "
+        "validation"), result.output
 
 
 def test_a_local_file_is_read_by_its_rows_split(tmp_path: Path) -> None:

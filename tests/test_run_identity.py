@@ -92,7 +92,11 @@ def test_training_columns_leave_seeds_and_folders_out_of_the_recipe() -> None:
     stage1 = training_columns(config(1, "runs/a"), {"step": 200, "method": {"name": "hmt", "stage": 1}})
     stage2 = training_columns(config(1, "runs/a"), {"step": 500, "method": {"name": "hmt", "stage": 2}})
     assert stage1["train_recipe"] != stage2["train_recipe"] != one["train_recipe"]
-    assert training_columns(None) == {"train_seed": None, "train_recipe": None}
+    assert training_columns(None) == {"train_seed": None, "train_recipe": None, "train_budget": None}
+    budgeted = config(1, "runs/a")
+    budgeted["train"]["max_tokens"] = 5_000
+    assert training_columns(budgeted)["train_budget"] == 5_000 and one["train_budget"] is None
+    assert training_columns(budgeted)["train_recipe"] != one["train_recipe"]  # a budget changes what trains
     assert math.isfinite(one["train_seed"])
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hmtbench.config import EngineOptions, RunSettings, parse_counts
+from hmtbench.config import EngineOptions, RunSettings, parse_counts, selected_on_field
 from hmtbench.methods.config import setting
 from hmtbench.resolve import gridded, resolve
 
@@ -37,8 +37,7 @@ class QAConfig(RunSettings):
     engine: EngineOptions = field(default_factory=EngineOptions)
     checkpoint: str | None = setting(None, "Folder written by `hmtbench train`: its tensors, and the settings you "
                                            "do not give (backbone too).")
-    selected_on: str | None = setting(None, "The split this configuration was chosen on: validation | test "
-                                            "(recorded; compare shows it).")
+    selected_on: str | None = selected_on_field()
 
 
 def qa_configs(given: dict[str, Any], grid: Sequence[str] | None = None) -> list[QAConfig]:

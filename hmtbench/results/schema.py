@@ -77,8 +77,8 @@ COLUMNS: list[Column] = [
     # --- data and protocol
     Column("dataset", "string", "--dataset as given"),
     Column("split", "string", "train | validation | test"),
-    Column("selected_on", "string", "split this configuration was chosen on (--selected-on: validation | test); "
-                                    "null: not stated"),
+    Column("selected_on", "string", "where this configuration was chosen (--selected-on): the split its choice was "
+                                    "made on, or fixed (set before any evaluation, nothing chosen); null: not stated"),
     Column("protocol", "string", "stream (each token once) | paper (reference windows) | qa"),
     Column("test_length", "Int64", "tokens per document (stream) or history per window (paper)"),
     Column("max_docs", "Int64", "--max-docs, null for all"),
