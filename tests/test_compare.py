@@ -354,7 +354,8 @@ def test_rows_name_each_methods_training_tokens_and_a_note_flags_unequal_budgets
     assert table_for(tmp_path / "equal", "accuracy").notes == []
     for method, tokens in (("rmt", 4_020), ("hmt", 4_100)):  # one token budget (train.max_tokens), each past it
         write_run(tmp_path / "budget", method, accuracy=0.5, checkpoint=method, train_tokens=tokens, train_budget=4_000)
-    assert table_for(tmp_path / "budget", "accuracy").notes == []
+    budgeted = table_for(tmp_path / "budget", "accuracy")
+    assert budgeted.notes == [] and budgeted.rows[0].key["variant"].startswith("all: train_budget=4000; ")
     write_run(tmp_path / "budget", "armt", accuracy=0.5, checkpoint="armt", train_tokens=3_900, train_budget=4_000)
     assert table_for(tmp_path / "budget", "accuracy").notes[0].endswith(  # its steps ended it short of the budget
         "rmt 4,020, hmt 4,100, armt 3,900 tokens trained (docs/methods.md, 'Equal budgets')")
