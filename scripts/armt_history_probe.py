@@ -56,8 +56,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(SEED)
-    backbone = load_backbone(read_meta(args.checkpoint)["backbone"], dtype="fp32", device="cpu")
-    trained = dict(read_meta(args.checkpoint)["method"])
+    meta = read_meta(args.checkpoint)
+    backbone = load_backbone(meta["backbone"], dtype="fp32", device="cpu")
+    trained = dict(meta["method"])
     config = method_config(trained.pop("name"), trained)
     options = TaskOptions(tokenizer=backbone.tokenizer, context_length=args.context_length, seed=SEED, limit=125,
                           data=None, depths=DEPTHS, filler=args.filler, split=args.split)

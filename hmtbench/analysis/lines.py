@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullFormatter
 
 from hmtbench.analysis import draw
+from hmtbench.analysis.cells import lone_seed_text
 from hmtbench.analysis.series import Entry, Legend, ordered_series, spread
 
 DODGE = 1.04  # factor between neighbouring lines' x where a panel dodges them
@@ -132,4 +133,4 @@ def series_lines(items: list[Entry], x: Callable[[Entry], float], looks: Legend)
 def _seeds_text(entry: Entry) -> str:
     """'train seed 2 only': the training seeds of a point read at fewer seeds than its line's other points."""
     seeds = sorted({dict(m.seeds).get("train_seed") for m in entry.cell.measurements} - {None}, key=str)
-    return f"train seed {', '.join(map(str, seeds))} only" if seeds else f"{entry.cell.count} seed(s) only"
+    return lone_seed_text(", ".join(map(str, seeds))) if seeds else f"{entry.cell.count} seed(s) only"

@@ -188,13 +188,20 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
 def _complete(final: Path, steps: int, max_tokens: int | None = None) -> bool:
     """A stage's final checkpoint at its full step count or at the run's token budget (one ended early by
     --max-minutes resumes from ``last``)."""
-    return (final / META).is_file() and (read_meta(final).get("step", steps) >= steps or _spent(final, max_tokens))
+    if not (final / META).is_file():
+        return False
+    meta = read_meta(final)
+    return meta.get("step", steps) >= steps or _budget_met(meta, max_tokens)
 
 
 def _spent(final: Path, max_tokens: int | None) -> bool:
     """Has the run read its token budget (``train.max_tokens``) by this final checkpoint?"""
-    return (max_tokens is not None and (final / META).is_file()
-            and int(read_meta(final).get("train_tokens") or 0) >= max_tokens)
+    return max_tokens is not None and (final / META).is_file() and _budget_met(read_meta(final), max_tokens)
+
+
+def _budget_met(meta: dict[str, Any], max_tokens: int | None) -> bool:
+    """A checkpoint's meta at or past the token budget (never, without one)."""
+    return max_tokens is not None and int(meta.get("train_tokens") or 0) >= max_tokens
 
 
 def _pending(plan: list[Stage], output: Path, max_tokens: int | None) -> list[Stage]:
