@@ -4,9 +4,10 @@ Two switches (``EngineOptions``), recorded in every result row:
 
 * ``compile``: each repeated block of the backbone (its decoder layers) goes through
   ``torch.compile``; the blocks share one compilation, so compile time does not grow with depth
-  (regional compilation). What is compiled is each block's ``forward``, not its ``__call__``: module
-  hooks (a per-layer method's, ``hmtbench.methods.hooks``) run eagerly around it, so they never enter a
-  compiled region, and a hook that reads its layer's own tensors adds no recompilation. The loss
+  (regional compilation). Calls with a KV cache (decoding) stay eager: the cache is per block. What
+  is compiled is each block's ``forward``, not its ``__call__``: module hooks (a per-layer method's,
+  ``hmtbench.methods.hooks``) run eagerly around it, so they never enter a compiled region, and a
+  hook that reads its layer's own tensors adds no recompilation. The loss
   (output head + fp32 cross-entropy) is compiled too, which fuses the upcast into the reduction.
   Fused kernels round differently: numbers agree with the eager engine to rounding, not bit for bit.
 * ``cuda_graphs`` (evaluation): each segment step and each batched summary pass is captured once
@@ -71,9 +72,32 @@ def compile_blocks(backbone: nn.Module) -> int:
     _allow_recompiles()
     for block in blocks:
         if block not in _compiled_blocks:
-            block.forward = torch.compile(block.forward)
+            block.forward = _compiled_without_cache(block.forward)
             _compiled_blocks.add(block)
     return len(blocks)
+
+
+# The keyword a decoder block takes its KV cache by: transformers 5.x, 4.x (plural and singular), GPT-NeoX.
+CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+def _compiled_without_cache(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` compiled for calls without a KV cache (every segment read and training step); a call with one
+    (decoding) runs eagerly.
+
+    A cache's update indexes its per-layer list by the block's ``layer_idx``, which dynamo guards on: compiled,
+    each block would compile apart, three graphs a block (prefill, first step, later steps), past the recompile
+    limit at 30 blocks and minutes of compilation on a GPU. A decoding step is a token a row, bound by launches,
+    not by the kernels compilation fuses.
+    """
+    compiled = torch.compile(forward)
+
+    @functools.wraps(forward)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        cached = any(kwargs.get(name) is not None for name in CACHE_KEYWORDS)
+        return (forward if cached else compiled)(*args, **kwargs)
+
+    return run
 
 
 def compiled_chunk_nll() -> Callable[..., Tensor]:

@@ -276,3 +276,24 @@ def test_compiled_engine_gives_the_eager_nll(name: str, settings: dict) -> None:
     fast = accelerate(method, EngineOptions(compile=True, cuda_graphs=True))
     torch.testing.assert_close(nll_of(fast, ids, lengths), eager, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(nll_of(fast, ids, lengths), eager, rtol=1e-5, atol=1e-4)  # replayed
+
+
+@pytest.mark.slow
+def test_compiled_blocks_decode_eagerly_so_no_block_compiles_apart() -> None:
+    """A KV-cached call indexes the cache by its block's ``layer_idx``, which dynamo guards on: compiled, every
+    block would compile apart (three graphs a block, past the recompile limit at 30 blocks). Decoding after a
+    compiled read adds no graph and gives the eager path's tokens."""
+    from torch._dynamo.utils import counters
+
+    from hmtbench.backbones.tiny import tiny_model
+    from hmtbench.generation import decode, read_openings
+
+    method = build(tiny_model("llama"), "hmt", {"segment_length": 24, "sensory_tokens": 3, "recall_context": 4})
+    prompts = [random_documents(1, n, seed=n)[0] for n in (50, 61)]
+    with torch.no_grad():
+        eager = decode(method, read_openings(method, method, prompts), prompts, 6)
+        openings = read_openings(method, accelerate(method, EngineOptions(compile=True)), prompts)
+        graphs = counters["stats"]["unique_graphs"]
+        compiled = decode(method, openings, prompts, 6)
+    assert counters["stats"]["unique_graphs"] == graphs > 0
+    assert [g.token_ids for g in compiled] == [g.token_ids for g in eager]
