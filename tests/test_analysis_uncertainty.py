@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hmtbench.analysis.budgets import SeedTokens
 from hmtbench.analysis.compare import build
 from hmtbench.analysis.formats import render
 from hmtbench.analysis.lines import series_lines
@@ -355,7 +356,7 @@ def test_a_length_read_at_one_seed_of_three_stays_in_its_recipes_row_and_says_so
               train_tokens=19_000)
     frame = load_results([tmp_path], warn=lambda m: None)
     table = build(frame, "exact_match")
-    assert [row.full["rmt"]["train_tokens"] for row in table.rows] == ["5000-19000 over seeds"] * 2
+    assert [row.full["rmt"]["train_tokens"] for row in table.rows] == [SeedTokens(5000, 19000)] * 2
     assert len({row.key["variant"] for row in table.rows}) == 1  # one series: the same row at both lengths
     panels = by_panel(entries(table), LENGTHS, join=SAMPLE_COUNTS)
     (panel,) = panels.values()

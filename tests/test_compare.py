@@ -329,7 +329,7 @@ def test_cli_compare_end_to_end(results: Path, tmp_path: Path) -> None:
 
 
 def test_settings_are_named_in_one_order_whatever_order_the_records_found_them_in() -> None:
-    from hmtbench.analysis.compare import settings_text
+    from hmtbench.analysis.row_text import settings_text
 
     assert settings_text({"recall_choice": "hard", "memory_write": "span"}) == settings_text(
         {"memory_write": "span", "recall_choice": "hard"}) == "memory_write=span, recall_choice=hard"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hmtbench.analysis.budgets import SeedTokens
 from hmtbench.analysis.compare import build
 from hmtbench.analysis.documents import RESAMPLES
 from hmtbench.analysis.formats import render
@@ -295,7 +296,7 @@ def test_a_curriculum_recipe_at_several_seeds_is_one_cell_whatever_tokens_each_s
     assert (cell.count, cell.mean) == (3, pytest.approx((0.2 + 0.992 + 0.2) / 3))
     assert seed_spread_interval([0.2, 0.992, 0.2], [0.139] * 3, [0.98] * 3)[0] < 0  # what the bound guards against
     assert cell.low == 0.0 and 0.9 < cell.high <= 1.0
-    assert row.full["hmt"]["train_tokens"] == "5233844-9853364 over seeds"
+    assert row.full["hmt"]["train_tokens"] == SeedTokens(5233844, 9853364)
     assert "train_tokens=5233844-9853364 over seeds" in render([table_of(tmp_path, metric="exact_match")], "table")
     by_seed = {label: cell.runs.index(run) for label, run in run_labels(cell)}  # a report links each seed's record
     assert sorted(by_seed) == ["train seed 1", "train seed 2", "train seed 3"]

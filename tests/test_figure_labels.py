@@ -13,6 +13,7 @@ from matplotlib.container import BarContainer
 from typer.testing import CliRunner
 
 from hmtbench.analysis import draw, plot
+from hmtbench.analysis.budgets import SeedTokens
 from hmtbench.analysis.labels import phrase, series_labels
 from hmtbench.analysis.load import load_results
 from hmtbench.cli import app
@@ -153,7 +154,7 @@ def test_a_recipe_at_several_seeds_is_named_by_its_seeds_never_by_a_missing_seed
     the first seed's checkpoint folder."""
     recipe = "recipe 4be5bc58 (train seeds 1, 2, 3)"
     alone = ("hmt", (("checkpoint", recipe), ("train_tokens", 9853364), ("train_seed", 2)))
-    seeds = ("hmt", (("checkpoint", recipe), ("train_tokens", "5233844-9853364 over seeds"), ("train_seed", None)))
+    seeds = ("hmt", (("checkpoint", recipe), ("train_tokens", SeedTokens(5233844, 9853364)), ("train_seed", None)))
     labels = series_labels([alone, seeds], paths={alone: "/w/runs/hmt-s2/stage2/final",
                                                   seeds: "/w/runs/hmt-s1/stage2/final"})
     assert labels[seeds] == "HMT (train tokens 5233844-9853364 over seeds)"  # the shared checkpoint is said once

@@ -10,12 +10,14 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from hmtbench.analysis.budgets import budget_note, seed_tokens
 from hmtbench.analysis.cells import Cell, make_cell
-from hmtbench.analysis.columns import CONFIG_PREFIX, is_recipe_checkpoint, plain
+from hmtbench.analysis.columns import CONFIG_PREFIX, plain
 from hmtbench.analysis.documents import BootstrapTest
 from hmtbench.analysis.paired import PairedTest, PairedTests, SeedTests
+from hmtbench.analysis.row_text import describe, order_methods, variant_text
 from hmtbench.errors import HmtbenchError, unknown_choice
-from hmtbench.methods import BASELINE, baseline_pairs, method_label, method_names, paper_pairs
+from hmtbench.methods import BASELINE, baseline_pairs, method_label, paper_pairs
 from hmtbench.results.schema import METRIC_DIRECTION
 from hmtbench.stats import intervals_overlap
 
@@ -134,13 +136,13 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
     rows: list[Row] = []
     notes: list[str] = []
     tests = PairedTests(frame, metric)
-    grouped = groups(_seed_budgets(_runs_with(frame, metric)), ROW_KEYS)
+    grouped = groups(seed_tokens(_runs_with(frame, metric)), ROW_KEYS)
     for key, group in _share_parameterless(grouped, notes) if join_baselines else grouped:
         for settings, full, per_method in _variants(group, key, notes):
             cells = {method: make_cell(runs, metric, tests.documents) for method, runs in per_method.items()}
             rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings, full))
     _name_checkpoints_across_rows(rows)
-    notes += budget_notes(rows)
+    notes += [note for row in rows if (note := budget_note(row.key, row.full))]
     methods = order_methods({m for row in rows for m in row.cells})
     pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
@@ -192,62 +194,6 @@ def _name_checkpoints_across_rows(rows: list[Row]) -> None:
                     row.key["variant"] = variant_text(row.settings)
 
 
-def budget_notes(rows: list[Row]) -> list[str]:
-    """A note for each row whose trained methods read different numbers of training tokens (``train_tokens``): the
-    rule for equal budgets (docs/methods.md) wants them equal, so such a row compares budgets as well as methods."""
-    notes = []
-    for row in rows:
-        tokens = {m: full.get("train_tokens") for m, full in row.full.items() if full.get("train_tokens") is not None}
-        if len(set(tokens.values())) > 1 and not _one_budget_met(row, tokens):
-            trained = ", ".join(f"{m} {tokens[m] if isinstance(tokens[m], str) else f'{tokens[m]:,}'}"
-                                for m in order_methods(tokens))  # a string: the range over a recipe's seeds
-            where = describe(row.key, skip=("variant",))
-            notes.append(f"unequal training budgets in {where}: {trained} tokens trained (docs/methods.md, "
-                         "'Equal budgets')")
-    return notes
-
-
-def _one_budget_met(row: Row, tokens: dict[str, Any]) -> bool:
-    """Whether every trained method of ``row`` trained to one token budget (``train_budget``, train.max_tokens) and
-    reached it: their tokens then differ by less than a step's, which is the rule for equal budgets kept."""
-    budgets = {plain(row.full[m].get("train_budget")) for m in tokens}
-    if len(budgets) != 1 or None in budgets:
-        return False
-    (budget,) = budgets
-    return all(_fewest_tokens(value) >= budget for value in tokens.values())
-
-
-def _fewest_tokens(value: Any) -> int:
-    """A cell's training tokens: one run's, or the least of a recipe's seeds (``_seed_budgets``' range)."""
-    return int(value.split("-")[0]) if isinstance(value, str) else int(value)
-
-
-def order_methods(methods: Iterable[str]) -> list[str]:
-    """The registry's order (table columns, legends), then methods the registry does not know, alphabetically."""
-    known = [m for m in method_names() if m in set(methods)]
-    return known + sorted(set(methods) - set(known))
-
-
-def split_settings(settings: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """What every method of a row has alike (engine switches: the row's own), and each method's remaining settings."""
-    alike = dict(set.intersection(*(set(s.items()) for s in settings.values()))) if len(settings) > 1 else {}
-    alike = {k: v for k, v in next(iter(settings.values()), {}).items() if k in alike}  # in the recorded order
-    return alike, {m: {k: v for k, v in s.items() if k not in alike} for m, s in settings.items()}
-
-
-def settings_text(settings: dict[str, Any]) -> str:
-    """``name=value, ...`` by name: two rows of one method name their settings in one order."""
-    return ", ".join(f"{s}={_short(v)}" for s, v in sorted(settings.items()))
-
-
-def variant_text(settings: dict[str, dict[str, Any]]) -> str | None:
-    """What a row's runs were kept apart by, e.g. 'hmt: hmt_stage=1'; what all its methods share as 'all: ...'."""
-    alike, own = split_settings(settings)
-    parts = [f"all: {settings_text(alike)}"] if alike else []
-    parts += [f"{m}: {settings_text(s)}" for m, s in own.items() if s]
-    return "; ".join(parts) or None
-
-
 def groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     """Split ``frame`` by ``keys``, missing values included (pandas drops them by default), in sorted order."""
     found: dict[tuple, list[int]] = {}
@@ -289,10 +235,6 @@ def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], not
         notes.append(f"{', '.join(order_methods(set().union(*joined.values())))}: untrained, nothing to train; "
                      "shown in the rows of the trained methods they are compared with")
     return result
-
-
-def describe(key: dict[str, Any], skip: Iterable[str] = ()) -> str:
-    return " · ".join(f"{k}={v}" for k, v in key.items() if v is not None and k not in set(skip))
 
 
 def inventory(frame: pd.DataFrame) -> str:
@@ -349,23 +291,6 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
     return rows
 
 
-def _seed_budgets(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs of one recipe at several training seeds (one checkpoint setting, ``load.recipe_checkpoints``) with their
-    training tokens as the range over those seeds: a curriculum advances at each seed's own pace, so the tokens a
-    fixed number of steps reads is an outcome of the training, not a setting that keeps the seeds apart. The range
-    is taken over every run of the recipe, at every length, so a length read at fewer seeds stays in its row."""
-    seeded = runs["checkpoint"].map(is_recipe_checkpoint).astype(bool)
-    if not seeded.any() or "train_tokens" not in runs:
-        return runs
-    runs = runs.assign(train_tokens=runs["train_tokens"].astype(object))
-    for name in runs.loc[seeded, "checkpoint"].unique():
-        mine = runs["checkpoint"].eq(name)
-        found = sorted({int(v) for v in runs.loc[mine, "train_tokens"] if plain(v) is not None})
-        if len(found) > 1:
-            runs.loc[mine, "train_tokens"] = f"{found[0]}-{found[-1]} over seeds"  # read back by _fewest_tokens
-    return runs
-
-
 def _name_training_seeds(variants: list[_Variant]) -> None:
     """Checkpoints kept apart (their recipes differ: another step count, say) that were trained at different seeds
     name their seed beside what else keeps them apart, so a reader can tell which training run each row is; a
@@ -406,14 +331,6 @@ def _values_shared(variants: list[list[dict[str, Any]]], setting: str) -> bool:
     """Whether the methods varying in ``setting`` have a set value of it in common (then it pairs by value)."""
     values = [{v[setting] for v in options if setting in v} for options in variants if setting in options[0]]
     return any(value is not None for value in set.intersection(*values))
-
-
-def _short(value: Any) -> str:
-    """A setting for a row label: none for missing, paths by their last three parts."""
-    if value is None:
-        return "none"
-    parts = str(value).split("/")
-    return "…/" + "/".join(parts[-3:]) if len(parts) > 4 else str(value)
 
 
 def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:

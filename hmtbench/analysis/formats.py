@@ -7,16 +7,10 @@ import json
 from typing import Any
 
 from hmtbench.analysis.cells import seeds_text
-from hmtbench.analysis.compare import (
-    ROW_KEYS,
-    Comparison,
-    delta_label,
-    describe,
-    settings_text,
-    sign_rule,
-)
+from hmtbench.analysis.compare import ROW_KEYS, Comparison, delta_label, sign_rule
 from hmtbench.analysis.documents import BootstrapTest
 from hmtbench.analysis.paired import PairedTest, SeedTests
+from hmtbench.analysis.row_text import describe, settings_text
 from hmtbench.analysis.table_text import (
     NOT_SIGNIFICANT,
     differing_settings,

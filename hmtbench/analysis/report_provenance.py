@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from hmtbench.analysis.columns import BY_DEPTH, DEEP_SCORES, deep_counts, plain
-from hmtbench.analysis.compare import Comparison, describe
+from hmtbench.analysis.compare import Comparison
 from hmtbench.analysis.draw import length_label
 from hmtbench.analysis.paired import PAIRED_METRICS
 from hmtbench.analysis.qa import LENGTHS
+from hmtbench.analysis.row_text import describe
 from hmtbench.analysis.table_text import shown_keys
 from hmtbench.results.schema import METRIC_DIRECTION
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hmtbench.analysis.columns import CONFIG_PREFIX
-from hmtbench.analysis.compare import Cell, Comparison, Row, order_methods, split_settings
+from hmtbench.analysis.compare import Cell, Comparison, Row
 from hmtbench.analysis.labels import series_labels, shared_text
 from hmtbench.analysis.labels import setting_name as setting_name  # where report_tables reads it
+from hmtbench.analysis.row_text import order_methods, split_settings
 
 ENGINE_PREFIX = f"{CONFIG_PREFIX}engine."  # engine switches: settings of a whole row (compile, CUDA graphs)
 

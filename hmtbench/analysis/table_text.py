@@ -6,18 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from hmtbench.analysis.cells import Cell, lone_seed_text, seeds_text
-from hmtbench.analysis.compare import (
-    ROW_KEYS,
-    Comparison,
-    Row,
-    VariantTest,
-    delta_label,
-    order_methods,
-    settings_text,
-    sign_rule,
-)
+from hmtbench.analysis.compare import ROW_KEYS, Comparison, Row, VariantTest, delta_label, sign_rule
 from hmtbench.analysis.documents import DOCUMENT_METRICS, BootstrapTest
 from hmtbench.analysis.paired import PairedTest, SeedTests
+from hmtbench.analysis.row_text import order_methods, settings_text
 from hmtbench.methods import method_label
 
 ALWAYS_SHOWN = ("backbone", "dataset", "task")  # shown even when every row has the same value

@@ -12,7 +12,8 @@ import io
 import textwrap
 from collections.abc import Iterator
 
-from hmtbench.analysis.compare import Comparison, describe
+from hmtbench.analysis.compare import Comparison
+from hmtbench.analysis.row_text import describe
 from hmtbench.analysis.table_text import ALWAYS_SHOWN, header, notes, shown_keys, text_rows
 
 WIDTH = 120  # the terminal table's width: long variant texts become numbered footnotes under it

@@ -1,0 +1,69 @@
+"""Training tokens in a comparison: one run's count, or the range over a recipe's seeds, and the note a row gets
+where its trained methods break the rule for equal budgets (docs/methods.md, 'Equal budgets')."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from hmtbench.analysis.columns import is_recipe_checkpoint, plain
+from hmtbench.analysis.row_text import describe, order_methods
+
+
+@dataclass(frozen=True)
+class SeedTokens:
+    """The training tokens of one recipe's runs at several seeds, least and most."""
+
+    least: int
+    most: int
+
+    def __str__(self) -> str:
+        return f"{self.least}-{self.most} over seeds"
+
+
+def seed_tokens(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one recipe at several training seeds (one checkpoint setting, ``load.recipe_checkpoints``) with their
+    training tokens as the range over those seeds (``SeedTokens``): a curriculum advances at each seed's own pace, so
+    the tokens a fixed number of steps reads is an outcome of the training, not a setting that keeps the seeds apart.
+    The range is taken over every run of the recipe, at every length, so a length read at fewer seeds stays in its
+    row."""
+    seeded = runs["checkpoint"].map(is_recipe_checkpoint).astype(bool)
+    if not seeded.any() or "train_tokens" not in runs:
+        return runs
+    runs = runs.assign(train_tokens=runs["train_tokens"].astype(object))
+    for name in runs.loc[seeded, "checkpoint"].unique():
+        mine = runs["checkpoint"].eq(name)
+        found = sorted({int(v) for v in runs.loc[mine, "train_tokens"] if plain(v) is not None})
+        if len(found) > 1:
+            runs.loc[mine, "train_tokens"] = SeedTokens(found[0], found[-1])
+    return runs
+
+
+def budget_note(key: dict[str, Any], full: dict[str, dict[str, Any]]) -> str | None:
+    """The note for a row (its ``key``; ``full``: each method's settings) whose trained methods read different numbers
+    of training tokens (``train_tokens``) with no one budget that all reached; None where the rule holds."""
+    tokens = {m: settings.get("train_tokens") for m, settings in full.items()
+              if settings.get("train_tokens") is not None}
+    if len(set(tokens.values())) < 2 or _one_budget_met(full, tokens):
+        return None
+    trained = ", ".join(f"{m} {tokens[m]}" if isinstance(tokens[m], SeedTokens) else f"{m} {tokens[m]:,}"
+                        for m in order_methods(tokens))
+    return (f"unequal training budgets in {describe(key, skip=('variant',))}: {trained} tokens trained "
+            "(docs/methods.md, 'Equal budgets')")
+
+
+def _one_budget_met(full: dict[str, dict[str, Any]], tokens: dict[str, Any]) -> bool:
+    """Whether every trained method trained to one token budget (``train_budget``, train.max_tokens) and reached it:
+    their tokens then differ by less than a step's, which is the rule for equal budgets kept."""
+    budgets = {plain(full[m].get("train_budget")) for m in tokens}
+    if len(budgets) != 1 or None in budgets:
+        return False
+    (budget,) = budgets
+    return all(_least(value) >= budget for value in tokens.values())
+
+
+def _least(value: int | SeedTokens) -> int:
+    """A cell's training tokens: one run's, or the least of a recipe's seeds."""
+    return value.least if isinstance(value, SeedTokens) else int(value)

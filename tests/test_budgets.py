@@ -1,0 +1,33 @@
+"""Training tokens in a comparison: a recipe's seeds as one range, and the equal-budget rule on ranges."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from hmtbench.analysis.budgets import SeedTokens, budget_note, seed_tokens
+
+KEY = {"task": "passkey", "context_length": 4096, "variant": "hmt: train_tokens=…"}
+
+
+def test_a_recipes_seeds_read_as_one_range_and_other_runs_keep_their_count() -> None:
+    recipe = "recipe 4be5bc58 (train seeds 1, 2, 3)"
+    runs = pd.DataFrame({"checkpoint": [recipe, recipe, recipe, "/runs/one/final"],
+                         "train_tokens": [9_853_364, 5_233_844, 7_000_000, 1_000]})
+    tokens = list(seed_tokens(runs)["train_tokens"])
+    assert tokens == [SeedTokens(5_233_844, 9_853_364)] * 3 + [1_000]
+    assert str(tokens[0]) == "5233844-9853364 over seeds"
+
+
+def test_a_range_keeps_the_rule_only_where_its_least_seed_reached_the_budget() -> None:
+    full = {"hmt": {"train_tokens": SeedTokens(5_200_100, 5_260_000), "train_budget": 5_200_000},
+            "rmt": {"train_tokens": 5_203_000, "train_budget": 5_200_000},
+            "plain": {}}
+    assert budget_note(KEY, full) is None
+    full["hmt"]["train_tokens"] = SeedTokens(5_100_000, 5_260_000)  # one seed's steps ended it short
+    assert budget_note(KEY, full) == ("unequal training budgets in task=passkey · context_length=4096: rmt 5,203,000, "
+                                      "hmt 5100000-5260000 over seeds tokens trained (docs/methods.md, "
+                                      "'Equal budgets')")
+    del full["hmt"]["train_budget"]  # no budget in common: unequal counts are unequal budgets
+    full["hmt"]["train_tokens"] = SeedTokens(5_200_100, 5_260_000)
+    assert budget_note(KEY, full) is not None
+    assert budget_note(KEY, {"hmt": {"train_tokens": 4_000}, "rmt": {"train_tokens": 4_000}}) is None
