@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from hmtbench.checkpoints import load_tensors
-from hmtbench.commands.train import load_run_config, plan_stages, run_train
+from hmtbench.commands.train import load_run_config, run_train
 from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
 from hmtbench.results.ledger import read_ledger
 from hmtbench.training.config import CurriculumSettings, TrainConfig, TrainSettings
+from hmtbench.training.plan import plan_stages
 from tests.test_train import TEXT
 
 

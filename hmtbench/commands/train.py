@@ -20,12 +20,11 @@ import torch
 from hmtbench import distributed
 from hmtbench.backbones import Backbone, load_backbone, pick_device
 from hmtbench.build import build_method, make_trainable
-from hmtbench.checkpoints import META, read_meta
+from hmtbench.checkpoints import read_meta
 from hmtbench.config import EngineOptions, dump_yaml, from_dict, load_yaml, to_dict, to_json
 from hmtbench.data import load_corpus, tokenize_corpus
 from hmtbench.errors import Canceled, HmtbenchError
 from hmtbench.fastpath import accelerate
-from hmtbench.methods import method_class
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.progress import StepProgress, console, quiet_transformers
 from hmtbench.resolve import resolve
@@ -37,7 +36,7 @@ from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.loop import StageOutcome, train_stage
 from hmtbench.training.objectives import AnswerTraining, LanguageModelling
-from hmtbench.training.state import has_trainer_state, read_trainer_state, refuse_legacy
+from hmtbench.training.plan import Stage, budget_spent, check_resumable, pending_stages, plan_stages, stage_complete
 from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"
@@ -53,42 +52,6 @@ def train_config(given: dict[str, Any], recipe: str | None = None) -> TrainConfi
     if len(configs) > 1:
         raise HmtbenchError("train takes one --method at a time")
     return configs[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    folder: str  # under the run folder: train, or stage1, stage2, ..., or level1, level2, ... (stage2-level1, ...)
-    label: str  # in the progress bar and the record's run id
-    method: Any  # the method's settings for this stage
-    steps: int
-    level: int | None = None  # the one curriculum level (index) this stage trains (curriculum.restart_per_level)
-
-
-def plan_stages(config: TrainConfig) -> list[Stage]:
-    """Each stage this run trains, in order."""
-    cls = method_class(config.method.name)
-    curriculum = config.curriculum
-    levels = curriculum.level_steps if curriculum.task is not None else None
-    last = sum(levels) if levels else config.train.steps  # fixed steps per level: the steps of the last stage
-    if not cls.training_stages:
-        stages = [Stage("train", cls.name, config.method, last)]
-    else:
-        chosen = sorted(set(config.train.stages))
-        unknown = [s for s in chosen if s not in cls.training_stages]
-        if unknown:
-            raise HmtbenchError(f"train.stages {unknown} are not stages of {cls.name}; its stages are "
-                                f"{', '.join(map(str, cls.training_stages))}")
-        stages = [Stage(f"stage{s}", f"{cls.name} stage {s}", cls.config_for_stage(config.method, s),
-                        last if s == chosen[-1] else config.train.stage1_steps) for s in chosen]
-    if not (levels and curriculum.restart_per_level):
-        return stages
-    if len(stages) > 1:
-        raise HmtbenchError(f"curriculum.restart_per_level trains each level as a stage of its own: train one stage "
-                            f"of {cls.name} at a time (--stage N)")
-    only = stages[0]
-    prefix = "" if only.folder == "train" else f"{only.folder}-"
-    return [Stage(f"{prefix}level{j + 1}", f"{only.label} level {j + 1}", only.method, steps, j)
-            for j, steps in enumerate(levels)]
 
 
 def load_run_config(resume: str, given: dict[str, Any] | None = None) -> TrainConfig:
@@ -131,7 +94,7 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
         if budget is not None and read >= budget:
             raise HmtbenchError(f"--init-from {config.train.init_from} has read {read:,} tokens, the whole "
                                 f"train.max_tokens ({budget:,}): nothing to train")
-    pending = _pending(plan, output, budget)
+    pending = pending_stages(plan, output, budget)
     if pending:
         check_resumable(output / pending[0].folder / "last")
     quiet_transformers()
@@ -161,7 +124,7 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
         for stage in plan:
             folder = output / stage.folder
             if stage not in pending:
-                if not _complete(folder / "final", stage.steps, budget):
+                if not stage_complete(folder / "final", stage.steps, budget):
                     console.print(f"{stage.folder}: not started (the run's train.max_tokens, {budget:,}, is spent)")
                     break
                 console.print(f"{stage.folder}: already complete, skipped")
@@ -171,11 +134,11 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
             else:
                 prepared = first if stage is pending[0] else _prepare(config, backbone, documents, stage, init_from)
                 rows.append(_train_one(prepared, backbone, stage, folder, init_from, command_line, deadline))
-                if _spent(folder / "final", budget):
+                if budget_spent(folder / "final", budget):
                     console.print(f"{stage.folder}: the run's train.max_tokens ({budget:,}) reached at step "
                                   f"{rows[-1]['end_step']} of {stage.steps}; the run is complete")
                     break
-                if not _complete(folder / "final", stage.steps):  # ended by --max-minutes: the next stage waits
+                if not stage_complete(folder / "final", stage.steps):  # ended by --max-minutes: the next stage waits
                     console.print(f"{stage.folder}: stopped at step {rows[-1]['end_step']} of {stage.steps} "
                                   f"(--max-minutes); continue with --resume {output}")
                     break
@@ -183,45 +146,6 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     except KeyboardInterrupt:
         raise Canceled(f"continue with: hmtbench train --resume {shlex.quote(str(output))}") from None
     return rows
-
-
-def _complete(final: Path, steps: int, max_tokens: int | None = None) -> bool:
-    """A stage's final checkpoint at its full step count or at the run's token budget (one ended early by
-    --max-minutes resumes from ``last``)."""
-    if not (final / META).is_file():
-        return False
-    meta = read_meta(final)
-    return meta.get("step", steps) >= steps or _budget_met(meta, max_tokens)
-
-
-def _spent(final: Path, max_tokens: int | None) -> bool:
-    """Has the run read its token budget (``train.max_tokens``) by this final checkpoint?"""
-    return max_tokens is not None and (final / META).is_file() and _budget_met(read_meta(final), max_tokens)
-
-
-def _budget_met(meta: dict[str, Any], max_tokens: int | None) -> bool:
-    """A checkpoint's meta at or past the token budget (never, without one)."""
-    return max_tokens is not None and int(meta.get("train_tokens") or 0) >= max_tokens
-
-
-def _pending(plan: list[Stage], output: Path, max_tokens: int | None) -> list[Stage]:
-    """The stages left to train: those not complete, up to the first whose final spent the run's token budget."""
-    pending = []
-    for stage in plan:
-        final = output / stage.folder / "final"
-        if _spent(final, max_tokens):
-            break
-        if not _complete(final, stage.steps):
-            pending.append(stage)
-    return pending
-
-
-def check_resumable(last: Path) -> None:
-    """A stage's resumable checkpoint, if it has one, is whole: its tensors and its trainer state."""
-    if has_trainer_state(last):
-        refuse_legacy(last)
-        read_meta(last)
-        read_trainer_state(last)
 
 
 @dataclasses.dataclass

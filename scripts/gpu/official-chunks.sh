@@ -76,7 +76,8 @@ pack | pack-final)
     keep=("$(python3 - "$run" <<'PY'
 import json, sys
 from pathlib import Path
-from hmtbench.commands.train import load_run_config, plan_stages
+from hmtbench.commands.train import load_run_config
+from hmtbench.training.plan import plan_stages
 run, previous = Path(sys.argv[1]), None
 for stage in plan_stages(load_run_config(str(run))):  # the first stage without a complete final resumes
     folder = run / stage.folder

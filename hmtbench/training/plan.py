@@ -1,0 +1,91 @@
+"""A training run's plan: its stages in order, and which of them are complete, left to train, or past the run's
+token budget (``train.max_tokens``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from hmtbench.checkpoints import META, read_meta
+from hmtbench.errors import HmtbenchError
+from hmtbench.methods import method_class
+from hmtbench.training.config import TrainConfig
+from hmtbench.training.state import has_trainer_state, read_trainer_state, refuse_legacy
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a run: trained in a folder of its own, from the previous stage's final tensors."""
+
+    folder: str  # under the run folder: train, or stage1, stage2, ..., or level1, level2, ... (stage2-level1, ...)
+    label: str  # in the progress bar and the record's run id
+    method: Any  # the method's settings for this stage
+    steps: int
+    level: int | None = None  # the one curriculum level (index) this stage trains (curriculum.restart_per_level)
+
+
+def plan_stages(config: TrainConfig) -> list[Stage]:
+    """Each stage this run trains, in order."""
+    cls = method_class(config.method.name)
+    curriculum = config.curriculum
+    levels = curriculum.level_steps if curriculum.task is not None else None
+    last = sum(levels) if levels else config.train.steps  # fixed steps per level: the steps of the last stage
+    if not cls.training_stages:
+        stages = [Stage("train", cls.name, config.method, last)]
+    else:
+        chosen = sorted(set(config.train.stages))
+        unknown = [s for s in chosen if s not in cls.training_stages]
+        if unknown:
+            raise HmtbenchError(f"train.stages {unknown} are not stages of {cls.name}; its stages are "
+                                f"{', '.join(map(str, cls.training_stages))}")
+        stages = [Stage(f"stage{s}", f"{cls.name} stage {s}", cls.config_for_stage(config.method, s),
+                        last if s == chosen[-1] else config.train.stage1_steps) for s in chosen]
+    if not (levels and curriculum.restart_per_level):
+        return stages
+    if len(stages) > 1:
+        raise HmtbenchError(f"curriculum.restart_per_level trains each level as a stage of its own: train one stage "
+                            f"of {cls.name} at a time (--stage N)")
+    only = stages[0]
+    prefix = "" if only.folder == "train" else f"{only.folder}-"
+    return [Stage(f"{prefix}level{j + 1}", f"{only.label} level {j + 1}", only.method, steps, j)
+            for j, steps in enumerate(levels)]
+
+
+def stage_complete(final: Path, steps: int, max_tokens: int | None = None) -> bool:
+    """A stage's final checkpoint at its full step count or at the run's token budget (one ended early by
+    --max-minutes resumes from ``last``)."""
+    if not (final / META).is_file():
+        return False
+    meta = read_meta(final)
+    return meta.get("step", steps) >= steps or _budget_met(meta, max_tokens)
+
+
+def budget_spent(final: Path, max_tokens: int | None) -> bool:
+    """Has the run read its token budget (``train.max_tokens``) by this final checkpoint?"""
+    return max_tokens is not None and (final / META).is_file() and _budget_met(read_meta(final), max_tokens)
+
+
+def _budget_met(meta: dict[str, Any], max_tokens: int | None) -> bool:
+    """A checkpoint's meta at or past the token budget (never, without one)."""
+    return max_tokens is not None and int(meta.get("train_tokens") or 0) >= max_tokens
+
+
+def pending_stages(plan: list[Stage], output: Path, max_tokens: int | None) -> list[Stage]:
+    """The stages left to train: those not complete, up to the first whose final spent the run's token budget."""
+    pending = []
+    for stage in plan:
+        final = output / stage.folder / "final"
+        if budget_spent(final, max_tokens):
+            break
+        if not stage_complete(final, stage.steps):
+            pending.append(stage)
+    return pending
+
+
+def check_resumable(last: Path) -> None:
+    """A stage's resumable checkpoint, if it has one, is whole: its tensors and its trainer state."""
+    if has_trainer_state(last):
+        refuse_legacy(last)
+        read_meta(last)
+        read_trainer_state(last)
