@@ -143,3 +143,20 @@ def test_a_token_budget_ends_a_chain_at_the_level_that_spends_it(tmp_path: Path)
                                                    STEPS_SCALE="0.1")  # without the budget the chain is unfinished
     assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "hmt-s1", "hmt", LIMIT="2", DEPTHS="0.5",
                                      BUDGET="1", STEPS_SCALE="0.1")
+
+
+@pytest.mark.slow
+def test_the_retrieval_chain_trains_bm25s_reader_with_lora(tmp_path: Path) -> None:
+    """The BM25 baseline with a trained reader: its recipe's 120 steps (2 at the smoke's scale) on passkey answers
+    at segment length 256, read by eval as the untrained baseline is, from its checkpoint."""
+    work = tmp_path / "work"
+    assert "retrieval-s1-lora: train exit 0" in protocol("train", str(work), "retrieval", "1", "5", STEPS_SCALE="0.02")
+    final = work / "runs" / "retrieval-s1-lora" / "train" / "final"
+    meta = json.loads((final / "checkpoint.json").read_text())
+    assert meta["step"] == 2 and meta["segment_length"] == 256 and (final / "adapter_model.safetensors").is_file()
+    assert meta["config"]["curriculum"]["segments"] == [6, 9, 12, 18, 24]
+    assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "retrieval-s1", "retrieval", LIMIT="2",
+                                     DEPTHS="0.5", STEPS_SCALE="0.02")
+    (record,) = (work / "results" / "validation" / "passkey-retrieval-s1-retrieval").glob("*.parquet")
+    row = pd.read_parquet(record).iloc[0]
+    assert row["method"] == "retrieval" and row["train_mode"] == "lora" and row["checkpoint_sha256"]

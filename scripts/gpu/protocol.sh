@@ -3,7 +3,7 @@
 # fit device calls, then evaluations on the validation split (for the choices) and, once, on the test split. In the
 # foreground of a device call, from the checkout root, after SmolLM2 is staged (scripts/gpu/README.md), with
 # HMTBENCH_GIT_COMMIT / HMTBENCH_GIT_DIRTY exported:
-#   bash scripts/gpu/protocol.sh train WORK CHAIN SEEDS MINUTES  CHAIN (hmt | rmt | full | armt) at each of SEEDS
+#   bash scripts/gpu/protocol.sh train WORK CHAIN SEEDS MINUTES  CHAIN (hmt|rmt|full|armt|retrieval) at each of SEEDS
 #                                                   side by side, each seed's levels in order within MINUTES: a level
 #                                                   at its steps is skipped, one stopped short resumed (--resume), one
 #                                                   out of memory before its first step run again alone afterwards
@@ -24,6 +24,7 @@
 #   rmt   truncated (recipes/smollm2-135m-passkey-rmt-span-truncated.yaml, 490 steps: results/h200-rmt-multifact/)
 #   full  lora (recipes/smollm2-135m-passkey-full-lora.yaml, 120 steps: the hmt chain's)
 #   armt  lora (recipes/smollm2-135m-passkey-armt.yaml with --train lora, 305 steps: results/h100-armt-seeds/)
+#   retrieval  lora (recipes/smollm2-135m-passkey-retrieval-lora.yaml, 120 steps: the full chain's; BM25's reader)
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
 # smoke's 0.05), STOP_AFTER (the level a chunk ends its chains with: finals travel between sessions, a level's
 # resumable state does not), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
@@ -47,7 +48,8 @@ levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the previous
   rmt) echo "truncated|490|--recipe recipes/smollm2-135m-passkey-rmt-span-truncated.yaml" ;;
   full) echo "lora|120|--recipe recipes/smollm2-135m-passkey-full-lora.yaml" ;;
   armt) echo "lora|305|--recipe recipes/smollm2-135m-passkey-armt.yaml --train lora" ;;
-  *) echo "unknown chain '$1': hmt | rmt | full | armt" >&2; return 2 ;;
+  retrieval) echo "lora|120|--recipe recipes/smollm2-135m-passkey-retrieval-lora.yaml" ;;
+  *) echo "unknown chain '$1': hmt | rmt | full | armt | retrieval" >&2; return 2 ;;
   esac
 }
 
