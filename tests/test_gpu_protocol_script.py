@@ -160,3 +160,22 @@ def test_the_retrieval_chain_trains_bm25s_reader_with_lora(tmp_path: Path) -> No
     (record,) = (work / "results" / "validation" / "passkey-retrieval-s1-retrieval").glob("*.parquet")
     row = pd.read_parquet(record).iloc[0]
     assert row["method"] == "retrieval" and row["train_mode"] == "lora" and row["checkpoint_sha256"]
+
+
+@pytest.mark.slow
+def test_multi_fact_continues_each_chain_from_its_passkey_final(tmp_path: Path) -> None:
+    """TASK=multi-fact: a chain whose passkey level is done trains one more level, mf (90 steps of its multi-fact
+    recipe, 1 at the smoke's scale), from that level's final; eval then reads the mf final on multi-fact, while the
+    passkey evaluation still reads the passkey final."""
+    work = tmp_path / "work"
+    assert "rmt-s1-truncated: train exit 0" in protocol("train", str(work), "rmt", "1", "5")
+    log = protocol("train", str(work), "rmt", "1", "5", TASK="multi-fact")
+    assert "rmt-s1-truncated: done (step 5)" in log and "rmt-s1-mf: train exit 0" in log
+    passkey = work / "runs" / "rmt-s1-truncated" / "train" / "final"
+    meta = json.loads((work / "runs" / "rmt-s1-mf" / "train" / "final" / "checkpoint.json").read_text())
+    assert meta["step"] == 1 and meta["config"]["curriculum"]["task"] == "multi-fact"
+    assert meta["config"]["train"]["init_from"] == str(passkey) and meta["config"]["train"]["bptt_truncate"] == 2
+    assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "rmt-s1", "rmt", LIMIT="2",
+                                     TASK="multi-fact")
+    (record,) = (work / "results" / "validation" / "multi-fact-rmt-s1-rmt").glob("*.parquet")
+    assert pd.read_parquet(record).iloc[0]["task"] == "multi-fact"

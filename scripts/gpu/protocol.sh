@@ -25,6 +25,8 @@
 #   full  lora (recipes/smollm2-135m-passkey-full-lora.yaml, 120 steps: the hmt chain's)
 #   armt  lora (recipes/smollm2-135m-passkey-armt.yaml with --train lora, 305 steps: results/h100-armt-seeds/)
 #   retrieval  lora (recipes/smollm2-135m-passkey-retrieval-lora.yaml, 120 steps: the full chain's; BM25's reader)
+# With TASK=multi-fact every chain has one more level, mf: 90 steps of its multi-fact recipe
+# (recipes/smollm2-135m-multifact-*.yaml) from its passkey final; eval then reads the mf level's final.
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
 # smoke's 0.05), STOP_AFTER (the level a chunk ends its chains with: finals travel between sessions, a level's
 # resumable state does not), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
@@ -39,7 +41,22 @@ mkdir -p "$work/logs" "$work/results" "$work/runs"
 backbone=${BACKBONE:-smollm2-135m}
 source scripts/gpu/parts.sh
 
-levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the previous level's final
+levels() {  # chain -> "level|steps|flags" lines, its passkey levels and under TASK=multi-fact one more, from them
+  passkey_levels "$1" || return
+  [ "${TASK:-passkey}" != multi-fact ] || echo "mf|90|--recipe recipes/smollm2-135m-multifact-$(multifact_recipe "$1")\
+.yaml --init-from {prev}"
+}
+
+multifact_recipe() {  # chain -> its multi-fact recipe's name part (90 steps each: HMT's committed facts-apart budget)
+  case $1 in
+  hmt) echo hmt-span ;;
+  rmt) echo rmt-span-truncated ;;
+  armt) echo armt ;;
+  *) echo "$1-lora" ;;  # full, retrieval
+  esac
+}
+
+passkey_levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the previous level's final
   case $1 in
   hmt) echo "span|70|--recipe recipes/smollm2-135m-passkey-hmt-span.yaml"
        echo "long|35|--recipe recipes/smollm2-135m-passkey-hmt-span.yaml --init-from {prev} --curriculum 8,16,32 \
