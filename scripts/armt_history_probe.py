@@ -10,7 +10,8 @@ token the argmax, the answer's end included), so each K is one batched read of t
         --filler results/cpu-protocol-baselines-paired/pydoc-topics-3.12.3.jsonl --context-length 16384 \\
         --history 1,2,4,8,16,32,0 --out results/cpu-armt-history/seed1-16k.csv
 
-``--history 0`` reads the whole prompt. The samples are eval-qa's (``--split``, seed 3407, 125 passkeys at depths
+``--history 0`` reads the whole prompt. ``exact_samples`` names the samples each K answers, so two K's can be
+compared paired (McNemar) on the same samples. The samples are eval-qa's (``--split``, seed 3407, 125 passkeys at depths
 0, 0.25, 0.5, 0.75 and 1): with the GPU's filler file they are the protocol table's samples, whose depth-1 keys
 this probe reads.
 """
@@ -77,16 +78,17 @@ def main() -> None:
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["history_segments", "prompt_tokens", "samples", "exact", "answer_nll_per_token", "seconds",
-                         "context_length", "checkpoint_sha256", "git_commit", "git_dirty"])
+                         "context_length", "checkpoint_sha256", "git_commit", "git_dirty", "exact_samples"])
         for segments in (int(s) for s in args.history.split(",")):
             prompts = [history_prompt(p.prompt_ids, segments, model.segment_tokens) for p in local]
             began = time.perf_counter()
             scores = score_answers(model, model, prompts, answers)
-            exact = sum(score.exact(answer) for score, answer in zip(scores, answers, strict=True))
+            right = [p.sample.id for p, score in zip(local, scores, strict=True) if score.exact(p.answer_ids)]
+            exact = len(right)
             nll = sum(s.nll for s in scores) / sum(s.tokens for s in scores)
             row = [segments or "all", max(len(p) for p in prompts), len(local), exact, f"{nll:.4f}",
                    f"{time.perf_counter() - began:.1f}"]
-            writer.writerow([*row, args.context_length, checkpoint, commit, dirty])
+            writer.writerow([*row, args.context_length, checkpoint, commit, dirty, ";".join(right)])
             handle.flush()
             print(dict(zip(["history_segments", "prompt_tokens", "samples", "exact", "nll", "seconds"], row,
                            strict=True)), flush=True)
