@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,26 @@ def test_ranking_writes_no_debug_lines(caplog: pytest.LogCaptureFixture) -> None
     with caplog.at_level(logging.NOTSET):
         assert top_segments(segments, np.array([5]), 1) == [1]
     assert not [r for r in caplog.records if r.name.startswith("bm25s")]
+
+
+def test_bm25s_is_imported_without_jax(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where JAX is installed, importing bm25s runs a JAX op, and JAX then claims three quarters of the GPU: on an
+    H100, two trainings side by side ran out of memory. bm25s is imported with JAX hidden, and JAX is unhidden after."""
+    fake = tmp_path / "jax"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "lax.py").write_text("CALLS = []\n\ndef top_k(scores, k):\n    CALLS.append(k)\n    return scores, k\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n == "bm25s" or n.startswith(("bm25s.", "jax"))]:
+        monkeypatch.delitem(sys.modules, name)
+    retrieval._bm25s.cache_clear()
+    try:
+        bm25s = retrieval._bm25s()
+        assert "jax" not in sys.modules and not bm25s.selection.JAX_IS_AVAILABLE
+        import jax.lax  # the fake: hidden only while bm25s was imported
+
+        assert jax.lax.CALLS == []
+    finally:
+        retrieval._bm25s.cache_clear()
+        for name in [n for n in sys.modules if n == "jax" or n.startswith("jax.")]:
+            del sys.modules[name]  # the fake, which no later test may import

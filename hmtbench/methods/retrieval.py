@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,9 +223,19 @@ def ranking(scores: np.ndarray) -> np.ndarray:
 @functools.cache
 def _bm25s() -> Any:
     """``bm25s`` (an optional dependency, imported when first used), its logger at WARNING: bm25s sets DEBUG, which
-    prints a line per index built once anything gives the root logger a handler."""
-    import bm25s
+    prints a line per index built once anything gives the root logger a handler.
 
+    It is imported with JAX hidden (unless JAX is already loaded): where JAX is installed, importing bm25s runs a JAX
+    op, which claims three quarters of a GPU's memory (JAX's preallocation) for a top-k that hmtbench never calls (it
+    ranks with ``ranking``), so two processes on one GPU ran out of memory."""
+    hide_jax = "jax" not in sys.modules
+    if hide_jax:
+        sys.modules["jax"] = None  # type: ignore[assignment]  # `import jax` raises ImportError; bm25s takes numpy
+    try:
+        import bm25s
+    finally:
+        if hide_jax:
+            del sys.modules["jax"]
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
 
