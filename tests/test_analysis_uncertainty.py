@@ -110,11 +110,12 @@ def test_a_table_too_wide_for_120_columns_is_split_with_variants_as_footnotes() 
 
 
 def write_qa_run(folder: Path, method: str, outcomes: list[int], data: str = "docs-a",
-                 predictions: bool = True, **settings) -> None:
+                 predictions: bool = True, context_length: int = 4096, **settings) -> None:
     """An eval-qa record with its Wilson interval and, beside it, the per-sample file eval-qa writes."""
     low, high = wilson_interval(sum(outcomes), len(outcomes))
     path = write_run(folder, method, command="eval-qa", dataset="passkey", task="passkey", protocol="qa",
-                     context_length=4096, test_length=4096, exact_match=sum(outcomes) / len(outcomes),
+                     context_length=context_length, test_length=context_length,
+                     exact_match=sum(outcomes) / len(outcomes),
                      exact_match_ci_low=low, exact_match_ci_high=high, data_sha256=data, **settings)
     if predictions:
         run_id = path.name.removesuffix(".parquet")
@@ -340,6 +341,28 @@ def test_memory_methods_are_tested_against_the_strong_baselines_beside_a_fine_tu
     assert not against_bm25.significant  # significant per seed, in both directions
     assert {("hmt", "full"), ("hmt", "retrieval")} <= set(table.pairs)
     assert not {("full", "retrieval"), ("retrieval", "full"), ("plain", "full")} & set(table.pairs)
+
+
+def test_a_cell_read_at_one_seed_of_three_meets_only_that_seed_of_the_other(tmp_path: Path) -> None:
+    """ARMT at seeds 1-3 at 4k but at seed 1 alone at 16k, BM25's reader trained at seeds 1-3 at both: at 16k ARMT's
+    seed 1 is tested against BM25's seed 1 only (20 / 10 right: +10 / -0), never against BM25's seeds 2 and 3,
+    which trained other models (the table once listed all three, each against ARMT's one run)."""
+    for seed, bm25 in ((1, 10), (2, 0), (3, 20)):
+        for length in (4096, 16384):
+            write_seeded_qa(tmp_path, "retrieval", seed, [1] * bm25 + [0] * (20 - bm25), recipe="cd" * 8,
+                            context_length=length, data=f"docs-{length}")
+        if seed == 1:
+            write_seeded_qa(tmp_path, "armt", seed, [1] * 20, recipe="ab" * 8, context_length=16384,
+                            data="docs-16384")
+        write_seeded_qa(tmp_path, "armt", seed, [1] * 20, recipe="ab" * 8, data="docs-4096")
+    rows = {row.key["context_length"]: row for row in build(load_results([tmp_path], warn=lambda m: None),
+                                                            "exact_match").rows}
+    assert rows[16384].cells["armt"].lone_seed == 1 and rows[16384].cells["retrieval"].count == 3
+    test = rows[16384].paired[("armt", "retrieval")]
+    assert [(seed, t.gained, t.lost) for seed, t in test.tests] == [("train seed 1", 10, 0)]
+    assert test.p == pytest.approx(2 * 0.5**10) and test.significant
+    assert [seed for seed, _ in rows[4096].paired[("armt", "retrieval")].tests] == [
+        "train seed 1", "train seed 2", "train seed 3"]
 
 
 def test_a_length_read_at_one_seed_of_three_stays_in_its_recipes_row_and_says_so(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ tested seed by seed (``SeedTests``): each seed's run against the baseline's on t
 into one McNemar test would count each sample several times as if independent; averaging them hides that seeds of
 one recipe can disagree entirely. Two cells trained at the same seeds (HMT and RMT at training seeds 1, 2, 3) are
 tested seed against seed: the seed fixes what the two trainings share (the order of the samples, the LoRA
-initialisation), so seed s of one is the other's nearest counterpart. Cells at different seeds are not paired.
+initialisation), so seed s of one is the other's nearest counterpart, and a cell read at one seed of its recipe's
+three meets only that seed of the other. Cells at different seeds are not paired.
 """
 
 from __future__ import annotations
@@ -103,7 +104,21 @@ class PairedTests:
                 return None  # other seeds, or one seed twice (on other data): no seed has one counterpart
             return self._seed_by_seed(first, lambda m: [theirs[m.seeds].runs[0]], seeded_first=True)
         seeded, single = (first, second) if first.count > 1 else (second, first)
+        if single.lone_seed is not None:  # one seed of a trained recipe: its counterpart is that seed alone
+            return self._lone_seed(seeded, single, seeded_first=seeded is first)
         return self._seed_by_seed(seeded, lambda m: single.first_runs(), seeded_first=seeded is first)
+
+    def _lone_seed(self, seeded: Cell, single: Cell, seeded_first: bool) -> SeedTests | None:
+        """A cell read at one training seed of its recipe's several (``Cell.lone_seed``) against ``seeded``'s
+        measurement at that seed, none where it has none: the other seeds trained other models, not repeats."""
+        same = [(label, m) for label, m in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True)
+                if dict(m.seeds).get("train_seed") == single.lone_seed]
+        if len(same) != 1:
+            return None
+        (label, measurement), = same
+        runs = ([measurement.runs[0]], single.first_runs())
+        test = self.samples.test(*(runs if seeded_first else runs[::-1]))
+        return None if test is None else SeedTests(((label, test),))
 
     def _seed_by_seed(self, seeded: Cell, counterpart: Callable[[Measurement], list[str]],
                       seeded_first: bool) -> SeedTests | None:
