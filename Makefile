@@ -37,14 +37,16 @@ lint: install
 # The figures in results/figures/ from the committed records, one experiment folder at a time (PNG + PDF).
 FILL := results/h200-table-fill
 ARMT_PASSKEY := results/h100-armt/passkey-armt results/h100-armt-seeds/passkey-armt-s2 results/h100-armt-seeds/passkey-armt-s3
+PROTOCOL := results/h100-protocol/results/test
 figures: install
 	$(BIN)/hmtbench plot results/h200-committed --figure ppl-bars,ppl-vs-position --out results/figures
 	$(BIN)/hmtbench plot results/h200-lm-ablation/eval --figure ppl-bars --out results/figures/lm-ablation
 	$(BIN)/hmtbench plot results/h200-retrieval --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval
 	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt $(FILL)/passkey-rmt-1m $(FILL)/passkey-hmt-hard-recall-short $(ARMT_PASSKEY) --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/span
 	$(BIN)/hmtbench plot results/h200-retrieval-span results/h200-long-curriculum results/h200-long-curriculum-64 results/h200-rmt-multifact/passkey-rmt $(FILL)/passkey-rmt-1m $(FILL)/passkey-hmt-hard-recall-short --figure depth-heatmap --out results/figures/retrieval/span
-	$(BIN)/hmtbench plot results/h100-protocol/results/test --figure accuracy-vs-length --metric exact_match_deep --out results/h100-protocol/test-figure
-	$(BIN)/hmtbench plot results/h100-protocol/results/test --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/protocol
+	$(BIN)/hmtbench plot $(PROTOCOL)/passkey-* --figure accuracy-vs-length --metric exact_match_deep --out results/h100-protocol/test-figure
+	$(BIN)/hmtbench plot $(PROTOCOL)/passkey-* --figure accuracy-vs-length --metric exact_match_deep --out results/figures/retrieval/protocol
+	$(BIN)/hmtbench plot $(PROTOCOL)/multi-fact-* --figure accuracy-vs-length --metric exact_match --out results/figures/retrieval/protocol-multifact
 	$(BIN)/hmtbench plot $(addprefix results/h200-rmt-multifact/multi-fact-,hmt-hard-recall hmt-soft-recall baselines full) $(addprefix $(FILL)/multi-fact-,baselines-long rmt) --figure accuracy-vs-length,depth-heatmap --out results/figures/retrieval/multi-fact
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-before --figure memory-vs-length --out results/figures/bench-eager
 	$(BIN)/hmtbench plot results/h100-bench/results/bench-after --figure memory-vs-length --out results/figures/bench-graphs

@@ -8,12 +8,13 @@ from pathlib import Path
 import matplotlib
 import pytest
 from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from hmtbench.analysis import plot
 from hmtbench.analysis.compare import build
 from hmtbench.analysis.draw import method_color, method_line
-from hmtbench.analysis.lines import DODGE
+from hmtbench.analysis.lines import DODGE, _notes
 from hmtbench.analysis.load import load_results
 from hmtbench.cli import app
 from hmtbench.methods import method_label
@@ -210,3 +211,16 @@ def test_a_methods_series_differ_in_dashes_and_shade_the_first_keeps_its_colour(
     darker, lighter = (matplotlib.colors.to_rgb(styles[i]["color"]) for i in (1, 2))
     base = matplotlib.colors.to_rgb(method_color("hmt"))
     assert sum(darker) < sum(base) < sum(lighter)
+
+
+def test_notes_of_points_that_nearly_coincide_are_stacked_not_written_over_each_other() -> None:
+    """Two lines read at one seed at 256k and 1M, both at zero (ARMT and HMT in the protocol's figure): the second
+    note goes up a line; a note far from the others stays beside its point."""
+    ax = Figure(figsize=(4, 3)).add_subplot()
+    ax.set_xscale("log")
+    ax.set_xlim(1e3, 2e6)
+    ax.set_ylim(0, 1)
+    _notes(ax, [(1048576, 0.0, "train seed 2 only"), (262144, 0.0, "train seed 1 only"),
+                (4096, 0.5, "train seed 3 only")])
+    assert [(t.get_text(), t.xyann) for t in ax.texts] == [
+        ("train seed 2 only", (4, 0)), ("train seed 1 only", (4, 7)), ("train seed 3 only", (4, 0))]

@@ -65,6 +65,7 @@ def _label(line: Line) -> str:
 
 
 def _line_panel(ax: Axes, panel: LinePanel) -> None:
+    notes = []  # (x, y, text) beside the points read at fewer seeds
     for i, line in enumerate(panel.lines):
         style = draw.method_line(line.method, line.variant)
         original_xs = line.xs
@@ -91,9 +92,20 @@ def _line_panel(ax: Axes, panel: LinePanel) -> None:
             shift = dict(zip(original_xs, line.xs, strict=True))
             ax.plot([shift[x] for x, _ in line.seeds], [y for _, y in line.seeds], linestyle="none", marker=".",
                     markersize=2.5, color=style["color"], alpha=0.7, zorder=style["zorder"])
-        for x, y, text in zip(line.xs, line.ys, line.texts, strict=False):
-            ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=5.5)
+        notes += [(x, y, text) for x, y, text in zip(line.xs, line.ys, line.texts, strict=False) if text]
     _axes(ax, panel)
+    _notes(ax, notes)
+
+
+def _notes(ax: Axes, notes: list[tuple[float, float, str]]) -> None:
+    """Each text beside its point; texts of points that nearly coincide (two lines at zero at one length) are
+    stacked upward rather than written over each other."""
+    placed: list[tuple[float, float]] = []
+    for x, y, text in notes:
+        px, py = ax.transData.transform((x, y))
+        stacked = sum(abs(px - qx) < 60 and abs(py - qy) < 8 for qx, qy in placed)
+        placed.append((px, py))
+        ax.annotate(text, (x, y), xytext=(4, 7 * stacked), textcoords="offset points", va="center", fontsize=5.5)
 
 
 def _axes(ax: Axes, panel: LinePanel) -> None:
