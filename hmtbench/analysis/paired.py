@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -104,27 +105,22 @@ class PairedTests:
                 return None  # other seeds, or one seed twice (on other data): no seed has one counterpart
             return self._seed_by_seed(first, lambda m: [theirs[m.seeds].runs[0]], seeded_first=True)
         seeded, single = (first, second) if first.count > 1 else (second, first)
-        if single.lone_seed is not None:  # one seed of a trained recipe: its counterpart is that seed alone
-            return self._lone_seed(seeded, single, seeded_first=seeded is first)
-        return self._seed_by_seed(seeded, lambda m: single.first_runs(), seeded_first=seeded is first)
-
-    def _lone_seed(self, seeded: Cell, single: Cell, seeded_first: bool) -> SeedTests | None:
-        """A cell read at one training seed of its recipe's several (``Cell.lone_seed``) against ``seeded``'s
-        measurement at that seed, none where it has none: the other seeds trained other models, not repeats."""
-        same = [(label, m) for label, m in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True)
-                if dict(m.seeds).get("train_seed") == single.lone_seed]
-        if len(same) != 1:
-            return None
-        (label, measurement), = same
-        runs = ([measurement.runs[0]], single.first_runs())
-        test = self.samples.test(*(runs if seeded_first else runs[::-1]))
-        return None if test is None else SeedTests(((label, test),))
+        # a cell read at one training seed of its recipe's several meets that seed alone: the others trained
+        # other models, not repeats
+        return self._seed_by_seed(seeded, lambda m: single.first_runs(), seeded_first=seeded is first,
+                                  only_seed=single.lone_seed)
 
     def _seed_by_seed(self, seeded: Cell, counterpart: Callable[[Measurement], list[str]],
-                      seeded_first: bool) -> SeedTests | None:
-        """Each seed's run of ``seeded`` against its ``counterpart`` runs, in the order the caller asked."""
+                      seeded_first: bool, only_seed: Any = None) -> SeedTests | None:
+        """Each seed's run of ``seeded`` against its ``counterpart`` runs, in the order the caller asked; with
+        ``only_seed``, the one measurement at that training seed (none where there is not exactly one)."""
+        labelled = list(zip(seed_labels(seeded.measurements), seeded.measurements, strict=True))
+        if only_seed is not None:
+            labelled = [(label, m) for label, m in labelled if dict(m.seeds).get("train_seed") == only_seed]
+            if len(labelled) != 1:
+                return None
         tests = []
-        for label, measurement in zip(seed_labels(seeded.measurements), seeded.measurements, strict=True):
+        for label, measurement in labelled:
             runs = ([measurement.runs[0]], counterpart(measurement))
             tests.append((label, self.samples.test(*(runs if seeded_first else runs[::-1]))))
         return None if any(test is None for _, test in tests) else SeedTests(tuple(tests))
