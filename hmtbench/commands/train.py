@@ -34,6 +34,7 @@ from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.results.record_columns import parameter_counts, run_columns, training_columns
 from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import TrainConfig
+from hmtbench.training.layer_recompute import checkpoint_blocks
 from hmtbench.training.loop import StageOutcome, train_stage
 from hmtbench.training.objectives import AnswerTraining, LanguageModelling
 from hmtbench.training.plan import Stage, budget_spent, check_resumable, pending_stages, plan_stages, stage_complete
@@ -164,6 +165,8 @@ def _prepare(config: TrainConfig, backbone, documents, stage: Stage, init_from: 
     config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
     if config.train.compile:  # after LoRA is in place: the compiled blocks trace its layers with theirs
         accelerate(model, EngineOptions(compile=True))
+    if config.train.layer_checkpoint:  # around the compiled blocks: a recomputed block runs its compiled code again
+        checkpoint_blocks(model.backbone)
     return Prepared(config, model, make_objective(config, model, backbone, documents, stage.level), started)
 
 
@@ -220,8 +223,10 @@ def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception,
     else:
         size = f"--batch-size {settings.batch_size} and --bptt-depth {settings.bptt_depth}"
         lower = "lower --batch-size (and raise --grad-accum) or --bptt-depth"
-    if not settings.grad_checkpoint:
-        lower += ", or add --grad-checkpoint"
+    recompute = [f"--{name.replace('_', '-')}" for name in ("grad_checkpoint", "layer_checkpoint")
+                 if not getattr(settings, name)]
+    if recompute:
+        lower += f", or add {' or '.join(recompute)}"
     saved = getattr(error, "saved", None)
     kept = "no step had finished" if saved is None else (
         f"the {error.steps_done} steps done are saved in {saved}: set batch_size / grad_accum in {run / CONFIG_FILE} "
