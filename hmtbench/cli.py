@@ -160,8 +160,8 @@ def eval_qa(
     TrainConfig, "backbone", "method", "segment_length", "data.dataset", "curriculum.task",
     ("curriculum.segments", "--curriculum", None), ("train.stages", "--stage", int), "train.stage1_steps",
     "train.init_from", "train.steps", "train.max_minutes", "train.train", "train.batch_size", "train.grad_accum",
-    "train.bptt_depth", "train.bptt_truncate", "train.grad_checkpoint", "train.layer_checkpoint", "train.compile",
-    "train.cuda_graphs", "train.lr", "train.seed", "output_dir", "dtype", "device", "out", "name"))
+    "train.bptt_depth", "train.bptt_truncate", "train.grad_checkpoint", "train.compile", "train.cuda_graphs",
+    "train.lr", "train.seed", "output_dir", "dtype", "device", "out", "name"))
 @friendly_errors
 def train(
     ctx: typer.Context, recipe: Recipe = None, set_: Sets = None,

@@ -206,8 +206,8 @@ def test_out_of_memory_in_answer_training_names_the_level_and_what_was_kept(tmp_
     error = TrainingOutOfMemory("CUDA out of memory", steps_done=20, steps_run=20, saved=saved)
     assert out_of_memory_message(config, objective, error, tmp_path) == (
         "out of memory with 64-segment contexts at --batch-size 32; lower --batch-size (raising --grad-accum keeps "
-        f"the batch), or add --layer-checkpoint; the 20 steps done are saved in {saved}: set batch_size / grad_accum "
-        f"in {tmp_path / 'config.yaml'} and continue with --resume {tmp_path}")
+        f"the batch), or add --set train.layer_checkpoint=true; the 20 steps done are saved in {saved}: set "
+        f"batch_size / grad_accum in {tmp_path / 'config.yaml'} and continue with --resume {tmp_path}")
     nothing = TrainingOutOfMemory("CUDA out of memory", steps_done=0, steps_run=0, saved=None)
     assert out_of_memory_message(config, objective, nothing, tmp_path).endswith("; no step had finished")
 

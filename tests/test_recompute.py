@@ -1,4 +1,4 @@
-"""--grad-checkpoint recomputes each segment in the backward pass, --layer-checkpoint each decoder block: the same
+"""--grad-checkpoint recomputes each segment in the backward pass, train.layer_checkpoint each decoder block: the same
 loss and gradients, less memory kept."""
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def test_recompute_keeps_no_summary_activations_so_memory_per_segment_is_the_sta
 
 @pytest.mark.parametrize(("name", "own"), registered())
 def test_checkpointed_layers_give_the_same_loss_and_gradients(name: str, own: dict, llama: torch.nn.Module) -> None:
-    """--layer-checkpoint recomputes each decoder block in the backward pass: every method's loss and gradients are
+    """train.layer_checkpoint recomputes each decoder block in the backward pass: every method's loss and gradients are
     those of the plain backward, alone or under per-segment recomputation, and the blocks really run again."""
     from hmtbench.training.layer_recompute import checkpoint_blocks
 
@@ -152,8 +152,8 @@ def test_checkpointed_layers_give_the_same_loss_and_gradients(name: str, own: di
 
 
 def test_train_with_layer_checkpoint_logs_the_same_steps_and_records_it(tmp_path: Path) -> None:
-    """``hmtbench train --layer-checkpoint``: the same losses and gradient norms step after step, and the setting
-    in the run's config and record."""
+    """``hmtbench train --set train.layer_checkpoint=true``: the same losses and gradient norms step after step, and
+    the setting in the run's config and record."""
     import json
 
     import pandas as pd
@@ -163,7 +163,7 @@ def test_train_with_layer_checkpoint_logs_the_same_steps_and_records_it(tmp_path
 
     (tmp_path / "corpus.txt").write_text("the cat sat on the mat. the dog ate the bone. " * 120)
     logs = {}
-    for flag in ([], ["--layer-checkpoint"]):
+    for flag in ([], ["--set", "train.layer_checkpoint=true"]):
         out = tmp_path / ("layers" if flag else "plain")
         result = CliRunner().invoke(app, [
             "train", "--backbone", "random:llama", "--method", "rmt", "--train", "lora", "--batch-size", "2",

@@ -302,8 +302,8 @@ def test_out_of_memory_keeps_the_steps_done_and_the_run_resumes_to_the_uninterru
     last, run = tmp_path / "b" / "run" / "train" / "last", tmp_path / "b" / "run"
     assert str(error.value) == (
         f"out of memory with --batch-size 2 and --bptt-depth 3; lower --batch-size (and raise --grad-accum) or "
-        f"--bptt-depth, or add --grad-checkpoint or --layer-checkpoint; the 3 steps done are saved in {last}: set "
-        f"batch_size / grad_accum in {run / 'config.yaml'} and continue with --resume {run}")
+        f"--bptt-depth, or add --grad-checkpoint or --set train.layer_checkpoint=true; the 3 steps done are saved in "
+        f"{last}: set batch_size / grad_accum in {run / 'config.yaml'} and continue with --resume {run}")
     assert json.loads((last / "checkpoint.json").read_text())["step"] == 3
     record = pd.concat(pd.read_parquet(p) for p in (tmp_path / "b" / "results").glob("*.parquet"))
     assert record["status"].tolist() == ["failed"] and record["steps"].tolist() == [3]

@@ -223,8 +223,8 @@ def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception,
     else:
         size = f"--batch-size {settings.batch_size} and --bptt-depth {settings.bptt_depth}"
         lower = "lower --batch-size (and raise --grad-accum) or --bptt-depth"
-    recompute = [f"--{name.replace('_', '-')}" for name in ("grad_checkpoint", "layer_checkpoint")
-                 if not getattr(settings, name)]
+    recompute = ["--grad-checkpoint"] * (not settings.grad_checkpoint) + [
+        "--set train.layer_checkpoint=true"] * (not settings.layer_checkpoint)
     if recompute:
         lower += f", or add {' or '.join(recompute)}"
     saved = getattr(error, "saved", None)

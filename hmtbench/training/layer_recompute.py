@@ -1,4 +1,4 @@
-"""--layer-checkpoint: each decoder block recomputed in the backward pass, whatever the architecture.
+"""train.layer_checkpoint: each decoder block recomputed in the backward pass, whatever the architecture.
 
 ``--grad-checkpoint`` recomputes a whole segment, so its backward still holds every layer's activations of
 that segment at once: little help for full context, whose one segment is the whole context. Here each block
@@ -33,7 +33,7 @@ def checkpoint_blocks(backbone: nn.Module) -> int:
     blocks there are. Outside training (``eval()`` or no gradients) the blocks run as before."""
     blocks = repeated_blocks(backbone)
     if blocks is None:
-        raise HmtbenchError(f"--layer-checkpoint found no repeated decoder blocks in {type(backbone).__name__}; "
+        raise HmtbenchError(f"train.layer_checkpoint found no repeated decoder blocks in {type(backbone).__name__}; "
                             "use --grad-checkpoint")
     for block in blocks:
         if block not in _checkpointed_blocks:
