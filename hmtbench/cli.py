@@ -48,8 +48,8 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 RUN = ("backbone", "method", "segment_length", "dtype", "device", "seed", "out", "name")  # RunSettings: every run's
 ENGINE = ("engine.compile", "engine.cuda_graphs")
-BENCH = ("lengths", "batch_size", "train_batch_size", "mode", "bptt_depth", "train", "grad_checkpoint",
-         "recompute_share", "max_batch_tokens", *ENGINE, "warmup", "repeat")  # bench's cases, which profile reads too
+BENCH = ("lengths", "batch_size", "train_batch_size", "mode", "bptt_depth", "train", "grad_checkpoint",  # bench's
+         "recompute_share", "layer_checkpoint", "max_batch_tokens", *ENGINE, "warmup", "repeat")  # cases (profile too)
 
 
 @app.callback()

@@ -161,6 +161,29 @@ def test_a_recompute_share_is_recorded_and_keeps_the_loss(tmp_path: Path) -> Non
         5 / 4 * plain["model_tflops"].iloc[0] / plain["tokens_per_s"].iloc[0])  # 5W per token against 4W
 
 
+def test_layer_checkpointing_is_recorded_keeps_the_loss_and_counts_one_more_forward(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmtbench.commands.bench as bench_command
+
+    wrapped: list[int] = []
+    real = bench_command.checkpoint_blocks
+    monkeypatch.setattr(bench_command, "checkpoint_blocks", lambda backbone: wrapped.append(real(backbone)))
+    args = ("--method", "rmt", "--mode", "train", "--bptt-depth", "4", "--batch-size", "2")
+    _, _, plain = bench(tmp_path / "plain", *args)
+    assert wrapped == []
+    _, _, layers = bench(tmp_path / "layers", *args, "--layer-checkpoint")
+    assert wrapped and set(wrapped) == {2}  # the tiny Llama's two blocks
+    _, _, both = bench(tmp_path / "both", *args, "--layer-checkpoint", "--grad-checkpoint", "--recompute-share", "0.5")
+    assert json.loads(layers["config"].iloc[0])["bench"]["layer_checkpoint"] is True
+    assert "layer_checkpoint" not in json.loads(plain["config"].iloc[0])["bench"]
+    for row in (layers, both):
+        assert row["final_loss"].iloc[0] == pytest.approx(plain["final_loss"].iloc[0], rel=1e-6)
+    flops_per_token = {name: row["model_tflops"].iloc[0] / row["tokens_per_s"].iloc[0]
+                       for name, row in (("plain", plain), ("layers", layers), ("both", both))}
+    assert flops_per_token["layers"] == pytest.approx(6 / 4 * flops_per_token["plain"])  # 6W per token against 4W
+    assert flops_per_token["both"] == pytest.approx(7 / 4 * flops_per_token["plain"])  # and half the segments: 7W
+
+
 def test_every_timed_call_is_recorded_and_the_median_gives_the_speed(tmp_path: Path) -> None:
     args = ["bench", "--backbone", "random:llama", "--device", "cpu", "--segment-length", str(L), "--warmup", "1",
             "--repeat", "3", "--max-seconds", "600", "--method", "rmt", "--mode", "eval", "--lengths", "96",

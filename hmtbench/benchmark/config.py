@@ -30,6 +30,8 @@ class BenchConfig(RunSettings):
                                    "targets) | full.")
     grad_checkpoint: bool = setting(False, "The training step recomputes each segment in its backward pass.")
     recompute_share: float = setting(1.0, "With --grad-checkpoint: the share of the window's segments recomputed.")
+    layer_checkpoint: bool = setting(False, "The training step recomputes each decoder block in its backward pass "
+                                            "(train.layer_checkpoint).")
     engine: EngineOptions = field(default_factory=EngineOptions)
     warmup: int = setting(1, "Untimed calls per case (compilation, graph capture).")
     repeat: int = setting(3, "Timed calls per case at most; the median is recorded.")

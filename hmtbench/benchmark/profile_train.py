@@ -22,7 +22,8 @@ from hmtbench.benchmark.roofline import device_peaks, flops_per_token, linear_we
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate, capture_failures
 from hmtbench.results.provenance import device_name
-from hmtbench.training.config import checkpointed_share
+from hmtbench.training.config import checkpointed_share, recomputed_forwards
+from hmtbench.training.layer_recompute import checkpoint_blocks
 
 KINDS = (  # first match wins; kernel names of cuBLAS / CUTLASS / flash attention / cuDNN on Hopper
     ("matmul", re.compile(r"gemm|sm90_xmma|cutlass|wgmma|ampere_.*_s16816|nvjet", re.IGNORECASE)),
@@ -41,6 +42,8 @@ def profile_train(backbone: Backbone, case: Case, config: BenchConfig, label: st
                             "(--device cuda); profile the evaluation (--mode eval) on the CPU")
     model = build_case(backbone, case, config)
     accelerate(model, config.engine)  # compiles the blocks; the training step's graphs come with its workload
+    if config.layer_checkpoint:
+        checkpoint_blocks(backbone.model)
     step, _, text_tokens, graphed = case_workload(config, backbone, case, model, model)
     for _ in range(config.warmup):
         step()
@@ -51,14 +54,16 @@ def profile_train(backbone: Backbone, case: Case, config: BenchConfig, label: st
     for name, (seconds, _) in kernels.items():
         by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + seconds
     weights, _ = linear_weights(backbone.model)
-    recompute = checkpointed_share(config.grad_checkpoint, config.recompute_share)
+    recompute = recomputed_forwards(config.grad_checkpoint, config.recompute_share, config.layer_checkpoint)
     flops = text_tokens * flops_per_token(weights, "train", config.train, recompute)
+    share = checkpointed_share(config.grad_checkpoint, config.recompute_share)
     peaks = device_peaks(device_name(backbone.device))
     ranked = sorted(kernels.items(), key=lambda item: -item[1][0])[:top]
     return {
         "method": label, "backbone": config.backbone, "train": config.train, "batch_size": case.batch_size,
         "bptt_depth": case.length, "segment_length": config.segment_length, "grad_checkpoint": config.grad_checkpoint,
-        "recompute_share": recompute, "compile": config.engine.compile, "cuda_graphs": config.engine.cuda_graphs,
+        "layer_checkpoint": config.layer_checkpoint, "recompute_share": share, "compile": config.engine.compile,
+        "cuda_graphs": config.engine.cuda_graphs,
         "cuda_graph_failures": capture_failures(graphed),
         "wall_s": wall, "device_busy_s": busy, "device_idle_s": max(wall - busy, 0.0),
         "kernel_launches": int(sum(count for _, count in kernels.values())),

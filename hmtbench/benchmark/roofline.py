@@ -60,7 +60,8 @@ def linear_weights(backbone: nn.Module) -> tuple[int, int]:
 
 def flops_per_token(weights: int, mode: str, train: str | None = None, recompute: float = 0.0) -> float:
     """Matmul FLOPs per text token of an evaluation step or a training step (forward + backward); ``recompute``: the
-    share of the segments run again in the backward pass (a bool: all or none)."""
+    forwards the backward runs again (``recomputed_forwards``: a share of the segments, plus one for recomputed
+    blocks)."""
     if mode == "eval":
         return 2.0 * weights
     passes = {"memory": 4.0, "lora": 4.0, "full": 6.0}[train or "memory"]

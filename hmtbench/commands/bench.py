@@ -37,7 +37,8 @@ from hmtbench.resolve import names_per_method
 from hmtbench.results import make_record, write_record
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.results.record_columns import backbone_columns, run_columns
-from hmtbench.training.config import check_recompute_share, checkpointed_share
+from hmtbench.training.config import check_recompute_share, recomputed_forwards
+from hmtbench.training.layer_recompute import checkpoint_blocks
 
 DATASET = "random-tokens"  # synthetic token ids: speed and memory do not depend on the text
 CONSOLE_ONLY = ("path",)  # row keys printed, not recorded
@@ -95,6 +96,8 @@ def _measure_at(config: BenchConfig, backbone: Backbone, case: Case, command_lin
     if case.mode == "train" and not any(p.requires_grad for p in model.parameters()):
         return _outcome(row, "skipped", f"{case.method.name} has no parameters of its own to train (memory training)")
     runner = accelerate(model, config.engine)
+    if case.mode == "train" and config.layer_checkpoint:  # around the compiled blocks, as train wraps them
+        checkpoint_blocks(backbone.model)
     replayer = runner  # what replays the case's graphs (a training step's own, once built): its failed captures
     try:
         workload, segments, tokens, graphed = case_workload(config, backbone, case, model, runner)
@@ -111,7 +114,7 @@ def _measure_at(config: BenchConfig, backbone: Backbone, case: Case, command_lin
         row["config"] = json.dumps({**json.loads(row["config"]), "cuda_graph_failures": failures}, sort_keys=True)
     _fill(row, case, timing, segments, tokens)
     positions = model.positions_per_segment(case.batch_size, training=case.mode == "train")
-    recompute = checkpointed_share(config.grad_checkpoint, config.recompute_share)
+    recompute = recomputed_forwards(config.grad_checkpoint, config.recompute_share, config.layer_checkpoint)
     row.update(roofline_columns(backbone.model, row.get("device_name"), case.mode, config.train, recompute,
                                 row["tokens_per_s"], case.batch_size, model.segment_tokens, positions))
     return row
@@ -139,6 +142,8 @@ def _config_json(config: BenchConfig, case: Case, method: Any, summaries: str | 
             bench["grad_checkpoint"] = True
             if config.recompute_share < 1:
                 bench["recompute_share"] = config.recompute_share
+        if config.layer_checkpoint:
+            bench["layer_checkpoint"] = True
     elif summaries is not None:
         bench["summaries"] = summaries  # what HMT's summary_pass resolved to for this batch size
     values = {

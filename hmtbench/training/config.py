@@ -142,6 +142,12 @@ def checkpointed_share(grad_checkpoint: bool, recompute_share: float) -> float:
     return recompute_share if grad_checkpoint else 0.0
 
 
+def recomputed_forwards(grad_checkpoint: bool, recompute_share: float, layer_checkpoint: bool) -> float:
+    """The forward passes a backward runs again, in forwards of the whole window: the recomputed segments' share,
+    plus one with recomputed blocks (each block runs once more, inside a recomputed segment as well)."""
+    return checkpointed_share(grad_checkpoint, recompute_share) + float(layer_checkpoint)
+
+
 @dataclass
 class CurriculumSettings:
     """Answer training: the task and the curriculum over the segments a sample's context spans."""
