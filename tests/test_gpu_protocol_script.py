@@ -179,3 +179,20 @@ def test_multi_fact_continues_each_chain_from_its_passkey_final(tmp_path: Path) 
                                      TASK="multi-fact")
     (record,) = (work / "results" / "validation" / "multi-fact-rmt-s1-rmt").glob("*.parquet")
     assert pd.read_parquet(record).iloc[0]["task"] == "multi-fact"
+
+
+@pytest.mark.slow
+def test_mf_tokens_give_the_multi_fact_level_its_own_token_budget(tmp_path: Path) -> None:
+    """MF_TOKENS (equal budgets for the mf level): the level trains to its passkey final's tokens plus MF_TOKENS,
+    stops at the step that reads them, counts as done, and eval reads it."""
+    work = tmp_path / "work"
+    assert "rmt-s1-truncated: train exit 0" in protocol("train", str(work), "rmt", "1", "5", STEPS_SCALE="0.05")
+    passkey = json.loads((work / "runs" / "rmt-s1-truncated" / "train" / "final" / "checkpoint.json").read_text())
+    log = protocol("train", str(work), "rmt", "1", "5", TASK="multi-fact", MF_TOKENS="1", STEPS_SCALE="0.05")
+    assert "rmt-s1-mf: its token budget (train.max_tokens) spent at step 1" in log
+    meta = json.loads((work / "runs" / "rmt-s1-mf" / "train" / "final" / "checkpoint.json").read_text())
+    assert meta["step"] == 1 and meta["config"]["train"]["max_tokens"] == passkey["train_tokens"] + 1
+    again = protocol("train", str(work), "rmt", "1", "5", TASK="multi-fact", STEPS_SCALE="0.05")
+    assert "rmt-s1-mf: done" in again and "train exit" not in again
+    assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "rmt-s1", "rmt", LIMIT="2",
+                                     TASK="multi-fact", STEPS_SCALE="0.05")

@@ -32,8 +32,10 @@
 # resumable state does not), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
 # (added to every training started / evaluation), BUDGET (tokens: every training started gets train.max_tokens, the
 # rule for equal budgets; a level is done at its steps or at the budget, and a chain ends with the level that spends
-# it; give such chains a WORK of their own). Each Python process runs under its own `timeout` (scripts/gpu/README.md,
-# Rules).
+# it; give such chains a WORK of their own), MF_TOKENS (tokens the mf level may read beyond its passkey final's:
+# train.max_tokens = that final's train_tokens + MF_TOKENS, the mf level's equal budget; the level is done at its
+# steps or at that budget; a WORK of its own too). Each Python process runs under its own `timeout`
+# (scripts/gpu/README.md, Rules).
 set -uo pipefail
 step=$1 work=$2
 export HMTBENCH_MODEL_DIR=${MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -84,8 +86,18 @@ spent() {  # a final checkpoint folder -> true when BUDGET is set and its tensor
 sys.exit(0 if int(m.get('train_tokens') or 0) >= int(sys.argv[2]) else 1)" "$1/checkpoint.json" "$BUDGET"
 }
 
-finished() {  # a final checkpoint folder, its level's steps -> true when it holds them or spent BUDGET
-  [ -n "$1" ] && { [ "$(final_step "$1")" -ge "$2" ] || spent "$1"; }
+own_budget_spent() {  # a final checkpoint folder -> true when it was trained to a train.max_tokens and read it
+  [ -n "$1" ] && python3 -c "import json,sys; m=json.load(open(sys.argv[1])); \
+b=m.get('config', {}).get('train', {}).get('max_tokens'); \
+sys.exit(0 if b and int(m.get('train_tokens') or 0) >= int(b) else 1)" "$1/checkpoint.json"
+}
+
+finished() {  # a final checkpoint folder, its level's steps -> true when it holds them or spent BUDGET (or its own)
+  [ -n "$1" ] && { [ "$(final_step "$1")" -ge "$2" ] || spent "$1" || own_budget_spent "$1"; }
+}
+
+train_tokens_of() {  # a final checkpoint folder -> the tokens its tensors have read
+  python3 -c "import json,sys; print(int(json.load(open(sys.argv[1])).get('train_tokens') or 0))" "$1/checkpoint.json"
 }
 
 done_from() {  # chain seed -> the index of its last level that is finished (-1: none); the levels before it need
@@ -119,6 +131,9 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
         args=(${flags//\{prev\}/$prev} --backbone "$backbone" --seed "$seed" --set "train.steps=$steps"
               --output-dir "$run" --out "$work/results/train" ${BUDGET:+--set train.max_tokens=$BUDGET}
               ${TRAIN_FLAGS:-})  # a resumed run keeps its own
+        if [ "$level" = mf ] && [ -n "${MF_TOKENS:-}" ]; then
+          args+=(--set "train.max_tokens=$(( $(train_tokens_of "$prev") + MF_TOKENS ))")
+        fi
       fi
       timeout -k 5 $((left - 10)) ${PYTHON:-python3} -m hmtbench train "${args[@]}" \
         --max-minutes "$(python3 -c "print(round(($left - 100) / 60, 2))")" >> "$work/logs/train-$name-s$seed.log" 2>&1
@@ -130,6 +145,8 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
       fi
     fi
     prev=$final
+    if own_budget_spent "$final" && ! spent "$final"; then echo "$name-s$seed-$level: its token budget \
+(train.max_tokens) spent at step $(final_step "$final")"; fi
     if spent "$final"; then echo "$name-s$seed: BUDGET ($BUDGET tokens) spent at $level, step $(final_step "$final")"
       return 0; fi
     if [ "$level" = "${STOP_AFTER:-}" ]; then echo "$name-s$seed: stops after $level (STOP_AFTER)"; return 0; fi
@@ -148,7 +165,7 @@ last_final() {  # RUN (CHAIN-sSEED) -> the final its chain ends with: its last l
   done < <(levels "$name")
   IFS='|' read -r level steps _ < <(levels "$name" | tail -1)
   final=$(final_of "$work/runs/$1-$level")
-  [ "$(final_step "$final")" -ge "$(scaled "$steps")" ] && echo "$final"
+  finished "$final" "$(scaled "$steps")" && echo "$final"
 }
 
 case $step in
