@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -198,6 +199,41 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_record(tmp_path: Path,
         assert after[column] == before[column], column
     strip = lambda lines: [{k: v for k, v in p.items() if k != "run_id"} for p in lines]  # noqa: E731
     assert strip(predictions(after["predictions_file"])) == strip(predictions(before["predictions_file"]))
+
+
+def test_scored_batches_resume_with_the_checkpoint_moved_to_another_path(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The partial file names the checkpoint by its tensors, not its path: carried with the checkpoint to another
+    machine (another folder), --resume continues it."""
+    from hmtbench.qa import runner as qa_runner
+
+    trained = runner.invoke(app, ["train", "--backbone", "random:llama", "--device", "cpu", "--method", "rmt",
+                                  "--task", "passkey", "--curriculum", "2", "--steps", "1", "--batch-size", "2",
+                                  "--segment-length", "128", "--output-dir", str(tmp_path / "run"),
+                                  "--out", str(tmp_path / "train")])
+    assert trained.exit_code == 0, trained.output
+    shutil.copytree(tmp_path / "run" / "train" / "final", tmp_path / "elsewhere")
+    args = ("--task", "passkey", "--context-length", "600", "--limit", "5", "--batch-size", "2", "--method", "rmt",
+            "--max-new-tokens", "4", "--segment-length", "128")
+    real, calls = qa_runner.answer_records, []
+
+    def killed_after_two_batches(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(qa_runner, "answer_records", killed_after_two_batches)
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert run(*args, "--checkpoint", str(tmp_path / "run" / "train" / "final"), "--out", str(here)).exit_code != 0
+    there.mkdir()
+    [partial] = here.glob(".eval-qa-*.partial.jsonl")
+    shutil.copy(partial, there / partial.name)
+    scored: list[int] = []
+    monkeypatch.setattr(qa_runner, "answer_records", lambda *a, **k: scored.append(len(a[3])) or real(*a, **k))
+    resumed = run(*args, "--checkpoint", str(tmp_path / "elsewhere"), "--out", str(there), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert scored == [1] and records(there).iloc[0]["resumed_samples"] == 4
 
 
 @pytest.mark.parametrize("task", ["passkey", "passkey-unseen-b"])

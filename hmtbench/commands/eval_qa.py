@@ -10,6 +10,7 @@ from typing import Any
 from hmtbench import distributed
 from hmtbench.backbones import load_backbone
 from hmtbench.build import build_method, warn_if_untrained
+from hmtbench.checkpoints import tensors_sha256
 from hmtbench.config import to_json
 from hmtbench.errors import HmtbenchError
 from hmtbench.fastpath import accelerate
@@ -102,10 +103,12 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
 
 
 def _partial_run(config: QAConfig, prepared: list[PreparedSample], resume: bool) -> PartialRun:
-    """Where this evaluation keeps its scored batches: named by its settings (``out`` aside), its samples' tokens and
-    the processes dealing them. Without ``resume`` an earlier, interrupted run's batches are dropped."""
+    """Where this evaluation keeps its scored batches: named by its settings (``out`` aside, the checkpoint by its
+    tensors' sha256, not its path, so a partial file carried to another machine resumes there), its samples' tokens
+    and the processes dealing them. Without ``resume`` an earlier, interrupted run's batches are dropped."""
     samples = tokens_sha256([[*p.prompt_ids.tolist(), *p.answer_ids] for p in prepared])
-    identity = {"config": to_json(dataclasses.replace(config, out="")), "samples": samples,
+    checkpoint = tensors_sha256(config.checkpoint) if config.checkpoint else None
+    identity = {"config": to_json(dataclasses.replace(config, out="", checkpoint=checkpoint)), "samples": samples,
                 "world_size": distributed.world_size()}
     partial = PartialRun(config.out, identity, distributed.rank())
     if partial.exists() and not resume:
