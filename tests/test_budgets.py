@@ -31,3 +31,18 @@ def test_a_range_keeps_the_rule_only_where_its_least_seed_reached_the_budget() -
     full["hmt"]["train_tokens"] = SeedTokens(5_200_100, 5_260_000)
     assert budget_note(KEY, full) is not None
     assert budget_note(KEY, {"hmt": {"train_tokens": 4_000}, "rmt": {"train_tokens": 4_000}}) is None
+
+
+def test_a_documents_table_gets_one_line_of_each_methods_tokens_over_the_rows_that_break_the_rule() -> None:
+    from hmtbench.analysis.budgets import budget_summary
+    from hmtbench.analysis.compare import Row
+
+    short = Row({**KEY, "context_length": 1024}, {}, full={"hmt": {"train_tokens": SeedTokens(5_233_844, 9_853_364)},
+                                                           "full": {"train_tokens": 4_259_343}, "plain": {}})
+    long = Row(KEY, {}, full={"hmt": {"train_tokens": SeedTokens(5_100_000, 9_853_364)},
+                              "retrieval": {"train_tokens": 4_344_770}})
+    kept = Row(KEY, {}, full={"hmt": {"train_tokens": 1_000}, "rmt": {"train_tokens": 1_000}})
+    assert budget_summary([short, long, kept]) == (
+        "unequal training budgets: full 4.26M, HMT 5.10–9.85M, BM25 4.34M tokens trained (docs/methods.md, "
+        "'Equal budgets')")
+    assert budget_summary([kept]) is None

@@ -3,6 +3,7 @@ where its trained methods break the rule for equal budgets (docs/methods.md, 'Eq
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from hmtbench.analysis.columns import is_recipe_checkpoint, plain
 from hmtbench.analysis.row_text import describe, order_methods
+from hmtbench.methods import method_label
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,27 @@ def _one_budget_met(full: dict[str, dict[str, Any]], tokens: dict[str, Any]) -> 
 def _least(value: int | SeedTokens) -> int:
     """A cell's training tokens: one run's, or the least of a recipe's seeds."""
     return value.least if isinstance(value, SeedTokens) else int(value)
+
+
+def budget_summary(rows: Sequence[Any]) -> str | None:
+    """One line for a document's table whose rows break the rule for equal budgets (``budget_note``): each trained
+    method's training tokens over those rows, least to most (seeds and rows alike); None where every row keeps it."""
+    spans: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        if budget_note(row.key, row.full) is None:
+            continue
+        for method, settings in row.full.items():
+            value = settings.get("train_tokens")
+            if plain(value) is None:
+                continue
+            low, high = (value.least, value.most) if isinstance(value, SeedTokens) else (int(value), int(value))
+            least, most = spans.get(method, (low, high))
+            spans[method] = (min(least, low), max(most, high))
+    if not spans:
+        return None
+    trained = ", ".join(f"{method_label(m)} {_millions(*spans[m])}" for m in order_methods(spans))
+    return f"unequal training budgets: {trained} tokens trained (docs/methods.md, 'Equal budgets')"
+
+
+def _millions(least: int, most: int) -> str:
+    return f"{least / 1e6:.2f}M" if round(least, -4) == round(most, -4) else f"{least / 1e6:.2f}–{most / 1e6:.2f}M"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from hmtbench.analysis.budgets import budget_summary
 from hmtbench.analysis.cells import SEED_NAMES, lone_seed_text
 from hmtbench.analysis.columns import plain
 from hmtbench.analysis.compare import Comparison, Row, VariantTest, build, delta_label
@@ -133,6 +134,8 @@ def render_table(table_spec: Any, frame: pd.DataFrame, context: TableContext) ->
             lines = _lengths_table(build(ok, table_spec.metric), tested, ok.set_index("run_id"), context)
         shown = ok[ok["run_id"].isin({r for row in tested.rows for c in row.cells.values() for r in c.runs})]
     caption = [table_spec.caption.strip(), ""] if table_spec.caption.strip() else []
+    if tested is not None and (budgets := budget_summary(tested.rows)):
+        lines += ["", f"- note: {budgets}"]
     hidden = int((frame["command"].isin(set(shown["command"])) & ~frame["run_id"].isin(set(ok["run_id"]))).sum())
     return [*caption, *lines, "", provenance(table_spec.metric, shown, tested, hidden, context, table_spec.layout),
             ""]
