@@ -33,7 +33,7 @@ def test_a_range_keeps_the_rule_only_where_its_least_seed_reached_the_budget() -
     assert budget_note(KEY, {"hmt": {"train_tokens": 4_000}, "rmt": {"train_tokens": 4_000}}) is None
 
 
-def test_a_documents_table_gets_one_line_of_each_methods_tokens_over_the_rows_that_break_the_rule() -> None:
+def test_a_documents_table_gets_one_line_of_each_methods_tokens_and_whether_the_rule_holds() -> None:
     from hmtbench.analysis.budgets import budget_summary
     from hmtbench.analysis.compare import Row
 
@@ -41,8 +41,14 @@ def test_a_documents_table_gets_one_line_of_each_methods_tokens_over_the_rows_th
                                                            "full": {"train_tokens": 4_259_343}, "plain": {}})
     long = Row(KEY, {}, full={"hmt": {"train_tokens": SeedTokens(5_100_000, 9_853_364)},
                               "retrieval": {"train_tokens": 4_344_770}})
-    kept = Row(KEY, {}, full={"hmt": {"train_tokens": 1_000}, "rmt": {"train_tokens": 1_000}})
-    assert budget_summary([short, long, kept]) == (
-        "unequal training budgets: full 4.26M, HMT 5.10–9.85M, BM25 4.34M tokens trained (docs/methods.md, "
-        "'Equal budgets')")
-    assert budget_summary([kept]) is None
+    kept = Row(KEY, {}, full={"hmt": {"train_tokens": 1_000}, "rmt": {"train_tokens": 1_000}})  # equal counts
+    assert budget_summary([short, long]) == (
+        "training tokens: full 4.26M, HMT 5.10–9.85M, BM25 4.34M (unequal budgets: docs/methods.md, 'Equal budgets')")
+    assert budget_summary([kept]) == ("training tokens: RMT 1,000, HMT 1,000 (one budget in every row: "
+                                      "docs/methods.md, 'Equal budgets')")
+    assert budget_summary([Row(KEY, {}, full={"plain": {}})]) is None
+    assert budget_summary([long]) == "training tokens: HMT 5.10–9.85M, BM25 4.34M (unequal budgets: docs/methods.md, " \
+                                     "'Equal budgets')"
+    assert budget_summary([Row(KEY, {}, full={"hmt": {"train_tokens": 2_360_000}})]) == "training tokens: HMT 2.36M"
+    older = Row(KEY, {}, full={"hmt": {"train_tokens": 2_360_000}, "rmt": {"checkpoint": "runs/rmt/final"}})
+    assert budget_summary([older]) == "training tokens: HMT 2.36M; RMT: not recorded"

@@ -72,15 +72,18 @@ def _least(value: int | SeedTokens) -> int:
 
 
 def budget_summary(rows: Sequence[Any]) -> str | None:
-    """One line for a document's table whose rows break the rule for equal budgets (``budget_note``): each trained
-    method's training tokens over those rows, least to most (seeds and rows alike); None where every row keeps it."""
+    """One line for a document's table: each trained method's training tokens over its rows, least to most (seeds
+    and rows alike), and whether the rule for equal budgets holds in every row (``budget_note``); None where no row
+    has a trained method."""
     spans: dict[str, tuple[int, int]] = {}
+    unrecorded: set[str] = set()  # trained (a checkpoint) by records older than the train_tokens column
+    unequal = any(budget_note(row.key, row.full) is not None for row in rows)
     for row in rows:
-        if budget_note(row.key, row.full) is None:
-            continue
         for method, settings in row.full.items():
             value = settings.get("train_tokens")
             if plain(value) is None:
+                if plain(settings.get("checkpoint")) is not None:
+                    unrecorded.add(method)
                 continue
             low, high = (value.least, value.most) if isinstance(value, SeedTokens) else (int(value), int(value))
             least, most = spans.get(method, (low, high))
@@ -88,8 +91,16 @@ def budget_summary(rows: Sequence[Any]) -> str | None:
     if not spans:
         return None
     trained = ", ".join(f"{method_label(m)} {_millions(*spans[m])}" for m in order_methods(spans))
-    return f"unequal training budgets: {trained} tokens trained (docs/methods.md, 'Equal budgets')"
+    if unrecorded - set(spans):
+        trained += f"; {', '.join(map(method_label, order_methods(unrecorded - set(spans))))}: not recorded"
+    if len(spans) == 1:
+        return f"training tokens: {trained}"
+    rule = "unequal budgets" if unequal else "one budget in every row"
+    return f"training tokens: {trained} ({rule}: docs/methods.md, 'Equal budgets')"
 
 
 def _millions(least: int, most: int) -> str:
+    """Tokens as millions to two places (a range where its ends differ there); below a million, as counted."""
+    if most < 1e6:
+        return f"{least:,}" if least == most else f"{least:,}–{most:,}"
     return f"{least / 1e6:.2f}M" if round(least, -4) == round(most, -4) else f"{least / 1e6:.2f}–{most / 1e6:.2f}M"
