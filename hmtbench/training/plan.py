@@ -55,30 +55,33 @@ def plan_stages(config: TrainConfig) -> list[Stage]:
 def stage_complete(final: Path, steps: int, max_tokens: int | None = None) -> bool:
     """A stage's final checkpoint at its full step count or at the run's token budget (one ended early by
     --max-minutes resumes from ``last``)."""
-    if not (final / META).is_file():
-        return False
-    meta = read_meta(final)
-    return meta.get("step", steps) >= steps or _budget_met(meta, max_tokens)
+    meta = _final_meta(final)
+    return meta is not None and (meta.get("step", steps) >= steps or _budget_met(meta, max_tokens))
 
 
 def budget_spent(final: Path, max_tokens: int | None) -> bool:
     """Has the run read its token budget (``train.max_tokens``) by this final checkpoint?"""
-    return max_tokens is not None and (final / META).is_file() and _budget_met(read_meta(final), max_tokens)
+    return max_tokens is not None and _budget_met(_final_meta(final), max_tokens)
 
 
-def _budget_met(meta: dict[str, Any], max_tokens: int | None) -> bool:
-    """A checkpoint's meta at or past the token budget (never, without one)."""
-    return max_tokens is not None and int(meta.get("train_tokens") or 0) >= max_tokens
+def _final_meta(final: Path) -> dict[str, Any] | None:
+    """A final checkpoint's meta, or None where the stage has none yet."""
+    return read_meta(final) if (final / META).is_file() else None
+
+
+def _budget_met(meta: dict[str, Any] | None, max_tokens: int | None) -> bool:
+    """A checkpoint's meta at or past the token budget (never, without one or without a checkpoint)."""
+    return max_tokens is not None and meta is not None and int(meta.get("train_tokens") or 0) >= max_tokens
 
 
 def pending_stages(plan: list[Stage], output: Path, max_tokens: int | None) -> list[Stage]:
     """The stages left to train: those not complete, up to the first whose final spent the run's token budget."""
     pending = []
     for stage in plan:
-        final = output / stage.folder / "final"
-        if budget_spent(final, max_tokens):
+        meta = _final_meta(output / stage.folder / "final")  # read once: a stage's final decides both
+        if _budget_met(meta, max_tokens):
             break
-        if not stage_complete(final, stage.steps):
+        if meta is None or meta.get("step", stage.steps) < stage.steps:
             pending.append(stage)
     return pending
 
