@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hmtbench.cli import app
+from hmtbench.qa.runner import answer_records
 
 runner = CliRunner()
 TINY = ["--backbone", "random:llama", "--segment-length", "64"]
@@ -163,31 +164,48 @@ def test_a_missing_scorer_fails_before_the_backbone_loads(tmp_path: Path, monkey
     assert "pip install rouge-score" in result.output
 
 
+ANSWER_RECORDS = answer_records  # the real scoring, whatever a test patches
+
+
+def kill_after_two_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation is interrupted (as by Ctrl-C) when its third batch starts."""
+    from hmtbench.qa import runner as qa_runner
+
+    calls = []
+
+    def killed(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return ANSWER_RECORDS(*a, **k)
+
+    monkeypatch.setattr(qa_runner, "answer_records", killed)
+
+
+def count_scored_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the batches the evaluation scores from now on (the real scoring, counted)."""
+    from hmtbench.qa import runner as qa_runner
+
+    scored: list[int] = []
+    monkeypatch.setattr(qa_runner, "answer_records",
+                        lambda *a, **k: scored.append(len(a[3])) or ANSWER_RECORDS(*a, **k))
+    return scored
+
+
 def test_a_killed_evaluation_resumes_to_the_uninterrupted_record(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches scored before a kill stay on disk; --resume scores the rest, and the record equals a straight run's."""
-    from hmtbench.qa import runner as qa_runner
-
     args = ("--task", "passkey", "--context-length", "600", "--limit", "5", "--batch-size", "2", "--method", "hmt",
             "--max-new-tokens", "4")
     straight = run(*args, "--out", str(tmp_path / "straight"))
     assert straight.exit_code == 0, straight.output
-    real, calls = qa_runner.answer_records, []
-
-    def killed_after_two_batches(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(qa_runner, "answer_records", killed_after_two_batches)
+    kill_after_two_batches(monkeypatch)
     out = tmp_path / "resumed"
     killed = run(*args, "--out", str(out))
     assert killed.exit_code != 0 and not list(out.glob("*.parquet"))
     [partial] = out.glob(".eval-qa-*.partial.jsonl")
     assert len(partial.read_text().splitlines()) == 2  # the two batches scored before the kill
-    scored: list[int] = []
-    monkeypatch.setattr(qa_runner, "answer_records", lambda *a, **k: scored.append(len(a[3])) or real(*a, **k))
+    scored = count_scored_batches(monkeypatch)
     resumed = run(*args, "--out", str(out), "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert scored == [1]  # 5 samples in batches of 2, 2, 1: only the last batch ran again
@@ -205,8 +223,6 @@ def test_scored_batches_resume_with_the_checkpoint_moved_to_another_path(tmp_pat
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The partial file names the checkpoint by its tensors, not its path: carried with the checkpoint to another
     machine (another folder), --resume continues it."""
-    from hmtbench.qa import runner as qa_runner
-
     trained = runner.invoke(app, ["train", "--backbone", "random:llama", "--device", "cpu", "--method", "rmt",
                                   "--task", "passkey", "--curriculum", "2", "--steps", "1", "--batch-size", "2",
                                   "--segment-length", "128", "--output-dir", str(tmp_path / "run"),
@@ -215,22 +231,13 @@ def test_scored_batches_resume_with_the_checkpoint_moved_to_another_path(tmp_pat
     shutil.copytree(tmp_path / "run" / "train" / "final", tmp_path / "elsewhere")
     args = ("--task", "passkey", "--context-length", "600", "--limit", "5", "--batch-size", "2", "--method", "rmt",
             "--max-new-tokens", "4", "--segment-length", "128")
-    real, calls = qa_runner.answer_records, []
-
-    def killed_after_two_batches(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(qa_runner, "answer_records", killed_after_two_batches)
+    kill_after_two_batches(monkeypatch)
     here, there = tmp_path / "here", tmp_path / "there"
     assert run(*args, "--checkpoint", str(tmp_path / "run" / "train" / "final"), "--out", str(here)).exit_code != 0
     there.mkdir()
     [partial] = here.glob(".eval-qa-*.partial.jsonl")
     shutil.copy(partial, there / partial.name)
-    scored: list[int] = []
-    monkeypatch.setattr(qa_runner, "answer_records", lambda *a, **k: scored.append(len(a[3])) or real(*a, **k))
+    scored = count_scored_batches(monkeypatch)
     resumed = run(*args, "--checkpoint", str(tmp_path / "elsewhere"), "--out", str(there), "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert scored == [1] and records(there).iloc[0]["resumed_samples"] == 4
