@@ -176,9 +176,10 @@ def train(
 
     The flags are the settings people type. The rest live in recipes and --set: the lr schedule (train.lr_schedule,
     train.lr_decay, train.decay_every, train.warmup_steps), train.grad_clip, train.checkpoint_every,
-    train.log_every, train.max_file_mb, train.loss_on, train.k2, train.recompute_share, LoRA (lora.r, lora.alpha,
-    lora.dropout, lora.targets), the curriculum's details (curriculum.advance_at, curriculum.needles, ...),
-    data.split and data.max_docs; every key with its help: docs/cli.md.
+    train.log_every, train.max_file_mb, train.loss_on, train.k2, train.recompute_share, train.layer_checkpoint
+    (each decoder block recomputed: full context's long segment), LoRA (lora.r, lora.alpha, lora.dropout,
+    lora.targets), the curriculum's details (curriculum.advance_at, curriculum.needles, ...), data.split and
+    data.max_docs; every key with its help: docs/cli.md.
 
     Examples:
 
