@@ -16,6 +16,7 @@ With a file limit (``train.max_file_mb``) a tensor file that would exceed it is 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -164,12 +165,25 @@ def tensors_sha256(directory: str | Path) -> str:
     parts): names the same trained tensors on any machine, under any path. A folder without an adapter hashes its
     one tensor file alone, whichever layout wrote it, so records keep matching the checkpoints they name (compare
     groups rows by this hash)."""
+    paths = [path for name in TENSOR_FILES for path in tensorfiles.files(Path(directory) / name)]
+    return _files_sha256(tuple((str(path.resolve()), *_size_and_time(path)) for path in paths))
+
+
+def _size_and_time(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _files_sha256(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 over the bytes of ``files`` (path, size, modification time) in order. Cached on those: an evaluation
+    names its checkpoint in every record and in its resumable batches, and a large checkpoint is read once, not at
+    each; a file written again has another time, so it is read again."""
     digest = hashlib.sha256()
-    for name in TENSOR_FILES:
-        for path in tensorfiles.files(Path(directory) / name):
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+    for path, _, _ in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

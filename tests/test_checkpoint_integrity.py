@@ -174,3 +174,27 @@ def test_committed_checkpoints_load_unless_their_adapter_was_left_out(folder: Pa
             read_meta(folder)
     else:
         assert read_meta(folder)["train_mode"] in ("lora", "memory")
+
+
+def test_the_content_hash_reads_a_checkpoint_once_and_again_once_it_changes(run: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """tensors_sha256 is asked for in every record and resumable batch of an evaluation: it reads the files once,
+    and again when one of them is written anew."""
+    import builtins
+
+    from hmtbench.checkpoints import tensors_sha256
+
+    final = tmp_path / "final"
+    shutil.copytree(run / "train" / "final", final)
+    opened: list[str] = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda file, *a, **k: (opened.append(str(file)), real_open(file, *a, **k))[1])
+    first = tensors_sha256(final)
+    reads = len(opened)
+    assert reads > 0 and tensors_sha256(final) == first and len(opened) == reads
+    tensors = final / TENSORS
+    data = tensors.read_bytes()
+    tensors.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    os.utime(tensors, ns=(tensors.stat().st_atime_ns, tensors.stat().st_mtime_ns + 1))  # a later write, always
+    reads = len(opened)
+    assert tensors_sha256(final) != first and len(opened) > reads
