@@ -76,28 +76,30 @@ final_of() {  # a level's run folder -> its final checkpoint folder, if any
   find "$1" -path '*/final/checkpoint.json' 2>/dev/null | sort | tail -1 | xargs -r dirname
 }
 
+meta_value() {  # a final checkpoint folder, a Python expression over its checkpoint.json (m) -> its value
+  python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print($2)" "$1/checkpoint.json"
+}
+
 final_step() {  # a final checkpoint folder -> the step it holds (0 when none)
-  [ -n "$1" ] && python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$1/checkpoint.json" \
-    || echo 0
+  [ -n "$1" ] && meta_value "$1" "m['step']" || echo 0
+}
+
+train_tokens_of() {  # a final checkpoint folder -> the tokens its tensors have read
+  meta_value "$1" "int(m.get('train_tokens') or 0)"
 }
 
 spent() {  # a final checkpoint folder -> true when BUDGET is set and its tensors have read that many tokens
-  [ -n "${BUDGET:-}" ] && [ -n "$1" ] && python3 -c "import json,sys; m=json.load(open(sys.argv[1])); \
-sys.exit(0 if int(m.get('train_tokens') or 0) >= int(sys.argv[2]) else 1)" "$1/checkpoint.json" "$BUDGET"
+  [ -n "${BUDGET:-}" ] && [ -n "$1" ] && [ "$(train_tokens_of "$1")" -ge "$BUDGET" ]
 }
 
 own_budget_spent() {  # a final checkpoint folder -> true when it was trained to a train.max_tokens and read it
-  [ -n "$1" ] && python3 -c "import json,sys; m=json.load(open(sys.argv[1])); \
-b=m.get('config', {}).get('train', {}).get('max_tokens'); \
-sys.exit(0 if b and int(m.get('train_tokens') or 0) >= int(b) else 1)" "$1/checkpoint.json"
+  local budget
+  [ -n "$1" ] && budget=$(meta_value "$1" "m.get('config', {}).get('train', {}).get('max_tokens') or 0") \
+    && [ "$budget" -gt 0 ] && [ "$(train_tokens_of "$1")" -ge "$budget" ]
 }
 
 finished() {  # a final checkpoint folder, its level's steps -> true when it holds them or spent BUDGET (or its own)
   [ -n "$1" ] && { [ "$(final_step "$1")" -ge "$2" ] || spent "$1" || own_budget_spent "$1"; }
-}
-
-train_tokens_of() {  # a final checkpoint folder -> the tokens its tensors have read
-  python3 -c "import json,sys; print(int(json.load(open(sys.argv[1])).get('train_tokens') or 0))" "$1/checkpoint.json"
 }
 
 done_from() {  # chain seed -> the index of its last level that is finished (-1: none); the levels before it need
