@@ -90,16 +90,16 @@ def budget_summary(rows: Sequence[Any]) -> str | None:
             spans[method] = (min(least, low), max(most, high))
     if not spans:
         return None
-    trained = ", ".join(f"{method_label(m)} {_millions(*spans[m])}" for m in order_methods(spans))
-    if unrecorded - set(spans):
-        trained += f"; {', '.join(map(method_label, order_methods(unrecorded - set(spans))))}: not recorded"
+    trained = ", ".join(f"{method_label(m)} {_tokens_text(*spans[m])}" for m in order_methods(spans))
+    if unrecorded := unrecorded - set(spans):
+        trained += f"; {', '.join(map(method_label, order_methods(unrecorded)))}: not recorded"
     if len(spans) == 1:
         return f"training tokens: {trained}"
     rule = "unequal budgets" if unequal else "one budget in every row"
     return f"training tokens: {trained} ({rule}: docs/methods.md, 'Equal budgets')"
 
 
-def _millions(least: int, most: int) -> str:
+def _tokens_text(least: int, most: int) -> str:
     """Tokens as millions to two places (a range where its ends differ there); below a million, as counted."""
     if most < 1e6:
         return f"{least:,}" if least == most else f"{least:,}–{most:,}"

@@ -53,9 +53,9 @@ class TrainSettings:
                                            "depth, for ~1/3 more time.")
     recompute_share: float = setting(1.0, "With grad_checkpoint: the share of a window's segments recomputed (the "
                                            "earliest); the others keep their activations: memory traded for time.")
-    layer_checkpoint: bool = setting(False, "Recompute each backbone layer in the backward pass (transformers' "
-                                             "gradient checkpointing): a long segment keeps one layer's activations "
-                                             "at a time, not every layer's (full context).")
+    layer_checkpoint: bool = setting(False, "Recompute each decoder block in the backward pass (its forward wrapped "
+                                             "in a checkpoint: training/layer_recompute.py): a long segment keeps one "
+                                             "block's activations at a time, not every block's (full context).")
     compile: bool = setting(False, "torch.compile the backbone's blocks and the loss: fewer, fused kernels for a "
                                    "host-bound step (the first steps compile).")
     cuda_graphs: bool = setting(False, "Replay each micro-batch's forward and backward from a CUDA graph: one launch "

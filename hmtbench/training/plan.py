@@ -56,7 +56,7 @@ def stage_complete(final: Path, steps: int, max_tokens: int | None = None) -> bo
     """A stage's final checkpoint at its full step count or at the run's token budget (one ended early by
     --max-minutes resumes from ``last``)."""
     meta = _final_meta(final)
-    return meta is not None and (meta.get("step", steps) >= steps or _budget_met(meta, max_tokens))
+    return meta is not None and (_holds_steps(meta, steps) or _budget_met(meta, max_tokens))
 
 
 def budget_spent(final: Path, max_tokens: int | None) -> bool:
@@ -67,6 +67,11 @@ def budget_spent(final: Path, max_tokens: int | None) -> bool:
 def _final_meta(final: Path) -> dict[str, Any] | None:
     """A final checkpoint's meta, or None where the stage has none yet."""
     return read_meta(final) if (final / META).is_file() else None
+
+
+def _holds_steps(meta: dict[str, Any], steps: int) -> bool:
+    """A checkpoint's meta at the stage's full step count (one without a step count is taken as complete)."""
+    return meta.get("step", steps) >= steps
 
 
 def _budget_met(meta: dict[str, Any] | None, max_tokens: int | None) -> bool:
@@ -81,7 +86,7 @@ def pending_stages(plan: list[Stage], output: Path, max_tokens: int | None) -> l
         meta = _final_meta(output / stage.folder / "final")  # read once: a stage's final decides both
         if _budget_met(meta, max_tokens):
             break
-        if meta is None or meta.get("step", stage.steps) < stage.steps:
+        if meta is None or not _holds_steps(meta, stage.steps):
             pending.append(stage)
     return pending
 
