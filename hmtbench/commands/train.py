@@ -223,8 +223,8 @@ def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception,
     else:
         size = f"--batch-size {settings.batch_size} and --bptt-depth {settings.bptt_depth}"
         lower = "lower --batch-size (and raise --grad-accum) or --bptt-depth"
-    recompute = ["--grad-checkpoint"] * (not settings.grad_checkpoint) + [
-        "--set train.layer_checkpoint=true"] * (not settings.layer_checkpoint)
+    recompute = [flag for flag, on in (("--grad-checkpoint", settings.grad_checkpoint),
+                                       ("--set train.layer_checkpoint=true", settings.layer_checkpoint)) if not on]
     if recompute:
         lower += f", or add {' or '.join(recompute)}"
     saved = getattr(error, "saved", None)
