@@ -12,6 +12,9 @@
 #                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/TASK-RUN-METHOD
 #                                                   (TASK-NAME with NAME set: one folder for a grid of choices, each
 #                                                   setting named by eval-qa --grid for scripts/pick_setting.py)
+#   bash scripts/gpu/protocol.sh ppl WORK SPLIT RUN METHOD [FLAGS...]  eval-ppl of RUN's last level (none: untrained;
+#                                                   METHOD may list several) on python-stdlib's SPLIT in fp32, 2,000
+#                                                   tokens a document, into WORK/results/lm-SPLIT
 #   bash scripts/gpu/protocol.sh pack WORK OUT      records, logs and training logs in OUT/protocol.tgz; the last
 #                                                   finished final of each run matching PACK_RUN (a glob) in parts
 #   bash scripts/gpu/protocol.sh unpack WORK DIR    the parts of an earlier pack (carried in DIR) back under WORK
@@ -25,6 +28,8 @@
 #   full  lora (recipes/smollm2-135m-passkey-full-lora.yaml, 120 steps: the hmt chain's)
 #   armt  lora (recipes/smollm2-135m-passkey-armt.yaml with --train lora, 305 steps: results/h100-armt-seeds/)
 #   retrieval  lora (recipes/smollm2-135m-passkey-retrieval-lora.yaml, 120 steps: the full chain's; BM25's reader)
+#   lm-plain, lm-rmt, lm-hmt, lm-armt  lm (recipes/smollm2-135m-stdlib-METHOD-lora.yaml: the language-modelling rows'
+#         LoRA trainings, 300 steps; HMT's 100 + 200 over its two stages), read by the ppl step
 # With TASK=multi-fact every chain has one more level, mf: 90 steps of its multi-fact recipe
 # (recipes/smollm2-135m-multifact-*.yaml) from its passkey final; eval then reads the mf level's final.
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
@@ -68,7 +73,10 @@ passkey_levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the 
   full) echo "lora|120|--recipe recipes/smollm2-135m-passkey-full-lora.yaml" ;;
   armt) echo "lora|305|--recipe recipes/smollm2-135m-passkey-armt.yaml --train lora" ;;
   retrieval) echo "lora|120|--recipe recipes/smollm2-135m-passkey-retrieval-lora.yaml" ;;
-  *) echo "unknown chain '$1': hmt | rmt | full | armt | retrieval" >&2; return 2 ;;
+  lm-hmt) echo "lm|200|--recipe recipes/smollm2-135m-stdlib-hmt-lora.yaml --stage1-steps $(scaled 100)" ;;
+  lm-plain | lm-rmt | lm-armt) echo "lm|300|--recipe recipes/smollm2-135m-stdlib-${1#lm-}-lora.yaml" ;;
+  *) echo "unknown chain '$1': hmt | rmt | full | armt | retrieval | lm-plain | lm-rmt | lm-hmt | lm-armt" >&2
+     return 2 ;;
   esac
 }
 
@@ -170,6 +178,14 @@ last_final() {  # RUN (CHAIN-sSEED) -> the final its chain ends with: its last l
   finished "$final" "$(scaled "$steps")" && echo "$final"
 }
 
+checkpoint_of() {  # RUN -> checkpoint=(--checkpoint FINAL) of its last level ((): none, the untrained method)
+  checkpoint=()
+  [ "$1" != none ] || return 0
+  final=$(last_final "$1")
+  [ -n "$final" ] || { echo "$1: its last level has not reached its steps under $work/runs" >&2; return 1; }
+  checkpoint=(--checkpoint "$final")
+}
+
 case $step in
 train)
   name=$3 seeds=$4 minutes=$5
@@ -191,12 +207,7 @@ train)
   [ ! -f "$ledger" ] || tail -n "$(( $(echo "${seeds//,/ }" | wc -w) + 1 ))" "$ledger" | cut -d, -f2-9 ;;
 eval)
   split=$3 lengths=$4 run=$5 method=$6
-  checkpoint=()
-  if [ "$run" != none ]; then
-    final=$(last_final "$run")
-    [ -n "$final" ] || { echo "$run: its last level has not reached its steps under $work/runs" >&2; exit 1; }
-    checkpoint=(--checkpoint "$final")
-  fi
+  checkpoint_of "$run" || exit 1
   task=${TASK:-passkey} limit=${LIMIT:-125} depth=()
   [ "$task" = multi-fact ] || depth=(--depth "${DEPTHS:-0,0.25,0.5,0.75,1}")
   log=$work/logs/eval-$split-$run-$method-${lengths//,/-}-$(date +%H%M%S).log  # one per evaluation of a grid
@@ -206,6 +217,15 @@ eval)
     "${depth[@]}" --context-length "$lengths" "${checkpoint[@]}" "${@:7}" ${EVAL_FLAGS:-} \
     --out "$work/results/$split/$task-${NAME:-$run-$method}" > "$log" 2>&1; echo "eval exit $?"
   grep -h "accuracy\|rror" "$log" | cut -c1-200 | tail -n 12 ;;
+ppl)
+  split=$3 run=$4 method=$5
+  checkpoint_of "$run" || exit 1
+  log=$work/logs/ppl-$split-$run-${method//,/-}.log
+  # shellcheck disable=SC2086
+  timeout -k 5 "${EVAL_SECONDS:-400}" ${PYTHON:-python3} -m hmtbench eval-ppl --backbone "$backbone" \
+    --dataset python-stdlib --split "$split" --test-length 2000 --batch-size 8 --dtype float32 --method "$method" \
+    "${checkpoint[@]}" "${@:6}" ${EVAL_FLAGS:-} --out "$work/results/lm-$split" > "$log" 2>&1; echo "ppl exit $?"
+  grep -h "ppl\|rror" "$log" | cut -c1-200 | tail -n 8 ;;
 pack)
   out=$(cd "$3" && pwd)  # absolute: the parts are written from inside WORK
   tar czf "$out/protocol.tgz" -C "$work" results logs $(cd "$work" && ls runs/*/*/log.jsonl 2>/dev/null)
@@ -225,6 +245,6 @@ adopt)
   find "$work/runs" -path '*/final/checkpoint.json' | sort
   find "$work/results/validation" -name '*.parquet' 2>/dev/null | wc -l | sed 's/$/ validation records/' ;;
 *)
-  echo "usage: bash scripts/gpu/protocol.sh train|eval|pack|unpack|adopt WORK ..." >&2
+  echo "usage: bash scripts/gpu/protocol.sh train|eval|ppl|pack|unpack|adopt WORK ..." >&2
   exit 2 ;;
 esac
