@@ -188,7 +188,8 @@ def test_mf_tokens_give_the_multi_fact_level_its_own_token_budget(tmp_path: Path
     work = tmp_path / "work"
     assert "rmt-s1-truncated: train exit 0" in protocol("train", str(work), "rmt", "1", "5", STEPS_SCALE="0.05")
     passkey = json.loads((work / "runs" / "rmt-s1-truncated" / "train" / "final" / "checkpoint.json").read_text())
-    log = protocol("train", str(work), "rmt", "1", "5", TASK="multi-fact", MF_TOKENS="1", STEPS_SCALE="0.05")
+    log = protocol("train", str(work), "rmt", "1", "5", TASK="multi-fact", MF_TOKENS="1", STEPS_SCALE="0.05",
+                   BUDGET="1000000000")  # the mf level's own budget, not BUDGET
     assert "rmt-s1-mf: its token budget (train.max_tokens) spent at step 1" in log
     meta = json.loads((work / "runs" / "rmt-s1-mf" / "train" / "final" / "checkpoint.json").read_text())
     assert meta["step"] == 1 and meta["config"]["train"]["max_tokens"] == passkey["train_tokens"] + 1
@@ -196,3 +197,22 @@ def test_mf_tokens_give_the_multi_fact_level_its_own_token_budget(tmp_path: Path
     assert "rmt-s1-mf: done" in again and "train exit" not in again
     assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "rmt-s1", "rmt", LIMIT="2",
                                      TASK="multi-fact", STEPS_SCALE="0.05")
+
+
+@pytest.mark.slow
+def test_a_language_modelling_chain_trains_both_hmt_stages_and_its_ppl_pairs_with_the_untrained_rows(
+        tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    assert "lm-hmt-s1-lm: train exit 0" in protocol("train", str(work), "lm-hmt", "1", "5")
+    stages = work / "runs" / "lm-hmt-s1-lm"
+    assert [json.loads((stages / s / "final" / "checkpoint.json").read_text())["step"] for s in ("stage1", "stage2")] \
+        == [1, 2]  # 100 and 200 steps x 0.01
+    assert "lm-hmt-s1-lm: done (step 2)" in protocol("train", str(work), "lm-hmt", "1", "5")
+
+    assert "ppl exit 0" in protocol("ppl", str(work), "test", "lm-hmt-s1", "hmt", "--max-docs", "2")
+    assert "ppl exit 0" in protocol("ppl", str(work), "test", "none", "plain,full", "--max-docs", "2")
+    rows = pd.concat(map(pd.read_parquet, (work / "results" / "lm-test").glob("*.parquet"))).set_index("method")
+    assert sorted(rows.index) == ["full", "hmt", "plain"]
+    assert rows.at["hmt", "checkpoint"] == str(stages / "stage2" / "final") and rows.at["hmt", "train_seed"] == 1
+    assert set(rows["split"]) == {"test"} and set(rows["dtype"]) == {"float32"}
+    assert all(len(nll) == 2 for nll in rows["doc_nll"])  # per-document NLL: the paired tests' input

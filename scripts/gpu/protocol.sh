@@ -39,7 +39,7 @@
 # rule for equal budgets; a level is done at its steps or at the budget, and a chain ends with the level that spends
 # it; give such chains a WORK of their own), MF_TOKENS (tokens the mf level may read beyond its passkey final's:
 # train.max_tokens = that final's train_tokens + MF_TOKENS, the mf level's equal budget; the level is done at its
-# steps or at that budget; a WORK of its own too). Each Python process runs under its own `timeout`
+# steps or at that budget, BUDGET aside; a WORK of its own too). Each Python process runs under its own `timeout`
 # (scripts/gpu/README.md, Rules).
 set -uo pipefail
 step=$1 work=$2
@@ -139,10 +139,11 @@ chain() {  # chain seed deadline: the seed's levels in order, each within the ti
       else
         # shellcheck disable=SC2206
         args=(${flags//\{prev\}/$prev} --backbone "$backbone" --seed "$seed" --set "train.steps=$steps"
-              --output-dir "$run" --out "$work/results/train" ${BUDGET:+--set train.max_tokens=$BUDGET}
-              ${TRAIN_FLAGS:-})  # a resumed run keeps its own
-        if [ "$level" = mf ] && [ -n "${MF_TOKENS:-}" ]; then
+              --output-dir "$run" --out "$work/results/train" ${TRAIN_FLAGS:-})  # a resumed run keeps its own
+        if [ "$level" = mf ] && [ -n "${MF_TOKENS:-}" ]; then  # the mf level's own budget, not BUDGET
           args+=(--set "train.max_tokens=$(( $(train_tokens_of "$prev") + MF_TOKENS ))")
+        elif [ -n "${BUDGET:-}" ]; then
+          args+=(--set "train.max_tokens=$BUDGET")
         fi
       fi
       timeout -k 5 $((left - 10)) ${PYTHON:-python3} -m hmtbench train "${args[@]}" \
