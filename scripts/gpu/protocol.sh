@@ -180,6 +180,7 @@ last_final() {  # RUN (CHAIN-sSEED) -> the final its chain ends with: its last l
 }
 
 checkpoint_of() {  # RUN -> checkpoint=(--checkpoint FINAL) of its last level ((): none, the untrained method)
+  local final
   checkpoint=()
   [ "$1" != none ] || return 0
   final=$(last_final "$1")
