@@ -29,7 +29,7 @@ class Novel(RMT):
 
     name = "novel"
     label = "NOV"
-    compared_with = "hmt"
+    compared_with = ("hmt",)
     config_class = NovelConfig
 
 
@@ -56,3 +56,13 @@ def test_analysis_code_names_no_method_and_compare_imports_neither_load_nor_form
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not imported & {"hmtbench.analysis.load", "hmtbench.analysis.formats"}
     assert {"hmtbench.analysis.columns", "hmtbench.methods"} <= imported
+
+
+def test_hmt_is_compared_with_the_paper_s_rmt_and_with_armt(tmp_path: Path) -> None:
+    """HMT's deltas: the paper's 'HMT vs RMT, %' and against ARMT, the RMT family's strongest; ARMT against RMT."""
+    for method, ppl in [("rmt", 18.0), ("hmt", 15.0), ("armt", 16.0)]:
+        write_run(tmp_path, method, ppl=ppl)
+    table = build(load_results([tmp_path], warn=lambda m: None), "ppl")
+    assert table.pairs == [("hmt", "rmt"), ("hmt", "armt"), ("armt", "rmt")]
+    (row,) = table.rows
+    assert row.deltas[("hmt", "armt")] == pytest.approx(100 * (16 - 15) / 16, abs=1e-9)

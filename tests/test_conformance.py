@@ -273,7 +273,13 @@ def check_record_columns(model) -> None:
     assert declared <= columns, f"{model.name} declares columns it never fills: {declared - columns}"
 
 
-CHECKS = [check_state_reach, check_layout, check_hooks, check_record_columns]
+def check_compared_with(model) -> None:
+    references = model.compared_with
+    assert isinstance(references, tuple), f"{model.name}.compared_with must be a tuple of method names"
+    assert set(references) <= set(METHODS) - {model.name}, f"{model.name} is compared with unregistered {references}"
+
+
+CHECKS = [check_state_reach, check_layout, check_hooks, check_record_columns, check_compared_with]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])

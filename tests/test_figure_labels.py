@@ -164,3 +164,15 @@ def test_a_recipe_at_several_seeds_is_named_by_its_seeds_never_by_a_missing_seed
                                                      headline: "/w/runs/hmt-span-lora-64/stage2/final"})
     assert labels[seeds] == "HMT (train seeds 1, 2, 3)"
     assert labels[headline] == "HMT (hmt-span-lora-64, train seed 3407)"
+
+
+def test_a_report_names_one_recipes_checkpoints_at_several_seeds_by_the_recipes_hash() -> None:
+    """Two recipes at seeds 1-3 (one trained with the paper's recall query, one with the question's) read as their
+    seeds alike; the report's names, keyed by each recipe's hash, tell them apart."""
+    paper = ("hmt", (("checkpoint", "recipe aa5aacc2 (train seeds 1, 2, 3)"),))
+    question = ("hmt", (("checkpoint", "recipe c40aa02e (train seeds 1, 2, 3)"),))
+    assert list(series_labels([paper, question]).values()) == ["HMT (train seeds 1, 2, 3) #1",
+                                                               "HMT (train seeds 1, 2, 3) #2"]
+    names = {"aa5aacc2": "paper query", "c40aa02e": "question query"}
+    assert list(series_labels([paper, question], checkpoint_names=names).values()) == ["HMT (paper query)",
+                                                                                     "HMT (question query)"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from hmtbench.analysis.columns import CONFIG_PREFIX, is_recipe_checkpoint
+from hmtbench.analysis.columns import CONFIG_PREFIX, RECIPE_LABEL, is_recipe_checkpoint
 from hmtbench.methods import method_label
 
 LONG_VALUE = 8  # a setting's value longer than this (a checkpoint path) is left out of a label the rest tells apart
@@ -121,8 +121,10 @@ def shared_text(series: Sequence[Series]) -> str:
 
 
 def _checkpoint_name(value: Any, names: dict[str, str]) -> str | None:
-    """The name ``names`` gives the checkpoint whose portable name ends in '[sha8]'; None if none."""
-    found = re.search(r"\[([0-9a-f]{8})\]$", str(value or ""))
+    """The name ``names`` gives the checkpoint whose portable name ends in '[sha8]', or one recipe's checkpoints at
+    several seeds ('recipe sha8 (train seeds ...)'); None if none."""
+    found = re.search(r"\[([0-9a-f]{8})\]$", str(value or "")) or re.match(rf"{RECIPE_LABEL}([0-9a-f]{{8}}) \(",
+                                                                            str(value or ""))
     return next((n for key, n in names.items() if found and found.group(1).startswith(key[:8])), None)
 
 

@@ -96,7 +96,7 @@ class ARMT(SegmentMethod):
 
     name = "armt"
     label = "ARMT"
-    compared_with = "rmt"  # the paper's comparison (BABILong, associative retrieval)
+    compared_with = ("rmt",)  # the paper's comparison (BABILong, associative retrieval)
     config_class = ARMTConfig
     read_slot = False
     per_layer = True

@@ -90,7 +90,7 @@ class SegmentMethod(SegmentSteps, nn.Module, metaclass=abc.ABCMeta):
 
     name: ClassVar[str]  # the method's one name: the registry key, the config's name, the record's ``method``
     label: ClassVar[str]  # how tables and figures name it
-    compared_with: ClassVar[str | None] = None  # the method the paper reports this one against
+    compared_with: ClassVar[tuple[str, ...]] = ()  # the methods every table reports this one against (A vs B, %)
     # A baseline that sees the whole context without a learned memory (full context, retrieval): every memory
     # method is tested against it (``methods.baseline_pairs``).
     strong_baseline: ClassVar[bool] = False

@@ -115,7 +115,7 @@ class HMT(SegmentMethod):
 
     name = "hmt"
     label = "HMT"
-    compared_with = "rmt"  # the paper's "HMT vs RMT, %"
+    compared_with = ("rmt", "armt")  # the paper's "HMT vs RMT, %"; ARMT, the RMT family's strongest
     config_class = HMTConfig
     training_stages = (1, 2)
 
