@@ -57,7 +57,8 @@ class ModelSettings:
     method: Any = method_field()  # the method's config dataclass (hmtbench.methods)
     segment_length: int = setting(256, "L: positions per backbone step, memory and sensory included (every method).")
     dtype: str = setting("auto", "auto (bf16 on a GPU, fp32 on CPU; train --train full: fp32 weights under bf16 "
-                                 "autocast) | fp32 | bf16 | fp16.")
+                                 "autocast) | fp32 | bf16 | fp16. A CPU without native bf16 / fp16 (AVX512-BF16, "
+                                 "AMX) emulates them, several times slower than fp32; a warning says so.")
     device: str = setting("auto", "auto | cpu | cuda | cuda:1 ...")
 
 
