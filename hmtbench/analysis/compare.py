@@ -17,7 +17,7 @@ from hmtbench.analysis.documents import BootstrapTest
 from hmtbench.analysis.paired import PairedTest, PairedTests, SeedTests
 from hmtbench.analysis.row_text import describe, order_methods, variant_text
 from hmtbench.errors import HmtbenchError, unknown_choice
-from hmtbench.methods import BASELINE, baseline_pairs, method_label, paper_pairs
+from hmtbench.methods import BASELINE, baseline_pairs, compared_pairs, method_label
 from hmtbench.results.schema import METRIC_DIRECTION
 from hmtbench.stats import intervals_overlap
 
@@ -144,7 +144,7 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
     _name_checkpoints_across_rows(rows)
     notes += [note for row in rows if (note := budget_note(row.key, row.full))]
     methods = order_methods({m for row in rows for m in row.cells})
-    pairs = [p for p in paper_pairs() if set(p) <= set(methods)]
+    pairs = [p for p in compared_pairs() if set(p) <= set(methods)]
     pairs += [(m, BASELINE) for m in methods if BASELINE in methods and m != BASELINE]
     pairs += [p for p in baseline_pairs() if set(p) <= set(methods)]
     for row in rows:

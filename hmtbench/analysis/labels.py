@@ -123,8 +123,8 @@ def shared_text(series: Sequence[Series]) -> str:
 def _checkpoint_name(value: Any, names: dict[str, str]) -> str | None:
     """The name ``names`` gives the checkpoint whose portable name ends in '[sha8]', or one recipe's checkpoints at
     several seeds ('recipe sha8 (train seeds ...)'); None if none."""
-    found = re.search(r"\[([0-9a-f]{8})\]$", str(value or "")) or re.match(rf"{RECIPE_LABEL}([0-9a-f]{{8}}) \(",
-                                                                            str(value or ""))
+    text = str(value or "")
+    found = re.search(r"\[([0-9a-f]{8})\]$", text) or re.match(rf"{RECIPE_LABEL}([0-9a-f]{{8}}) \(", text)
     return next((n for key, n in names.items() if found and found.group(1).startswith(key[:8])), None)
 
 

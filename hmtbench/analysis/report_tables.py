@@ -27,7 +27,7 @@ from hmtbench.analysis.report_provenance import length_text, provenance, samples
 from hmtbench.analysis.series import by_panel, entries, legend, ordered_series, setting_name
 from hmtbench.analysis.table_text import bound, delta_text, differing_settings, number, paired_text, shown_keys
 from hmtbench.errors import HmtbenchError
-from hmtbench.methods import method_label, paper_pairs
+from hmtbench.methods import compared_pairs, method_label
 from hmtbench.results.schema import METRIC_DIRECTION
 
 NO_VALUE = "–"
@@ -269,7 +269,7 @@ def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, 
     if not lines:
         return []
     which = "any two rows of one method" if variants == "all" else "one checkpoint under two settings"
-    pairs = ", ".join(f"{method_label(a)} vs {method_label(b)}" for a, b in paper_pairs())
+    pairs = ", ".join(f"{method_label(a)} vs {method_label(b)}" for a, b in compared_pairs())
     return [f"Tested on the same samples, against plain, in the compared pairs ({pairs}), each memory against the "
             f"strong baselines (full context, BM25) and as {which} (pairs that answered every sample alike left out):",
             "", *lines]

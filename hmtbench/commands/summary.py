@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hmtbench.analysis.compare import gain
-from hmtbench.methods import BASELINE, method_label, paper_pairs
+from hmtbench.methods import BASELINE, compared_pairs, method_label
 from hmtbench.results.schema import METRIC_DIRECTION
 
 
@@ -31,7 +31,7 @@ def print_method_table(rows: list[dict[str, Any]], console: Console | None = Non
         cells = (f"{row['ppl']:.3f}", f"{row['bpb']:.4f}", delta_text, f"{row['tokens_per_s']:,.0f}", gpu)
         table.add_row(row["method"], *cells, f"{row['added_params']:,}")
     console.print(table)
-    for method, reference in paper_pairs():
+    for method, reference in compared_pairs():
         if method in by_method and reference in by_method:
             delta = ppl_gain(by_method[reference]["ppl"], by_method[method]["ppl"])
             if delta is not None:

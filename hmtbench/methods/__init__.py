@@ -102,7 +102,7 @@ def method_label(name: str) -> str:
     return method_class(name).label if name in _registry() else name
 
 
-def paper_pairs() -> list[tuple[str, str]]:
+def compared_pairs() -> list[tuple[str, str]]:
     """(method, reference) pairs every table reports deltas for, e.g. ("hmt", "rmt"): HMT vs RMT, %."""
     return [(name, reference) for name in _registry() for reference in method_class(name).compared_with]
 
