@@ -96,11 +96,16 @@ def test_a_lengths_table_counts_answers_and_lists_the_paired_tests(tmp_path: Pat
                                                       "| 2 | HMT (LoRA) | 75/100 [66–82%] |"]
     assert "- 4k: #2 vs #1 (plain) +15 / -0 of 100, p = 6.1e-05" in document.splitlines()
     assert "100 samples per cell" in document and "seed 1 (one seed)" in document
+    assert "compared pairs" not in document  # HMT's pairs need RMT or ARMT in the table
     write_spec(results, headline="Passkey", sections=[{"title": "Passkey", "tables": [
         {"records": ["qa"], "metric": "exact_match", "layout": "lengths"}]}])
     _, block = build_report([results], tmp_path / "docs" / "results.md", tmp_path / "README.md", warn=lambda m: None)
     assert "| 2 | HMT (LoRA) |" in block and "vs #1" not in block  # the README's block points to the tests
     assert "Paired tests of these rows on the same samples, seed by seed: [docs/results.md](docs/results.md)." in block
+    write_qa_run(results / "qa", "rmt", [1] * 50 + [0] * 50, seed=1, docs=100, checkpoint="runs/rmt",
+                 train_mode="lora")
+    document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
+    assert "in the compared pairs (HMT vs RMT), each memory" in document
 
 
 def test_cells_of_one_length_on_other_samples_are_named_and_never_paired(tmp_path: Path) -> None:
