@@ -316,11 +316,13 @@ def report(
 def plot(
     paths: ResultPaths = None,
     figure: Annotated[str | None, opt("ppl-bars | accuracy-vs-length | depth-heatmap | ppl-vs-position | "
-                                      "memory-vs-length | quality-vs-params (comma-separated).")] = None,
+                                      "memory-vs-length | quality-vs-params | training-curve (comma-separated; "
+                                      "training-curve reads the runs' log.jsonl).")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Every figure the results support.")] = False,
     out: FiguresOut = "figures",
     backbone: OnlyBackbones = None, dataset: OnlyDatasets = None, method: OnlyMethods = None,
-    metric: Annotated[str | None, opt("Draw this metric instead of the figure's own (e.g. bpb for ppl-bars).")] = None,
+    metric: Annotated[str | None, opt("Draw this metric instead of the figure's own (e.g. bpb for ppl-bars; loss, "
+                                      "exact or grad_norm for training-curve).")] = None,
     include_failed: IncludeFailed = False,
 ) -> None:
     """The paper's figures from result records, as PNG and PDF.
@@ -332,6 +334,8 @@ def plot(
         hmtbench plot results/ --figure ppl-bars --out my-figures/
 
         hmtbench plot results/ --figure memory-vs-length --backbone smollm2-135m
+
+        hmtbench plot runs/rmt-official --figure training-curve
     """
     from hmtbench.analysis.plot import run_plot
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hmtbench.analysis import bars, draw, qa
+from hmtbench.analysis import bars, curves, draw, qa
 from hmtbench.analysis.compare import Comparison, build, inventory
 from hmtbench.analysis.draw import FigureUnsupported
 from hmtbench.analysis.lines import Line, LinePanel, line_figure, series_lines
@@ -28,6 +28,8 @@ FIGURES = {
     "ppl-vs-position": "perplexity against position in the document, per method",
     "memory-vs-length": "peak GPU memory against context length: memory methods vs the full-context backbone",
     "quality-vs-params": "quality against total and added parameters, per method across backbones",
+    "training-curve": "a training run's logged metric (exact on keys in earlier segments) against tokens trained, "
+                      "from the log.jsonl of the runs under the paths (not part of --paper)",
 }
 LENGTHS = ("test_length", "context_length")
 
@@ -182,6 +184,15 @@ def figure(frame: pd.DataFrame, name: str, metric: str | None = None) -> Figure:
         return DRAWERS[name](frame, metric)
 
 
+CURVES = "training-curve"
+
+
+def training_curve(paths: Sequence[str | Path], metric: str | None = None) -> Figure:
+    found = curves.find_curves(paths, metric or "exact_earlier")
+    with matplotlib.rc_context(draw.STYLE):
+        return curves.curve_figure(found, metric or "exact_earlier")
+
+
 def run_plot(paths: Sequence[str | Path], names: Sequence[str], out: str | Path, paper: bool = False,
              filters: dict[str, str | None] | None = None, metric: str | None = None, include_failed: bool = False,
              warn: Callable[[str], None] | None = None) -> list[Path]:
@@ -189,15 +200,18 @@ def run_plot(paths: Sequence[str | Path], names: Sequence[str], out: str | Path,
     if not names and not paper:
         raise HmtbenchError(f"name a --figure ({', '.join(FIGURES)}) or use --paper for all of them")
     for name in names:
-        if name not in DRAWERS:
-            raise unknown_choice("--figure", name, DRAWERS)
+        if name not in FIGURES:
+            raise unknown_choice("--figure", name, FIGURES)
     warn = warn or print
-    frame = select(load_results(paths, warn), filters or {}, include_failed, warn)
-    if frame.empty:
-        raise HmtbenchError("no runs are left after the filters")
     drawn: dict[str, Figure] = {}
+    if CURVES in names:  # drawn from the runs' logs, and only when asked for: not one of the paper's figures
+        drawn[CURVES] = training_curve(paths, metric)
     skipped: list[str] = []
-    for name in list(names) or list(FIGURES):
+    records = [name for name in list(names) or list(DRAWERS) if name != CURVES]
+    frame = select(load_results(paths, warn), filters or {}, include_failed, warn) if records else pd.DataFrame()
+    if records and frame.empty:
+        raise HmtbenchError("no runs are left after the filters")
+    for name in records:
         try:
             drawn[name] = figure(frame, name, metric)
         except FigureUnsupported as err:
