@@ -166,7 +166,7 @@ def eval_qa(
 def train(
     ctx: typer.Context, recipe: Recipe = None, set_: Sets = None,
     resume: Annotated[str | None, opt("Continue the run in this folder exactly where it stopped (only "
-                                      "--max-minutes, --out and --device may be given with it).")] = None,
+                                      "--max-minutes, --compile, --out and --device may be given with it).")] = None,
 ) -> None:
     """Train a method (HMT: stage 1, stage 2, or both back to back), or LoRA on a plain backbone.
 

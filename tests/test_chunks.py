@@ -115,7 +115,7 @@ def test_a_token_budget_ends_the_run_complete_at_the_first_step_that_reaches_it(
         run_train(spent)
 
 
-def test_resume_takes_a_new_time_budget_and_results_folder_and_nothing_else(corpus: str, tmp_path: Path) -> None:
+def test_resume_takes_a_new_time_budget_compile_flag_and_results_folder_only(corpus: str, tmp_path: Path) -> None:
     config = config_for(corpus, tmp_path, max_minutes=5.0)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text(__import__("hmtbench.config").config.dump_yaml(config))
@@ -123,7 +123,9 @@ def test_resume_takes_a_new_time_budget_and_results_folder_and_nothing_else(corp
     assert load_run_config(str(tmp_path / "run"), {"train": {"max_minutes": 9}}).train.max_minutes == 9
     assert load_run_config(str(tmp_path / "run"), {"out": "elsewhere"}).out == "elsewhere"
     assert load_run_config(str(tmp_path / "run"), {"device": "cpu"}).device == "cpu"
-    with pytest.raises(HmtbenchError, match="only --max-minutes, --out and --device apply, got segment_length, tr"):
+    assert load_run_config(str(tmp_path / "run"), {"train": {"compile": True}}).train.compile is True
+    assert load_run_config(str(tmp_path / "run"), {"train": {"compile": None}}).train.compile is False  # as saved
+    with pytest.raises(HmtbenchError, match="only --max-minutes, --compile, --out and --device apply, got segment_le"):
         load_run_config(str(tmp_path / "run"), {"train": {"lr": 1.0}, "segment_length": 32})
     (tmp_path / "run").rename(tmp_path / "moved")  # carried to another machine between chunks
     assert load_run_config(str(tmp_path / "moved")).output_dir == str(tmp_path / "moved")

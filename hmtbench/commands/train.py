@@ -55,11 +55,15 @@ def train_config(given: dict[str, Any], recipe: str | None = None) -> TrainConfi
     return configs[0]
 
 
+CHUNK_SETTINGS = ("max_minutes", "compile")  # train settings a resumed chunk may set for itself
+
+
 def load_run_config(resume: str, given: dict[str, Any] | None = None) -> TrainConfig:
     """The run's settings from its ``config.yaml``, to go on with, in the folder named (wherever the run was
     started: a moved or copied run goes on where it now is). Of the settings ``given`` with --resume only the
-    chunk's own apply, ``train.max_minutes``, ``out`` (where its records and ledger line go) and ``device``;
-    anything else would make the run another one."""
+    chunk's own apply, ``train.max_minutes``, ``train.compile`` (a chunk may go on eager where compilation failed,
+    or compiled: the same computation, rounded otherwise), ``out`` (where its records and ledger line go) and
+    ``device``; anything else would make the run another one."""
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
         raise HmtbenchError(
@@ -68,15 +72,14 @@ def load_run_config(resume: str, given: dict[str, Any] | None = None) -> TrainCo
     config = dataclasses.replace(from_dict(TrainConfig, load_yaml(path)), output_dir=resume)
     given = dict(given or {})
     chunk = dict(given.pop("train", None) or {})
-    max_minutes = chunk.pop("max_minutes", None)
+    own_chunk = {key: chunk.pop(key) for key in CHUNK_SETTINGS if chunk.get(key) is not None}
+    chunk = {key: value for key, value in chunk.items() if value is not None}
     own = {key: given.pop(key) for key in ("out", "device") if key in given}
     others = sorted([*given, *(f"train.{key}" for key in chunk)])
     if others:
         raise HmtbenchError(f"--resume continues {resume} with its own settings ({CONFIG_FILE}); of the others only "
-                            f"--max-minutes, --out and --device apply, got {', '.join(others)}")
-    if max_minutes is not None:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_minutes=max_minutes))
-    return dataclasses.replace(config, **own)
+                            f"--max-minutes, --compile, --out and --device apply, got {', '.join(others)}")
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **own_chunk), **own)
 
 
 def run_train(config: TrainConfig, command_line: list[str] | None = None, resume: str | None = None) -> list[dict]:

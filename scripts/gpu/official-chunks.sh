@@ -13,6 +13,7 @@
 #                                                           their first chunk)
 #   bash scripts/gpu/official-chunks.sh train WORK METHOD MINUTES   one chunk of METHOD's (rmt | hmt) recipe: starts
 #                                                           WORK/runs/METHOD-official (with --compile) or resumes it
+#                                                           (COMPILE=0: this chunk eager; COMPILE=1: compiled)
 #   bash scripts/gpu/official-chunks.sh pack WORK METHOD OUT        what the next chunk resumes from (the unfinished
 #                                                           stage's last checkpoint, else the last stage's final), the
 #                                                           logs, records and ledger: one tarball in parts of 15 MiB
@@ -53,11 +54,13 @@ train)
   work=$2 method=$3 minutes=$4
   run=$work/runs/$method-official
   mkdir -p "$work/logs"
+  compile=()  # COMPILE=0 runs this chunk eager, COMPILE=1 compiled; unset: a new run compiles, a resumed one as it ran
+  case ${COMPILE:-} in 1) compile=(--compile) ;; 0) compile=(--no-compile) ;; esac
   if [ -f "$run/config.yaml" ]; then
-    flags=(--resume "$run")
+    flags=(--resume "$run" "${compile[@]}")
   else
-    flags=(--recipe "recipes/smollm2-135m-passkey-$method-official.yaml" --compile --output-dir "$run"
-           --out "$work/results/train")
+    flags=(--recipe "recipes/smollm2-135m-passkey-$method-official.yaml" "${compile[@]:---compile}"
+           --output-dir "$run" --out "$work/results/train")
   fi
   # loading, compiling and the final saves: up to ~2 minutes beyond --max-minutes
   timeout -k 5 "$(python3 -c "print(int($minutes * 60 + 120))")" python3 -m hmtbench train "${flags[@]}" \
