@@ -305,4 +305,6 @@ def test_scores_with_the_cache_sized_to_the_longest_document_equal_the_n_slot_ca
         model.most_tokens = 6 * s
         assert model.cache_slots == 8 < 64
         sized, _ = score_segments(model, batch)
-    torch.testing.assert_close(sized, unbounded, rtol=0, atol=0)
+    # equal up to fp32 rounding: the recall's reductions over 8 or 64 slots may be blocked differently by the CPU's
+    # kernels (bitwise equal on AVX2, 2e-6 apart in one of 18 sums on an AVX-512 / AMX machine)
+    torch.testing.assert_close(sized, unbounded, rtol=1e-6, atol=1e-5)
