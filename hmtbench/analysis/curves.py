@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from matplotlib.figure import Figure
 
 from hmtbench.analysis import draw
 from hmtbench.analysis.draw import FigureUnsupported
+from hmtbench.config import load_yaml
 from hmtbench.errors import unknown_choice
 from hmtbench.methods import method_names
 
@@ -21,6 +21,7 @@ CURVE_METRICS = {  # log.jsonl fields a curve can show
     "exact_earlier": "exact, keys in earlier segments", "exact": "exact", "loss": "training loss",
     "grad_norm": "gradient norm", "lr": "learning rate", "tokens_per_s": "tokens / s",
 }
+DEFAULT_METRIC = "exact_earlier"
 SMOOTHING = 8  # logged points in each point's trailing mean (a logged batch's exact share is a noisy sample)
 
 
@@ -34,7 +35,7 @@ class Curve:
     segments: np.ndarray  # the curriculum level at each logged step
 
 
-def find_curves(paths: Sequence[str | Path], metric: str = "exact_earlier") -> list[Curve]:
+def find_curves(paths: Sequence[str | Path], metric: str = DEFAULT_METRIC) -> list[Curve]:
     """A curve per run folder under ``paths`` (its stage folders' logs joined in the order of their tokens);
     logged steps repeated by a resumed chunk count once, as last logged."""
     if metric not in CURVE_METRICS:
@@ -58,7 +59,7 @@ def find_curves(paths: Sequence[str | Path], metric: str = "exact_earlier") -> l
     return curves
 
 
-def curve_figure(curves: list[Curve], metric: str = "exact_earlier", smoothing: int = SMOOTHING) -> Figure:
+def curve_figure(curves: list[Curve], metric: str = DEFAULT_METRIC, smoothing: int = SMOOTHING) -> Figure:
     """A panel per recipe (a line per run: its seeds), coloured by method; the logged values faint, their trailing
     mean over ``smoothing`` points drawn; a tick where the curriculum moves to more segments."""
     if not curves:
@@ -90,13 +91,15 @@ def curve_figure(curves: list[Curve], metric: str = "exact_earlier", smoothing: 
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Each point's mean over itself and the ``window - 1`` before it (fewer at the start), missing values skipped."""
     present = ~np.isnan(values)
-    sums = np.cumsum(np.where(present, values, 0.0))
-    counts = np.cumsum(present)
-    before = np.arange(len(values)) - window
-    sums = sums - np.where(before >= 0, sums[np.maximum(before, 0)], 0.0)
-    counts = counts - np.where(before >= 0, counts[np.maximum(before, 0)], 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+
+    def window_sums(x: np.ndarray) -> np.ndarray:
+        totals = np.concatenate([[0.0], np.cumsum(x)])
+        return totals[ends] - totals[starts]
+
+    sums, counts = window_sums(np.where(present, values, 0.0)), window_sums(present)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def level_starts(curve: Curve) -> list[tuple[float, int]]:
@@ -119,7 +122,7 @@ def _method(run: Path, logs: list[Path], recipe: str | None) -> str:
     """The run's method: its config.yaml, else a checkpoint of one of its stages, else a word of its recipe's name."""
     config = run / "config.yaml"
     if config.is_file():
-        found = ((yaml.safe_load(config.read_text()) or {}).get("method") or {}).get("name")
+        found = (load_yaml(config).get("method") or {}).get("name")
         if found:
             return found
     for checkpoint in (c for log in logs for c in sorted(log.parent.glob("*/checkpoint.json"))):

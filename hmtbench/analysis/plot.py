@@ -188,9 +188,10 @@ CURVES = "training-curve"
 
 
 def training_curve(paths: Sequence[str | Path], metric: str | None = None) -> Figure:
-    found = curves.find_curves(paths, metric or "exact_earlier")
+    metric = metric or curves.DEFAULT_METRIC
+    found = curves.find_curves(paths, metric)
     with matplotlib.rc_context(draw.STYLE):
-        return curves.curve_figure(found, metric or "exact_earlier")
+        return curves.curve_figure(found, metric)
 
 
 def run_plot(paths: Sequence[str | Path], names: Sequence[str], out: str | Path, paper: bool = False,

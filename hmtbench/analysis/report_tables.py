@@ -269,8 +269,7 @@ def _length_tests(table: Comparison, row_of: dict[tuple, int], names: dict[str, 
     if not lines:
         return []
     which = "any two rows of one method" if variants == "all" else "one checkpoint under two settings"
-    present = {method for row in table.rows for method in row.cells}
-    pairs = ", ".join(f"{method_label(a)} vs {method_label(b)}" for a, b in compared_pairs() if {a, b} <= present)
+    pairs = ", ".join(f"{method_label(a)} vs {method_label(b)}" for a, b in table.pairs if (a, b) in compared_pairs())
     compared = f"in the compared pairs ({pairs}), " if pairs else ""
     return [f"Tested on the same samples, against plain, {compared}each memory against the "
             f"strong baselines (full context, BM25) and as {which} (pairs that answered every sample alike left out):",

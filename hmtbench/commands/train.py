@@ -72,8 +72,7 @@ def load_run_config(resume: str, given: dict[str, Any] | None = None) -> TrainCo
     config = dataclasses.replace(from_dict(TrainConfig, load_yaml(path)), output_dir=resume)
     given = dict(given or {})
     chunk = dict(given.pop("train", None) or {})
-    own_chunk = {key: chunk.pop(key) for key in CHUNK_SETTINGS if chunk.get(key) is not None}
-    chunk = {key: value for key, value in chunk.items() if value is not None}
+    own_chunk = {key: value for key in CHUNK_SETTINGS if (value := chunk.pop(key, None)) is not None}
     own = {key: given.pop(key) for key in ("out", "device") if key in given}
     others = sorted([*given, *(f"train.{key}" for key in chunk)])
     if others:
