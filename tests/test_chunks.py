@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hmtbench.checkpoints import load_tensors
-from hmtbench.commands.train import load_run_config, run_train
+from hmtbench.commands.train import describe_stage, load_run_config, run_train
 from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
 from hmtbench.results.ledger import read_ledger
@@ -46,9 +46,14 @@ def test_chunks_of_max_minutes_resume_bit_for_bit_and_keep_the_token_count(corpu
     leaves a ledger line, and their tokens add up to the run's."""
     run_train(config_for(corpus, tmp_path / "a"))
     chunked = config_for(corpus, tmp_path / "b", max_minutes=1e-9, max_file_mb=1.0)
-    run_train(chunked)
+    [first] = run_train(chunked)
+    assert describe_stage(first).startswith("rmt stopped: final loss ")
+    assert describe_stage(first).endswith(" at step 2 of 6")
     for _ in range(2):
-        run_train(load_run_config(chunked.output_dir, {"train": {"max_minutes": 1e-9}}), resume=chunked.output_dir)
+        [last] = run_train(load_run_config(chunked.output_dir, {"train": {"max_minutes": 1e-9}}),
+                           resume=chunked.output_dir)
+    assert describe_stage(last).startswith("rmt complete: final loss ")
+    assert describe_stage(last).endswith(" at step 6 (2 run now, resumed at step 4)")
     a, b = (tmp_path / x / "run" / "train" for x in "ab")
     straight, resumed = load_tensors(a / "final"), load_tensors(b / "final")
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -111,7 +111,7 @@ def test_ctrl_c_names_the_record_and_the_resume_command_and_the_resumed_log_has_
     args = ("--steps", "8", "--set", "train.checkpoint_every=4", "--segment-length", "24")
     straight = train(corpus, tmp_path / "a" / "run", *args)
     assert straight.exit_code == 0, straight.output
-    assert "rmt success: final loss" in straight.stdout and "at step 8\n" in straight.stdout
+    assert "rmt complete: final loss" in straight.stdout and "at step 8\n" in straight.stdout
 
     folder = tmp_path / "b" / "run"
     interrupt_at(monkeypatch, objectives, "window_loss", 7)  # Ctrl-C in step 7: steps 1-6 logged, 4 saved
@@ -127,7 +127,7 @@ def test_ctrl_c_names_the_record_and_the_resume_command_and_the_resumed_log_has_
     monkeypatch.undo()
     resumed = invoke(*shlex.split(resume_line.removeprefix("continue with: hmtbench ")))
     assert resumed.exit_code == 0, resumed.output
-    assert "rmt success: final loss" in resumed.stdout
+    assert "rmt complete: final loss" in resumed.stdout
     assert "at step 8 (4 run now, resumed at step 4)" in resumed.stdout, resumed.stdout
     steps = logged_steps(folder)
     assert [entry["step"] for entry in steps] == list(range(1, 9))  # steps 5 and 6 once, from the resumed run

@@ -206,14 +206,16 @@ def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_fr
                 append_ledger(config.out, row, stage.label, outcome)
     console.print(f"{label}: {outcome.stage_tokens:,} tokens in this stage, {row['train_tokens']:,} trained in all")
     # console only: the record holds the steps run
-    return {**row, "stage": label, "first_step": outcome.start, "end_step": outcome.end_step}
+    return {**row, "stage": label, "first_step": outcome.start, "end_step": outcome.end_step, "stage_steps": steps}
 
 
 def describe_stage(row: dict[str, Any]) -> str:
-    """The line that closes a stage: the step it ended at, and for a resumed stage the steps run now."""
-    start = row["first_step"]
+    """The line that closes a stage: complete, or where a chunk stopped; the step it ended at, and for a resumed
+    stage the steps run now."""
+    start, end, planned = row["first_step"], row["end_step"], row["stage_steps"]
+    state, of = ("complete", "") if end >= planned else ("stopped", f" of {planned}")
     resumed = f" ({row['steps']} run now, resumed at step {start})" if start else ""
-    return f"{row['stage']} {row['status']}: final loss {row['final_loss']:.4f} at step {start + row['steps']}{resumed}"
+    return f"{row['stage']} {state}: final loss {row['final_loss']:.4f} at step {end}{of}{resumed}"
 
 
 def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception, run: Path) -> str:

@@ -24,7 +24,7 @@
 # the model's staging parts). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
 set -euo pipefail
 step=$1
-export HMTBENCH_MODEL_DIR=/root/models HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+export HMTBENCH_MODEL_DIR=${HMTBENCH_MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 source scripts/gpu/parts.sh
 SHAPE=(--backbone smollm2-135m --method rmt --memory-tokens 10 --segment-length 512)
 
