@@ -222,7 +222,7 @@ def assert_same_tensors(a: Path, b: Path) -> None:
 def test_train_on_two_processes_then_resume_on_one(launch: tuple[Path, str], straight: Path) -> None:
     root, stdout = launch
     run = root / "two" / "run"
-    assert stdout.count("hmt stage 2 success") == 2  # this run and the resumed one, each reported once
+    assert stdout.count("hmt stage 2 complete") == 2  # this run and the resumed one, each reported once
     assert len(list((root / "two" / "results").glob("*.parquet"))) == 1
     reference = [json.loads(line)["loss"] for line in (straight / "stage2" / "log.jsonl").read_text().splitlines()]
     logged = [json.loads(line) for line in (run / "stage2" / "log.jsonl").read_text().splitlines()]  # rank 0 only
