@@ -13,6 +13,7 @@ from hmtbench.build import build_method, warn_if_untrained
 from hmtbench.checkpoints import tensors_sha256
 from hmtbench.config import to_json
 from hmtbench.errors import HmtbenchError
+from hmtbench.evaluation.attention import read_attention
 from hmtbench.fastpath import accelerate
 from hmtbench.methods import method_class
 from hmtbench.oom import HalvingBatches
@@ -74,6 +75,10 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
             if not (sweep and method_class(c.method.name).reads_whole_document):
                 raise
             console.print(f"[yellow]skipped[/] {c.method.name} at {config.context_length} tokens: {err}")
+    if config.memory_attention:  # before any evaluation: a method without a read slot has nothing to measure
+        for _, model in built:
+            if not (model.read_slot and model.memory_tokens):
+                raise HmtbenchError(f"memory_attention measures the memory read slot; --method {model.name} has none")
     for method_config, model in built:
         warn_if_untrained(model, config.checkpoint)
         model.eval()
@@ -93,13 +98,26 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
         if halving.retries:
             console.print(f"[yellow]{name}: out of device memory, {halving.retries} times: batches of "
                           f"{config.batch_size} were read {halving.size} at a time[/]")
+        attention = _read_attention(model, prepared, method_config.memory_attention)
         measured.wall_s += earlier_wall_s  # the batches an interrupted run scored count with the time they took
         resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
         row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started,
-                     resumed_samples=len(done), halving=halving)
+                     resumed_samples=len(done), halving=halving, extra=attention)
         partial.remove()
         rows.append(row)
     return rows
+
+
+def _read_attention(model, prepared: list[PreparedSample], samples: int) -> dict[str, Any]:
+    """The read slot's share of attention (``--set memory_attention=N``) over the cell's first N samples, as record
+    columns; nothing when off."""
+    if not samples:
+        return {}
+    chosen = prepared[:samples]
+    with console.status(f"{model.name}: attention on the read slot, {len(chosen)} samples (eager)"):
+        measured = read_attention(model, [p.prompt_ids for p in chosen], [p.answer_ids for p in chosen])
+    console.print(f"{model.name}: {measured.summary()}")
+    return measured.columns()
 
 
 def _partial_run(config: QAConfig, prepared: list[PreparedSample], resume: bool) -> PartialRun:
@@ -128,6 +146,8 @@ def _check(configs: list[QAConfig]) -> None:
                         ("--context-length", config.context_length)):
         if value is not None and value < 1:
             raise HmtbenchError(f"{flag} must be positive, got {value}")
+    if config.memory_attention < 0:
+        raise HmtbenchError(f"memory_attention must be 0 (off) or a number of samples, got {config.memory_attention}")
     if config.split not in EVAL_SPLITS:
         raise HmtbenchError(f"--split must be validation or test, got '{config.split}'")
     check_split(config.task, config.split)
@@ -135,7 +155,7 @@ def _check(configs: list[QAConfig]) -> None:
 
 def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, measured: Measure,
            prepared: list[PreparedSample], skipped: int, command_line, started, resumed_samples: int = 0,
-           halving: HalvingBatches | None = None) -> dict[str, Any]:
+           halving: HalvingBatches | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     name = model.name
     run_id = new_run_id("eval-qa", name, started)
     out = Path(config.out)
@@ -143,6 +163,7 @@ def _write(config: QAConfig, task: Task, model, backbone, result: QAResult, meas
     row = _record(config, task, model, backbone, result, measured, prepared, command_line, started)
     row.update(qa_columns(result.records, [[*p.prompt_ids.tolist(), *p.answer_ids] for p in prepared]))
     row.update(run_id=run_id, docs_skipped=skipped, predictions_file=str(predictions), resumed_samples=resumed_samples)
+    row.update(extra or {})
     if halving is not None:
         row.update(batch_size=halving.size, oom_retries=halving.retries)
     if not distributed.is_main():  # every rank holds the same numbers; rank 0 writes them

@@ -34,6 +34,9 @@ class QAConfig(RunSettings):
     batch_size: int = setting(16, "Samples read, scored and decoded together.")
     decode: bool = setting(True, "Greedy answers by free decoding (stopped by the end id, a line break for one-line "
                                  "tasks, or --max-new-tokens); --no-decode: the teacher-forced argmax alone.")
+    memory_attention: int = setting(0, "Samples of each cell whose attention on the memory read slot is measured, per "
+                                       "layer, in an eager pass after the evaluation (record columns read_attention*); "
+                                       "0: off.")
     engine: EngineOptions = field(default_factory=EngineOptions)
     checkpoint: str | None = setting(None, "Folder written by `hmtbench train`: its tensors, and the settings you "
                                            "do not give (backbone too).")

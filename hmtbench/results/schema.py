@@ -123,6 +123,15 @@ COLUMNS: list[Column] = [
            "their teacher-forced exact match"),
     Column("resumed_samples", "Int64", "eval-qa --resume: samples whose records an interrupted run of the same "
            "evaluation had scored (their batches' time is in wall_s)"),
+    Column("read_attention", "object", "eval-qa --set memory_attention=N: list per layer, the mean share of attention "
+           "on the memory read slot at the positions that predict answer tokens (heads averaged)"),
+    Column("read_attention_uniform", "object", "list per layer: that share were those queries to attend uniformly "
+           "to the keys they see (m / (q + 1))"),
+    Column("read_attention_text", "object", "list per layer: the read slot's share at every real text position of "
+           "every segment"),
+    Column("read_attention_text_uniform", "object", "list per layer: the uniform share at those positions"),
+    Column("read_attention_samples", "Int64", "samples the read_attention columns were measured on (the cell's "
+           "first)"),
     Column("by_depth", "object", 'needle tasks: list of {"depth", "n", "accuracy", "exact_match"} per needle depth'),
     Column("predictions_file", "string", "JSONL of per-sample predictions"),
     # --- training (train)

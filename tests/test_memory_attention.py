@@ -1,0 +1,99 @@
+"""The read slot's share of attention (``evaluation.attention``): against the backbone's own eager attention weights,
+its uniform reference, its refusals, and through eval-qa into the record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hmtbench.backbones.tiny import tiny_model
+from hmtbench.cli import app
+from hmtbench.errors import HmtbenchError
+from hmtbench.evaluation.attention import eager_attention, read_attention
+from hmtbench.qa.answers import qa_batch
+from tests.conftest import ARCHITECTURES, build_method
+
+SETTINGS = {"segment_length": 24, "memory_tokens": 2, "sensory_tokens": 3, "recall_hidden_dim": 16,
+            "recall_context": 4}
+
+
+def prompts_and_answers(lengths: list[int], answer: int = 3, seed: int = 0) -> tuple[list, list]:
+    generator = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(0, 256, (n,), generator=generator) for n in lengths]
+    return prompts, [torch.randint(0, 256, (answer,), generator=generator).tolist() for _ in lengths]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_one_segment_equals_the_backbones_own_attention_weights(architecture: str) -> None:
+    """A prompt and answer within one segment: the shares are the backbone's eager attention weights (HF's
+    ``output_attentions``) summed over the read slot at the positions the answer layout says."""
+    model = build_method("rmt", tiny_model(architecture), SETTINGS).eval()
+    m, prompt_length, answer_length = 2, 6, 3  # S = 20: the prompt ends 12 positions (ANSWER_ROOM) before it
+    prompts, answers = prompts_and_answers([prompt_length], answer_length)
+    measured = read_attention(model, prompts, answers)
+
+    batch = qa_batch(prompts, answers, model.segment_tokens, model.device)
+    assert batch.segments.shape[1] == 1
+    state = model.initial_state(1)
+    read = model._read(state, batch.segments[:, 0], batch.lengths[:, 0], None)
+    with torch.no_grad(), eager_attention(model.backbone):
+        weights = model.backbone(inputs_embeds=read.embeds, output_attentions=True, use_cache=False).attentions
+    real = prompt_length + answer_length
+    start = read.text_start + int(torch.nonzero(batch.segments[0, 0] == prompts[0][0])[0])
+    answer_queries = range(start + prompt_length - 1, start + real - 1)  # each predicts the next, an answer token
+    text_queries = range(read.text_start, read.text_start + int(batch.lengths[0, 0]))
+    for layer, layer_weights in enumerate(weights):
+        share = layer_weights[0, :, :, :m].sum(-1).mean(0)  # (T,): over the slot, then the heads
+        assert measured.answer[layer] == pytest.approx(float(share[list(answer_queries)].mean()), abs=1e-6)
+        assert measured.text[layer] == pytest.approx(float(share[list(text_queries)].mean()), abs=1e-6)
+    assert measured.answer_uniform == pytest.approx([sum(m / (q + 1) for q in answer_queries) / answer_length] * 2)
+    assert measured.samples == 1 and len(measured.answer) == model.backbone.config.num_hidden_layers
+
+
+@pytest.mark.parametrize("name", ["rmt", "hmt"])
+def test_many_segments_and_ragged_rows_give_shares_between_0_and_1(name: str, llama: torch.nn.Module) -> None:
+    """Every segment of every row counts once: a longer context moves the text shares, the answer queries' uniform
+    reference falls with their position, and the backbone's attention comes back as it was."""
+    model = build_method(name, llama, {**SETTINGS, "memory_tokens": 2 if name == "rmt" else 1}).eval()
+    before = model.backbone.config._attn_implementation
+    prompts, answers = prompts_and_answers([70, 45, 20])
+    measured = read_attention(model, prompts, answers)
+    assert model.backbone.config._attn_implementation == before
+    for values in (measured.answer, measured.text, measured.answer_uniform, measured.text_uniform):
+        assert len(values) == 2 and all(0 < v < 1 for v in values)
+    slot = model.memory_tokens
+    segment = model.segment_length
+    assert slot / segment < measured.answer_uniform[0] < slot / (slot + model.sensory_tokens)
+    alone = read_attention(model, prompts[2:], answers[2:])
+    assert alone.text != pytest.approx(measured.text)
+
+
+@pytest.mark.parametrize("name", ["plain", "overlap", "armt"])
+def test_a_method_without_a_read_slot_is_refused(name: str, llama: torch.nn.Module) -> None:
+    model = build_method(name, llama, SETTINGS).eval()
+    prompts, answers = prompts_and_answers([30])
+    with pytest.raises(HmtbenchError, match=f"--method {name} has none"):
+        read_attention(model, prompts, answers)
+
+
+def test_eval_qa_records_the_shares_and_refuses_before_evaluating(tmp_path: Path) -> None:
+    common = ["eval-qa", "--backbone", "random:llama", "--segment-length", "64", "--task", "passkey",
+              "--context-length", "300", "--limit", "3", "--max-new-tokens", "2"]
+    out = tmp_path / "results"
+    result = CliRunner().invoke(app, [*common, "--method", "rmt", "--set", "memory_attention=2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "answer queries' attention on the read slot" in result.output
+    [record] = [pd.read_parquet(p).iloc[0] for p in out.glob("*.parquet")]
+    assert record["read_attention_samples"] == 2
+    assert len(record["read_attention"]) == len(record["read_attention_text_uniform"]) == 2  # the tiny model's layers
+    assert all(0 < v < 1 for v in record["read_attention"])
+
+    refused = tmp_path / "refused"
+    result = CliRunner().invoke(app, [*common, "--method", "rmt,plain", "--set", "memory_attention=2",
+                                      "--out", str(refused)])
+    assert result.exit_code == 2 and "--method plain has none" in result.output
+    assert not refused.exists()  # nothing evaluated, nothing written
