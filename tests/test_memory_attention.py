@@ -14,7 +14,10 @@ from hmtbench.backbones.tiny import tiny_model
 from hmtbench.cli import app
 from hmtbench.errors import HmtbenchError
 from hmtbench.evaluation.attention import eager_attention, read_attention
-from hmtbench.qa.answers import qa_batch
+from hmtbench.evaluation.memory_swap import MemorySwap, memory_swap
+from hmtbench.generation import greedy_generate
+from hmtbench.methods.state import select_rows
+from hmtbench.qa.answers import answer_pass, first_answer_segment, qa_batch
 from tests.conftest import ARCHITECTURES, build_method
 
 SETTINGS = {"segment_length": 24, "memory_tokens": 2, "sensory_tokens": 3, "recall_hidden_dim": 16,
@@ -84,16 +87,72 @@ def test_eval_qa_records_the_shares_and_refuses_before_evaluating(tmp_path: Path
     common = ["eval-qa", "--backbone", "random:llama", "--segment-length", "64", "--task", "passkey",
               "--context-length", "300", "--limit", "3", "--max-new-tokens", "2"]
     out = tmp_path / "results"
-    result = CliRunner().invoke(app, [*common, "--method", "rmt", "--set", "memory_attention=2", "--out", str(out)])
+    result = CliRunner().invoke(app, [*common, "--method", "rmt", "--set", "memory_attention=2",
+                                      "--set", "memory_swap=3", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert "memory swap over 3 samples" in result.output
     assert "answer queries' attention on the read slot" in result.output
     [record] = [pd.read_parquet(p).iloc[0] for p in out.glob("*.parquet")]
     assert record["read_attention_samples"] == 2
     assert len(record["read_attention"]) == len(record["read_attention_text_uniform"]) == 2  # the tiny model's layers
     assert all(0 < v < 1 for v in record["read_attention"])
+    assert record["swap_samples"] == 3 and 0 <= record["swap_donor_exact_swapped"] <= 1
+    assert record["swap_own_exact"] == pytest.approx(record["teacher_forced_exact"])  # the same 3 samples, unswapped
 
     refused = tmp_path / "refused"
     result = CliRunner().invoke(app, [*common, "--method", "rmt,plain", "--set", "memory_attention=2",
                                       "--out", str(refused)])
     assert result.exit_code == 2 and "--method plain has none" in result.output
     assert not refused.exists()  # nothing evaluated, nothing written
+
+
+@pytest.mark.parametrize("name", ["rmt", "hmt", "armt"])
+def test_a_swapped_state_is_reading_the_donors_context(name: str, llama: torch.nn.Module) -> None:
+    """Row r's answer segment opening with row r + 1's state predicts what a prompt made of row r + 1's earlier
+    segments and row r's answer segment predicts: the swap moves exactly what the earlier segments left."""
+    model = build_method(name, llama, {**SETTINGS, "memory_tokens": 2 if name == "rmt" else 1}).eval()
+    if name == "armt":  # its value projection starts at zero: an untrained ARMT writes nothing
+        torch.nn.init.normal_(model.value, std=0.05, generator=torch.Generator().manual_seed(0))
+    prompts, answers = prompts_and_answers([55, 55, 55], answer=4, seed=3)
+    donors = torch.tensor([1, 2, 0])
+    batch = qa_batch(prompts, answers, model.segment_tokens, model.device, model.sensory_tokens)
+    first = first_answer_segment(batch)
+    opens = int(batch.lengths[0, :first].sum())  # prompt tokens before the answer's segment (one layout for all)
+    chimeras = [torch.cat([prompts[int(d)][:opens], p[opens:]]) for p, d in zip(prompts, donors, strict=True)]
+    with torch.inference_mode():
+        swapped = answer_pass(model, model, batch, first_answer=first,
+                              edit_state=lambda i, s: select_rows(s, donors) if i == first else s)
+        rebuilt = qa_batch(chimeras, answers, model.segment_tokens, model.device, model.sensory_tokens)
+        reference = answer_pass(model, model, rebuilt)
+        own = answer_pass(model, model, batch)
+    assert torch.equal(swapped[1], reference[1])  # the argmax, and the answers' NLL
+    torch.testing.assert_close(swapped[0], reference[0], rtol=1e-5, atol=1e-5)
+    assert (swapped[0] - own[0]).abs().max() > 1e-4, (swapped[0] - own[0])  # the state matters: the test can fail
+
+
+def test_the_donors_answer_is_what_its_state_makes_the_row_say_and_plain_never_moves(llama: torch.nn.Module) -> None:
+    """Gold answers chosen so that the donor's answer is the greedy continuation of the row's chimera (the donor's
+    earlier segments, the row's answer segment): every swapped row gives the donor's answer. Plain carries nothing:
+    a swap leaves every answer its own."""
+    model = build_method("rmt", llama, SETTINGS).eval()
+    prompts, _ = prompts_and_answers([55, 55, 55, 55], seed=5)
+    batch = qa_batch(prompts, [[0, 0, 0]] * 4, model.segment_tokens, model.device)
+    opens = int(batch.lengths[0, :first_answer_segment(batch)].sum())
+    answers: list[list[int]] = [[]] * 4
+    for row in range(4):
+        donor = (row + 1) % 4
+        chimera = torch.cat([prompts[donor][:opens], prompts[row][opens:]])
+        answers[donor] = greedy_generate(model, chimera, 3).token_ids
+    measured = memory_swap(model, prompts, answers)
+    assert measured.donor_swapped == 1.0 and measured.samples == 4
+    assert measured.own < 1.0  # the answers are not the rows' own continuations: the count can fail
+
+    plain = build_method("plain", llama, SETTINGS).eval()
+    answers = [greedy_generate(plain, p, 3).token_ids for p in prompts]
+    assert memory_swap(plain, prompts, answers) == MemorySwap(1.0, 1.0, 0.0, 4)
+
+
+def test_swap_needs_two_samples(llama: torch.nn.Module) -> None:
+    prompts, answers = prompts_and_answers([30])
+    with pytest.raises(HmtbenchError, match="at least 2 samples"):
+        memory_swap(build_method("rmt", llama, SETTINGS), prompts, answers)

@@ -14,6 +14,7 @@ from hmtbench.checkpoints import tensors_sha256
 from hmtbench.config import to_json
 from hmtbench.errors import HmtbenchError
 from hmtbench.evaluation.attention import read_attention
+from hmtbench.evaluation.memory_swap import memory_swap
 from hmtbench.fastpath import accelerate
 from hmtbench.methods import method_class
 from hmtbench.oom import HalvingBatches
@@ -98,26 +99,29 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
         if halving.retries:
             console.print(f"[yellow]{name}: out of device memory, {halving.retries} times: batches of "
                           f"{config.batch_size} were read {halving.size} at a time[/]")
-        attention = _read_attention(model, prepared, method_config.memory_attention)
+        diagnostics = _memory_diagnostics(model, prepared, method_config)
         measured.wall_s += earlier_wall_s  # the batches an interrupted run scored count with the time they took
         resolved = dataclasses.replace(method_config, method=model.config, max_new_tokens=max_new)
         row = _write(resolved, task, model, backbone, result, measured, prepared, skipped, command_line, started,
-                     resumed_samples=len(done), halving=halving, extra=attention)
+                     resumed_samples=len(done), halving=halving, extra=diagnostics)
         partial.remove()
         rows.append(row)
     return rows
 
 
-def _read_attention(model, prepared: list[PreparedSample], samples: int) -> dict[str, Any]:
-    """The read slot's share of attention (``--set memory_attention=N``) over the cell's first N samples, as record
-    columns; nothing when off."""
-    if not samples:
-        return {}
-    chosen = prepared[:samples]
-    with console.status(f"{model.name}: attention on the read slot, {len(chosen)} samples (eager)"):
-        measured = read_attention(model, [p.prompt_ids for p in chosen], [p.answer_ids for p in chosen])
-    console.print(f"{model.name}: {measured.summary()}")
-    return measured.columns()
+def _memory_diagnostics(model, prepared: list[PreparedSample], config: QAConfig) -> dict[str, Any]:
+    """The memory diagnostics asked for (``--set memory_attention=N``, ``--set memory_swap=N``) over the cell's first
+    N samples, as record columns; nothing when both are off."""
+    columns: dict[str, Any] = {}
+    for samples, measure, what in ((config.memory_attention, read_attention, "attention on the read slot"),
+                                   (config.memory_swap, memory_swap, "memory swap")):
+        if samples:
+            chosen = prepared[:samples]
+            with console.status(f"{model.name}: {what}, {len(chosen)} samples (eager)"):
+                measured = measure(model, [p.prompt_ids for p in chosen], [p.answer_ids for p in chosen])
+            console.print(f"{model.name}: {measured.summary()}")
+            columns.update(measured.columns())
+    return columns
 
 
 def _partial_run(config: QAConfig, prepared: list[PreparedSample], resume: bool) -> PartialRun:
@@ -148,6 +152,9 @@ def _check(configs: list[QAConfig]) -> None:
             raise HmtbenchError(f"{flag} must be positive, got {value}")
     if config.memory_attention < 0:
         raise HmtbenchError(f"memory_attention must be 0 (off) or a number of samples, got {config.memory_attention}")
+    if config.memory_swap < 0 or config.memory_swap == 1:
+        raise HmtbenchError(f"memory_swap must be 0 (off) or 2 samples or more (one donates its state to another), "
+                            f"got {config.memory_swap}")
     if config.split not in EVAL_SPLITS:
         raise HmtbenchError(f"--split must be validation or test, got '{config.split}'")
     check_split(config.task, config.split)

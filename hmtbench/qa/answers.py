@@ -78,8 +78,8 @@ def first_answer_segment(batch: SegmentedBatch) -> int:
 
 def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_segments: int | None = None,
                 recompute: float = 0.0, first_answer: int | None = None,
-                on_segment: Callable[[int, MemoryState, Tensor | None], None] | None = None, k2: int | None = None
-                ) -> tuple[Tensor, Tensor]:
+                on_segment: Callable[[int, MemoryState, Tensor | None], None] | None = None, k2: int | None = None,
+                edit_state: Callable[[int, MemoryState], MemoryState] | None = None) -> tuple[Tensor, Tensor]:
     """(B,) summed answer NLL and (B, n, S) predicted ids (-1 where nothing is scored) of a QA batch.
 
     ``runner`` reads the context segments (nothing scored there: the output head is skipped), ``method``
@@ -88,7 +88,8 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
     and ``recompute`` checkpoints that share of the segments' activations (the earliest context segments), as
     ``score_segments`` does. ``first_answer``: the batch's ``first_answer_segment`` where the caller has it (else it
     is read back here). ``on_segment(i, state, summaries)`` is called before each segment read, with the state that
-    segment reads (``OpeningCollector``).
+    segment reads (``OpeningCollector``); ``edit_state(i, state)``, before that, gives the state segment i reads
+    instead (``evaluation.memory_swap``).
     """
     rows, n = batch.segments.shape[:2]
     first = first_answer_segment(batch) if first_answer is None else first_answer
@@ -100,6 +101,8 @@ def answer_pass(method: SegmentMethod, runner: Any, batch: SegmentedBatch, grad_
     for i in range(first_read_segment(method, first), n):
         if detached_before(i, n, grad_segments, k2):
             state = state.detach()
+        if edit_state is not None:
+            state = edit_state(i, state)
         summary = None if summaries is None else summaries[:, i]
         if on_segment is not None:
             on_segment(i, state, summary)

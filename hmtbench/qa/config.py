@@ -36,7 +36,10 @@ class QAConfig(RunSettings):
                                  "tasks, or --max-new-tokens); --no-decode: the teacher-forced argmax alone.")
     memory_attention: int = setting(0, "Samples of each cell whose attention on the memory read slot is measured, per "
                                        "layer, in an eager pass after the evaluation (record columns read_attention*); "
-                                       "0: off.")
+                                       "0: off. Raw shares mostly measure the attention sink: read them beside "
+                                       "memory_swap.")
+    memory_swap: int = setting(0, "Samples of each cell read again with another sample's state where the answer's "
+                                  "segment opens: does the answer follow the memory (record columns swap_*)? 0: off.")
     engine: EngineOptions = field(default_factory=EngineOptions)
     checkpoint: str | None = setting(None, "Folder written by `hmtbench train`: its tensors, and the settings you "
                                            "do not give (backbone too).")

@@ -132,6 +132,12 @@ COLUMNS: list[Column] = [
     Column("read_attention_text_uniform", "object", "list per layer: the uniform share at those positions"),
     Column("read_attention_samples", "Int64", "samples the read_attention columns were measured on (the cell's "
            "first)"),
+    Column("swap_own_exact", "Float64", "eval-qa --set memory_swap=N: share of the cell's first N samples answered "
+           "exactly (teacher-forced) with their own state"),
+    Column("swap_own_exact_swapped", "Float64", "the same, each sample's answer segment opening with another "
+           "sample's state (row r reads row r + 1's)"),
+    Column("swap_donor_exact_swapped", "Float64", "with that state, the share that give the donor sample's answer"),
+    Column("swap_samples", "Int64", "samples the swap_* columns were measured on"),
     Column("by_depth", "object", 'needle tasks: list of {"depth", "n", "accuracy", "exact_match"} per needle depth'),
     Column("predictions_file", "string", "JSONL of per-sample predictions"),
     # --- training (train)
