@@ -19,7 +19,9 @@
 #                                                           logs, records and ledger: one tarball in parts of 15 MiB
 #   bash scripts/gpu/official-chunks.sh pack-final WORK METHOD STAGE OUT   one finished stage's final (e.g. level1)
 #   bash scripts/gpu/official-chunks.sh unpack PARTS WORK   the carried parts of a pack, back under WORK
-#   bash scripts/gpu/official-chunks.sh eval WORK METHOD STAGE LENGTHS   passkey at LENGTHS from STAGE's final
+#   bash scripts/gpu/official-chunks.sh eval WORK METHOD STAGE LENGTHS   passkey at LENGTHS from STAGE's final, with
+#                                                           the memory swap and read-slot attention on DIAGNOSE (25)
+#                                                           samples of each length (0: off)
 # A resumable RMT checkpoint is 59 MB (HMT 58 MB): it comes back as 4 parts and travels in a call of its own (not with
 # the model's staging parts). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
 set -euo pipefail
@@ -108,8 +110,9 @@ eval)
     --method "$method" --segment-length 512 --limit "${LIMIT:-125}" --batch-size "${LIMIT:-125}" \
     --depth "${DEPTHS:-0,0.25,0.5,0.75,1}" --context-length "$lengths" \
     --checkpoint "$work/runs/$method-official/$stage/final" --out "$work/results/passkey-$method-official-$stage" \
+    --set memory_swap="${DIAGNOSE:-25}" --set memory_attention="${DIAGNOSE:-25}" \
     > "$work/logs/eval-$method-$stage.log" 2>&1 || true
-  grep -h "accuracy\|Error" "$work/logs/eval-$method-$stage.log" ;;
+  grep -h "accuracy\|memory swap\|read slot\|Error" "$work/logs/eval-$method-$stage.log" ;;
 *)
   echo "usage: bash scripts/gpu/official-chunks.sh speed-bench|speed-train|train|pack|pack-final|unpack|eval ..." >&2
   exit 2 ;;
