@@ -1,14 +1,14 @@
 """How much attention a memory method's text pays to its read slot, layer by layer.
 
-The diagnostic for a memory that stays at chance (issue 34): does the answer look at the memory at all? Over a
-batch of QA samples read in the answer layout (``qa.answers``), every layer's attention weights are taken at two
-sets of queries: the positions that predict answer tokens, and every real text position of every segment. Each
+Over a batch of QA samples read in the answer layout (``qa.answers``), every layer's attention weights are taken at
+two sets of queries: the positions that predict answer tokens, and every real text position of every segment. Each
 share (the attention mass on the read slot's m positions, averaged over heads, then over queries) comes with the
-share a query would give the slot if it attended uniformly to the m + ... + q keys it sees (m / (q + 1) at layout
-position q): a trained memory that is read sits far above it, one that is ignored near or below it.
+share a query would give the slot if it attended uniformly to the keys it sees (m / (q + 1) at layout position q).
 
-The weights need HF's eager attention (SDPA returns none): the backbone runs eager while the probe is on, so this
-is a separate pass over a few samples, never the fast path's.
+Read it beside ``evaluation.memory_swap``, never alone: the read slot holds each segment's first positions, where
+attention sinks sit, so a memory that is never used can draw as much attention as one that is (docs/cli.md gives the
+measured case). The weights need HF's eager attention (SDPA returns none): the backbone runs eager while the probe is
+on, so this is a separate pass over a few samples, never the fast path's.
 """
 
 from __future__ import annotations
