@@ -13,7 +13,7 @@ from hmtbench.build import build_method, warn_if_untrained
 from hmtbench.checkpoints import tensors_sha256
 from hmtbench.config import to_json
 from hmtbench.errors import HmtbenchError
-from hmtbench.evaluation.attention import read_attention
+from hmtbench.evaluation.attention import read_attention, require_read_slot
 from hmtbench.evaluation.memory_swap import memory_swap
 from hmtbench.fastpath import accelerate
 from hmtbench.methods import method_class
@@ -78,8 +78,7 @@ def _evaluate_length(configs: list[QAConfig], make_task, backbone, command_line,
             console.print(f"[yellow]skipped[/] {c.method.name} at {config.context_length} tokens: {err}")
     if config.memory_attention:  # before any evaluation: a method without a read slot has nothing to measure
         for _, model in built:
-            if not (model.read_slot and model.memory_tokens):
-                raise HmtbenchError(f"memory_attention measures the memory read slot; --method {model.name} has none")
+            require_read_slot(model)
     for method_config, model in built:
         warn_if_untrained(model, config.checkpoint)
         model.eval()

@@ -126,12 +126,17 @@ class _Shares:
         return ReadAttention(*means, samples=samples)
 
 
+def require_read_slot(method: SegmentMethod) -> None:
+    """Refuse a method with no memory read slot: there is nothing to measure."""
+    if not method.read_slot or not method.memory_tokens:
+        raise HmtbenchError(f"memory attention measures the memory read slot; --method {method.name} has none")
+
+
 @torch.inference_mode()
 def read_attention(method: SegmentMethod, prompts: list[Tensor], answers: list[list[int]]) -> ReadAttention:
     """The read slot's share of attention, per layer, over these (prompt, answer) pairs read as eval-qa reads them
     (teacher-forced, one batch, eager)."""
-    if not method.read_slot or not method.memory_tokens:
-        raise HmtbenchError(f"memory attention measures the read slot; --method {method.name} has none")
+    require_read_slot(method)
     modules = attention_modules(method.backbone)
     batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
     shares = _Shares(batch, method.memory_tokens, len(modules))
@@ -145,4 +150,4 @@ def read_attention(method: SegmentMethod, prompts: list[Tensor], answers: list[l
     return shares.result(len(prompts))
 
 
-__all__ = ["ReadAttention", "attention_modules", "eager_attention", "read_attention"]
+__all__ = ["ReadAttention", "attention_modules", "eager_attention", "read_attention", "require_read_slot"]

@@ -22,8 +22,8 @@
 #   bash scripts/gpu/official-chunks.sh eval WORK METHOD STAGE LENGTHS   passkey at LENGTHS from STAGE's final, with
 #                                                           the memory swap and read-slot attention on DIAGNOSE (25)
 #                                                           samples of each length (0: off)
-# A resumable RMT checkpoint is 59 MB (HMT 58 MB): it comes back as 4 parts and travels in a call of its own (not with
-# the model's staging parts). Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
+# A packed resumable state is ~23 MB for RMT and ~18 MB for HMT (two 15 MiB parts each, 2026-12-07): both travel in
+# one call's carry, after the model's staging calls. Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
 set -euo pipefail
 step=$1
 export HMTBENCH_MODEL_DIR=${HMTBENCH_MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
