@@ -192,6 +192,13 @@ def test_fixed_level_steps_advance_the_curriculum_in_one_stage(tmp_path: Path) -
     run_train(config)
     logged = [json.loads(line) for line in (tmp_path / "run" / "train" / "log.jsonl").read_text().splitlines()]
     assert [e["segments"] for e in logged] == [2, 2, 3] and logged[1]["advanced_to"] == 3
+    assert logged[1]["level_done"] == 1 and "level_done" not in logged[2]
+    level1 = tmp_path / "run" / "train" / "level1" / "final"  # the first level's tensors, for its own evaluation
+    meta = json.loads((level1 / "checkpoint.json").read_text())
+    assert meta["step"] == 2 and meta["train_tokens"] == logged[1]["train_tokens"]
+    assert not (tmp_path / "run" / "train" / "level2").exists()  # the last level's tensors are the stage's final
+    first, last = load_tensors(level1), load_tensors(tmp_path / "run" / "train" / "final")
+    assert first.keys() == last.keys() and not all(torch.equal(first[k], last[k]) for k in first)
 
 
 def test_level_settings_are_checked() -> None:

@@ -112,6 +112,7 @@ def train_stage(
     ``deadline`` (``time.perf_counter()``): end the stage at the first logged step past it (``--max-minutes``
     counts from the first stage of a run; default: ``settings.max_minutes`` from this stage's start).
     ``settings.max_tokens``: end it, complete, at the first step whose ``train_tokens`` reaches that budget.
+    A curriculum level that ends inside the stage leaves its tensors in ``folder/levelN/final`` (N from 1).
     """
     device = model.device
     torch.set_flush_denormal(True)  # CPU: denormal optimizer states otherwise slow each step by 30x
@@ -183,6 +184,9 @@ def train_stage(
                     log.flush()
             if distributed.is_main() and (done % settings.checkpoint_every == 0 or done == steps):
                 _save(model, optimizer, scheduler, objective, folder / "last", budget(done), spent_now(), limit)
+            if distributed.is_main() and "level_done" in position:  # each level a stage passes is evaluated alone
+                _save(model, optimizer, scheduler, objective, folder / f"level{position['level_done']}" / "final",
+                      budget(done), limit=limit)
             if on_step is not None:
                 on_step(done, entry)  # None between logged steps: the bar advances, its numbers stay
             if done == steps:

@@ -157,7 +157,7 @@ class AnswerTraining:
             self.level += 1
             self.level_step = 0
             self.recent.clear()
-            entry["advanced_to"] = self.segments
+            entry.update(advanced_to=self.segments, level_done=self.level)  # level_done counts from 1
         return entry
 
     def _level_done(self) -> bool:

@@ -17,7 +17,8 @@
 #   bash scripts/gpu/official-chunks.sh pack WORK METHOD OUT        what the next chunk resumes from (the unfinished
 #                                                           stage's last checkpoint, else the last stage's final), the
 #                                                           logs, records and ledger: one tarball in parts of 15 MiB
-#   bash scripts/gpu/official-chunks.sh pack-final WORK METHOD STAGE OUT   one finished stage's final (e.g. level1)
+#   bash scripts/gpu/official-chunks.sh pack-final WORK METHOD STAGE OUT   one finished stage's final (e.g. level1),
+#                                                           or a level's inside a stage (HMT: stage2/level1)
 #   bash scripts/gpu/official-chunks.sh unpack PARTS WORK   the carried parts of a pack, back under WORK
 #   bash scripts/gpu/official-chunks.sh eval WORK METHOD STAGE LENGTHS   passkey at LENGTHS from STAGE's final, with
 #                                                           the memory swap and read-slot attention on DIAGNOSE (25)
@@ -74,7 +75,7 @@ pack | pack-final)
   run=runs/$method-official
   cd "$work"
   if [ "$step" = pack-final ]; then
-    stage=$4 out=$5 name=$method-$4-final
+    stage=$4 out=$5 name=$method-${4//\//-}-final
     keep=("$run/$stage/final")
   else
     out=$4 name=$method-state
@@ -109,10 +110,10 @@ eval)
   timeout -k 5 "${EVAL_SECONDS:-400}" python3 -m hmtbench eval-qa --task passkey --backbone smollm2-135m \
     --method "$method" --segment-length 512 --limit "${LIMIT:-125}" --batch-size "${LIMIT:-125}" \
     --depth "${DEPTHS:-0,0.25,0.5,0.75,1}" --context-length "$lengths" \
-    --checkpoint "$work/runs/$method-official/$stage/final" --out "$work/results/passkey-$method-official-$stage" \
+    --checkpoint "$work/runs/$method-official/$stage/final" --out "$work/results/passkey-$method-official-${stage//\//-}" \
     --set memory_swap="${DIAGNOSE:-25}" --set memory_attention="${DIAGNOSE:-25}" \
-    > "$work/logs/eval-$method-$stage.log" 2>&1 || true
-  grep -h "accuracy\|memory swap\|read slot\|Error" "$work/logs/eval-$method-$stage.log" ;;
+    > "$work/logs/eval-$method-${stage//\//-}.log" 2>&1 || true
+  grep -h "accuracy\|memory swap\|read slot\|Error" "$work/logs/eval-$method-${stage//\//-}.log" ;;
 *)
   echo "usage: bash scripts/gpu/official-chunks.sh speed-bench|speed-train|train|pack|pack-final|unpack|eval ..." >&2
   exit 2 ;;
