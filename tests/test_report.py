@@ -156,6 +156,18 @@ def test_a_runs_table_shows_one_record_per_row(tmp_path: Path) -> None:
     assert re.search(r"^\| HMT \| lm-hmt/stage2 \| 300 \| \[1\.250\]\[run\d+-hmt\] \|$", document, flags=re.M)
 
 
+def test_a_runs_table_shows_a_value_per_layer_as_its_mean(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write_run(results / "qa", "rmt", command="eval-qa", exact_match=0.25, read_attention=[0.001, 0.002, 0.006],
+              by_depth=[{"depth": 0.0, "n": 2}])
+    write_spec(results, sections=[{"title": "QA", "tables": [{"records": ["qa"], "metric": "exact_match",
+                                                              "layout": "runs",
+                                                              "columns": ["read_attention", "by_depth"]}]}])
+    document, _ = build_report([results], tmp_path / "results.md", warn=lambda m: None)
+    assert re.search(r"^\| RMT \| qa \| 0\.003 \(mean of 3\) \| \[\{'depth': 0\.0, 'n': 2\}\] \|$", document,
+                     flags=re.M)
+
+
 def test_where_keeps_the_named_runs_and_names_label_checkpoints(lm: Path) -> None:
     """HMT from two checkpoints: `names` shows each by its name (hash kept); `where` keeps plain and HMT only; a
     failed HMT run is counted under the table, not shown."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hmtbench.analysis.budgets import budget_summary
@@ -302,6 +303,11 @@ def _numbers(values: pd.Series) -> bool:
     return not present.empty and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
 
 
+def _numeric_list(value: Any) -> bool:
+    return (isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0
+            and all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) for v in value))
+
+
 def _run_name(run: pd.Series, folders: list[Path]) -> str:
     """A training run by its folder's last two parts; any other record by its folder under the table's records."""
     if plain(run["output_dir"]):
@@ -317,6 +323,8 @@ def _run_value(run: pd.Series, column: str, links: Links) -> str:
     value = plain(run[column])
     if value is None:
         return NO_VALUE
+    if _numeric_list(value):  # a value per layer (read_attention): their mean, three significant digits
+        return f"{sum(map(float, value)) / len(value):.3g} (mean of {len(value)})"
     if column == "git_commit":
         return str(value)[:7]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
