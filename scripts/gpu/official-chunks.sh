@@ -16,7 +16,8 @@
 #                                                           (COMPILE=0: this chunk eager; COMPILE=1: compiled)
 #   bash scripts/gpu/official-chunks.sh pack WORK METHOD OUT        what the next chunk resumes from (the unfinished
 #                                                           stage's last checkpoint, else the last stage's final), the
-#                                                           logs, records and ledger: one tarball in parts of 15 MiB
+#                                                           logs, records and ledger: one tarball in parts of 15 MiB;
+#                                                           and in OUT/finals each level's final not packed before
 #   bash scripts/gpu/official-chunks.sh pack-final WORK METHOD STAGE OUT   one finished stage's final (e.g. level1),
 #                                                           or a level's inside a stage (HMT: stage2/level1)
 #   bash scripts/gpu/official-chunks.sh unpack PARTS WORK   the carried parts of a pack, back under WORK
@@ -99,6 +100,26 @@ PY
   fi
   mkdir -p "$out"
   pack_parts "$out" "$name" "${keep[@]}"
+  if [ "$step" = pack ]; then  # each level final not yet packed, in parts of its own: a later pack would not keep it
+    python3 - "$run" <<'PY' | while read -r final; do
+import json, sys
+from pathlib import Path
+from hmtbench.commands.train import load_run_config
+from hmtbench.training.plan import plan_stages
+run = Path(sys.argv[1])
+for stage in plan_stages(load_run_config(str(run))):  # complete stage finals, and the levels inside a stage
+    folder = run / stage.folder
+    final = folder / "final"
+    done = (final / "checkpoint.json").is_file() and json.loads((final / "checkpoint.json").read_text())["step"] >= stage.steps
+    for found in [final] * done + sorted(folder.glob("level*/final")):
+        if not (found / ".packed").exists():
+            print(found)
+PY
+      mkdir -p "$out/finals"
+      pack_parts "$out/finals" "$method-$(echo "${final#"$run"/}" | tr / -)" "$final" && touch "$final/.packed"
+      echo "packed $final (a level's final) in $out/finals"
+    done
+  fi
   ls -la "$out" ;;
 unpack)
   parts=$2 work=$3

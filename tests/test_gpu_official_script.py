@@ -1,0 +1,42 @@
+"""scripts/gpu/official-chunks.sh pack on a CPU: the resumable state travels, and each level's final comes back once,
+in parts of its own, also a level that ended inside a stage (the HMT recipe's curriculum runs in one stage)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hmtbench.commands.train import run_train
+from tests.test_chunks import passkey_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu" / "official-chunks.sh"
+
+
+def chunks(*args: str) -> str:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # python3: this interpreter's
+    done = subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env={**os.environ, "PATH": path},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_pack_brings_each_level_final_back_once(tmp_path: Path) -> None:
+    work, out, again, carried = (tmp_path / name for name in ("work", "out", "again", "carried"))
+    config = passkey_config(tmp_path, level_steps=[2, 1])  # one stage over both levels: train/level1/final
+    run_train(dataclasses.replace(config, output_dir=str(work / "runs" / "tiny-official"), out=str(work / "results")))
+    (work / "logs").mkdir()
+    log = chunks("pack", str(work), "tiny", str(out))
+    assert "packed runs/tiny-official/train/final" in log and "packed runs/tiny-official/train/level1/final" in log
+    assert sorted(p.name for p in (out / "finals").iterdir()) == ["tiny-train-final.tgz.0",
+                                                                   "tiny-train-level1-final.tgz.0"]
+    assert "packed" not in chunks("pack", str(work), "tiny", str(again))  # each final travels once
+    assert not (again / "finals").exists() and (again / "tiny-state.tgz.0").is_file()
+    chunks("unpack", str(out / "finals"), str(carried))
+    meta = json.loads((carried / "runs" / "tiny-official" / "train" / "level1" / "final" / "checkpoint.json")
+                      .read_text())
+    assert meta["step"] == 2  # the first level's last step
