@@ -75,51 +75,44 @@ pack | pack-final)
   work=$2 method=$3
   run=runs/$method-official
   cd "$work"
+  finals=()
   if [ "$step" = pack-final ]; then
     stage=$4 out=$5 name=$method-${4//\//-}-final
     keep=("$run/$stage/final")
   else
     out=$4 name=$method-state
-    keep=("$(python3 - "$run" <<'PY'
+    # one walk over the run's stages: what the next chunk resumes from, and each level final not packed before (a
+    # later pack would not keep it), which travels in parts of its own
+    found=$(python3 - "$run" <<'PY'
 import json, sys
 from pathlib import Path
 from hmtbench.commands.train import load_run_config
 from hmtbench.training.plan import plan_stages
-run, previous = Path(sys.argv[1]), None
-for stage in plan_stages(load_run_config(str(run))):  # the first stage without a complete final resumes
+run, previous, resume = Path(sys.argv[1]), None, None
+for stage in plan_stages(load_run_config(str(run))):
     folder = run / stage.folder
-    final = folder / "final" / "checkpoint.json"
-    if not final.is_file() or json.loads(final.read_text())["step"] < stage.steps:
-        print(folder / "last" if (folder / "last").is_dir() else previous)  # not begun: it starts from the last final
-        break
-    previous = folder / "final"
-else:
-    print(previous)
+    final = folder / "final"
+    meta = final / "checkpoint.json"
+    complete = meta.is_file() and json.loads(meta.read_text())["step"] >= stage.steps
+    for level in [final] * complete + sorted(folder.glob("level*/final")):  # a complete stage, levels inside one
+        if not (level / ".packed").exists():
+            print("final", level)
+    if resume is None and not complete:  # the first stage without a complete final resumes; not begun: it
+        resume = folder / "last" if (folder / "last").is_dir() else previous  # starts from the last final
+    previous = final if complete else previous
+print("resume", previous if resume is None else resume)
 PY
-)" "$run/config.yaml" "$run"/*/log.jsonl logs results)
+)
+    keep=("$(sed -n 's/^resume //p' <<< "$found")" "$run/config.yaml" "$run"/*/log.jsonl logs results)
+    mapfile -t finals < <(sed -n 's/^final //p' <<< "$found")
   fi
   mkdir -p "$out"
   pack_parts "$out" "$name" "${keep[@]}"
-  if [ "$step" = pack ]; then  # each level final not yet packed, in parts of its own: a later pack would not keep it
-    python3 - "$run" <<'PY' | while read -r final; do
-import json, sys
-from pathlib import Path
-from hmtbench.commands.train import load_run_config
-from hmtbench.training.plan import plan_stages
-run = Path(sys.argv[1])
-for stage in plan_stages(load_run_config(str(run))):  # complete stage finals, and the levels inside a stage
-    folder = run / stage.folder
-    final = folder / "final"
-    done = (final / "checkpoint.json").is_file() and json.loads((final / "checkpoint.json").read_text())["step"] >= stage.steps
-    for found in [final] * done + sorted(folder.glob("level*/final")):
-        if not (found / ".packed").exists():
-            print(found)
-PY
-      mkdir -p "$out/finals"
-      pack_parts "$out/finals" "$method-$(echo "${final#"$run"/}" | tr / -)" "$final" && touch "$final/.packed"
-      echo "packed $final (a level's final) in $out/finals"
-    done
-  fi
+  for final in "${finals[@]}"; do
+    mkdir -p "$out/finals"
+    pack_parts "$out/finals" "$method-$(echo "${final#"$run"/}" | tr / -)" "$final" && touch "$final/.packed"
+    echo "packed $final (a level's final) in $out/finals"
+  done
   ls -la "$out" ;;
 unpack)
   parts=$2 work=$3
