@@ -169,6 +169,34 @@ def test_levels_with_fixed_steps_restart_as_stages_of_their_own(tmp_path: Path) 
     assert all(" " not in r for r in frame["run_id"]) and "-train-rmt-level2-" in frame["run_id"].iloc[1]
 
 
+def test_a_later_level_resumes_without_the_earlier_levels_final(tmp_path: Path) -> None:
+    """A run folder carried to another machine with level 2's resumable checkpoint alone (level 1's final stayed
+    behind): --resume goes on with level 2 from that checkpoint, to the tensors and token count of the run that kept
+    everything, and never trains level 1 again (it once restarted level 1 and overwrote the run's progress)."""
+    import shutil
+
+    straight = passkey_config(tmp_path / "a", level_steps=[2, 3], restart_per_level=True)
+    run_train(straight)
+    chunked = passkey_config(tmp_path / "b", level_steps=[2, 3], restart_per_level=True)
+    run = chunked.output_dir
+    run_train(dataclasses.replace(chunked, train=dataclasses.replace(chunked.train, max_minutes=1e-9)))
+    for _ in range(2):  # level 1's second step, then level 2's first: each chunk ends at its first logged step
+        run_train(load_run_config(run, {"train": {"max_minutes": 1e-9}}), resume=run)
+    level1, level2 = Path(run) / "level1", Path(run) / "level2"
+    assert json.loads((level2 / "last" / "checkpoint.json").read_text())["step"] == 1
+    shutil.rmtree(level1 / "final")
+    again = load_run_config(run)
+    rows = run_train(dataclasses.replace(again, train=dataclasses.replace(again.train, max_minutes=None)), resume=run)
+    assert [(r["stage"], r["first_step"], r["end_step"]) for r in rows] == [("rmt level 2", 1, 3)]
+    assert not (level1 / "final").exists()
+    a, b = load_tensors(tmp_path / "a" / "run" / "level2" / "final"), load_tensors(level2 / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    frame, expected = records(tmp_path / "b"), records(tmp_path / "a")
+    assert frame["train_tokens"].iloc[-1] == expected["train_tokens"].iloc[-1] > 0
+    assert frame["checkpoint"].iloc[-1] == str(level2 / "last")  # built from the stage's own checkpoint
+    assert [r["stage"] for r in read_ledger(tmp_path / "b" / "results")] == ["rmt level 1"] * 2 + ["rmt level 2"] * 2
+
+
 def test_a_level_stage_reads_the_samples_of_its_place_in_one_stage(tmp_path: Path) -> None:
     from hmtbench.backbones import load_backbone
     from hmtbench.commands.train import build_for_training, make_objective

@@ -22,6 +22,7 @@ from hmtbench.checkpoints import load_tensors
 from hmtbench.commands.train import build_for_training, make_objective, run_train
 from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
+from hmtbench.results.ledger import read_ledger
 from hmtbench.results.record_columns import checkpoint_columns
 from hmtbench.training.config import TrainConfig, TrainSettings
 from hmtbench.training.objectives import window_loss
@@ -307,6 +308,10 @@ def test_out_of_memory_keeps_the_steps_done_and_the_run_resumes_to_the_uninterru
     assert json.loads((last / "checkpoint.json").read_text())["step"] == 3
     record = pd.concat(pd.read_parquet(p) for p in (tmp_path / "b" / "results").glob("*.parquet"))
     assert record["status"].tolist() == ["failed"] and record["steps"].tolist() == [3]
+    assert record["train_tokens"].tolist() == [json.loads((last / "checkpoint.json").read_text())["train_tokens"]]
+    ledger = read_ledger(tmp_path / "b" / "results")  # the 3 steps' tokens and minutes are spent budget too
+    assert [(row["steps_from"], row["steps_to"]) for row in ledger] == [("0", "3")]
+    assert int(ledger[0]["tokens"]) == record["train_tokens"].iloc[0] > 0
     monkeypatch.setattr(objectives, "window_loss", real)
     rows = run_train(config, resume=str(run))
     assert rows[0]["status"] == "success" and rows[0]["steps"] == 3  # steps 4..6

@@ -37,7 +37,18 @@ from hmtbench.training.config import TrainConfig
 from hmtbench.training.layer_recompute import checkpoint_blocks
 from hmtbench.training.loop import StageOutcome, train_stage
 from hmtbench.training.objectives import AnswerTraining, LanguageModelling
-from hmtbench.training.plan import Stage, budget_spent, check_resumable, pending_stages, plan_stages, stage_complete
+from hmtbench.training.plan import (
+    Stage,
+    StartPoint,
+    budget_spent,
+    check_resumable,
+    last_begun,
+    pending_stages,
+    plan_stages,
+    stage_complete,
+    start_point,
+    tokens_trained,
+)
 from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"
@@ -115,28 +126,32 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     first = None
     if pending:  # the first stage to train, built before the run folder is written: its errors leave it free
         index = plan.index(pending[0])
-        init_from = str(output / plan[index - 1].folder / "final") if index else config.train.init_from
-        first = _prepare(config, backbone, documents, pending[0], init_from)
+        previous = str(output / plan[index - 1].folder / "final") if index else config.train.init_from
+        first = _prepare(config, backbone, documents, pending[0], start_point(output / pending[0].folder, previous))
     output.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         (output / CONFIG_FILE).write_text(dump_yaml(config))
     init_from, rows = config.train.init_from, []
+    ended = last_begun(plan, output)  # the stages before it ended, their finals here or not
     minutes = config.train.max_minutes
     deadline = None if minutes is None else time.perf_counter() + 60 * minutes  # the run's, over its stages
     try:
-        for stage in plan:
+        for index, stage in enumerate(plan):
             folder = output / stage.folder
             if stage not in pending:
-                if not stage_complete(folder / "final", stage.steps, budget):
+                complete = stage_complete(folder / "final", stage.steps, budget)
+                if index >= ended and not complete:
                     console.print(f"{stage.folder}: not started (the run's train.max_tokens, {budget:,}, is spent)")
                     break
-                console.print(f"{stage.folder}: already complete, skipped")
+                elsewhere = "" if complete else " (its final is not in this folder; a later stage has begun)"
+                console.print(f"{stage.folder}: already complete{elsewhere}, skipped")
             elif rows and deadline is not None and time.perf_counter() > deadline:  # no second stage past it
                 console.print(f"{stage.folder}: not started (--max-minutes spent); continue with --resume {output}")
                 break
             else:
-                prepared = first if stage is pending[0] else _prepare(config, backbone, documents, stage, init_from)
-                rows.append(_train_one(prepared, backbone, stage, folder, init_from, command_line, deadline))
+                prepared = first if stage is pending[0] else _prepare(config, backbone, documents, stage,
+                                                                      start_point(folder, init_from))
+                rows.append(_train_one(prepared, backbone, stage, folder, command_line, deadline))
                 if budget_spent(folder / "final", budget):
                     console.print(f"{stage.folder}: the run's train.max_tokens ({budget:,}) reached at step "
                                   f"{rows[-1]['end_step']} of {stage.steps}; the run is complete")
@@ -158,25 +173,26 @@ class Prepared:
     config: TrainConfig
     model: SegmentMethod
     objective: Any
+    start: StartPoint
     started: datetime
 
 
-def _prepare(config: TrainConfig, backbone, documents, stage: Stage, init_from: str | None) -> Prepared:
+def _prepare(config: TrainConfig, backbone, documents, stage: Stage, start: StartPoint) -> Prepared:
     started = run_start()
-    model = build_for_training(backbone, dataclasses.replace(config, method=stage.method), init_from)
+    model = build_for_training(backbone, dataclasses.replace(config, method=stage.method), start.checkpoint)
     config = dataclasses.replace(config, method=model.config)  # the settings as built (defaults resolved)
     if config.train.compile:  # after LoRA is in place: the compiled blocks trace its layers with theirs
         accelerate(model, EngineOptions(compile=True))
     if config.train.layer_checkpoint:  # around the compiled blocks: a recomputed block runs its compiled code again
         checkpoint_blocks(model.backbone)
-    return Prepared(config, model, make_objective(config, model, backbone, documents, stage.level), started)
+    return Prepared(config, model, make_objective(config, model, backbone, documents, stage.level), start, started)
 
 
-def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_from, command_line,
+def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, command_line,
                deadline: float | None = None) -> dict[str, Any]:
     config, model, objective = prepared.config, prepared.model, prepared.objective
     settings = config.train
-    meta = {**checkpoint_meta(config, backbone), "tokens_before": tokens_trained(init_from)}
+    meta = {**checkpoint_meta(config, backbone), "tokens_before": prepared.start.tokens}
     label, steps = stage.label, stage.steps
     counts = parameter_counts(model)
     recipe = f" (recipe {config.recipe})" if config.recipe else ""
@@ -184,7 +200,6 @@ def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_fr
                   f"{objective.describe()}; {meta['tokens_before']:,} tokens trained before")
     row = {"status": "failed", "steps": 0}
     outcome: StageOutcome | None = None
-    steps_run = None  # a stage out of memory: the steps it finished (and saved) before it
     try:
         with StepProgress(label, steps) as progress:
             outcome = train_stage(model, objective, settings, steps, folder, meta, progress.update, deadline)
@@ -193,13 +208,11 @@ def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, init_fr
         row["status"] = "canceled"
         raise
     except torch.OutOfMemoryError as error:
-        steps_run = getattr(error, "steps_run", None)
+        outcome = getattr(error, "outcome", None)  # the steps finished (and saved) before it: recorded, in the ledger
         raise HmtbenchError(out_of_memory_message(config, objective, error, folder.parent)) from None
     finally:
-        row.update(_record(config, backbone, model, stage, folder, outcome, init_from, command_line,
+        row.update(_record(config, backbone, model, stage, folder, outcome, prepared.start, command_line,
                            prepared.started))
-        if steps_run:
-            row["steps"] = steps_run
         if distributed.is_main():
             write_record(make_record(row), config.out, row["run_id"])
             if outcome is not None:
@@ -282,12 +295,6 @@ def _check_init_from(init_from: str, config: TrainConfig) -> None:
         raise HmtbenchError(f"--init-from {init_from} holds a {name} checkpoint, not {config.method.name}")
 
 
-def tokens_trained(checkpoint: str | None) -> int:
-    """The tokens a checkpoint's tensors were trained on, over every stage and chunk (0: none, or not recorded)."""
-    meta = read_meta(checkpoint) if checkpoint else {}
-    return int(meta.get("train_tokens") or 0)
-
-
 def checkpoint_meta(config: TrainConfig, backbone: Backbone) -> dict:
     """What a checkpoint says about itself: the method's settings as trained, the backbone, LoRA, the run's config."""
     return {
@@ -317,13 +324,14 @@ def default_output_dir(config: TrainConfig) -> str:
     return f"runs/{Path(config.backbone).stem}-{config.method.name}-{stamp}"
 
 
-def _record(config, backbone, model, stage, folder, outcome, init_from, command_line, started) -> dict[str, Any]:
+def _record(config, backbone, model, stage, folder, outcome, start: StartPoint, command_line,
+            started) -> dict[str, Any]:
     return {
         **run_columns("train", config.train.seed, backbone, model, command_line, started),
         "run_id": new_run_id("train", stage.label.replace(" stage ", "").replace(" level ", "-level"), started),
         "name": config.name,
         **training_columns(to_dict(config)),
-        "checkpoint": init_from,
+        "checkpoint": start.checkpoint,
         "dataset": config.curriculum.task or config.data.dataset,
         "split": config.data.split,
         "max_docs": config.data.max_docs,
@@ -336,7 +344,7 @@ def _record(config, backbone, model, stage, folder, outcome, init_from, command_
         "peak_host_mem_mb": peak_host_mem_mb(),
         "wall_s": outcome.wall_s if outcome else None,
         "tokens_per_s": outcome.tokens / outcome.wall_s if outcome and outcome.wall_s else None,
-        "train_tokens": tokens_trained(init_from) + outcome.stage_tokens if outcome else None,
+        "train_tokens": start.tokens + outcome.stage_tokens if outcome else None,
         "recipe": config.recipe,
         "task": config.curriculum.task,
         "curriculum_segments": _reached(config, stage, outcome),

@@ -155,8 +155,11 @@ def train_stage(
                 total, step_tokens, exact, grad_norm = _optimizer_step(micro, objective, settings, step, params,
                                                                        optimizer, scheduler, ddp, graphed, device)
             except torch.OutOfMemoryError as error:
+                wall = time.perf_counter() - began  # the steps before this one count in the record and the ledger
+                done_here = StageOutcome(step - start, loss_value, tokens, wall, _peak_mb(device),
+                                         objective.state_dict(), start, tokens_before + tokens, seconds_before + wall)
                 raise _saved_on_oom(error, model, optimizer, scheduler, objective, folder, budget(step), start,
-                                    spent_now(), limit) from None
+                                    spent_now(), limit, done_here) from None
             tokens += step_tokens
             done = step + 1
             # The host reads the device only for a number it needs: the curriculum's exact share (answer training,
@@ -248,16 +251,18 @@ def _optimizer_step(micro: MicroStep, objective: Any, settings: TrainSettings, s
 
 class TrainingOutOfMemory(torch.OutOfMemoryError):
     """Out of device memory after the stage's ``steps_done`` steps (``steps_run`` of them in this process);
-    ``saved``: the resumable checkpoint of the last one, if any."""
+    ``saved``: the resumable checkpoint of the last one, if any; ``outcome``: what those steps ran (tokens, time),
+    for the record and the ledger (None when this process finished none)."""
 
-    def __init__(self, message: str, steps_done: int, steps_run: int, saved: Path | None) -> None:
+    def __init__(self, message: str, steps_done: int, steps_run: int, saved: Path | None,
+                 outcome: StageOutcome | None = None) -> None:
         super().__init__(message)
-        self.steps_done, self.steps_run, self.saved = steps_done, steps_run, saved
+        self.steps_done, self.steps_run, self.saved, self.outcome = steps_done, steps_run, saved, outcome
 
 
 def _saved_on_oom(error: torch.OutOfMemoryError, model: SegmentMethod, optimizer, scheduler, objective: Any,
                   folder: Path, meta: dict[str, Any], start: int, spent: dict[str, float],
-                  limit: int | None) -> TrainingOutOfMemory:
+                  limit: int | None, outcome: StageOutcome) -> TrainingOutOfMemory:
     """The steps finished before the failing one are not lost: their weights, optimizer and curriculum state go to
     ``folder/last`` (the step that failed changed no weight: it fails in its forward or backward pass), so the run
     resumes from there with a smaller micro-batch instead of from the last periodic checkpoint."""
@@ -268,7 +273,7 @@ def _saved_on_oom(error: torch.OutOfMemoryError, model: SegmentMethod, optimizer
     if done > start and distributed.is_main():
         saved = folder / "last"
         _save(model, optimizer, scheduler, objective, saved, meta, spent, limit)
-    return TrainingOutOfMemory(str(error), done, done - start, saved)
+    return TrainingOutOfMemory(str(error), done, done - start, saved, outcome if done > start else None)
 
 
 def _budget_spent(settings: TrainSettings, train_tokens: int) -> bool:

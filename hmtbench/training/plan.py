@@ -79,10 +79,45 @@ def _budget_met(meta: dict[str, Any] | None, max_tokens: int | None) -> bool:
     return max_tokens is not None and meta is not None and int(meta.get("train_tokens") or 0) >= max_tokens
 
 
+@dataclasses.dataclass(frozen=True)
+class StartPoint:
+    """What a stage's tensors are built from (a checkpoint folder, or None: the backbone as loaded) and the tokens
+    they had been trained on before the stage."""
+
+    checkpoint: str | None
+    tokens: int
+
+
+def tokens_trained(checkpoint: str | None) -> int:
+    """The tokens a checkpoint's tensors were trained on, over every stage and chunk (0: none, or not recorded)."""
+    meta = read_meta(checkpoint) if checkpoint else {}
+    return int(meta.get("train_tokens") or 0)
+
+
+def start_point(folder: Path, init_from: str | None) -> StartPoint:
+    """A stage starts from ``init_from`` (the previous stage's final, or the run's --init-from). A stage that has begun
+    while that final is not here (its folder went to another machine with its resumable checkpoint alone) builds on
+    that checkpoint, which holds every tensor the stage trains and the tokens its start had read."""
+    last = folder / "last"
+    if init_from and not (Path(init_from) / META).is_file() and has_trainer_state(last):
+        return StartPoint(str(last), int(read_meta(last).get("tokens_before") or 0))
+    return StartPoint(init_from, tokens_trained(init_from))
+
+
+def last_begun(plan: list[Stage], output: Path) -> int:
+    """The index of the last stage that has begun (a resumable checkpoint or a final in its folder; 0: none has).
+    Every stage before it has ended, whether or not its final is in this run folder."""
+    begun = [i for i, stage in enumerate(plan) if has_trainer_state(output / stage.folder / "last")
+             or (output / stage.folder / "final" / META).is_file()]
+    return begun[-1] if begun else 0
+
+
 def pending_stages(plan: list[Stage], output: Path, max_tokens: int | None) -> list[Stage]:
-    """The stages left to train: those not complete, up to the first whose final spent the run's token budget."""
+    """The stages left to train: those not complete, up to the first whose final spent the run's token budget.
+    A stage before one that has begun is never trained again (a run restarted from its first level would overwrite
+    what the later one learned)."""
     pending = []
-    for stage in plan:
+    for stage in plan[last_begun(plan, output):]:
         meta = _final_meta(output / stage.folder / "final")  # read once: a stage's final decides both
         if _budget_met(meta, max_tokens):
             break

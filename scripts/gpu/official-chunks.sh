@@ -87,9 +87,11 @@ pack | pack-final)
 import json, sys
 from pathlib import Path
 from hmtbench.commands.train import load_run_config
-from hmtbench.training.plan import plan_stages
+from hmtbench.training.plan import last_begun, plan_stages
 run, previous, resume = Path(sys.argv[1]), None, None
-for stage in plan_stages(load_run_config(str(run))):
+plan = plan_stages(load_run_config(str(run)))
+begun = last_begun(plan, run)  # the stages before it ended (their finals may have stayed on another machine)
+for index, stage in enumerate(plan):
     folder = run / stage.folder
     final = folder / "final"
     meta = final / "checkpoint.json"
@@ -97,7 +99,7 @@ for stage in plan_stages(load_run_config(str(run))):
     for level in [final] * complete + sorted(folder.glob("level*/final")):  # a complete stage, levels inside one
         if not (level / ".packed").exists():
             print("final", level)
-    if resume is None and not complete:  # the first stage without a complete final resumes; not begun: it
+    if resume is None and index >= begun and not complete:  # the first open stage resumes; not begun: it
         resume = folder / "last" if (folder / "last").is_dir() else previous  # starts from the last final
     previous = final if complete else previous
 print("resume", previous if resume is None else resume)
