@@ -4,10 +4,12 @@ in parts of its own, also a level that ended inside a stage (the HMT recipe's cu
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from hmtbench.commands.train import run_train
@@ -40,3 +42,29 @@ def test_pack_brings_each_level_final_back_once(tmp_path: Path) -> None:
     meta = json.loads((carried / "runs" / "tiny-official" / "train" / "level1" / "final" / "checkpoint.json")
                       .read_text())
     assert meta["step"] == 2  # the first level's last step
+
+
+def test_a_state_holds_the_run_alone_and_the_shared_part_the_records(tmp_path: Path) -> None:
+    """Each run's state carries what it resumes from, its config and logs; the records, ledger and console logs
+    both runs write to one place travel once, in the shared part (two states that each held them overwrote each
+    other's ledger when unpacked in turn)."""
+    work, out, carried = tmp_path / "work", tmp_path / "out", tmp_path / "carried"
+    config = passkey_config(tmp_path, level_steps=[2, 1])
+    run_train(dataclasses.replace(config, output_dir=str(work / "runs" / "tiny-official"), out=str(work / "results")))
+    (work / "logs").mkdir()
+    (work / "logs" / "train-tiny.log").write_text("a chunk's console\n")
+    chunks("pack", str(work), "tiny", str(out / "tiny"))
+    chunks("pack-shared", str(work), str(out / "shared"))
+
+    def names(parts: Path) -> set[str]:
+        joined = b"".join(part.read_bytes() for part in sorted(parts.iterdir()) if part.is_file())
+        with tarfile.open(fileobj=io.BytesIO(joined)) as tar:
+            return set(tar.getnames())
+
+    state = names(out / "tiny")
+    assert "runs/tiny-official/config.yaml" in state and "runs/tiny-official/train/log.jsonl" in state
+    assert not any(name.startswith(("results", "logs")) for name in state)
+    shared = names(out / "shared")
+    assert {"results/ledger.csv", "logs/train-tiny.log"} <= shared and not any(n.startswith("runs") for n in shared)
+    chunks("unpack", str(out / "shared"), str(carried))
+    assert (carried / "logs" / "train-tiny.log").read_text() == "a chunk's console\n"

@@ -16,16 +16,20 @@
 #                                                           (COMPILE=0: this chunk eager; COMPILE=1: compiled)
 #   bash scripts/gpu/official-chunks.sh pack WORK METHOD OUT        what the next chunk resumes from (the unfinished
 #                                                           stage's last checkpoint, else the last stage's final), the
-#                                                           logs, records and ledger: one tarball in parts of 15 MiB;
-#                                                           and in OUT/finals each level's final not packed before
+#                                                           run's config.yaml and log.jsonl files: one tarball in parts
+#                                                           of 15 MiB; and in OUT/finals each level's final not packed
+#                                                           before
+#   bash scripts/gpu/official-chunks.sh pack-shared WORK OUT        what both runs write to one place: the records, the
+#                                                           ledger and the logs (after the last pack of a call: it holds
+#                                                           every chunk's line, whichever run packed last)
 #   bash scripts/gpu/official-chunks.sh pack-final WORK METHOD STAGE OUT   one finished stage's final (e.g. level1),
 #                                                           or a level's inside a stage (HMT: stage2/level1)
 #   bash scripts/gpu/official-chunks.sh unpack PARTS WORK   the carried parts of a pack, back under WORK
 #   bash scripts/gpu/official-chunks.sh eval WORK METHOD STAGE LENGTHS   passkey at LENGTHS from STAGE's final, with
 #                                                           the memory swap and read-slot attention on DIAGNOSE (25)
 #                                                           samples of each length (0: off)
-# A packed resumable state is ~23 MB for RMT and ~18 MB for HMT (two 15 MiB parts each, 2026-12-07): both travel in
-# one call's carry, after the model's staging calls. Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
+# A packed resumable state is ~24 MB for RMT and ~35 MB for HMT (2026-12-07), the shared part under 1 MB: all three
+# travel in one call's carry, after the model's staging calls. Each Python process runs under its own `timeout` (scripts/gpu/README.md, Rules).
 set -euo pipefail
 step=$1
 export HMTBENCH_MODEL_DIR=${HMTBENCH_MODEL_DIR:-/root/models} HF_HUB_OFFLINE=1 PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -105,7 +109,7 @@ for index, stage in enumerate(plan):
 print("resume", previous if resume is None else resume)
 PY
 )
-    keep=("$(sed -n 's/^resume //p' <<< "$found")" "$run/config.yaml" "$run"/*/log.jsonl logs results)
+    keep=("$(sed -n 's/^resume //p' <<< "$found")" "$run/config.yaml" "$run"/*/log.jsonl)
     mapfile -t finals < <(sed -n 's/^final //p' <<< "$found")
   fi
   mkdir -p "$out"
@@ -116,10 +120,15 @@ PY
     echo "packed $final (a level's final) in $out/finals"
   done
   ls -la "$out" ;;
+pack-shared)
+  work=$2 out=$3
+  mkdir -p "$out" "$work/logs" "$work/results"
+  (cd "$work" && pack_parts "$out" shared results logs)
+  ls -la "$out" ;;
 unpack)
   parts=$2 work=$3
   unpack_parts "$parts" "$work"
-  find "$work/runs" -maxdepth 4 -name checkpoint.json | sort ;;
+  if [ -d "$work/runs" ]; then find "$work/runs" -maxdepth 4 -name checkpoint.json | sort; fi ;;
 eval)
   work=$2 method=$3 stage=$4 lengths=$5
   mkdir -p "$work/logs"
@@ -131,6 +140,6 @@ eval)
     > "$work/logs/eval-$method-${stage//\//-}.log" 2>&1 || true
   grep -h "accuracy\|memory swap\|read slot\|Error" "$work/logs/eval-$method-${stage//\//-}.log" ;;
 *)
-  echo "usage: bash scripts/gpu/official-chunks.sh speed-bench|speed-train|train|pack|pack-final|unpack|eval ..." >&2
+  echo "usage: bash scripts/gpu/official-chunks.sh speed-bench|speed-train|train|pack|pack-final|pack-shared|unpack|eval ..." >&2
   exit 2 ;;
 esac
