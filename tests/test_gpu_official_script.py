@@ -68,3 +68,26 @@ def test_a_state_holds_the_run_alone_and_the_shared_part_the_records(tmp_path: P
     assert {"results/ledger.csv", "logs/train-tiny.log"} <= shared and not any(n.startswith("runs") for n in shared)
     chunks("unpack", str(out / "shared"), str(carried))
     assert (carried / "logs" / "train-tiny.log").read_text() == "a chunk's console\n"
+
+
+def test_adopt_puts_a_calls_parts_where_the_committed_folder_keeps_them(tmp_path: Path) -> None:
+    """adopt, run here after a call: the state parts replace the committed ones, and the run's config and log, the
+    shared records, ledger and logs, and each level final land in the committed folder's places."""
+    work, got, dest = tmp_path / "work", tmp_path / "got", tmp_path / "dest"
+    config = passkey_config(tmp_path, level_steps=[2, 1])
+    run_train(dataclasses.replace(config, output_dir=str(work / "runs" / "tiny-official"), out=str(work / "results")))
+    (work / "logs").mkdir()
+    (work / "logs" / "train-tiny.log").write_text("a chunk's console\n")
+    chunks("pack", str(work), "tiny", str(got / "tiny"))
+    chunks("pack-shared", str(work), str(got / "shared"))
+    (dest / "state" / "tiny").mkdir(parents=True)
+    (dest / "state" / "tiny" / "tiny-state.tgz.1").write_text("a part of the state before")
+    log = chunks("adopt", str(got), str(dest))
+    assert "adopted tiny" in log and "adopted shared" in log and "adopted finals/tiny-train-level1" in log
+    assert sorted(p.name for p in (dest / "state" / "tiny").iterdir()) == sorted(
+        p.name for p in (got / "tiny").iterdir() if p.is_file())
+    run = dest / "runs" / "tiny-official"
+    assert (run / "config.yaml").is_file() and (run / "train" / "log.jsonl").read_text()
+    assert not (run / "train" / "last").exists()  # the checkpoints stay in the state's parts
+    assert (dest / "results" / "ledger.csv").is_file() and (dest / "logs" / "train-tiny.log").is_file()
+    assert (dest / "finals" / "tiny-train-level1" / "tiny-train-level1-final.tgz.0").is_file()

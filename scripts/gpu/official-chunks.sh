@@ -25,6 +25,12 @@
 #   bash scripts/gpu/official-chunks.sh pack-final WORK METHOD STAGE OUT   one finished stage's final (e.g. level1),
 #                                                           or a level's inside a stage (HMT: stage2/level1)
 #   bash scripts/gpu/official-chunks.sh unpack PARTS WORK   the carried parts of a pack, back under WORK
+#   bash scripts/gpu/official-chunks.sh adopt GOT DEST      here, after a call: GOT (the call's fetched OUT: METHOD/,
+#                                                           METHOD/finals/, shared/) into the committed folder DEST
+#                                                           (results/h200-official): its state parts replaced, each
+#                                                           run's config.yaml and log.jsonl, the records, ledger and
+#                                                           console logs, each level final under finals/; adopt the
+#                                                           calls' OUTs in the order they ran
 #   bash scripts/gpu/official-chunks.sh eval WORK METHOD STAGE LENGTHS   passkey at LENGTHS from STAGE's final, with
 #                                                           the memory swap and read-slot attention on DIAGNOSE (25)
 #                                                           samples of each length (0: off)
@@ -125,6 +131,27 @@ pack-shared)
   mkdir -p "$out" "$work/logs" "$work/results"
   (cd "$work" && pack_parts "$out" shared results logs)
   ls -la "$out" ;;
+adopt)
+  got=$2 dest=$3
+  for dir in "$got"/*/; do
+    name=$(basename "$dir")
+    if compgen -G "$dir*.tgz.0" > /dev/null; then  # a run's state, or the shared part
+      rm -rf "$dest/state/$name" && mkdir -p "$dest/state/$name" && cp "$dir"*.tgz.* "$dest/state/$name/"
+      scratch=$(mktemp -d)
+      unpack_parts "$dest/state/$name" "$scratch"
+      (cd "$scratch" && find . \( -path ./results -o -path ./logs -o -name config.yaml -o -name log.jsonl \) \
+         -prune -print | sed 's|^\./||' | while read -r path; do
+           mkdir -p "$dest/$(dirname "$path")" && cp -r "$path" "$dest/$(dirname "$path")/"; done)
+      rm -rf "$scratch"
+      echo "adopted $name"
+    fi
+    for part in "$dir"finals/*.tgz.0; do
+      [ -e "$part" ] || continue
+      final=$(basename "$part" .tgz.0)
+      mkdir -p "$dest/finals/${final%-final}" && cp "$dir"finals/"$final".tgz.* "$dest/finals/${final%-final}/"
+      echo "adopted finals/${final%-final}"
+    done
+  done ;;
 unpack)
   parts=$2 work=$3
   unpack_parts "$parts" "$work"
@@ -140,6 +167,6 @@ eval)
     > "$work/logs/eval-$method-${stage//\//-}.log" 2>&1 || true
   grep -h "accuracy\|memory swap\|read slot\|Error" "$work/logs/eval-$method-${stage//\//-}.log" ;;
 *)
-  echo "usage: bash scripts/gpu/official-chunks.sh speed-bench|speed-train|train|pack|pack-final|pack-shared|unpack|eval ..." >&2
+  echo "usage: bash scripts/gpu/official-chunks.sh speed-bench|speed-train|train|pack|pack-final|pack-shared|unpack|adopt|eval ..." >&2
   exit 2 ;;
 esac
