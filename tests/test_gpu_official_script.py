@@ -44,17 +44,24 @@ def test_pack_brings_each_level_final_back_once(tmp_path: Path) -> None:
     assert meta["step"] == 2  # the first level's last step
 
 
-def test_a_state_holds_the_run_alone_and_the_shared_part_the_records(tmp_path: Path) -> None:
-    """Each run's state carries what it resumes from, its config and logs; the records, ledger and console logs
-    both runs write to one place travel once, in the shared part (two states that each held them overwrote each
-    other's ledger when unpacked in turn)."""
-    work, out, carried = tmp_path / "work", tmp_path / "out", tmp_path / "carried"
+def packed_call(tmp_path: Path) -> Path:
+    """What a call returns after a tiny run's chunk: its state (``tiny/``, level finals in ``tiny/finals/``) and the
+    shared part (``shared/``), packed as a call packs them."""
+    work, out = tmp_path / "work", tmp_path / "out"
     config = passkey_config(tmp_path, level_steps=[2, 1])
     run_train(dataclasses.replace(config, output_dir=str(work / "runs" / "tiny-official"), out=str(work / "results")))
     (work / "logs").mkdir()
     (work / "logs" / "train-tiny.log").write_text("a chunk's console\n")
     chunks("pack", str(work), "tiny", str(out / "tiny"))
     chunks("pack-shared", str(work), str(out / "shared"))
+    return out
+
+
+def test_a_state_holds_the_run_alone_and_the_shared_part_the_records(tmp_path: Path) -> None:
+    """Each run's state carries what it resumes from, its config and logs; the records, ledger and console logs
+    both runs write to one place travel once, in the shared part (two states that each held them overwrote each
+    other's ledger when unpacked in turn)."""
+    out, carried = packed_call(tmp_path), tmp_path / "carried"
 
     def names(parts: Path) -> set[str]:
         joined = b"".join(part.read_bytes() for part in sorted(parts.iterdir()) if part.is_file())
@@ -73,13 +80,7 @@ def test_a_state_holds_the_run_alone_and_the_shared_part_the_records(tmp_path: P
 def test_adopt_puts_a_calls_parts_where_the_committed_folder_keeps_them(tmp_path: Path) -> None:
     """adopt, run here after a call: the state parts replace the committed ones, and the run's config and log, the
     shared records, ledger and logs, and each level final land in the committed folder's places."""
-    work, got, dest = tmp_path / "work", tmp_path / "got", tmp_path / "dest"
-    config = passkey_config(tmp_path, level_steps=[2, 1])
-    run_train(dataclasses.replace(config, output_dir=str(work / "runs" / "tiny-official"), out=str(work / "results")))
-    (work / "logs").mkdir()
-    (work / "logs" / "train-tiny.log").write_text("a chunk's console\n")
-    chunks("pack", str(work), "tiny", str(got / "tiny"))
-    chunks("pack-shared", str(work), str(got / "shared"))
+    got, dest = packed_call(tmp_path), tmp_path / "dest"
     (dest / "state" / "tiny").mkdir(parents=True)
     (dest / "state" / "tiny" / "tiny-state.tgz.1").write_text("a part of the state before")
     log = chunks("adopt", str(got), str(dest))
