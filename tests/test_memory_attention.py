@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from torch import Tensor
 from typer.testing import CliRunner
 
 from hmtbench.backbones.tiny import tiny_model
@@ -16,6 +17,7 @@ from hmtbench.errors import HmtbenchError
 from hmtbench.evaluation.attention import eager_attention, read_attention
 from hmtbench.evaluation.memory_swap import MemorySwap, memory_swap
 from hmtbench.generation import greedy_generate
+from hmtbench.methods import METHODS
 from hmtbench.methods.state import select_rows
 from hmtbench.qa.answers import answer_pass, first_answer_segment, qa_batch
 from tests.conftest import ARCHITECTURES, build_method
@@ -150,6 +152,37 @@ def test_the_donors_answer_is_what_its_state_makes_the_row_say_and_plain_never_m
     plain = build_method("plain", llama, SETTINGS).eval()
     answers = [greedy_generate(plain, p, 3).token_ids for p in prompts]
     assert memory_swap(plain, prompts, answers) == MemorySwap(1.0, 1.0, 0.0, 4)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_one_read_of_the_context_predicts_as_three_whole_reads(name: str, llama: torch.nn.Module,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """memory_swap reads the context once and answers three times from the state it left: every predicted id equals
+    that of a whole teacher-forced read (own state; the donor's state with the row's answer, and with the donor's),
+    on ragged prompts whose answers open in different segments."""
+    import hmtbench.evaluation.memory_swap as swap_module
+
+    model = build_method(name, llama, {**SETTINGS, "memory_tokens": 1 if name == "hmt" else 2}).eval()
+    if name == "armt":  # its value projection starts at zero: an untrained ARMT writes nothing
+        torch.nn.init.normal_(model.value, std=0.05, generator=torch.Generator().manual_seed(0))
+    prompts, answers = prompts_and_answers([30, 55, 80, 44], answer=4, seed=7)
+    donors = torch.roll(torch.arange(4), -1)
+
+    def whole_read(answers_read: list[list[int]], swap: bool) -> tuple[Tensor, int]:
+        batch = qa_batch(prompts, answers_read, model.segment_tokens, model.device, model.sensory_tokens)
+        first = first_answer_segment(batch)
+        with torch.inference_mode():
+            _, predicted = answer_pass(model, model, batch, first_answer=first, edit_state=lambda i, s: (
+                select_rows(s, donors) if swap and i == first else s))
+        return predicted, first
+
+    seen = []
+    monkeypatch.setattr(swap_module, "exact_rows", lambda batch, predicted: seen.append(predicted) or torch.ones(4))
+    memory_swap(model, prompts, answers)
+    (own, first), swapped, donor = (whole_read(answers, False), whole_read(answers, True)[0],
+                                    whole_read([answers[int(d)] for d in donors], True)[0])
+    assert torch.equal(seen[0], own) and first > 0 and (own[:, first:] >= 0).any()
+    assert torch.equal(seen[1], swapped[:, first:]) and torch.equal(seen[2], donor[:, first:])
 
 
 def test_swap_needs_two_samples(llama: torch.nn.Module) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hmtbench.engine import SegmentedBatch
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import MemoryState, SegmentMethod
 from hmtbench.methods.state import select_rows
@@ -40,33 +41,43 @@ class MemorySwap:
                 f"{self.own_swapped:.1%} with another sample's; that sample's answer {self.donor_swapped:.1%}")
 
 
-def swapped_exact(method: SegmentMethod, prompts: list[Tensor], answers: list[list[int]],
-                  donors: Tensor | None = None) -> Tensor:
-    """(B,) bool: each row's answer reproduced teacher-forced, the state its answer's segment opens with taken from
-    row ``donors[r]`` (None: its own)."""
-    batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
-    first = first_answer_segment(batch)
-
-    def swap(segment: int, state: MemoryState) -> MemoryState:
-        return select_rows(state, donors.to(method.device)) if segment == first else state
-
-    _, predicted = answer_pass(method, method, batch, first_answer=first, edit_state=None if donors is None else swap)
+def _exact_from(method: SegmentMethod, batch: SegmentedBatch, state: MemoryState) -> Tensor:
+    """(B,) bool: ``batch``'s answers reproduced teacher-forced, its first segment opening with ``state``."""
+    _, predicted = answer_pass(method, method, batch, first_answer=0,
+                               edit_state=lambda segment, current: state if segment == 0 else current)
     return exact_rows(batch, predicted)
+
+
+def _from_segment(batch: SegmentedBatch, first: int) -> SegmentedBatch:
+    """The batch's segments from ``first`` on (the prompts lay out alike whatever the answers: the answer starts in
+    its question's segment, so another answer changes no segment before it)."""
+    return SegmentedBatch(*(tensor[:, first:] for tensor in (batch.segments, batch.lengths, batch.targets,
+                                                              batch.known)))
 
 
 @torch.inference_mode()
 def memory_swap(method: SegmentMethod, prompts: list[Tensor], answers: list[list[int]]) -> MemorySwap:
     """Row r answers with row r + 1's state (cyclically), in one batch: how often it still gives its own answer and
-    how often the donor's."""
+    how often the donor's. The context is read once: the swapped answers start from the state it left."""
     if len(prompts) < 2:
         raise HmtbenchError(f"memory swap needs at least 2 samples (one donates its state to another), got "
                             f"{len(prompts)}")
     donors = torch.roll(torch.arange(len(prompts)), -1)
-    donor_answers = [answers[int(d)] for d in donors]
-    own = swapped_exact(method, prompts, answers)
-    own_swapped = swapped_exact(method, prompts, answers, donors)
-    donor_swapped = swapped_exact(method, prompts, donor_answers, donors)
-    return MemorySwap(*(float(x.float().mean()) for x in (own, own_swapped, donor_swapped)), samples=len(prompts))
+    batch = qa_batch(prompts, answers, method.segment_tokens, method.device, method.sensory_tokens)
+    first = first_answer_segment(batch)
+    opening: dict[str, MemoryState] = {}
+
+    def keep(segment: int, state: MemoryState, _summary: Tensor | None) -> None:
+        if segment == first:
+            opening["state"] = state
+
+    _, predicted = answer_pass(method, method, batch, first_answer=first, on_segment=keep)
+    swapped = select_rows(opening["state"], donors.to(method.device))
+    donor_batch = qa_batch(prompts, [answers[int(d)] for d in donors], method.segment_tokens, method.device,
+                           method.sensory_tokens)
+    scores = (exact_rows(batch, predicted), _exact_from(method, _from_segment(batch, first), swapped),
+              _exact_from(method, _from_segment(donor_batch, first), swapped))
+    return MemorySwap(*(float(x.float().mean()) for x in scores), samples=len(prompts))
 
 
-__all__ = ["MemorySwap", "memory_swap", "swapped_exact"]
+__all__ = ["MemorySwap", "memory_swap"]
