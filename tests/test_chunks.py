@@ -197,6 +197,32 @@ def test_a_later_level_resumes_without_the_earlier_levels_final(tmp_path: Path) 
     assert [r["stage"] for r in read_ledger(tmp_path / "b" / "results")] == ["rmt level 1"] * 2 + ["rmt level 2"] * 2
 
 
+def test_tensors_without_a_gradient_are_named_in_the_log_and_the_warning(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """HMT at two-segment contexts recalls from a cache of one memory: its attention weight is one whatever the
+    query, so the recall's query and key and the summary prompt get no gradient (the paper's HMT trained a whole
+    first level so). The log names them at every logged step of that level, and no longer from the next level on,
+    where the cache holds two memories."""
+    hmt = method_config("hmt", {"sensory_tokens": 4, "recall_hidden_dim": 16})
+    config = passkey_config(tmp_path, level_steps=[3, 2])
+    config = dataclasses.replace(config, method=hmt,
+                                 train=dataclasses.replace(config.train, stages=[2], warmup_share=0.0))
+    run_train(config)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "stage2" / "log.jsonl").read_text().splitlines()]
+    silent = {"summary_prompt", "recall.wq.weight", "recall.wk.weight"}
+    assert [(e["segments"], set(e.get("no_gradient", ()))) for e in logged[1:]] == [
+        (2, silent), (2, silent), (3, set()), (3, set())]
+    lora_a = set(logged[0]["no_gradient"]) - silent  # after the first step also each LoRA A (its B starts at zero)
+    assert lora_a and all(name.endswith("lora_A.default.weight") for name in lora_a)
+    capsys.readouterr()
+    two = dataclasses.replace(config, output_dir=str(tmp_path / "two"), curriculum=dataclasses.replace(
+        config.curriculum, segments=[2], level_steps=[3]))
+    run_train(two)  # a stage that never leaves two segments: the warning at its end names them
+    printed = " ".join("".join(capsys.readouterr()).split())
+    assert ("warning: hmt stage 2: 3 trainable tensors have had no gradient in the stage's 3 steps, so they do not "
+            "train: summary_prompt, recall.wq.weight, recall.wk.weight") in printed
+
+
 def test_a_level_stage_reads_the_samples_of_its_place_in_one_stage(tmp_path: Path) -> None:
     from hmtbench.backbones import load_backbone
     from hmtbench.commands.train import build_for_training, make_objective

@@ -218,6 +218,10 @@ def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, command
             if outcome is not None:
                 append_ledger(config.out, row, stage.label, outcome)
     console.print(f"{label}: {outcome.stage_tokens:,} tokens in this stage, {row['train_tokens']:,} trained in all")
+    if outcome.no_gradient:
+        console.print(f"warning: {label}: {len(outcome.no_gradient)} trainable tensors have had no gradient in the "
+                      f"stage's {outcome.end_step} steps, so they do not train: {', '.join(outcome.no_gradient)} "
+                      f"(log.jsonl's no_gradient says from which step on they do)")
     # console only: the record holds the steps run
     return {**row, "stage": label, "first_step": outcome.start, "end_step": outcome.end_step, "stage_steps": steps}
 

@@ -38,6 +38,7 @@ class StageOutcome:
     start: int = 0  # the step the stage resumed from (0: it started here); ``steps`` were run after it
     stage_tokens: int = 0  # read by the stage from its first step, over every chunk it was trained in
     stage_s: float = 0.0  # wall seconds of the stage, over every chunk
+    no_gradient: tuple[str, ...] = ()  # trainable tensors no step of the stage had given a gradient by its end
 
     @property
     def end_step(self) -> int:
@@ -117,6 +118,7 @@ def train_stage(
     device = model.device
     torch.set_flush_denormal(True)  # CPU: denormal optimizer states otherwise slow each step by 30x
     params = [p for p in model.parameters() if p.requires_grad]
+    names = {p: name for name, p in model.named_parameters() if p.requires_grad}
     optimizer, scheduler = make_optimizer(params, settings, steps)
     start, spent = _resume(model, optimizer, scheduler, objective, folder / "last")
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,6 +138,7 @@ def train_stage(
     if deadline is None and settings.max_minutes is not None:
         deadline = began + 60 * settings.max_minutes
     tokens_before, seconds_before = int(spent.get("tokens", 0)), float(spent.get("seconds", 0.0))
+    silent: list[str] = []  # at the last logged step: the tensors no step had given a gradient
 
     def budget(done: int) -> dict[str, Any]:
         """The meta of a checkpoint at step ``done``: the step and the tokens read up to it."""
@@ -180,6 +183,7 @@ def train_stage(
                     "tokens_per_s": tokens / (time.perf_counter() - began),
                     "peak_mem_mb": _peak_mb(device),
                     "train_tokens": budget(done)["train_tokens"],  # the budget so far, over every stage and chunk
+                    **({"no_gradient": silent} if (silent := without_gradient(optimizer, names)) else {}),
                     **({"recipe": meta["recipe"]} if meta.get("recipe") else {}),
                 }
                 if log is not None:
@@ -200,7 +204,20 @@ def train_stage(
     distributed.barrier()  # the next stage starts from this checkpoint on every rank
     wall = time.perf_counter() - began
     return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict(), start,
-                        tokens_before + tokens, seconds_before + wall)
+                        tokens_before + tokens, seconds_before + wall, tuple(silent))
+
+
+def without_gradient(optimizer: torch.optim.Optimizer, names: dict[torch.nn.Parameter, str]) -> list[str]:
+    """The trainable tensors no step has given a gradient yet (their AdamW first moment is exactly zero): they do
+    not train. HMT's recall at two-segment contexts is one: with a single memory in the cache its attention weight
+    is one whatever the query, so the query, key and summary prompt get none. A LoRA A matrix is one for the first
+    step alone (its B starts at zero). One read-back for all tensors, at logged steps only."""
+    moments = [(names[param], state["exp_avg"]) for param, state in optimizer.state.items()
+               if "exp_avg" in state and param in names]
+    if not moments:
+        return []
+    peaks = torch.stack([moment.detach().abs().amax().float() for _, moment in moments]).tolist()
+    return [name for (name, _), peak in zip(moments, peaks, strict=True) if peak == 0]
 
 
 def _keep_log_until(path: Path, step: int) -> None:
