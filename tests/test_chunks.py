@@ -225,7 +225,8 @@ def test_tensors_without_a_gradient_are_named_in_the_log_and_the_warning(tmp_pat
 
 def test_a_level_stage_reads_the_samples_of_its_place_in_one_stage(tmp_path: Path) -> None:
     from hmtbench.backbones import load_backbone
-    from hmtbench.commands.train import build_for_training, make_objective
+    from hmtbench.commands.train import build_for_training
+    from hmtbench.training.objectives import make_objective
 
     config = passkey_config(tmp_path, level_steps=[2, 3], restart_per_level=True)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, grad_accum=2))

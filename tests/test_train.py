@@ -19,13 +19,13 @@ import torch
 
 from hmtbench.backbones import load_backbone
 from hmtbench.checkpoints import load_tensors
-from hmtbench.commands.train import build_for_training, make_objective, run_train
+from hmtbench.commands.train import build_for_training, load_run_config, run_train
 from hmtbench.config import DataSettings, method_config
 from hmtbench.errors import HmtbenchError
 from hmtbench.results.ledger import read_ledger
 from hmtbench.results.record_columns import checkpoint_columns
 from hmtbench.training.config import TrainConfig, TrainSettings
-from hmtbench.training.objectives import window_loss
+from hmtbench.training.objectives import make_objective, window_loss
 
 TEXT = "the cat sat on the mat. the dog ate the bone. " * 120
 OWN_SETTINGS = {"hmt": {"sensory_tokens": 4, "recall_hidden_dim": 16}, "overlap": {"sensory_tokens": 4},
@@ -318,6 +318,40 @@ def test_out_of_memory_keeps_the_steps_done_and_the_run_resumes_to_the_uninterru
     a, b = final_tensors(tmp_path / "a" / "run"), final_tensors(run)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+def test_halve_on_oom_goes_on_with_half_the_micro_batch_to_the_uninterrupted_result(
+        corpus: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.halve_on_oom: micro-batches of 2 windows run out of memory from the 4th step on; the stage goes on from
+    step 3 with micro-batches of 1, two a step, to the tensors of the uninterrupted run (the same windows a step,
+    summed in another order); the failed part has its record, and config.yaml keeps the micro-batch that fit."""
+    import hmtbench.training.objectives as objectives
+
+    def without_dropout(config: TrainConfig) -> TrainConfig:  # dropout draws other masks for other micro-batches
+        return dataclasses.replace(config, lora=dataclasses.replace(config.lora, dropout=0.0))
+
+    run_train(without_dropout(config_for(corpus, tmp_path / "a", checkpoint_every=100, train="lora")))
+    real, rows_read = objectives.window_loss, []
+
+    def failing(model, ids, settings):
+        rows_read.append(ids.shape[0])
+        if ids.shape[0] == 2 and len(rows_read) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, ids, settings)
+
+    monkeypatch.setattr(objectives, "window_loss", failing)
+    config = without_dropout(config_for(corpus, tmp_path / "b", checkpoint_every=100, train="lora", halve_on_oom=True))
+    [row] = run_train(config)
+    assert row["status"] == "success" and (row["first_step"], row["end_step"]) == (3, 6)
+    assert rows_read == [2, 2, 2, 2] + [1] * 6
+    record = pd.concat(pd.read_parquet(p) for p in (tmp_path / "b" / "results").glob("*.parquet"))
+    assert sorted(zip(record["status"], record["steps"], record["batch_size"], strict=True)) == [
+        ("failed", 3, 2), ("success", 3, 1)]
+    saved = load_run_config(config.output_dir)
+    assert (saved.train.batch_size, saved.train.grad_accum) == (1, 2)
+    a, b = final_tensors(tmp_path / "a" / "run"), final_tensors(tmp_path / "b" / "run")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
 
 
 def test_bad_training_input(corpus: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ continues it exactly, so a long training runs in chunks. Each chunk appends a ro
 from __future__ import annotations
 
 import dataclasses
+import gc
 import shlex
 import time
 from datetime import datetime, timezone
@@ -32,11 +33,10 @@ from hmtbench.results import make_record, write_record
 from hmtbench.results.ledger import append_ledger
 from hmtbench.results.provenance import new_run_id, peak_host_mem_mb, run_start
 from hmtbench.results.record_columns import parameter_counts, run_columns, training_columns
-from hmtbench.training.answers import AnswerSampler
 from hmtbench.training.config import TrainConfig
 from hmtbench.training.layer_recompute import checkpoint_blocks
 from hmtbench.training.loop import StageOutcome, train_stage
-from hmtbench.training.objectives import AnswerTraining, LanguageModelling
+from hmtbench.training.objectives import AnswerTraining, make_objective
 from hmtbench.training.plan import (
     Stage,
     StartPoint,
@@ -49,7 +49,6 @@ from hmtbench.training.plan import (
     start_point,
     tokens_trained,
 )
-from hmtbench.training.windows import WindowSampler
 
 CONFIG_FILE = "config.yaml"
 
@@ -151,7 +150,9 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
             else:
                 prepared = first if stage is pending[0] else _prepare(config, backbone, documents, stage,
                                                                       start_point(folder, init_from))
-                rows.append(_train_one(prepared, backbone, stage, folder, command_line, deadline))
+                row, config = _train_fitting(config, prepared, backbone, documents, stage, folder, init_from,
+                                             command_line, deadline)
+                rows.append(row)
                 if budget_spent(folder / "final", budget):
                     console.print(f"{stage.folder}: the run's train.max_tokens ({budget:,}) reached at step "
                                   f"{rows[-1]['end_step']} of {stage.steps}; the run is complete")
@@ -164,6 +165,37 @@ def run_train(config: TrainConfig, command_line: list[str] | None = None, resume
     except KeyboardInterrupt:
         raise Canceled(f"continue with: hmtbench train --resume {shlex.quote(str(output))}") from None
     return rows
+
+
+class StageOutOfMemory(HmtbenchError):
+    """A stage out of device memory; the message says what was kept and how to go on."""
+
+
+def _train_fitting(config: TrainConfig, prepared: Prepared, backbone: Backbone, documents, stage: Stage,
+                   folder: Path, init_from: str | None, command_line, deadline: float | None,
+                   ) -> tuple[dict[str, Any], TrainConfig]:
+    """``_train_one``, and with ``train.halve_on_oom`` a stage out of memory goes on from the steps it finished with
+    half the micro-batch and twice the micro-batches a step (the same samples a step, summed in another order),
+    down to one row. The run's config.yaml keeps the micro-batch that fit, for its later stages and chunks. Returns
+    the stage's row and the run's config as it ended."""
+    while True:
+        try:
+            return _train_one(prepared, backbone, stage, folder, command_line, deadline), config
+        except StageOutOfMemory:
+            train = config.train
+            if not train.halve_on_oom or train.batch_size % 2 or distributed.is_distributed():
+                raise
+        # out of the except block: the failed step's frames, and the activations they hold, are gone
+        train = dataclasses.replace(train, batch_size=train.batch_size // 2, grad_accum=train.grad_accum * 2)
+        config = dataclasses.replace(config, train=train)
+        (Path(config.output_dir) / CONFIG_FILE).write_text(dump_yaml(config))
+        console.print(f"{stage.label}: out of memory; going on with micro-batches of {train.batch_size}, "
+                      f"{train.grad_accum} a step (train.halve_on_oom; the same samples a step)")
+        prepared = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        prepared = _prepare(config, backbone, documents, stage, start_point(folder, init_from))
 
 
 @dataclasses.dataclass
@@ -209,7 +241,7 @@ def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, command
         raise
     except torch.OutOfMemoryError as error:
         outcome = getattr(error, "outcome", None)  # the steps finished (and saved) before it: recorded, in the ledger
-        raise HmtbenchError(out_of_memory_message(config, objective, error, folder.parent)) from None
+        raise StageOutOfMemory(out_of_memory_message(config, objective, error, folder.parent)) from None
     finally:
         row.update(_record(config, backbone, model, stage, folder, outcome, prepared.start, command_line,
                            prepared.started))
@@ -253,27 +285,6 @@ def out_of_memory_message(config: TrainConfig, objective: Any, error: Exception,
         f"the {error.steps_done} steps done are saved in {saved}: set batch_size / grad_accum in {run / CONFIG_FILE} "
         f"and continue with --resume {run}")
     return f"out of memory with {size}; {lower}; {kept}"
-
-
-def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Backbone, documents: list[list[int]] | None,
-                   level: int | None = None):
-    """Answers to a task's questions with a curriculum (``curriculum.task``), else language-modelling windows.
-    ``level``: the curriculum level a stage trains alone, on the samples one stage over every level would read."""
-    settings = config.train
-    if config.curriculum.task is not None:
-        curriculum, first = config.curriculum, 0
-        if level is not None:
-            steps = curriculum.level_steps
-            curriculum = dataclasses.replace(curriculum, segments=[curriculum.segments[level]],
-                                             level_steps=[steps[level]], restart_per_level=False)
-            first = sum(steps[:level]) * settings.grad_accum
-        sampler = AnswerSampler(curriculum, backbone.tokenizer, model.segment_tokens, settings.sample_seed,
-                                model.sensory_tokens)
-        return AnswerTraining(sampler, curriculum, settings, first)
-    source = f"dataset '{config.data.dataset}' ({config.data.split})"
-    window = settings.bptt_depth * model.segment_tokens
-    return LanguageModelling(WindowSampler(documents, window, model.segment_tokens, settings.sample_seed, source),
-                             settings)
 
 
 def build_for_training(backbone: Backbone, config: TrainConfig, init_from: str | None) -> SegmentMethod:

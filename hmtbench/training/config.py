@@ -44,6 +44,9 @@ class TrainSettings:
     train: str = setting("memory", "What trains: memory (backbone frozen) | lora | full.")
     batch_size: int = setting(2, "Windows (or answer samples) per micro-batch.")
     grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    halve_on_oom: bool = setting(False, "Out of device memory: go on from the steps done with half the micro-batch "
+                                        "and twice --grad-accum (the same samples a step), down to one row; off: stop "
+                                        "and say what to change.")
     bptt_depth: int = setting(2, "D: segments per training window.")
     bptt_truncate: int | None = setting(None, "K: gradients reach only the last K segments (None: all D).")
     k2: int | None = setting(None, "The official RMT code's rule instead: the state leaves the graph after every "

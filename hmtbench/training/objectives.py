@@ -8,7 +8,7 @@ after each optimizer step, for what to log; the curriculum's position is part of
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -20,7 +20,8 @@ from hmtbench.engine import score_segments, segment_batch
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod, max_positions
 from hmtbench.qa.answers import answer_pass, answer_segments, exact_rows
-from hmtbench.training.config import CurriculumSettings, TrainSettings
+from hmtbench.training.answers import AnswerSampler
+from hmtbench.training.config import CurriculumSettings, TrainConfig, TrainSettings
 from hmtbench.training.windows import WindowSampler
 
 
@@ -177,3 +178,24 @@ class AnswerTraining:
         self.level = state["level"]
         self.level_step = state.get("level_step", 0)
         self.recent = deque(state["recent"], maxlen=self.curriculum.window)
+
+
+def make_objective(config: TrainConfig, model: SegmentMethod, backbone: Any, documents: list[list[int]] | None,
+                   level: int | None = None):
+    """Answers to a task's questions with a curriculum (``curriculum.task``), else language-modelling windows.
+    ``level``: the curriculum level a stage trains alone, on the samples one stage over every level would read."""
+    settings = config.train
+    if config.curriculum.task is not None:
+        curriculum, first = config.curriculum, 0
+        if level is not None:
+            steps = curriculum.level_steps
+            curriculum = replace(curriculum, segments=[curriculum.segments[level]],
+                                             level_steps=[steps[level]], restart_per_level=False)
+            first = sum(steps[:level]) * settings.grad_accum
+        sampler = AnswerSampler(curriculum, backbone.tokenizer, model.segment_tokens, settings.sample_seed,
+                                model.sensory_tokens)
+        return AnswerTraining(sampler, curriculum, settings, first)
+    source = f"dataset '{config.data.dataset}' ({config.data.split})"
+    window = settings.bptt_depth * model.segment_tokens
+    return LanguageModelling(WindowSampler(documents, window, model.segment_tokens, settings.sample_seed, source),
+                             settings)
