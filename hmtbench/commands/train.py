@@ -253,7 +253,7 @@ def _train_one(prepared: Prepared, backbone, stage: Stage, folder: Path, command
     if outcome.no_gradient:
         console.print(f"warning: {label}: {len(outcome.no_gradient)} trainable tensors have had no gradient in the "
                       f"stage's {outcome.end_step} steps, so they do not train: {', '.join(outcome.no_gradient)} "
-                      f"(log.jsonl's no_gradient says from which step on they do)")
+                      f"(each logged step in log.jsonl lists those still without one)")
     # console only: the record holds the steps run
     return {**row, "stage": label, "first_step": outcome.start, "end_step": outcome.end_step, "stage_steps": steps}
 

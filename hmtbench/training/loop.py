@@ -146,6 +146,12 @@ def train_stage(
         return {**meta, "step": done, "stage_tokens": stage_tokens,
                 "train_tokens": int(meta.get("tokens_before", 0)) + stage_tokens}
 
+    def outcome_now(end: int) -> StageOutcome:
+        """What the stage ran in this process up to step ``end``."""
+        wall = time.perf_counter() - began
+        return StageOutcome(end - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict(), start,
+                            tokens_before + tokens, seconds_before + wall, tuple(silent))
+
     def spent_now() -> dict[str, float]:
         return {"tokens": tokens_before + tokens, "seconds": seconds_before + time.perf_counter() - began}
 
@@ -158,11 +164,9 @@ def train_stage(
                 total, step_tokens, exact, grad_norm = _optimizer_step(micro, objective, settings, step, params,
                                                                        optimizer, scheduler, ddp, graphed, device)
             except torch.OutOfMemoryError as error:
-                wall = time.perf_counter() - began  # the steps before this one count in the record and the ledger
-                done_here = StageOutcome(step - start, loss_value, tokens, wall, _peak_mb(device),
-                                         objective.state_dict(), start, tokens_before + tokens, seconds_before + wall)
+                # the steps before this one count in the record and the ledger
                 raise _saved_on_oom(error, model, optimizer, scheduler, objective, folder, budget(step), start,
-                                    spent_now(), limit, done_here) from None
+                                    spent_now(), limit, outcome_now(step)) from None
             tokens += step_tokens
             done = step + 1
             # The host reads the device only for a number it needs: the curriculum's exact share (answer training,
@@ -202,9 +206,7 @@ def train_stage(
     if distributed.is_main():
         _save(model, optimizer, scheduler, objective, folder / "final", budget(steps), limit=limit)
     distributed.barrier()  # the next stage starts from this checkpoint on every rank
-    wall = time.perf_counter() - began
-    return StageOutcome(steps - start, loss_value, tokens, wall, _peak_mb(device), objective.state_dict(), start,
-                        tokens_before + tokens, seconds_before + wall, tuple(silent))
+    return outcome_now(steps)
 
 
 def without_gradient(optimizer: torch.optim.Optimizer, names: dict[torch.nn.Parameter, str]) -> list[str]:

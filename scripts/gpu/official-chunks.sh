@@ -94,25 +94,25 @@ pack | pack-final)
     # one walk over the run's stages: what the next chunk resumes from, and each level final not packed before (a
     # later pack would not keep it), which travels in parts of its own
     found=$(python3 - "$run" <<'PY'
-import json, sys
+import sys
 from pathlib import Path
 from hmtbench.commands.train import load_run_config
-from hmtbench.training.plan import last_begun, plan_stages
-run, previous, resume = Path(sys.argv[1]), None, None
-plan = plan_stages(load_run_config(str(run)))
-begun = last_begun(plan, run)  # the stages before it ended (their finals may have stayed on another machine)
-for index, stage in enumerate(plan):
+from hmtbench.training.plan import pending_stages, plan_stages, stage_complete
+run = Path(sys.argv[1])
+config = load_run_config(str(run))
+plan, budget = plan_stages(config), config.train.max_tokens
+pending, previous = pending_stages(plan, run, budget), None  # the stage that resumes, as train picks it
+for stage in plan:
     folder = run / stage.folder
-    final = folder / "final"
-    meta = final / "checkpoint.json"
-    complete = meta.is_file() and json.loads(meta.read_text())["step"] >= stage.steps
-    for level in [final] * complete + sorted(folder.glob("level*/final")):  # a complete stage, levels inside one
+    complete = stage_complete(folder / "final", stage.steps, budget)
+    for level in [folder / "final"] * complete + sorted(folder.glob("level*/final")):  # levels inside a stage too
         if not (level / ".packed").exists():
             print("final", level)
-    if resume is None and index >= begun and not complete:  # the first open stage resumes; not begun: it
-        resume = folder / "last" if (folder / "last").is_dir() else previous  # starts from the last final
-    previous = final if complete else previous
-print("resume", previous if resume is None else resume)
+    if pending and stage is pending[0]:  # not begun: it starts from the last final
+        print("resume", folder / "last" if (folder / "last").is_dir() else previous)
+    previous = folder / "final" if complete else previous
+if not pending:
+    print("resume", previous)
 PY
 )
     keep=("$(sed -n 's/^resume //p' <<< "$found")" "$run/config.yaml" "$run"/*/log.jsonl)
