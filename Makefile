@@ -8,7 +8,7 @@ RUN_STAMP := $(shell date -u +%Y%m%dT%H%M%S)
 RUN_OUT ?= results/make-run/$(RUN_STAMP)
 RUN_ARGS ?= --backbone smollm2-135m --dataset python-stdlib --split test --max-docs 4 --test-length 2000 --out $(RUN_OUT)
 
-.PHONY: install run test lint figures report clean
+.PHONY: install run test lint docs figures report clean
 
 $(BIN)/hmtbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check hmtbench tests
+
+# docs/cli.md's table of settings keys, from the settings' fields (after adding or changing a setting).
+docs: install
+	$(BIN)/python scripts/settings_table.py docs/cli.md
 
 # The figures in results/figures/ from the committed records, one experiment folder at a time (PNG + PDF).
 FILL := results/h200-table-fill

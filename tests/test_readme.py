@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hmtbench.results.schema import schema_markdown
+from tests.conftest import load_script
 
 ROOT = Path(__file__).parent.parent
 DOCS = ["README.md", *(p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "docs").glob("*.md")))]
@@ -95,4 +96,14 @@ def test_settings_table_is_generated_from_the_settings() -> None:
 
     text = (ROOT / "docs" / "cli.md").read_text()
     begin, end = text.index("<!-- settings:begin -->"), text.index("<!-- settings:end -->")
-    assert text[begin:end].split("\n", 1)[1].strip() == settings_markdown(CONFIGS)
+    assert text[begin:end].split("\n", 1)[1].strip() == settings_markdown(CONFIGS), "stale: run `make docs`"
+
+
+def test_make_docs_regenerates_a_stale_settings_table() -> None:
+    """``scripts/settings_table.py`` (``make docs``) turns a stale block back into the checked-in page, text around
+    the block untouched."""
+    regenerate = load_script("settings_table").regenerate
+    text = (ROOT / "docs" / "cli.md").read_text()
+    begin, end = text.index("<!-- settings:begin -->"), text.index("<!-- settings:end -->")
+    stale = text[:begin] + "<!-- settings:begin -->\n| key |\n| --- |\n| `gone` |\n" + text[end:]
+    assert regenerate(stale) == text

@@ -293,6 +293,10 @@ def _runs_table(table_spec: Any, runs: pd.DataFrame, context: TableContext) -> t
     return markdown_table(["method", "run", *map(setting_name, columns)], rows, labels), runs
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
 def _numbers(values: pd.Series) -> bool:
     """Whether a column holds numbers (right-aligned): by dtype, or by value for settings read as objects."""
     if values.dtype == bool:
@@ -300,12 +304,11 @@ def _numbers(values: pd.Series) -> bool:
     if pd.api.types.is_numeric_dtype(values):
         return True
     present = values.dropna()
-    return not present.empty and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+    return not present.empty and all(map(_is_number, present))
 
 
 def _numeric_list(value: Any) -> bool:
-    return (isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0
-            and all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) for v in value))
+    return isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0 and all(map(_is_number, value))
 
 
 def _run_name(run: pd.Series, folders: list[Path]) -> str:

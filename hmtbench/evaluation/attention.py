@@ -24,6 +24,7 @@ from hmtbench.engine import IGNORE, SegmentedBatch
 from hmtbench.errors import HmtbenchError
 from hmtbench.methods.base import SegmentMethod
 from hmtbench.methods.hooks import repeated_blocks
+from hmtbench.methods.segment_step import layout_text_start
 from hmtbench.qa.answers import answer_pass, qa_batch
 
 ATTENTION_NAMES = ("self_attn", "attention", "attn")  # Llama, Qwen2, Gemma, OPT | GPT-NeoX | GPT-2
@@ -108,7 +109,7 @@ class _Shares:
     def _add(self, layer: int, weights: Tensor) -> None:
         rows, size = self.batch.segments.shape[0], weights.shape[-1]
         lengths, targets = self.batch.lengths[:, self.segment], self.batch.targets[:, self.segment]
-        text_start = size - targets.shape[1] - self.m  # [read m | sensory | text S | write m], as the step lays it
+        text_start = layout_text_start(size, targets.shape[1], self.m)
         share = weights[:rows, ..., : self.m].float().sum(-1).mean(1)  # (B, T): over the slot, then the heads
         position = torch.arange(size, device=weights.device)
         uniform = (self.m / (position + 1).double()).expand(rows, -1)

@@ -23,6 +23,12 @@ from hmtbench.methods.loss import IGNORE, hidden_nll, token_nll
 from hmtbench.methods.state import MemoryState
 
 
+def layout_text_start(size: int, text_size: int, write_slots: int) -> int:
+    """Position of a segment's first text token in a layout of ``size`` positions that ends with its ``text_size``
+    text positions and ``write_slots`` write slots: [read | sensory | text | write]."""
+    return size - text_size - write_slots
+
+
 @dataclass
 class SegmentOutput:
     logits: Tensor  # (B, S, V): logits at the segment's text positions; position i predicts token i+1
@@ -148,7 +154,7 @@ class SegmentSteps:
         sensory = self.read_sensory(state)
         self._check_reads(memory, sensory)
         embeds, write_at = self._layout(memory, sensory, segment_ids, lengths)
-        text_start = embeds.shape[1] - segment_ids.shape[1] - (0 if memory is None else memory.shape[1])
+        text_start = layout_text_start(embeds.shape[1], segment_ids.shape[1], 0 if memory is None else memory.shape[1])
         positions = self.layout_positions(embeds.shape[1], write_at, lengths)
         return SegmentInput(embeds, write_at, text_start, memory, weights, positions)
 
@@ -184,7 +190,7 @@ class SegmentSteps:
         m = memory.shape[1]
         parts.append(torch.zeros_like(memory))  # placeholder slots, overwritten below
         embeds = torch.cat(parts, dim=1)  # (B, m + k + S + m, d)
-        text_start = embeds.shape[1] - segment_ids.shape[1] - m
+        text_start = layout_text_start(embeds.shape[1], segment_ids.shape[1], m)
         write_at = text_start + lengths[:, None] + torch.arange(m, device=lengths.device)  # (B, m)
         embeds = embeds.scatter(1, write_at[..., None].expand(-1, -1, embeds.shape[-1]), memory)
         return embeds, write_at
