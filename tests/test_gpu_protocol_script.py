@@ -58,6 +58,14 @@ def test_a_chunk_stops_after_a_level_and_a_carried_level_skips_those_before_it(t
     log = protocol("train", str(work), "hmt", "1", "5", STOP_AFTER="long")
     assert "hmt-s1-long: train exit 0" in log and "hmt-s1: stops after long (STOP_AFTER)" in log
     assert not (work / "runs" / "hmt-s1-long64").exists()
+    assert "its last level has not reached its steps" in protocol("eval", str(work), "validation", "1k", "hmt-s1",
+                                                                  "hmt", code=1)
+    assert "its chain has no level 'short'" in protocol("eval", str(work), "validation", "1k", "hmt-s1", "hmt",
+                                                        code=1, LEVEL="short")
+    assert "eval exit 0" in protocol("eval", str(work), "validation", "1k", "hmt-s1", "hmt", LIMIT="2", DEPTHS="0.5",
+                                     LEVEL="span")  # an earlier level's final, read on its own
+    (record,) = (work / "results" / "validation" / "passkey-hmt-s1-hmt").glob("*.parquet")
+    assert pd.read_parquet(record).iloc[0]["checkpoint"] == str(work / "runs" / "hmt-s1-span" / "stage2" / "final")
 
     shutil.rmtree(work / "runs" / "hmt-s1-span")  # a carried chain brings the last level's final only
     log = protocol("train", str(work), "hmt", "1", "5", STOP_AFTER="long")

@@ -7,8 +7,8 @@
 #                                                   side by side, each seed's levels in order within MINUTES: a level
 #                                                   at its steps is skipped, one stopped short resumed (--resume), one
 #                                                   out of memory before its first step run again alone afterwards
-#   bash scripts/gpu/protocol.sh eval WORK SPLIT LENGTHS RUN METHOD [FLAGS...]  eval-qa of RUN's last level (none:
-#                                                   untrained) on SPLIT, 125 passkeys a length (25 at each depth
+#   bash scripts/gpu/protocol.sh eval WORK SPLIT LENGTHS RUN METHOD [FLAGS...]  eval-qa of RUN's last level (LEVEL:
+#                                                   that level's final, at its steps; none: untrained) on SPLIT, 125 passkeys a length (25 at each depth
 #                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/TASK-RUN-METHOD
 #                                                   (TASK-NAME with NAME set: one folder for a grid of choices, each
 #                                                   setting named by eval-qa --grid for scripts/pick_setting.py)
@@ -34,7 +34,7 @@
 # (recipes/smollm2-135m-multifact-*.yaml) from its passkey final; eval then reads the mf level's final.
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
 # smoke's 0.05), STOP_AFTER (the level a chunk ends its chains with: finals travel between sessions, a level's
-# resumable state does not), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
+# resumable state does not), LEVEL (the level whose final eval reads; unset: the chain's last), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
 # (added to every training started / evaluation), BUDGET (tokens: every training started gets train.max_tokens, the
 # rule for equal budgets; a level is done at its steps or at the budget, and a chain ends with the level that spends
 # it; give such chains a WORK of their own), MF_TOKENS (tokens the mf level may read beyond its passkey final's:
@@ -179,12 +179,20 @@ last_final() {  # RUN (CHAIN-sSEED) -> the final its chain ends with: its last l
   finished "$final" "$(scaled "$steps")" && echo "$final"
 }
 
-checkpoint_of() {  # RUN -> checkpoint=(--checkpoint FINAL) of its last level ((): none, the untrained method)
-  local final
+level_final() {  # RUN (CHAIN-sSEED) LEVEL -> that level's final, if it holds the level's steps (or spent a budget)
+  local steps final
+  steps=$(levels "${1%-s*}" | awk -F'|' -v level="$2" '$1 == level {print $2}')
+  [ -n "$steps" ] || { echo "$1: its chain has no level '$2'" >&2; return 1; }
+  final=$(final_of "$work/runs/$1-$2")
+  finished "$final" "$(scaled "$steps")" && echo "$final"
+}
+
+checkpoint_of() {  # RUN -> checkpoint=(--checkpoint FINAL) of its last level, or of LEVEL where set ((): none, the
+  local final      # untrained method)
   checkpoint=()
   [ "$1" != none ] || return 0
-  final=$(last_final "$1")
-  [ -n "$final" ] || { echo "$1: its last level has not reached its steps under $work/runs" >&2; return 1; }
+  if [ -n "${LEVEL:-}" ]; then final=$(level_final "$1" "$LEVEL"); else final=$(last_final "$1"); fi
+  [ -n "$final" ] || { echo "$1: its ${LEVEL:-last} level has not reached its steps under $work/runs" >&2; return 1; }
   checkpoint=(--checkpoint "$final")
 }
 
