@@ -224,3 +224,34 @@ def test_a_language_modelling_chain_trains_both_hmt_stages_and_its_ppl_pairs_wit
     assert rows.at["hmt", "checkpoint"] == str(stages / "stage2" / "final") and rows.at["hmt", "train_seed"] == 1
     assert set(rows["split"]) == {"test"} and set(rows["dtype"]) == {"float32"}
     assert all(len(nll) == 2 for nll in rows["doc_nll"])  # per-document NLL: the paired tests' input
+
+
+@pytest.mark.slow
+def test_the_seed_split_crosses_data_seeds_with_initialisation_seeds(tmp_path: Path) -> None:
+    """scripts/gpu/seed-split.sh: each cell of GRID trains the chain's first level at its --seed on the data seed's
+    samples, in a work folder per data seed; eval reads each cell's first-level final on validation."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    split = ROOT / "scripts" / "gpu" / "seed-split.sh"
+    env = {**os.environ, "BACKBONE": "random:llama", "PYTHON": sys.executable, "STEPS_SCALE": "0.05",
+           "TRAIN_FLAGS": "--set train.batch_size=2", "GRID": "1:1 2:1", "LIMIT": "2", "DEPTHS": "0.5"}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(["bash", str(split), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run("train", str(work), "hmt", "5").count("hmt-s1: stops after span (STOP_AFTER)") == 2
+    losses = []
+    for data in (1, 2):
+        run_dir = work / f"data{data}" / "runs" / "hmt-s1-span"
+        assert f"data_seed: {data}\n" in (run_dir / "config.yaml").read_text()
+        assert "\n  seed: 1\n" in (run_dir / "config.yaml").read_text()
+        losses.append(json.loads((run_dir / "stage2" / "log.jsonl").read_text().splitlines()[-1])["loss"])
+    assert losses[0] != losses[1]  # one initialisation, two data streams
+    assert run("eval", str(work), "1k").count("eval exit 0") == 2
+    for data in (1, 2):
+        (record,) = (work / f"data{data}" / "results" / "validation" / "passkey-hmt-s1-hmt").glob("*.parquet")
+        assert pd.read_parquet(record).iloc[0]["train_seed"] == 1
+    run("pack", str(work), str(out))
+    assert (out / "data1" / "protocol.tgz").exists() and (out / "data2" / "protocol.tgz").exists()
