@@ -35,6 +35,12 @@ def test_a_chain_trains_once_travels_and_is_evaluated(tmp_path: Path) -> None:
     final = work / "runs" / "rmt-s1-truncated" / "train" / "final"
     assert json.loads((final / "checkpoint.json").read_text())["step"] == 5  # 490 steps x 0.01
     assert "rmt-s1-truncated: done (step 5)" in protocol("train", str(work), "rmt", "1", "5")
+    level = final.parent / "level1" / "final"  # a curriculum level that ended inside the stage, at an earlier step
+    shutil.copytree(final, level)
+    meta = json.loads((level / "checkpoint.json").read_text())
+    (level / "checkpoint.json").write_text(json.dumps({**meta, "step": 2}))
+    assert "rmt-s1-truncated: done (step 5)" in protocol("train", str(work), "rmt", "1", "5")  # the stage's final
+    shutil.rmtree(level.parent)
 
     protocol("pack", str(work), str(out), PACK_RUN="rmt-s1-*")
     with tarfile.open(out / "protocol.tgz") as packed:

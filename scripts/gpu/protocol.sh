@@ -80,8 +80,9 @@ passkey_levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the 
   esac
 }
 
-final_of() {  # a level's run folder -> its final checkpoint folder, if any
-  find "$1" -path '*/final/checkpoint.json' 2>/dev/null | sort | tail -1 | xargs -r dirname
+final_of() {  # a level's run folder -> its final checkpoint folder (its last stage's; not a curriculum level's
+  find "$1" -path '*/final/checkpoint.json' -not -path '*/level*/final/*' 2>/dev/null | sort | tail -1 \
+    | xargs -r dirname  # RUN/STAGE/levelK/final holds the stage at the end of curriculum level K
 }
 
 meta_value() {  # a final checkpoint folder, a Python expression over its checkpoint.json (m) -> its value
