@@ -255,7 +255,7 @@ def test_the_seed_split_crosses_data_seeds_with_initialisation_seeds(tmp_path: P
         assert "\n  seed: 1\n" in (run_dir / "config.yaml").read_text()
         losses.append(json.loads((run_dir / "stage2" / "log.jsonl").read_text().splitlines()[-1])["loss"])
     assert losses[0] != losses[1]  # one initialisation, two data streams
-    assert run("eval", str(work), "1k").count("eval exit 0") == 2
+    assert run("eval", str(work), "hmt", "1k").count("eval exit 0") == 2
     for data in (1, 2):
         (record,) = (work / f"data{data}" / "results" / "validation" / "passkey-hmt-s1-hmt").glob("*.parquet")
         assert pd.read_parquet(record).iloc[0]["train_seed"] == 1

@@ -11,8 +11,8 @@
 #                                                 truncated, 490 steps, stopped by MINUTES) for every cell of the
 #                                                 grid, side by side, in WORK/dataD (protocol.sh names runs by their
 #                                                 --seed alone); resumes cells stopped short
-#   bash scripts/gpu/seed-split.sh eval WORK LENGTHS  eval-qa of each hmt cell's first-level final on the
-#                                                 validation split (protocol.sh eval with LEVEL=span)
+#   bash scripts/gpu/seed-split.sh eval WORK CHAIN LENGTHS  eval-qa of each cell's first-level final on the
+#                                                 validation split (protocol.sh eval with LEVEL set to that level)
 #   bash scripts/gpu/seed-split.sh pack WORK OUT  each data folder's records and logs in OUT/dataD/protocol.tgz
 # GRID: "DATA:SEEDS ..." cells (default: the full 3 x 3 grid on a GPU of 100 GB or more, else the four crossed
 # cells that pair the learning seed 2 with seeds 1 and 3: one HMT run at 8 segments needs ~21 GB).
@@ -37,18 +37,22 @@ train)
   level=$(first_level "$chain") || exit 2
   for cell in $(grid); do
     data=${cell%%:*} seeds=${cell#*:}
-    TRAIN_FLAGS="${TRAIN_FLAGS:-} --set train.data_seed=$data" STOP_AFTER=$level bash "$here/protocol.sh" train "$work/data$data" \
-      "$chain" "$seeds" "$minutes" > "$work-train-$chain-data$data.out" 2>&1 &
+    TRAIN_FLAGS="${TRAIN_FLAGS:-} --set train.data_seed=$data" STOP_AFTER=$level \
+      bash "$here/protocol.sh" train "$work/data$data" "$chain" "$seeds" "$minutes" \
+      > "$work-train-$chain-data$data.out" 2>&1 &
   done
   wait
-  for cell in $(grid); do echo "data seed ${cell%%:*}:"; grep -v "^ *$" "$work-train-$chain-data${cell%%:*}.out"; done ;;
+  for cell in $(grid); do
+    echo "data seed ${cell%%:*}:"; grep -v "^ *$" "$work-train-$chain-data${cell%%:*}.out"
+  done ;;
 eval)
-  lengths=$3
+  chain=$3 lengths=$4
+  level=$(first_level "$chain") || exit 2
   for cell in $(grid); do
     data=${cell%%:*} seeds=${cell#*:}
     for seed in ${seeds//,/ }; do
-      (LEVEL=span bash "$here/protocol.sh" eval "$work/data$data" validation "$lengths" "hmt-s$seed" hmt \
-         > "$work-eval-data$data-s$seed.out" 2>&1) &
+      (LEVEL=$level bash "$here/protocol.sh" eval "$work/data$data" validation "$lengths" "$chain-s$seed" \
+         "$chain" > "$work-eval-data$data-s$seed.out" 2>&1) &
     done
   done
   wait
@@ -65,6 +69,7 @@ pack)
   done
   ls -la "$out"/data* ;;
 *)
-  echo "usage: bash scripts/gpu/seed-split.sh train WORK hmt|rmt MINUTES | eval WORK LENGTHS | pack WORK OUT" >&2
+  echo "usage: bash scripts/gpu/seed-split.sh train WORK hmt|rmt MINUTES | eval WORK hmt|rmt LENGTHS" \
+    "| pack WORK OUT" >&2
   exit 2 ;;
 esac
