@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from hmtbench.config import from_dict
+from hmtbench.training.config import TrainSettings
+
 
 def training_rows(folders: list[Path], recipe: str) -> list[dict]:
     rows = []
@@ -29,10 +32,10 @@ def training_rows(folders: list[Path], recipe: str) -> list[dict]:
             run = pd.read_parquet(record).iloc[0]
             if run["recipe"] != recipe or not isinstance(run["config"], str):
                 continue
-            train = json.loads(run["config"])["train"]
-            if train.get("init_from"):  # a later level of a chain, trained on from an earlier final
+            train = from_dict(TrainSettings, json.loads(run["config"])["train"], "train.")
+            if train.init_from:  # a later level of a chain, trained on from an earlier final
                 continue
-            rows.append({"init": int(run["train_seed"]), "data": train.get("data_seed") or train["seed"],
+            rows.append({"init": train.seed, "data": train.sample_seed,
                          "tokens": run["train_tokens"], "record": record, **_curve(record, run["output_dir"])})
     return sorted(rows, key=lambda row: (row["init"] != row["data"], row["init"], row["data"]))
 

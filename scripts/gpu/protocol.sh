@@ -8,8 +8,9 @@
 #                                                   at its steps is skipped, one stopped short resumed (--resume), one
 #                                                   out of memory before its first step run again alone afterwards
 #   bash scripts/gpu/protocol.sh eval WORK SPLIT LENGTHS RUN METHOD [FLAGS...]  eval-qa of RUN's last level (LEVEL:
-#                                                   that level's final, at its steps; none: untrained) on SPLIT, 125 passkeys a length (25 at each depth
-#                                                   0, 0.25, 0.5, 0.75 and 1), into WORK/results/SPLIT/TASK-RUN-METHOD
+#                                                   that level's final, at its steps; none: untrained) on SPLIT, 125
+#                                                   passkeys a length (25 at each depth 0, 0.25, 0.5, 0.75 and 1),
+#                                                   into WORK/results/SPLIT/TASK-RUN-METHOD
 #                                                   (TASK-NAME with NAME set: one folder for a grid of choices, each
 #                                                   setting named by eval-qa --grid for scripts/pick_setting.py)
 #   bash scripts/gpu/protocol.sh ppl WORK SPLIT RUN METHOD [FLAGS...]  eval-ppl of RUN's last level (none: untrained;
@@ -34,8 +35,9 @@
 # (recipes/smollm2-135m-multifact-*.yaml) from its passkey final; eval then reads the mf level's final.
 # Environment: BACKBONE (smollm2-135m; random:llama for a CPU smoke), MODEL_DIR (/root/models), STEPS_SCALE (1; a
 # smoke's 0.05), STOP_AFTER (the level a chunk ends its chains with: finals travel between sessions, a level's
-# resumable state does not), LEVEL (the level whose final eval reads; unset: the chain's last), LIMIT (125), TASK (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS
-# (added to every training started / evaluation), BUDGET (tokens: every training started gets train.max_tokens, the
+# resumable state does not), LEVEL (the level whose final eval reads; unset: the chain's last), LIMIT (125), TASK
+# (passkey), EVAL_SECONDS (400), PACK_RUN (*), TRAIN_FLAGS / EVAL_FLAGS (added to every training started /
+# evaluation), BUDGET (tokens: every training started gets train.max_tokens, the
 # rule for equal budgets; a level is done at its steps or at the budget, and a chain ends with the level that spends
 # it; give such chains a WORK of their own), MF_TOKENS (tokens the mf level may read beyond its passkey final's:
 # train.max_tokens = that final's train_tokens + MF_TOKENS, the mf level's equal budget; the level is done at its
@@ -80,7 +82,7 @@ passkey_levels() {  # chain -> "level|steps|flags" lines; {prev} stands for the 
   esac
 }
 
-final_of() {  # a level's run folder -> its final checkpoint folder (its last stage's; not a curriculum level's
+final_of() {  # a level's run folder -> its final checkpoint folder: its last stage's, not a curriculum level's
   find "$1" -path '*/final/checkpoint.json' -not -path '*/level*/final/*' 2>/dev/null | sort | tail -1 \
     | xargs -r dirname  # RUN/STAGE/levelK/final holds the stage at the end of curriculum level K
 }
@@ -170,14 +172,12 @@ scaled() {  # a level's steps under STEPS_SCALE
 }
 
 last_final() {  # RUN (CHAIN-sSEED) -> the final its chain ends with: its last level's at its steps, or the one
-  local name=${1%-s*} level steps final  # that spent BUDGET
-  while IFS='|' read -r level steps _; do
+  local name=${1%-s*} level final  # that spent BUDGET
+  while IFS='|' read -r level _; do
     final=$(final_of "$work/runs/$1-$level")
     if spent "$final"; then echo "$final"; return 0; fi
   done < <(levels "$name")
-  IFS='|' read -r level steps _ < <(levels "$name" | tail -1)
-  final=$(final_of "$work/runs/$1-$level")
-  finished "$final" "$(scaled "$steps")" && echo "$final"
+  level_final "$1" "$(levels "$name" | tail -1 | cut -d'|' -f1)"
 }
 
 level_final() {  # RUN (CHAIN-sSEED) LEVEL -> that level's final, if it holds the level's steps (or spent a budget)
