@@ -3,14 +3,15 @@
 Reads the training records (``results/train/*.parquet``) under each folder, keeps those of ``--recipe`` that start
 from the backbone (a chain's first level: no ``train.init_from``), and finds
 each one's log (``runs/RUN/STAGE/log.jsonl`` beside its ``results/``): a training "learned" when its curriculum moved
-past its first level (the passkey recipes advance at 90% exact answers over 10 steps). One row per training:
+past its first level (the passkey recipes advance at 90% exact answers over 10 steps). One row per training (a run
+resumed in chunks writes a record per chunk: its last one stands for it):
 
     python scripts/seed_split.py results/h100-protocol results/h100-seed-split/hmt \
         --recipe recipes/smollm2-135m-passkey-hmt-span.yaml
 
 Prints a markdown table (init seed, data seed, the step of the first advance, the segments and exact share at the
-last logged step, the tokens read, the record) and the count of trainings that learned, by whether their data seed
-is their own.
+last logged step, the tokens read, the record) and the count of seed pairs that learned, by whether their data seed
+is their own: a pair trained more than once (a repeat) counts once, as learned if any of its runs advanced.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from hmtbench.training.config import TrainSettings
 
 
 def training_rows(folders: list[Path], recipe: str) -> list[dict]:
-    rows = []
+    runs: dict[tuple[Path, str], dict] = {}  # (work folder, run folder) -> its latest chunk's row
     for folder in folders:
         for record in sorted(folder.rglob("results/train/*.parquet")):
             run = pd.read_parquet(record).iloc[0]
@@ -35,9 +36,12 @@ def training_rows(folders: list[Path], recipe: str) -> list[dict]:
             train = from_dict(TrainSettings, json.loads(run["config"])["train"], "train.")
             if train.init_from:  # a later level of a chain, trained on from an earlier final
                 continue
-            rows.append({"init": train.seed, "data": train.sample_seed,
-                         "tokens": run["train_tokens"], "record": record, **_curve(record, run["output_dir"])})
-    return sorted(rows, key=lambda row: (row["init"] != row["data"], row["init"], row["data"]))
+            row = {"init": train.seed, "data": train.sample_seed, "tokens": run["train_tokens"], "record": record,
+                   "started": run["created_at"], **_curve(record, run["output_dir"])}
+            key = (record.parents[2], run["output_dir"])
+            if key not in runs or row["started"] >= runs[key]["started"]:
+                runs[key] = row
+    return sorted(runs.values(), key=lambda row: (row["init"] != row["data"], row["init"], row["data"], row["started"]))
 
 
 def _curve(record: Path, output_dir: str) -> dict:
@@ -67,7 +71,11 @@ def markdown(rows: list[dict]) -> str:
 
 def summary(rows: list[dict]) -> str:
     def count(selected: list[dict]) -> str:
-        return f"{sum(row['advanced_at'] is not None for row in selected)} of {len(selected)}"
+        learned: dict[tuple[int, int], bool] = {}
+        for row in selected:
+            pair = (row["init"], row["data"])
+            learned[pair] = learned.get(pair, False) or row["advanced_at"] is not None
+        return f"{sum(learned.values())} of {len(learned)}"
     own = [row for row in rows if row["init"] == row["data"]]
     crossed = [row for row in rows if row["init"] != row["data"]]
     return f"learned: {count(own)} with their own data seed, {count(crossed)} with another seed's data"
