@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from hmtbench.analysis.compare import build
 from hmtbench.analysis.formats import render
+from hmtbench.analysis.labels import phrase
 from hmtbench.analysis.load import load_results, select
 from hmtbench.analysis.report import run_compare
 from hmtbench.cli import app
@@ -375,3 +376,14 @@ def test_checkpoints_kept_apart_name_their_training_seeds(tmp_path: Path) -> Non
     assert [v.split("train_seed=")[1] for v in variants] == ["1", "2", "3"]
     single = build(load_results([tmp_path / "one-seed"], warn=lambda m: None), "ppl").rows
     assert len(single) == 2 and all("train_seed" not in row.key["variant"] for row in single)
+
+
+def test_a_training_on_another_seeds_data_is_kept_apart_and_named(tmp_path: Path) -> None:
+    """The seed split's crosses (seed 2's initialisation on seed 1's data) are not a repeat of seed 2: their rows
+    name the data's seed, in words where a figure names them."""
+    write_run(tmp_path, "hmt", accuracy=0.9, checkpoint="own", train_seed=2, train_tokens=4_000)
+    write_run(tmp_path, "hmt", accuracy=0.1, checkpoint="crossed", train_seed=2, train_data_seed=1, train_tokens=4_000)
+    table = table_for(tmp_path, "accuracy")
+    assert len(table.rows) == 2
+    assert sorted(str(row.settings["hmt"].get("train_data_seed")) for row in table.rows) == ["1", "None"]
+    assert phrase("train_data_seed", 1) == "data of seed 1"

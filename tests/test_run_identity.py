@@ -92,7 +92,12 @@ def test_training_columns_leave_seeds_and_folders_out_of_the_recipe() -> None:
     stage1 = training_columns(config(1, "runs/a"), {"step": 200, "method": {"name": "hmt", "stage": 1}})
     stage2 = training_columns(config(1, "runs/a"), {"step": 500, "method": {"name": "hmt", "stage": 2}})
     assert stage1["train_recipe"] != stage2["train_recipe"] != one["train_recipe"]
-    assert training_columns(None) == {"train_seed": None, "train_recipe": None, "train_budget": None}
+    assert training_columns(None) == {"train_seed": None, "train_data_seed": None, "train_recipe": None,
+                                      "train_budget": None}
+    crossed = config(1, "runs/a")
+    crossed["train"]["data_seed"] = 2  # seed 1's initialisation on seed 2's data: another recipe, named
+    assert (training_columns(crossed)["train_data_seed"], one["train_data_seed"]) == (2, None)
+    assert training_columns(crossed)["train_recipe"] != one["train_recipe"]
     budgeted = config(1, "runs/a")
     budgeted["train"]["max_tokens"] = 5_000
     assert training_columns(budgeted)["train_budget"] == 5_000 and one["train_budget"] is None

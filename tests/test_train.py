@@ -154,7 +154,8 @@ def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
     files = (folder / "trainable.safetensors").read_bytes() + (folder / "adapter_model.safetensors").read_bytes()
     assert columns == {"checkpoint": str(folder.resolve()), "train_mode": "lora",
                        "checkpoint_sha256": hashlib.sha256(files).hexdigest(),
-                       "train_seed": 0, "train_recipe": columns["train_recipe"], "train_budget": None,  # its training
+                       "train_seed": 0, "train_data_seed": None, "train_recipe": columns["train_recipe"],
+                       "train_budget": None,  # its training
                        "train_tokens": 3 * 2 * 3 * 18}  # steps x windows x D segments x S text tokens
     assert len(columns["train_recipe"]) == 16
 

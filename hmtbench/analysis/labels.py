@@ -31,7 +31,7 @@ FORMATS = {  # settings read as a number with a word ({s}: the plural's s)
     "recall_context": "recall of {}", "recall_hidden_dim": "recall width {}", "sum_fraction": "summary {}",
     "text_tokens": "{} text tokens", "steps": "{} steps", "segment_length": "segments of {}",
     "test_length": "{} tokens", "context_length": "{} tokens", "max_docs": "{} samples", "batch_size": "batch {}",
-    "summary_pass": "summaries {}",
+    "summary_pass": "summaries {}", "train_data_seed": "data of seed {}",
 }
 
 Series = tuple[str, tuple[tuple[str, Any], ...]]  # (method, its own settings)

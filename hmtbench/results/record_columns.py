@@ -86,14 +86,14 @@ def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
 
 
 def training_columns(config: dict[str, Any] | None, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """train_seed, train_recipe and train_budget (its train.max_tokens) of a training configuration
+    """train_seed, train_data_seed, train_recipe and train_budget (its train.max_tokens) of a training configuration
     (``to_dict(TrainConfig)``, as a train run holds it and its checkpoints keep it in checkpoint.json); null without
     one. ``checkpoint``: that checkpoint's meta,
     whose step and method settings (HMT's stage) join the recipe: two checkpoints of one run (stage 1 and 2, an
     earlier step) are two recipes, one recipe at several seeds is one. A stage trained from --init-from is told
     apart by its own settings only, not by the recipe of the checkpoint it started from."""
     if not isinstance(config, dict):
-        return {"train_seed": None, "train_recipe": None, "train_budget": None}
+        return {"train_seed": None, "train_data_seed": None, "train_recipe": None, "train_budget": None}
     recipe = json.loads(json.dumps(config))  # a deep copy of plain values
     if checkpoint is not None:
         recipe["checkpoint"] = {"step": checkpoint.get("step"), "method": checkpoint.get("method")}
@@ -106,7 +106,8 @@ def training_columns(config: dict[str, Any] | None, checkpoint: dict[str, Any] |
             node.pop(leaf, None)
     train = config.get("train") or {}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    return {"train_seed": train.get("seed"), "train_recipe": digest, "train_budget": train.get("max_tokens")}
+    return {"train_seed": train.get("seed"), "train_data_seed": train.get("data_seed"), "train_recipe": digest,
+            "train_budget": train.get("max_tokens")}
 
 
 def ppl_columns(result: Any, documents: Sequence[Sequence[int]], order: Sequence[int] | None = None

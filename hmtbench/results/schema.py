@@ -50,6 +50,8 @@ COLUMNS: list[Column] = [
     Column("checkpoint_sha256", "string", "sha256 of the checkpoint's trained tensors: the same checkpoint anywhere"),
     Column("train_seed", "Int64", "seed of the training behind the run's tensors (train: its --seed; eval: the "
                                   "checkpoint's); null untrained"),
+    Column("train_data_seed", "Int64", "seed of that training's data where it was set apart from its seed "
+                                       "(train.data_seed); null = the data followed train_seed"),
     Column("train_recipe", "string", "sha256 (16 hex) of that training's configuration without its seed, folders "
                                      "and name: checkpoints of one recipe at several seeds share it"),
     Column("backbone_params", "Int64", "parameters of the backbone"),
