@@ -1,0 +1,141 @@
+"""What a training seed's initialisation does at step 0: the span writer's choice and the first gradient, per seed.
+
+    python scripts/seed_init_probe.py --recipe recipes/smollm2-135m-passkey-rmt-span-truncated.yaml \
+        --seeds 1,2,3,4,5,6,7,8 --data-seed 2 --rows 32 --out results/cpu-seed-init/rmt.csv
+
+Under the protocol some training seeds never pass the passkey curriculum's first level, and crossing one seed's
+initialisation with another's data (``results/h100-seed-split/``) put RMT's block in the initialisation. This builds
+each seed's method exactly as ``hmtbench train`` does (the recipe's first stage, LoRA drawn from the seed), reads the
+first training batch of ``--data-seed`` (the level's 2-segment samples: the key in segment 1, the question in
+segment 2), and measures, before any update:
+
+- ``stay``: the writer's weight on keeping the memory read instead of writing a span (mean over rows);
+- ``key_mass``: its weight on the spans that hold the whole key (the m input embeddings ending at a position hold
+  every digit of the key), and ``uniform_key_mass``, that mass under uniform weights over the segment's positions;
+- ``entropy``: the entropy of its weights over the segment's positions, in nats, against ``log(positions)``;
+- ``loss`` and the gradient norms at step 0: of all trainable tensors, of the writer's, and of LoRA's.
+
+One batch, one forward and backward per seed, in fp32 on the CPU (the GPU runs trained in bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+
+from hmtbench.answer_layout import answer_first_segments
+from hmtbench.backbones import load_backbone
+from hmtbench.commands.train import build_for_training, train_config
+from hmtbench.config import load_yaml
+from hmtbench.results.provenance import git_state
+from hmtbench.training.objectives import make_objective
+from hmtbench.training.plan import plan_stages
+
+
+def key_positions(sample, tokenizer) -> tuple[int, int]:
+    """[start, end) of the key's digits in the prompt: the value's tokens found inside its needle."""
+    value = tokenizer(sample.meta["values"][0], add_special_tokens=False)["input_ids"]
+    start, end = sample.meta["needle_starts"][0], sample.meta["needle_ends"][0]
+    ids = list(sample.prompt_ids[start:end])
+    for offset in range(len(ids) - len(value) + 1):
+        if ids[offset:offset + len(value)] == value:
+            return start + offset, start + offset + len(value)
+    raise ValueError(f"key {sample.meta['values'][0]!r} not found in its needle")
+
+
+def first_write(model) -> list[torch.Tensor]:
+    """Records the writer's (B, 1 + S) weights at each call, in call order."""
+    calls: list[torch.Tensor] = []
+    inner = model.span_write.weights
+
+    def recording(*args, **kwargs):
+        weights = inner(*args, **kwargs)
+        calls.append(weights.detach().float())
+        return weights
+
+    model.span_write.weights = recording
+    return calls
+
+
+def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec: str | None) -> dict:
+    given = load_yaml(recipe)
+    given["train"] = {**given.get("train", {}), "seed": seed, "data_seed": data_seed, "batch_size": rows,
+                      "grad_checkpoint": False}
+    if backbone_spec:
+        given["backbone"] = backbone_spec
+    config = train_config(given, recipe)
+    stage = plan_stages(config)[0]
+    backbone = load_backbone(config.backbone, dtype="fp32", device="cpu")  # fresh: LoRA goes into it in place
+    model = build_for_training(backbone, dataclasses.replace(config, method=stage.method), None)
+    objective = make_objective(config, model, backbone, None, stage.level)
+    batch = objective.batch(0, rows)
+    calls = first_write(model)
+    model.train()
+    step = objective.loss(model, *batch)
+    step.loss.backward()
+
+    segment, tokenizer, m = model.segment_tokens, backbone.tokenizer, model.memory_tokens
+    prompts = batch[3]
+    first = answer_first_segments(prompts, segment, model.sensory_tokens)
+    weights = calls[0]  # segment 1's write: the memory segment 2 reads
+    stay, key_mass, uniform, entropy, log_positions = [], [], [], [], []
+    for row in range(rows):
+        sample = objective.sampler.sample(row, objective.segments)
+        start, end = key_positions(sample, tokenizer)
+        size = int(first[row])
+        if end > size:
+            continue  # the key is in the question's segment (question_segment_share): no write needed
+        text = weights[row, 1:size + 1]
+        holding = torch.arange(size)
+        holds = (holding >= end - 1) & (holding - (m - 1) <= start)  # the span ending there covers every digit
+        stay.append(float(weights[row, 0]))
+        key_mass.append(float(text[holds].sum()))
+        uniform.append(float(holds.sum()) / size * (1 - float(weights[row, 0])))
+        spread = text / text.sum()
+        entropy.append(float(-(spread * spread.clamp_min(1e-30).log()).sum()))
+        log_positions.append(math.log(size))
+
+    def norm(named) -> float:
+        return float(torch.sqrt(sum(p.grad.float().pow(2).sum() for _, p in named if p.grad is not None)))
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return {"seed": seed, "data_seed": data_seed, "rows_with_earlier_key": len(stay), "loss": step.loss.item(),
+            "stay": mean(stay), "key_mass": mean(key_mass), "uniform_key_mass": mean(uniform),
+            "entropy": mean(entropy), "log_positions": mean(log_positions),
+            "grad_norm": norm(trainable), "grad_norm_writer": norm([x for x in trainable if "span_write" in x[0]]),
+            "grad_norm_lora": norm([x for x in trainable if "lora_" in x[0]])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", required=True, help="a span-write passkey recipe (RMT or HMT)")
+    parser.add_argument("--seeds", default="1,2,3,4,5,6,7,8")
+    parser.add_argument("--data-seed", type=int, default=None, help="every seed reads this seed's data (unset: own)")
+    parser.add_argument("--rows", type=int, default=32, help="rows of the first batch (the recipes' batch: 32)")
+    parser.add_argument("--backbone", default=None, help="instead of the recipe's (random:llama for a smoke run)")
+    parser.add_argument("--out", type=Path, required=True, help="CSV, one row per seed (with the code's commit)")
+    args = parser.parse_args()
+
+    torch.use_deterministic_algorithms(True)
+    commit, dirty = git_state()
+    results = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        row = {**probe_seed(args.recipe, seed, args.data_seed or seed, args.rows, args.backbone),
+               "recipe": args.recipe, "git_commit": commit, "git_dirty": dirty}
+        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+        results.append(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(results[0]))
+        writer.writeheader()
+        writer.writerows(results)
+
+
+if __name__ == "__main__":
+    main()
