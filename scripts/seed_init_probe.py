@@ -13,9 +13,11 @@ segment 2), and measures, before any update:
 - ``key_mass``: its weight on the spans that hold the whole key (the m input embeddings ending at a position hold
   every digit of the key), and ``uniform_key_mass``, that mass under uniform weights over the segment's positions;
 - ``entropy``: the entropy of its weights over the segment's positions, in nats, against ``log(positions)``;
-- ``loss`` and the gradient norms at step 0: of all trainable tensors, of the writer's, and of LoRA's.
+- ``loss`` and the gradient norms at step 0: of all trainable tensors, of the writer's, and of LoRA's (under
+  LoRA's dropout, drawn as training draws it: its own gradient varies with those draws, the writer's does not).
 
-One batch, one forward and backward per seed, in fp32 on the CPU (the GPU runs trained in bf16).
+The first training batch (``--rows``, the recipes' 32), one forward and backward per seed, in fp32 on the CPU (the
+GPU runs trained in bf16).
 """
 
 from __future__ import annotations
@@ -62,9 +64,12 @@ def first_write(model) -> list[torch.Tensor]:
     return calls
 
 
-def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec: str | None) -> dict:
+def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec: str | None,
+               chunk: int = 4) -> dict:
+    """One seed's measures on the first ``rows`` samples, read ``chunk`` rows at a time (the gradient summed over
+    the chunks, each weighted by its share of the answer tokens: the whole batch's gradient, in a CPU's memory)."""
     given = load_yaml(recipe)
-    given["train"] = {**given.get("train", {}), "seed": seed, "data_seed": data_seed, "batch_size": rows,
+    given["train"] = {**given.get("train", {}), "seed": seed, "data_seed": data_seed, "batch_size": chunk,
                       "grad_checkpoint": False}
     if backbone_spec:
         given["backbone"] = backbone_spec
@@ -73,29 +78,36 @@ def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec:
     backbone = load_backbone(config.backbone, dtype="fp32", device="cpu")  # fresh: LoRA goes into it in place
     model = build_for_training(backbone, dataclasses.replace(config, method=stage.method), None)
     objective = make_objective(config, model, backbone, None, stage.level)
-    batch = objective.batch(0, rows)
+    batches = [objective.batch(index, chunk) for index in range(-(-rows // chunk))]  # rows index * chunk + r
+    answer_tokens = sum(int(batch[2].sum()) for batch in batches)
     calls = first_write(model)
     model.train()
-    step = objective.loss(model, *batch)
-    step.loss.backward()
+    loss, writes = 0.0, []
+    for batch in batches:
+        calls.clear()
+        step = objective.loss(model, *batch)
+        share = int(batch[2].sum()) / answer_tokens
+        (step.loss * share).backward()
+        loss += step.loss.item() * share
+        writes.append(calls[0])  # segment 1's write: the memory segment 2 reads
 
     segment, tokenizer, m = model.segment_tokens, backbone.tokenizer, model.memory_tokens
-    prompts = batch[3]
+    prompts = torch.cat([batch[3] for batch in batches])
     first = answer_first_segments(prompts, segment, model.sensory_tokens)
-    weights = calls[0]  # segment 1's write: the memory segment 2 reads
     stay, key_mass, uniform, entropy, log_positions = [], [], [], [], []
-    for row in range(rows):
+    for row in range(len(prompts)):
+        weights = writes[row // chunk][row % chunk]
         sample = objective.sampler.sample(row, objective.segments)
         start, end = key_positions(sample, tokenizer)
         size = int(first[row])
         if end > size:
             continue  # the key is in the question's segment (question_segment_share): no write needed
-        text = weights[row, 1:size + 1]
+        text = weights[1:size + 1]
         holding = torch.arange(size)
         holds = (holding >= end - 1) & (holding - (m - 1) <= start)  # the span ending there covers every digit
-        stay.append(float(weights[row, 0]))
+        stay.append(float(weights[0]))
         key_mass.append(float(text[holds].sum()))
-        uniform.append(float(holds.sum()) / size * (1 - float(weights[row, 0])))
+        uniform.append(float(holds.sum()) / size * (1 - float(weights[0])))
         spread = text / text.sum()
         entropy.append(float(-(spread * spread.clamp_min(1e-30).log()).sum()))
         log_positions.append(math.log(size))
@@ -105,8 +117,8 @@ def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec:
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    return {"seed": seed, "data_seed": data_seed, "rows_with_earlier_key": len(stay), "loss": step.loss.item(),
-            "stay": mean(stay), "key_mass": mean(key_mass), "uniform_key_mass": mean(uniform),
+    return {"seed": seed, "data_seed": data_seed, "rows": len(prompts), "rows_with_earlier_key": len(stay),
+            "loss": loss, "stay": mean(stay), "key_mass": mean(key_mass), "uniform_key_mass": mean(uniform),
             "entropy": mean(entropy), "log_positions": mean(log_positions),
             "grad_norm": norm(trainable), "grad_norm_writer": norm([x for x in trainable if "span_write" in x[0]]),
             "grad_norm_lora": norm([x for x in trainable if "lora_" in x[0]])}

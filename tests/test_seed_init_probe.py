@@ -33,9 +33,13 @@ def test_the_key_is_found_inside_its_needle_not_before_it() -> None:
 def test_a_seeds_probe_is_consistent_and_repeats_exactly() -> None:
     probe = load_script("seed_init_probe")
     first = probe.probe_seed(RECIPE, seed=1, data_seed=2, rows=4, backbone_spec="random:llama")
+    chunked = probe.probe_seed(RECIPE, seed=1, data_seed=2, rows=4, backbone_spec="random:llama", chunk=2)
     again = probe.probe_seed(RECIPE, seed=1, data_seed=2, rows=4, backbone_spec="random:llama")
     other = probe.probe_seed(RECIPE, seed=2, data_seed=2, rows=4, backbone_spec="random:llama")
     assert first == again  # a seed's initialisation and data are all the probe reads
+    # chunks sum to the batch's gradient (LoRA's own gradient aside: its dropout masks are drawn per chunk)
+    for key in ("loss", "stay", "key_mass", "entropy", "grad_norm_writer"):
+        assert math.isclose(chunked[key], first[key], rel_tol=1e-4), key
     assert first["rows_with_earlier_key"] > 0
     assert 0 < first["stay"] < 1 and 0 < first["key_mass"] < 1 - first["stay"]
     assert 0 < first["entropy"] <= first["log_positions"] + 1e-6
