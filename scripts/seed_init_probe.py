@@ -124,15 +124,49 @@ def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec:
             "grad_norm_lora": norm([x for x in trainable if "lora_" in x[0]])}
 
 
+MEASURES = {"loss": "loss", "stay": "stay", "key_ratio": "key mass / uniform", "entropy": "entropy",
+            "grad_norm": "grad norm", "grad_norm_writer": "writer's", "grad_norm_lora": "LoRA's"}
+
+
+def table(path: Path, learned: set[int]) -> str:
+    """A probe's CSV as a markdown table, with each measure's exact two-sided Mann-Whitney p, seeds that learned
+    (``learned``) against the rest."""
+    import pandas as pd
+    from scipy.stats import mannwhitneyu
+
+    runs = pd.read_csv(path).assign(learned=lambda d: d.seed.isin(learned))
+    runs["key_ratio"] = runs.key_mass / runs.uniform_key_mass
+    formats = {"loss": ".3f", "stay": ".4f", "key_ratio": ".2f", "entropy": ".3f", "grad_norm": ".1f",
+               "grad_norm_writer": ".1f", "grad_norm_lora": ".2f"}
+    lines = ["| seed | learned | " + " | ".join(MEASURES.values()) + " |", "| --: | :-: |" + " --: |" * len(MEASURES)]
+    for _, run in runs.iterrows():
+        cells = [format(run[key], formats[key]) for key in MEASURES]
+        lines.append(f"| {run.seed} | {'yes' if run.learned else 'no'} | " + " | ".join(cells) + " |")
+    yes, no = runs[runs.learned], runs[~runs.learned]
+    tests = [f"{label} p = {mannwhitneyu(yes[key], no[key], method='exact').pvalue:.2g}"
+             for key, label in MEASURES.items()]
+    return "\n".join(lines) + (f"\n\nMann-Whitney, exact, two-sided, learned (n = {len(yes)}) against not "
+                               f"(n = {len(no)}): " + ", ".join(tests) + f"; entropy of at most "
+                               f"{runs.log_positions.mean():.3f} (uniform); code {', '.join(runs.git_commit.unique())}"
+                               f" (dirty: {', '.join(map(str, runs.git_dirty.unique()))})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", required=True, help="a span-write passkey recipe (RMT or HMT)")
+    parser.add_argument("--recipe", help="a span-write passkey recipe (RMT or HMT)")
     parser.add_argument("--seeds", default="1,2,3,4,5,6,7,8")
     parser.add_argument("--data-seed", type=int, default=None, help="every seed reads this seed's data (unset: own)")
     parser.add_argument("--rows", type=int, default=32, help="rows of the first batch (the recipes' batch: 32)")
     parser.add_argument("--backbone", default=None, help="instead of the recipe's (random:llama for a smoke run)")
-    parser.add_argument("--out", type=Path, required=True, help="CSV, one row per seed (with the code's commit)")
+    parser.add_argument("--out", type=Path, help="CSV, one row per seed (with the code's commit)")
+    parser.add_argument("--table", type=Path, help="instead of probing: this CSV as a table, with --learned")
+    parser.add_argument("--learned", default="", help="with --table: the seeds whose training passed the level")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table, {int(s) for s in args.learned.split(",") if s}))
+        return
+    if not (args.recipe and args.out):
+        parser.error("--recipe and --out are required (or --table CSV --learned SEEDS)")
 
     torch.use_deterministic_algorithms(True)
     commit, dirty = git_state()

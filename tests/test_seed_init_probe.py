@@ -49,3 +49,20 @@ def test_a_seeds_probe_is_consistent_and_repeats_exactly() -> None:
     # the same data, another initialisation: the loss and the writer differ, the samples do not
     assert other["rows_with_earlier_key"] == first["rows_with_earlier_key"]
     assert other["stay"] != first["stay"] and other["loss"] != first["loss"]
+
+
+def test_the_table_tests_learned_seeds_against_the_rest(tmp_path) -> None:
+    """Perfectly separated groups of 5 and 3 give the exact test's smallest p, 2 / C(8, 3) = 0.036; ties none."""
+    import pandas as pd
+
+    probe = load_script("seed_init_probe")
+    seeds = list(range(1, 9))
+    runs = pd.DataFrame({"seed": seeds, "loss": [float(s) for s in seeds], "stay": 0.01, "key_mass": 0.1,
+                         "uniform_key_mass": 0.1, "entropy": [5.0 - s / 10 for s in seeds], "log_positions": 5.0,
+                         "grad_norm": [1.0, 3, 2, 5, 4, 7, 6, 8], "grad_norm_writer": 1.0, "grad_norm_lora": 1.0,
+                         "git_commit": "abc", "git_dirty": False})
+    runs.to_csv(tmp_path / "probe.csv", index=False)
+    text = probe.table(tmp_path / "probe.csv", {1, 2, 3, 4, 5})
+    assert "| 6 | no | 6.000 | 0.0100 | 1.00 | 4.400 |" in text
+    assert "learned (n = 5) against not (n = 3): loss p = 0.036," in text
+    assert "entropy p = 0.036" in text and "key mass / uniform p = 1," in text
