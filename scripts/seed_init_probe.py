@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--learned", default="", help="with --table: the seeds whose training passed the level")
     args = parser.parse_args()
     if args.table:
+        if not args.table.is_file():
+            parser.error(f"--table {args.table}: no such file")
         print(table(args.table, {int(s) for s in args.learned.split(",") if s}))
         return
     if not (args.recipe and args.out):
