@@ -125,3 +125,29 @@ def test_a_run_that_halved_its_batch_sits_in_the_row_of_the_batch_asked_for(tmp_
     (row,) = build(frame, "ppl").rows
     assert set(row.cells) == {"plain", "hmt"} and row.key["batch_size"] == 125
 
+
+
+PROTOCOL_ARMT = Path(__file__).resolve().parents[1] / "results" / "h100-protocol" / "results" / "test"
+
+
+def test_a_setting_added_to_a_command_later_reads_as_its_default_in_older_records() -> None:
+    """eval-qa gained memory_swap and memory_attention (default 0: off) after the protocol's first records."""
+    older = normalise_config({"segment_length": 256, "limit": 125}, "armt", "eval-qa")
+    assert older["memory_swap"] == 0 and older["memory_attention"] == 0 and older["limit"] == 125
+    assert normalise_config({"memory_swap": 8}, "armt", "eval-qa")["memory_swap"] == 8  # a recorded value stays
+    assert "memory_swap" not in normalise_config({}, "armt", "eval-ppl")  # another command's settings: none
+
+
+def test_a_checkpoint_trained_again_bit_for_bit_keeps_its_first_recipe_and_cell() -> None:
+    """ARMT's seeds 2 and 3 were trained again a day later (a newer code, more training fields: another recipe hash)
+    to the same tensors and read at 256k; their records join the first training's recipe and seeds."""
+    files = [*PROTOCOL_ARMT.glob("passkey-armt-s*-armt/*.parquet")]
+    raw = pd.concat([pd.read_parquet(f, columns=["checkpoint_sha256", "train_recipe"]) for f in files])
+    assert raw.groupby("checkpoint_sha256")["train_recipe"].nunique().max() == 2  # as recorded: two hashes
+    frame = load_results([PROTOCOL_ARMT], warn=lambda m: None)
+    armt = frame[frame["method"] == "armt"]
+    assert armt["train_recipe"].nunique() == 1
+    assert set(armt["checkpoint"]) == {f"recipe {armt['train_recipe'].iloc[0][:8]} (train seeds 1, 2, 3)"}
+    table = build(select(frame, {"method": "armt"}), "exact_match_deep")
+    at_256k = [row.cells["armt"] for row in table.rows if row.key["context_length"] == 262144]
+    assert [cell.count for cell in at_256k] == [3]  # one cell of three seeds, not a row per training

@@ -129,10 +129,11 @@ def test_the_committed_make_run_keeps_its_interval_and_mark() -> None:
 
 def write_seeds(folder: Path, method: str, runs: list[tuple[int, list[float], list[int]]], recipe: str,
                 **values) -> None:
-    """Evaluations of checkpoints of one training recipe at several training seeds (one folder per seed)."""
+    """Evaluations of checkpoints of one training recipe at several training seeds (one folder per seed); each
+    recipe's checkpoints are its own (their tensors' hash names seed and recipe)."""
     for seed, nll, tokens in runs:
         write_ppl(folder, method, nll, tokens, checkpoint=f"/runs/{method}-seed{seed}/stage2/final",
-                  checkpoint_sha256=f"{seed:08d}" + "0" * 56, train_seed=seed, train_recipe=recipe,
+                  checkpoint_sha256=f"{seed:08d}" + recipe[:8] + "0" * 48, train_seed=seed, train_recipe=recipe,
                   train_mode="memory", **values)
 
 

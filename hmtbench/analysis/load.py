@@ -22,11 +22,17 @@ from hmtbench.analysis.columns import (
     interval_columns,
     plain,
 )
+from hmtbench.benchmark.config import BenchConfig
 from hmtbench.config import EngineOptions
 from hmtbench.errors import HmtbenchError, did_you_mean
+from hmtbench.evaluation.config import EvalConfig
 from hmtbench.methods import config_class, method_names
+from hmtbench.qa.config import QAConfig
 from hmtbench.results.schema import COLUMN_NAMES, METRIC_DIRECTION, read_results
 from hmtbench.stats import wilson_interval
+from hmtbench.training.config import TrainConfig
+
+COMMAND_CONFIGS = {"eval-qa": QAConfig, "eval-ppl": EvalConfig, "train": TrainConfig, "bench": BenchConfig}
 
 NUMERIC = (*METRIC_DIRECTION, "backbone_params", *(c for m in INTERVAL_METRICS for c in interval_columns(m)))
 # Config keys that are not settings of the experiment, or that a column already carries as the run used it
@@ -69,8 +75,8 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     for column in SEED_COLUMNS:  # whole numbers, whatever the files' types (a column some files lack reads float)
         frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
     _add_deep_scores(frame)
-    configs = [normalise_config(_parse(text), plain(method)) for text, method in zip(frame["config"], frame["method"],
-                                                                                       strict=True)]
+    configs = [normalise_config(_parse(text), plain(method), plain(command))
+               for text, method, command in zip(frame["config"], frame["method"], frame["command"], strict=True)]
     # --segment-length and --batch-size as given (compare.ROW_KEYS); as run: a full-context run's segment is the
     # document, and a batch halved after running out of device memory reads the same samples, the same experiment
     for setting in ("segment_length", "batch_size"):
@@ -79,6 +85,7 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame["checkpoint_path"] = frame["checkpoint"]  # as recorded: figure labels name a checkpoint by its folder
     frame["checkpoint"] = portable_checkpoints([plain(path) for path in frame["checkpoint"]],
                                                [plain(sha) for sha in frame["checkpoint_sha256"]])
+    frame["train_recipe"] = one_recipe_per_checkpoint(frame)
     frame["checkpoint"] = recipe_checkpoints(frame)
     # object columns: a setting some records lack stays 8, not 8.0 beside their missing values
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index, dtype=object)
@@ -139,6 +146,27 @@ def portable_checkpoints(paths: list[str | None], sha256s: list[str | None]) -> 
     return [first.get(sha, name) if sha else name for name, sha in zip(names, sha256s, strict=True)]
 
 
+def one_recipe_per_checkpoint(frame: pd.DataFrame) -> list[str | None]:
+    """Each run's ``train_recipe``, a recipe whose checkpoints (``checkpoint_sha256``) an earlier recipe (first
+    recorded before it) already holds read as that recipe: checkpoints trained again bit for bit under a later
+    version of the code (whose configuration gained fields, so its recipe hash differs) are the same trainings, and
+    their runs join the first trainings' seeds. An earlier recipe is never renamed after a later one, and recipes
+    that share only some checkpoints stay apart."""
+    recipes = [plain(recipe) for recipe in frame["train_recipe"]]
+    shas = [plain(sha) for sha in frame["checkpoint_sha256"]]
+    held: dict[str, set[str]] = {}
+    for position in frame["created_at"].astype(str).argsort(kind="stable"):  # dict order: first seen first
+        if shas[position] is not None and recipes[position] is not None:
+            held.setdefault(recipes[position], set()).add(shas[position])
+    order = list(held)
+    alias = {}
+    for later, recipe in enumerate(order):
+        earlier = [other for other in order[:later] if held[recipe] <= held[other]]
+        if earlier:
+            alias[recipe] = max(earlier, key=lambda other: len(held[other]))  # the first of the widest (stable max)
+    return [alias.get(recipe, recipe) for recipe in recipes]
+
+
 def recipe_checkpoints(frame: pd.DataFrame) -> list[str | None]:
     """Each run's checkpoint setting, one for all checkpoints of a training recipe run at several seeds
     (``train_recipe``): 'recipe 1a2b3c4d (train seeds 1, 2, 3)'. Such runs then share a cell, where their seeds are
@@ -155,15 +183,18 @@ def recipe_checkpoints(frame: pd.DataFrame) -> list[str | None]:
                                                                                            strict=True)]
 
 
-def normalise_config(config: dict[str, Any], method: str | None) -> dict[str, Any]:
+def normalise_config(config: dict[str, Any], method: str | None, command: str | None = None) -> dict[str, Any]:
     """Old and new records' configurations in one layout, so that the same evaluation is one setting in both.
 
     Old records hold every method's fields in ``memory`` (the name in ``method``); new ones hold ``segment_length``
     at the top and the method's own fields in ``method``. Either becomes ``segment_length`` plus ``method.<field>``
     for the fields of the method's config class only: a field it lacks is no setting of it (HMT's summary_pass
-    never splits RMT runs), and one a record lacks equals its default, as do engine switches older records lack.
+    never splits RMT runs), and one a record lacks equals its default, as do engine switches older records lack and
+    the command's own settings (``COMMAND_CONFIGS``) added after a record was made.
     """
     values = {key: value for key, value in config.items() if key not in ("memory", "method", "engine")}
+    for name, default in _command_defaults(command).items():
+        values.setdefault(name, default)
     section = config["method"] if isinstance(config.get("method"), dict) else config.get("memory") or {}
     own = {key: value for key, value in section.items() if key != "name"}
     values.setdefault("segment_length", own.pop("segment_length", None))
@@ -179,6 +210,17 @@ def _own_fields(method: str | None, own: dict[str, Any]) -> dict[str, Any]:
         return own
     fields = [f for f in dataclasses.fields(config_class(method)) if f.name != "segment_length"]
     return {f.name: own[f.name] if f.name in own else _default(f) for f in fields}
+
+
+def _command_defaults(command: str | None) -> dict[str, Any]:
+    """The top-level settings of ``command``'s configuration with their defaults (plain values), sections and
+    settings a record column carries (segment_length, batch_size: their values as run stand there) aside."""
+    cls = COMMAND_CONFIGS.get(command)
+    if cls is None:
+        return {}
+    defaults = {f.name: _default(f) for f in dataclasses.fields(cls)
+                if f.name not in ("method", "engine") and f.name not in COLUMN_NAMES}
+    return {name: value for name, value in defaults.items() if not dataclasses.is_dataclass(value)}
 
 
 def _default(field: dataclasses.Field) -> Any:
