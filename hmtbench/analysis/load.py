@@ -75,8 +75,8 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     for column in SEED_COLUMNS:  # whole numbers, whatever the files' types (a column some files lack reads float)
         frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
     _add_deep_scores(frame)
-    configs = [normalise_config(_parse(text), plain(method), plain(command))
-               for text, method, command in zip(frame["config"], frame["method"], frame["command"], strict=True)]
+    configs = [normalise_config(_parse(text), plain(method)) for text, method in zip(frame["config"], frame["method"],
+                                                                                       strict=True)]
     # --segment-length and --batch-size as given (compare.ROW_KEYS); as run: a full-context run's segment is the
     # document, and a batch halved after running out of device memory reads the same samples, the same experiment
     for setting in ("segment_length", "batch_size"):
@@ -89,6 +89,7 @@ def load_results(paths: Sequence[str | Path], warn: Callable[[str], None] | None
     frame["checkpoint"] = recipe_checkpoints(frame)
     # object columns: a setting some records lack stays 8, not 8.0 beside their missing values
     settings = pd.DataFrame([config_settings(c) for c in configs], index=frame.index, dtype=object)
+    _fill_later_settings(settings, [plain(command) for command in frame["command"]])
     return pd.concat([frame, settings.add_prefix(CONFIG_PREFIX)], axis=1)
 
 
@@ -183,18 +184,15 @@ def recipe_checkpoints(frame: pd.DataFrame) -> list[str | None]:
                                                                                            strict=True)]
 
 
-def normalise_config(config: dict[str, Any], method: str | None, command: str | None = None) -> dict[str, Any]:
+def normalise_config(config: dict[str, Any], method: str | None) -> dict[str, Any]:
     """Old and new records' configurations in one layout, so that the same evaluation is one setting in both.
 
     Old records hold every method's fields in ``memory`` (the name in ``method``); new ones hold ``segment_length``
     at the top and the method's own fields in ``method``. Either becomes ``segment_length`` plus ``method.<field>``
     for the fields of the method's config class only: a field it lacks is no setting of it (HMT's summary_pass
-    never splits RMT runs), and one a record lacks equals its default, as do engine switches older records lack and
-    the command's own settings (``COMMAND_CONFIGS``) added after a record was made.
+    never splits RMT runs), and one a record lacks equals its default, as do engine switches older records lack.
     """
     values = {key: value for key, value in config.items() if key not in ("memory", "method", "engine")}
-    for name, default in _command_defaults(command).items():
-        values.setdefault(name, default)
     section = config["method"] if isinstance(config.get("method"), dict) else config.get("memory") or {}
     own = {key: value for key, value in section.items() if key != "name"}
     values.setdefault("segment_length", own.pop("segment_length", None))
@@ -210,6 +208,17 @@ def _own_fields(method: str | None, own: dict[str, Any]) -> dict[str, Any]:
         return own
     fields = [f for f in dataclasses.fields(config_class(method)) if f.name != "segment_length"]
     return {f.name: own[f.name] if f.name in own else _default(f) for f in fields}
+
+
+def _fill_later_settings(settings: pd.DataFrame, commands: list[str | None]) -> None:
+    """A command's own setting that older records lack (added to its configuration later, ``COMMAND_CONFIGS``)
+    reads as its default there, so it never splits their runs from newer ones; only settings some record holds."""
+    defaults = {command: _command_defaults(command) for command in set(commands)}
+    for column in settings.columns:
+        missing = settings[column].isna()
+        if missing.any():
+            filled = [defaults[c].get(column) if gap else None for c, gap in zip(commands, missing, strict=True)]
+            settings[column] = settings[column].where(~missing, pd.Series(filled, index=settings.index, dtype=object))
 
 
 def _command_defaults(command: str | None) -> dict[str, Any]:
