@@ -26,6 +26,7 @@ import argparse
 import csv
 import dataclasses
 import math
+import statistics
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def key_positions(sample, tokenizer) -> tuple[int, int]:
     raise ValueError(f"key {sample.meta['values'][0]!r} not found in its needle")
 
 
-def first_write(model) -> list[torch.Tensor]:
+def record_writes(model) -> list[torch.Tensor]:
     """Records the writer's (B, 1 + S) weights at each call, in call order."""
     calls: list[torch.Tensor] = []
     inner = model.span_write.weights
@@ -80,7 +81,7 @@ def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec:
     objective = make_objective(config, model, backbone, None, stage.level)
     batches = [objective.batch(index, chunk) for index in range(-(-rows // chunk))]  # rows index * chunk + r
     answer_tokens = sum(int(batch[2].sum()) for batch in batches)
-    calls = first_write(model)
+    calls = record_writes(model)
     model.train()
     loss, writes = 0.0, []
     for batch in batches:
@@ -116,7 +117,7 @@ def probe_seed(recipe: str, seed: int, data_seed: int, rows: int, backbone_spec:
         return float(torch.sqrt(sum(p.grad.float().pow(2).sum() for _, p in named if p.grad is not None)))
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    mean = statistics.fmean
     return {"seed": seed, "data_seed": data_seed, "rows": len(prompts), "rows_with_earlier_key": len(stay),
             "loss": loss, "stay": mean(stay), "key_mass": mean(key_mass), "uniform_key_mass": mean(uniform),
             "entropy": mean(entropy), "log_positions": mean(log_positions),
