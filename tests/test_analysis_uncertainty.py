@@ -392,3 +392,19 @@ def test_a_length_read_at_one_seed_of_three_stays_in_its_recipes_row_and_says_so
     assert text.endswith("(train seed 2 only)")
     assert single.lone_seed == 2 and cell_parts(single)[-1] == "(train seed 2 only)"  # the terminal table's cell
     assert all(row.cells["rmt"].lone_seed is None for row in table.rows if row.key["context_length"] == 4096)
+
+
+def test_cells_at_partly_different_seeds_are_tested_on_the_seeds_they_share(tmp_path: Path) -> None:
+    """ARMT at seeds 1 and 3 (seed 2 owed), fine-tuned full context at seeds 1-3, on the same 20 samples: ARMT's
+    seed s against full's seed s for s in 1 and 3 (+0 / -20 each), full's seed 2 left out; both seeds lose, so the
+    difference is significant across them. BM25 at seeds 4-6 shares none with ARMT: not paired."""
+    for seed in (1, 2, 3):
+        write_seeded_qa(tmp_path, "full", seed, [1] * 20, recipe="cd" * 8)
+        write_seeded_qa(tmp_path, "retrieval", seed + 3, [1] * 20, recipe="ef" * 8)
+        if seed != 2:
+            write_seeded_qa(tmp_path, "armt", seed, [0] * 20, recipe="ab" * 8)
+    (row,) = build(load_results([tmp_path], warn=lambda m: None), "exact_match").rows
+    test = row.paired[("armt", "full")]
+    assert [(seed, t.gained, t.lost) for seed, t in test.tests] == [("train seed 1", 0, 20), ("train seed 3", 0, 20)]
+    assert test.p == pytest.approx(2 * 0.5**20) and test.significant
+    assert ("armt", "retrieval") not in row.paired

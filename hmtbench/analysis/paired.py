@@ -14,7 +14,8 @@ into one McNemar test would count each sample several times as if independent; a
 one recipe can disagree entirely. Two cells trained at the same seeds (HMT and RMT at training seeds 1, 2, 3) are
 tested seed against seed: the seed fixes what the two trainings share (the order of the samples, the LoRA
 initialisation), so seed s of one is the other's nearest counterpart, and a cell read at one seed of its recipe's
-three meets only that seed of the other. Cells at different seeds are not paired.
+three meets only that seed of the other. Cells at partly different seeds (a seed owed on one side) are tested on the
+seeds they share, each test named by its seed; cells that share no seed are not paired.
 """
 
 from __future__ import annotations
@@ -93,17 +94,18 @@ class PairedTests:
     def test(self, first: Cell, second: Cell) -> PairedTest | SeedTests | BootstrapTest | None:
         """``first`` against ``second``; McNemar needs one measurement a side (identical repeats count once), or
         several on one side tested seed by seed (``SeedTests``): against one on the other side, or against the other
-        side's measurement at the same seeds."""
+        side's measurement at each seed both sides hold."""
         found = self.documents.test(first, second)
         if found is not None:
             return found
         if first.count == second.count == 1:
             return self.samples.test(first.first_runs(), second.first_runs())
         if min(first.count, second.count) > 1:
-            theirs = {m.seeds: m for m in second.measurements}
-            if {m.seeds for m in first.measurements} != theirs.keys() or {first.count, second.count} != {len(theirs)}:
-                return None  # other seeds, or one seed twice (on other data): no seed has one counterpart
-            return self._seed_by_seed(first, lambda m: [theirs[m.seeds].runs[0]], seeded_first=True)
+            ours, theirs = {m.seeds for m in first.measurements}, {m.seeds: m for m in second.measurements}
+            shared = ours & theirs.keys()
+            if not shared or (first.count, second.count) != (len(ours), len(theirs)):
+                return None  # no seed in common, or one seed twice (on other data): no seed has one counterpart
+            return self._seed_by_seed(first, lambda m: [theirs[m.seeds].runs[0]], seeded_first=True, among=shared)
         seeded, single = (first, second) if first.count > 1 else (second, first)
         # a cell read at one training seed of its recipe's several meets that seed alone: the others trained
         # other models, not repeats
@@ -111,10 +113,13 @@ class PairedTests:
                                   only_seed=single.lone_seed)
 
     def _seed_by_seed(self, seeded: Cell, counterpart: Callable[[Measurement], list[str]],
-                      seeded_first: bool, only_seed: Any = None) -> SeedTests | None:
+                      seeded_first: bool, only_seed: Any = None, among: set | None = None) -> SeedTests | None:
         """Each seed's run of ``seeded`` against its ``counterpart`` runs, in the order the caller asked; with
-        ``only_seed``, the one measurement at that training seed (none where there is not exactly one)."""
+        ``among``, only the measurements at those seeds; with ``only_seed``, the one measurement at that training
+        seed (none where there is not exactly one)."""
         labelled = list(zip(seed_labels(seeded.measurements), seeded.measurements, strict=True))
+        if among is not None:
+            labelled = [(label, m) for label, m in labelled if m.seeds in among]
         if only_seed is not None:
             labelled = [(label, m) for label, m in labelled if dict(m.seeds).get("train_seed") == only_seed]
             if len(labelled) != 1:
