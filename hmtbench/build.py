@@ -21,6 +21,7 @@ def build_method(
     segment_length: int,
     *,
     seed: int,
+    lora_seed: int | None = None,
     document_length: int | None = None,
     checkpoint: str | None = None,
     lora: dict[str, Any] | None = None,
@@ -28,11 +29,11 @@ def build_method(
 ) -> SegmentMethod:
     """Method ``config.name`` around ``backbone`` with a seeded initialisation, then ``checkpoint``'s tensors.
 
-    ``document_length``: the tokens one backbone call must hold for a method that reads whole
-    documents. ``lora``: LoRA settings to inject into the backbone first (a checkpoint's own LoRA,
-    if it has one, is injected instead: from its peft adapter config, or for checkpoints of earlier
-    versions from its meta). The backbone is modified in place only by LoRA. ``most_tokens``: the longest document
-    (prompt and answer) the run will read, where the command knows it (``SegmentMethod.most_tokens``).
+    ``document_length``: the tokens one backbone call must hold for a method that reads whole documents. ``lora``:
+    LoRA settings to inject into the backbone first, drawn from ``lora_seed`` (default ``seed``); a checkpoint's own
+    LoRA, if it has one, is injected instead: from its peft adapter config, or for checkpoints of earlier versions
+    from its meta. The backbone is modified in place only by LoRA. ``most_tokens``: the longest document (prompt and
+    answer) the run will read, where the command knows it (``SegmentMethod.most_tokens``).
     """
     cls = method_class(config.name)
     if document_length is not None:
@@ -42,7 +43,7 @@ def build_method(
         check_backbone(meta, checkpoint, backbone)
         lora = meta.get("lora") or lora
     if not has_lora(backbone.model):
-        torch.manual_seed(seed)  # LoRA's A matrices are drawn here: from the run's seed, not the process's state
+        torch.manual_seed(seed if lora_seed is None else lora_seed)  # LoRA's A matrices: never the process's state
         inject_lora_for(backbone.model, checkpoint, lora)
     torch.manual_seed(seed)
     model = cls(backbone.model, config, segment_length)

@@ -92,8 +92,15 @@ def test_training_columns_leave_seeds_and_folders_out_of_the_recipe() -> None:
     stage1 = training_columns(config(1, "runs/a"), {"step": 200, "method": {"name": "hmt", "stage": 1}})
     stage2 = training_columns(config(1, "runs/a"), {"step": 500, "method": {"name": "hmt", "stage": 2}})
     assert stage1["train_recipe"] != stage2["train_recipe"] != one["train_recipe"]
-    assert training_columns(None) == {"train_seed": None, "train_data_seed": None, "train_recipe": None,
-                                      "train_budget": None}
+    assert training_columns(None) == {"train_seed": None, "train_data_seed": None, "train_lora_seed": None,
+                                      "train_recipe": None, "train_budget": None}
+    # a setting added later (train.lora_seed) at the value that trains as before leaves the recipe's hash alone
+    later = config(1, "runs/a")
+    later["train"]["lora_seed"] = None
+    assert training_columns(later)["train_recipe"] == one["train_recipe"]
+    later["train"]["lora_seed"] = 7  # seed 1's memory with LoRA drawn from seed 7: another recipe, named
+    assert (training_columns(later)["train_lora_seed"], one["train_lora_seed"]) == (7, None)
+    assert training_columns(later)["train_recipe"] != one["train_recipe"]
     crossed = config(1, "runs/a")
     crossed["train"]["data_seed"] = 2  # seed 1's initialisation on seed 2's data: another recipe, named
     assert (training_columns(crossed)["train_data_seed"], one["train_data_seed"]) == (2, None)

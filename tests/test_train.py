@@ -83,6 +83,24 @@ def test_data_seed_fixes_the_training_data_whatever_the_run_seed(corpus: str, tm
     assert not torch.equal(first_batches(seed=1), fixed)
 
 
+def test_lora_seed_draws_lora_alone_and_the_memory_follows_the_run_seed(corpus: str, tmp_path: Path) -> None:
+    """train.lora_seed sets LoRA's initial matrices apart from the method's: seed 1 with LoRA of seed 7 has seed 7's
+    LoRA and seed 1's memory; without it LoRA follows the run's seed."""
+    def tensors(**train: object) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        model = build_for_training(load_backbone("random:llama", device="cpu"),
+                                   config_for(corpus, tmp_path, train="lora", **train), None)
+        named = dict(model.named_parameters())
+        return {n: p.detach().clone() for n, p in named.items() if "lora_A" in n}, named["memory"].detach().clone()
+
+    crossed_lora, crossed_memory = tensors(seed=1, lora_seed=7)
+    own_lora, own_memory = tensors(seed=1)
+    other_lora, _ = tensors(seed=7)
+    assert crossed_lora and crossed_lora.keys() == other_lora.keys() == own_lora.keys()
+    assert all(torch.equal(crossed_lora[n], other_lora[n]) for n in crossed_lora)
+    assert not any(torch.equal(crossed_lora[n], own_lora[n]) for n in crossed_lora)
+    assert torch.equal(crossed_memory, own_memory)
+
+
 def test_loss_falls_and_first_losses_are_pinned(corpus: str, tmp_path: Path) -> None:
     config = config_for(corpus, tmp_path, steps=12, train="full", lr=3e-3)
     rows = run_train(config)
@@ -154,7 +172,8 @@ def test_stage_two_starts_from_stage_one(corpus: str, tmp_path: Path) -> None:
     files = (folder / "trainable.safetensors").read_bytes() + (folder / "adapter_model.safetensors").read_bytes()
     assert columns == {"checkpoint": str(folder.resolve()), "train_mode": "lora",
                        "checkpoint_sha256": hashlib.sha256(files).hexdigest(),
-                       "train_seed": 0, "train_data_seed": None, "train_recipe": columns["train_recipe"],
+                       "train_seed": 0, "train_data_seed": None, "train_lora_seed": None,
+                       "train_recipe": columns["train_recipe"],
                        "train_budget": None,  # its training
                        "train_tokens": 3 * 2 * 3 * 18}  # steps x windows x D segments x S text tokens
     assert len(columns["train_recipe"]) == 16

@@ -294,6 +294,7 @@ def build_for_training(backbone: Backbone, config: TrainConfig, init_from: str |
     if init_from:
         _check_init_from(init_from, config)
     model = build_method(backbone, config.method, config.segment_length, seed=config.train.seed,
+                         lora_seed=config.train.lora_seed,
                          checkpoint=init_from, lora=lora)
     make_trainable(model, mode)
     if not any(p.requires_grad for p in model.parameters()):

@@ -28,6 +28,9 @@ BINARY_METRICS = ("accuracy", "exact_match")  # 0/1 per sample: Wilson intervals
 NOT_RECIPE = (("train", "seed"), ("train", "init_from"), ("train", "log_every"), ("train", "checkpoint_every"),
               ("train", "max_minutes"), ("train", "max_file_mb"), ("output_dir",), ("out",), ("name",), ("device",),
               ("recipe",))
+# Training settings added after records of their recipes were made, each at the value that trains as before: left
+# out of the recipe there, so a recipe trained again under newer code keeps its hash.
+LATER_SETTINGS = {("train", "lora_seed"): None}
 
 
 def run_columns(
@@ -86,28 +89,34 @@ def checkpoint_columns(checkpoint: str | None) -> dict[str, Any]:
 
 
 def training_columns(config: dict[str, Any] | None, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """train_seed, train_data_seed, train_recipe and train_budget (its train.max_tokens) of a training configuration
-    (``to_dict(TrainConfig)``, as a train run holds it and its checkpoints keep it in checkpoint.json); null without
-    one. ``checkpoint``: that checkpoint's meta,
-    whose step and method settings (HMT's stage) join the recipe: two checkpoints of one run (stage 1 and 2, an
-    earlier step) are two recipes, one recipe at several seeds is one. A stage trained from --init-from is told
-    apart by its own settings only, not by the recipe of the checkpoint it started from."""
+    """train_seed, train_data_seed, train_lora_seed, train_recipe and train_budget (its train.max_tokens) of a training
+    configuration (``to_dict(TrainConfig)``, as a train run holds it and its checkpoints keep it in checkpoint.json);
+    null without one. ``checkpoint``: that checkpoint's meta, whose step and method settings (HMT's stage) join the
+    recipe: two checkpoints of one run (stage 1 and 2, an earlier step) are two recipes, one recipe at several seeds
+    is one. A stage trained from --init-from is told apart by its own settings only, not by the recipe of the
+    checkpoint it started from."""
     if not isinstance(config, dict):
-        return {"train_seed": None, "train_data_seed": None, "train_recipe": None, "train_budget": None}
+        return {"train_seed": None, "train_data_seed": None, "train_lora_seed": None, "train_recipe": None,
+                "train_budget": None}
     recipe = json.loads(json.dumps(config))  # a deep copy of plain values
     if checkpoint is not None:
         recipe["checkpoint"] = {"step": checkpoint.get("step"), "method": checkpoint.get("method")}
-    for path in NOT_RECIPE:
-        *parents, leaf = path
-        node = recipe
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
+    later = [path for path, same in LATER_SETTINGS.items() if _at(config, path) == same]
+    for *parents, leaf in (*NOT_RECIPE, *later):
+        node = _at(recipe, parents)
         if isinstance(node, dict):
             node.pop(leaf, None)
     train = config.get("train") or {}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    return {"train_seed": train.get("seed"), "train_data_seed": train.get("data_seed"), "train_recipe": digest,
-            "train_budget": train.get("max_tokens")}
+    return {"train_seed": train.get("seed"), "train_data_seed": train.get("data_seed"),
+            "train_lora_seed": train.get("lora_seed"), "train_recipe": digest, "train_budget": train.get("max_tokens")}
+
+
+def _at(config: Any, path: Sequence[str]) -> Any:
+    """The value at ``path`` in a nested configuration; None where any part is missing."""
+    for part in path:
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 def ppl_columns(result: Any, documents: Sequence[Sequence[int]], order: Sequence[int] | None = None

@@ -52,6 +52,8 @@ COLUMNS: list[Column] = [
                                   "checkpoint's); null untrained"),
     Column("train_data_seed", "Int64", "seed of that training's data where it was set apart from its seed "
                                        "(train.data_seed); null = the data followed train_seed"),
+    Column("train_lora_seed", "Int64", "seed of that training's initial LoRA where it was set apart from its seed "
+                                       "(train.lora_seed); null = LoRA followed train_seed"),
     Column("train_recipe", "string", "sha256 (16 hex) of that training's configuration without its seed, folders "
                                      "and name: checkpoints of one recipe at several seeds share it"),
     Column("backbone_params", "Int64", "parameters of the backbone"),

@@ -80,11 +80,14 @@ class TrainSettings:
                                               "GPU machine hands back and a commit holds); None: one file each.")
     checkpoint_every: int = setting(100, "Save the resumable checkpoint every N steps.")
     log_every: int = setting(10, "Write a JSON log line every N steps.")
-    seed: int = setting(SEED, "Random seed (initialisation of the method's tensors, LoRA; and the training data: "
-                              "windows, samples, unless data_seed).")
+    seed: int = setting(SEED, "Random seed (initialisation of the method's tensors, LoRA unless lora_seed; and the "
+                              "training data: windows, samples, unless data_seed).")
     data_seed: int | None = setting(None, "Seed of the training data alone (windows and their order, answer "
                                           "samples); None: seed. Vary seed with it fixed to vary only the "
                                           "initialisation, or the other way round.")
+    lora_seed: int | None = setting(None, "Seed of LoRA's initial matrices alone (a new LoRA; a checkpoint's own "
+                                          "keeps its tensors); None: seed. Vary it with seed fixed to tell LoRA's "
+                                          "draw from the memory's.")
 
     @property
     def sample_seed(self) -> int:
