@@ -22,6 +22,9 @@ from hmtbench.stats import seed_spread_interval
 SEED_COLUMNS = ("train_seed", "seed")  # what tells a method's measurements apart within one configuration
 SEED_NAMES = {"train_seed": "train seed", "seed": "seed"}
 NEWER_COLUMNS = ("train_seed",)  # seed columns some records predate: their value there is unknown, not another seed
+# What make_cell reads besides the metric and its interval: a frame of these columns alone makes the same cell.
+CELL_COLUMNS = ("status", "run_id", "name", "selected_on", "checkpoint_path", "checkpoint", *SEED_COLUMNS,
+                "data_sha256")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class Cell:
 def lone_seed_text(seed: Any) -> str:
     """The note on a cell read at one seed of a recipe's several (the row's other cells average over seeds)."""
     return f"train seed {seed} only"
+
+
+def cell_columns(runs: pd.DataFrame, metric: str) -> list[str]:
+    """The columns of ``runs`` that ``make_cell`` reads for ``metric``."""
+    return [column for column in dict.fromkeys([*CELL_COLUMNS, metric, *interval_columns(metric)]) if column in runs]
 
 
 def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
