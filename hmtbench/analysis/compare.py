@@ -12,10 +12,9 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from hmtbench.analysis.budgets import budget_note, seed_tokens
-from hmtbench.analysis.cells import Cell, cell_columns, make_cell
-from hmtbench.analysis.columns import CONFIG_PREFIX
+from hmtbench.analysis.cells import Cell, make_cell
+from hmtbench.analysis.columns import CONFIG_PREFIX, Positions, RunValues
 from hmtbench.analysis.documents import BootstrapTest
-from hmtbench.analysis.grouping import Positions, RunValues
 from hmtbench.analysis.paired import PairedTest, PairedTests, SeedTests
 from hmtbench.analysis.row_text import describe, order_methods, variant_text
 from hmtbench.errors import HmtbenchError, unknown_choice
@@ -140,7 +139,7 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
     tests = PairedTests(frame, metric)
     runs = RunValues(seed_tokens(_runs_with(frame, metric)))
     grouped = runs.split(range(len(runs)), ROW_KEYS)
-    made = _CellMaker(runs.frame, metric, tests)
+    made = _CellMaker(runs, metric, tests)
     for key, group in _share_parameterless(runs, grouped, notes) if join_baselines else grouped:
         for settings, full, per_method in _variants(runs, group, key, notes):
             cells = {method: made.cell(positions) for method, positions in per_method.items()}
@@ -278,15 +277,14 @@ def _runs_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 class _CellMaker:
     """The cell of each set of runs, made once: a method's runs recur in every row that another method splits."""
 
-    def __init__(self, runs: pd.DataFrame, metric: str, tests: PairedTests) -> None:
-        self.runs = runs[cell_columns(runs, metric)]  # the columns a cell reads: fewer to copy for each cell
-        self.metric, self.documents = metric, tests.documents
+    def __init__(self, runs: RunValues, metric: str, tests: PairedTests) -> None:
+        self.runs, self.metric, self.documents = runs, metric, tests.documents
         self._made: dict[tuple[int, ...], Cell] = {}
 
     def cell(self, positions: Positions) -> Cell:
         key = tuple(positions)
         if key not in self._made:
-            self._made[key] = make_cell(self.runs.iloc[positions], self.metric, self.documents)
+            self._made[key] = make_cell(self.runs, positions, self.metric, self.documents)
         return self._made[key]
 
 
@@ -354,7 +352,8 @@ def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tu
     for m, options in enumerate(variants):
         for i in range(len(options)):
             if not any(c[m] == i for c in kept):
-                kept += [c for c in every if c[m] == i and c not in kept]
+                held = set(kept)
+                kept += [c for c in every if c[m] == i and c not in held]
     if len(kept) < len(every):
         by_set = [s for s in shared if s not in by_value]
         notes += [f"rows pair runs that agree on {', '.join(by_value)}"] if by_value else []

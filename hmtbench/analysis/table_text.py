@@ -34,10 +34,10 @@ def notes(table: Comparison, footnotes: list[str], per_seed: bool = False) -> li
     if any(row.unclear for row in table.rows):
         how = "p >= 0.05 in its paired test (listed below), else " if any(row.paired for row in table.rows) else ""
         lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: {how}the two methods' 95% intervals overlap")
-    untested = [(row, pair) for row in table.rows for pair in table.pairs
-                if row.deltas.get(pair) is not None and pair not in row.paired]
-    if untested and table.metric in DOCUMENT_METRICS:
-        lines.append(f"no paired test for {len(untested)} deltas: their records hold no per-document NLL (doc_nll; "
+    untested = sum(row.deltas.get(pair) is not None and pair not in row.paired
+                   for row in table.rows for pair in table.pairs) if table.metric in DOCUMENT_METRICS else 0
+    if untested:
+        lines.append(f"no paired test for {untested} deltas: their records hold no per-document NLL (doc_nll; "
                      "eval-ppl records before it) or scored other documents; their intervals are compared instead")
     repeated = len({tuple(c.runs) for row in table.rows for c in row.cells.values() if c.repeats})
     if repeated:
@@ -264,7 +264,7 @@ def text_rows(table: Comparison, best: str, keys: list[str] | None = None,
     ``best`` marks the best cell's value (e.g. '{}*'), ``keys`` are the key columns (default: shown_keys)."""
     keys = shown_keys(table)[0] if keys is None else keys
     names = [*keys, *map(method_label, table.methods), *map(delta_label, table.pairs)]
-    footnotes = list(dict.fromkeys(row.key["variant"] for row in table.rows if row.key.get("variant")))
+    footnotes = variant_footnotes(table)
     numbers = footnote_numbers(footnotes)
     rows = []
     for row in table.rows:
@@ -273,6 +273,12 @@ def text_rows(table: Comparison, best: str, keys: list[str] | None = None,
         key = {**row.key, "variant": f"[{numbers[variant]}]" if variant else None}
         rows.append([_key_text(key.get(k)) for k in keys] + cells + [delta_text(row, p, then) for p in table.pairs])
     return names, rows, footnotes
+
+
+def variant_footnotes(table: Comparison) -> list[str]:
+    """The variants' texts in the order of the rows, each once: the footnotes whose numbers the variant column
+    holds."""
+    return list(dict.fromkeys(row.key["variant"] for row in table.rows if row.key.get("variant")))
 
 
 def _key_text(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from hmtbench.analysis.compare import Comparison
 from hmtbench.analysis.row_text import describe
-from hmtbench.analysis.table_text import ALWAYS_SHOWN, header, notes, shown_keys, text_rows
+from hmtbench.analysis.table_text import ALWAYS_SHOWN, header, notes, shown_keys, text_rows, variant_footnotes
 
 WIDTH = 120  # the terminal table's width: long variant texts become numbered footnotes under it
 _EMOJI_LIKE = re.compile(r":\S*?:")  # what rich may read as an emoji code (":warning:") and replace
@@ -54,18 +54,19 @@ Grid = tuple[list[str], list[list[str]], int]  # column names, rows of cell text
 
 
 def _layouts(table: Comparison, per_seed: bool) -> Iterator[tuple[list[Grid], list[str]]]:
+    under = notes(table, variant_footnotes(table), per_seed)  # alike under every layout
     for always, then in ((ALWAYS_SHOWN, " "), ((), " "), ((), "\n")):
         keys, common = shown_keys(table, always)
-        names, rows, footnotes = text_rows(table, "{}*", keys, then)
-        below = ([f"settings: {describe(common)}"] if common else []) + notes(table, footnotes, per_seed)
+        names, rows, _ = text_rows(table, "{}*", keys, then)
+        below = ([f"settings: {describe(common)}"] if common else []) + under
         yield (_split((names, rows, len(keys))) if then == "\n" else [(names, rows, len(keys))]), below
     # keys too wide to repeat beside the numbers: a row number, and each row's keys in a line below
     keys, common = shown_keys(table, ())
-    names, rows, footnotes = text_rows(table, "{}*", keys, "\n")
+    names, rows, _ = text_rows(table, "{}*", keys, "\n")
     labels = [f"({i})" for i in range(1, len(rows) + 1)]
     described = [f"{label} " + " · ".join(f"{k}={v}" for k, v in zip(keys, row[:len(keys)], strict=True) if v != "–")
                  for label, row in zip(labels, rows, strict=True)]
-    below = ([f"settings: {describe(common)}"] if common else []) + described + notes(table, footnotes, per_seed)
+    below = ([f"settings: {describe(common)}"] if common else []) + described + under
     numbered = (["row", *names[len(keys):]], [[label, *row[len(keys):]] for label, row in zip(labels, rows,
                                                                                                strict=True)], 1)
     yield _split(numbered), below
@@ -96,7 +97,7 @@ def _column_widths(grid: Grid) -> list[int]:
     from rich.cells import cell_len
 
     _, rows, _ = grid
-    return [max(cell_len(line) for text in (title, *(row[i] for row in rows)) for line in text.split("\n"))
+    return [max(cell_len(line) for text in {title, *(row[i] for row in rows)} for line in text.split("\n"))
             for i, title in enumerate(_headers(grid))]
 
 
@@ -117,7 +118,7 @@ def _printed_grid(grid: Grid) -> str:
     """A table as rich prints it (``_grid``); one that fits WIDTH and holds plain text alone is laid out here, the
     same way, faster: a table of thousands of rows takes rich minutes."""
     names, rows, keys = grid
-    if _table_width(grid) > WIDTH or not all(_as_is(text) for text in (*names, *(t for row in rows for t in row))):
+    if _table_width(grid) > WIDTH or not all(_as_is(text) for text in {*names, *(t for row in rows for t in row)}):
         return _rich(_grid(*grid))
     widths = _column_widths(grid)
     edge = " " * _width_of(widths)  # rich's SIMPLE_HEAD box: blank edges, a rule under the header
