@@ -239,9 +239,9 @@ def _share_parameterless(runs: RunValues, grouped: list[tuple[dict[str, Any], Po
     shared = {key: [p for p in group if untrained[p]] for key, group in baselines.items()}
     result, joined = [], {}  # joined: the methods of each untrained row that sit in a trained row of the same key
     for key, group in grouped:
-        extra = shared.get(others(key))
-        if key["train_mode"] is not None and extra is not None and BASELINE not in methods(group):
-            extra = [p for p in extra if method[p] not in methods(group)]
+        extra, own = shared.get(others(key)), methods(group)
+        if key["train_mode"] is not None and extra is not None and BASELINE not in own:
+            extra = [p for p in extra if method[p] not in own]
             if extra:
                 joined.setdefault(others(key), set()).update(methods(extra))
                 group = group + extra

@@ -115,12 +115,12 @@ def _printed(text: str) -> str:
 
 
 def _printed_grid(grid: Grid) -> str:
-    """A table as rich prints it (``_grid``); one that fits WIDTH and holds plain text alone is laid out here, the
-    same way, faster: a table of thousands of rows takes rich minutes."""
+    """A table as rich prints it (``_grid``); one that fits WIDTH, whose columns are a cell wide or wider and hold
+    plain text alone, is laid out here, the same way, faster: a table of thousands of rows takes rich minutes."""
     names, rows, keys = grid
-    if _table_width(grid) > WIDTH or not all(_as_is(text) for text in {*names, *(t for row in rows for t in row)}):
-        return _rich(_grid(*grid))
     widths = _column_widths(grid)
+    if _width_of(widths) > WIDTH or 0 in widths or not all(map(_as_is, {*names, *(t for row in rows for t in row)})):
+        return _rich(_grid(*grid))
     edge = " " * _width_of(widths)  # rich's SIMPLE_HEAD box: blank edges, a rule under the header
     lines = [edge, *_row_lines(_headers(grid), widths, keys, bottom=True), f" {'─' * (_width_of(widths) - 2)} "]
     for row in rows:
@@ -129,12 +129,13 @@ def _printed_grid(grid: Grid) -> str:
 
 
 def _row_lines(texts: list[str], widths: list[int], keys: int, bottom: bool = False) -> list[str]:
-    """One row of a table as lines: the key columns left-aligned, the others right-aligned, each cell's lines at
-    the top of the row (a header's at the bottom); two spaces between columns."""
+    """One row of a table as lines: the key columns left-aligned, the others right-aligned (trailing spaces
+    dropped, as rich does), each cell's lines at the top of the row (a header's at the bottom); two spaces between
+    columns."""
     cells = [text.split("\n") for text in texts]
     height = max(map(len, cells))
     cells = [[""] * (height - len(c)) + c if bottom else c + [""] * (height - len(c)) for c in cells]
-    return [" " + "  ".join(cell[line].ljust(width) if i < keys else cell[line].rjust(width)
+    return [" " + "  ".join(cell[line].ljust(width) if i < keys else cell[line].rstrip().rjust(width)
                             for i, (cell, width) in enumerate(zip(cells, widths, strict=True))) + " "
             for line in range(height)]
 
