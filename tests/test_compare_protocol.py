@@ -246,6 +246,20 @@ def test_the_layouts_width_is_what_rich_draws(grid) -> None:
     assert _table_width(grid) == Measurement.get(console, console.options, _grid(*grid)).maximum
 
 
+@pytest.mark.parametrize("grid", [
+    (["train_mode", "HMT", "HMT vs plain, %"], [["lora", "1.000\n[2, 3]", "+1.00"], ["–", "22.000*", "n.s."]], 1),
+    (["context_length", "plain"], [["4096 ", "7.5  "], ["", "–"], ["1k\n ", " 8.1"]], 1),  # spaces at the ends
+    (["row", "RMT"], [], 1),  # no rows
+    (["variant", "plain"], [["[1]", ":warning: 日本\t1.0"]], 1),  # what rich changes: drawn by rich
+    (["backbone", "a"], [["x" * 130, "1"]], 1),  # wider than WIDTH: rich folds it
+])
+def test_the_terminal_table_is_what_rich_prints(grid) -> None:
+    """A table of plain text is laid out without rich (a table of thousands of rows took it minutes), the same."""
+    from hmtbench.analysis.terminal import _grid, _printed_grid, _rich
+
+    assert _printed_grid(grid) == _rich(_grid(*grid))
+
+
 def test_committed_bench_table_keeps_every_number_whole() -> None:
     """results/h100-bench's tokens/s table (ten key columns vary): each cell's number (e.g. 151,739) stands whole on
     one line, never folded into '151,7' over '39*', and the table keeps to its width."""

@@ -9,13 +9,13 @@ to each run's own uncertainty, never replaces it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from hmtbench.analysis.columns import interval_columns, is_recipe_checkpoint, plain
+from hmtbench.analysis.columns import RunValues, interval_columns, is_recipe_checkpoint
 from hmtbench.results.schema import SHARE_METRICS
 from hmtbench.stats import seed_spread_interval
 
@@ -68,27 +68,31 @@ def lone_seed_text(seed: Any) -> str:
     return f"train seed {seed} only"
 
 
-def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
-    """The cell of ``runs`` (one method, one configuration); ``documents`` (``DocumentScores``) bootstraps the
-    interval over seeds from per-document NLL where every measurement has it on the same documents."""
-    ok = runs[runs["status"].eq("success").fillna(False).astype(bool) & runs[metric].notna()]
-    found = measurements(ok, metric)
+def make_cell(runs: RunValues, positions: Sequence[int], metric: str, documents: Any = None) -> Cell:
+    """The cell of the runs at ``positions`` (one method, one configuration); ``documents`` (``DocumentScores``)
+    bootstraps the interval over seeds from per-document NLL where every measurement has it on the same documents."""
+    status, value = runs.column("status"), runs.column(metric)
+    ok = [p for p in positions if status[p] == "success" and value[p] is not None]
+
+    def read(name: str) -> list[Any]:  # the successful runs' values; none where the records lack the column
+        return [runs.column(name)[p] for p in ok] if name in runs else []
+
+    found = measurements(runs, ok, metric)
     values = np.array([m.value for m in found])
     cell = Cell(
         mean=float(values.mean()) if len(values) else None,
         std=float(values.std(ddof=1)) if len(values) > 1 else None,
         count=len(found),
-        runs=[str(r) for r in ok["run_id"]],
-        failed=len(runs) - len(ok),
+        runs=[str(r) for r in read("run_id")],
+        failed=len(positions) - len(ok),
         measurements=found,
-        names=sorted({str(n) for n in ok["name"].dropna()}) if "name" in ok else [],
-        selected_on=sorted({plain(s) for s in ok["selected_on"]} if "selected_on" in ok else set(),
-                           key=lambda s: (s is None, s or "")),
-        paths=sorted({str(p) for p in ok["checkpoint_path"].dropna()}) if "checkpoint_path" in ok else [],
+        names=sorted({str(n) for n in read("name") if n is not None}),
+        selected_on=sorted(set(read("selected_on")), key=lambda s: (s is None, s or "")),
+        paths=sorted({str(p) for p in read("checkpoint_path") if p is not None}),
     )
     if len(found) == 1:
         cell.low, cell.high = found[0].low, found[0].high
-        if "checkpoint" in ok and is_recipe_checkpoint(ok["checkpoint"].iloc[0]):
+        if is_recipe_checkpoint(next(iter(read("checkpoint")), None)):
             cell.lone_seed = dict(found[0].seeds).get("train_seed")
     elif len(found) > 1:
         booted = documents.interval(found) if documents is not None else None
@@ -103,26 +107,29 @@ def make_cell(runs: pd.DataFrame, metric: str, documents: Any = None) -> Cell:
     return cell
 
 
-def measurements(runs: pd.DataFrame, metric: str) -> list[Measurement]:
-    """``runs`` grouped into measurements: by seeds, then by data where two of one seed's runs name different data
-    (``data_sha256``); a run without a data hash (older records) joins its seeds' first measurement, and one
-    without a ``NEWER_COLUMNS`` value takes the one value the other runs have (a record made before ``train_seed``
-    existed, of the same checkpoint). Each is the mean of its runs, with the mean interval of those that recorded
-    one (a repeat recorded before the interval columns existed has none)."""
-    seeds = [column for column in SEED_COLUMNS if column in runs]
-    columns = {column: [plain(v) for v in runs[column]] for column in seeds}
+def measurements(runs: RunValues, positions: Sequence[int], metric: str) -> list[Measurement]:
+    """The runs at ``positions`` grouped into measurements: by seeds, then by data where two of one seed's runs
+    name different data (``data_sha256``); a run without a data hash (older records) joins its seeds' first
+    measurement, and one without a ``NEWER_COLUMNS`` value takes the one value the other runs have (a record made
+    before ``train_seed`` existed, of the same checkpoint). Each is the mean of its runs, with the mean interval
+    of those that recorded one (a repeat recorded before the interval columns existed has none)."""
+    def read(name: str) -> list[Any]:
+        return [runs.column(name)[p] for p in positions]
+
+    seeds = [name for name in SEED_COLUMNS if name in runs]
+    columns = {name: read(name) for name in seeds}
     for column, values in columns.items():
         known = {v for v in values if v is not None}
         if column in NEWER_COLUMNS and len(known) == 1:
             columns[column] = [known.pop()] * len(values)
     keys = [tuple(zip(seeds, values, strict=True)) for values in zip(*columns.values(), strict=True)] if seeds \
-        else [()] * len(runs)
-    data = [plain(v) for v in runs["data_sha256"]] if "data_sha256" in runs else [None] * len(runs)
-    ids = [str(r) for r in runs["run_id"]]
-    values = runs[metric].to_numpy(dtype=float)
+        else [()] * len(positions)
+    data = read("data_sha256") if "data_sha256" in runs else [None] * len(positions)
+    ids = [str(r) for r in read("run_id")]
+    values = np.array(read(metric), dtype=float)
     low, high = interval_columns(metric)
-    bounds = runs[[low, high]].to_numpy(dtype=float) if low in runs and high in runs else np.full((len(runs), 2),
-                                                                                                   np.nan)
+    recorded = low in runs and high in runs  # a missing bound reads NaN
+    bounds = np.array([read(low), read(high)], dtype=float).T if recorded else np.full((len(positions), 2), np.nan)
     groups: dict[tuple, dict[Any, list[int]]] = {}
     for position, (key, sha) in enumerate(zip(keys, data, strict=True)):
         groups.setdefault(key, {}).setdefault(sha, []).append(position)

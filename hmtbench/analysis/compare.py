@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,7 @@ import pandas as pd
 
 from hmtbench.analysis.budgets import budget_note, seed_tokens
 from hmtbench.analysis.cells import Cell, make_cell
-from hmtbench.analysis.columns import CONFIG_PREFIX, plain
+from hmtbench.analysis.columns import CONFIG_PREFIX, Positions, RunValues
 from hmtbench.analysis.documents import BootstrapTest
 from hmtbench.analysis.paired import PairedTest, PairedTests, SeedTests
 from hmtbench.analysis.row_text import describe, order_methods, variant_text
@@ -136,10 +137,12 @@ def build(frame: pd.DataFrame, metric: str, join_baselines: bool = False) -> Com
     rows: list[Row] = []
     notes: list[str] = []
     tests = PairedTests(frame, metric)
-    grouped = groups(seed_tokens(_runs_with(frame, metric)), ROW_KEYS)
-    for key, group in _share_parameterless(grouped, notes) if join_baselines else grouped:
-        for settings, full, per_method in _variants(group, key, notes):
-            cells = {method: make_cell(runs, metric, tests.documents) for method, runs in per_method.items()}
+    runs = RunValues(seed_tokens(_runs_with(frame, metric)))
+    grouped = runs.split(range(len(runs)), ROW_KEYS)
+    made = _CellMaker(runs, metric, tests)
+    for key, group in _share_parameterless(runs, grouped, notes) if join_baselines else grouped:
+        for settings, full, per_method in _variants(runs, group, key, notes):
+            cells = {method: made.cell(positions) for method, positions in per_method.items()}
             rows.append(Row({**key, "variant": variant_text(settings)}, cells, settings, full))
     _name_checkpoints_across_rows(rows)
     notes += [note for row in rows if (note := budget_note(row.key, row.full))]
@@ -163,16 +166,32 @@ def _variant_tests(rows: list[Row], tests: PairedTests) -> list[VariantTest]:
         for method in order_methods({m for row in group for m in row.cells}):
             cells = [(row.settings.get(method, {}), row.cells[method]) for row in group
                      if method in row.cells and row.cells[method].mean is not None]
-            for i, (first, a) in enumerate(cells):
-                for second, b in cells[i + 1:]:
-                    runs = (tuple(a.runs), tuple(b.runs))
-                    if a.runs == b.runs or runs in seen:
-                        continue  # a cell repeated in the rows another method splits
-                    seen.add(runs)
-                    test = tests.test(a, b)
-                    if test is not None:
-                        found.append(VariantTest(dict(key), method, first, second, test, runs))
+            for i, j in _first_pairs([tuple(cell.runs) for _, cell in cells]):
+                (first, a), (second, b) = cells[i], cells[j]
+                runs = (tuple(a.runs), tuple(b.runs))
+                if runs in seen:
+                    continue
+                seen.add(runs)
+                test = tests.test(a, b)
+                if test is not None:
+                    found.append(VariantTest(dict(key), method, first, second, test, runs))
     return found
+
+
+def _first_pairs(items: list[Any]) -> list[tuple[int, int]]:
+    """The pairs (i, j), i < j, of two different items where i is the first place of its item and j the first of
+    its item after i: the first pair of each two items in a double loop's order, and so every pair that loop would
+    not skip as one seen before (an item recurs in the rows another method splits)."""
+    places: dict[Any, list[int]] = {}
+    for place, item in enumerate(items):
+        places.setdefault(item, []).append(place)
+    pairs = []
+    for item, own in places.items():
+        i = own[0]
+        after = (others[bisect.bisect_right(others, i)] for other, others in places.items()
+                 if other != item and others[-1] > i)
+        pairs += [(i, j) for j in sorted(after)]
+    return pairs
 
 
 def _name_checkpoints_across_rows(rows: list[Row]) -> None:
@@ -196,42 +215,41 @@ def _name_checkpoints_across_rows(rows: list[Row]) -> None:
 
 def groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     """Split ``frame`` by ``keys``, missing values included (pandas drops them by default), in sorted order."""
-    found: dict[tuple, list[int]] = {}
-    for position, values in enumerate(frame[list(keys)].itertuples(index=False, name=None)):
-        found.setdefault(tuple(plain(v) for v in values), []).append(position)
-    ordered = sorted(found, key=lambda k: tuple((v is None, isinstance(v, str), "" if v is None else v) for v in k))
-    return [(dict(zip(keys, k, strict=True)), frame.iloc[found[k]]) for k in ordered]
+    return [(key, frame.iloc[positions]) for key, positions in RunValues(frame).split(range(len(frame)), keys)]
 
 
-def _share_parameterless(grouped: list[tuple[dict[str, Any], pd.DataFrame]], notes: list[str]
-                         ) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+def _share_parameterless(runs: RunValues, grouped: list[tuple[dict[str, Any], Positions]], notes: list[str]
+                         ) -> list[tuple[dict[str, Any], Positions]]:
     """Untrained runs of a method with nothing to train (plain, overlap, full, BM25: no added parameters, no
     checkpoint) also join the rows of each train_mode that did not train plain (a LoRA-trained plain makes its row
     an experiment that trains the baselines too), each method where that row has none of its own (a LoRA-trained
     full keeps its row's full), so trained memory methods meet the baselines they are measured against and are
     tested against them on the same samples; a row made of joined runs alone is then dropped."""
-    def untrained(runs: pd.DataFrame) -> pd.Series:
-        added = pd.to_numeric(runs["added_params"], errors="coerce").fillna(0)
-        return runs["train_mode"].isna() & runs["checkpoint"].isna() & added.eq(0)
+    frame, method = runs.frame, runs.column("method")
+    added = pd.to_numeric(frame["added_params"], errors="coerce").fillna(0)
+    untrained = (frame["train_mode"].isna() & frame["checkpoint"].isna() & added.eq(0)).tolist()
 
     def others(key: dict[str, Any]) -> tuple:
         return tuple(v for k, v in key.items() if k != "train_mode")
 
-    baselines = {others(key): (group, untrained(group)) for key, group in grouped if key["train_mode"] is None}
-    shared = {key: group[mask] for key, (group, mask) in baselines.items()}
+    def methods(group: Positions) -> set[str]:
+        return {method[p] for p in group}
+
+    baselines = {others(key): group for key, group in grouped if key["train_mode"] is None}
+    shared = {key: [p for p in group if untrained[p]] for key, group in baselines.items()}
     result, joined = [], {}  # joined: the methods of each untrained row that sit in a trained row of the same key
     for key, group in grouped:
-        extra = shared.get(others(key))
-        if key["train_mode"] is not None and extra is not None and BASELINE not in set(group["method"]):
-            extra = extra[~extra["method"].isin(set(group["method"]))]
-            if not extra.empty:
-                joined.setdefault(others(key), set()).update(extra["method"])
-                group = pd.concat([group, extra])
+        extra, own = shared.get(others(key)), methods(group)
+        if key["train_mode"] is not None and extra is not None and BASELINE not in own:
+            extra = [p for p in extra if method[p] not in own]
+            if extra:
+                joined.setdefault(others(key), set()).update(methods(extra))
+                group = group + extra
         result.append((key, group))
     if joined:
         result = [(key, group) for key, group in result
-                  if not (key["train_mode"] is None and baselines[others(key)][1].all()
-                          and set(group["method"]) <= joined.get(others(key), set()))]
+                  if not (key["train_mode"] is None and all(untrained[p] for p in baselines[others(key)])
+                          and methods(group) <= joined.get(others(key), set()))]
         notes.append(f"{', '.join(order_methods(set().union(*joined.values())))}: untrained, nothing to train; "
                      "shown in the rows of the trained methods they are compared with")
     return result
@@ -256,29 +274,44 @@ def _runs_with(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame[has | (unsuccessful & frame["command"].isin(set(frame.loc[has, "command"])))]
 
 
+class _CellMaker:
+    """The cell of each set of runs, made once: a method's runs recur in every row that another method splits."""
+
+    def __init__(self, runs: RunValues, metric: str, tests: PairedTests) -> None:
+        self.runs, self.metric, self.documents = runs, metric, tests.documents
+        self._made: dict[tuple[int, ...], Cell] = {}
+
+    def cell(self, positions: Positions) -> Cell:
+        key = tuple(positions)
+        if key not in self._made:
+            self._made[key] = make_cell(self.runs, positions, self.metric, self.documents)
+        return self._made[key]
+
+
 class _Variant(NamedTuple):
     """One method's runs that agree on every run setting."""
 
     differs: dict[str, Any]  # the settings it differs in from the method's other variants (and named departures)
-    runs: pd.DataFrame
+    runs: Positions
     full: dict[str, Any]  # every run setting
 
 
-def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> list[tuple[dict, dict, dict]]:
+def _variants(runs: RunValues, group: Positions, key: dict[str, Any], notes: list[str]
+              ) -> list[tuple[dict, dict, dict]]:
     """Rows for one key: each method's runs split by every setting they differ in, never averaged across it;
-    per row (method -> differing settings, method -> every run setting, method -> runs)."""
+    per row (method -> differing settings, method -> every run setting, method -> the runs' positions)."""
     options: dict[str, list[_Variant]] = {}
-    for method_key, runs in groups(group, ("method",)):
+    keys = [*RUN_SETTINGS, *(c for c in runs.frame.columns if c.startswith(CONFIG_PREFIX))]
+    for method_key, mine in runs.split(group, ("method",)):
         method = str(method_key["method"])
-        keys = [*RUN_SETTINGS, *(c for c in runs.columns if c.startswith(CONFIG_PREFIX))]
-        clusters = _clusters(runs, keys)
+        clusters = _clusters(runs, mine, keys)
         differ = [s for s in keys if len({settings[s] for settings, _ in clusters}) > 1]
         departs = [s for s in NAMED_DEPARTURES if s not in differ and s in keys
                    and any(settings[s] not in NAMED_DEPARTURES[s] for settings, _ in clusters)]
         options[method] = [_Variant({s: settings[s] for s in differ + departs}, cluster, settings)
                            for settings, cluster in clusters]
         if "checkpoint" in differ:
-            _name_training_seeds(options[method])
+            _name_training_seeds(runs, options[method])
         if differ:
             notes.append(f"{method} runs of {describe(key)} differ in {', '.join(differ)}: shown as separate rows, "
                          "not averaged")
@@ -291,12 +324,12 @@ def _variants(group: pd.DataFrame, key: dict[str, Any], notes: list[str]) -> lis
     return rows
 
 
-def _name_training_seeds(variants: list[_Variant]) -> None:
+def _name_training_seeds(runs: RunValues, variants: list[_Variant]) -> None:
     """Checkpoints kept apart (their recipes differ: another step count, say) that were trained at different seeds
     name their seed beside what else keeps them apart, so a reader can tell which training run each row is; a
     recipe's several seeds in one variant are named by its checkpoint label instead."""
-    seeds = [{plain(v) for v in variant.runs["train_seed"]} - {None} if "train_seed" in variant.runs else set()
-             for variant in variants]
+    seed = runs.column("train_seed") if "train_seed" in runs else None
+    seeds = [{seed[p] for p in variant.runs} - {None} if seed is not None else set() for variant in variants]
     if len(set().union(*seeds)) > 1:
         for variant, found in zip(variants, seeds, strict=True):
             if len(found) == 1:  # several seeds: the checkpoint's recipe label names them
@@ -319,7 +352,8 @@ def _pairings(variants: list[list[dict[str, Any]]], notes: list[str]) -> list[tu
     for m, options in enumerate(variants):
         for i in range(len(options)):
             if not any(c[m] == i for c in kept):
-                kept += [c for c in every if c[m] == i and c not in kept]
+                held = set(kept)
+                kept += [c for c in every if c[m] == i and c not in held]
     if len(kept) < len(every):
         by_set = [s for s in shared if s not in by_value]
         notes += [f"rows pair runs that agree on {', '.join(by_value)}"] if by_value else []
@@ -333,17 +367,17 @@ def _values_shared(variants: list[list[dict[str, Any]]], setting: str) -> bool:
     return any(value is not None for value in set.intersection(*values))
 
 
-def _clusters(runs: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+def _clusters(runs: RunValues, mine: Positions, keys: list[str]) -> list[tuple[dict[str, Any], Positions]]:
     """Successful runs grouped by ``keys``; an unsuccessful run joins the group it matches apart from outcomes."""
-    ok = runs["status"].eq("success").fillna(False).astype(bool)
-    clusters = groups(runs[ok], keys)
+    status = runs.column("status")
+    clusters = runs.split([p for p in mine if status[p] == "success"], keys)
     settings = [k for k in keys if k not in OUTCOMES]
-    for found, extra in groups(runs[~ok], settings):
+    for found, extra in runs.split([p for p in mine if status[p] != "success"], settings):
         match = next((i for i, (s, _) in enumerate(clusters) if all(s[k] == found[k] for k in settings)), None)
         if match is None:
             clusters.append(({**found, **dict.fromkeys(OUTCOMES)}, extra))
         else:
-            clusters[match] = (clusters[match][0], pd.concat([clusters[match][1], extra]))
+            clusters[match] = (clusters[match][0], clusters[match][1] + extra)
     return clusters
 
 

@@ -90,11 +90,19 @@ class PairedTests:
     def __init__(self, frame: pd.DataFrame, metric: str) -> None:
         self.documents = DocumentScores(frame, metric)
         self.samples = SampleOutcomes(frame, metric)
+        self._tested: dict[tuple[tuple[str, ...], ...], PairedTest | SeedTests | BootstrapTest | None] = {}
 
     def test(self, first: Cell, second: Cell) -> PairedTest | SeedTests | BootstrapTest | None:
         """``first`` against ``second``; McNemar needs one measurement a side (identical repeats count once), or
         several on one side tested seed by seed (``SeedTests``): against one on the other side, or against the other
-        side's measurement at each seed both sides hold."""
+        side's measurement at each seed both sides hold. Each pair of cells (their runs) is tested once: a cell
+        recurs in every row that another method splits."""
+        pair = (tuple(first.runs), tuple(second.runs))
+        if pair not in self._tested:
+            self._tested[pair] = self._test(first, second)
+        return self._tested[pair]
+
+    def _test(self, first: Cell, second: Cell) -> PairedTest | SeedTests | BootstrapTest | None:
         found = self.documents.test(first, second)
         if found is not None:
             return found

@@ -121,7 +121,9 @@ def table_lines(table: TableSpec, folder: Path, frame: pd.DataFrame, context: Ta
     for path in folders:
         if not path.exists():
             raise HmtbenchError(f"table of {table.metric}: no records folder or file '{path}'")
-    under = frame["source_file"].map(lambda file: any(_within(Path(file), path) for path in folders))
+    roots = [path.resolve() for path in folders]
+    files = {file: Path(file).resolve() for file in frame["source_file"].unique()}  # each once, not per folder
+    under = frame["source_file"].map(lambda file: any(_within(files[file], root) for root in roots))
     runs = _where(frame[under], table.where)
     context = dataclasses.replace(context, folders=folders, variants=table.variants)
     context.links.files.update(zip(runs["run_id"], runs["source_file"], strict=True))
@@ -162,7 +164,7 @@ def with_block(text: str, block: str, readme: str | Path) -> str:
 
 
 def _within(file: Path, path: Path) -> bool:
-    file, path = file.resolve(), path.resolve()
+    """Whether ``file`` is ``path`` or lies under it (both resolved)."""
     return file == path or path in file.parents
 
 

@@ -3,6 +3,7 @@ under a table (paired tests, seeds, variants, provenance)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hmtbench.analysis.cells import Cell, lone_seed_text, seeds_text
@@ -33,10 +34,10 @@ def notes(table: Comparison, footnotes: list[str], per_seed: bool = False) -> li
     if any(row.unclear for row in table.rows):
         how = "p >= 0.05 in its paired test (listed below), else " if any(row.paired for row in table.rows) else ""
         lines.append(f"{NOT_SIGNIFICANT.strip()} = not significant: {how}the two methods' 95% intervals overlap")
-    untested = [(row, pair) for row in table.rows for pair in table.pairs
-                if row.deltas.get(pair) is not None and pair not in row.paired]
-    if untested and table.metric in DOCUMENT_METRICS:
-        lines.append(f"no paired test for {len(untested)} deltas: their records hold no per-document NLL (doc_nll; "
+    untested = sum(row.deltas.get(pair) is not None and pair not in row.paired
+                   for row in table.rows for pair in table.pairs) if table.metric in DOCUMENT_METRICS else 0
+    if untested:
+        lines.append(f"no paired test for {untested} deltas: their records hold no per-document NLL (doc_nll; "
                      "eval-ppl records before it) or scored other documents; their intervals are compared instead")
     repeated = len({tuple(c.runs) for row in table.rows for c in row.cells.values() if c.repeats})
     if repeated:
@@ -93,6 +94,7 @@ def seed_lines(table: Comparison, footnotes: list[str]) -> list[str]:
     """--per-seed: each cell of several seeds, its value at each seed (with that run's interval)."""
     lines = []
     seen = set()
+    where = _places(table, footnotes)
     for row in table.rows:
         for method in order_methods(row.cells):
             cell = row.cells[method]
@@ -102,7 +104,7 @@ def seed_lines(table: Comparison, footnotes: list[str]) -> list[str]:
             values = "; ".join(f"{seeds_text(m)}: {number(m.value)}" + (f" [{bound(m.low)}, {bound(m.high)}]"
                                                                          if m.low is not None else "")
                                for m in cell.measurements)
-            lines.append(f"  {_where(table, row, footnotes)}{method_label(method)}: {values}")
+            lines.append(f"  {where(row)}{method_label(method)}: {values}")
     return ["per seed:", *lines] if lines else []
 
 
@@ -127,8 +129,9 @@ def paired_lines(table: Comparison, footnotes: list[str]) -> list[str]:
     if not tested:
         return []
     lines = [f"deltas tested on the same samples or documents ({_legends(t for _, _, t in tested)}):"]
+    where = _places(table, footnotes)
     for row, (first, second), test in tested:
-        lines.append(f"  {_where(table, row, footnotes)}{method_label(first)} vs {method_label(second)}: "
+        lines.append(f"  {where(row)}{method_label(first)} vs {method_label(second)}: "
                      f"{paired_text(test)}")
     return lines
 
@@ -139,11 +142,24 @@ def _legends(tests) -> str:
                                                  (BootstrapTest, BOOTSTRAP_LEGEND)) if kind in kinds)
 
 
-def _where(table: Comparison, row: Row, footnotes: list[str]) -> str:
+def _places(table: Comparison, footnotes: list[str]) -> Callable[[Row], str]:
+    """How a line under the table names a row: by the keys that vary, a variant by its footnote's number."""
     varying, _ = shown_keys(table, always=())
-    where = ", ".join(f"[{footnotes.index(row.key[k]) + 1}]" if k == "variant" and row.key[k] in footnotes
-                      else f"{k}={row.key[k]}" for k in varying if row.key.get(k) is not None)
-    return f"{where}: " if where else ""
+    numbers = footnote_numbers(footnotes)
+
+    def where(row: Row) -> str:
+        text = ", ".join(f"[{numbers[row.key[k]]}]" if k == "variant" and row.key[k] in numbers
+                         else f"{k}={row.key[k]}" for k in varying if row.key.get(k) is not None)
+        return f"{text}: " if text else ""
+    return where
+
+
+def footnote_numbers(footnotes: list[str]) -> dict[str, int]:
+    """Each footnote's number, from 1 (the first place of a text that recurs)."""
+    numbers: dict[str, int] = {}
+    for number, text in enumerate(footnotes, 1):
+        numbers.setdefault(text, number)
+    return numbers
 
 
 def variant_lines(table: Comparison) -> list[str]:
@@ -248,14 +264,21 @@ def text_rows(table: Comparison, best: str, keys: list[str] | None = None,
     ``best`` marks the best cell's value (e.g. '{}*'), ``keys`` are the key columns (default: shown_keys)."""
     keys = shown_keys(table)[0] if keys is None else keys
     names = [*keys, *map(method_label, table.methods), *map(delta_label, table.pairs)]
-    footnotes = list(dict.fromkeys(row.key["variant"] for row in table.rows if row.key.get("variant")))
+    footnotes = variant_footnotes(table)
+    numbers = footnote_numbers(footnotes)
     rows = []
     for row in table.rows:
         cells = [cell_text(row.cells.get(m), then, m in row.best, best) for m in table.methods]
         variant = row.key.get("variant")
-        key = {**row.key, "variant": f"[{footnotes.index(variant) + 1}]" if variant else None}
+        key = {**row.key, "variant": f"[{numbers[variant]}]" if variant else None}
         rows.append([_key_text(key.get(k)) for k in keys] + cells + [delta_text(row, p, then) for p in table.pairs])
     return names, rows, footnotes
+
+
+def variant_footnotes(table: Comparison) -> list[str]:
+    """The variants' texts in the order of the rows, each once: the footnotes whose numbers the variant column
+    holds."""
+    return list(dict.fromkeys(row.key["variant"] for row in table.rows if row.key.get("variant")))
 
 
 def _key_text(value: Any) -> str:

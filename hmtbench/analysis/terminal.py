@@ -9,14 +9,17 @@ Only the text under the tables (footnotes, notes) wraps, at spaces.
 from __future__ import annotations
 
 import io
+import re
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 from hmtbench.analysis.compare import Comparison
 from hmtbench.analysis.row_text import describe
-from hmtbench.analysis.table_text import ALWAYS_SHOWN, header, notes, shown_keys, text_rows
+from hmtbench.analysis.table_text import ALWAYS_SHOWN, header, notes, shown_keys, text_rows, variant_footnotes
 
 WIDTH = 120  # the terminal table's width: long variant texts become numbered footnotes under it
+_EMOJI_LIKE = re.compile(r":\S*?:")  # what rich may read as an emoji code (":warning:") and replace
 
 
 def wrapped(lines: list[str], indent: str = "") -> list[str]:
@@ -28,45 +31,42 @@ def wrapped(lines: list[str], indent: str = "") -> list[str]:
 
 def boxed(tables: list[Comparison], per_seed: bool = False) -> str:
     """Every table in the first layout that fits WIDTH; header, footnotes and notes wrapped."""
-    from rich.console import Console
-
-    out = io.StringIO()
-    console = Console(file=out, width=WIDTH, color_system=None, markup=False)  # "[ab12cd34]" is a hash, not a style
+    parts = []
     for table in tables:
         grids, below = _layout(table, per_seed)
-        console.print("\n".join(wrapped([header(table)])), soft_wrap=True)  # wrapped here, at spaces only
-        for grid in grids:
-            console.print(grid)
-        console.print("\n".join(wrapped(below, indent="    ")) + "\n", soft_wrap=True)
-    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()).rstrip()
+        parts.append(_printed("\n".join(wrapped([header(table)]))))  # wrapped here, at spaces only
+        parts += [_printed_grid(grid) for grid in grids]
+        parts.append(_printed("\n".join(wrapped(below, indent="    ")) + "\n"))
+    return "\n".join(line.rstrip() for line in "".join(parts).splitlines()).rstrip()
 
 
-def _layout(table: Comparison, per_seed: bool) -> tuple[list, list[str]]:
+def _layout(table: Comparison, per_seed: bool) -> tuple[list[Grid], list[str]]:
     """(tables to print, lines below them) of the first layout that fits."""
     last = None
     for grids, below in _layouts(table, per_seed):
         last = grids, below
         if all(_table_width(grid) <= WIDTH for grid in grids):
             break
-    return [_grid(*grid) for grid in last[0]], last[1]
+    return last
 
 
 Grid = tuple[list[str], list[list[str]], int]  # column names, rows of cell texts, how many key columns lead
 
 
 def _layouts(table: Comparison, per_seed: bool) -> Iterator[tuple[list[Grid], list[str]]]:
+    under = notes(table, variant_footnotes(table), per_seed)  # alike under every layout
     for always, then in ((ALWAYS_SHOWN, " "), ((), " "), ((), "\n")):
         keys, common = shown_keys(table, always)
-        names, rows, footnotes = text_rows(table, "{}*", keys, then)
-        below = ([f"settings: {describe(common)}"] if common else []) + notes(table, footnotes, per_seed)
+        names, rows, _ = text_rows(table, "{}*", keys, then)
+        below = ([f"settings: {describe(common)}"] if common else []) + under
         yield (_split((names, rows, len(keys))) if then == "\n" else [(names, rows, len(keys))]), below
     # keys too wide to repeat beside the numbers: a row number, and each row's keys in a line below
     keys, common = shown_keys(table, ())
-    names, rows, footnotes = text_rows(table, "{}*", keys, "\n")
+    names, rows, _ = text_rows(table, "{}*", keys, "\n")
     labels = [f"({i})" for i in range(1, len(rows) + 1)]
     described = [f"{label} " + " · ".join(f"{k}={v}" for k, v in zip(keys, row[:len(keys)], strict=True) if v != "–")
                  for label, row in zip(labels, rows, strict=True)]
-    below = ([f"settings: {describe(common)}"] if common else []) + described + notes(table, footnotes, per_seed)
+    below = ([f"settings: {describe(common)}"] if common else []) + described + under
     numbered = (["row", *names[len(keys):]], [[label, *row[len(keys):]] for label, row in zip(labels, rows,
                                                                                                strict=True)], 1)
     yield _split(numbered), below
@@ -97,7 +97,7 @@ def _column_widths(grid: Grid) -> list[int]:
     from rich.cells import cell_len
 
     _, rows, _ = grid
-    return [max(cell_len(line) for text in (title, *(row[i] for row in rows)) for line in text.split("\n"))
+    return [max(cell_len(line) for text in {title, *(row[i] for row in rows)} for line in text.split("\n"))
             for i, title in enumerate(_headers(grid))]
 
 
@@ -107,6 +107,54 @@ def _width_of(widths: list[int]) -> int:
 
 def _table_width(grid: Grid) -> int:
     return _width_of(_column_widths(grid))
+
+
+def _printed(text: str) -> str:
+    """``text`` as rich prints it, unwrapped: as it is, where rich has nothing to change in it."""
+    return text + "\n" if _as_is(text) else _rich(text, soft_wrap=True)
+
+
+def _printed_grid(grid: Grid) -> str:
+    """A table as rich prints it (``_grid``); one that fits WIDTH, whose columns are a cell wide or wider and hold
+    plain text alone, is laid out here, the same way, faster: a table of thousands of rows takes rich minutes."""
+    names, rows, keys = grid
+    widths = _column_widths(grid)
+    if _width_of(widths) > WIDTH or 0 in widths or not all(map(_as_is, {*names, *(t for row in rows for t in row)})):
+        return _rich(_grid(*grid))
+    edge = " " * _width_of(widths)  # rich's SIMPLE_HEAD box: blank edges, a rule under the header
+    lines = [edge, *_row_lines(_headers(grid), widths, keys, bottom=True), f" {'─' * (_width_of(widths) - 2)} "]
+    for row in rows:
+        lines += _row_lines(row, widths, keys)
+    return "\n".join([*lines, edge, ""])
+
+
+def _row_lines(texts: list[str], widths: list[int], keys: int, bottom: bool = False) -> list[str]:
+    """One row of a table as lines: the key columns left-aligned, the others right-aligned (trailing spaces
+    dropped, as rich does), each cell's lines at the top of the row (a header's at the bottom); two spaces between
+    columns."""
+    cells = [text.split("\n") for text in texts]
+    height = max(map(len, cells))
+    cells = [[""] * (height - len(c)) + c if bottom else c + [""] * (height - len(c)) for c in cells]
+    return [" " + "  ".join(cell[line].ljust(width) if i < keys else cell[line].rstrip().rjust(width)
+                            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))) + " "
+            for line in range(height)]
+
+
+def _as_is(text: str) -> bool:
+    """Whether rich prints ``text`` unchanged: printable, a cell per character, nothing read as an emoji code."""
+    from rich.cells import cell_len
+
+    lines = text.split("\n")
+    return all(line.isprintable() and cell_len(line) == len(line) for line in lines) and not _EMOJI_LIKE.search(text)
+
+
+def _rich(renderable: Any, soft_wrap: bool = False) -> str:
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, width=WIDTH, color_system=None, markup=False)  # "[ab12cd34]" is a hash, not a style
+    console.print(renderable, soft_wrap=soft_wrap)
+    return out.getvalue()
 
 
 def _grid(names: list[str], rows: list[list[str]], keys: int):
