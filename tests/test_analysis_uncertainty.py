@@ -408,3 +408,16 @@ def test_cells_at_partly_different_seeds_are_tested_on_the_seeds_they_share(tmp_
     assert [(seed, t.gained, t.lost) for seed, t in test.tests] == [("train seed 1", 0, 20), ("train seed 3", 0, 20)]
     assert test.p == pytest.approx(2 * 0.5**20) and test.significant
     assert ("armt", "retrieval") not in row.paired
+
+
+def test_json_names_a_recipes_training_tokens_over_seeds_by_their_fields(tmp_path: Path) -> None:
+    """One recipe at seeds 1 and 2 read with soft and with hard recall on the same 20 samples: the variant test
+    between the settings names each side's settings, the training tokens among them as their range over seeds (it
+    once stopped ``compare --format json`` over results/ with "SeedTokens is not JSON serializable")."""
+    for recall, right in (("soft", 5), ("hard", 15)):
+        for seed, tokens in ((1, 5_000), (2, 9_000)):
+            write_seeded_qa(tmp_path, "hmt", seed, [1] * right + [0] * (20 - right), recipe="ab" * 8,
+                            recall_choice=recall, train_tokens=tokens)
+    (payload,) = json.loads(render([build(load_results([tmp_path], warn=lambda m: None), "exact_match")], "json"))
+    sides = [test[side] for test in payload["variant_tests"] for side in ("first", "second")]
+    assert sides and all(side["train_tokens"] == {"least": 5000, "most": 9000} for side in sides)

@@ -127,4 +127,9 @@ def _json(tables: list[Comparison]) -> str:
         payload.append({"metric": table.metric, "direction": table.direction, "sign": sign_rule(table.direction),
                         "methods": table.methods, "rows": rows, "notes": table.notes,
                         "provenance": provenance_lines(table), "variant_tests": variants})
-    return json.dumps(payload, indent=2, ensure_ascii=False)
+    return json.dumps(payload, indent=2, ensure_ascii=False, default=_json_value)
+
+
+def _json_value(value: Any) -> Any:
+    """A value json has no type for: a dataclass (a recipe's training tokens over seeds) as its fields, else text."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
