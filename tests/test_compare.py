@@ -387,3 +387,7 @@ def test_a_training_on_another_seeds_data_is_kept_apart_and_named(tmp_path: Path
     assert len(table.rows) == 2
     assert sorted(str(row.settings["hmt"].get("train_data_seed")) for row in table.rows) == ["1", "None"]
     assert phrase("train_data_seed", 1) == "data of seed 1"
+    write_run(tmp_path, "hmt", accuracy=0.5, checkpoint="lora", train_seed=2, train_lora_seed=1, train_tokens=4_000)
+    table = table_for(tmp_path, "accuracy")
+    assert sorted(str(row.settings["hmt"].get("train_lora_seed")) for row in table.rows) == ["1", "None", "None"]
+    assert phrase("train_lora_seed", 1) == "LoRA of seed 1"

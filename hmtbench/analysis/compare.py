@@ -32,15 +32,16 @@ ROW_KEYS = ("command", "backbone", "dataset", "split", "protocol", "task", "cont
 # averaged into one cell. tokens_scored is an outcome, but a different count means different data.
 RUN_SETTINGS = ("backbone_resolved", "checkpoint", "segment_length_run", "text_tokens", "memory_tokens",
                 "sensory_tokens", "recall_context", "recall_hidden_dim", "sum_fraction", "hmt_stage", "memory_write",
-                "recall_choice", "steps", "tokens_scored", "train_tokens", "train_budget", "train_data_seed")
+                "recall_choice", "steps", "tokens_scored", "train_tokens", "train_budget", "train_data_seed",
+                "train_lora_seed")
 # Named in a method's row (and so in figure legends) whenever its runs depart from the paper's value, even when they
 # all agree: a reader of a table of HMT alone must still see that it wrote spans, not the paper's states. And the
 # tokens a trained method's tensors read, in every row that has them: the budget behind the number (and the token
-# budget its training was held to, where one was), and the seed of its data where that was not its own seed.
+# budget its training was held to, where one was), and the seed of its data or LoRA where that was not its own seed.
 NAMED_DEPARTURES = {"memory_write": ("state", None), "recall_choice": ("soft", None),
                     f"{CONFIG_PREFIX}method.recall_query": ("paper", None),
                     f"{CONFIG_PREFIX}method.cache_policy": ("fifo", None), "train_tokens": (None,),
-                    "train_budget": (None,), "train_data_seed": (None,)}
+                    "train_budget": (None,), "train_data_seed": (None,), "train_lora_seed": (None,)}
 # The row keys that change along one experiment's series (the lengths it was evaluated at, and with how many samples).
 SERIES_KEYS = ("context_length", "test_length", "max_docs", "batch_size", "variant")
 OUTCOMES = ("tokens_scored", "steps")  # differ in a run that failed part-way; not a reason to keep it apart

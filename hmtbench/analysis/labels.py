@@ -32,6 +32,7 @@ FORMATS = {  # settings read as a number with a word ({s}: the plural's s)
     "text_tokens": "{} text tokens", "steps": "{} steps", "segment_length": "segments of {}",
     "test_length": "{} tokens", "context_length": "{} tokens", "max_docs": "{} samples", "batch_size": "batch {}",
     "summary_pass": "summaries {}", "train_data_seed": "data of seed {}",
+    "train_lora_seed": "LoRA of seed {}",
 }
 
 Series = tuple[str, tuple[tuple[str, Any], ...]]  # (method, its own settings)
