@@ -75,7 +75,7 @@ def make_cell(runs: RunValues, positions: Sequence[int], metric: str, documents:
     ok = [p for p in positions if status[p] == "success" and value[p] is not None]
 
     def read(name: str) -> list[Any]:  # the successful runs' values; none where the records lack the column
-        return [runs.column(name)[p] for p in ok] if name in runs else []
+        return runs.at(name, ok) if name in runs else []
 
     found = measurements(runs, ok, metric)
     values = np.array([m.value for m in found])
@@ -114,7 +114,7 @@ def measurements(runs: RunValues, positions: Sequence[int], metric: str) -> list
     before ``train_seed`` existed, of the same checkpoint). Each is the mean of its runs, with the mean interval
     of those that recorded one (a repeat recorded before the interval columns existed has none)."""
     def read(name: str) -> list[Any]:
-        return [runs.column(name)[p] for p in positions]
+        return runs.at(name, positions)
 
     seeds = [name for name in SEED_COLUMNS if name in runs]
     columns = {name: read(name) for name in seeds}

@@ -97,6 +97,11 @@ class RunValues:
             self._columns[name] = [plain(value) for value in self.frame[name]]
         return self._columns[name]
 
+    def at(self, name: str, positions: Iterable[int]) -> list[Any]:
+        """Column ``name``'s values at ``positions``, in their order."""
+        column = self.column(name)
+        return [column[p] for p in positions]
+
     def split(self, positions: Iterable[int], keys: Sequence[str]) -> list[tuple[dict[str, Any], Positions]]:
         """``positions`` grouped by the values of ``keys``, missing values included, in sorted order of the keys;
         each group's positions in the order given."""
